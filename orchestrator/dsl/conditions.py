@@ -1,0 +1,207 @@
+"""The condition language of `if:` and `where:` - a tiny, safe expression subset.
+
+Marketers write Python-like expressions over three roots::
+
+    contact.traits.country != "XX" and len(event.properties.products) > 1
+    journey.vars.variant in ["a", "b"]
+
+We parse with `ast` and *interpret* a whitelist of node types over plain
+dicts; nothing is ever passed to `eval`, attribute access is a dict lookup
+(never `getattr`), so there is no path to Python objects. A missing key is
+`null`, which compares unequal to everything and fails every ordering.
+"""
+
+from __future__ import annotations
+
+import ast
+import operator
+from functools import lru_cache
+from typing import Any
+
+ROOTS = ("contact", "event", "journey")
+FUNCTIONS = {
+    "len": lambda v: len(v) if isinstance(v, str | list | dict) else 0,
+    "lower": lambda v: v.lower() if isinstance(v, str) else v,
+    "upper": lambda v: v.upper() if isinstance(v, str) else v,
+}
+CONSTANTS = {"true": True, "false": False, "null": None, "True": True, "False": False, "None": None}
+MAX_LENGTH = 1000
+
+_COMPARE = {
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
+    ast.In: lambda a, b: _contains(b, a),
+    ast.NotIn: lambda a, b: not _contains(b, a),
+}
+_ARITHMETIC = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.Mod: operator.mod,
+}
+
+
+class ConditionError(ValueError):
+    """A condition that is not in the language; `offset` is its 0-based column."""
+
+    def __init__(self, message: str, offset: int = 0) -> None:
+        super().__init__(message)
+        self.offset = offset
+
+
+def check_condition(text: str) -> str:
+    """Pydantic validator: the text parses, else a ValueError saying why."""
+    parse(text)
+    return text
+
+
+@lru_cache(maxsize=4096)
+def parse(text: str) -> ast.expr:
+    if len(text) > MAX_LENGTH:
+        raise ConditionError(f"condition is longer than {MAX_LENGTH} characters")
+    try:
+        tree = ast.parse(text.strip(), mode="eval").body
+    except SyntaxError as exc:
+        raise ConditionError(
+            f"invalid condition {text!r}: {exc.msg}", max((exc.offset or 1) - 1, 0)
+        ) from None
+    _check(tree)
+    return tree
+
+
+def _check(node: ast.AST) -> None:
+    match node:
+        case ast.Constant(value=v) if isinstance(v, str | int | float | bool) or v is None:
+            pass
+        case ast.Name(id=name):
+            if name not in ROOTS and name not in CONSTANTS:
+                raise ConditionError(
+                    f"unknown name {name!r}: expected one of {', '.join(ROOTS)} "
+                    "or true, false, null",
+                    node.col_offset,
+                )
+        case ast.Attribute(value=value, attr=attr):
+            if attr.startswith("_"):
+                raise ConditionError(f"attribute {attr!r} is not allowed", node.col_offset)
+            _check(value)
+        case ast.Subscript(value=value, slice=ast.Constant(value=key)) if isinstance(
+            key, str | int
+        ):
+            _check(value)
+        case ast.Compare(left=left, ops=ops, comparators=rest) if all(
+            type(op) in _COMPARE for op in ops
+        ):
+            for child in (left, *rest):
+                _check(child)
+        case ast.BoolOp(values=values):
+            for child in values:
+                _check(child)
+        case ast.UnaryOp(op=ast.Not() | ast.USub(), operand=operand):
+            _check(operand)
+        case ast.BinOp(left=left, op=op, right=right) if type(op) in _ARITHMETIC:
+            _check(left)
+            _check(right)
+        case ast.List(elts=elts) | ast.Tuple(elts=elts):
+            for child in elts:
+                _check(child)
+        case ast.Call(func=ast.Name(id=fn), args=args, keywords=[]) if fn in FUNCTIONS:
+            if len(args) != 1:
+                raise ConditionError(f"{fn}() takes exactly one argument", node.col_offset)
+            _check(args[0])
+        case ast.Call():
+            raise ConditionError(
+                f"only the functions {', '.join(FUNCTIONS)} may be called", node.col_offset
+            )
+        case _:
+            raise ConditionError(
+                f"{type(node).__name__.lower()} expressions are not allowed in conditions",
+                getattr(node, "col_offset", 0),
+            )
+
+
+def evaluate(text: str, context: dict[str, Any]) -> bool:
+    """Evaluate `text` over `context` ({"contact": {...}, "event": {...}, ...})."""
+    return bool(_eval(parse(text), context))
+
+
+def _eval(node: ast.AST, ctx: dict[str, Any]) -> Any:
+    match node:
+        case ast.Constant(value=v):
+            return v
+        case ast.Name(id=name):
+            return CONSTANTS[name] if name in CONSTANTS else ctx.get(name)
+        case ast.Attribute(value=value, attr=attr):
+            return _lookup(_eval(value, ctx), attr)
+        case ast.Subscript(value=value, slice=ast.Constant(value=key)):
+            return _lookup(_eval(value, ctx), key)
+        case ast.BoolOp(op=ast.And(), values=values):
+            result: Any = True
+            for child in values:
+                result = _eval(child, ctx)
+                if not result:
+                    return result
+            return result
+        case ast.BoolOp(values=values):
+            result = False
+            for child in values:
+                result = _eval(child, ctx)
+                if result:
+                    return result
+            return result
+        case ast.UnaryOp(op=ast.Not(), operand=operand):
+            return not _eval(operand, ctx)
+        case ast.UnaryOp(operand=operand):
+            value = _eval(operand, ctx)
+            return -value if _is_number(value) else None
+        case ast.Compare(left=left, ops=ops, comparators=rest):
+            current = _eval(left, ctx)
+            for op, right_node in zip(ops, rest, strict=True):
+                right = _eval(right_node, ctx)
+                try:
+                    ok = _COMPARE[type(op)](current, right)
+                except TypeError:
+                    ok = False
+                if not ok:
+                    return False
+                current = right
+            return True
+        case ast.BinOp(left=left, op=op, right=right):
+            a, b = _eval(left, ctx), _eval(right, ctx)
+            try:
+                return _ARITHMETIC[type(op)](a, b)
+            except (TypeError, ZeroDivisionError, OverflowError):
+                return None
+        case ast.List(elts=elts) | ast.Tuple(elts=elts):
+            return [_eval(child, ctx) for child in elts]
+        case ast.Call(func=ast.Name(id=fn), args=[arg]):
+            return FUNCTIONS[fn](_eval(arg, ctx))
+    raise ConditionError(f"cannot evaluate {type(node).__name__}")  # unreachable after parse
+
+
+def _lookup(container: Any, key: Any) -> Any:
+    if isinstance(container, dict):
+        return container.get(key)
+    if (
+        isinstance(container, list)
+        and isinstance(key, int)
+        and -len(container) <= key < len(container)
+    ):
+        return container[key]
+    return None
+
+
+def _contains(container: Any, item: Any) -> bool:
+    if isinstance(container, str):
+        return isinstance(item, str) and item in container
+    if isinstance(container, list | dict):
+        return item in container
+    return False
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

@@ -1,0 +1,272 @@
+"""Typed models of a journey: what a marketer may write in `journeys/*.yaml`.
+
+Every step is a mapping with exactly one *kind* key (`wait`, `send`, ...) plus
+that kind's optional sibling keys (`id`, `then`, `on_timeout`, `else`). The
+kind key selects the model (a discriminated union), so a typo in a kind is an
+"unknown step kind" error, not a confusing list of failed alternatives.
+
+Models are frozen and serialize to plain JSON: the parsed journey is the
+frozen *version* a workflow interprets, carried in its input.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    model_validator,
+)
+
+from .conditions import check_condition
+from .durations import parse_duration
+
+STEP_KINDS = ("wait", "wait_until", "wait_for", "branch", "split", "send", "action", "exit")
+CHANNELS = ("email", "push", "sms")
+ENGAGEMENTS = ("delivered", "opened", "clicked", "bounced", "replied", "failed")
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+ID_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+
+Duration = Annotated[int, BeforeValidator(parse_duration)]
+Condition = Annotated[str, AfterValidator(check_condition)]
+Identifier = Annotated[str, Field(pattern=ID_PATTERN)]
+EventName = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _parse_re_entry(value: Any) -> Any:
+    """`never`, `always` or `after <duration>` -> (mode, seconds)."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text in ("never", "always"):
+        return {"mode": text, "after": None}
+    if text.startswith("after "):
+        return {"mode": "after", "after": parse_duration(text[len("after ") :])}
+    raise ValueError(f"invalid re_entry {value!r}: expected never, always or after <duration>")
+
+
+class ReEntry(Model):
+    mode: Literal["never", "always", "after"]
+    after: int | None = None
+
+
+class Trigger(Model):
+    event: EventName
+    where: Condition | None = None
+
+
+class Entry(Model):
+    re_entry: Annotated[ReEntry, BeforeValidator(_parse_re_entry)] = ReEntry(mode="never")
+    if_: Condition | None = Field(default=None, alias="if")
+
+
+class Goal(Model):
+    event: EventName
+    within: Duration
+    where: Condition | None = None
+
+
+# --- steps -----------------------------------------------------------------
+
+
+class WaitStep(Model):
+    """Sleep for a fixed duration (a durable Temporal timer)."""
+
+    wait: Duration
+    id: Identifier | None = None
+
+
+def _check_time_of_day(value: str) -> str:
+    if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
+        raise ValueError(f"invalid time {value!r}: expected HH:MM on a 24-hour clock, like 09:30")
+    return value
+
+
+class WaitUntilSpec(Model):
+    time: Annotated[str, AfterValidator(_check_time_of_day)]
+    weekdays: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] | None = None
+    timezone: str | None = None  # used when the contact has none; default UTC
+
+
+class WaitUntilStep(Model):
+    """Sleep until the next local time of day (and weekday) in the contact's timezone."""
+
+    wait_until: WaitUntilSpec
+    id: Identifier | None = None
+
+
+class WaitForSpec(Model):
+    event: EventName | None = None
+    message: Identifier | None = None
+    engagement: Literal["delivered", "opened", "clicked", "bounced", "replied", "failed"] = "opened"
+    where: Condition | None = None
+    timeout: Duration
+
+    @model_validator(mode="after")
+    def _one_target(self) -> WaitForSpec:
+        if (self.event is None) == (self.message is None):
+            raise ValueError("wait_for needs exactly one of 'event' or 'message'")
+        return self
+
+
+class WaitForStep(Model):
+    """Wait for an event or a message engagement; `then` if it came, else `on_timeout`."""
+
+    wait_for: WaitForSpec
+    then: list[Step] = []
+    on_timeout: list[Step] = []
+    id: Identifier | None = None
+
+
+class BranchCase(Model):
+    if_: Condition = Field(alias="if")
+    then: list[Step] = []
+
+
+class BranchStep(Model):
+    """Take the first case whose condition holds, or `else`."""
+
+    branch: Annotated[list[BranchCase], Field(min_length=1)]
+    else_: list[Step] = Field(default=[], alias="else")
+    id: Identifier | None = None
+
+
+class SplitVariant(Model):
+    variant: Identifier
+    weight: Annotated[int, Field(gt=0, le=10_000)]
+    then: list[Step] = []
+
+
+class SplitStep(Model):
+    """Weighted A/B split, stable per contact (hash of journey, step and contact)."""
+
+    split: Annotated[list[SplitVariant], Field(min_length=2)]
+    id: Identifier | None = None
+
+    @model_validator(mode="after")
+    def _unique_variants(self) -> SplitStep:
+        names = [v.variant for v in self.split]
+        if len(set(names)) != len(names):
+            raise ValueError("split variant names must be unique")
+        return self
+
+
+ChannelChoice = Literal["email", "push", "sms", "preferred"]
+
+
+class SendSpec(Model):
+    id: Identifier | None = None
+    channel: ChannelChoice | Annotated[list[Literal["email", "push", "sms"]], Field(min_length=1)]
+    template: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_\-]*$")]
+    category: Literal["marketing", "transactional"] = "marketing"
+
+
+class SendStep(Model):
+    """Render a template and deliver it through a channel (one idempotent activity)."""
+
+    send: SendSpec
+    id: Identifier | None = None
+
+
+class UpdateContactAction(Model):
+    type: Literal["update_contact"]
+    set: dict[str, Any] = {}
+    increment: dict[str, float] = {}
+    unset: list[str] = []
+
+    @model_validator(mode="after")
+    def _does_something(self) -> UpdateContactAction:
+        if not (self.set or self.increment or self.unset):
+            raise ValueError("update_contact needs at least one of 'set', 'increment' or 'unset'")
+        return self
+
+
+Action = Annotated[UpdateContactAction, Field(discriminator="type")]
+
+
+class ActionStep(Model):
+    """Change the world: update the contact (later: points, coupons, webhooks)."""
+
+    action: Action
+    id: Identifier | None = None
+
+
+class ExitSpec(Model):
+    reason: str | None = None
+
+
+def _exit_spec(value: Any) -> Any:
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        return {"reason": value}
+    return value
+
+
+class ExitStep(Model):
+    """Leave the journey here."""
+
+    exit: Annotated[ExitSpec, BeforeValidator(_exit_spec)] = ExitSpec()
+    id: Identifier | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_word(cls, value: Any) -> Any:
+        return {"exit": None} if value == "exit" else value
+
+
+def step_kind(value: Any) -> str | None:
+    """The discriminator: which kind key a raw mapping (or a model) carries."""
+    if isinstance(value, dict):
+        kinds = [k for k in value if k in STEP_KINDS]
+        return kinds[0] if len(kinds) == 1 else None
+    if value == "exit":
+        return "exit"
+    if isinstance(value, BaseModel):
+        return next((k for k in STEP_KINDS if k in type(value).model_fields), None)
+    return None
+
+
+Step = Annotated[
+    Annotated[WaitStep, Tag("wait")]
+    | Annotated[WaitUntilStep, Tag("wait_until")]
+    | Annotated[WaitForStep, Tag("wait_for")]
+    | Annotated[BranchStep, Tag("branch")]
+    | Annotated[SplitStep, Tag("split")]
+    | Annotated[SendStep, Tag("send")]
+    | Annotated[ActionStep, Tag("action")]
+    | Annotated[ExitStep, Tag("exit")],
+    Discriminator(
+        step_kind,
+        custom_error_type="unknown_step_kind",
+        custom_error_message="unknown step kind",
+    ),
+]
+
+
+class Journey(Model):
+    """One journey file."""
+
+    id: Identifier
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    description: str | None = None
+    trigger: Trigger
+    entry: Entry = Entry()
+    exit_on: list[EventName] = []
+    goal: Goal | None = None
+    steps: Annotated[list[Step], Field(min_length=1)]
+
+
+for _model in (WaitForStep, BranchCase, BranchStep, SplitVariant, Journey):
+    _model.model_rebuild()

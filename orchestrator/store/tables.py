@@ -1,0 +1,141 @@
+"""SQLModel tables: contacts, events, journey versions, journey runs, messages.
+
+Schema changes go through Alembic migrations (`orchestrator/store/migrations`);
+a test checks that the migrations produce exactly these tables.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _json(**kw: Any) -> Any:
+    return Field(default_factory=dict, sa_column=Column(JSON, nullable=False), **kw)
+
+
+def _time(**kw: Any) -> Any:
+    return Field(sa_column=Column(DateTime(timezone=True), **kw))
+
+
+class Contact(SQLModel, table=True):
+    """A person we may message, keyed by the storefront's userId (or anonymousId)."""
+
+    __tablename__ = "contacts"
+
+    id: str = Field(primary_key=True, max_length=255)
+    email: str | None = Field(default=None, max_length=320)
+    phone: str | None = Field(default=None, max_length=32)
+    locale: str | None = Field(default=None, max_length=35)
+    timezone: str | None = Field(default=None, max_length=64)
+    traits: dict[str, Any] = _json()
+    push_tokens: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    # {"email": {"marketing": true, "transactional": true}, "sms": {...}, "push": {...}}
+    consent: dict[str, Any] = _json()
+    created_at: datetime = _time(nullable=False, default=utcnow)
+    updated_at: datetime = _time(nullable=False, default=utcnow)
+
+
+class Event(SQLModel, table=True):
+    """A Segment call as received; `message_id` makes retries harmless."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_unrouted", "routed_at", "id"),
+        Index("ix_events_contact_name", "contact_id", "name"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    message_id: str = Field(max_length=255, unique=True)
+    type: str = Field(max_length=16)  # track | identify | ...
+    name: str | None = Field(default=None, max_length=200)  # the track event's name
+    contact_id: str = Field(max_length=255)
+    properties: dict[str, Any] = _json()
+    context: dict[str, Any] = _json()
+    timestamp: datetime = _time(nullable=False)
+    received_at: datetime = _time(nullable=False, default=utcnow)
+    routed_at: datetime | None = _time(nullable=True)
+
+
+class JourneyVersion(SQLModel, table=True):
+    """A journey as deployed: the validated spec, frozen, numbered per journey."""
+
+    __tablename__ = "journey_versions"
+    __table_args__ = (
+        UniqueConstraint("journey_id", "version"),
+        UniqueConstraint("journey_id", "spec_hash"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    journey_id: str = Field(max_length=63, index=True)
+    version: int
+    spec_hash: str = Field(max_length=64)
+    spec: dict[str, Any] = _json()
+    source_path: str | None = Field(default=None, max_length=1024)
+    active: bool = True
+    deployed_at: datetime = _time(nullable=False, default=utcnow)
+
+
+class JourneyRun(SQLModel, table=True):
+    """One entry of one contact into one journey (a workflow run, across continue-as-new)."""
+
+    __tablename__ = "journey_runs"
+    __table_args__ = (
+        UniqueConstraint("workflow_id", "entry_seq"),
+        Index("ix_runs_contact_status", "contact_id", "status"),
+        Index("ix_runs_journey_status", "journey_id", "status"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    workflow_id: str = Field(max_length=400)
+    entry_seq: int  # 1 for the contact's first entry into this journey, then 2, ...
+    journey_id: str = Field(max_length=63)
+    version: int
+    contact_id: str = Field(max_length=255)
+    trigger_event_id: int | None = None
+    # active | completed | exited | converted | failed | skipped
+    status: str = Field(default="active", max_length=16)
+    current_step: str | None = Field(default=None, max_length=200)
+    exit_reason: str | None = Field(default=None, max_length=200)
+    converted_at: datetime | None = _time(nullable=True)
+    revenue: float | None = None
+    entered_at: datetime = _time(nullable=False, default=utcnow)
+    updated_at: datetime = _time(nullable=False, default=utcnow)
+    exited_at: datetime | None = _time(nullable=True)
+
+
+class Message(SQLModel, table=True):
+    """The outbox and send ledger: one row per (run, send step), written before sending."""
+
+    __tablename__ = "messages"
+    __table_args__ = (Index("ix_messages_contact", "contact_id"),)
+
+    id: str = Field(primary_key=True, max_length=36)  # uuid, our message id
+    idempotency_key: str = Field(max_length=500, unique=True)  # workflow_id:step_id:entry_seq
+    workflow_id: str = Field(max_length=400)
+    entry_seq: int
+    step_id: str = Field(max_length=200)
+    journey_id: str = Field(max_length=63)
+    contact_id: str = Field(max_length=255)
+    channel: str = Field(max_length=32)  # email | push | sms
+    adapter: str = Field(max_length=64)  # console | sendgrid | ...
+    template: str = Field(max_length=200)
+    category: str = Field(default="marketing", max_length=16)
+    recipient: str | None = Field(default=None, max_length=320)
+    content: dict[str, Any] = _json()  # rendered parts: subject, html, text, title, body
+    # pending | sent | failed | delivered | opened | clicked | bounced | replied
+    status: str = Field(default="pending", max_length=16)
+    provider_message_id: str | None = Field(default=None, max_length=255)
+    error: str | None = None
+    timeline: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
+    created_at: datetime = _time(nullable=False, default=utcnow)
+    sent_at: datetime | None = _time(nullable=True)
