@@ -37,6 +37,9 @@ ID_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
 Duration = Annotated[int, BeforeValidator(parse_duration)]
 Condition = Annotated[str, AfterValidator(check_condition)]
 Identifier = Annotated[str, Field(pattern=ID_PATTERN)]
+# A step's id: the marketer's identifier, or the path the loader gives an unnamed
+# step ("steps.2.on_timeout.0"), which must survive the JSON round trip to a workflow.
+StepId = Annotated[str, Field(pattern=r"^(?:[a-z][a-z0-9_]{0,62}|steps(?:\.(?:\d+|[a-z_]+))+)$")]
 EventName = Annotated[str, Field(min_length=1, max_length=200)]
 
 
@@ -84,7 +87,7 @@ class WaitStep(Model):
     """Sleep for a fixed duration (a durable Temporal timer)."""
 
     wait: Duration
-    id: Identifier | None = None
+    id: StepId | None = None
 
 
 def _check_time_of_day(value: str) -> str:
@@ -103,7 +106,7 @@ class WaitUntilStep(Model):
     """Sleep until the next local time of day (and weekday) in the contact's timezone."""
 
     wait_until: WaitUntilSpec
-    id: Identifier | None = None
+    id: StepId | None = None
 
 
 class WaitForSpec(Model):
@@ -126,7 +129,7 @@ class WaitForStep(Model):
     wait_for: WaitForSpec
     then: list[Step] = []
     on_timeout: list[Step] = []
-    id: Identifier | None = None
+    id: StepId | None = None
 
 
 class BranchCase(Model):
@@ -139,7 +142,7 @@ class BranchStep(Model):
 
     branch: Annotated[list[BranchCase], Field(min_length=1)]
     else_: list[Step] = Field(default=[], alias="else")
-    id: Identifier | None = None
+    id: StepId | None = None
 
 
 class SplitVariant(Model):
@@ -152,7 +155,7 @@ class SplitStep(Model):
     """Weighted A/B split, stable per contact (hash of journey, step and contact)."""
 
     split: Annotated[list[SplitVariant], Field(min_length=2)]
-    id: Identifier | None = None
+    id: StepId | None = None
 
     @model_validator(mode="after")
     def _unique_variants(self) -> SplitStep:
@@ -176,7 +179,7 @@ class SendStep(Model):
     """Render a template and deliver it through a channel (one idempotent activity)."""
 
     send: SendSpec
-    id: Identifier | None = None
+    id: StepId | None = None
 
 
 class UpdateContactAction(Model):
@@ -199,7 +202,7 @@ class ActionStep(Model):
     """Change the world: update the contact (later: points, coupons, webhooks)."""
 
     action: Action
-    id: Identifier | None = None
+    id: StepId | None = None
 
 
 class ExitSpec(Model):
@@ -218,7 +221,7 @@ class ExitStep(Model):
     """Leave the journey here."""
 
     exit: Annotated[ExitSpec, BeforeValidator(_exit_spec)] = ExitSpec()
-    id: Identifier | None = None
+    id: StepId | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -1,0 +1,31 @@
+"""The development channel: prints each message instead of delivering it.
+
+The send pipeline stores every message in the outbox (`messages` table)
+whatever the adapter, so with `console` nothing leaves the machine and
+everything is visible.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from typing import ClassVar, TextIO
+
+from .base import Channel, OutgoingMessage, Receipt
+
+
+class ConsoleChannel(Channel):
+    name: ClassVar[str] = "console"
+    serves: ClassVar[tuple[str, ...]] = ("email", "push", "sms")
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream
+
+    def send(self, message: OutgoingMessage) -> Receipt:
+        out = self.stream or sys.stdout
+        lines = [f"--- {message.channel} to {message.to} (message {message.message_id})"]
+        lines += [f"{part}: {text}" for part, text in message.content.items() if part != "html"]
+        if "html" in message.content:
+            lines.append(f"html: {len(message.content['html'])} characters")
+        print("\n".join(lines), file=out, flush=True)
+        return Receipt(provider_message_id=f"console-{uuid.uuid4()}")

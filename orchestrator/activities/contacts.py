@@ -1,0 +1,88 @@
+"""Activities that read or change the contact: conditions, local time, updates."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import Engine
+from temporalio import activity
+
+from ..dsl.conditions import evaluate
+from ..dsl.models import WEEKDAYS
+from ..store.context import contact_context, event_context
+from ..store.db import session_scope
+from ..store.tables import Contact, Event, utcnow
+from ..workflows import types as t
+
+
+def next_occurrence(now: datetime, at: str, weekdays: list[str] | None, zone: ZoneInfo) -> datetime:
+    """The first local `at` (HH:MM) strictly after `now` on an allowed weekday, in UTC."""
+    local_now = now.astimezone(zone)
+    hour, minute = (int(x) for x in at.split(":"))
+    day = local_now.date()
+    for _ in range(8):
+        candidate = datetime.combine(day, time(hour, minute), tzinfo=zone)
+        allowed = weekdays is None or WEEKDAYS[candidate.weekday()] in weekdays
+        if candidate > local_now and allowed:
+            return candidate.astimezone(UTC)
+        day += timedelta(days=1)
+    raise ValueError(f"no weekday allowed in {weekdays}")
+
+
+def _zone(*names: str | None) -> ZoneInfo:
+    for name in names:
+        if name:
+            try:
+                return ZoneInfo(name)
+            except (ZoneInfoNotFoundError, ValueError):
+                activity.logger.warning("unknown timezone %r, falling back", name)
+    return ZoneInfo("UTC")
+
+
+class ContactActivities:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @activity.defn(name=t.CHECK_CONDITION)
+    def check_condition(self, req: t.ConditionRequest) -> bool:
+        with session_scope(self.engine) as session:
+            trigger = session.get(Event, req.trigger_event_id) if req.trigger_event_id else None
+            event = session.get(Event, req.event_id) if req.event_id else trigger
+            context = {
+                "contact": contact_context(session.get(Contact, req.contact_id)),
+                "event": event_context(event),
+                "trigger": event_context(trigger),
+                "journey": req.journey,
+            }
+        return evaluate(req.expression, context)
+
+    @activity.defn(name=t.NEXT_LOCAL_TIME)
+    def next_local_time(self, req: t.LocalTimeRequest) -> str:
+        with session_scope(self.engine) as session:
+            contact = session.get(Contact, req.contact_id)
+            zone = _zone(contact.timezone if contact else None, req.default_timezone)
+        now = datetime.fromisoformat(req.now)
+        return next_occurrence(now, req.time, req.weekdays, zone).isoformat()
+
+    @activity.defn(name=t.UPDATE_CONTACT)
+    def update_contact(self, req: t.UpdateContactRequest) -> None:
+        """Set, increment or unset traits. Increments apply once per run and step."""
+        with session_scope(self.engine) as session:
+            contact = session.get(Contact, req.contact_id, with_for_update=True)
+            if contact is None:
+                return
+            traits = dict(contact.traits or {})
+            applied = list(traits.get("_applied_actions", []))
+            traits.update(req.set)
+            for key in req.unset:
+                traits.pop(key, None)
+            if req.increment and req.idempotency_key not in applied:
+                for key, amount in req.increment.items():
+                    current = traits.get(key)
+                    base = current if isinstance(current, int | float) else 0
+                    traits[key] = base + amount
+                applied = [*applied[-49:], req.idempotency_key]
+                traits["_applied_actions"] = applied
+            contact.traits = traits
+            contact.updated_at = utcnow()

@@ -1,0 +1,97 @@
+"""Run records: entry (with re-entry rules), progress, conversion and the end."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Engine
+from sqlmodel import select
+from temporalio import activity
+
+from ..dsl.conditions import evaluate
+from ..store.context import contact_context, event_context
+from ..store.db import session_scope
+from ..store.tables import Contact, Event, JourneyRun, utcnow
+from ..workflows import types as t
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+class RunActivities:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @activity.defn(name=t.ENTER_RUN)
+    def enter_run(self, req: t.EnterRequest) -> t.EnterResult:
+        """Apply re-entry and entry conditions, then record the run (idempotent per trigger)."""
+        with session_scope(self.engine) as session:
+            runs = select(JourneyRun).where(JourneyRun.workflow_id == req.workflow_id)
+            same = session.exec(runs.where(JourneyRun.trigger_event_id == req.trigger_event_id))
+            if (existing := same.first()) is not None:
+                return t.EnterResult(allowed=True, entry_seq=existing.entry_seq)
+            previous = session.exec(runs.order_by(JourneyRun.entry_seq.desc())).first()  # type: ignore[attr-defined]
+            if previous is not None:
+                if req.re_entry == "never":
+                    return t.EnterResult(False, 0, "already entered once (re_entry: never)")
+                if req.re_entry == "after" and req.re_entry_after:
+                    since = utcnow() - _aware(previous.entered_at)
+                    if since < timedelta(seconds=req.re_entry_after):
+                        return t.EnterResult(False, 0, "entered too recently (re_entry: after)")
+            if req.entry_if:
+                context = {
+                    "contact": contact_context(session.get(Contact, req.contact_id)),
+                    "event": event_context(session.get(Event, req.trigger_event_id)),
+                }
+                if not evaluate(req.entry_if, context):
+                    return t.EnterResult(False, 0, "entry condition is false")
+            seq = previous.entry_seq + 1 if previous else 1
+            session.add(
+                JourneyRun(
+                    workflow_id=req.workflow_id,
+                    entry_seq=seq,
+                    journey_id=req.journey_id,
+                    version=req.version,
+                    contact_id=req.contact_id,
+                    trigger_event_id=req.trigger_event_id,
+                )
+            )
+            return t.EnterResult(allowed=True, entry_seq=seq)
+
+    @activity.defn(name=t.RECORD_STEP)
+    def record_step(self, update: t.RunUpdate) -> None:
+        with session_scope(self.engine) as session:
+            run = self._run(session, update)
+            if run is not None and run.status == "active":
+                run.current_step = update.step_id
+                run.updated_at = utcnow()
+
+    @activity.defn(name=t.FINISH_RUN)
+    def finish_run(self, update: t.RunUpdate) -> None:
+        with session_scope(self.engine) as session:
+            run = self._run(session, update)
+            if run is not None and run.status == "active":
+                run.status = update.status or "completed"
+                run.exit_reason = update.reason
+                run.exited_at = run.updated_at = utcnow()
+
+    @activity.defn(name=t.RECORD_CONVERSION)
+    def record_conversion(self, req: t.ConversionRequest) -> None:
+        with session_scope(self.engine) as session:
+            run = self._run(session, t.RunUpdate(req.workflow_id, req.entry_seq))
+            event = session.get(Event, req.event_id)
+            if run is None or run.converted_at is not None:
+                return
+            run.converted_at = event.timestamp if event else utcnow()
+            props = event.properties if event else {}
+            revenue = props.get("revenue", props.get("total"))
+            run.revenue = float(revenue) if isinstance(revenue, int | float) else None
+            run.updated_at = utcnow()
+
+    @staticmethod
+    def _run(session, update: t.RunUpdate) -> JourneyRun | None:  # type: ignore[no-untyped-def]
+        query = select(JourneyRun).where(
+            JourneyRun.workflow_id == update.workflow_id, JourneyRun.entry_seq == update.entry_seq
+        )
+        return session.exec(query).first()

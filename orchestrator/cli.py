@@ -1,0 +1,143 @@
+"""The `journeys` command."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .settings import Settings
+
+
+def _settings(**overrides: Any) -> Settings:
+    settings = Settings()
+    return settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+
+
+def _fail(message: str) -> None:
+    click.secho(f"error: {message}", fg="red", err=True)
+    sys.exit(1)
+
+
+@click.group()
+def main() -> None:
+    """Omnichannel journeys from YAML, run as durable Temporal workflows."""
+
+
+data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Where the SQLite files and the dev write key live (default ./.journeys).",
+)
+
+
+@main.command()
+@click.option("--port", type=int, help="API port (default 8000).")
+@data_dir_option
+@click.option(
+    "--journeys", "journeys_dir", type=click.Path(path_type=Path), help="Journeys folder."
+)
+@click.option("--templates", "templates_dir", type=click.Path(path_type=Path), help="Templates.")
+@click.option("--temporal-port", type=int, help="gRPC port of the embedded Temporal (7233).")
+@click.option("--temporal-ui-port", type=int, help="UI port of the embedded Temporal (8233).")
+def dev(**options: Any) -> None:
+    """Run everything locally: Temporal, database, worker and API."""
+    from .deploy import InvalidJourneys
+    from .runtime import run_dev
+    from .temporal_server import TemporalServerError
+
+    settings = _settings(
+        api_port=options["port"],
+        data_dir=options["data_dir"],
+        journeys_dir=options["journeys_dir"],
+        templates_dir=options["templates_dir"],
+        temporal_port=options["temporal_port"],
+        temporal_ui_port=options["temporal_ui_port"],
+    )
+    if not settings.journeys_dir.is_dir():
+        _fail(
+            f"no journeys folder at {settings.journeys_dir}: run from a directory that holds "
+            "journeys/ and templates/, or pass --journeys"
+        )
+    try:
+        asyncio.run(run_dev(settings))
+    except InvalidJourneys as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        _fail(f"{len(exc.problems)} problem(s) found; nothing was deployed")
+    except (TemporalServerError, OSError, ValueError) as exc:
+        _fail(str(exc))
+
+
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--templates", "templates_dir", type=click.Path(path_type=Path), default="templates")
+def validate(paths: tuple[Path, ...], templates_dir: Path) -> None:
+    """Check journeys and the templates they use; exit 1 on any problem."""
+    from .dsl.loader import load_journeys
+
+    targets = list(paths) or [Path("journeys")]
+    missing = [p for p in targets if not p.exists()]
+    if missing:
+        _fail(f"no such file or folder: {', '.join(map(str, missing))}")
+    loaded, problems = load_journeys(targets, templates_dir)
+    for problem in problems:
+        click.echo(str(problem))
+    if problems:
+        click.secho(f"{len(problems)} problem(s) found", fg="red", err=True)
+        sys.exit(1)
+    click.echo(f"{len(loaded)} journey(s) valid")
+
+
+@main.command()
+@click.option("--journey", help="Only runs of this journey id.")
+@click.option("--contact", help="Only runs of this contact id.")
+@click.option("--status", help="Only runs with this status (active, completed, exited...).")
+@click.option("--limit", type=int, default=50, show_default=True)
+@data_dir_option
+def runs(
+    journey: str | None, contact: str | None, status: str | None, limit: int, data_dir: Path | None
+) -> None:
+    """List journey runs, newest first."""
+    from .runs_table import list_runs, render_runs
+    from .store.db import make_engine, migrate
+
+    settings = _settings(data_dir=data_dir)
+    if settings.database_url is None and not (settings.data_dir / "journeys.db").exists():
+        _fail(f"no database in {settings.data_dir}: start `journeys dev` first or set DATABASE_URL")
+    engine = make_engine(settings.resolved_database_url)
+    migrate(engine)
+    rows = list_runs(engine, journey=journey, contact=contact, status=status, limit=limit)
+    click.echo(render_runs(rows))
+
+
+@main.command()
+@data_dir_option
+def worker(data_dir: Path | None) -> None:
+    """Run a worker (and event router) against TEMPORAL_ADDRESS and DATABASE_URL."""
+    from .runtime import run_worker
+
+    settings = _settings(data_dir=data_dir)
+    if not settings.temporal_address:
+        _fail("TEMPORAL_ADDRESS is not set (use `journeys dev` for the embedded server)")
+    asyncio.run(run_worker(settings))
+
+
+@main.command()
+@click.option("--port", type=int)
+@data_dir_option
+def api(port: int | None, data_dir: Path | None) -> None:
+    """Run the HTTP API against TEMPORAL_ADDRESS and DATABASE_URL."""
+    from .runtime import run_api
+
+    settings = _settings(api_port=port, data_dir=data_dir)
+    if not settings.write_keys:
+        _fail('JOURNEYS_WRITE_KEYS is not set (a JSON list, e.g. ["key1"])')
+    asyncio.run(run_api(settings, settings.write_keys))
+
+
+if __name__ == "__main__":
+    main()

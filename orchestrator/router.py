@@ -1,0 +1,248 @@
+"""Delivers stored events to Temporal: the events table is a transactional outbox.
+
+The API only commits events; the router turns each unrouted event into
+`signal_with_start` for journeys it triggers and `signal` for runs that may
+listen for it (exit-on, goal, wait_for), then marks it routed. While
+Temporal is unreachable events stay unrouted and are retried on the next
+sweep, so an outage delays journeys but loses nothing. Workflows dedupe by
+event id, so a redelivery after a crash is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, update
+from sqlmodel import select
+from temporalio.client import Client
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.service import RPCError, RPCStatusCode
+
+from .dsl.conditions import evaluate
+from .dsl.models import Journey, WaitForStep
+from .store.context import contact_context, event_context
+from .store.db import session_scope
+from .store.tables import Contact, Event, JourneyVersion, Message, utcnow
+from .store.versions import active_versions
+from .workflows.journey import JourneyWorkflow, workflow_id
+from .workflows.types import EngagementSignal, EventSignal, JourneyInput
+
+log = logging.getLogger(__name__)
+
+# Segment's Email and Mobile spec names, and the engagement each one means.
+ENGAGEMENT_EVENTS = {
+    "Email Delivered": "delivered",
+    "Email Opened": "opened",
+    "Email Link Clicked": "clicked",
+    "Email Bounced": "bounced",
+    "Push Opened": "opened",
+    "Push Notification Tapped": "opened",
+}
+STATUS_RANK = {"pending": 0, "sent": 1, "delivered": 2, "opened": 3, "clicked": 4, "replied": 4}
+BATCH = 200
+CONCURRENCY = 32
+
+
+@dataclass(frozen=True)
+class Deployed:
+    """An active journey version, parsed once."""
+
+    journey: Journey
+    version: int
+    spec: dict[str, Any]
+    listens: frozenset[str]
+
+
+def listened_events(journey: Journey) -> frozenset[str]:
+    """Event names a running run of `journey` may react to (besides its trigger)."""
+    names = set(journey.exit_on)
+    if journey.goal:
+        names.add(journey.goal.event)
+
+    def walk(steps: Iterable[Any]) -> None:
+        for step in steps:
+            if isinstance(step, WaitForStep) and step.wait_for.event:
+                names.add(step.wait_for.event)
+            for attr in ("then", "on_timeout", "else_"):
+                walk(getattr(step, attr, []) or [])
+            for case in getattr(step, "branch", None) or getattr(step, "split", None) or []:
+                walk(case.then)
+
+    walk(journey.steps)
+    return frozenset(names)
+
+
+class Router:
+    def __init__(
+        self,
+        client: Client,
+        engine: Engine,
+        task_queue: str,
+        interval: float = 1.0,
+        history_limit: int = 10_000,
+    ) -> None:
+        self.client = client
+        self.engine = engine
+        self.task_queue = task_queue
+        self.interval = interval
+        self.history_limit = history_limit
+        self._wake = asyncio.Event()
+        self._journeys: list[Deployed] = []
+        self._loaded_at = 0.0
+        self.routed = 0
+
+    def wake(self) -> None:
+        """Called after a commit so the next sweep starts now, not at the next tick."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                while await self.sweep() == BATCH:
+                    pass
+            except Exception as exc:  # Temporal or the database is down: retry later
+                log.warning("routing paused: %s", exc)
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+
+    async def sweep(self) -> int:
+        """Route one batch of unrouted events, oldest first; returns how many."""
+        events = await asyncio.to_thread(self._unrouted)
+        if not events:
+            return 0
+        await asyncio.to_thread(self._refresh)
+        gate = asyncio.Semaphore(CONCURRENCY)
+        # Events of one contact stay in order; different contacts go in parallel.
+        by_contact: dict[str, list[Event]] = {}
+        for event in events:
+            by_contact.setdefault(event.contact_id, []).append(event)
+
+        async def route_contact(batch: list[Event]) -> list[int]:
+            done = []
+            for event in batch:
+                async with gate:
+                    await self.route(event)
+                done.append(event.id)
+            return done
+
+        results = await asyncio.gather(
+            *(route_contact(b) for b in by_contact.values()), return_exceptions=True
+        )
+        routed = [i for r in results if isinstance(r, list) for i in r]
+        await asyncio.to_thread(self._mark_routed, routed)
+        self.routed += len(routed)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+        return len(events)
+
+    async def route(self, event: Event) -> None:
+        if event.type != "track" or not event.name:
+            return
+        signal = EventSignal(event_id=event.id or 0, name=event.name)
+        for deployed in self._journeys:
+            journey = deployed.journey
+            wid = workflow_id(journey.id, event.contact_id)
+            if event.name == journey.trigger.event:
+                if journey.trigger.where and not await asyncio.to_thread(
+                    self._holds, journey.trigger.where, event
+                ):
+                    continue
+                await self.client.start_workflow(
+                    JourneyWorkflow.run,
+                    JourneyInput(
+                        journey=deployed.spec,
+                        version=deployed.version,
+                        contact_id=event.contact_id,
+                        trigger=signal,
+                        history_limit=self.history_limit,
+                    ),
+                    id=wid,
+                    task_queue=self.task_queue,
+                    id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                    start_signal="event",
+                    start_signal_args=[signal],
+                )
+            elif event.name in deployed.listens:
+                await self._signal(wid, "event", signal)
+        if event.name in ENGAGEMENT_EVENTS:
+            await self._engagement(event, ENGAGEMENT_EVENTS[event.name])
+
+    async def _engagement(self, event: Event, kind: str) -> None:
+        props = event.properties or {}
+        message_id = props.get("message_id") or props.get("email_id")
+        if not isinstance(message_id, str):
+            return
+        message = await asyncio.to_thread(self._record_engagement, message_id, kind, event)
+        if message is None:
+            return
+        workflow, step_id, entry_seq = message
+        signal = EngagementSignal(
+            signal_id=f"e{event.id}", step_id=step_id, kind=kind, entry_seq=entry_seq
+        )
+        await self._signal(workflow, "engagement", signal)
+
+    async def _signal(self, wid: str, name: str, arg: Any) -> None:
+        try:
+            await self.client.get_workflow_handle(wid).signal(name, arg)
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+
+    # --- store access (run in threads) ------------------------------------
+
+    def _unrouted(self) -> list[Event]:
+        with session_scope(self.engine) as session:
+            query = select(Event).where(Event.routed_at.is_(None)).order_by(Event.id).limit(BATCH)  # type: ignore[union-attr]
+            events = list(session.exec(query))
+            for event in events:
+                session.expunge(event)
+            return events
+
+    def _mark_routed(self, ids: list[int]) -> None:
+        if not ids:
+            return
+        with session_scope(self.engine) as session:
+            session.exec(update(Event).where(Event.id.in_(ids)).values(routed_at=utcnow()))  # type: ignore[union-attr,call-overload]
+
+    def _refresh(self) -> None:
+        if time.monotonic() - self._loaded_at < self.interval and self._journeys:
+            return
+        with session_scope(self.engine) as session:
+            rows: list[JourneyVersion] = active_versions(session)
+            deployed = []
+            for row in rows:
+                journey = Journey.model_validate(row.spec)
+                deployed.append(Deployed(journey, row.version, row.spec, listened_events(journey)))
+        self._journeys = deployed
+        self._loaded_at = time.monotonic()
+
+    def _holds(self, expression: str, event: Event) -> bool:
+        with session_scope(self.engine) as session:
+            contact = session.get(Contact, event.contact_id)
+            return evaluate(
+                expression, {"contact": contact_context(contact), "event": event_context(event)}
+            )
+
+    def _record_engagement(
+        self, message_id: str, kind: str, event: Event
+    ) -> tuple[str, str, int] | None:
+        """Update the message's status (never backwards) and timeline."""
+        with session_scope(self.engine) as session:
+            message = session.get(Message, message_id)
+            if message is None:
+                return None
+            entry = {"status": kind, "at": event.timestamp.isoformat(), "event_id": event.id}
+            if not any(e.get("event_id") == event.id for e in message.timeline):
+                message.timeline = [*message.timeline, entry]
+            if STATUS_RANK.get(kind, 0) > STATUS_RANK.get(message.status, 0) or kind == "bounced":
+                message.status = kind
+            return message.workflow_id, message.step_id, message.entry_seq

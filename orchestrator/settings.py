@@ -1,0 +1,61 @@
+"""All configuration in one place: environment variables, with sane dev defaults.
+
+Standard names are used where the ecosystem has them (`DATABASE_URL`,
+`TEMPORAL_ADDRESS`, `TEMPORAL_NAMESPACE`, `TEMPORAL_API_KEY`); everything
+else is prefixed `JOURNEYS_`. Command-line options override these.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _env(name: str) -> AliasChoices:
+    return AliasChoices(name, name.lower())
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="JOURNEYS_", extra="ignore")
+
+    data_dir: Path = Path(".journeys")
+    journeys_dir: Path = Path("journeys")
+    templates_dir: Path = Path("templates")
+    database_url: str | None = Field(default=None, validation_alias=_env("DATABASE_URL"))
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    write_keys: list[str] = []  # extra accepted write keys (comma-separated JSON list)
+
+    temporal_address: str | None = Field(default=None, validation_alias=_env("TEMPORAL_ADDRESS"))
+    temporal_namespace: str = Field(default="default", validation_alias=_env("TEMPORAL_NAMESPACE"))
+    temporal_api_key: str | None = Field(default=None, validation_alias=_env("TEMPORAL_API_KEY"))
+    temporal_tls: bool = Field(default=False, validation_alias=_env("TEMPORAL_TLS"))
+    temporal_tls_cert: Path | None = Field(default=None, validation_alias=_env("TEMPORAL_TLS_CERT"))
+    temporal_tls_key: Path | None = Field(default=None, validation_alias=_env("TEMPORAL_TLS_KEY"))
+    temporal_tls_ca: Path | None = Field(default=None, validation_alias=_env("TEMPORAL_TLS_CA"))
+    temporal_ui_url: str | None = None  # printed by `journeys dev` with TEMPORAL_ADDRESS
+    task_queue: str = "journeys"
+
+    # The embedded dev server (used when TEMPORAL_ADDRESS is not set).
+    temporal_port: int = 7233
+    temporal_ui_port: int = 8233
+    temporal_sqlite_synchronous: Literal["off", "normal", "full"] = "normal"
+
+    email_channel: str = "console"
+    push_channel: str = "console"
+    sms_channel: str = "console"
+
+    router_interval: float = 1.0  # seconds between sweeps for events not yet routed
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'journeys.db').as_posix()}"
+
+    def adapter_for(self, channel: str) -> str:
+        return {"email": self.email_channel, "push": self.push_channel, "sms": self.sms_channel}[
+            channel
+        ]

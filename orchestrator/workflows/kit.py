@@ -1,0 +1,349 @@
+"""The building blocks of a journey run, as a public Python API.
+
+`JourneyBase` is what the YAML interpreter is made of, and what a developer
+subclasses to write a journey by hand as a `@workflow.defn` class: it owns the
+`event` and `engagement` signals (deduplicated by id), exit-on and goal
+handling, durable waits, idempotent sends and actions, and the run record
+in the store. Everything here is deterministic workflow code; the world is
+reached only through activities, named in `types`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from . import types as t
+
+SEEN_LIMIT = 2000
+BOOKKEEPING = {
+    "start_to_close_timeout": timedelta(seconds=30),
+    "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=1)),
+}
+SENDING = {
+    "start_to_close_timeout": timedelta(minutes=2),
+    "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=10), maximum_attempts=20),
+}
+# An engagement implies the weaker ones: a click means the email was opened.
+IMPLIED_BY = {
+    "delivered": {"delivered", "opened", "clicked", "replied"},
+    "opened": {"opened", "clicked"},
+}
+
+
+class JourneyExit(Exception):
+    """Leave the journey now: raised by `exit()` and by exit-on events."""
+
+    def __init__(self, status: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class ContinueAsNew(Exception):
+    """History is long: the interpreter restarts the run where this wait is."""
+
+    def __init__(self, deadline: datetime) -> None:
+        super().__init__("continue as new")
+        self.deadline = deadline
+
+
+class JourneyBase:
+    """Signals, waits, sends and run records shared by every journey workflow.
+
+    Subclasses set `journey_id`, `exit_on` and (optionally) `goal_event`,
+    `goal_within` (seconds) and `goal_where`, then call `enter()` first and
+    `finish()` last (or use `run_journey()`, which does both).
+    """
+
+    journey_id: str = ""
+    exit_on: tuple[str, ...] = ()
+    goal_event: str | None = None
+    goal_within: int | None = None
+    goal_where: str | None = None
+    history_limit: int = 10_000
+    resumable: bool = False  # only the interpreter knows how to resume a wait
+
+    def __init__(self) -> None:
+        self.contact_id = ""
+        self.workflow_id = workflow.info().workflow_id
+        self.trigger_event_id: int | None = None
+        self.state = t.RunState(entry_seq=0)
+        self._seen: set[str] = set()
+
+    # --- signals -----------------------------------------------------------
+
+    @workflow.signal
+    def event(self, signal: t.EventSignal) -> None:
+        if self._first_time(f"e{signal.event_id}"):
+            self.state.pending.append(signal)
+
+    @workflow.signal
+    def engagement(self, signal: t.EngagementSignal) -> None:
+        if signal.entry_seq and signal.entry_seq != self.state.entry_seq:
+            return  # about a message an earlier entry of this contact sent
+        if self._first_time(signal.signal_id):
+            kinds = self.state.engagements.setdefault(signal.step_id, [])
+            if signal.kind not in kinds:
+                kinds.append(signal.kind)
+
+    def _first_time(self, signal_id: str) -> bool:
+        if signal_id in self._seen:
+            return False
+        self._seen.add(signal_id)
+        self.state.seen.append(signal_id)
+        if len(self.state.seen) > SEEN_LIMIT:
+            self._seen.discard(self.state.seen.pop(0))
+        return True
+
+    # --- lifecycle ---------------------------------------------------------
+
+    async def enter(
+        self,
+        contact_id: str,
+        trigger: t.EventSignal,
+        version: int = 0,
+        re_entry: str = "always",
+        re_entry_after: int | None = None,
+        entry_if: str | None = None,
+        state: t.RunState | None = None,
+    ) -> bool:
+        """Record the entry (or resume one after continue-as-new); False = not allowed."""
+        self.contact_id = contact_id
+        self.trigger_event_id = trigger.event_id
+        self._first_time(f"e{trigger.event_id}")
+        # signal-with-start also delivers the trigger as a signal: it is not news
+        self.state.pending = [s for s in self.state.pending if s.event_id != trigger.event_id]
+        if state is not None:  # continuing as new: keep what arrived before run() began
+            early, self.state = self.state, state
+            self._seen = set(state.seen)
+            for signal in early.pending:
+                self.event(signal)
+            for step_id, kinds in early.engagements.items():
+                known = self.state.engagements.setdefault(step_id, [])
+                known.extend(k for k in kinds if k not in known)
+            return True
+        result: t.EnterResult = await workflow.execute_activity(
+            t.ENTER_RUN,
+            t.EnterRequest(
+                workflow_id=self.workflow_id,
+                journey_id=self.journey_id,
+                version=version,
+                contact_id=contact_id,
+                trigger_event_id=trigger.event_id,
+                re_entry=re_entry,
+                re_entry_after=re_entry_after,
+                entry_if=entry_if,
+            ),
+            result_type=t.EnterResult,
+            **BOOKKEEPING,
+        )
+        self.state.entry_seq = result.entry_seq
+        self.state.entered_at = workflow.now().isoformat()
+        return result.allowed
+
+    async def finish(self, status: str, reason: str | None = None) -> None:
+        await self._record(
+            t.RunUpdate(self.workflow_id, self.state.entry_seq, None, status, reason)
+        )
+
+    async def run_journey(
+        self, contact_id: str, trigger: t.EventSignal, body: Callable[[], Awaitable[None]]
+    ) -> str:
+        """Enter, run `body`, and record how the run ended; returns the final status."""
+        if not await self.enter(contact_id, trigger):
+            return "skipped"
+        try:
+            await body()
+            await self.drain()
+            status, reason = "completed", None
+        except JourneyExit as done:
+            status, reason = done.status, done.reason
+        await self.finish(status, reason)
+        return status
+
+    def exit(self, reason: str = "exit step") -> None:
+        raise JourneyExit("exited", reason)
+
+    # --- steps -------------------------------------------------------------
+
+    async def at_step(self, step_id: str) -> None:
+        """Handle what arrived meanwhile, then record the step the run is on."""
+        await self.drain()
+        await self._record(t.RunUpdate(self.workflow_id, self.state.entry_seq, step_id))
+
+    async def sleep(self, seconds: float, deadline: datetime | None = None) -> None:
+        """A durable timer that still reacts to exit-on and goal events."""
+        end = deadline or workflow.now() + timedelta(seconds=seconds)
+        await self._wait_until(end, matcher=None)
+
+    async def sleep_until(self, end: datetime) -> None:
+        await self._wait_until(end, matcher=None)
+
+    async def wait_for_event(
+        self, name: str, timeout: float, where: str | None = None, deadline: datetime | None = None
+    ) -> t.EventSignal | None:
+        """The first `name` event (matching `where`) before the timeout, or None."""
+        matched: list[t.EventSignal] = []
+
+        async def matcher(signal: t.EventSignal) -> bool:
+            if signal.name == name and (where is None or await self.check(where, signal.event_id)):
+                matched.append(signal)
+            return bool(matched)
+
+        end = deadline or workflow.now() + timedelta(seconds=timeout)
+        await self._wait_until(end, matcher=matcher)
+        return matched[0] if matched else None
+
+    async def wait_for_engagement(
+        self, step_id: str, kind: str, timeout: float, deadline: datetime | None = None
+    ) -> bool:
+        """True once the message sent at `step_id` was `kind` (or stronger)."""
+        wanted = IMPLIED_BY.get(kind, {kind})
+
+        def engaged() -> bool:
+            return bool(wanted.intersection(self.state.engagements.get(step_id, [])))
+
+        end = deadline or workflow.now() + timedelta(seconds=timeout)
+        await self._wait_until(end, matcher=None, until=engaged)
+        return engaged()
+
+    async def send(
+        self, step_id: str, channel: str | list[str], template: str, category: str = "marketing"
+    ) -> t.SendResult:
+        """Render and deliver once per (run, step), even across retries and crashes."""
+        try:
+            result: t.SendResult = await workflow.execute_activity(
+                t.SEND_MESSAGE,
+                t.SendRequest(
+                    workflow_id=self.workflow_id,
+                    entry_seq=self.state.entry_seq,
+                    step_id=step_id,
+                    journey_id=self.journey_id,
+                    contact_id=self.contact_id,
+                    channel=channel,
+                    template=template,
+                    category=category,
+                    trigger_event_id=self.trigger_event_id,
+                ),
+                result_type=t.SendResult,
+                **SENDING,
+            )
+        except ActivityError as exc:
+            cause = exc.cause
+            workflow.logger.warning("send %s failed: %s", step_id, cause)
+            return t.SendResult(message_id=None, status="failed", error=str(cause))
+        if result.message_id:
+            self.state.sent[step_id] = result.message_id
+        return result
+
+    async def update_contact(
+        self,
+        step_id: str,
+        set: dict[str, Any] | None = None,
+        increment: dict[str, float] | None = None,
+        unset: list[str] | None = None,
+    ) -> None:
+        await workflow.execute_activity(
+            t.UPDATE_CONTACT,
+            t.UpdateContactRequest(
+                contact_id=self.contact_id,
+                idempotency_key=f"{self.workflow_id}:{step_id}:{self.state.entry_seq}",
+                set=set or {},
+                increment=increment or {},
+                unset=unset or [],
+            ),
+            **BOOKKEEPING,
+        )
+
+    async def check(self, expression: str, event_id: int | None = None) -> bool:
+        """Evaluate a condition in an activity, so traits never enter the history."""
+        return await workflow.execute_activity(
+            t.CHECK_CONDITION,
+            t.ConditionRequest(
+                expression=expression,
+                contact_id=self.contact_id,
+                trigger_event_id=self.trigger_event_id,
+                event_id=event_id,
+            ),
+            result_type=bool,
+            **BOOKKEEPING,
+        )
+
+    async def drain(self) -> None:
+        """Process events that arrived while the run was busy (exit, goal)."""
+        await self._process_pending(matcher=None)
+
+    # --- internals ---------------------------------------------------------
+
+    async def _wait_until(
+        self,
+        end: datetime,
+        matcher: Callable[[t.EventSignal], Awaitable[bool]] | None,
+        until: Callable[[], bool] | None = None,
+    ) -> None:
+        while True:
+            if until is not None and until():
+                return
+            remaining = (end - workflow.now()).total_seconds()
+            if remaining <= 0:
+                return
+            if self.resumable and self._history_is_long():
+                raise ContinueAsNew(end)
+            try:
+                await workflow.wait_condition(
+                    lambda: bool(self.state.pending) or (until is not None and until()),
+                    timeout=timedelta(seconds=remaining),
+                )
+            except TimeoutError:
+                return
+            if await self._process_pending(matcher):
+                return
+
+    async def _process_pending(
+        self, matcher: Callable[[t.EventSignal], Awaitable[bool]] | None
+    ) -> bool:
+        matched = False
+        while self.state.pending:
+            signal = self.state.pending.pop(0)
+            if signal.name in self.exit_on:
+                await self._maybe_convert(signal)
+                raise JourneyExit("exited", f"event: {signal.name}")
+            await self._maybe_convert(signal)
+            if matcher is not None and not matched:
+                matched = await matcher(signal)
+        return matched
+
+    async def _maybe_convert(self, signal: t.EventSignal) -> None:
+        if self.state.converted or signal.name != self.goal_event:
+            return
+        if self.goal_within is not None and self.state.entered_at is not None:
+            entered = datetime.fromisoformat(self.state.entered_at)
+            if workflow.now() - entered > timedelta(seconds=self.goal_within):
+                return
+        if self.goal_where and not await self.check(self.goal_where, signal.event_id):
+            return
+        self.state.converted = True
+        await workflow.execute_activity(
+            t.RECORD_CONVERSION,
+            t.ConversionRequest(self.workflow_id, self.state.entry_seq, signal.event_id),
+            **BOOKKEEPING,
+        )
+
+    def _history_is_long(self) -> bool:
+        info = workflow.info()
+        return (
+            info.is_continue_as_new_suggested()
+            or info.get_current_history_length() >= self.history_limit
+        )
+
+    async def _record(self, update: t.RunUpdate) -> None:
+        await workflow.execute_activity(
+            t.RECORD_STEP if update.status is None else t.FINISH_RUN, update, **BOOKKEEPING
+        )

@@ -1,0 +1,149 @@
+"""Payloads exchanged between workflows, activities and the router.
+
+Plain dataclasses (one input per workflow/activity so fields can be added
+later). They carry ids, never personal data: activities load the contact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+TASK_QUEUE = "journeys"
+
+# Activity names: workflows refer to activities by name so that workflow code
+# never imports the modules that touch SQL, Jinja or provider SDKs.
+ENTER_RUN = "enter_run"
+RECORD_STEP = "record_step"
+FINISH_RUN = "finish_run"
+RECORD_CONVERSION = "record_conversion"
+CHECK_CONDITION = "check_condition"
+NEXT_LOCAL_TIME = "next_local_time"
+SEND_MESSAGE = "send_message"
+UPDATE_CONTACT = "update_contact"
+
+
+@dataclass
+class EventSignal:
+    """A stored event delivered to a run; `event_id` dedupes redelivery."""
+
+    event_id: int
+    name: str
+
+
+@dataclass
+class EngagementSignal:
+    """Engagement with a message this run sent (opened, clicked, ...)."""
+
+    signal_id: str  # unique per engagement, dedupes redelivery
+    step_id: str
+    kind: str
+    entry_seq: int = 0  # which entry sent the message; 0 = unknown
+
+
+@dataclass
+class RunState:
+    """What a run carries across continue-as-new."""
+
+    entry_seq: int
+    entered_at: str | None = None  # ISO; the goal's attribution window starts here
+    cursor: list[Any] = field(default_factory=list)  # path to the wait to resume
+    deadline: str | None = None  # ISO time the resumed wait ends
+    converted: bool = False
+    sent: dict[str, str] = field(default_factory=dict)  # step id -> message id
+    engagements: dict[str, list[str]] = field(default_factory=dict)
+    seen: list[str] = field(default_factory=list)  # recent signal ids
+    pending: list[EventSignal] = field(default_factory=list)  # not yet processed
+
+
+@dataclass
+class JourneyInput:
+    journey: dict[str, Any]  # the frozen, validated spec of one version
+    version: int
+    contact_id: str
+    trigger: EventSignal
+    state: RunState | None = None  # set when continuing as new
+    history_limit: int = 10_000  # continue-as-new past this many events
+
+
+@dataclass
+class EnterRequest:
+    workflow_id: str
+    journey_id: str
+    version: int
+    contact_id: str
+    trigger_event_id: int
+    re_entry: str  # never | always | after
+    re_entry_after: int | None
+    entry_if: str | None
+
+
+@dataclass
+class EnterResult:
+    allowed: bool
+    entry_seq: int
+    reason: str | None = None
+
+
+@dataclass
+class RunUpdate:
+    workflow_id: str
+    entry_seq: int
+    step_id: str | None = None
+    status: str | None = None  # completed | exited | failed | skipped
+    reason: str | None = None
+
+
+@dataclass
+class ConversionRequest:
+    workflow_id: str
+    entry_seq: int
+    event_id: int
+
+
+@dataclass
+class ConditionRequest:
+    expression: str
+    contact_id: str
+    trigger_event_id: int | None
+    event_id: int | None = None  # the event under test (where: clauses)
+    journey: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LocalTimeRequest:
+    contact_id: str
+    now: str  # ISO, from workflow.now()
+    time: str  # HH:MM
+    weekdays: list[str] | None
+    default_timezone: str | None
+
+
+@dataclass
+class SendRequest:
+    workflow_id: str
+    entry_seq: int
+    step_id: str
+    journey_id: str
+    contact_id: str
+    channel: str | list[str]
+    template: str
+    category: str
+    trigger_event_id: int | None
+
+
+@dataclass
+class SendResult:
+    message_id: str | None
+    status: str  # sent | failed
+    channel: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class UpdateContactRequest:
+    contact_id: str
+    idempotency_key: str
+    set: dict[str, Any] = field(default_factory=dict)
+    increment: dict[str, float] = field(default_factory=dict)
+    unset: list[str] = field(default_factory=list)

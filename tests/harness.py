@@ -1,0 +1,119 @@
+"""A journey test bench: real store, real router, real activities, console channel.
+
+Events go in exactly as the API stores them (`store_call`) and reach Temporal
+through the real `Router`; messages come out in the outbox table and on the
+console stream.
+"""
+
+from __future__ import annotations
+
+import io
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlmodel import select
+from temporalio.client import Client, WorkflowHandle
+from temporalio.worker import Worker
+
+from channels.console import ConsoleChannel
+from orchestrator.api.ingest import store_call
+from orchestrator.api.segment import IdentifyCall, TrackCall
+from orchestrator.deploy import deploy
+from orchestrator.router import Router
+from orchestrator.settings import Settings
+from orchestrator.store.db import session_scope
+from orchestrator.store.tables import JourneyRun, Message
+from orchestrator.worker import build_worker
+from orchestrator.workflows.journey import workflow_id
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Bench:
+    client: Client
+    engine: Engine
+    journeys_dir: Path
+    templates_dir: Path = ROOT / "templates"
+    task_queue: str = field(default_factory=lambda: f"tq-{uuid.uuid4().hex[:8]}")
+    console: io.StringIO = field(default_factory=io.StringIO)
+    history_limit: int = 10_000
+
+    def __post_init__(self) -> None:
+        self.settings = Settings(
+            journeys_dir=self.journeys_dir,
+            templates_dir=self.templates_dir,
+            task_queue=self.task_queue,
+        )
+        self.router = Router(
+            self.client, self.engine, self.task_queue, interval=0, history_limit=self.history_limit
+        )
+
+    def deploy(self) -> list[Any]:
+        return deploy(self.engine, self.journeys_dir, self.templates_dir)
+
+    def worker(self, **options: Any) -> Worker:
+        console = ConsoleChannel(stream=self.console)
+        adapters = {"email": console, "push": console, "sms": console}
+        return build_worker(self.client, self.engine, self.settings, adapters, **options)
+
+    async def identify(self, user: str, **traits: Any) -> None:
+        context = traits.pop("context", {})
+        call = IdentifyCall.model_validate(
+            {"userId": user, "traits": traits, "context": context, "messageId": _id()}
+        )
+        store_call(self.engine, call, "identify")
+        await self.router.sweep()
+
+    async def track(
+        self, user: str, event: str, segment_id: str | None = None, **props: Any
+    ) -> None:
+        call = TrackCall.model_validate(
+            {
+                "userId": user,
+                "event": event,
+                "properties": props,
+                "messageId": segment_id or _id(),
+                "timestamp": datetime.now(UTC).isoformat(),
+            }
+        )
+        store_call(self.engine, call, "track")
+        await self.router.sweep()
+
+    def handle(self, journey: str, user: str) -> WorkflowHandle[Any, Any]:
+        return self.client.get_workflow_handle(workflow_id(journey, user))
+
+    def messages(self, user: str | None = None) -> list[Message]:
+        with session_scope(self.engine) as session:
+            query = select(Message).order_by(Message.created_at)
+            if user:
+                query = query.where(Message.contact_id == user)
+            rows = list(session.exec(query))
+            for row in rows:
+                session.expunge(row)
+            return rows
+
+    def runs(self, user: str | None = None) -> list[JourneyRun]:
+        with session_scope(self.engine) as session:
+            query = select(JourneyRun).order_by(JourneyRun.id)
+            if user:
+                query = query.where(JourneyRun.contact_id == user)
+            rows = list(session.exec(query))
+            for row in rows:
+                session.expunge(row)
+            return rows
+
+
+def _id() -> str:
+    return str(uuid.uuid4())
+
+
+def write_journey(folder: Path, name: str, text: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.yaml"
+    path.write_text(text)
+    return path

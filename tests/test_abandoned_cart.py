@@ -1,0 +1,79 @@
+"""The reference journey, `journeys/abandoned_cart.yaml`, on the time-skipping server."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from harness import ROOT, Bench
+
+
+async def start_bench(ts_env, sqlite_engine) -> Bench:  # type: ignore[no-untyped-def]
+    bench = Bench(ts_env.client, sqlite_engine, ROOT / "journeys")
+    bench.deploy()
+    return bench
+
+
+async def test_bought_within_a_day_gets_no_message(ts_env, sqlite_engine) -> None:
+    bench = await start_bench(ts_env, sqlite_engine)
+    async with bench.worker():
+        await bench.identify("ann", email="ann@example.com", first_name="Ann")
+        await bench.track("ann", "Product Added", name="Red shoes", price=50)
+        await ts_env.sleep(timedelta(hours=3))
+        await bench.track("ann", "Order Completed", order_id="o1", revenue=50.0)
+        assert await bench.handle("abandoned_cart", "ann").result() == "exited"
+    assert bench.messages("ann") == []
+    [run] = bench.runs("ann")
+    assert run.status == "exited"
+    assert run.exit_reason == "event: Order Completed"
+    assert run.converted_at is not None and run.revenue == 50.0
+
+
+async def test_not_bought_and_email_opened_gets_email_only(ts_env, sqlite_engine) -> None:
+    bench = await start_bench(ts_env, sqlite_engine)
+    async with bench.worker():
+        await bench.identify("bob", email="bob@example.com", first_name="Bob")
+        await bench.track("bob", "Product Added", name="Blue hat", price=20)
+        await ts_env.sleep(timedelta(hours=23))
+        assert bench.messages("bob") == []  # nothing before 24 h
+        await ts_env.sleep(timedelta(hours=2))
+        [email] = bench.messages("bob")
+        assert (email.channel, email.status, email.recipient) == (
+            "email",
+            "sent",
+            "bob@example.com",
+        )
+        assert email.content["subject"] == "Bob, you left something in your cart"
+        assert "Blue hat" in email.content["text"]
+        await bench.track("bob", "Email Opened", message_id=email.id)
+        assert await bench.handle("abandoned_cart", "bob").result() == "completed"
+    assert [m.channel for m in bench.messages("bob")] == ["email"]
+    assert bench.messages("bob")[0].status == "opened"
+    [run] = bench.runs("bob")
+    assert (run.status, run.converted_at) == ("completed", None)
+
+
+async def test_not_bought_not_opened_gets_email_then_push_two_days_later(
+    ts_env, sqlite_engine
+) -> None:
+    bench = await start_bench(ts_env, sqlite_engine)
+    async with bench.worker():
+        await bench.identify(
+            "cy", email="cy@example.com", first_name="Cy", context={"device": {"token": "tok-1"}}
+        )
+        await bench.track("cy", "Product Added", name="Green bag", price=80)
+        await ts_env.sleep(timedelta(hours=25))
+        assert [m.channel for m in bench.messages("cy")] == ["email"]
+        await ts_env.sleep(timedelta(hours=46))
+        assert [m.channel for m in bench.messages("cy")] == ["email"]  # 2 days not yet over
+        await ts_env.sleep(timedelta(hours=3))
+        assert [m.channel for m in bench.messages("cy")] == ["email", "push"]
+        assert await bench.handle("abandoned_cart", "cy").result() == "completed"
+    push = bench.messages("cy")[1]
+    assert push.recipient == "tok-1"
+    assert push.content == {
+        "title": "Your cart is waiting",
+        "body": "Green bag is still in your cart. Tap to finish your order.",
+    }
+    assert "--- push to tok-1" in bench.console.getvalue()
+    [run] = bench.runs("cy")
+    assert (run.status, run.current_step) == ("completed", "reminder_push")
