@@ -8,7 +8,7 @@ from harness import ROOT, Bench
 
 
 async def start_bench(ts_env, sqlite_engine) -> Bench:  # type: ignore[no-untyped-def]
-    bench = Bench(ts_env.client, sqlite_engine, ROOT / "journeys")
+    bench = Bench(ts_env, sqlite_engine, ROOT / "journeys")
     bench.deploy()
     return bench
 
@@ -20,7 +20,7 @@ async def test_bought_within_a_day_gets_no_message(ts_env, sqlite_engine) -> Non
         await bench.track("ann", "Product Added", name="Red shoes", price=50)
         await ts_env.sleep(timedelta(hours=3))
         await bench.track("ann", "Order Completed", order_id="o1", revenue=50.0)
-        assert await bench.handle("abandoned_cart", "ann").result() == "exited"
+        assert await bench.result("abandoned_cart", "ann") == "exited"
     assert bench.messages("ann") == []
     [run] = bench.runs("ann")
     assert run.status == "exited"
@@ -45,7 +45,7 @@ async def test_not_bought_and_email_opened_gets_email_only(ts_env, sqlite_engine
         assert email.content["subject"] == "Bob, you left something in your cart"
         assert "Blue hat" in email.content["text"]
         await bench.track("bob", "Email Opened", message_id=email.id)
-        assert await bench.handle("abandoned_cart", "bob").result() == "completed"
+        assert await bench.result("abandoned_cart", "bob") == "completed"
     assert [m.channel for m in bench.messages("bob")] == ["email"]
     assert bench.messages("bob")[0].status == "opened"
     [run] = bench.runs("bob")
@@ -67,7 +67,7 @@ async def test_not_bought_not_opened_gets_email_then_push_two_days_later(
         assert [m.channel for m in bench.messages("cy")] == ["email"]  # 2 days not yet over
         await ts_env.sleep(timedelta(hours=3))
         assert [m.channel for m in bench.messages("cy")] == ["email", "push"]
-        assert await bench.handle("abandoned_cart", "cy").result() == "completed"
+        assert await bench.result("abandoned_cart", "cy") == "completed"
     push = bench.messages("cy")[1]
     assert push.recipient == "tok-1"
     assert push.content == {

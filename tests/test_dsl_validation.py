@@ -14,7 +14,7 @@ from textwrap import dedent
 import pytest
 
 from orchestrator.dsl import Journey, JourneyError, LoadedJourney, load_journey, load_journeys
-from orchestrator.dsl.loader import _iter_steps
+from orchestrator.dsl.models import BranchStep, SplitStep, Step, WaitForStep
 
 # Three lines, so `steps:` is line 4 and the first step line 5 in every case below.
 HEAD = "id: welcome\nname: Welcome\ntrigger: {event: Signed Up}\n"
@@ -185,7 +185,7 @@ BROKEN = [
         goal: {event: Order Completed, within: 14d, where: "__import__('os')"}
         steps: [exit]
         """,
-        "j.yaml:4:52: only the functions len, lower, upper may be called",
+        "j.yaml:4:53: only the functions len, lower, upper may be called",
     ),
     case(
         "dunder-attribute-in-condition",
@@ -204,7 +204,7 @@ BROKEN = [
           - send: {id: reminder, channel: email, template: welcome}
           - wait_for: {message: remnder, timeout: 2d}
         """,
-        "j.yaml:6:27: wait_for refers to message 'remnder', but no earlier send step has "
+        "j.yaml:6:25: wait_for refers to message 'remnder', but no earlier send step has "
         "that id (known: reminder)",
     ),
     case(
@@ -214,7 +214,7 @@ BROKEN = [
           - wait_for: {message: reminder, timeout: 2d}
           - send: {id: reminder, channel: email, template: welcome}
         """,
-        "j.yaml:5:27: wait_for refers to message 'reminder' before its send step (line 6): "
+        "j.yaml:5:25: wait_for refers to message 'reminder' before its send step (line 6): "
         "a wait_for must come after the send it waits on",
     ),
     case(
@@ -223,7 +223,7 @@ BROKEN = [
         steps:
           - send: {channel: email, template: welcom}
         """,
-        "j.yaml:5:40: template 'welcom' not found: no folder templates/welcom/",
+        "j.yaml:5:38: template 'welcom' not found: no folder templates/welcom/",
     ),
     case(
         "template-missing-a-channel-part",
@@ -233,11 +233,11 @@ BROKEN = [
           - send: {channel: [email, push], template: email_only}
           - send: {channel: preferred, template: title_only}
         """,
-        "j.yaml:5:38: template 'email_only' has no complete sms part: missing sms.body in "
+        "j.yaml:5:36: template 'email_only' has no complete sms part: missing sms.body in "
         "templates/email_only/",
-        "j.yaml:6:48: template 'email_only' has no complete push part: missing push.title "
+        "j.yaml:6:46: template 'email_only' has no complete push part: missing push.title "
         "and push.body in templates/email_only/",
-        "j.yaml:7:44: template 'title_only' has no complete channel for channel preferred: "
+        "j.yaml:7:42: template 'title_only' has no complete channel for channel preferred: "
         "templates/title_only/ needs email.subject with email.html or email.text, "
         "or push.title with push.body, or sms.body",
     ),
@@ -258,7 +258,7 @@ BROKEN = [
             wait: 1h
           - send: {id: first, channel: email, template: welcome}
         """,
-        "j.yaml:7:18: duplicate step id 'first' (first used on line 5)",
+        "j.yaml:7:16: duplicate step id 'first' (first used on line 5)",
     ),
     case(
         "send-with-two-different-ids",
@@ -267,7 +267,7 @@ BROKEN = [
           - id: hello
             send: {id: hi, channel: email, template: welcome}
         """,
-        "j.yaml:5:11: send step has id 'hello' but its send has id 'hi': keep one of them",
+        "j.yaml:5:9: send step has id 'hello' but its send has id 'hi': keep one of them",
     ),
     case(
         "invalid-step-id",
@@ -275,11 +275,18 @@ BROKEN = [
         steps:
           - wait: 1h
             id: Step-1
+        """,
+        f"j.yaml:6:9: invalid id 'Step-1': expected {IDENTIFIER}",
+    ),
+    case(
+        "automatic-ids-are-not-for-authors",
+        """\
+        steps:
+          - wait: 1h
           - wait: 1h
             id: steps.0
         """,
-        f"j.yaml:6:9: invalid id 'Step-1': expected {IDENTIFIER}",
-        f"j.yaml:8:9: invalid id 'steps.0': expected {IDENTIFIER}",
+        f"j.yaml:7:9: invalid id 'steps.0': expected {IDENTIFIER}",
     ),
     case(
         "anchor-and-alias",
@@ -381,9 +388,8 @@ BROKEN = [
           - action: {type: award_points}
           - action: {type: update_contact, sett: {vip: true}}
         """,
-        "j.yaml:5:22: invalid value 'award_points' for type (expected one of: update_contact)",
-        "j.yaml:6:38: unknown key 'sett' in action (expected one of: type, set, increment, "
-        "unset)",
+        "j.yaml:5:20: invalid value 'award_points' for type (expected one of: update_contact)",
+        "j.yaml:6:36: unknown key 'sett' in action (expected one of: type, set, increment, unset)",
     ),
     case(
         "errors-deep-inside-nested-steps",
@@ -399,9 +405,9 @@ BROKEN = [
               - send: {channel: email, template: welcome}
                 then: [exit]
         """,
-        "j.yaml:11:15: invalid duration 'soon': expected a number with a unit s, m, h, d or w, "
+        "j.yaml:10:23: invalid duration 'soon': expected a number with a unit s, m, h, d or w, "
         "such as 30m, 24h, 2d or 1d12h",
-        "j.yaml:14:9: unknown key 'then' in send step (expected one of: send, id)",
+        "j.yaml:13:9: unknown key 'then' in send step (expected one of: send, id)",
     ),
 ]
 
@@ -474,9 +480,7 @@ def test_load_journeys_collects_problems_of_every_file(workdir: Path) -> None:
     folder.mkdir(parents=True)
     (folder / "bad.yaml").write_text(HEAD + "steps: []\n")
     (workdir / "journeys" / "good.yaml").write_text(HEAD + "steps: [exit]\n")
-    loaded, problems = load_journeys(
-        [Path("journeys"), Path("missing.yaml")], templates_dir=None
-    )
+    loaded, problems = load_journeys([Path("journeys"), Path("missing.yaml")], templates_dir=None)
     assert [item.journey.id for item in loaded] == ["welcome"]
     assert [str(p) for p in problems] == [
         "journeys/nested/bad.yaml:4:1: steps needs at least 1 item, got 0",
@@ -516,9 +520,26 @@ EVERY_KIND = HEAD + dedent(
 )
 
 
+def step_ids(steps: list[Step]) -> list[str | None]:
+    """Ids in document order, nested steps right after their parent."""
+    ids: list[str | None] = []
+    for step in steps:
+        ids.append(step.id)
+        if isinstance(step, WaitForStep):
+            ids += step_ids(step.then) + step_ids(step.on_timeout)
+        elif isinstance(step, BranchStep):
+            for branch_case in step.branch:
+                ids += step_ids(branch_case.then)
+            ids += step_ids(step.else_)
+        elif isinstance(step, SplitStep):
+            for variant in step.split:
+                ids += step_ids(variant.then)
+    return ids
+
+
 def test_every_step_kind_loads_and_every_step_gets_an_id(workdir: Path) -> None:
     journey = load(EVERY_KIND).journey
-    ids = [step.id for _, step in _iter_steps(journey.steps, ("steps",))]
+    ids = step_ids(journey.steps)
     assert ids == [
         "steps.0",
         "hello",

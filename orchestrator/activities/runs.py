@@ -26,6 +26,7 @@ class RunActivities:
     @activity.defn(name=t.ENTER_RUN)
     def enter_run(self, req: t.EnterRequest) -> t.EnterResult:
         """Apply re-entry and entry conditions, then record the run (idempotent per trigger)."""
+        now = datetime.fromisoformat(req.now) if req.now else utcnow()
         with session_scope(self.engine) as session:
             runs = select(JourneyRun).where(JourneyRun.workflow_id == req.workflow_id)
             same = session.exec(runs.where(JourneyRun.trigger_event_id == req.trigger_event_id))
@@ -36,7 +37,7 @@ class RunActivities:
                 if req.re_entry == "never":
                     return t.EnterResult(False, 0, "already entered once (re_entry: never)")
                 if req.re_entry == "after" and req.re_entry_after:
-                    since = utcnow() - _aware(previous.entered_at)
+                    since = now - _aware(previous.entered_at)
                     if since < timedelta(seconds=req.re_entry_after):
                         return t.EnterResult(False, 0, "entered too recently (re_entry: after)")
             if req.entry_if:
@@ -55,6 +56,8 @@ class RunActivities:
                     version=req.version,
                     contact_id=req.contact_id,
                     trigger_event_id=req.trigger_event_id,
+                    entered_at=now,
+                    updated_at=now,
                 )
             )
             return t.EnterResult(allowed=True, entry_seq=seq)

