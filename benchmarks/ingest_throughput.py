@@ -440,14 +440,19 @@ async def main(args: argparse.Namespace) -> None:
         data_dir = Path(tmp)
         async with dev_server(args.synchronous, data_dir) as client:
             print(f"Temporal dev server: SQLite WAL, synchronous={args.synchronous}", flush=True)
-            print("baseline (bare signal-with-start)...", flush=True)
-            baseline = await run_baseline(client, args.events, args.concurrency, args.warmup)
-            print(describe(baseline), flush=True)
-            print("product (HTTP API -> store -> router -> JourneyWorkflow)...", flush=True)
-            product = await run_product(
-                client, data_dir, args.events, args.concurrency, args.warmup
-            )
-            print(describe(product), flush=True)
+            baseline = product = None
+            if args.only in (None, "baseline"):
+                print("baseline (bare signal-with-start)...", flush=True)
+                baseline = await run_baseline(client, args.events, args.concurrency, args.warmup)
+                print(describe(baseline), flush=True)
+            if args.only in (None, "product"):
+                print("product (HTTP API -> store -> router -> JourneyWorkflow)...", flush=True)
+                product = await run_product(
+                    client, data_dir, args.events, args.concurrency, args.warmup
+                )
+                print(describe(product), flush=True)
+    if baseline is None or product is None:
+        return
     ratio = product.rate / baseline.rate
     met = "MET" if ratio >= TARGET_RATIO else "NOT MET"
     print(f"ratio product/baseline: {ratio:.2f}   target ratio >= {TARGET_RATIO}: {met}")
@@ -465,6 +470,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--compare-synchronous",
         action="store_true",
         help="run only the baseline, on synchronous=normal then full",
+    )
+    parser.add_argument(
+        "--only", choices=("baseline", "product"), help="run one side only (no ratio)"
     )
     parser.add_argument("--loadgen", help=argparse.SUPPRESS)
     return parser.parse_args(argv)

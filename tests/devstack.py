@@ -181,10 +181,17 @@ class DevStack:
                 )
             time.sleep(0.1)
 
-    def stop(self, timeout: float = 30) -> int:
-        """SIGINT, as Ctrl+C: must exit 0 within `timeout` and leave no process behind."""
+    def stop(self, timeout: float = 30, group: bool = False) -> int:
+        """SIGINT: must exit 0 within `timeout` and leave no process behind.
+
+        `group=True` signals the whole process group, as Ctrl+C in a terminal does: the
+        Temporal dev server then gets the SIGINT too, at the same moment.
+        """
         process = self._running()
-        process.send_signal(signal.SIGINT)
+        if group:
+            os.killpg(process.pid, signal.SIGINT)
+        else:
+            process.send_signal(signal.SIGINT)
         try:
             code = process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:

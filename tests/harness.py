@@ -8,6 +8,7 @@ console stream.
 from __future__ import annotations
 
 import io
+import os
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,6 +44,7 @@ class Bench:
     task_queue: str = field(default_factory=lambda: f"tq-{uuid.uuid4().hex[:8]}")
     console: io.StringIO = field(default_factory=io.StringIO)
     history_limit: int = 10_000
+    finished: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.client: Client = self.env.client
@@ -92,8 +94,9 @@ class Bench:
     async def result(self, journey: str, user: str) -> Any:
         """The run's result; on the time-skipping server, time runs fast while we wait."""
         handle = self.handle(journey, user)
+        self.finished.append(handle.id)
         unlocked = getattr(self.env, "time_skipping_unlocked", None)
-        if unlocked is None:
+        if unlocked is None or not getattr(self.env, "_auto_time_skipping", True):
             return await handle.result()
         async with unlocked():
             return await handle.result()
@@ -128,3 +131,16 @@ def write_journey(folder: Path, name: str, text: str) -> Path:
     path = folder / f"{name}.yaml"
     path.write_text(text)
     return path
+
+
+async def save_histories(bench: Bench, prefix: str) -> None:
+    """With JOURNEYS_RECORD_HISTORIES=<dir>, keep the runs a test awaited for the replay corpus."""
+    target = os.environ.get("JOURNEYS_RECORD_HISTORIES")
+    if not target:
+        return
+    folder = Path(target)
+    folder.mkdir(parents=True, exist_ok=True)
+    for wid in dict.fromkeys(bench.finished):
+        history = await bench.client.get_workflow_handle(wid).fetch_history()
+        name = wid.replace("journey:", "").replace(":", "__")
+        (folder / f"{prefix}__{name}.json").write_text(history.to_json())

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from harness import ROOT, Bench
+from collections.abc import AsyncIterator
+
+import pytest_asyncio
+from harness import ROOT, Bench, save_histories
 
 
-async def start_bench(ts_env, sqlite_engine) -> Bench:  # type: ignore[no-untyped-def]
+@pytest_asyncio.fixture
+async def bench(ts_env, sqlite_engine, request) -> AsyncIterator[Bench]:  # type: ignore[no-untyped-def]
     bench = Bench(ts_env, sqlite_engine, ROOT / "journeys")
     bench.deploy()
-    return bench
+    yield bench
+    await save_histories(bench, request.node.name)
 
 
-async def test_bought_within_a_day_gets_no_message(ts_env, sqlite_engine) -> None:
-    bench = await start_bench(ts_env, sqlite_engine)
+async def test_bought_within_a_day_gets_no_message(bench: Bench, ts_env) -> None:
     async with bench.worker():
         await bench.identify("ann", email="ann@example.com", first_name="Ann")
         await bench.track("ann", "Product Added", name="Red shoes", price=50)
@@ -28,8 +32,7 @@ async def test_bought_within_a_day_gets_no_message(ts_env, sqlite_engine) -> Non
     assert run.converted_at is not None and run.revenue == 50.0
 
 
-async def test_not_bought_and_email_opened_gets_email_only(ts_env, sqlite_engine) -> None:
-    bench = await start_bench(ts_env, sqlite_engine)
+async def test_not_bought_and_email_opened_gets_email_only(bench: Bench, ts_env) -> None:
     async with bench.worker():
         await bench.identify("bob", email="bob@example.com", first_name="Bob")
         await bench.track("bob", "Product Added", name="Blue hat", price=20)
@@ -52,10 +55,7 @@ async def test_not_bought_and_email_opened_gets_email_only(ts_env, sqlite_engine
     assert (run.status, run.converted_at) == ("completed", None)
 
 
-async def test_not_bought_not_opened_gets_email_then_push_two_days_later(
-    ts_env, sqlite_engine
-) -> None:
-    bench = await start_bench(ts_env, sqlite_engine)
+async def test_not_bought_not_opened_gets_email_then_push_two_days_later(bench: Bench, ts_env) -> None:
     async with bench.worker():
         await bench.identify(
             "cy", email="cy@example.com", first_name="Cy", context={"device": {"token": "tok-1"}}

@@ -106,9 +106,8 @@ def rows(engine: Engine, model: type[T], **where: Any) -> list[T]:
         query = select(model)
         for column, value in where.items():
             query = query.where(getattr(model, column) == value)
-        found = list(
-            session.exec(query.order_by(model.created_at if model is Message else model.id))
-        )  # type: ignore[attr-defined]
+        order = getattr(model, "created_at" if model is Message else "id")
+        found = list(session.exec(query.order_by(order)))
         for row in found:
             session.expunge(row)
         return found
@@ -319,7 +318,7 @@ def test_restart_keeps_the_write_key(tmp_path: Path, stacks: list[DevStack]) -> 
     stack = DevStack(root)
     stacks.append(stack)
     first = stack.start().write_key
-    stack.stop()
+    stack.stop(group=True)  # Ctrl+C in a terminal: the Temporal server gets it too
     second = stack.start().write_key
     assert second == first
     assert (stack.data_dir / "write_key").read_text().strip() == first

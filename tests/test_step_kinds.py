@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import textwrap
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import pytest
-from harness import Bench, write_journey
+import pytest_asyncio
+from harness import Bench, save_histories, write_journey
 from sqlmodel import select
 from temporalio.api.enums.v1 import EventType
 
@@ -32,11 +33,11 @@ def templates(root: Path) -> Path:
     return root
 
 
-@pytest.fixture
-def bench(ts_env, sqlite_engine, tmp_path: Path) -> Bench:  # type: ignore[no-untyped-def]
-    return Bench(
-        ts_env, sqlite_engine, tmp_path / "journeys", templates(tmp_path / "templates")
-    )
+@pytest_asyncio.fixture
+async def bench(ts_env, sqlite_engine, tmp_path: Path, request) -> AsyncIterator[Bench]:  # type: ignore[no-untyped-def]
+    bench = Bench(ts_env, sqlite_engine, tmp_path / "journeys", templates(tmp_path / "templates"))
+    yield bench
+    await save_histories(bench, request.node.name)
 
 
 def journey(bench: Bench, text: str) -> None:
@@ -263,10 +264,12 @@ steps:
     bench.deploy()
     async with bench.worker():
         await bench.identify("r", email="r@example.com")
-        for _ in range(2):
-            await bench.track("r", "Product Added")
-            for name in ("once", "weekly", "every"):
-                await bench.result(name, "r")
+        # No timers here: keep the shared test clock from jumping while we await results.
+        with ts_env.auto_time_skipping_disabled():
+            for _ in range(2):
+                await bench.track("r", "Product Added")
+                for name in ("once", "weekly", "every"):
+                    await bench.result(name, "r")
         await ts_env.sleep(timedelta(days=8))
         await bench.track("r", "Product Added")
         for name in ("once", "weekly", "every"):

@@ -76,12 +76,17 @@ class JourneyBase:
         self.trigger_event_id: int | None = None
         self.state = t.RunState(entry_seq=0)
         self._seen: set[str] = set()
+        # Events handled since the last wait ended: a wait_for that follows counts them,
+        # because to the marketer the steps in between (sends, actions) take no time.
+        self._recent: list[t.EventSignal] = []
+        self._since = workflow.now()
 
     # --- signals -----------------------------------------------------------
 
     @workflow.signal
     def event(self, signal: t.EventSignal) -> None:
         if self._first_time(f"e{signal.event_id}"):
+            signal.received_at = signal.received_at or workflow.now().isoformat()
             self.state.pending.append(signal)
 
     @workflow.signal
@@ -199,6 +204,11 @@ class JourneyBase:
             return bool(matched)
 
         end = deadline or workflow.now() + timedelta(seconds=timeout)
+        earlier, self._recent = self._recent, []
+        for signal in earlier:
+            if datetime.fromisoformat(signal.received_at or "") >= self._since:
+                if await matcher(signal):
+                    return signal
         await self._wait_until(end, matcher=matcher)
         return matched[0] if matched else None
 
@@ -289,6 +299,18 @@ class JourneyBase:
         matcher: Callable[[t.EventSignal], Awaitable[bool]] | None,
         until: Callable[[], bool] | None = None,
     ) -> None:
+        try:
+            await self._wait_loop(end, matcher, until)
+        finally:
+            self._since = workflow.now()
+            self._recent = []
+
+    async def _wait_loop(
+        self,
+        end: datetime,
+        matcher: Callable[[t.EventSignal], Awaitable[bool]] | None,
+        until: Callable[[], bool] | None,
+    ) -> None:
         while True:
             if until is not None and until():
                 return
@@ -319,6 +341,8 @@ class JourneyBase:
             await self._maybe_convert(signal)
             if matcher is not None and not matched:
                 matched = await matcher(signal)
+            elif matcher is None:
+                self._recent = [*self._recent[-99:], signal]
         return matched
 
     async def _maybe_convert(self, signal: t.EventSignal) -> None:

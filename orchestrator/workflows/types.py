@@ -29,6 +29,7 @@ class EventSignal:
 
     event_id: int
     name: str
+    received_at: str | None = None  # workflow time of arrival, stamped by the run
 
 
 @dataclass
