@@ -1,0 +1,104 @@
+"""Replay recorded histories: a change to workflow code must not break running journeys.
+
+`tests/histories/` holds histories recorded from the step-kind and cart tests
+(`JOURNEYS_RECORD_HISTORIES=<dir> pytest tests/test_step_kinds.py
+tests/test_abandoned_cart.py`). Every release must replay them all. The last
+two tests prove the check has teeth: an unversioned behaviour change is
+caught, the same change behind `workflow.patched` is not.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio import workflow
+from temporalio.client import WorkflowHistory
+from temporalio.worker import Replayer
+
+from orchestrator.dsl.models import STEP_KINDS
+from orchestrator.workflows.journey import JourneyWorkflow
+from orchestrator.workflows.types import JourneyInput
+
+HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+
+
+def load(path: Path) -> WorkflowHistory:
+    return WorkflowHistory.from_json(path.stem, path.read_text())
+
+
+def step_kinds(path: Path) -> set[str]:
+    """The step kinds used by the journey a history ran."""
+    history = json.loads(path.read_text())
+    started = history["events"][0]["workflowExecutionStartedEventAttributes"]
+    payload = json.loads(base64.b64decode(started["input"]["payloads"][0]["data"]))
+    found: set[str] = set()
+
+    def walk(steps: list[Any]) -> None:
+        for step in steps:
+            found.update(k for k in step if k in STEP_KINDS and step[k] is not None)
+            for key in ("then", "on_timeout", "else"):
+                walk(step.get(key) or [])
+            for case in (step.get("branch") or []) + (step.get("split") or []):
+                walk(case.get("then") or [])
+
+    walk(payload["journey"]["steps"])
+    return found
+
+
+def test_the_corpus_covers_every_step_kind() -> None:
+    assert len(HISTORIES) >= 10
+    covered = set().union(*(step_kinds(p) for p in HISTORIES))
+    assert covered == set(STEP_KINDS)
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)
+async def test_recorded_history_replays(path: Path) -> None:
+    await Replayer(workflows=[JourneyWorkflow]).replay_workflow(load(path))
+
+
+@workflow.defn(name="JourneyWorkflow")
+class UnversionedEdit(JourneyWorkflow):
+    """A 'harmless' optimisation: stop recording the current step in the store."""
+
+    @workflow.run
+    async def run(self, input: JourneyInput) -> str:
+        return await super().run(input)
+
+    async def at_step(self, step_id: str) -> None:
+        await self.drain()
+
+
+@workflow.defn(name="JourneyWorkflow")
+class VersionedEdit(JourneyWorkflow):
+    """The same change behind `workflow.patched`: old runs keep the old behaviour."""
+
+    @workflow.run
+    async def run(self, input: JourneyInput) -> str:
+        return await super().run(input)
+
+    async def at_step(self, step_id: str) -> None:
+        if workflow.patched("skip-step-records"):
+            await self.drain()
+        else:
+            await super().at_step(step_id)
+
+
+CART_HISTORY = next(p for p in HISTORIES if "abandoned_cart__cy" in p.stem)
+
+
+async def test_an_unversioned_change_is_caught() -> None:
+    result = await Replayer(workflows=[UnversionedEdit]).replay_workflow(
+        load(CART_HISTORY), raise_on_replay_failure=False
+    )
+    assert result.replay_failure is not None
+    assert "Nondeterminism" in type(result.replay_failure).__name__ or "nondetermin" in str(
+        result.replay_failure
+    ).lower()
+
+
+async def test_the_same_change_behind_patched_replays() -> None:
+    await Replayer(workflows=[VersionedEdit]).replay_workflow(load(CART_HISTORY))
