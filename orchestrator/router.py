@@ -30,6 +30,7 @@ from .store.db import session_scope
 from .store.tables import Contact, Event, JourneyVersion, Message, utcnow
 from .store.versions import active_versions
 from .workflows.journey import JourneyWorkflow, workflow_id
+from .workflows.kit import JourneyBase
 from .workflows.types import EngagementSignal, EventSignal, JourneyInput
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,7 @@ class Router:
         task_queue: str,
         interval: float = 1.0,
         history_limit: int = 10_000,
+        python_journeys: Iterable[type[JourneyBase]] = (),
     ) -> None:
         self.client = client
         self.engine = engine
@@ -93,6 +95,7 @@ class Router:
         self.history_limit = history_limit
         self._wake = asyncio.Event()
         self._journeys: list[Deployed] = []
+        self.python_journeys = list(python_journeys)
         self._loaded_at = 0.0
         self.routed = 0
 
@@ -173,6 +176,22 @@ class Router:
                 )
             elif event.name in deployed.listens:
                 await self._signal(wid, "event", signal)
+        for cls in self.python_journeys:
+            wid = workflow_id(cls.journey_id, event.contact_id)
+            if event.name == cls.trigger_event:
+                await self.client.start_workflow(
+                    _workflow_name(cls),
+                    JourneyInput(
+                        journey={}, version=0, contact_id=event.contact_id, trigger=signal
+                    ),
+                    id=wid,
+                    task_queue=self.task_queue,
+                    id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                    start_signal="event",
+                    start_signal_args=[signal],
+                )
+            elif event.name in {*cls.listens, *cls.exit_on, cls.goal_event}:
+                await self._signal(wid, "event", signal)
         if event.name in ENGAGEMENT_EVENTS:
             await self._engagement(event, ENGAGEMENT_EVENTS[event.name])
 
@@ -246,3 +265,8 @@ class Router:
             if STATUS_RANK.get(kind, 0) > STATUS_RANK.get(message.status, 0) or kind == "bounced":
                 message.status = kind
             return message.workflow_id, message.step_id, message.entry_seq
+
+
+def _workflow_name(cls: type[JourneyBase]) -> str:
+    definition = getattr(cls, "__temporal_workflow_definition", None)
+    return definition.name if definition is not None else cls.__name__

@@ -24,7 +24,7 @@ from .router import Router
 from .settings import Settings
 from .store.db import make_engine, migrate
 from .temporal_server import DevServer
-from .worker import build_worker, connect
+from .worker import build_worker, connect, python_journeys
 
 
 class _Server(uvicorn.Server):
@@ -110,7 +110,13 @@ async def _serve_all(
     stop: asyncio.Event,
     ui: str,
 ) -> None:
-    router = Router(client, engine, settings.task_queue, settings.router_interval)
+    router = Router(
+        client,
+        engine,
+        settings.task_queue,
+        settings.router_interval,
+        python_journeys=python_journeys(settings),
+    )
     app = create_app(engine, write_keys, client, router.wake)
     http = _Server(
         uvicorn.Config(
@@ -145,7 +151,13 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     try:
         deploy(engine, settings.journeys_dir, settings.templates_dir)
         client = await connect(settings)
-        router = Router(client, engine, settings.task_queue, settings.router_interval)
+        router = Router(
+            client,
+            engine,
+            settings.task_queue,
+            settings.router_interval,
+            python_journeys=python_journeys(settings),
+        )
         async with build_worker(client, engine, settings):
             router_task = asyncio.create_task(router.run())
             await stop.wait()

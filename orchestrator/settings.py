@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     temporal_ui_port: int = 8233
     temporal_sqlite_synchronous: Literal["off", "normal", "full"] = "normal"
 
+    python_journeys: list[str] = []  # hand-written journeys, "package.module:Class"
+
     email_channel: str = "console"
     push_channel: str = "console"
     sms_channel: str = "console"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import Engine
@@ -15,6 +18,30 @@ from .activities import journey_activities
 from .rendering import Renderer
 from .settings import Settings
 from .workflows.journey import JourneyWorkflow
+from .workflows.kit import JourneyBase
+
+
+def python_journeys(settings: Settings) -> list[type[JourneyBase]]:
+    """Hand-written journeys named in JOURNEYS_PYTHON_JOURNEYS ("package.module:Class")."""
+    found = []
+    if settings.python_journeys and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # modules next to journeys/, like a project's own
+    for path in settings.python_journeys:
+        module_name, _, attr = path.partition(":")
+        try:
+            cls = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(
+                f"JOURNEYS_PYTHON_JOURNEYS: cannot import {path!r} ({exc}); "
+                "expected 'package.module:ClassName' importable from the working directory"
+            ) from exc
+        if not (isinstance(cls, type) and issubclass(cls, JourneyBase) and cls.trigger_event):
+            raise ValueError(
+                f"JOURNEYS_PYTHON_JOURNEYS: {path!r} must be a JourneyBase workflow class "
+                "with journey_id and trigger_event set"
+            )
+        found.append(cls)
+    return found
 
 
 def channel_adapters(settings: Settings) -> dict[str, Channel]:
@@ -63,7 +90,7 @@ def build_worker(
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
-        workflows=[JourneyWorkflow],
+        workflows=[JourneyWorkflow, *python_journeys(settings)],
         activities=journey_activities(engine, renderer, adapters or channel_adapters(settings)),
         activity_executor=ThreadPoolExecutor(max_workers=16),
         **options,  # type: ignore[arg-type]

@@ -29,7 +29,7 @@ from orchestrator.router import Router
 from orchestrator.settings import Settings
 from orchestrator.store.db import session_scope
 from orchestrator.store.tables import JourneyRun, Message
-from orchestrator.worker import build_worker
+from orchestrator.worker import build_worker, python_journeys
 from orchestrator.workflows.journey import workflow_id
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +45,7 @@ class Bench:
     console: io.StringIO = field(default_factory=io.StringIO)
     history_limit: int = 10_000
     finished: list[str] = field(default_factory=list)
+    python_journeys: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.client: Client = self.env.client
@@ -52,9 +53,15 @@ class Bench:
             journeys_dir=self.journeys_dir,
             templates_dir=self.templates_dir,
             task_queue=self.task_queue,
+            python_journeys=self.python_journeys,
         )
         self.router = Router(
-            self.client, self.engine, self.task_queue, interval=0, history_limit=self.history_limit
+            self.client,
+            self.engine,
+            self.task_queue,
+            interval=0,
+            history_limit=self.history_limit,
+            python_journeys=python_journeys(self.settings),
         )
 
     def deploy(self) -> list[Any]:

@@ -55,7 +55,9 @@ async def test_not_bought_and_email_opened_gets_email_only(bench: Bench, ts_env)
     assert (run.status, run.converted_at) == ("completed", None)
 
 
-async def test_not_bought_not_opened_gets_email_then_push_two_days_later(bench: Bench, ts_env) -> None:
+async def test_not_bought_not_opened_gets_email_then_push_two_days_later(
+    bench: Bench, ts_env
+) -> None:
     async with bench.worker():
         await bench.identify(
             "cy", email="cy@example.com", first_name="Cy", context={"device": {"token": "tok-1"}}

@@ -95,9 +95,10 @@ async def test_an_unversioned_change_is_caught() -> None:
         load(CART_HISTORY), raise_on_replay_failure=False
     )
     assert result.replay_failure is not None
-    assert "Nondeterminism" in type(result.replay_failure).__name__ or "nondetermin" in str(
-        result.replay_failure
-    ).lower()
+    assert (
+        "Nondeterminism" in type(result.replay_failure).__name__
+        or "nondetermin" in str(result.replay_failure).lower()
+    )
 
 
 async def test_the_same_change_behind_patched_replays() -> None:

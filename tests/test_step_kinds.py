@@ -307,7 +307,8 @@ async def test_entry_condition_and_trigger_filter(bench: Bench) -> None:
 
 
 async def test_goal_converts_without_ending_and_redelivery_is_ignored(
-    bench: Bench, ts_env  # type: ignore[no-untyped-def]
+    bench: Bench,
+    ts_env,  # type: ignore[no-untyped-def]
 ) -> None:
     journey(
         bench,

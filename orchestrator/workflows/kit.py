@@ -63,6 +63,8 @@ class JourneyBase:
     """
 
     journey_id: str = ""
+    trigger_event: str = ""  # for hand-written journeys: the event that starts a run
+    listens: tuple[str, ...] = ()  # ...and the other events its runs wait for
     exit_on: tuple[str, ...] = ()
     goal_event: str | None = None
     goal_within: int | None = None
