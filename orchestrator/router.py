@@ -11,6 +11,7 @@ event id, so a redelivery after a crash is harmless.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Iterable
@@ -110,10 +111,8 @@ class Router:
                     pass
             except Exception as exc:  # Temporal or the database is down: retry later
                 log.warning("routing paused: %s", exc)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.interval)
-            except TimeoutError:
-                pass
             self._wake.clear()
 
     async def sweep(self) -> int:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import pytest_asyncio
 from harness import ROOT, Bench, save_histories

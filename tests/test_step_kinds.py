@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -176,7 +176,11 @@ async def test_action_updates_contact_once(bench: Bench) -> None:
         trigger: { event: Order Completed }
         entry: { re_entry: always }
         steps:
-          - action: { type: update_contact, set: { vip: true }, increment: { orders: 1 }, unset: [churn_risk] }
+          - action:
+              type: update_contact
+              set: { vip: true }
+              increment: { orders: 1 }
+              unset: [churn_risk]
         """,
     )
     async with bench.worker():
@@ -242,7 +246,8 @@ async def test_wait_until_local_time_and_weekday(bench: Bench, ts_env) -> None: 
     assert len(fired) == 1
     local = fired[0].astimezone(ZoneInfo("Asia/Tokyo"))
     assert (local.strftime("%a"), local.hour, local.minute) == ("Mon", 9, 30)
-    started = [e async for e in handle.fetch_history_events()][0].event_time.ToDatetime(tzinfo=UTC)
+    history = await handle.fetch_history()
+    started = history.events[0].event_time.ToDatetime(tzinfo=UTC)
     assert timedelta(0) < fired[0] - started <= timedelta(days=7)
     assert sent(bench, "tz") == ["hello"]
 

@@ -16,8 +16,12 @@ from typing import Any
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    # Not `from . import types`: the sandbox would re-import the module (a fresh copy
+    # of every dataclass in it) for each new run, because this package itself is not passed
+    # through; an absolute dotted import is.
+    import orchestrator.workflows.types as t
+
     from ..dsl import models as m
-    from . import types as t
     from .kit import BOOKKEEPING, ContinueAsNew, JourneyBase, JourneyExit
 
 

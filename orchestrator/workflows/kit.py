@@ -208,9 +208,9 @@ class JourneyBase:
         end = deadline or workflow.now() + timedelta(seconds=timeout)
         earlier, self._recent = self._recent, []
         for signal in earlier:
-            if datetime.fromisoformat(signal.received_at or "") >= self._since:
-                if await matcher(signal):
-                    return signal
+            arrived = datetime.fromisoformat(signal.received_at or "")
+            if arrived >= self._since and await matcher(signal):
+                return signal
         await self._wait_until(end, matcher=matcher)
         return matched[0] if matched else None
 
