@@ -192,3 +192,9 @@ def test_a_parsed_condition_is_only_ever_interpreted() -> None:
     context = {"contact": {"__class__": "plain data", "traits": {"__globals__": 1}}}
     assert evaluate('contact["__class__"] == "plain data"', context) is True
     assert evaluate('contact.traits["__globals__"] == 1', context) is True
+
+
+def test_repetition_cannot_exhaust_memory() -> None:
+    assert evaluate('"x" * 1000000000 == null', {}) is True
+    assert evaluate("len([1] * 100000000) == 0", {}) is True
+    assert evaluate('"ab" * 3 == "ababab"', {}) is True

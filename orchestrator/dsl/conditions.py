@@ -26,6 +26,7 @@ FUNCTIONS = {
 }
 CONSTANTS = {"true": True, "false": False, "null": None, "True": True, "False": False, "None": None}
 MAX_LENGTH = 1000
+MAX_VALUE_SIZE = 10_000  # longest string or list arithmetic may build ("x" * 10**9 is refused)
 
 _COMPARE = {
     ast.Eq: operator.eq,
@@ -172,6 +173,8 @@ def _eval(node: ast.AST, ctx: dict[str, Any]) -> Any:
             return True
         case ast.BinOp(left=left, op=op, right=right):
             a, b = _eval(left, ctx), _eval(right, ctx)
+            if _too_big(a, b):
+                return None
             try:
                 return _ARITHMETIC[type(op)](a, b)
             except (TypeError, ZeroDivisionError, OverflowError):
@@ -205,3 +208,14 @@ def _contains(container: Any, item: Any) -> bool:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _too_big(a: Any, b: Any) -> bool:
+    """Would `a + b` or `a * b` build a string or list past MAX_VALUE_SIZE?"""
+    sized = [len(v) for v in (a, b) if isinstance(v, str | list)]
+    counts = [v for v in (a, b) if isinstance(v, int) and not isinstance(v, bool)]
+    if not sized:
+        return False
+    if counts:
+        return sized[0] * max(counts[0], 0) > MAX_VALUE_SIZE
+    return sum(sized) > MAX_VALUE_SIZE
