@@ -279,6 +279,14 @@ steps:
         await bench.track("r", "Product Added")
         for name in ("once", "weekly", "every"):
             await bench.result(name, "r")
+        # A router that crashed before marking its work delivers the last trigger again.
+        with session_scope(bench.engine) as session:
+            last = session.exec(select(Event).order_by(Event.id.desc())).first()  # type: ignore[attr-defined]
+            assert last is not None
+            last.routed_at = None
+        await bench.router.sweep()
+        for name in ("once", "weekly", "every"):
+            assert await bench.result(name, "r") == "skipped"
     entries = {
         name: len([r for r in bench.runs("r") if r.journey_id == name])
         for name in ("once", "weekly", "every")

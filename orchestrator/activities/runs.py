@@ -31,7 +31,11 @@ class RunActivities:
             runs = select(JourneyRun).where(JourneyRun.workflow_id == req.workflow_id)
             same = session.exec(runs.where(JourneyRun.trigger_event_id == req.trigger_event_id))
             if (existing := same.first()) is not None:
-                return t.EnterResult(allowed=True, entry_seq=existing.entry_seq)
+                # A retry of this activity continues the entry; a redelivered trigger
+                # whose run already ended must not run the journey a second time.
+                allowed = existing.status == "active"
+                reason = None if allowed else "trigger already handled"
+                return t.EnterResult(allowed, existing.entry_seq if allowed else 0, reason)
             previous = session.exec(runs.order_by(JourneyRun.entry_seq.desc())).first()  # type: ignore[attr-defined]
             if previous is not None:
                 if req.re_entry == "never":
