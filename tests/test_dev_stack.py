@@ -364,3 +364,51 @@ def test_dev_refuses_an_invalid_journey_with_located_problems(tmp_path: Path) ->
     assert "nothing was deployed" in result.stderr
     assert "API:" not in result.stdout
     assert not (root / ".journeys" / "temporal.db").exists()  # Temporal never started
+
+
+def test_dev_uses_an_existing_temporal_when_temporal_address_is_set(
+    tmp_path: Path, stacks: list[DevStack], engines: Callable[[Path], Engine]
+) -> None:
+    """TEMPORAL_ADDRESS: no embedded server is started; journeys run on the given one."""
+    import asyncio
+
+    from orchestrator.temporal_server import DevServer
+    from orchestrator.workflows.journey import workflow_id
+
+    grpc, ui = free_ports(2)
+    external = DevServer(db_file=tmp_path / "external" / "temporal.db", port=grpc, ui_port=ui)
+    asyncio.run(external.start())
+    try:
+        root = make_project(tmp_path / "shop", {"slow_welcome": SLOW_WELCOME}, {"welcome": WELCOME})
+        stack = DevStack(
+            root,
+            env={
+                "TEMPORAL_ADDRESS": external.address,
+                "JOURNEYS_TEMPORAL_UI_URL": external.ui_url,
+            },
+        )
+        stacks.append(stack)
+        stack.start()
+        assert stack.ui_url == external.ui_url
+        assert not (stack.data_dir / "temporal.db").exists(), "no embedded server expected"
+        with api(stack) as client:
+            assert client.get("/health").json()["temporal"] == "ok"
+            post(client, "identify", {"userId": "eve", "traits": {"email": "eve@example.com"}})
+            post(client, "track", {"userId": "eve", "event": "Signed Up"})
+        engine = engines(stack.data_dir)
+        wait_for("eve's run", lambda: run_status(engine, "eve") == "active", stack)
+
+        async def describe() -> str:
+            from temporalio.client import Client
+
+            client = await Client.connect(external.address)
+            handle = client.get_workflow_handle(workflow_id("slow_welcome", "eve"))
+            return (await handle.describe()).status.name  # type: ignore[union-attr]
+
+        assert asyncio.run(describe()) == "RUNNING"
+        stack.stop()
+        assert external.process is not None and external.process.poll() is None, (
+            "stopping journeys dev must leave a Temporal it did not start running"
+        )
+    finally:
+        external.stop()
