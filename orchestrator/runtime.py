@@ -11,7 +11,6 @@ import contextlib
 import secrets
 import signal
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
@@ -60,11 +59,14 @@ def stop_on_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
-@dataclass
-class Started:
-    api_url: str
-    temporal_ui: str
-    write_key: str
+def make_router(client: Client, engine: Engine, settings: Settings) -> Router:
+    return Router(
+        client,
+        engine,
+        settings.task_queue,
+        settings.router_interval,
+        python_journeys=python_journeys(settings),
+    )
 
 
 async def run_dev(
@@ -110,13 +112,7 @@ async def _serve_all(
     stop: asyncio.Event,
     ui: str,
 ) -> None:
-    router = Router(
-        client,
-        engine,
-        settings.task_queue,
-        settings.router_interval,
-        python_journeys=python_journeys(settings),
-    )
+    router = make_router(client, engine, settings)
     app = create_app(engine, write_keys, client, router.wake)
     http = _Server(
         uvicorn.Config(
@@ -151,13 +147,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     try:
         deploy(engine, settings.journeys_dir, settings.templates_dir)
         client = await connect(settings)
-        router = Router(
-            client,
-            engine,
-            settings.task_queue,
-            settings.router_interval,
-            python_journeys=python_journeys(settings),
-        )
+        router = make_router(client, engine, settings)
         async with build_worker(client, engine, settings):
             router_task = asyncio.create_task(router.run())
             await stop.wait()
