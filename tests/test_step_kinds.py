@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import textwrap
 from collections.abc import AsyncIterator
 from datetime import UTC, timedelta
@@ -13,6 +14,8 @@ from harness import Bench, save_histories, write_journey
 from sqlmodel import select
 from temporalio.api.enums.v1 import EventType
 
+from orchestrator.api.ingest import store_call
+from orchestrator.api.segment import TrackCall
 from orchestrator.store.db import session_scope
 from orchestrator.store.tables import Contact, Event
 from orchestrator.workflows.journey import split_bucket
@@ -389,3 +392,36 @@ async def test_long_runs_continue_as_new_and_lose_nothing(ts_env, sqlite_engine,
     assert sent(bench, "c") == ["thanks", "late"]
     [run] = bench.runs("c")
     assert run.status == "completed"
+
+
+async def test_concurrent_triggers_for_one_contact_make_one_run(bench: Bench) -> None:
+    """RELIABILITY §1 id policy: 100 concurrent signal-with-starts, exactly one run."""
+    journey(
+        bench,
+        """
+        id: burst
+        name: Burst
+        trigger: { event: Product Added }
+        entry: { re_entry: always }
+        steps:
+          - wait: 1h
+          - send: { id: hi, channel: email, template: hello }
+        """,
+    )
+    await bench.identify("b", email="b@example.com")
+    calls = [
+        TrackCall.model_validate({"userId": "b", "event": "Product Added", "messageId": f"m{i}"})
+        for i in range(100)
+    ]
+    for call in calls:
+        store_call(bench.engine, call, "track")
+    bench.router._refresh()
+    with session_scope(bench.engine) as session:
+        stored = list(session.exec(select(Event).where(Event.name == "Product Added")))
+        for event in stored:
+            session.expunge(event)
+    async with bench.worker():
+        await asyncio.gather(*(bench.router.route(event) for event in stored))
+        assert await bench.result("burst", "b") == "completed"
+    assert [r.entry_seq for r in bench.runs("b")] == [1]
+    assert sent(bench, "b") == ["hello"]
