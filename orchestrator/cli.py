@@ -22,7 +22,29 @@ def _fail(message: str) -> None:
     sys.exit(1)
 
 
-@click.group()
+class _Group(click.Group):
+    """Turns configuration and connection errors into one clear line instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from sqlalchemy.exc import OperationalError
+
+        from .deploy import InvalidJourneys
+
+        try:
+            return super().invoke(ctx)
+        except InvalidJourneys as exc:
+            for problem in exc.problems:
+                click.echo(str(problem), err=True)
+            _fail(f"{len(exc.problems)} problem(s) found; nothing was deployed")
+        except ValueError as exc:
+            _fail(str(exc))
+        except OperationalError as exc:
+            _fail(f"cannot use the database ({exc.orig}); check DATABASE_URL / --data-dir")
+        except RuntimeError as exc:  # Temporal connection errors surface as RuntimeError
+            _fail(f"{exc}; check TEMPORAL_ADDRESS and TEMPORAL_NAMESPACE")
+
+
+@click.group(cls=_Group)
 def main() -> None:
     """Omnichannel journeys from YAML, run as durable Temporal workflows."""
 
@@ -45,7 +67,6 @@ data_dir_option = click.option(
 @click.option("--temporal-ui-port", type=int, help="UI port of the embedded Temporal (8233).")
 def dev(**options: Any) -> None:
     """Run everything locally: Temporal, database, worker and API."""
-    from .deploy import InvalidJourneys
     from .runtime import run_dev
     from .temporal_server import TemporalServerError
 
@@ -64,11 +85,7 @@ def dev(**options: Any) -> None:
         )
     try:
         asyncio.run(run_dev(settings))
-    except InvalidJourneys as exc:
-        for problem in exc.problems:
-            click.echo(str(problem), err=True)
-        _fail(f"{len(exc.problems)} problem(s) found; nothing was deployed")
-    except (TemporalServerError, OSError, ValueError) as exc:
+    except (TemporalServerError, OSError) as exc:
         _fail(str(exc))
 
 
@@ -123,6 +140,8 @@ def worker(data_dir: Path | None) -> None:
     settings = _settings(data_dir=data_dir)
     if not settings.temporal_address:
         _fail("TEMPORAL_ADDRESS is not set (use `journeys dev` for the embedded server)")
+    if not settings.journeys_dir.is_dir():
+        _fail(f"no journeys folder at {settings.journeys_dir}: set JOURNEYS_JOURNEYS_DIR")
     asyncio.run(run_worker(settings))
 
 
