@@ -1,0 +1,50 @@
+"""The `journeys` command's answers to good and bad input (in-process, click's runner)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from orchestrator.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_validate_accepts_the_shipped_journeys() -> None:
+    result = CliRunner().invoke(
+        main, ["validate", str(ROOT / "journeys"), "--templates", str(ROOT / "templates")]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "1 journey(s) valid"
+
+
+def test_validate_prints_located_problems_and_fails(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        (ROOT / "journeys" / "abandoned_cart.yaml").read_text().replace("wait: 24h", "wait: 24x")
+    )
+    result = CliRunner().invoke(main, ["validate", str(bad), "--templates", str(ROOT / "templates")])
+    assert result.exit_code == 1
+    assert f"{bad}:17:11: invalid duration '24x'" in result.output
+
+
+def test_validate_names_a_missing_path(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["validate", str(tmp_path / "nope")])
+    assert result.exit_code == 1
+    assert "no such file or folder" in result.output
+
+
+def test_runs_with_an_unsupported_database_url_is_one_clear_line(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("DATABASE_URL", "mysql://db/x")
+    result = CliRunner().invoke(main, ["runs"])
+    assert result.exit_code == 1
+    assert "error: DATABASE_URL scheme 'mysql' is not supported" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_runs_lists_nothing_yet_in_a_fresh_database(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/j.db")
+    result = CliRunner().invoke(main, ["runs"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "no journey runs"
