@@ -24,7 +24,9 @@ def test_validate_prints_located_problems_and_fails(tmp_path: Path) -> None:
     bad.write_text(
         (ROOT / "journeys" / "abandoned_cart.yaml").read_text().replace("wait: 24h", "wait: 24x")
     )
-    result = CliRunner().invoke(main, ["validate", str(bad), "--templates", str(ROOT / "templates")])
+    result = CliRunner().invoke(
+        main, ["validate", str(bad), "--templates", str(ROOT / "templates")]
+    )
     assert result.exit_code == 1
     assert f"{bad}:17:11: invalid duration '24x'" in result.output
 
