@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -87,12 +88,29 @@ class VersionedEdit(JourneyWorkflow):
             await super().at_step(step_id)
 
 
-CART_HISTORY = next(p for p in HISTORIES if "abandoned_cart__cy" in p.stem)
+# Before and after the switch of run bookkeeping to local activities (a patched change).
+CART_HISTORIES = [p for p in HISTORIES if p.stem.endswith("abandoned_cart__cy")]
 
 
-async def test_an_unversioned_change_is_caught() -> None:
+def activity_types(path: Path) -> list[str]:
+    events = json.loads(path.read_text())["events"]
+    return [
+        e["activityTaskScheduledEventAttributes"]["activityType"]["name"]
+        for e in events
+        if e["eventType"] == "EVENT_TYPE_ACTIVITY_TASK_SCHEDULED"
+    ]
+
+
+def test_the_corpus_holds_runs_from_before_and_after_the_bookkeeping_patch() -> None:
+    old, new = sorted(CART_HISTORIES, key=lambda p: p.stem.startswith("local_bookkeeping"))
+    assert "record_step" in activity_types(old)
+    assert activity_types(new) == ["send_message", "send_message"]  # the rest is local
+
+
+@pytest.mark.parametrize("path", CART_HISTORIES, ids=lambda p: p.stem)
+async def test_an_unversioned_change_is_caught(path: Path) -> None:
     result = await Replayer(workflows=[UnversionedEdit]).replay_workflow(
-        load(CART_HISTORY), raise_on_replay_failure=False
+        load(path), raise_on_replay_failure=False
     )
     assert result.replay_failure is not None
     assert (
@@ -101,5 +119,28 @@ async def test_an_unversioned_change_is_caught() -> None:
     )
 
 
-async def test_the_same_change_behind_patched_replays() -> None:
-    await Replayer(workflows=[VersionedEdit]).replay_workflow(load(CART_HISTORY))
+@pytest.mark.parametrize("path", CART_HISTORIES, ids=lambda p: p.stem)
+async def test_the_same_change_behind_patched_replays(path: Path) -> None:
+    await Replayer(workflows=[VersionedEdit]).replay_workflow(load(path))
+
+
+@workflow.defn(name="JourneyWorkflow")
+class BookkeepingWithoutPatch(JourneyWorkflow):
+    """The local-activity change as it would be without `workflow.patched`."""
+
+    @workflow.run
+    async def run(self, input: JourneyInput) -> str:
+        return await super().run(input)
+
+    async def _bookkeeping(self, name: str, arg: Any, result_type: type | None = None) -> Any:
+        return await workflow.execute_local_activity(
+            name, arg, result_type=result_type, start_to_close_timeout=timedelta(seconds=30)
+        )
+
+
+async def test_the_bookkeeping_change_needed_its_patch() -> None:
+    old = next(p for p in CART_HISTORIES if not p.stem.startswith("local_bookkeeping"))
+    result = await Replayer(workflows=[BookkeepingWithoutPatch]).replay_workflow(
+        load(old), raise_on_replay_failure=False
+    )
+    assert result.replay_failure is not None

@@ -22,7 +22,7 @@ with workflow.unsafe.imports_passed_through():
     import orchestrator.workflows.types as t
 
     from ..dsl import models as m
-    from .kit import BOOKKEEPING, ContinueAsNew, JourneyBase, JourneyExit
+    from .kit import ContinueAsNew, JourneyBase, JourneyExit
 
 
 def workflow_id(journey_id: str, contact_id: str) -> str:
@@ -182,7 +182,7 @@ class JourneyWorkflow(JourneyBase):
             bucket -= variant.weight
 
     async def _next_local_time(self, spec: m.WaitUntilSpec) -> datetime:
-        iso: str = await workflow.execute_activity(
+        iso: str = await self._bookkeeping(
             t.NEXT_LOCAL_TIME,
             t.LocalTimeRequest(
                 contact_id=self.contact_id,
@@ -191,8 +191,7 @@ class JourneyWorkflow(JourneyBase):
                 weekdays=spec.weekdays,
                 default_timezone=spec.timezone,
             ),
-            result_type=str,
-            **BOOKKEEPING,
+            str,
         )
         return datetime.fromisoformat(iso)
 

@@ -26,6 +26,7 @@ BOOKKEEPING = {
     "start_to_close_timeout": timedelta(seconds=30),
     "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=1)),
 }
+LOCAL_BOOKKEEPING = "local-bookkeeping-activities"
 SENDING = {
     "start_to_close_timeout": timedelta(minutes=2),
     "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=10), maximum_attempts=20),
@@ -136,7 +137,7 @@ class JourneyBase:
                 known = self.state.engagements.setdefault(step_id, [])
                 known.extend(k for k in kinds if k not in known)
             return True
-        result: t.EnterResult = await workflow.execute_activity(
+        result: t.EnterResult = await self._bookkeeping(
             t.ENTER_RUN,
             t.EnterRequest(
                 workflow_id=self.workflow_id,
@@ -149,8 +150,7 @@ class JourneyBase:
                 entry_if=entry_if,
                 now=workflow.now().isoformat(),
             ),
-            result_type=t.EnterResult,
-            **BOOKKEEPING,
+            t.EnterResult,
         )
         self.state.entry_seq = result.entry_seq
         self.state.entered_at = workflow.now().isoformat()
@@ -277,7 +277,7 @@ class JourneyBase:
 
     async def check(self, expression: str, event_id: int | None = None) -> bool:
         """Evaluate a condition in an activity, so traits never enter the history."""
-        return await workflow.execute_activity(
+        return await self._bookkeeping(
             t.CHECK_CONDITION,
             t.ConditionRequest(
                 expression=expression,
@@ -285,8 +285,7 @@ class JourneyBase:
                 trigger_event_id=self.trigger_event_id,
                 event_id=event_id,
             ),
-            result_type=bool,
-            **BOOKKEEPING,
+            bool,
         )
 
     async def drain(self) -> None:
@@ -301,11 +300,11 @@ class JourneyBase:
         matcher: Callable[[t.EventSignal], Awaitable[bool]] | None,
         until: Callable[[], bool] | None = None,
     ) -> None:
-        try:
-            await self._wait_loop(end, matcher, until)
-        finally:
-            self._since = workflow.now()
-            self._recent = []
+        await self._wait_loop(end, matcher, until)
+        # Not in `finally`: when a cached run is evicted its coroutine is closed
+        # mid-wait, outside the workflow event loop, where workflow.now() fails.
+        self._since = workflow.now()
+        self._recent = []
 
     async def _wait_loop(
         self,
@@ -357,10 +356,9 @@ class JourneyBase:
         if self.goal_where and not await self.check(self.goal_where, signal.event_id):
             return
         self.state.converted = True
-        await workflow.execute_activity(
+        await self._bookkeeping(
             t.RECORD_CONVERSION,
             t.ConversionRequest(self.workflow_id, self.state.entry_seq, signal.event_id),
-            **BOOKKEEPING,
         )
 
     def _history_is_long(self) -> bool:
@@ -371,6 +369,16 @@ class JourneyBase:
         )
 
     async def _record(self, update: t.RunUpdate) -> None:
-        await workflow.execute_activity(
-            t.RECORD_STEP if update.status is None else t.FINISH_RUN, update, **BOOKKEEPING
-        )
+        await self._bookkeeping(t.RECORD_STEP if update.status is None else t.FINISH_RUN, update)
+
+    async def _bookkeeping(self, name: str, arg: Any, result_type: type | None = None) -> Any:
+        """Short store reads and writes run as local activities: no server round trip.
+
+        Runs started before this change recorded them as regular activities; the
+        patch marker keeps replaying those histories exactly as they were.
+        """
+        if workflow.patched(LOCAL_BOOKKEEPING):
+            return await workflow.execute_local_activity(
+                name, arg, result_type=result_type, **BOOKKEEPING
+            )
+        return await workflow.execute_activity(name, arg, result_type=result_type, **BOOKKEEPING)
