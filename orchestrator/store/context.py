@@ -10,7 +10,8 @@ from .tables import Contact, Event
 def contact_context(contact: Contact | None) -> dict[str, Any]:
     if contact is None:
         return {}
-    traits = dict(contact.traits or {})
+    # Keys starting with "_" are our bookkeeping (e.g. applied increments), not traits.
+    traits = {k: v for k, v in (contact.traits or {}).items() if not k.startswith("_")}
     return {
         "id": contact.id,
         "email": contact.email,
