@@ -32,9 +32,11 @@ def deploy(engine: Engine, journeys_dir: Path, templates_dir: Path) -> list[Depl
     if problems:
         raise InvalidJourneys(problems)
     deployed = []
-    with session_scope(engine) as session:
-        for item in loaded:
-            spec = item.journey.model_dump(mode="json", by_alias=True)
+    for item in loaded:
+        spec = item.journey.model_dump(mode="json", by_alias=True)
+        # One session each: deploy_journey rolls its session back when it loses a race
+        # with another process, which must not undo the journeys deployed before it.
+        with session_scope(engine) as session:
             row = deploy_journey(session, item.journey.id, spec, item.spec_hash, str(item.path))
             deployed.append(DeployedVersion(row.journey_id, row.version, str(item.path)))
     return deployed

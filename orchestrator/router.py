@@ -30,7 +30,7 @@ from .store.context import contact_context, event_context
 from .store.db import session_scope
 from .store.tables import Contact, Event, JourneyVersion, Message, utcnow
 from .store.versions import active_versions
-from .workflows.journey import JourneyWorkflow, workflow_id
+from .workflows.journey import workflow_id
 from .workflows.kit import JourneyBase
 from .workflows.types import EngagementSignal, EventSignal, JourneyInput
 
@@ -158,8 +158,9 @@ class Router:
                     self._holds, journey.trigger.where, event
                 ):
                     continue
-                await self.client.start_workflow(
-                    JourneyWorkflow.run,
+                await self._start(
+                    "JourneyWorkflow",
+                    wid,
                     JourneyInput(
                         journey=deployed.spec,
                         version=deployed.version,
@@ -167,27 +168,18 @@ class Router:
                         trigger=signal,
                         history_limit=self.history_limit,
                     ),
-                    id=wid,
-                    task_queue=self.task_queue,
-                    id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-                    start_signal="event",
-                    start_signal_args=[signal],
                 )
             elif event.name in deployed.listens:
                 await self._signal(wid, "event", signal)
         for cls in self.python_journeys:
             wid = workflow_id(cls.journey_id, event.contact_id)
             if event.name == cls.trigger_event:
-                await self.client.start_workflow(
+                await self._start(
                     _workflow_name(cls),
+                    wid,
                     JourneyInput(
                         journey={}, version=0, contact_id=event.contact_id, trigger=signal
                     ),
-                    id=wid,
-                    task_queue=self.task_queue,
-                    id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-                    start_signal="event",
-                    start_signal_args=[signal],
                 )
             elif event.name in {*cls.listens, *cls.exit_on, cls.goal_event}:
                 await self._signal(wid, "event", signal)
@@ -207,6 +199,18 @@ class Router:
             signal_id=f"e{event.id}", step_id=step_id, kind=kind, entry_seq=entry_seq
         )
         await self._signal(workflow, "engagement", signal)
+
+    async def _start(self, workflow: str, wid: str, run_input: JourneyInput) -> None:
+        """Signal-with-start: a new run if none is open, else the trigger as a signal."""
+        await self.client.start_workflow(
+            workflow,
+            run_input,
+            id=wid,
+            task_queue=self.task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            start_signal="event",
+            start_signal_args=[run_input.trigger],
+        )
 
     async def _signal(self, wid: str, name: str, arg: Any) -> None:
         try:

@@ -8,6 +8,7 @@ leaves these out.
 from __future__ import annotations
 
 import re
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -138,6 +139,21 @@ def post(client: httpx.Client, kind: str, body: dict[str, Any]) -> None:
     response = client.post(f"/v1/{kind}", json=body)
     assert response.status_code == 200, (kind, response.status_code, response.text)
     assert response.json() == {"success": True}
+
+
+def refused_dev(cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`journeys dev` in `cwd` on free ports, for runs expected to stop before serving."""
+    api_port, temporal_port, ui_port = free_ports(3)
+    return run_journeys(
+        "dev",
+        "--port",
+        str(api_port),
+        "--temporal-port",
+        str(temporal_port),
+        "--temporal-ui-port",
+        str(ui_port),
+        cwd=cwd,
+    )
 
 
 @pytest.fixture
@@ -328,17 +344,7 @@ def test_restart_keeps_the_write_key(tmp_path: Path, stacks: list[DevStack]) -> 
 
 
 def test_dev_refuses_a_folder_without_journeys(tmp_path: Path) -> None:
-    api_port, temporal_port, ui_port = free_ports(3)
-    result = run_journeys(
-        "dev",
-        "--port",
-        str(api_port),
-        "--temporal-port",
-        str(temporal_port),
-        "--temporal-ui-port",
-        str(ui_port),
-        cwd=tmp_path,
-    )
+    result = refused_dev(tmp_path)
     assert result.returncode != 0, result.stdout + result.stderr
     assert "no journeys folder at journeys" in result.stderr, result.stderr
 
@@ -346,17 +352,7 @@ def test_dev_refuses_a_folder_without_journeys(tmp_path: Path) -> None:
 def test_dev_refuses_an_invalid_journey_with_located_problems(tmp_path: Path) -> None:
     bad = QUICK_CART.replace("wait: 3s", "wait: soon")
     root = make_project(tmp_path, {"bad": bad}, {"quick_reminder": QUICK_REMINDER})
-    api_port, temporal_port, ui_port = free_ports(3)
-    result = run_journeys(
-        "dev",
-        "--port",
-        str(api_port),
-        "--temporal-port",
-        str(temporal_port),
-        "--temporal-ui-port",
-        str(ui_port),
-        cwd=root,
-    )
+    result = refused_dev(root)
     assert result.returncode != 0, result.stdout + result.stderr
     problems = re.findall(r"^(journeys/bad\.yaml):(\d+):(\d+): (.+)$", result.stderr, re.M)
     assert ("journeys/bad.yaml", "7", "11") in [p[:3] for p in problems], result.stderr

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from ..store.db import session_scope
 from ..store.tables import Contact, Event, utcnow
@@ -54,8 +54,6 @@ def _properties(call: SegmentCall) -> dict[str, Any]:
 
 
 def _event_exists(engine: Engine, message_id: str) -> bool:
-    from sqlmodel import select
-
     with session_scope(engine) as session:
         return (
             session.exec(select(Event.id).where(Event.message_id == message_id)).first() is not None

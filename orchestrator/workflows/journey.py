@@ -10,7 +10,7 @@ resume exactly at the wait it was in.
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from temporalio import workflow
@@ -200,4 +200,4 @@ class JourneyWorkflow(JourneyBase):
         return deadline
 
 
-__all__ = ["JourneyWorkflow", "split_bucket", "timedelta", "workflow_id"]
+__all__ = ["JourneyWorkflow", "split_bucket", "workflow_id"]
