@@ -142,6 +142,7 @@ def worker(data_dir: Path | None) -> None:
         _fail("TEMPORAL_ADDRESS is not set (use `journeys dev` for the embedded server)")
     if not settings.journeys_dir.is_dir():
         _fail(f"no journeys folder at {settings.journeys_dir}: set JOURNEYS_JOURNEYS_DIR")
+    _require_secret(settings)
     asyncio.run(run_worker(settings))
 
 
@@ -155,7 +156,17 @@ def api(port: int | None, data_dir: Path | None) -> None:
     settings = _settings(api_port=port, data_dir=data_dir)
     if not settings.write_keys:
         _fail('JOURNEYS_WRITE_KEYS is not set (a JSON list, e.g. ["key1"])')
+    _require_secret(settings)
     asyncio.run(run_api(settings, settings.write_keys))
+
+
+def _require_secret(settings: Settings) -> None:
+    from .links import require_secret
+
+    try:
+        require_secret(settings)
+    except ValueError as exc:
+        _fail(str(exc))
 
 
 if __name__ == "__main__":

@@ -53,9 +53,22 @@ class Settings(BaseSettings):
 
     router_interval: float = 1.0  # seconds between sweeps for events not yet routed
 
+    # Messages: the locale, currency and timezone used when a contact has none.
+    default_locale: str = "en"
+    default_currency: str = "USD"
+    default_timezone: str = "UTC"
+    sms_max_segments: int = Field(default=3, ge=1, le=10)
+    # Links in messages (unsubscribe, preferences, view in browser) point here.
+    public_url: str | None = None  # default: the API address
+    secret_key: str | None = None  # signs those links; `journeys dev` keeps one in data_dir
+
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'journeys.db').as_posix()}"
+
+    @property
+    def resolved_public_url(self) -> str:
+        return self.public_url or f"http://{self.api_host}:{self.api_port}"
 
     def adapter_for(self, channel: str) -> str:
         return {"email": self.email_channel, "push": self.push_channel, "sms": self.sms_channel}[

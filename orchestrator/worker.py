@@ -15,6 +15,7 @@ from channels.base import Channel
 from channels.registry import adapter_class
 
 from .activities import journey_activities
+from .links import MessageLinks, link_secret
 from .rendering import Renderer
 from .settings import Settings
 from .workflows.journey import JourneyWorkflow
@@ -86,12 +87,15 @@ def build_worker(
     task_queue: str | None = None,
     **options: object,
 ) -> Worker:
-    renderer = Renderer(settings.templates_dir)
+    renderer = Renderer.from_settings(settings)
+    links = MessageLinks(settings.resolved_public_url, link_secret(settings))
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
         workflows=[JourneyWorkflow, *python_journeys(settings)],
-        activities=journey_activities(engine, renderer, adapters or channel_adapters(settings)),
+        activities=journey_activities(
+            engine, renderer, adapters or channel_adapters(settings), links
+        ),
         activity_executor=ThreadPoolExecutor(max_workers=16),
         **options,  # type: ignore[arg-type]
     )

@@ -9,6 +9,7 @@ from sqlalchemy import Engine
 
 from channels.base import Channel
 
+from ..links import MessageLinks
 from ..rendering import Renderer
 from .contacts import ContactActivities
 from .runs import RunActivities
@@ -16,11 +17,11 @@ from .sending import SendActivities
 
 
 def journey_activities(
-    engine: Engine, renderer: Renderer, adapters: dict[str, Channel]
+    engine: Engine, renderer: Renderer, adapters: dict[str, Channel], links: MessageLinks
 ) -> list[Callable[..., Any]]:
     runs = RunActivities(engine)
     contacts = ContactActivities(engine)
-    sends = SendActivities(engine, renderer, adapters)
+    sends = SendActivities(engine, renderer, adapters, links)
     return [
         runs.enter_run,
         runs.record_step,

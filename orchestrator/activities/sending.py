@@ -21,10 +21,11 @@ from temporalio.exceptions import ApplicationError
 from channels.base import Channel, OutgoingMessage
 from channels.errors import PermanentChannelError, TransientChannelError
 
+from ..links import MessageLinks
 from ..rendering import Renderer, RenderError
-from ..store.context import contact_context, event_context
+from ..store.context import cart_context, contact_context, event_context, journey_context
 from ..store.db import session_scope
-from ..store.tables import Contact, Event, Message, utcnow
+from ..store.tables import Contact, Event, JourneyRun, Message, utcnow
 from ..workflows import types as t
 
 DONE = {"sent", "delivered", "opened", "clicked", "replied"}
@@ -52,10 +53,17 @@ def candidates(choice: str | list[str], contact: Contact) -> list[str]:
 
 
 class SendActivities:
-    def __init__(self, engine: Engine, renderer: Renderer, adapters: dict[str, Channel]) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        renderer: Renderer,
+        adapters: dict[str, Channel],
+        links: MessageLinks,
+    ) -> None:
         self.engine = engine
         self.renderer = renderer
         self.adapters = adapters  # logical channel -> adapter instance
+        self.links = links
 
     @activity.defn(name=t.SEND_MESSAGE)
     def send_message(self, req: t.SendRequest) -> t.SendResult:
@@ -115,15 +123,23 @@ class SendActivities:
             if contact is None:
                 raise RenderError(f"contact {req.contact_id!r} does not exist")
             channel, to = self._choose(req.channel, contact, req.template)
+            run = session.exec(
+                select(JourneyRun).where(
+                    JourneyRun.workflow_id == req.workflow_id,
+                    JourneyRun.entry_seq == req.entry_seq,
+                )
+            ).first()
             context = {
                 "contact": contact_context(contact),
                 "event": event_context(trigger),
-                "journey": {"id": req.journey_id, "step": req.step_id},
-                "message": {"id": row.id, "channel": channel},
+                "cart": cart_context(session, contact.id, trigger),
+                "journey": journey_context(run, req.journey_id, req.step_id),
+                "message": {"id": row.id, "channel": channel, **self.links.for_message(row.id)},
             }
             row.channel, row.recipient = channel, to
             row.adapter = self.adapters[channel].name
-            row.content = self.renderer.render(req.template, channel, context)
+            rendered = self.renderer.render(req.template, channel, context)
+            row.content, row.locale = rendered.parts, rendered.locale
         except RenderError as exc:
             row.status, row.error = "failed", str(exc)
         row.timeline = [{"status": row.status, "at": utcnow().isoformat()}]

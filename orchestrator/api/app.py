@@ -1,4 +1,4 @@
-"""The HTTP API: Segment-shaped `identify` and `track`, and `/health`.
+"""The HTTP API: Segment-shaped `identify` and `track`, `/health`, and messages in a browser.
 
 A call is acknowledged only after it is committed; routing to Temporal
 happens afterwards, from the events table (see `router.py`).
@@ -16,16 +16,28 @@ from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
+from markupsafe import escape
 from pydantic import ValidationError
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 from temporalio.client import Client
 
+from ..links import MessageLinks
+from ..store.db import session_scope
+from ..store.tables import Message
 from .ingest import store_call
 from .segment import IdentifyCall, SegmentCall, TrackCall
 
 MAX_CALL_BYTES = 32 * 1024
+# A sent email shown in a browser: no scripts, not indexed, not cached by proxies.
+VIEW_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; img-src * data:; style-src 'unsafe-inline'",
+    "X-Robots-Tag": "noindex",
+    "Cache-Control": "private, no-store",
+    "Referrer-Policy": "no-referrer",
+}
+NOT_FOUND_PAGE = "<!doctype html><p>This message is no longer available.</p>"
 
 
 class ApiError(Exception):
@@ -39,8 +51,12 @@ def create_app(
     write_keys: list[str],
     client: Client | None = None,
     on_stored: Callable[[], None] | None = None,
+    links: MessageLinks | None = None,
 ) -> FastAPI:
-    """`on_stored` is called after each new commit (the router's wake-up)."""
+    """`on_stored` is called after each new commit (the router's wake-up).
+
+    `links` verifies the signed tokens in message links (view in browser).
+    """
     app = FastAPI(title="journeys", version="0.1.0", docs_url="/docs", redoc_url=None)
 
     @app.exception_handler(ApiError)
@@ -76,6 +92,15 @@ def create_app(
     async def track(request: Request) -> dict[str, bool]:
         return await ingest(request, TrackCall, "track")
 
+    @app.get("/m/{token}", response_class=HTMLResponse)
+    async def view_in_browser(token: str) -> HTMLResponse:
+        """The email as it was sent, for recipients whose mail client shows it badly."""
+        message_id = links.message_id(token) if links is not None else None
+        html = await asyncio.to_thread(_sent_html, engine, message_id) if message_id else None
+        if html is None:
+            return HTMLResponse(NOT_FOUND_PAGE, status_code=404, headers=VIEW_HEADERS)
+        return HTMLResponse(html, headers=VIEW_HEADERS)
+
     @app.get("/health")
     async def health() -> JSONResponse:
         checks = {"api": "ok", "database": await _check_database(engine)}
@@ -87,6 +112,19 @@ def create_app(
         )
 
     return app
+
+
+def _sent_html(engine: Engine, message_id: str) -> str | None:
+    with session_scope(engine) as session:
+        row = session.get(Message, message_id)
+        if row is None or row.channel != "email" or row.status in ("pending", "failed"):
+            return None
+        content = row.content or {}
+        if content.get("html"):
+            return str(content["html"])
+        if content.get("text"):
+            return f"<!doctype html><pre>{escape(content['text'])}</pre>"
+        return None
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

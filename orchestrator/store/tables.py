@@ -144,6 +144,8 @@ class JourneyRun(SQLModel, table=True):
     exit_reason: str | None = Field(default=None, max_length=200)
     converted_at: datetime | None = _time(nullable=True)
     revenue: float | None = None
+    # Values earlier steps produced for later ones (coupon code, points earned…): `journey.*`.
+    data: dict[str, Any] = _json()
     entered_at: datetime = _time(nullable=False, default=utcnow)
     updated_at: datetime = _time(nullable=False, default=utcnow)
     exited_at: datetime | None = _time(nullable=True)
@@ -168,6 +170,7 @@ class Message(SQLModel, table=True):
     category: str = Field(default="marketing", max_length=16)
     recipient: str | None = Field(default=None, max_length=320)
     content: dict[str, Any] = _json()  # rendered parts: subject, html, text, title, body
+    locale: str | None = Field(default=None, max_length=35)  # the version sent: ru, sr_Latn…
     # pending | sent | failed | delivered | opened | clicked | bounced | replied
     status: str = Field(default="pending", max_length=16)
     provider_message_id: str | None = Field(default=None, max_length=255)

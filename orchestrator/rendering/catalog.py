@@ -1,0 +1,137 @@
+"""Where a message's words live on disk, per channel and per locale.
+
+    templates/
+      _brand.yaml                  sender name, postal address… (`brand.*` in every template)
+      _layouts/email.html          shared layouts, `{% extends "_layouts/email.html" %}`
+      _partials/footer.html        shared pieces, `{% include "_partials/footer.html" %}`
+      _partials/ru/footer.html     …and their translations, picked by the message's locale
+      cart_reminder/               one folder per message
+        email.subject  email.preheader  email.html  email.text
+        push.title  push.body  push.image  push.link
+        sms.body
+        sample.yaml                sample data `journeys validate` renders with
+        ru/  sr-Latn/  ar/         translations: the same file names, per locale
+
+The files directly in the message folder are the default locale's version.
+Folders starting with `_` are shared and never messages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from jinja2 import BaseLoader, Environment, FileSystemLoader, TemplateNotFound
+
+from . import locales
+
+PARTS = {
+    "email": ("subject", "preheader", "html", "text"),
+    "push": ("title", "body", "image", "link"),
+    "sms": ("body",),
+}
+# Each group needs one of its parts for the channel to be complete.
+REQUIRED: dict[str, tuple[tuple[str, ...], ...]] = {
+    "email": (("subject",), ("html", "text")),
+    "push": (("title",), ("body",)),
+    "sms": (("body",),),
+}
+CHANNELS = tuple(PARTS)
+SAMPLE_FILE = "sample.yaml"
+BRAND_FILE = "_brand.yaml"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One language version of a message: its folder and its locale (None = the default)."""
+
+    message: str
+    locale: str | None
+    folder: Path
+    templates_dir: Path
+
+    def has(self, channel: str, part: str) -> bool:
+        return (self.folder / f"{channel}.{part}").is_file()
+
+    def missing(self, channel: str) -> list[str]:
+        return [
+            " or ".join(f"{channel}.{p}" for p in group)
+            for group in REQUIRED[channel]
+            if not any(self.has(channel, p) for p in group)
+        ]
+
+    def complete(self, channel: str) -> bool:
+        return not self.missing(channel)
+
+    def template_name(self, channel: str, part: str) -> str:
+        """The Jinja name of a part: its path relative to the templates folder."""
+        return (self.folder / f"{channel}.{part}").relative_to(self.templates_dir).as_posix()
+
+
+class Message:
+    """A message folder and its translations."""
+
+    def __init__(self, templates_dir: Path, name: str) -> None:
+        self.name = name
+        self.templates_dir = templates_dir
+        self.folder = templates_dir / name
+
+    def exists(self) -> bool:
+        return not self.name.startswith("_") and self.folder.is_dir()
+
+    def variants(self) -> list[Variant]:
+        """The default version first, then each translation folder named by a locale."""
+        found = [Variant(self.name, None, self.folder, self.templates_dir)]
+        for sub in sorted(p for p in self.folder.iterdir() if p.is_dir()):
+            tag = locales.canonical(sub.name)
+            if tag is not None:
+                found.append(Variant(self.name, tag, sub, self.templates_dir))
+        return found
+
+    def stray_folders(self) -> list[Path]:
+        """Sub-folders that are not locale tags: most likely a typo in a language name."""
+        return sorted(
+            p for p in self.folder.iterdir() if p.is_dir() and locales.canonical(p.name) is None
+        )
+
+    def channels(self) -> list[str]:
+        """Channels any version of the message is complete for."""
+        return [c for c in CHANNELS if any(v.complete(c) for v in self.variants())]
+
+    def choose(self, chain: list[str], channel: str) -> Variant | None:
+        """The first version along the locale chain that is complete for `channel`.
+
+        The default version closes every chain, so a Russian contact gets the
+        Russian push if there is one and the default push otherwise, never a
+        Russian subject over a default body.
+        """
+        by_locale = {v.locale: v for v in self.variants()}
+        for tag in chain:
+            variant = by_locale.get(tag)
+            if variant is not None and variant.complete(channel):
+                return variant
+        root = by_locale[None]
+        return root if root.complete(channel) else None
+
+
+class LocalizedLoader(BaseLoader):
+    """Loads `_partials/footer.html` as `_partials/ru/footer.html` for a Russian message.
+
+    One loader (and one environment) per locale chain; message parts are asked
+    for by their exact path, so only shared layouts and partials fall back.
+    """
+
+    def __init__(self, templates_dir: Path, chain: tuple[str, ...]) -> None:
+        self.files = FileSystemLoader(str(templates_dir))
+        self.chain = chain
+
+    def get_source(self, environment: Environment, template: str) -> tuple[str, str | None, object]:
+        folder, _, name = template.rpartition("/")
+        if folder.startswith("_"):
+            for tag in self.chain:
+                for spelled in dict.fromkeys((tag, tag.replace("_", "-"))):
+                    try:
+                        return self.files.get_source(environment, f"{folder}/{spelled}/{name}")
+                    except TemplateNotFound:
+                        continue
+        return self.files.get_source(environment, template)

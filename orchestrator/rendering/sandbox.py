@@ -1,0 +1,242 @@
+"""A Jinja sandbox that also bounds time and memory, not only attribute access.
+
+`ImmutableSandboxedEnvironment` stops templates from reaching Python internals
+(`__class__`, `__globals__`, `str.format` tricks) and from mutating data. It
+does not stop a template from burning a worker: `'x' * 10**9`, `9**9**9`,
+nested loops or exponential recursive macros. This environment adds a budget
+that every render runs under:
+
+- a deadline, checked on every attribute and item lookup, call, filter and loop
+  iteration (loops are wrapped at parse time, so even empty loop bodies count);
+- size checks before a value is built: `*`, `**`, `+`, `%`, `~`, padding
+  methods and filters, format-string widths;
+- the output size, counted while it streams out (see `Renderer`).
+
+Violations raise `TemplateLimitError` (a `SecurityError`), which the renderer
+turns into a clear, non-retryable error.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from functools import wraps
+from typing import Any
+
+from jinja2 import Environment, nodes, pass_eval_context
+from jinja2.nodes import EvalContext
+from jinja2.runtime import Context, markup_join, str_join
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2.visitor import NodeTransformer
+
+MAX_VALUE_CHARS = 256 * 1024  # the largest string or list a template may build
+MAX_WIDTH = 10_000  # padding / batch sizes / format widths a template may ask for
+MAX_INT_BITS = 4096  # the largest integer arithmetic may produce
+WIDTH_FILTERS = ("center", "indent", "batch", "slice", "wordwrap", "truncate")
+PADDING_METHODS = ("center", "ljust", "rjust", "zfill", "expandtabs")
+_WIDE_FORMAT = re.compile(r"%[-#0 +]*(\d+)|%[-#0 +]*\d*\.(\d+)|\{[^{}]*:[^{}]*?(\d+)[^{}]*\}")
+
+
+class TemplateLimitError(SecurityError):
+    """A template tried to use more time or memory than a message may take."""
+
+
+@dataclass
+class Limits:
+    seconds: float = 2.0  # wall-clock time one part may take to render
+    output_bytes: int = 512 * 1024  # the rendered size of one part
+
+
+class _Budget:
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.deadline = time.monotonic() + limits.seconds
+
+    def tick(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise TemplateLimitError(
+                f"rendering took longer than {self.limits.seconds:g} s "
+                "(a loop or recursive macro that runs too long?)"
+            )
+
+
+_budget: ContextVar[_Budget | None] = ContextVar("template_budget", default=None)
+
+
+@contextmanager
+def budget(limits: Limits) -> Iterator[_Budget]:
+    """Run the enclosed rendering under `limits`."""
+    token = _budget.set(_Budget(limits))
+    try:
+        yield _budget.get()  # type: ignore[misc]
+    finally:
+        _budget.reset(token)
+
+
+def tick() -> None:
+    current = _budget.get()
+    if current is not None:
+        current.tick()
+
+
+def _check_size(value: Any, what: str) -> Any:
+    if isinstance(value, str | bytes | list | tuple | dict) and len(value) > MAX_VALUE_CHARS:
+        raise TemplateLimitError(f"{what} would be larger than {MAX_VALUE_CHARS} characters")
+    return value
+
+
+def _check_width(number: Any, what: str) -> None:
+    if isinstance(number, int) and not isinstance(number, bool) and abs(number) > MAX_WIDTH:
+        raise TemplateLimitError(f"{what} {number} is larger than the limit of {MAX_WIDTH}")
+
+
+def _check_format_string(text: Any, what: str) -> None:
+    if isinstance(text, str):
+        for match in _WIDE_FORMAT.finditer(text):
+            for group in match.groups():
+                if group is not None:
+                    _check_width(int(group), f"{what}: width")
+
+
+def _sized(value: Any) -> int:
+    return len(value) if isinstance(value, str | bytes | list | tuple) else 0
+
+
+def _looped(items: Any) -> Iterator[Any]:
+    for item in items:
+        tick()
+        yield item
+
+
+@pass_eval_context
+def _joined(eval_ctx: Any, parts: list[Any]) -> str:
+    """The `~` operator, refusing to build a string past the limit."""
+    tick()
+    total = sum(len(p) if isinstance(p, str) else 32 for p in parts)
+    if total > MAX_VALUE_CHARS:
+        raise TemplateLimitError(f"'~' would build more than {MAX_VALUE_CHARS} characters")
+    return (markup_join if eval_ctx.autoescape else str_join)(parts)
+
+
+def _guarded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
+    @wraps(func)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        tick()
+        if name in WIDTH_FILTERS:
+            # Skip the environment/context Jinja may pass first, then the filtered value.
+            start = 2 if isinstance(args[0], Environment | EvalContext | Context) else 1
+            for arg in [*args[start:], *kwargs.values()]:
+                _check_width(arg, f"|{name}:")
+        if name == "format":
+            _check_format_string(next((a for a in args if isinstance(a, str)), None), "|format")
+        return _check_size(func(*args, **kwargs), f"|{name}")
+
+    return guarded
+
+
+class _Budgeted(NodeTransformer):
+    """Routes every loop and every `~` through the budget checks above."""
+
+    def __init__(self, environment: SafeEnvironment) -> None:
+        self.environment = environment
+
+    def visit_For(self, node: nodes.For) -> nodes.Node:
+        self.generic_visit(node)
+        node.iter = self._filter(node.iter, "_looped", node)
+        return node
+
+    def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
+        self.generic_visit(node)
+        return self._filter(nodes.List(node.nodes), "_joined", node)
+
+    def _filter(self, value: nodes.Expr, name: str, like: nodes.Node) -> nodes.Filter:
+        node = nodes.Filter(value, name, [], [], None, None)
+        node.set_lineno(like.lineno)
+        node.set_environment(self.environment)
+        return node
+
+
+class SafeEnvironment(ImmutableSandboxedEnvironment):
+    """The environment every message template renders in."""
+
+    intercepted_binops = frozenset({"*", "**", "+", "%"})
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        # Only data helpers; lipsum/cycler/joiner add nothing a message needs.
+        self.globals = {"range": self.globals["range"], "namespace": self.globals["namespace"]}
+        self.globals["dict"] = dict
+        self.filters = {name: _guarded_filter(name, f) for name, f in self.filters.items()}
+        self.filters["_looped"] = _looped
+        self.filters["_joined"] = _joined
+
+    def add_filters(self, filters: dict[str, Callable[..., Any]]) -> None:
+        self.filters.update({name: _guarded_filter(name, f) for name, f in filters.items()})
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        # Jinja has no public AST hook; this is the one place every template passes through.
+        return _Budgeted(self).visit(super()._parse(source, name, filename))
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        tick()
+        if operator == "**" and isinstance(left, int) and isinstance(right, int):
+            if right > 0 and max(left.bit_length(), 1) * right > MAX_INT_BITS:
+                raise TemplateLimitError(f"{left} ** {right} is too large a number")
+        elif operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                if isinstance(times, int) and _sized(seq) * times > MAX_VALUE_CHARS:
+                    raise TemplateLimitError(
+                        f"repeating a value {times} times would be larger than "
+                        f"{MAX_VALUE_CHARS} characters"
+                    )
+            ints = isinstance(left, int) and isinstance(right, int)
+            if ints and left.bit_length() + right.bit_length() > MAX_INT_BITS:
+                raise TemplateLimitError("the product is too large a number")
+        elif operator == "+":
+            if _sized(left) + _sized(right) > MAX_VALUE_CHARS:
+                raise TemplateLimitError(f"'+' would build more than {MAX_VALUE_CHARS} characters")
+        elif operator == "%":
+            _check_format_string(left, "'%' formatting")
+        return _check_size(super().call_binop(context, operator, left, right), f"'{operator}'")
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        tick()
+        return super().getattr(obj, attribute)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        tick()
+        return super().getitem(obj, argument)
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        wrapped = super().wrap_str_format(value)
+        if wrapped is not None:
+            _check_format_string(value.__self__, "str.format")
+        return wrapped
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        tick()
+        if getattr(__obj, "__name__", None) in PADDING_METHODS and isinstance(
+            getattr(__obj, "__self__", None), str
+        ):
+            for arg in [*args, *kwargs.values()]:
+                _check_width(arg, f"{__obj.__name__}():")
+        return _check_size(super().call(__context, __obj, *args, **kwargs), "a call")
+
+
+def iter_limited(chunks: Iterable[str], limits: Limits, what: str) -> str:
+    """Join streamed output, stopping as soon as it passes the size limit."""
+    out: list[str] = []
+    size = 0
+    for chunk in chunks:
+        tick()
+        size += len(chunk.encode("utf-8"))
+        if size > limits.output_bytes:
+            raise TemplateLimitError(
+                f"{what} renders to more than {limits.output_bytes // 1024} KiB"
+            )
+        out.append(chunk)
+    return "".join(out)
