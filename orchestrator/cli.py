@@ -91,22 +91,126 @@ def dev(**options: Any) -> None:
 
 @main.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
-@click.option("--templates", "templates_dir", type=click.Path(path_type=Path), default="templates")
-def validate(paths: tuple[Path, ...], templates_dir: Path) -> None:
-    """Check journeys and the templates they use; exit 1 on any problem."""
-    from .dsl.loader import load_journeys
+@click.option("--templates", "templates_dir", type=click.Path(path_type=Path))
+def validate(paths: tuple[Path, ...], templates_dir: Path | None) -> None:
+    """Check journeys, and render every message they send in every locale with sample data.
 
-    targets = list(paths) or [Path("journeys")]
+    Exit 1 on any problem; each is printed as file:line:column: what is wrong.
+    """
+    from .dsl.loader import load_journeys
+    from .rendering import Renderer
+
+    settings = _settings(templates_dir=templates_dir)
+    targets = list(paths) or [settings.journeys_dir]
     missing = [p for p in targets if not p.exists()]
     if missing:
         _fail(f"no such file or folder: {', '.join(map(str, missing))}")
-    loaded, problems = load_journeys(targets, templates_dir)
+    loaded, problems = load_journeys(targets, Renderer.from_settings(settings))
     for problem in problems:
         click.echo(str(problem))
     if problems:
         click.secho(f"{len(problems)} problem(s) found", fg="red", err=True)
         sys.exit(1)
     click.echo(f"{len(loaded)} journey(s) valid")
+
+
+@main.command()
+@click.argument("message")
+@click.option(
+    "--contact", help="A contact id from the store, or a JSON file: identify call or traits."
+)
+@click.option(
+    "--event",
+    "event_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="A JSON file: a track call, or just its properties.",
+)
+@click.option(
+    "--journey",
+    "journey_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="A JSON file of journey values (coupon_code, points_earned...).",
+)
+@click.option(
+    "--channel",
+    "channels",
+    multiple=True,
+    type=click.Choice(["email", "sms", "push"]),
+    help="Only this channel (repeatable); default every channel the message has.",
+)
+@click.option("--locale", help="Render this locale's version (default: the contact's locale).")
+@click.option(
+    "--out",
+    "html_out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write the email's HTML to this file.",
+)
+@click.option("--templates", "templates_dir", type=click.Path(path_type=Path))
+@data_dir_option
+def preview(
+    message: str,
+    contact: str | None,
+    event_file: Path | None,
+    journey_file: Path | None,
+    channels: tuple[str, ...],
+    locale: str | None,
+    html_out: Path | None,
+    templates_dir: Path | None,
+    data_dir: Path | None,
+) -> None:
+    """Render MESSAGE exactly as it would be sent, with SMS segments and push size.
+
+    Inputs not given come from the message's sample data (templates/MESSAGE/sample.yaml).
+    """
+    from .links import MessageLinks, link_secret
+    from .rendering import Renderer, RenderError
+    from .rendering.preview import (
+        PREVIEW_MESSAGE_ID,
+        describe,
+        preview_context,
+        render_all,
+        trigger_of,
+    )
+
+    settings = _settings(templates_dir=templates_dir, data_dir=data_dir)
+    renderer = Renderer.from_settings(settings)
+    engine = None
+    if contact is not None and not Path(contact).is_file():
+        engine = _existing_store(settings, f"--contact {contact}: no such file, and ")
+    trigger = trigger_of(message, settings.journeys_dir)
+    context = preview_context(renderer, message, contact, event_file, journey_file, engine, trigger)
+    links = MessageLinks(settings.resolved_public_url, link_secret(settings))
+    try:
+        rendered = render_all(
+            renderer,
+            message,
+            context,
+            links.for_message(PREVIEW_MESSAGE_ID),
+            list(channels),
+            locale,
+        )
+    except RenderError as exc:
+        _fail(str(exc))
+    for item in rendered:
+        if item.channel == "email" and html_out is not None and item.parts.get("html"):
+            html_out.write_text(item.parts["html"], encoding="utf-8")
+            click.echo(describe(item, html_out))
+        else:
+            click.echo(describe(item))
+        click.echo()
+
+
+def _existing_store(settings: Settings, why: str = "") -> Any:
+    from .store.db import make_engine, migrate
+
+    if settings.database_url is None and not (settings.data_dir / "journeys.db").exists():
+        _fail(
+            f"{why}no database in {settings.data_dir}: "
+            "start `journeys dev` first or set DATABASE_URL"
+        )
+    engine = make_engine(settings.resolved_database_url)
+    migrate(engine)
+    return engine
 
 
 @main.command()
@@ -120,13 +224,8 @@ def runs(
 ) -> None:
     """List journey runs, newest first."""
     from .runs_table import list_runs, render_runs
-    from .store.db import make_engine, migrate
 
-    settings = _settings(data_dir=data_dir)
-    if settings.database_url is None and not (settings.data_dir / "journeys.db").exists():
-        _fail(f"no database in {settings.data_dir}: start `journeys dev` first or set DATABASE_URL")
-    engine = make_engine(settings.resolved_database_url)
-    migrate(engine)
+    engine = _existing_store(_settings(data_dir=data_dir))
     rows = list_runs(engine, journey=journey, contact=contact, status=status, limit=limit)
     click.echo(render_runs(rows))
 

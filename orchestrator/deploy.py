@@ -9,6 +9,7 @@ from sqlalchemy import Engine
 
 from .dsl.loader import load_journeys
 from .dsl.problems import Problem
+from .rendering import Renderer
 from .store.db import session_scope
 from .store.versions import deploy_journey
 
@@ -26,9 +27,9 @@ class InvalidJourneys(Exception):
         self.problems = problems
 
 
-def deploy(engine: Engine, journeys_dir: Path, templates_dir: Path) -> list[DeployedVersion]:
-    """All or nothing: one invalid journey and nothing is deployed."""
-    loaded, problems = load_journeys([journeys_dir], templates_dir)
+def deploy(engine: Engine, journeys_dir: Path, templates: Path | Renderer) -> list[DeployedVersion]:
+    """All or nothing: one invalid journey (or message that does not render) and nothing is."""
+    loaded, problems = load_journeys([journeys_dir], templates)
     if problems:
         raise InvalidJourneys(problems)
     deployed = []

@@ -20,6 +20,7 @@ from temporalio.client import Client
 from .api import create_app
 from .deploy import deploy
 from .links import MessageLinks, link_secret
+from .rendering import Renderer
 from .router import Router
 from .settings import Settings
 from .store.db import make_engine, migrate
@@ -84,7 +85,7 @@ async def run_dev(
     engine = open_store(settings)
     server: DevServer | None = None
     try:
-        versions = deploy(engine, settings.journeys_dir, settings.templates_dir)
+        versions = deploy(engine, settings.journeys_dir, Renderer.from_settings(settings))
         if settings.temporal_address:
             client = await connect(settings)
             ui = settings.temporal_ui_url or "(managed by your Temporal deployment)"
@@ -150,7 +151,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     stop_on_signals(stop)
     engine = open_store(settings)
     try:
-        deploy(engine, settings.journeys_dir, settings.templates_dir)
+        deploy(engine, settings.journeys_dir, Renderer.from_settings(settings))
         client = await connect(settings)
         router = make_router(client, engine, settings)
         async with build_worker(client, engine, settings):

@@ -480,7 +480,7 @@ def test_load_journeys_collects_problems_of_every_file(workdir: Path) -> None:
     folder.mkdir(parents=True)
     (folder / "bad.yaml").write_text(HEAD + "steps: []\n")
     (workdir / "journeys" / "good.yaml").write_text(HEAD + "steps: [exit]\n")
-    loaded, problems = load_journeys([Path("journeys"), Path("missing.yaml")], templates_dir=None)
+    loaded, problems = load_journeys([Path("journeys"), Path("missing.yaml")], templates=None)
     assert [item.journey.id for item in loaded] == ["welcome"]
     assert [str(p) for p in problems] == [
         "journeys/nested/bad.yaml:4:1: steps needs at least 1 item, got 0",

@@ -26,12 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-import jinja2
 import yaml
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import BaseModel, Tag, ValidationError
 from pydantic_core import ErrorDetails
 
+from ..rendering.checks import check_message
+from ..rendering.renderer import Renderer
 from .conditions import ConditionError
 from .models import (
     CHANNELS,
@@ -55,14 +55,8 @@ MAX_DEPTH = 100
 SKIPPED_FILES = ("segments.yaml",)
 ALIAS_MESSAGE = "YAML anchors and aliases are not allowed in journeys"
 
-# The parts a template folder needs per channel: each group needs one file of it.
-TEMPLATE_PARTS: dict[str, tuple[tuple[str, ...], ...]] = {
-    "email": (("email.subject",), ("email.html", "email.text")),
-    "push": (("push.title",), ("push.body",)),
-    "sms": (("sms.body",),),
-}
-
 YamlPath = tuple[Any, ...]
+Templates = Path | Renderer | None
 
 
 @dataclass(frozen=True)
@@ -74,16 +68,18 @@ class LoadedJourney:
     spec_hash: str
 
 
-def load_journey(path: Path, templates_dir: Path | None) -> LoadedJourney:
+def load_journey(path: Path, templates: Templates) -> LoadedJourney:
     """Load one journey file; raise JourneyError listing every problem found.
 
-    `templates_dir` None skips the template checks (e.g. validating YAML alone).
+    `templates` (a folder, or a configured `Renderer`) is where messages live;
+    every message a journey sends is rendered with sample data in each of its
+    locales. None skips the template checks (e.g. validating YAML alone).
     """
-    return _load(path, templates_dir)[0]
+    return _load(path, _renderer(templates))[0]
 
 
 def load_journeys(
-    paths: Iterable[Path], templates_dir: Path | None
+    paths: Iterable[Path], templates: Templates
 ) -> tuple[list[LoadedJourney], list[Problem]]:
     """Load files and directories of journeys; return the good ones and all problems.
 
@@ -94,9 +90,10 @@ def load_journeys(
     loaded: list[LoadedJourney] = []
     problems: list[Problem] = []
     owners: dict[str, LoadedJourney] = {}
+    renderer = _renderer(templates)
     for file in _journey_files(paths):
         try:
-            item, source = _load(file, templates_dir)
+            item, source = _load(file, renderer)
         except JourneyError as exc:
             problems.extend(exc.problems)
             continue
@@ -120,7 +117,11 @@ def spec_hash(journey: Journey) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _load(path: Path, templates_dir: Path | None) -> tuple[LoadedJourney, _Source]:
+def _renderer(templates: Templates) -> Renderer | None:
+    return Renderer(templates) if isinstance(templates, Path) else templates
+
+
+def _load(path: Path, renderer: Renderer | None) -> tuple[LoadedJourney, _Source]:
     source = _read_source(path)
     try:
         journey = Journey.model_validate(source.data)
@@ -130,8 +131,8 @@ def _load(path: Path, templates_dir: Path | None) -> tuple[LoadedJourney, _Sourc
     journey = journey.model_copy(update={"steps": _with_ids(journey.steps, ("steps",))})
     problems += _check_references(journey, source)
     problems += _check_timezones(journey, source)
-    if templates_dir is not None:
-        problems += _check_templates(journey, source, templates_dir)
+    if renderer is not None:
+        problems += _check_templates(journey, source, renderer)
     if problems:
         raise JourneyError(_sorted(problems, source.file))
     return LoadedJourney(journey=journey, path=path, spec_hash=spec_hash(journey)), source
@@ -742,65 +743,44 @@ def _check_timezones(journey: Journey, source: _Source) -> list[Problem]:
     return problems
 
 
-def _check_templates(journey: Journey, source: _Source, templates_dir: Path) -> list[Problem]:
-    """Each send's template folder exists, has the parts its channels need, and parses."""
+def _check_templates(journey: Journey, source: _Source, renderer: Renderer) -> list[Problem]:
+    """Each send's message exists, has the parts its channels need, and renders."""
     problems: list[Problem] = []
-    parsed: set[Path] = set()
+    wanted: dict[str, set[str]] = {}
     for path, step in _iter_steps(journey.steps, ("steps",)):
         if not isinstance(step, SendStep):
             continue
         name, channel = step.send.template, step.send.channel
-        folder = templates_dir / name
+        message = renderer.message(name)
         where = (*path, "send", "template")
-        if not folder.is_dir():
-            message = f"template {name!r} not found: no folder {folder}/"
-            problems.append(source.problem(where, message))
+        if not message.exists():
+            message_text = f"template {name!r} not found: no folder {message.folder}/"
+            problems.append(source.problem(where, message_text))
             continue
-        missing = {c: _missing_parts(folder, c) for c in CHANNELS}
+        default = message.variants()[0]
         if channel == "preferred":
-            if all(missing.values()):
-                message = (
-                    f"template {name!r} has no complete channel for channel preferred: "
-                    f"{folder}/ needs email.subject with email.html or email.text, "
-                    "or push.title with push.body, or sms.body"
-                )
-                problems.append(source.problem(where, message))
-        else:
-            for c in [channel] if isinstance(channel, str) else channel:
-                if missing[c]:
-                    message = (
-                        f"template {name!r} has no complete {c} part: "
-                        f"missing {' and '.join(missing[c])} in {folder}/"
+            usable = [c for c in CHANNELS if default.complete(c)]
+            if not usable:
+                problems.append(
+                    source.problem(
+                        where,
+                        f"template {name!r} has no complete channel for channel preferred: "
+                        f"{message.folder}/ needs email.subject with email.html or "
+                        "email.text, or push.title with push.body, or sms.body",
                     )
-                    problems.append(source.problem(where, message))
-        if folder not in parsed:
-            parsed.add(folder)
-            problems += _parse_parts(folder)
-    return problems
-
-
-def _missing_parts(folder: Path, channel: str) -> list[str]:
-    missing = []
-    for group in TEMPLATE_PARTS[channel]:
-        if not any((folder / part).is_file() for part in group):
-            missing.append(group[0] if len(group) == 1 else f"one of {', '.join(group)}")
-    return missing
-
-
-def _parse_parts(folder: Path) -> list[Problem]:
-    """Jinja syntax errors in a template folder's parts, at the template's own line."""
-    problems = []
-    for group in (g for groups in TEMPLATE_PARTS.values() for g in groups):
-        for part in group:
-            file = folder / part
-            if not file.is_file():
-                continue
-            env = ImmutableSandboxedEnvironment(autoescape=part.endswith(".html"))
-            try:
-                env.parse(file.read_text(encoding="utf-8"))
-            except jinja2.TemplateSyntaxError as exc:
-                message = f"template syntax error: {exc.message}"
-                problems.append(Problem(str(file), exc.lineno, 1, message))
-            except (OSError, UnicodeDecodeError) as exc:
-                problems.append(Problem(str(file), 1, 1, f"cannot read the template: {exc}"))
+                )
+        else:
+            usable = [channel] if isinstance(channel, str) else list(channel)
+            for c in usable:
+                if not default.complete(c):
+                    problems.append(
+                        source.problem(
+                            where,
+                            f"template {name!r} has no complete {c} part: missing "
+                            f"{' and '.join(default.missing(c))} in {message.folder}/",
+                        )
+                    )
+        wanted.setdefault(name, set()).update(c for c in usable if default.complete(c))
+    for name, channels in wanted.items():
+        problems += check_message(renderer, name, channels, journey.trigger.event, journey.id)
     return problems

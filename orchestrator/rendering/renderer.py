@@ -19,7 +19,7 @@ from typing import Any
 
 import css_inline
 import yaml
-from jinja2 import StrictUndefined, TemplateError, TemplateNotFound
+from jinja2 import StrictUndefined, TemplateError, TemplateNotFound, TemplateSyntaxError
 
 from . import locales
 from .catalog import BRAND_FILE, PARTS, LocalizedLoader, Message, Variant
@@ -168,6 +168,9 @@ class Renderer:
                 return iter_limited(env.get_template(name).generate(context), self.limits, name)
         except TemplateNotFound as exc:
             raise RenderError(f"template {exc.name!r} not found (included from {name})") from exc
+        except TemplateSyntaxError as exc:
+            where = exc.filename or str(self.templates_dir / name)
+            raise RenderError(f"template syntax error: {exc.message}", where, exc.lineno) from exc
         except (TemplateError, ValueError, TypeError, RecursionError, MemoryError) as exc:
             file, line = self._where(exc.__traceback__, name)
             reason = _describe(exc)

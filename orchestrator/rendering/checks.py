@@ -1,0 +1,83 @@
+"""Render every version of a message before launch, so a marketer sees problems, not customers.
+
+For each channel a journey may send a message on, every locale version of
+that message is rendered with sample data (`samples.py`). Undefined
+variables, syntax errors, CR/LF in subjects, SMS over the segment limit and
+push payloads over 4 KB come back as `Problem`s at the template's file:line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ..dsl.problems import Problem
+from .catalog import CHANNELS, PARTS, Message, Variant
+from .renderer import Renderer, RenderError
+from .samples import SampleError, sample_context
+
+
+def check_message(
+    renderer: Renderer,
+    name: str,
+    channels: Iterable[str],
+    trigger_event: str | None = None,
+    journey_id: str = "sample",
+) -> list[Problem]:
+    """Problems of message `name` on `channels`, in every locale it has a version in."""
+    message = renderer.message(name)
+    if not message.exists():
+        return []  # the journey loader reports a missing folder at the send step
+    try:
+        base = sample_context(message, trigger_event, journey_id)
+    except SampleError as exc:
+        return [Problem(exc.file, exc.line, 1, exc.reason)]
+    problems = [
+        Problem(
+            str(folder),
+            1,
+            1,
+            f"folder {folder.name!r} is not a locale tag "
+            "(expected a language like ru, sr-Latn, ar or pt-BR); it is ignored",
+        )
+        for folder in message.stray_folders()
+    ]
+    for channel in (c for c in CHANNELS if c in set(channels)):
+        for variant in message.variants():
+            problems += _check_variant(renderer, message, variant, channel, base)
+    return problems
+
+
+def _check_variant(
+    renderer: Renderer, message: Message, variant: Variant, channel: str, base: dict
+) -> list[Problem]:
+    if not variant.complete(channel):
+        started = any(variant.has(channel, part) for part in PARTS[channel])
+        if variant.locale is None or not started:
+            return []  # the default version's gaps are the journey loader's to report
+        missing = " and ".join(variant.missing(channel))
+        return [
+            Problem(
+                str(variant.folder),
+                1,
+                1,
+                f"the {variant.locale} version of {message.name!r} has no {missing}: "
+                f"{variant.locale} contacts would get the default {channel} instead",
+            )
+        ]
+    tag = variant.locale or renderer.default_locale
+    context = {
+        **base,
+        "contact": {**base["contact"], "locale": tag},
+        "message": {
+            "id": "00000000-0000-0000-0000-000000000000",
+            "channel": channel,
+            "unsubscribe_url": "https://example.com/u/sample",
+            "preferences_url": "https://example.com/preferences/sample",
+            "view_url": "https://example.com/m/sample",
+        },
+    }
+    try:
+        renderer.render_variant(variant, channel, context, tag)
+    except RenderError as exc:
+        return [Problem(exc.file or str(variant.folder), exc.line or 1, 1, exc.reason)]
+    return []

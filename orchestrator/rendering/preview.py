@@ -1,0 +1,200 @@
+"""`journeys preview`: exactly what a contact would receive, before anyone receives it.
+
+Inputs are what marketers and developers already have at hand: a contact id
+from the store, or a JSON file holding a Segment `identify` call (or just a
+traits object); a JSON file holding a Segment `track` call (or just its
+properties). Whatever is not given comes from the message's sample data.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from ..store.context import (
+    cart_context,
+    cart_from_events,
+    contact_context,
+    products_of,
+)
+from ..store.db import session_scope
+from ..store.tables import Contact
+from .catalog import CHANNELS
+from .renderer import PUSH_MAX_BYTES, Rendered, Renderer
+from .samples import sample_context
+
+PREVIEW_MESSAGE_ID = "00000000-0000-0000-0000-00000000beef"
+
+
+class PreviewInputError(ValueError):
+    """A --contact / --event / --journey input that cannot be used, and how to fix it."""
+
+
+def read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise PreviewInputError(f"{what} {path}: cannot read it ({exc.strerror})") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PreviewInputError(f"{what} {path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise PreviewInputError(f"{what} {path}: expected a JSON object")
+    return data
+
+
+def contact_from_call(data: dict[str, Any]) -> dict[str, Any]:
+    """A Segment identify call, or a bare traits object, as the template `contact`."""
+    is_call = data.get("type") == "identify" or "traits" in data or "userId" in data
+    traits = dict(data.get("traits") or {}) if is_call else dict(data)
+    context = (data.get("context") or {}) if is_call else {}
+    first = traits.get("first_name") or traits.get("firstName")
+    last = traits.get("last_name") or traits.get("lastName")
+    return {
+        "id": (data.get("userId") or data.get("anonymousId") or "preview")
+        if is_call
+        else "preview",
+        "email": traits.get("email"),
+        "phone": traits.get("phone"),
+        "locale": context.get("locale") or traits.get("locale"),
+        "timezone": context.get("timezone") or traits.get("timezone"),
+        "traits": traits,
+        "first_name": first,
+        "last_name": last,
+        "name": traits.get("name") or " ".join(p for p in (first, last) if p) or None,
+        "consent": dict(traits.get("consent") or {}),
+    }
+
+
+def event_from_call(data: dict[str, Any], default_name: str) -> dict[str, Any]:
+    """A Segment track call, or just its properties, as the template `event`."""
+    is_call = data.get("type") == "track" or ("event" in data and "properties" in data)
+    properties = dict(data.get("properties") or {}) if is_call else dict(data)
+    return {
+        "id": None,
+        "name": data.get("event") if is_call else default_name,
+        "type": "track",
+        "properties": properties,
+        "context": dict(data.get("context") or {}) if is_call else {},
+        "timestamp": data.get("timestamp") if is_call else None,
+        "products": products_of(properties),
+    }
+
+
+def trigger_of(message: str, journeys_dir: Path) -> str | None:
+    """The trigger event of the first journey that sends `message`: the default sample event."""
+    from ..dsl.loader import load_journeys
+
+    loaded, _ = load_journeys([journeys_dir], None) if journeys_dir.is_dir() else ([], [])
+    for item in loaded:
+        if message in _templates_in(item.journey.model_dump(mode="json")):
+            return item.journey.trigger.event
+    return None
+
+
+def _templates_in(tree: Any) -> set[str]:
+    if isinstance(tree, dict):
+        found = {tree["template"]} if isinstance(tree.get("template"), str) else set()
+        return found.union(*(_templates_in(v) for v in tree.values()))
+    if isinstance(tree, list):
+        return set().union(*(_templates_in(v) for v in tree))
+    return set()
+
+
+def preview_context(
+    renderer: Renderer,
+    message: str,
+    contact: str | None = None,
+    event_file: Path | None = None,
+    journey_file: Path | None = None,
+    engine: Engine | None = None,
+    trigger_event: str | None = None,
+) -> dict[str, Any]:
+    """The template context for a preview; `contact` is a file path or a contact id."""
+    base = sample_context(renderer.message(message), trigger_event, journey_id="preview")
+    event = base["event"]
+    if event_file is not None:
+        event = event_from_call(read_json(event_file, "--event"), event["name"])
+    store_cart = None
+    if contact is None:
+        person = base["contact"]
+    elif Path(contact).is_file():
+        person = contact_from_call(read_json(Path(contact), "--contact"))
+    else:
+        if engine is None:
+            raise PreviewInputError(
+                f"--contact {contact}: no such file, and no database to look the id up in"
+            )
+        with session_scope(engine) as session:
+            row = session.get(Contact, contact)
+            if row is None:
+                raise PreviewInputError(
+                    f"--contact {contact}: no such file, and no contact with that id in the "
+                    "store (pass a contact id, or a JSON file with an identify call or traits)"
+                )
+            person = contact_context(row)
+            store_cart = cart_context(session, row.id, None)
+    cart_id = (event.get("properties") or {}).get("cart_id")
+    if store_cart is not None and event_file is None:
+        cart = store_cart
+    else:
+        cart = cart_from_events([event], cart_id)
+    journey = base["journey"]
+    if journey_file is not None:
+        journey = {**read_json(journey_file, "--journey"), "id": "preview", "step": "preview"}
+    return {"contact": person, "event": event, "cart": cart, "journey": journey}
+
+
+def render_all(
+    renderer: Renderer,
+    message: str,
+    context: dict[str, Any],
+    links: dict[str, str],
+    channels: list[str] | None = None,
+    locale: str | None = None,
+) -> list[Rendered]:
+    """Every channel the message has (or those asked for), as the send activity renders it."""
+    found = renderer.message(message)
+    if not found.exists():
+        raise PreviewInputError(f"no message {message!r}: no folder {found.folder}/")
+    available = found.channels()
+    wanted = channels or available
+    for channel in wanted:
+        if channel not in available:
+            raise PreviewInputError(
+                f"message {message!r} has no complete {channel} version "
+                f"(it has: {', '.join(available) or 'none'})"
+            )
+    out = []
+    for channel in (c for c in CHANNELS if c in wanted):
+        ctx = {**context, "message": {"id": PREVIEW_MESSAGE_ID, "channel": channel, **links}}
+        out.append(renderer.render(message, channel, ctx, locale))
+    return out
+
+
+def describe(rendered: Rendered, html_out: Path | None = None) -> str:
+    """A terminal report of one rendered channel."""
+    parts = rendered.parts
+    lines = [f"== {rendered.template} · {rendered.channel} · {rendered.locale}"]
+    if rendered.channel == "email":
+        lines.append(f"Subject:   {parts['subject']}")
+        if parts.get("preheader"):
+            lines.append(f"Preheader: {parts['preheader']}")
+        lines += ["", parts.get("text", ""), ""]
+        if parts.get("html"):
+            size = len(parts["html"].encode())
+            where = f"written to {html_out}" if html_out else "(--out file.html to open it)"
+            lines.append(f"HTML: {size / 1024:.1f} KB {where}")
+    elif rendered.channel == "sms":
+        assert rendered.sms is not None
+        lines += [parts["body"], "", f"Length: {rendered.sms.describe()}"]
+    else:
+        lines.append(f"Title: {parts['title']}")
+        lines.append(f"Body:  {parts['body']}")
+        for part in ("image", "link"):
+            if parts.get(part):
+                lines.append(f"{part.capitalize()}: {parts[part]}")
+        lines.append(f"Payload: {rendered.push_bytes} of {PUSH_MAX_BYTES} bytes")
+    return "\n".join(lines)
