@@ -54,6 +54,7 @@ class Bench:
             templates_dir=self.templates_dir,
             task_queue=self.task_queue,
             python_journeys=self.python_journeys,
+            secret_key="bench-secret",
         )
         self.router = Router(
             self.client,

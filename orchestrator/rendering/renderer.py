@@ -276,6 +276,11 @@ def _describe(exc: BaseException) -> str:
             f"undefined variable: {exc} (add it to the message's sample data, "
             "or give it a fallback with `| default(...)`)"
         )
+    if "builtin_function_or_method" in str(exc):
+        return (
+            f"{exc}: `x.items`, `x.keys` and `x.values` name a mapping's methods, "
+            "not its keys; write x['items'] for a key with such a name"
+        )
     return str(exc)
 
 

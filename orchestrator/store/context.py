@@ -125,7 +125,7 @@ def cart_from_events(events: list[dict[str, Any]], cart_id: Any = None) -> dict[
     totals = [p["total"] for p in lines if p["total"] is not None]
     return {
         "id": cart_id,
-        "items": lines,
+        "products": lines,
         "item_count": sum(int(p["quantity"]) for p in lines),
         "total": sum(totals) if totals else None,
         "currency": currency,
