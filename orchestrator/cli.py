@@ -197,6 +197,8 @@ def preview(
             click.echo(describe(item, html_out))
         else:
             click.echo(describe(item))
+            if item.channel == "email" and html_out is not None:
+                click.echo(f"(this email has no HTML part; {html_out} was not written)")
         click.echo()
 
 

@@ -18,6 +18,7 @@ from ..store.context import (
     cart_context,
     cart_from_events,
     contact_context,
+    latest_cart_event,
     products_of,
 )
 from ..store.db import session_scope
@@ -135,7 +136,8 @@ def preview_context(
                     "store (pass a contact id, or a JSON file with an identify call or traits)"
                 )
             person = contact_context(row)
-            store_cart = cart_context(session, row.id, None)
+            latest = latest_cart_event(session, row.id)
+            store_cart = cart_context(session, row.id, latest)
     cart_id = (event.get("properties") or {}).get("cart_id")
     if store_cart is not None and event_file is None:
         cart = store_cart

@@ -122,7 +122,8 @@ def load_sample(message: Message) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 1
-        raise SampleError(f"not valid YAML: {exc}", path, line) from None
+        reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SampleError(f"not valid YAML: {reason}", path, line) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SampleError(f"cannot read it: {exc}", path) from None
     if not isinstance(data, dict) or not set(data) <= set(SAMPLE_KEYS):

@@ -149,6 +149,12 @@ def cart_context(session: Session, contact_id: str, trigger: Event | None) -> di
     return cart_from_events(events, cart_id)
 
 
+def latest_cart_event(session: Session, contact_id: str) -> Event | None:
+    """The contact's most recent cart event: what a cart journey would be triggered by."""
+    query = select(Event).where(Event.contact_id == contact_id, col(Event.name).in_(CART_EVENTS))
+    return session.exec(query.order_by(col(Event.timestamp).desc()).limit(1)).first()
+
+
 def _key(item: dict[str, Any]) -> str:
     return str(item.get("id") or item.get("name"))
 

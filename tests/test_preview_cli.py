@@ -1,0 +1,456 @@
+"""`journeys preview`: what one contact would receive, in the terminal, before anyone does.
+
+Each test builds its messages in a temporary working directory and runs the
+command in-process with click's runner, reading what a marketer reads.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from babel.numbers import format_currency
+from click.testing import CliRunner, Result
+from sqlmodel import Session
+
+from orchestrator.cli import main
+from orchestrator.rendering.samples import EVENT_PROPERTIES
+from orchestrator.store.db import make_engine, migrate, sqlite_url
+from orchestrator.store.tables import Contact, Event
+
+# Settings a developer's shell may hold that would change what these tests see.
+ENVIRONMENT = (
+    "DATABASE_URL",
+    "JOURNEYS_DATA_DIR",
+    "JOURNEYS_TEMPLATES_DIR",
+    "JOURNEYS_JOURNEYS_DIR",
+    "JOURNEYS_DEFAULT_LOCALE",
+    "JOURNEYS_DEFAULT_CURRENCY",
+    "JOURNEYS_DEFAULT_TIMEZONE",
+    "JOURNEYS_SMS_MAX_SEGMENTS",
+)
+
+LAYOUT = """\
+<!doctype html>
+<html lang="{{ message.lang }}" dir="{{ message.dir }}">
+<head><style>p { color: #123456; }</style></head>
+<body>{% block body %}{% endblock %}</body>
+</html>
+"""
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty project (journeys/ and templates/) as the working directory."""
+    monkeypatch.chdir(tmp_path)
+    for name in ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / "journeys").mkdir()
+    (tmp_path / "templates").mkdir()
+    return tmp_path
+
+
+def write_message(name: str, files: dict[str, str]) -> Path:
+    """`templates/<name>/` with `files` ({"email.subject": ..., "ru/email.text": ...})."""
+    folder = Path("templates") / name
+    for part, source in files.items():
+        path = folder / part
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(source, encoding="utf-8")
+    return folder
+
+
+def write_journey(template: str, trigger: str, channel: str = "email") -> None:
+    Path("journeys/j.yaml").write_text(
+        f"id: j\nname: J\ntrigger: {{event: {trigger}}}\n"
+        f"steps:\n  - send: {{channel: {channel}, template: {template}}}\n",
+        encoding="utf-8",
+    )
+
+
+def write_json(name: str, data: Any) -> str:
+    Path(name).write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    return name
+
+
+def preview(*args: str) -> Result:
+    return CliRunner().invoke(main, ["preview", *args])
+
+
+def shown(result: Result) -> str:
+    """What a successful preview printed."""
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def refused(result: Result) -> str:
+    """The one error line of a failed preview (stderr), with no traceback."""
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+WELCOME = {
+    "email.subject": "Welcome, {{ contact.first_name }}",
+    "email.text": "Hi {{ contact.first_name }}! Plan: {{ event.properties.price | money }}",
+    "ru/email.subject": "Добро пожаловать, {{ contact.first_name }}",
+    "ru/email.text": (
+        "Привет, {{ contact.first_name }}! Тариф: {{ event.properties.price | money }}\n"
+        "Отправлено в {{ event.timestamp | time }}"
+    ),
+    "sample.yaml": (
+        "event:\n"
+        "  timestamp: '2026-03-14T15:30:00+00:00'\n"
+        "  properties: {price: 5000, currency: RUB}\n"
+    ),
+}
+
+
+# --- Who it is for --------------------------------------------------------------------------
+
+
+def test_identify_call_picks_the_russian_version_and_russian_formats(workdir: Path) -> None:
+    write_message("welcome", WELCOME)
+    contact = write_json(
+        "maria.json",
+        {
+            "type": "identify",
+            "userId": "u1",
+            "traits": {"first_name": "Мария"},
+            "context": {"locale": "ru-RU", "timezone": "Europe/Moscow"},
+        },
+    )
+
+    out = shown(preview("welcome", "--contact", contact))
+
+    assert out.splitlines()[0] == "== welcome · email · ru"
+    assert "Subject:   Добро пожаловать, Мария" in out
+    rubles = format_currency(5000, "RUB", locale="ru_RU")
+    assert rubles == "5\xa0000,00\xa0₽"  # Babel's CLDR data: no-break spaces
+    assert f"Привет, Мария! Тариф: {rubles}" in out
+    assert "Отправлено в 18:30" in out  # 15:30 UTC in the contact's Europe/Moscow
+
+
+def test_contact_as_a_plain_traits_object(workdir: Path) -> None:
+    write_message("welcome", WELCOME)
+    ann = write_json("ann.json", {"first_name": "Ann", "locale": "ru"})
+    bob = write_json("bob.json", {"first_name": "Bob"})
+
+    out = shown(preview("welcome", "--contact", ann))
+    assert out.splitlines()[0] == "== welcome · email · ru"
+    assert "Subject:   Добро пожаловать, Ann" in out
+
+    out = shown(preview("welcome", "--contact", bob))
+    assert out.splitlines()[0] == "== welcome · email · en"
+    assert "Subject:   Welcome, Bob" in out
+
+
+def test_locale_option_overrides_the_contacts_locale(workdir: Path) -> None:
+    write_message("welcome", WELCOME)
+    ann = write_json("ann.json", {"first_name": "Ann", "locale": "ru"})
+
+    out = shown(preview("welcome", "--contact", ann, "--locale", "en"))
+
+    assert out.splitlines()[0] == "== welcome · email · en"
+    assert "Subject:   Welcome, Ann" in out
+
+
+# --- What happened ------------------------------------------------------------------------
+
+EVENT_ECHO = {
+    "email.subject": "News",
+    "email.text": "{{ event.name }}: {{ event.properties.name }}",
+}
+
+
+def test_event_as_a_track_call_or_as_bare_properties(workdir: Path) -> None:
+    write_message("news", EVENT_ECHO)
+    call = write_json(
+        "call.json",
+        {"type": "track", "event": "Product Viewed", "properties": {"name": "Kettle"}},
+    )
+    bare = write_json("bare.json", {"name": "Teapot"})
+
+    assert "Product Viewed: Kettle" in shown(preview("news", "--event", call))
+    assert "Sample Event: Teapot" in shown(preview("news", "--event", bare))
+
+    write_journey("news", trigger="Product Added")
+    # Bare properties take their name from the trigger of the journey that sends the message.
+    assert "Product Added: Teapot" in shown(preview("news", "--event", bare))
+
+
+def test_without_inputs_the_sample_data_is_used(workdir: Path) -> None:
+    write_message(
+        "news",
+        {
+            "email.subject": "News for {{ contact.first_name }}",
+            "email.text": (
+                "{{ event.name }} / {{ event.properties.name | default('-') }} / "
+                "{{ journey.coupon_code }}"
+            ),
+            "sample.yaml": "journey: {coupon_code: SAVE10}\n",
+        },
+    )
+    out = shown(preview("news"))
+    assert "Subject:   News for Alex" in out
+    assert "Sample Event / - / SAVE10" in out
+
+    write_journey("news", trigger="Product Added")
+    product = EVENT_PROPERTIES["Product Added"]["name"]
+    assert f"Product Added / {product} / SAVE10" in shown(preview("news"))
+
+
+def test_journey_values_from_a_file(workdir: Path) -> None:
+    write_message(
+        "news",
+        {
+            "email.subject": "News",
+            "email.text": "Code {{ journey.coupon_code }}",
+            "sample.yaml": "journey: {coupon_code: SAVE10}\n",
+        },
+    )
+    values = write_json("journey.json", {"coupon_code": "VIP50"})
+    assert "Code VIP50" in shown(preview("news", "--journey", values))
+
+
+# --- Email ----------------------------------------------------------------------------------
+
+
+def html_message(name: str) -> None:
+    write_message(
+        name,
+        {
+            "email.subject": "News",
+            "email.html": (
+                '{% extends "_layouts/email.html" %}{% block body %}'
+                "<p>Hello <b>{{ contact.first_name }}</b></p>"
+                '<p><a href="https://shop.example.com/sale">Shop the sale</a></p>'
+                "{% endblock %}"
+            ),
+            "ar/email.subject": "أخبار",
+            "ar/email.html": (
+                '{% extends "_layouts/email.html" %}{% block body %}'
+                "<p>مرحبا {{ contact.first_name }}</p>{% endblock %}"
+            ),
+        },
+    )
+    Path("templates/_layouts").mkdir(exist_ok=True)
+    Path("templates/_layouts/email.html").write_text(LAYOUT, encoding="utf-8")
+
+
+def test_arabic_version_is_right_to_left_with_inlined_css(workdir: Path) -> None:
+    html_message("news")
+
+    out = shown(preview("news", "--locale", "ar", "--out", "news.html"))
+
+    assert out.splitlines()[0] == "== news · email · ar"
+    assert "Subject:   أخبار" in out
+    assert "written to news.html" in out
+    html = Path("news.html").read_text(encoding="utf-8")
+    assert 'dir="rtl"' in html
+    assert 'lang="ar"' in html
+    assert re.search(r'<p style="color: ?#123456;?">مرحبا Alex</p>', html), html
+    assert "<style" not in html
+
+
+def test_default_version_is_left_to_right(workdir: Path) -> None:
+    html_message("news")
+    shown(preview("news", "--out", "news.html"))
+    html = Path("news.html").read_text(encoding="utf-8")
+    assert 'dir="ltr"' in html
+    assert 'lang="en"' in html
+
+
+def test_email_without_a_text_part_shows_generated_plain_text(workdir: Path) -> None:
+    html_message("news")
+
+    out = shown(preview("news"))
+
+    assert "Hello Alex" in out
+    assert "Shop the sale" in out
+    assert "https://shop.example.com/sale" in out
+    assert "<p" not in out
+    assert "(--out file.html to open it)" in out
+
+
+# --- SMS and push ---------------------------------------------------------------------------
+
+
+def test_sms_shows_encoding_and_segments(workdir: Path) -> None:
+    write_message(
+        "hello",
+        {
+            "sms.body": "Hi {{ contact.first_name }}, your cart is waiting",
+            "ru/sms.body": "Привет, {{ contact.first_name }}, корзина ждёт",
+        },
+    )
+    english, russian = "Hi Alex, your cart is waiting", "Привет, Alex, корзина ждёт"
+
+    out = shown(preview("hello", "--channel", "sms"))
+    assert english in out
+    assert f"Length: 1 segment (GSM-7, {len(english)} characters, 160 per segment)" in out
+
+    out = shown(preview("hello", "--channel", "sms", "--locale", "ru"))
+    assert russian in out
+    assert f"Length: 1 segment (UCS-2, {len(russian)} characters, 70 per segment)" in out
+
+
+def test_long_russian_sms_is_counted_in_67_character_segments(workdir: Path) -> None:
+    write_message("hello", {"sms.body": "Ж" * 140})
+    out = shown(preview("hello"))
+    assert "Length: 3 segments (UCS-2, 140 characters, 67 per segment)" in out
+
+
+def test_push_shows_its_payload_size_in_bytes(workdir: Path) -> None:
+    write_message("hello", {"push.title": "Sale", "push.body": "Privet", "ru/push.body": "Привет"})
+    write_message("hello", {"ru/push.title": "Sale"})
+
+    def payload(*args: str) -> int:
+        out = shown(preview("hello", *args))
+        assert "Title: Sale" in out
+        found = re.search(r"^Payload: (\d+) of 4096 bytes$", out, re.MULTILINE)
+        assert found, out
+        return int(found.group(1))
+
+    latin, cyrillic = payload(), payload("--locale", "ru")
+    assert 0 < latin < 4096
+    assert cyrillic - latin == len("Привет".encode()) - len("Privet")  # bytes, not characters
+
+
+# --- Mistakes ---------------------------------------------------------------------------------
+
+
+def test_channel_the_message_does_not_have(workdir: Path) -> None:
+    write_message("news", {**EVENT_ECHO, "push.title": "Hi", "push.body": "There"})
+    line = refused(preview("news", "--channel", "sms"))
+    assert line == "error: message 'news' has no complete sms version (it has: email, push)"
+
+
+def test_unknown_message(workdir: Path) -> None:
+    line = refused(preview("nope"))
+    assert line.startswith("error: no message 'nope'")
+
+
+def test_contact_id_without_a_database(workdir: Path) -> None:
+    write_message("news", EVENT_ECHO)
+    line = refused(preview("news", "--contact", "u1"))
+    assert "--contact u1" in line
+    assert "DATABASE_URL" in line
+
+
+def test_malformed_event_json_is_one_line(workdir: Path) -> None:
+    write_message("news", EVENT_ECHO)
+    Path("bad.json").write_text('{"event": "Product Added",', encoding="utf-8")
+    line = refused(preview("news", "--event", "bad.json"))
+    assert line.startswith("error: --event bad.json: not valid JSON")
+
+
+def test_event_json_that_is_not_an_object(workdir: Path) -> None:
+    write_message("news", EVENT_ECHO)
+    line = refused(preview("news", "--event", write_json("list.json", [1, 2])))
+    assert line == "error: --event list.json: expected a JSON object"
+
+
+def test_undefined_variable_is_reported_at_its_line(workdir: Path) -> None:
+    write_message("news", {"email.subject": "News", "email.text": "Hi\n{{ contact.nickname }}"})
+    line = refused(preview("news"))
+    assert line.startswith("error: templates/news/email.text:2: undefined variable")
+    assert "nickname" in line
+
+
+# --- A contact from the store ---------------------------------------------------------------
+
+
+def store_with(contact: Contact, added: list[tuple[str, str, float, str, timedelta]]) -> str:
+    """A store at `store/journeys.db` holding `contact` and a `Product Added` per tuple.
+
+    Each tuple is (product_id, name, price, cart_id, age). Returns the --data-dir.
+    """
+    engine = make_engine(sqlite_url(Path("store")))
+    migrate(engine)
+    now = datetime.now(UTC)
+    with Session(engine) as session:
+        session.add(contact)
+        for n, (product_id, name, price, cart_id, age) in enumerate(added):
+            properties = {
+                "product_id": product_id,
+                "name": name,
+                "price": price,
+                "quantity": 1,
+                "cart_id": cart_id,
+                "currency": "RUB",
+            }
+            session.add(
+                Event(
+                    message_id=f"m{n}",
+                    type="track",
+                    name="Product Added",
+                    contact_id=contact.id,
+                    properties=properties,
+                    timestamp=now - age,
+                )
+            )
+        session.commit()
+    engine.dispose()
+    return "store"
+
+
+CART = {
+    "email.subject": "Your cart",
+    "email.text": "{% for item in cart.products %}- {{ item.name }}\n{% endfor %}",
+    "ru/email.subject": "{{ contact.first_name }}, ваша корзина",
+    "ru/email.text": (
+        "{% for item in cart.products %}- {{ item.name }}\n{% endfor %}"
+        "Итого: {{ cart.total | money }}"
+    ),
+}
+
+
+def test_contact_from_the_store_gets_the_cart_replayed_from_its_events(workdir: Path) -> None:
+    data_dir = store_with(
+        Contact(id="u1", traits={"first_name": "Мария"}, locale="ru"),
+        [
+            ("p1", "Kettle", 30, "c1", timedelta(hours=2)),
+            ("p2", "Teapot", 12, "c1", timedelta(hours=1)),
+        ],
+    )
+    write_message("cart_x", CART)
+
+    out = shown(preview("cart_x", "--contact", "u1", "--data-dir", data_dir))
+
+    assert out.splitlines()[0] == "== cart_x · email · ru"
+    assert "Subject:   Мария, ваша корзина" in out
+    assert "- Kettle\n- Teapot\n" in out
+    assert f"Итого: {format_currency(42, 'RUB', locale='ru')}" in out
+
+
+def test_contact_from_the_store_gets_only_their_current_cart(workdir: Path) -> None:
+    data_dir = store_with(
+        Contact(id="u1", traits={"first_name": "Ann"}, locale="en"),
+        [
+            ("p1", "Old kettle", 30, "c-old", timedelta(days=90)),
+            ("p2", "Teapot", 12, "c-now", timedelta(hours=1)),
+        ],
+    )
+    write_message("cart_x", CART)
+
+    out = shown(preview("cart_x", "--contact", "u1", "--data-dir", data_dir))
+
+    assert "- Teapot\n" in out
+    assert "Old kettle" not in out
+
+
+def test_unknown_contact_id_in_the_store(workdir: Path) -> None:
+    data_dir = store_with(Contact(id="u1", traits={}), [])
+    write_message("news", EVENT_ECHO)
+    line = refused(preview("news", "--contact", "ghost", "--data-dir", data_dir))
+    assert "--contact ghost" in line
+    assert "no contact with that id" in line
