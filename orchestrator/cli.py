@@ -162,7 +162,7 @@ def preview(
 
     Inputs not given come from the message's sample data (templates/MESSAGE/sample.yaml).
     """
-    from .links import MessageLinks, link_secret
+    from .links import MessageLinks
     from .rendering import Renderer, RenderError
     from .rendering.preview import (
         PREVIEW_MESSAGE_ID,
@@ -179,7 +179,8 @@ def preview(
         engine = _existing_store(settings, f"--contact {contact}: no such file, and ")
     trigger = trigger_of(message, settings.journeys_dir)
     context = preview_context(renderer, message, contact, event_file, journey_file, engine, trigger)
-    links = MessageLinks(settings.resolved_public_url, link_secret(settings))
+    # The preview's message id is not a real message: its links need no real key.
+    links = MessageLinks(settings.resolved_public_url, settings.secret_key or "preview")
     try:
         rendered = render_all(
             renderer,

@@ -74,6 +74,8 @@ async def test_not_bought_not_opened_gets_email_then_push_two_days_later(
     assert push.content == {
         "title": "Your cart is waiting",
         "body": "Green bag is still in your cart. Tap to finish your order.",
+        "image": "https://www.example.com/static/email/fernwood-logo.png",  # no product image
+        "link": "https://www.example.com",  # the storefront sent no cart_url
     }
     assert "--- push to tok-1" in bench.console.getvalue()
     [run] = bench.runs("cy")

@@ -30,7 +30,7 @@ import yaml
 from pydantic import BaseModel, Tag, ValidationError
 from pydantic_core import ErrorDetails
 
-from ..rendering.checks import check_message
+from ..rendering import checks as message_checks
 from ..rendering.renderer import Renderer
 from .conditions import ConditionError
 from .models import (
@@ -782,5 +782,7 @@ def _check_templates(journey: Journey, source: _Source, renderer: Renderer) -> l
                     )
         wanted.setdefault(name, set()).update(c for c in usable if default.complete(c))
     for name, channels in wanted.items():
-        problems += check_message(renderer, name, channels, journey.trigger.event, journey.id)
+        problems += message_checks.check_message(
+            renderer, name, channels, journey.trigger.event, journey.id
+        )
     return problems

@@ -19,13 +19,13 @@ from typing import Any
 
 import css_inline
 import yaml
-from jinja2 import StrictUndefined, TemplateError, TemplateNotFound, TemplateSyntaxError
+from jinja2 import TemplateError, TemplateNotFound, TemplateSyntaxError
 
 from . import locales
 from .catalog import BRAND_FILE, PARTS, LocalizedLoader, Message, Variant
 from .formatting import filters as format_filters
 from .plaintext import html_to_text
-from .sandbox import Limits, SafeEnvironment, budget, iter_limited
+from .sandbox import Limits, LoudUndefined, SafeEnvironment, budget, iter_limited
 from .sms import MAX_SMS_CHARACTERS, SmsLength, sms_length
 
 PUSH_MAX_BYTES = 4096  # FCM's limit on a message payload
@@ -156,7 +156,7 @@ class Renderer:
         env = SafeEnvironment(
             loader=LocalizedLoader(self.templates_dir, chain),
             autoescape=lambda name: bool(name) and name.endswith((".html", ".htm")),
-            undefined=StrictUndefined,
+            undefined=LoudUndefined,
             keep_trailing_newline=False,
         )
         env.add_filters(format_filters())

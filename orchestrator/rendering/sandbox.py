@@ -9,7 +9,11 @@ that every render runs under:
 - a deadline, checked on every attribute and item lookup, call, filter and loop
   iteration (loops are wrapped at parse time, so even empty loop bodies count);
 - size checks before a value is built: `*`, `**`, `+`, `%`, `~`, padding
-  methods and filters, format-string widths;
+  methods and filters, format-string widths (no widths taken from arguments),
+  `join`/`replace`/`indent` results estimated from their inputs, containers
+  weighed by their contents (`[long_string] * 600` is big, not 600 items),
+  no `|sum` of lists (quadratic inside one C call, beyond the deadline's reach);
+- missing variables fail even when printed through repr() (`LoudUndefined`);
 - the output size, counted while it streams out (see `Renderer`).
 
 Violations raise `TemplateLimitError` (a `SecurityError`), which the renderer
@@ -27,7 +31,7 @@ from dataclasses import dataclass
 from functools import wraps
 from typing import Any
 
-from jinja2 import Environment, nodes, pass_eval_context
+from jinja2 import Environment, StrictUndefined, nodes, pass_eval_context
 from jinja2.nodes import EvalContext
 from jinja2.runtime import Context, markup_join, str_join
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
@@ -38,6 +42,7 @@ MAX_WIDTH = 10_000  # padding / batch sizes / format widths a template may ask f
 MAX_INT_BITS = 4096  # the largest integer arithmetic may produce
 WIDTH_FILTERS = ("center", "indent", "batch", "slice", "wordwrap", "truncate")
 PADDING_METHODS = ("center", "ljust", "rjust", "zfill", "expandtabs")
+_HIDDEN_WIDTH = re.compile(r"%[-#0 +]*(\*|\d*\.\*)|\{[^{}]*:[^{}]*\{")
 _WIDE_FORMAT = re.compile(r"%[-#0 +]*(\d+)|%[-#0 +]*\d*\.(\d+)|\{[^{}]*:[^{}]*?(\d+)[^{}]*\}")
 
 
@@ -83,10 +88,37 @@ def tick() -> None:
         current.tick()
 
 
+def _weight(value: Any, depth: int = 0) -> int:
+    """About how many characters a value prints as: strings by length, containers by contents.
+
+    Counting items alone is not enough: `[a] * 600` is a short list of a long string.
+    Stops counting as soon as the limit is passed, so checking stays cheap.
+    """
+    if isinstance(value, str | bytes):
+        return len(value)
+    if depth >= 4 or not isinstance(value, list | tuple | set | frozenset | dict):
+        return 1
+    if len(value) > MAX_VALUE_CHARS:
+        return len(value)
+    total = len(value)
+    items = value.items() if isinstance(value, dict) else ((v, None) for v in value)
+    for first, second in items:
+        total += _weight(first, depth + 1) + (_weight(second, depth + 1) if second else 0)
+        if total > MAX_VALUE_CHARS:
+            break
+    return total
+
+
 def _check_size(value: Any, what: str) -> Any:
-    if isinstance(value, str | bytes | list | tuple | dict) and len(value) > MAX_VALUE_CHARS:
+    if _weight(value) > MAX_VALUE_CHARS:
         raise TemplateLimitError(f"{what} would be larger than {MAX_VALUE_CHARS} characters")
     return value
+
+
+def _check_estimate(characters: int, what: str) -> None:
+    """Refuse an operation whose result would pass the limit, before it is built."""
+    if characters > MAX_VALUE_CHARS:
+        raise TemplateLimitError(f"{what} would build more than {MAX_VALUE_CHARS} characters")
 
 
 def _check_width(number: Any, what: str) -> None:
@@ -96,6 +128,10 @@ def _check_width(number: Any, what: str) -> None:
 
 def _check_format_string(text: Any, what: str) -> None:
     if isinstance(text, str):
+        if _HIDDEN_WIDTH.search(text):
+            raise TemplateLimitError(
+                f"{what}: widths taken from arguments (`%*d`, `{{:{{}}}}`) are not allowed"
+            )
         for match in _WIDE_FORMAT.finditer(text):
             for group in match.groups():
                 if group is not None:
@@ -103,7 +139,24 @@ def _check_format_string(text: Any, what: str) -> None:
 
 
 def _sized(value: Any) -> int:
-    return len(value) if isinstance(value, str | bytes | list | tuple) else 0
+    return _weight(value) if isinstance(value, str | bytes | list | tuple) else 0
+
+
+def _estimate(name: str, args: list[Any], kwargs: dict[str, Any]) -> int:
+    """What a string-building filter or method would produce, from its arguments."""
+    text = args[0] if args else None
+    if name == "join" and isinstance(text, list | tuple | range):
+        sep = args[1] if len(args) > 1 else kwargs.get("d", "")
+        return _weight(list(text)) + _sized(sep) * len(text)
+    if name == "replace" and isinstance(text, str) and len(args) >= 3:
+        old, new = args[1], args[2]
+        if isinstance(old, str) and isinstance(new, str):
+            return len(text) + (text.count(old) if old else len(text) + 1) * len(new)
+    if name == "indent" and isinstance(text, str):
+        width = args[1] if len(args) > 1 else kwargs.get("width", 4)
+        if isinstance(width, str):
+            return len(text) + (text.count("\n") + 1) * len(width)
+    return 0
 
 
 def _looped(items: Any) -> Iterator[Any]:
@@ -126,14 +179,20 @@ def _guarded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     @wraps(func)
     def guarded(*args: Any, **kwargs: Any) -> Any:
         tick()
+        # Jinja may pass the environment or a context first; then comes the filtered value.
+        passed = 1 if args and isinstance(args[0], Environment | EvalContext | Context) else 0
+        values = list(args[passed:])
         if name in WIDTH_FILTERS:
-            # Skip the environment/context Jinja may pass first, then the filtered value.
-            start = 2 if isinstance(args[0], Environment | EvalContext | Context) else 1
-            for arg in [*args[start:], *kwargs.values()]:
+            for arg in [*values[1:], *kwargs.values()]:
                 _check_width(arg, f"|{name}:")
         if name == "format":
-            _check_format_string(next((a for a in args if isinstance(a, str)), None), "|format")
-        return _check_size(func(*args, **kwargs), f"|{name}")
+            _check_format_string(next((a for a in values if isinstance(a, str)), None), "|format")
+        if name == "join" and values and not hasattr(values[0], "__len__"):
+            values[0] = list(values[0])  # a generator: join would read it all anyway
+        if name == "sum" and not isinstance(kwargs.get("start", 0), int | float):
+            raise TemplateLimitError("|sum: only numbers can be summed")
+        _check_estimate(_estimate(name, values, kwargs), f"|{name}")
+        return _check_size(func(*args[:passed], *values, **kwargs), f"|{name}")
 
     return guarded
 
@@ -158,6 +217,12 @@ class _Budgeted(NodeTransformer):
         node.set_lineno(like.lineno)
         node.set_environment(self.environment)
         return node
+
+
+class LoudUndefined(StrictUndefined):
+    """StrictUndefined also when printed through repr(): `{{ [x] }}`, `|pprint`, `{0!r}`."""
+
+    __repr__ = StrictUndefined._fail_with_undefined_error  # type: ignore[assignment]
 
 
 class SafeEnvironment(ImmutableSandboxedEnvironment):
@@ -219,11 +284,17 @@ class SafeEnvironment(ImmutableSandboxedEnvironment):
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         tick()
-        if getattr(__obj, "__name__", None) in PADDING_METHODS and isinstance(
-            getattr(__obj, "__self__", None), str
-        ):
-            for arg in [*args, *kwargs.values()]:
-                _check_width(arg, f"{__obj.__name__}():")
+        owner, name = getattr(__obj, "__self__", None), getattr(__obj, "__name__", None)
+        if isinstance(owner, str):
+            if name in PADDING_METHODS:
+                for arg in [*args, *kwargs.values()]:
+                    _check_width(arg, f"{name}():")
+            elif name == "join" and args:
+                items = args[0] if isinstance(args[0], list | tuple | range) else list(args[0])
+                args = (items, *args[1:])
+                _check_estimate(_weight(list(items)) + len(owner) * len(items), "str.join()")
+            elif name == "replace":
+                _check_estimate(_estimate("replace", [owner, *args], kwargs), "str.replace()")
         return _check_size(super().call(__context, __obj, *args, **kwargs), "a call")
 
 
