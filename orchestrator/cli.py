@@ -97,15 +97,19 @@ def validate(paths: tuple[Path, ...], templates_dir: Path | None) -> None:
 
     Exit 1 on any problem; each is printed as file:line:column: what is wrong.
     """
-    from .dsl.loader import load_journeys
+    from .dsl.loader import load_journeys, referenced_templates
     from .rendering import Renderer
+    from .rendering.checks import check_unsent_messages
 
     settings = _settings(templates_dir=templates_dir)
     targets = list(paths) or [settings.journeys_dir]
     missing = [p for p in targets if not p.exists()]
     if missing:
         _fail(f"no such file or folder: {', '.join(map(str, missing))}")
-    loaded, problems = load_journeys(targets, Renderer.from_settings(settings))
+    renderer = Renderer.from_settings(settings)
+    loaded, problems = load_journeys(targets, renderer)
+    if not paths:  # the whole project: messages no journey sends yet are checked too
+        problems += check_unsent_messages(renderer, referenced_templates(targets))
     for problem in problems:
         click.echo(str(problem))
     if problems:

@@ -350,11 +350,23 @@ def test_deploy_refuses_a_message_that_does_not_render(
     assert [(d.journey_id, d.version) for d in deployed] == [("welcome", 1)]
 
 
+def test_messages_no_journey_sends_are_checked_when_validating_the_project(
+    workdir: Path,
+) -> None:
+    write_message("welcome", WELCOME)
+    write_journey("welcome")
+    write_message("draft", {"sms.body": "Hi\n{{ contact.nickname }}"})
+    line = assert_one_problem(validate(), "templates/draft/sms.body:2:1", "undefined variable")
+    assert "nickname" in line
+    assert_valid(validate("journeys"))  # an explicit path checks only what its journeys send
+
+
 # --- The repository's own journeys (last: another engineer is editing the templates) -------
 
 
-def test_repository_journeys_and_templates_validate() -> None:
-    result = CliRunner().invoke(
-        main, ["validate", str(ROOT / "journeys"), "--templates", str(ROOT / "templates")]
-    )
+def test_repository_journeys_and_every_shipped_message_validate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(ROOT)  # no paths: the journeys, and the messages no journey sends yet
+    result = CliRunner().invoke(main, ["validate"])
     assert result.exit_code == 0, result.output

@@ -110,6 +110,26 @@ def load_journeys(
     return loaded, problems
 
 
+def referenced_templates(paths: Iterable[Path]) -> set[str]:
+    """Every message the journey files name, including files that do not validate."""
+    names: set[str] = set()
+    for file in _journey_files(paths):
+        try:
+            names |= _templates_in(_read_source(file).data)
+        except JourneyError:
+            continue  # unreadable YAML names nothing we can trust
+    return names
+
+
+def _templates_in(tree: Any) -> set[str]:
+    if isinstance(tree, dict):
+        found = {tree["template"]} if isinstance(tree.get("template"), str) else set()
+        return found.union(*(_templates_in(v) for v in tree.values()))
+    if isinstance(tree, list):
+        return set().union(*(_templates_in(v) for v in tree))
+    return set()
+
+
 def spec_hash(journey: Journey) -> str:
     """sha256 of the canonical JSON of the journey: comments and layout don't count."""
     data = journey.model_dump(mode="json", by_alias=True)

@@ -81,3 +81,19 @@ def _check_variant(
     except RenderError as exc:
         return [Problem(exc.file or str(variant.folder), exc.line or 1, 1, exc.reason)]
     return []
+
+
+def check_unsent_messages(renderer: Renderer, sent: set[str]) -> list[Problem]:
+    """Messages no journey sends yet, checked on every channel they have with their samples.
+
+    A marketer often writes the words before the journey; they should hear
+    about a mistake then, not on launch day.
+    """
+    problems: list[Problem] = []
+    folder = renderer.templates_dir
+    names = sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    for name in names:
+        message = renderer.message(name)
+        if name not in sent and message.exists():
+            problems += check_message(renderer, name, message.channels())
+    return problems

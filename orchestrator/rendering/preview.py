@@ -86,22 +86,13 @@ def event_from_call(data: dict[str, Any], default_name: str) -> dict[str, Any]:
 
 def trigger_of(message: str, journeys_dir: Path) -> str | None:
     """The trigger event of the first journey that sends `message`: the default sample event."""
-    from ..dsl.loader import load_journeys
+    from ..dsl.loader import load_journeys, referenced_templates
 
     loaded, _ = load_journeys([journeys_dir], None) if journeys_dir.is_dir() else ([], [])
     for item in loaded:
-        if message in _templates_in(item.journey.model_dump(mode="json")):
+        if message in referenced_templates([item.path]):
             return item.journey.trigger.event
     return None
-
-
-def _templates_in(tree: Any) -> set[str]:
-    if isinstance(tree, dict):
-        found = {tree["template"]} if isinstance(tree.get("template"), str) else set()
-        return found.union(*(_templates_in(v) for v in tree.values()))
-    if isinstance(tree, list):
-        return set().union(*(_templates_in(v) for v in tree))
-    return set()
 
 
 def preview_context(
