@@ -83,3 +83,27 @@ async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
     )
     yield env
     await env.shutdown()
+
+
+# Settings a developer's shell may hold that would change what project tests see.
+PROJECT_ENVIRONMENT = (
+    "DATABASE_URL",
+    "JOURNEYS_DATA_DIR",
+    "JOURNEYS_TEMPLATES_DIR",
+    "JOURNEYS_JOURNEYS_DIR",
+    "JOURNEYS_DEFAULT_LOCALE",
+    "JOURNEYS_DEFAULT_CURRENCY",
+    "JOURNEYS_DEFAULT_TIMEZONE",
+    "JOURNEYS_SMS_MAX_SEGMENTS",
+)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty project (journeys/ and templates/) as the working directory."""
+    monkeypatch.chdir(tmp_path)
+    for name in PROJECT_ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / "journeys").mkdir()
+    (tmp_path / "templates").mkdir()
+    return tmp_path

@@ -134,6 +134,16 @@ def _id() -> str:
     return str(uuid.uuid4())
 
 
+def write_message(name: str, files: dict[str, str], templates: Path = Path("templates")) -> Path:
+    """`templates/<name>/` with `files` ({"email.subject": ..., "ru/email.text": ...})."""
+    folder = templates / name
+    for part, source in files.items():
+        path = folder / part
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(source, encoding="utf-8")
+    return folder
+
+
 def write_journey(folder: Path, name: str, text: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.yaml"

@@ -12,27 +12,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 from babel.numbers import format_currency
 from click.testing import CliRunner, Result
+from harness import write_message
 from sqlmodel import Session
 
 from orchestrator.cli import main
 from orchestrator.rendering.samples import EVENT_PROPERTIES
 from orchestrator.store.db import make_engine, migrate, sqlite_url
 from orchestrator.store.tables import Contact, Event
-
-# Settings a developer's shell may hold that would change what these tests see.
-ENVIRONMENT = (
-    "DATABASE_URL",
-    "JOURNEYS_DATA_DIR",
-    "JOURNEYS_TEMPLATES_DIR",
-    "JOURNEYS_JOURNEYS_DIR",
-    "JOURNEYS_DEFAULT_LOCALE",
-    "JOURNEYS_DEFAULT_CURRENCY",
-    "JOURNEYS_DEFAULT_TIMEZONE",
-    "JOURNEYS_SMS_MAX_SEGMENTS",
-)
 
 LAYOUT = """\
 <!doctype html>
@@ -41,27 +29,6 @@ LAYOUT = """\
 <body>{% block body %}{% endblock %}</body>
 </html>
 """
-
-
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty project (journeys/ and templates/) as the working directory."""
-    monkeypatch.chdir(tmp_path)
-    for name in ENVIRONMENT:
-        monkeypatch.delenv(name, raising=False)
-    (tmp_path / "journeys").mkdir()
-    (tmp_path / "templates").mkdir()
-    return tmp_path
-
-
-def write_message(name: str, files: dict[str, str]) -> Path:
-    """`templates/<name>/` with `files` ({"email.subject": ..., "ru/email.text": ...})."""
-    folder = Path("templates") / name
-    for part, source in files.items():
-        path = folder / part
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(source, encoding="utf-8")
-    return folder
 
 
 def write_journey(template: str, trigger: str, channel: str = "email") -> None:

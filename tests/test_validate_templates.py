@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from harness import write_message
 from sqlalchemy import Engine, func
 from sqlmodel import Session, select
 
@@ -20,38 +21,6 @@ from orchestrator.rendering import Renderer
 from orchestrator.store.tables import JourneyVersion
 
 ROOT = Path(__file__).resolve().parent.parent
-
-# Settings a developer's shell may hold that would change what these tests see.
-ENVIRONMENT = (
-    "DATABASE_URL",
-    "JOURNEYS_TEMPLATES_DIR",
-    "JOURNEYS_JOURNEYS_DIR",
-    "JOURNEYS_DEFAULT_LOCALE",
-    "JOURNEYS_DEFAULT_CURRENCY",
-    "JOURNEYS_DEFAULT_TIMEZONE",
-    "JOURNEYS_SMS_MAX_SEGMENTS",
-)
-
-
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty project (journeys/ and templates/) as the working directory."""
-    monkeypatch.chdir(tmp_path)
-    for name in ENVIRONMENT:
-        monkeypatch.delenv(name, raising=False)
-    (tmp_path / "journeys").mkdir()
-    (tmp_path / "templates").mkdir()
-    return tmp_path
-
-
-def write_message(name: str, files: dict[str, str]) -> Path:
-    """`templates/<name>/` with `files` ({"email.subject": ..., "ru/email.text": ...})."""
-    folder = Path("templates") / name
-    for part, source in files.items():
-        path = folder / part
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(source, encoding="utf-8")
-    return folder
 
 
 def write_journey(
