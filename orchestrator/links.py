@@ -31,6 +31,10 @@ class MessageLinks:
     public_url: str  # where the API is reachable from a mail client, e.g. https://crm.shop.com
     secret: str  # JOURNEYS_SECRET_KEY
 
+    @classmethod
+    def from_settings(cls, settings: Any) -> MessageLinks:
+        return cls(settings.resolved_public_url, link_secret(settings))
+
     def token(self, message_id: str) -> str:
         body = message_id.encode()
         return f"{_b64(body)}.{_b64(self._sign(body))}"

@@ -19,7 +19,7 @@ from temporalio.client import Client
 
 from .api import create_app
 from .deploy import deploy
-from .links import MessageLinks, link_secret
+from .links import MessageLinks
 from .rendering import Renderer
 from .router import Router
 from .settings import Settings
@@ -46,10 +46,6 @@ def ensure_write_key(data_dir: Path) -> str:
     path.write_text(key + "\n")
     path.chmod(0o600)
     return key
-
-
-def message_links(settings: Settings) -> MessageLinks:
-    return MessageLinks(settings.resolved_public_url, link_secret(settings))
 
 
 def open_store(settings: Settings) -> Engine:
@@ -119,7 +115,7 @@ async def _serve_all(
     ui: str,
 ) -> None:
     router = make_router(client, engine, settings)
-    app = create_app(engine, write_keys, client, router.wake, message_links(settings))
+    app = create_app(engine, write_keys, client, router.wake, MessageLinks.from_settings(settings))
     http = _Server(
         uvicorn.Config(
             app, host=settings.api_host, port=settings.api_port, log_level="warning", lifespan="off"
@@ -169,7 +165,7 @@ async def run_api(settings: Settings, write_keys: list[str]) -> None:
     engine = open_store(settings)
     client = await connect(settings)
     try:
-        app = create_app(engine, write_keys, client, links=message_links(settings))
+        app = create_app(engine, write_keys, client, links=MessageLinks.from_settings(settings))
         config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port)
         await uvicorn.Server(config).serve()
     finally:

@@ -15,7 +15,7 @@ from channels.base import Channel
 from channels.registry import adapter_class
 
 from .activities import journey_activities
-from .links import MessageLinks, link_secret
+from .links import MessageLinks
 from .rendering import Renderer
 from .settings import Settings
 from .workflows.journey import JourneyWorkflow
@@ -88,7 +88,7 @@ def build_worker(
     **options: object,
 ) -> Worker:
     renderer = Renderer.from_settings(settings)
-    links = MessageLinks(settings.resolved_public_url, link_secret(settings))
+    links = MessageLinks.from_settings(settings)
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from orchestrator.cli import main
@@ -50,3 +51,22 @@ def test_runs_lists_nothing_yet_in_a_fresh_database(tmp_path: Path, monkeypatch)
     result = CliRunner().invoke(main, ["runs"])
     assert result.exit_code == 0, result.output
     assert result.output.strip() == "no journey runs"
+
+
+@pytest.mark.parametrize(
+    ("command", "environment"),
+    [
+        (["worker"], {"TEMPORAL_ADDRESS": "127.0.0.1:1"}),
+        (["api"], {"TEMPORAL_ADDRESS": "127.0.0.1:1", "JOURNEYS_WRITE_KEYS": '["k"]'}),
+    ],
+)
+def test_production_processes_refuse_to_start_without_a_shared_link_key(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, command: list[str], environment: dict[str, str]
+) -> None:
+    monkeypatch.delenv("JOURNEYS_SECRET_KEY", raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    result = CliRunner().invoke(main, command)
+    assert result.exit_code == 1
+    assert "JOURNEYS_SECRET_KEY is not set" in result.output
+    assert "Traceback" not in result.output
