@@ -1,4 +1,10 @@
-"""The adapter interface every channel implements, built in or third party."""
+"""The adapter interface every channel implements, built in or third party.
+
+The send pipeline (`orchestrator.activities.delivery`) does everything that is
+not provider-specific: the ledger, consent, caps, quiet hours, rendering and
+retries. An adapter only turns one rendered `OutgoingMessage` into one provider
+call and maps the answer to a `Receipt` or a typed error (`channels.errors`).
+"""
 
 from __future__ import annotations
 
@@ -8,22 +14,42 @@ from typing import Any, ClassVar
 
 @dataclass(frozen=True)
 class OutgoingMessage:
-    """A rendered message, ready for a provider. `message_id` is ours, for correlation."""
+    """A rendered message, ready for a provider. `message_id` is ours, for correlation.
+
+    `to` is the email address, the E.164 number or (for push) the first device token;
+    `devices` lists every registered token of the contact for push. `metadata` carries
+    ids only (journey, step, contact): providers keep it, so it must never hold PII.
+    `options` are the journey's sender settings (`from`, `reply_to`, `categories`,
+    `analytics_label`, `android`, `apns`, ...); `links` the message's signed
+    `unsubscribe_url`, `preferences_url` and `view_url`.
+    """
 
     message_id: str
     channel: str  # email | push | sms
-    to: str  # address, phone number or device token
-    content: dict[str, str]  # subject/html/text, title/body or body
-    category: str = "marketing"
+    to: str
+    content: dict[str, str]  # subject/html/text, title/body/image/link, or body
+    category: str = "marketing"  # marketing | transactional
     metadata: dict[str, Any] = field(default_factory=dict)
+    devices: tuple[str, ...] = ()
+    options: dict[str, Any] = field(default_factory=dict)
+    links: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_marketing(self) -> bool:
+        return self.category == "marketing"
 
 
 @dataclass(frozen=True)
 class Receipt:
-    """What the provider answered when it accepted the message."""
+    """What the provider answered when it accepted the message.
+
+    `dead_devices` lists push tokens the provider reported as gone while others
+    still received the message; the pipeline removes them from the contact.
+    """
 
     provider_message_id: str
     status: str = "sent"
+    dead_devices: tuple[str, ...] = ()
 
 
 class Channel:
@@ -31,6 +57,9 @@ class Channel:
 
     Adapters never return a bool: they return a `Receipt` or raise one of the
     errors in `channels.errors`, so the caller knows whether a retry can help.
+    `from_settings` raises `ChannelConfigError` naming the missing setting or pip
+    extra, so a misconfigured worker fails at start-up, not at the first send.
+    Adapters are called from worker threads, concurrently: keep them thread-safe.
     """
 
     name: ClassVar[str] = ""
