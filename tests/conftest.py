@@ -23,6 +23,8 @@ from orchestrator.store.db import make_engine, migrate, normalize_url, sqlite_ur
 from orchestrator.temporal_server import find_binary
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "")
+# Provider SDKs (urllib, requests) honour HTTP_PROXY: loopback fakes must be reached directly.
+os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
