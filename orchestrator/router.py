@@ -71,7 +71,7 @@ def listened_events(journey: Journey) -> frozenset[str]:
         for step in steps:
             if isinstance(step, WaitForStep) and step.wait_for.event:
                 names.add(step.wait_for.event)
-            for attr in ("then", "on_timeout", "else_"):
+            for attr in ("then", "on_timeout", "else_", "on_failure"):
                 walk(getattr(step, attr, []) or [])
             for case in getattr(step, "branch", None) or getattr(step, "split", None) or []:
                 walk(case.then)

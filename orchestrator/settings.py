@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -50,6 +50,21 @@ class Settings(BaseSettings):
     email_channel: str = "console"
     push_channel: str = "console"
     sms_channel: str = "console"
+    # Provider quotas, in sends per second shared by every worker (Temporal task-queue
+    # rate limit on the channel's queue); unset = no limit.
+    email_rate_limit: float | None = Field(default=None, gt=0)
+    push_rate_limit: float | None = Field(default=None, gt=0)
+    sms_rate_limit: float | None = Field(default=None, gt=0)
+    # Which task queues this worker polls: main (journeys), email, push, sms.
+    worker_queues: list[Literal["main", "email", "push", "sms"]] = ["main", "email", "push", "sms"]
+
+    # Send policy (docs/sending.md).
+    marketing_consent: Literal["implied", "explicit"] = "implied"
+    marketing_cap: str = "3/24h"  # marketing messages per contact, all journeys; "none"
+    message_cap: str = "1/24h"  # the same message (template) per contact; "none"
+    quiet_hours_email: str = "none"
+    quiet_hours_push: str = "21:00-08:00"
+    quiet_hours_sms: str = "21:00-08:00"
 
     router_interval: float = 1.0  # seconds between sweeps for events not yet routed
 
@@ -61,6 +76,36 @@ class Settings(BaseSettings):
     # Links in messages (unsubscribe, preferences, view in browser) point here.
     public_url: str | None = None  # default: the API address
     secret_key: str | None = None  # signs those links; `journeys dev` keeps one in data_dir
+
+    @field_validator("marketing_cap", "message_cap")
+    @classmethod
+    def _cap(cls, value: str, info: object) -> str:
+        from .policy import Cap
+
+        Cap.parse(value)  # raises a ValueError that names the expected form
+        return value
+
+    @field_validator("quiet_hours_email", "quiet_hours_push", "quiet_hours_sms")
+    @classmethod
+    def _quiet(cls, value: str) -> str:
+        from .policy import QuietHours
+
+        QuietHours.parse(value)
+        return value
+
+    def rate_limit_for(self, channel: str) -> float | None:
+        return {
+            "email": self.email_rate_limit,
+            "push": self.push_rate_limit,
+            "sms": self.sms_rate_limit,
+        }[channel]
+
+    def quiet_hours_for(self, channel: str) -> str:
+        return {
+            "email": self.quiet_hours_email,
+            "push": self.quiet_hours_push,
+            "sms": self.quiet_hours_sms,
+        }[channel]
 
     @property
     def resolved_database_url(self) -> str:

@@ -1,25 +1,39 @@
-"""Builds the Temporal worker that runs journeys, and connects to Temporal."""
+"""Builds the Temporal workers that run journeys and deliver messages, and connects.
+
+One process polls the journeys queue (workflows, policy, rendering) and one
+queue per channel (`journeys-email`, `journeys-push`, `journeys-sms`), whose
+activity rate limit is enforced by the Temporal server across every worker:
+that is how a provider's quota holds however many workers run.
+`JOURNEYS_WORKER_QUEUES` splits them over processes when needed.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from types import TracebackType
+from typing import Any
 
 from sqlalchemy import Engine
 from temporalio.client import Client, TLSConfig
 from temporalio.worker import Worker
 
 from channels.base import Channel
+from channels.errors import ChannelConfigError
 from channels.registry import adapter_class
 
-from .activities import journey_activities
+from .activities.contacts import ContactActivities
+from .activities.runs import RunActivities
+from .activities.sending import SendActivities
 from .links import MessageLinks
 from .rendering import Renderer
 from .settings import Settings
 from .workflows.journey import JourneyWorkflow
 from .workflows.kit import JourneyBase
+from .workflows.types import channel_queue
 
 
 def python_journeys(settings: Settings) -> list[type[JourneyBase]]:
@@ -45,12 +59,25 @@ def python_journeys(settings: Settings) -> list[type[JourneyBase]]:
     return found
 
 
-def channel_adapters(settings: Settings) -> dict[str, Channel]:
-    """One adapter instance per logical channel, as configured."""
+def channel_adapters(settings: Settings, channels: list[str] | None = None) -> dict[str, Channel]:
+    """The configured adapter of each logical channel; one instance per adapter name.
+
+    Built at start-up, so a missing credential or package stops the worker with
+    the adapter's message, instead of failing the first send.
+    """
+    instances: dict[str, Channel] = {}
     built: dict[str, Channel] = {}
-    for channel in ("email", "push", "sms"):
-        cls = adapter_class(settings.adapter_for(channel))
-        built[channel] = cls.from_settings(settings)
+    for channel in channels if channels is not None else ["email", "push", "sms"]:
+        name = settings.adapter_for(channel)
+        cls = adapter_class(name)
+        if channel not in cls.serves:
+            raise ChannelConfigError(
+                f"JOURNEYS_{channel.upper()}_CHANNEL={name}: the {name!r} adapter serves "
+                f"{', '.join(cls.serves) or 'no channel'}, not {channel}"
+            )
+        if name not in instances:
+            instances[name] = cls.from_settings(settings)
+        built[channel] = instances[name]
     return built
 
 
@@ -79,23 +106,85 @@ async def connect(settings: Settings, address: str | None = None) -> Client:
     )
 
 
+class WorkerGroup:
+    """The workers of one process, started and stopped together (`async with`)."""
+
+    def __init__(self, workers: list[Worker]) -> None:
+        self.workers = workers
+
+    @property
+    def task_queues(self) -> list[str]:
+        return [w.task_queue for w in self.workers]
+
+    async def __aenter__(self) -> WorkerGroup:
+        for worker in self.workers:
+            await worker.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await asyncio.gather(*(w.__aexit__(exc_type, exc, tb) for w in reversed(self.workers)))
+
+    async def run(self) -> None:
+        await asyncio.gather(*(w.run() for w in self.workers))
+
+
 def build_worker(
     client: Client,
     engine: Engine,
     settings: Settings,
     adapters: dict[str, Channel] | None = None,
     task_queue: str | None = None,
-    **options: object,
-) -> Worker:
-    renderer = Renderer.from_settings(settings)
-    links = MessageLinks.from_settings(settings)
-    return Worker(
-        client,
-        task_queue=task_queue or settings.task_queue,
-        workflows=[JourneyWorkflow, *python_journeys(settings)],
-        activities=journey_activities(
-            engine, renderer, adapters or channel_adapters(settings), links
-        ),
-        activity_executor=ThreadPoolExecutor(max_workers=16),
-        **options,  # type: ignore[arg-type]
+    **options: Any,
+) -> WorkerGroup:
+    """Workers for the queues in JOURNEYS_WORKER_QUEUES; `options` go to the journeys one."""
+    queue = task_queue or settings.task_queue
+    wanted = settings.worker_queues
+    channels = [c for c in ("email", "push", "sms") if c in wanted]
+    if adapters is None:
+        adapters = channel_adapters(settings, channels if "main" not in wanted else None)
+    sends = SendActivities(
+        engine,
+        Renderer.from_settings(settings),
+        adapters,
+        MessageLinks.from_settings(settings),
+        settings,
     )
+    workers = []
+    if "main" in wanted:
+        runs, contacts = RunActivities(engine), ContactActivities(engine)
+        workers.append(
+            Worker(
+                client,
+                task_queue=queue,
+                workflows=[JourneyWorkflow, *python_journeys(settings)],
+                activities=[
+                    runs.enter_run,
+                    runs.record_step,
+                    runs.finish_run,
+                    runs.record_conversion,
+                    contacts.check_condition,
+                    contacts.next_local_time,
+                    contacts.update_contact,
+                    sends.prepare_message,
+                    sends.send_message,
+                ],
+                activity_executor=ThreadPoolExecutor(max_workers=16),
+                **options,
+            )
+        )
+    for channel in channels:
+        workers.append(
+            Worker(
+                client,
+                task_queue=channel_queue(queue, channel),
+                activities=[sends.deliver_message],
+                activity_executor=ThreadPoolExecutor(max_workers=16),
+                max_task_queue_activities_per_second=settings.rate_limit_for(channel),
+            )
+        )
+    return WorkerGroup(workers)

@@ -34,7 +34,7 @@ from orchestrator.store.versions import (
     latest_version,
 )
 
-TABLES = {"contacts", "events", "journey_versions", "journey_runs", "messages"}
+TABLES = {"contacts", "events", "journey_versions", "journey_runs", "messages", "suppressions"}
 
 
 def schema_diff(engine: Engine) -> list[Any]:

@@ -1,48 +1,67 @@
-"""The send activity: ledger first, then choose a channel, render, deliver, record.
+"""The send pipeline: ledger, policy and rendering (`prepare`), then delivery (`deliver`).
 
 The `messages` row is the outbox and the send ledger at once. It is keyed by
 `workflow_id:step_id:entry_seq` (never the Run ID, which changes on retry and
-continue-as-new), so a retried activity returns the stored result instead of
-calling the provider twice.
+continue-as-new) and written before the provider is called, so a retried
+activity returns the stored result instead of calling the provider twice.
+
+`prepare_message` runs on the journeys queue: it chooses the channel, applies
+the policy (`orchestrator.policy`) and renders. A message held by quiet hours or
+a frequency cap comes back `deferred` with the time to try again, and the
+*workflow* sleeps until then: a durable timer, not a sleep in an activity.
+`deliver_message` runs on the channel's own task queue, whose rate limit is the
+provider's quota shared by every worker, and is the only place a provider is
+called. The one window left open is a crash after the provider accepted and
+before the row says so; `tests/test_send_reliability.py` measures it.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
+from sqlmodel import Session, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from channels.base import Channel, OutgoingMessage
-from channels.errors import PermanentChannelError, TransientChannelError
+from channels.base import Channel, OutgoingMessage, Receipt
+from channels.errors import ChannelConfigError, PermanentChannelError, TransientChannelError
 
 from ..links import MessageLinks
+from ..policy import Cap, QuietHours, consent_refusal, zone_of
 from ..rendering import Renderer, RenderError
+from ..settings import Settings
 from ..store.context import cart_context, contact_context, event_context, journey_context
 from ..store.db import session_scope
+from ..store.suppressions import opt_out, suppress, suppressed_addresses
 from ..store.tables import Contact, Event, JourneyRun, Message, utcnow
 from ..workflows import types as t
 
-DONE = {"sent", "delivered", "opened", "clicked", "replied"}
+SENT = ("sent", "delivered", "opened", "clicked", "replied", "bounced")
+NOT_SENT = ("failed", "suppressed", "skipped")
+# Messages that count toward frequency caps: everything that passed policy.
+COUNTED = ("queued", "sending", *SENT)
+MAX_DEFERRALS = 30
 
 
-def recipient(contact: Contact, channel: str) -> str | None:
-    """The contact's address on `channel`, or None when they cannot be reached there."""
+def addresses(contact: Contact, channel: str) -> list[str]:
+    """The contact's addresses on `channel`: one email or number, every push token."""
     if channel == "email":
-        return contact.email
+        return [contact.email] if contact.email else []
     if channel == "sms":
-        return contact.phone
+        return [contact.phone] if contact.phone else []
     if channel == "push":
-        return contact.push_tokens[-1] if contact.push_tokens else None
-    return None
+        return list(contact.push_tokens or [])
+    return []
 
 
 def candidates(choice: str | list[str], contact: Contact) -> list[str]:
+    """The channels to try, in order: the step's list, or the contact's preference first."""
     if isinstance(choice, list):
         return choice
     if choice == "preferred":
@@ -52,6 +71,27 @@ def candidates(choice: str | list[str], contact: Contact) -> list[str]:
     return [choice]
 
 
+class ProviderGate:
+    """Holds an adapter's sends in this process while the provider asked us to back off.
+
+    A 429 with Retry-After pauses every send to that provider, not just the one
+    retried, so a storm does not keep hitting the provider before its reset time.
+    """
+
+    def __init__(self) -> None:
+        self._until: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def wait_time(self, provider: str) -> float:
+        with self._lock:
+            return max(0.0, self._until.get(provider, 0.0) - time.monotonic())
+
+    def pause(self, provider: str, seconds: float) -> None:
+        with self._lock:
+            until = time.monotonic() + seconds
+            self._until[provider] = max(self._until.get(provider, 0.0), until)
+
+
 class SendActivities:
     def __init__(
         self,
@@ -59,53 +99,61 @@ class SendActivities:
         renderer: Renderer,
         adapters: dict[str, Channel],
         links: MessageLinks,
+        settings: Settings | None = None,
     ) -> None:
         self.engine = engine
         self.renderer = renderer
         self.adapters = adapters  # logical channel -> adapter instance
         self.links = links
+        self.settings = settings or Settings()
+        self.gate = ProviderGate()
+
+    # --- activities ----------------------------------------------------------
+
+    @activity.defn(name=t.PREPARE_MESSAGE)
+    def prepare_message(self, req: t.SendRequest) -> t.SendResult:
+        """Ledger row, policy, channel and rendering: `ready` means deliver it next."""
+        return self._prepare(req, timing=True)
+
+    @activity.defn(name=t.DELIVER_MESSAGE)
+    def deliver_message(self, req: t.DeliverRequest) -> t.SendResult:
+        """Hand a prepared message to its adapter, at most once per successful attempt."""
+        return self._deliver(req.message_id, req.options)
 
     @activity.defn(name=t.SEND_MESSAGE)
     def send_message(self, req: t.SendRequest) -> t.SendResult:
+        """Runs started before channel queues existed: prepare and deliver in one step.
+
+        Their workflow code cannot wait out a deferral, so quiet hours and caps are
+        not applied to them; consent and suppressions are.
+        """
+        prepared = self._prepare(req, timing=False)
+        if prepared.status != "ready" or prepared.message_id is None:
+            return prepared
+        options = (req.sender or {}).get(prepared.channel or "", {})
+        return self._deliver(prepared.message_id, options)
+
+    # --- prepare -------------------------------------------------------------
+
+    def _prepare(self, req: t.SendRequest, timing: bool) -> t.SendResult:
         key = f"{req.workflow_id}:{req.step_id}:{req.entry_seq}"
+        now = datetime.fromisoformat(req.now) if req.now else utcnow()
         with session_scope(self.engine) as session:
             row = session.exec(select(Message).where(Message.idempotency_key == key)).first()
-            if row is not None and row.status in DONE:
-                return t.SendResult(row.id, "sent", row.channel)
-            if row is not None and row.status == "failed":
-                return t.SendResult(row.id, "failed", row.channel, row.error)
+            if row is not None and row.status not in ("pending", "deferred"):
+                return _result(row)
+            # Locking the contact serializes concurrent sends to one person, so two
+            # journeys cannot both take the last place under a frequency cap.
+            contact = session.get(Contact, req.contact_id, with_for_update=True)
             if row is None:
-                row = self._prepare(session, req, key)
-            message_id, status = row.id, row.status
-            outgoing = OutgoingMessage(
-                message_id=row.id,
-                channel=row.channel,
-                to=row.recipient or "",
-                content=dict(row.content),
-                category=row.category,
-                metadata={"journey": req.journey_id, "step": req.step_id},
-            )
-        if status == "failed":
-            error = self._error_of(message_id)
-            raise ApplicationError(error, type="PermanentSendError", non_retryable=True)
-        adapter = self.adapters[outgoing.channel]
-        try:
-            receipt = adapter.send(outgoing)
-        except TransientChannelError as exc:
-            delay = timedelta(seconds=exc.retry_after) if exc.retry_after else None
-            raise ApplicationError(
-                str(exc), type="TransientChannelError", next_retry_delay=delay
-            ) from exc
-        except PermanentChannelError as exc:
-            self._mark(message_id, "failed", error=str(exc))
-            raise ApplicationError(str(exc), type="PermanentSendError", non_retryable=True) from exc
-        self._mark(message_id, "sent", provider_id=receipt.provider_message_id)
-        return t.SendResult(message_id, "sent", outgoing.channel)
+                row = self._new_row(session, req, key, contact)
+            self._decide(session, row, req, contact, now, timing)
+            return _result(row)
 
-    def _prepare(self, session: Any, req: t.SendRequest, key: str) -> Message:
-        """Choose the channel and render; a row that cannot be sent is stored as failed."""
-        contact = session.get(Contact, req.contact_id)
-        trigger = session.get(Event, req.trigger_event_id) if req.trigger_event_id else None
+    def _new_row(
+        self, session: Session, req: t.SendRequest, key: str, contact: Contact | None
+    ) -> Message:
+        first = candidates(req.channel, contact)[0] if contact else "email"
         row = Message(
             id=str(uuid.uuid4()),
             idempotency_key=key,
@@ -114,35 +162,12 @@ class SendActivities:
             step_id=req.step_id,
             journey_id=req.journey_id,
             contact_id=req.contact_id,
-            channel=candidates(req.channel, contact)[0] if contact else "email",
+            channel=first or "email",
             adapter="",
             template=req.template,
             category=req.category,
+            timeline=[_event("pending")],
         )
-        try:
-            if contact is None:
-                raise RenderError(f"contact {req.contact_id!r} does not exist")
-            channel, to = self._choose(req.channel, contact, req.template)
-            run = session.exec(
-                select(JourneyRun).where(
-                    JourneyRun.workflow_id == req.workflow_id,
-                    JourneyRun.entry_seq == req.entry_seq,
-                )
-            ).first()
-            context = {
-                "contact": contact_context(contact),
-                "event": event_context(trigger),
-                "cart": cart_context(session, contact.id, trigger),
-                "journey": journey_context(run, req.journey_id, req.step_id),
-                "message": {"id": row.id, "channel": channel, **self.links.for_message(row.id)},
-            }
-            row.channel, row.recipient = channel, to
-            row.adapter = self.adapters[channel].name
-            rendered = self.renderer.render(req.template, channel, context)
-            row.content, row.locale = rendered.parts, rendered.locale
-        except RenderError as exc:
-            row.status, row.error = "failed", str(exc)
-        row.timeline = [{"status": row.status, "at": utcnow().isoformat()}]
         session.add(row)
         try:
             session.flush()
@@ -151,32 +176,290 @@ class SendActivities:
             raise ApplicationError("send ledger race, retrying", type="LedgerRace") from None
         return row
 
-    def _choose(self, choice: str | list[str], contact: Contact, template: str) -> tuple[str, str]:
-        reasons = []
-        for channel in candidates(choice, contact):
-            to = recipient(contact, channel)
-            if to is None:
-                reasons.append(f"no {channel} address")
-            elif not self.renderer.has_channel(template, channel):
-                reasons.append(f"template has no {channel} version")
-            else:
-                return channel, to
-        raise RenderError("contact cannot be reached: " + "; ".join(reasons))
-
-    def _mark(self, message_id: str, status: str, **fields: Any) -> None:
-        with session_scope(self.engine) as session:
-            row = session.get(Message, message_id)
-            if row is None:
+    def _decide(
+        self,
+        session: Session,
+        row: Message,
+        req: t.SendRequest,
+        contact: Contact | None,
+        now: datetime,
+        timing: bool,
+    ) -> None:
+        """Apply the policy in order; leave the row queued (rendered) or say why not."""
+        if contact is None:
+            _set(row, "failed", f"contact {req.contact_id!r} does not exist (erased?)")
+            return
+        channel, refusals, blocked_by_policy = self._choose(session, req, contact)
+        if channel is None:
+            reasons = "; ".join(refusals)
+            _set(row, "suppressed" if blocked_by_policy else "failed", reasons, check="channel")
+            return
+        row.channel = channel
+        adapter = self.adapters.get(channel)
+        row.adapter = adapter.name if adapter else self.settings.adapter_for(channel)
+        row.recipient = addresses(contact, channel)[0]
+        _check(row, "channel", "pass", f"{channel} ({'; '.join(refusals) or 'first choice'})")
+        policy = req.policy or {}
+        if timing and req.category == "marketing":
+            if req.deferrals >= MAX_DEFERRALS:
+                _set(row, "skipped", f"deferred {req.deferrals} times; giving up", check="policy")
                 return
-            row.status = status
-            if "provider_id" in fields:
-                row.provider_message_id = fields["provider_id"]
-                row.sent_at = utcnow()
-            if "error" in fields:
-                row.error = fields["error"]
-            row.timeline = [*row.timeline, {"status": status, "at": utcnow().isoformat()}]
+            if policy.get("frequency_cap", True) and self._capped(session, row, policy, now):
+                return
+            if self._quiet(row, policy, contact, now):
+                return
+        self._render(session, row, req, contact, now)
 
-    def _error_of(self, message_id: str) -> str:
+    def _choose(
+        self, session: Session, req: t.SendRequest, contact: Contact
+    ) -> tuple[str | None, list[str], bool]:
+        """The first candidate channel the contact can be reached and may be messaged on."""
+        refusals: list[str] = []
+        blocked_by_policy = False
+        explicit = self.settings.marketing_consent == "explicit"
+        for channel in candidates(req.channel, contact):
+            found = addresses(contact, channel)
+            if not found:
+                refusals.append(f"no {channel} address")
+                continue
+            if not self.renderer.has_channel(req.template, channel):
+                refusals.append(f"message {req.template!r} has no {channel} version")
+                continue
+            refusal = consent_refusal(contact.consent or {}, channel, req.category, explicit)
+            if refusal is None:
+                blocked = suppressed_addresses(session, channel, found)
+                if len(blocked) == len(found):
+                    refusal = f"{channel} address on the suppression list ({blocked[found[0]]})"
+            if refusal is not None:
+                refusals.append(refusal)
+                blocked_by_policy = True
+                continue
+            return channel, refusals, blocked_by_policy
+        return None, refusals, blocked_by_policy
+
+    def _capped(
+        self, session: Session, row: Message, policy: dict[str, Any], now: datetime
+    ) -> bool:
+        """Frequency caps across all journeys; True when the row was skipped or deferred."""
+        rules = [
+            ("marketing", Cap.parse(self.settings.marketing_cap), False),
+            ("message", Cap.parse(self.settings.message_cap), True),
+        ]
+        for name, cap, same_template in rules:
+            if cap is None:
+                continue
+            query = select(Message.queued_at).where(
+                Message.contact_id == row.contact_id,
+                Message.category == "marketing",
+                Message.status.in_(COUNTED),  # type: ignore[attr-defined]
+                Message.queued_at > now - timedelta(seconds=cap.within),  # type: ignore[operator]
+                Message.id != row.id,
+            )
+            if same_template:
+                query = query.where(Message.template == row.template)
+            times = [q for q in session.exec(query) if q is not None]
+            if len(times) < cap.limit:
+                continue
+            detail = f"{name} cap reached: {cap}"
+            if policy.get("when_capped", "skip") == "defer":
+                oldest = sorted(times)[len(times) - cap.limit]
+                release = oldest + timedelta(seconds=cap.within, milliseconds=1)
+                _defer(row, release, detail)
+            else:
+                _set(row, "skipped", detail, check="frequency_cap")
+            return True
+        _check(row, "frequency_cap", "pass")
+        return False
+
+    def _quiet(self, row: Message, policy: dict[str, Any], contact: Contact, now: datetime) -> bool:
+        """Quiet hours in the contact's timezone; True when the row was deferred."""
+        journey_window = (policy.get("quiet_hours") or {}).get(row.channel)
+        window = QuietHours.parse(
+            journey_window
+            if journey_window is not None
+            else self.settings.quiet_hours_for(row.channel)
+        )
+        if window is None:
+            return False
+        zone = zone_of(contact.timezone, self.settings.default_timezone)
+        release = window.release(now, zone)
+        if release is None:
+            _check(row, "quiet_hours", "pass")
+            return False
+        _defer(row, release, f"quiet hours {window} in {zone.key}", check="quiet_hours")
+        return True
+
+    def _render(
+        self, session: Session, row: Message, req: t.SendRequest, contact: Contact, now: datetime
+    ) -> None:
+        trigger = session.get(Event, req.trigger_event_id) if req.trigger_event_id else None
+        run = session.exec(
+            select(JourneyRun).where(
+                JourneyRun.workflow_id == req.workflow_id,
+                JourneyRun.entry_seq == req.entry_seq,
+            )
+        ).first()
+        context = {
+            "contact": contact_context(contact),
+            "event": event_context(trigger),
+            "cart": cart_context(session, contact.id, trigger),
+            "journey": journey_context(run, req.journey_id, req.step_id),
+            "message": {"id": row.id, "channel": row.channel, **self.links.for_message(row.id)},
+        }
+        try:
+            rendered = self.renderer.render(req.template, row.channel, context)
+        except RenderError as exc:
+            _set(row, "failed", str(exc), check="render")
+            return
+        row.content, row.locale = rendered.parts, rendered.locale
+        row.queued_at = now
+        row.error = None
+        _set(row, "queued")
+
+    # --- deliver -------------------------------------------------------------
+
+    def _deliver(self, message_id: str, options: dict[str, Any]) -> t.SendResult:
+        no_device: ApplicationError | None = None
+        with session_scope(self.engine) as session:
+            row = session.get(Message, message_id, with_for_update=True)
+            if row is None:
+                raise ApplicationError(
+                    f"message {message_id} is not in the ledger",
+                    type="UnknownMessage",
+                    non_retryable=True,
+                )
+            if row.status not in ("queued", "sending"):
+                return _result(row)  # already sent (a retry) or not sendable
+            adapter = self.adapters[row.channel]
+            waiting = self.gate.wait_time(adapter.name)
+            if waiting > 0:
+                raise ApplicationError(
+                    f"{adapter.name} asked us to wait {waiting:.1f}s",
+                    type="ProviderBackoff",
+                    next_retry_delay=timedelta(seconds=waiting),
+                )
+            devices: tuple[str, ...] = ()
+            if row.channel == "push":
+                contact = session.get(Contact, row.contact_id)
+                tokens = list(contact.push_tokens or []) if contact else []
+                blocked = suppressed_addresses(session, "push", tokens)
+                devices = tuple(tok for tok in tokens if tok not in blocked)
+                if not devices:
+                    _set(row, "failed", "no registered device left", check="deliver")
+                    no_device = _permanent(row)
+            outgoing = OutgoingMessage(
+                message_id=row.id,
+                channel=row.channel,
+                to=devices[0] if devices else row.recipient or "",
+                content=dict(row.content),
+                category=row.category,
+                metadata={"journey": row.journey_id, "step": row.step_id},
+                devices=devices,
+                options={k: v for k, v in (options or {}).items() if v not in (None, "", [], {})},
+                links=self.links.for_message(row.id),
+            )
+            if no_device is None:
+                # The ledger says "handed to the provider" before the call: a retry
+                # that finds `sending` knows the provider may already have it.
+                row.status = "sending"
+                row.attempts += 1
+        if no_device is not None:
+            raise no_device
+        try:
+            receipt = adapter.send(outgoing)
+        except TransientChannelError as exc:
+            if exc.retry_after:
+                self.gate.pause(adapter.name, exc.retry_after)
+            delay = timedelta(seconds=exc.retry_after) if exc.retry_after else None
+            raise ApplicationError(
+                f"{adapter.name}: {exc}", type="TransientChannelError", next_retry_delay=delay
+            ) from exc
+        except PermanentChannelError as exc:
+            self._refused(message_id, exc)
+            raise ApplicationError(
+                f"{adapter.name}: {exc}", type="PermanentSendError", non_retryable=True
+            ) from exc
+        except ChannelConfigError as exc:
+            self._refused(message_id, PermanentChannelError(str(exc), reason="auth"))
+            raise ApplicationError(
+                f"{adapter.name}: {exc}", type="PermanentSendError", non_retryable=True
+            ) from exc
+        return self._accepted(message_id, receipt)
+
+    def _accepted(self, message_id: str, receipt: Receipt) -> t.SendResult:
         with session_scope(self.engine) as session:
             row = session.get(Message, message_id)
-            return (row.error if row else None) or "message cannot be sent"
+            assert row is not None
+            row.provider_message_id = receipt.provider_message_id
+            row.sent_at = utcnow()
+            row.error = None
+            _set(row, "sent", receipt.status if receipt.status != "sent" else None)
+            if receipt.dead_devices:
+                _forget_devices(session, row.contact_id, receipt.dead_devices)
+            return _result(row)
+
+    def _refused(self, message_id: str, exc: PermanentChannelError) -> None:
+        """The provider said no for good: record why and act on what it told us."""
+        with session_scope(self.engine) as session:
+            row = session.get(Message, message_id)
+            assert row is not None
+            code = f" (code {exc.code})" if exc.code is not None else ""
+            _set(row, "failed", f"{exc.reason}: {exc}{code}", check="provider")
+            source = row.adapter or row.channel
+            if exc.reason == "unsubscribed" and row.recipient:
+                opt_out(session, row.contact_id, row.channel)
+                suppress(session, row.channel, row.recipient, "unsubscribed", source, str(exc))
+            elif exc.reason == "invalid_recipient" and row.recipient:
+                suppress(session, row.channel, row.recipient, "invalid", source, str(exc))
+            elif exc.reason == "dead_token":
+                _forget_devices(session, row.contact_id, exc.dead_devices or (row.recipient,))
+
+
+def _forget_devices(session: Session, contact_id: str, tokens: tuple[str | None, ...]) -> None:
+    contact = session.get(Contact, contact_id, with_for_update=True)
+    if contact is not None:
+        dead = set(tokens)
+        contact.push_tokens = [tok for tok in contact.push_tokens or [] if tok not in dead]
+        contact.updated_at = utcnow()
+
+
+def _event(status: str, **fields: Any) -> dict[str, Any]:
+    entry = {"status": status, "at": utcnow().isoformat()}
+    entry.update({k: v for k, v in fields.items() if v is not None})
+    return entry
+
+
+def _set(row: Message, status: str, detail: str | None = None, check: str | None = None) -> None:
+    row.status = status
+    if status in (*NOT_SENT, "deferred"):
+        row.error = detail
+    row.timeline = [*row.timeline, _event(status, check=check, detail=detail)]
+
+
+def _check(row: Message, check: str, result: str, detail: str | None = None) -> None:
+    row.timeline = [*row.timeline, _event(row.status, check=check, result=result, detail=detail)]
+
+
+def _defer(row: Message, release: datetime, detail: str, check: str = "frequency_cap") -> None:
+    row.status = "deferred"
+    row.error = f"{detail}; deferred until {release.isoformat()}"
+    row.timeline = [
+        *row.timeline,
+        _event("deferred", check=check, detail=detail, until=release.isoformat()),
+    ]
+
+
+def _result(row: Message) -> t.SendResult:
+    if row.status in SENT:
+        return t.SendResult(row.id, "sent", row.channel)
+    if row.status in ("queued", "sending"):
+        return t.SendResult(row.id, "ready", row.channel)
+    if row.status == "deferred":
+        return t.SendResult(row.id, "deferred", row.channel, row.error, row.timeline[-1]["until"])
+    return t.SendResult(row.id, row.status, row.channel, row.error)
+
+
+def _permanent(row: Message) -> ApplicationError:
+    return ApplicationError(
+        row.error or "cannot send", type="PermanentSendError", non_retryable=True
+    )

@@ -466,7 +466,7 @@ def _step_kind_message(value: Any, path: YamlPath) -> tuple[YamlPath, str]:
         if len(found) > 1:
             message = f"a step must have exactly one kind key, found: {', '.join(found)}"
             return (*path, found[1]), message
-        unknown = [k for k in value if k not in ("id", "then", "on_timeout", "else")]
+        unknown = [k for k in value if k not in ("id", "then", "on_timeout", "else", "on_failure")]
         if unknown:
             return (*path, unknown[0]), (
                 f"unknown step kind {_show(unknown[0])} (expected one of: {kinds})"
@@ -642,6 +642,8 @@ def _nested(step: Step) -> list[tuple[YamlPath, list[Step]]]:
             return [*cases, (("else",), step.else_)]
         case SplitStep():
             return [(("split", j, "then"), v.then) for j, v in enumerate(step.split)]
+        case SendStep():
+            return [(("on_failure",), step.on_failure)]
     return []
 
 
@@ -685,6 +687,8 @@ def _with_ids(steps: list[Step], path: YamlPath) -> list[Step]:
                     v.model_copy(update={"then": _with_ids(v.then, (*here, "split", j, "then"))})
                     for j, v in enumerate(step.split)
                 ]
+            case SendStep():
+                update["on_failure"] = _with_ids(step.on_failure, (*here, "on_failure"))
         result.append(step.model_copy(update=update))
     return result
 

@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from ..policy import QuietHours
 from .conditions import check_condition
 from .durations import parse_duration
 
@@ -176,9 +177,15 @@ class SendSpec(Model):
 
 
 class SendStep(Model):
-    """Render a template and deliver it through a channel (one idempotent activity)."""
+    """Render a template and deliver it through a channel, exactly once per run.
+
+    `on_failure` runs when the message could not be sent: the provider refused it
+    for good (bad address, unsubscribed, dead token), policy suppressed or skipped
+    it (no consent, suppression list, frequency cap), or it failed to render.
+    """
 
     send: SendSpec
+    on_failure: list[Step] = []
     id: StepId | None = None
 
 
@@ -258,6 +265,61 @@ Step = Annotated[
 ]
 
 
+def _check_quiet_hours(value: str | None) -> str | None:
+    QuietHours.parse(value)
+    return value
+
+
+QuietWindow = Annotated[str | None, AfterValidator(_check_quiet_hours)]
+
+
+class QuietHoursSpec(Model):
+    """Per-channel quiet hours for this journey: "21:00-08:00", or "none" to send any time.
+
+    A channel left out keeps the default (JOURNEYS_QUIET_HOURS_<CHANNEL>).
+    """
+
+    email: QuietWindow = None
+    push: QuietWindow = None
+    sms: QuietWindow = None
+
+
+class JourneyPolicy(Model):
+    """How this journey meets the send policy (defaults come from settings)."""
+
+    when_capped: Literal["skip", "defer"] = "skip"
+    frequency_cap: bool = True  # false: this journey's marketing is not capped (use sparingly)
+    quiet_hours: QuietHoursSpec = QuietHoursSpec()
+
+
+class EmailSender(Model):
+    from_: str | None = Field(default=None, alias="from", min_length=3, max_length=320)
+    reply_to: str | None = Field(default=None, min_length=3, max_length=320)
+    categories: list[Annotated[str, Field(min_length=1, max_length=255)]] = Field(
+        default=[], max_length=8
+    )
+
+
+class SmsSender(Model):
+    from_: str | None = Field(default=None, alias="from", min_length=2, max_length=32)
+    messaging_service_sid: str | None = Field(default=None, pattern=r"^MG[0-9a-fA-F]{32}$")
+
+
+class PushSender(Model):
+    analytics_label: str | None = Field(default=None, pattern=r"^[a-zA-Z0-9\-_.~%]{1,50}$")
+    android: dict[str, Any] = {}
+    apns: dict[str, Any] = {}
+    webpush: dict[str, Any] = {}
+
+
+class Sender(Model):
+    """Who the journey's messages come from, per channel (defaults come from settings)."""
+
+    email: EmailSender = EmailSender()
+    sms: SmsSender = SmsSender()
+    push: PushSender = PushSender()
+
+
 class Journey(Model):
     """One journey file."""
 
@@ -268,8 +330,10 @@ class Journey(Model):
     entry: Entry = Entry()
     exit_on: list[EventName] = []
     goal: Goal | None = None
+    policy: JourneyPolicy = JourneyPolicy()
+    sender: Sender = Sender()
     steps: Annotated[list[Step], Field(min_length=1)]
 
 
-for _model in (WaitForStep, BranchCase, BranchStep, SplitVariant, Journey):
+for _model in (WaitForStep, BranchCase, BranchStep, SplitVariant, SendStep, Journey):
     _model.model_rebuild()

@@ -1,4 +1,4 @@
-"""SQLModel tables: contacts, events, journey versions, journey runs, messages.
+"""SQLModel tables: contacts, events, journey versions, journey runs, messages, suppressions.
 
 Schema changes go through Alembic migrations (`orchestrator/store/migrations`);
 a test checks that the migrations produce exactly these tables.
@@ -155,7 +155,10 @@ class Message(SQLModel, table=True):
     """The outbox and send ledger: one row per (run, send step), written before sending."""
 
     __tablename__ = "messages"
-    __table_args__ = (Index("ix_messages_contact", "contact_id"),)
+    __table_args__ = (
+        Index("ix_messages_contact", "contact_id"),
+        Index("ix_messages_contact_queued", "contact_id", "queued_at"),
+    )
 
     id: str = Field(primary_key=True, max_length=36)  # uuid, our message id
     idempotency_key: str = Field(max_length=500, unique=True)  # workflow_id:step_id:entry_seq
@@ -171,7 +174,9 @@ class Message(SQLModel, table=True):
     recipient: str | None = Field(default=None, max_length=320)
     content: dict[str, Any] = _json()  # rendered parts: subject, html, text, title, body
     locale: str | None = Field(default=None, max_length=35)  # the version sent: ru, sr_Latn…
-    # pending | sent | failed | delivered | opened | clicked | bounced | replied
+    # pending -> queued (passed policy) -> sending (handed to the adapter) -> sent -> delivered,
+    # opened, clicked, bounced, replied; or deferred (quiet hours, cap), suppressed (consent,
+    # suppression list), skipped (frequency cap), failed (render or provider said no).
     status: str = Field(default="pending", max_length=16)
     provider_message_id: str | None = Field(default=None, max_length=255)
     error: str | None = None
@@ -179,4 +184,27 @@ class Message(SQLModel, table=True):
         default_factory=list, sa_column=Column(JSON, nullable=False)
     )
     created_at: datetime = _time(nullable=False, default=utcnow)
+    # When the message passed policy (journey time): what frequency caps count.
+    queued_at: datetime | None = _time(nullable=True)
     sent_at: datetime | None = _time(nullable=True)
+    attempts: int = 0  # provider calls made for this message
+
+
+class Suppression(SQLModel, table=True):
+    """An address we must not message on a channel: hard bounce, spam complaint, STOP.
+
+    Keyed by the address, not the contact: a bounced address stays suppressed even
+    when another contact record carries it.
+    """
+
+    __tablename__ = "suppressions"
+    __table_args__ = (UniqueConstraint("channel", "address"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    channel: str = Field(max_length=16)  # email | sms | push
+    address: str = Field(max_length=320)  # normalized: lower-case email, E.164, token
+    # bounced | complained | unsubscribed | invalid | dead_token
+    reason: str = Field(max_length=32)
+    source: str = Field(max_length=64)  # sendgrid | twilio | firebase | api | ...
+    detail: str | None = Field(default=None, max_length=500)
+    created_at: datetime = _time(nullable=False, default=utcnow)

@@ -43,6 +43,8 @@ class JourneyWorkflow(JourneyBase):
         super().__init__()
         self._position: list[Any] = []
         self._deadline: datetime | None = None
+        self._policy: dict[str, Any] = {}
+        self._sender: dict[str, Any] = {}
 
     @workflow.run
     async def run(self, input: t.JourneyInput) -> str:
@@ -53,6 +55,8 @@ class JourneyWorkflow(JourneyBase):
             self.goal_event, self.goal_within = spec.goal.event, spec.goal.within
             self.goal_where = spec.goal.where
         self.history_limit = input.history_limit
+        self._policy = spec.policy.model_dump(mode="json")
+        self._sender = spec.sender.model_dump(mode="json", by_alias=True, exclude_none=True)
         entered = await self.enter(
             input.contact_id,
             input.trigger,
@@ -121,7 +125,7 @@ class JourneyWorkflow(JourneyBase):
             case m.SplitStep():
                 await self._split(step, path, resume)
             case m.SendStep():
-                await self.send(step.id, step.send.channel, step.send.template, step.send.category)
+                await self._send(step, path, resume)
             case m.ActionStep():
                 action = step.action
                 await self.update_contact(step.id, action.set, action.increment, action.unset)
@@ -152,6 +156,18 @@ class JourneyWorkflow(JourneyBase):
             )
         branch = "then" if hit else "on_timeout"
         await self._run_list(getattr(step, branch), [*path, branch], None)
+
+    async def _send(self, step: m.SendStep, path: list[Any], resume: list[Any] | None) -> None:
+        if resume:  # continuing inside on_failure
+            await self._run_list(step.on_failure, [*path, "on_failure"], resume[1:])
+            return
+        assert step.id is not None
+        spec = step.send
+        result = await self.send(
+            step.id, spec.channel, spec.template, spec.category, self._policy, self._sender
+        )
+        if result.status != "sent" and step.on_failure:
+            await self._run_list(step.on_failure, [*path, "on_failure"], None)
 
     async def _branch(self, step: m.BranchStep, path: list[Any], resume: list[Any] | None) -> None:
         if resume:

@@ -31,6 +31,24 @@ SENDING = {
     "start_to_close_timeout": timedelta(minutes=2),
     "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=10), maximum_attempts=20),
 }
+# Sends since channel task queues: prepare (ledger, policy, render) on the journeys
+# queue, then deliver on the channel's queue. Retry-After comes back as next_retry_delay.
+CHANNEL_QUEUES = "channel-task-queues"
+PREPARING = {
+    "start_to_close_timeout": timedelta(seconds=60),
+    "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=1), maximum_attempts=30),
+}
+DELIVERING = {
+    # Covers the SDK's own timeout (10 s) and FCM's built-in retries (~7 s).
+    "start_to_close_timeout": timedelta(seconds=60),
+    "retry_policy": RetryPolicy(
+        initial_interval=timedelta(seconds=2),
+        backoff_coefficient=2.0,
+        maximum_interval=timedelta(minutes=10),
+        maximum_attempts=25,
+        non_retryable_error_types=["PermanentSendError"],
+    ),
+}
 # An engagement implies the weaker ones: a click means the email was opened.
 IMPLIED_BY = {
     "delivered": {"delivered", "opened", "clicked", "replied"},
@@ -228,33 +246,75 @@ class JourneyBase:
         return engaged()
 
     async def send(
-        self, step_id: str, channel: str | list[str], template: str, category: str = "marketing"
+        self,
+        step_id: str,
+        channel: str | list[str],
+        template: str,
+        category: str = "marketing",
+        policy: dict[str, Any] | None = None,
+        sender: dict[str, Any] | None = None,
     ) -> t.SendResult:
-        """Render and deliver once per (run, step), even across retries and crashes."""
-        try:
-            result: t.SendResult = await workflow.execute_activity(
-                t.SEND_MESSAGE,
-                t.SendRequest(
-                    workflow_id=self.workflow_id,
-                    entry_seq=self.state.entry_seq,
-                    step_id=step_id,
-                    journey_id=self.journey_id,
-                    contact_id=self.contact_id,
-                    channel=channel,
-                    template=template,
-                    category=category,
-                    trigger_event_id=self.trigger_event_id,
-                ),
-                result_type=t.SendResult,
-                **SENDING,
-            )
-        except ActivityError as exc:
-            cause = exc.cause
-            workflow.logger.warning("send %s failed: %s", step_id, cause)
-            return t.SendResult(message_id=None, status="failed", error=str(cause))
+        """Deliver once per (run, step), even across retries and crashes.
+
+        The result's status is `sent`, or why not: `failed` (render error or the
+        provider refused for good), `suppressed` (consent, suppression list) or
+        `skipped` (frequency cap). Quiet hours and `when_capped: defer` hold the
+        send on a durable timer here, still reacting to exit and goal events.
+        """
+        request = t.SendRequest(
+            workflow_id=self.workflow_id,
+            entry_seq=self.state.entry_seq,
+            step_id=step_id,
+            journey_id=self.journey_id,
+            contact_id=self.contact_id,
+            channel=channel,
+            template=template,
+            category=category,
+            trigger_event_id=self.trigger_event_id,
+            policy=policy or {},
+            sender=sender or {},
+        )
+        if workflow.patched(CHANNEL_QUEUES):
+            result = await self._prepare_and_deliver(request)
+        else:
+            result = await self._activity_send(t.SEND_MESSAGE, request, SENDING)
         if result.message_id:
             self.state.sent[step_id] = result.message_id
         return result
+
+    async def _prepare_and_deliver(self, request: t.SendRequest) -> t.SendResult:
+        while True:
+            request.now = workflow.now().isoformat()
+            prepared = await self._activity_send(t.PREPARE_MESSAGE, request, PREPARING)
+            if prepared.status != "deferred" or not prepared.retry_at:
+                break
+            request.deferrals += 1
+            await self.sleep_until(datetime.fromisoformat(prepared.retry_at))
+        if prepared.status != "ready" or not prepared.message_id or not prepared.channel:
+            return prepared
+        options = (request.sender or {}).get(prepared.channel) or {}
+        result = await self._activity_send(
+            t.DELIVER_MESSAGE,
+            t.DeliverRequest(prepared.message_id, options),
+            DELIVERING,
+            task_queue=t.channel_queue(workflow.info().task_queue, prepared.channel),
+        )
+        if result.message_id is None:
+            result.message_id, result.channel = prepared.message_id, prepared.channel
+        return result
+
+    async def _activity_send(
+        self, name: str, arg: Any, options: dict[str, Any], task_queue: str | None = None
+    ) -> t.SendResult:
+        """A send activity whose failure (after its retries) is a `failed` result."""
+        try:
+            return await workflow.execute_activity(
+                name, arg, result_type=t.SendResult, task_queue=task_queue, **options
+            )
+        except ActivityError as exc:
+            cause = exc.cause
+            workflow.logger.warning("send %s failed: %s", name, cause)
+            return t.SendResult(message_id=None, status="failed", error=str(cause))
 
     async def update_contact(
         self,

@@ -19,8 +19,15 @@ FINISH_RUN = "finish_run"
 RECORD_CONVERSION = "record_conversion"
 CHECK_CONDITION = "check_condition"
 NEXT_LOCAL_TIME = "next_local_time"
-SEND_MESSAGE = "send_message"
+SEND_MESSAGE = "send_message"  # prepare + deliver in one: runs started before channel queues
+PREPARE_MESSAGE = "prepare_message"
+DELIVER_MESSAGE = "deliver_message"
 UPDATE_CONTACT = "update_contact"
+
+
+def channel_queue(task_queue: str, channel: str) -> str:
+    """The task queue a channel's deliveries run on: its rate limit is the provider's quota."""
+    return f"{task_queue}-{channel}"
 
 
 @dataclass
@@ -132,14 +139,25 @@ class SendRequest:
     template: str
     category: str
     trigger_event_id: int | None
+    now: str = ""  # ISO workflow time: quiet hours and caps are judged in it
+    policy: dict[str, Any] = field(default_factory=dict)  # the journey's `policy:` block
+    sender: dict[str, Any] = field(default_factory=dict)  # the journey's `sender:` block
+    deferrals: int = 0  # how many times this send was deferred already
 
 
 @dataclass
 class SendResult:
     message_id: str | None
-    status: str  # sent | failed
+    status: str  # sent | failed | suppressed | skipped  (prepare also: ready | deferred)
     channel: str | None = None
-    error: str | None = None
+    error: str | None = None  # why it was not sent
+    retry_at: str | None = None  # deferred: ISO time to try again
+
+
+@dataclass
+class DeliverRequest:
+    message_id: str
+    options: dict[str, Any] = field(default_factory=dict)  # the journey's sender for the channel
 
 
 @dataclass
