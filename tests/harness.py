@@ -19,8 +19,8 @@ from sqlalchemy import Engine
 from sqlmodel import select
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
+from channels.base import Channel
 from channels.console import ConsoleChannel
 from orchestrator.api.ingest import store_call
 from orchestrator.api.segment import IdentifyCall, TrackCall
@@ -29,7 +29,7 @@ from orchestrator.router import Router
 from orchestrator.settings import Settings
 from orchestrator.store.db import session_scope
 from orchestrator.store.tables import JourneyRun, Message
-from orchestrator.worker import build_worker, python_journeys
+from orchestrator.worker import WorkerGroup, build_worker, python_journeys
 from orchestrator.workflows.journey import workflow_id
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,6 +46,9 @@ class Bench:
     history_limit: int = 10_000
     finished: list[str] = field(default_factory=list)
     python_journeys: list[str] = field(default_factory=list)
+    # Settings for this bench. Quiet hours are off unless a test sets them: the
+    # time-skipping server starts at the wall-clock time, which must not decide a test.
+    overrides: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.client: Client = self.env.client
@@ -55,6 +58,7 @@ class Bench:
             task_queue=self.task_queue,
             python_journeys=self.python_journeys,
             secret_key="bench-secret",
+            **{"quiet_hours_push": "none", "quiet_hours_sms": "none", **self.overrides},
         )
         self.router = Router(
             self.client,
@@ -68,9 +72,10 @@ class Bench:
     def deploy(self) -> list[Any]:
         return deploy(self.engine, self.journeys_dir, self.templates_dir)
 
-    def worker(self, **options: Any) -> Worker:
+    def worker(self, adapters: dict[str, Channel] | None = None, **options: Any) -> WorkerGroup:
+        """The journeys worker and the channel workers; console everywhere by default."""
         console = ConsoleChannel(stream=self.console)
-        adapters = {"email": console, "push": console, "sms": console}
+        adapters = {"email": console, "push": console, "sms": console, **(adapters or {})}
         return build_worker(self.client, self.engine, self.settings, adapters, **options)
 
     async def identify(self, user: str, **traits: Any) -> None:

@@ -33,7 +33,7 @@ from channels.base import Channel, OutgoingMessage, Receipt
 from channels.errors import ChannelConfigError, PermanentChannelError, TransientChannelError
 
 from ..links import MessageLinks
-from ..policy import Cap, QuietHours, consent_refusal, zone_of
+from ..policy import Cap, QuietHours, cap_release, consent_refusal, zone_of
 from ..rendering import Renderer, RenderError
 from ..settings import Settings
 from ..store.context import cart_context, contact_context, event_context, journey_context
@@ -258,12 +258,11 @@ class SendActivities:
             if same_template:
                 query = query.where(Message.template == row.template)
             times = [q for q in session.exec(query) if q is not None]
-            if len(times) < cap.limit:
+            release = cap_release(times, cap, now)
+            if release is None:
                 continue
             detail = f"{name} cap reached: {cap}"
             if policy.get("when_capped", "skip") == "defer":
-                oldest = sorted(times)[len(times) - cap.limit]
-                release = oldest + timedelta(seconds=cap.within, milliseconds=1)
                 _defer(row, release, detail)
             else:
                 _set(row, "skipped", detail, check="frequency_cap")
@@ -403,7 +402,7 @@ class SendActivities:
         with session_scope(self.engine) as session:
             row = session.get(Message, message_id)
             assert row is not None
-            code = f" (code {exc.code})" if exc.code is not None else ""
+            code = "" if exc.code is None or str(exc.code) in str(exc) else f" (code {exc.code})"
             _set(row, "failed", f"{exc.reason}: {exc}{code}", check="provider")
             source = row.adapter or row.channel
             if exc.reason == "unsubscribed" and row.recipient:

@@ -52,7 +52,14 @@ class Reply:
         return json.dumps(self.body).encode()
 
 
-RESET = Reply(status=-1)  # close the connection without answering
+RESET = Reply(status=-1)
+
+
+class QuietServer(ThreadingHTTPServer):
+    """Clients that gave up (timeouts, resets) are part of the tests: no tracebacks."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # close the connection without answering
 
 
 class FakeProvider:
@@ -123,9 +130,11 @@ class FakeProvider:
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = QuietServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
         return self
 
     def stop(self) -> None:
@@ -139,6 +148,13 @@ class FakeProvider:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def reset(self) -> None:
+        """Forget requests and scripted replies, so one server can serve many tests."""
+        with self._lock:
+            self.requests.clear()
+            self._scripted.clear()
+        self.faults = None
 
     def _answer(self, request: Request) -> Reply:
         with self._lock:
