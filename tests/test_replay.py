@@ -1,8 +1,10 @@
 """Replay recorded histories: a change to workflow code must not break running journeys.
 
-`tests/histories/` holds histories recorded from the step-kind and cart tests
-(`JOURNEYS_RECORD_HISTORIES=<dir> pytest tests/test_step_kinds.py
-tests/test_abandoned_cart.py`). Every release must replay them all. The last
+`tests/histories/` holds histories recorded from the step-kind, cart and send-policy
+tests (`JOURNEYS_RECORD_HISTORIES=<dir> pytest tests/test_step_kinds.py
+tests/test_abandoned_cart.py tests/test_send_policy.py`), one generation per workflow
+change, prefixed with its patch name (`local_bookkeeping__`, `channel_queues__`); the
+unprefixed ones predate both. Every release must replay them all. The last
 two tests prove the check has teeth: an unversioned behaviour change is
 caught, the same change behind `workflow.patched` is not.
 """
@@ -22,7 +24,7 @@ from temporalio.worker import Replayer
 
 from orchestrator.dsl.models import STEP_KINDS
 from orchestrator.workflows.journey import JourneyWorkflow
-from orchestrator.workflows.types import JourneyInput
+from orchestrator.workflows.types import JourneyInput, SendRequest
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
@@ -41,7 +43,7 @@ def step_kinds(path: Path) -> set[str]:
     def walk(steps: list[Any]) -> None:
         for step in steps:
             found.update(k for k in step if k in STEP_KINDS and step[k] is not None)
-            for key in ("then", "on_timeout", "else"):
+            for key in ("then", "on_timeout", "else", "on_failure"):
                 walk(step.get(key) or [])
             for case in (step.get("branch") or []) + (step.get("split") or []):
                 walk(case.get("then") or [])
@@ -101,10 +103,21 @@ def activity_types(path: Path) -> list[str]:
     ]
 
 
-def test_the_corpus_holds_runs_from_before_and_after_the_bookkeeping_patch() -> None:
-    old, new = sorted(CART_HISTORIES, key=lambda p: p.stem.startswith("local_bookkeeping"))
-    assert "record_step" in activity_types(old)
-    assert activity_types(new) == ["send_message", "send_message"]  # the rest is local
+def generation(prefix: str) -> Path:
+    return next(p for p in CART_HISTORIES if p.stem.startswith(prefix))
+
+
+def test_the_corpus_holds_runs_from_each_generation() -> None:
+    assert "record_step" in activity_types(generation("test_"))
+    # Bookkeeping became local activities; sends were one activity each.
+    assert activity_types(generation("local_bookkeeping")) == ["send_message", "send_message"]
+    # Sends became prepare (journeys queue) + deliver (the channel's queue).
+    assert activity_types(generation("channel_queues")) == [
+        "prepare_message",
+        "deliver_message",
+        "prepare_message",
+        "deliver_message",
+    ]
 
 
 @pytest.mark.parametrize("path", CART_HISTORIES, ids=lambda p: p.stem)
@@ -138,8 +151,40 @@ class BookkeepingWithoutPatch(JourneyWorkflow):
         )
 
 
+@workflow.defn(name="JourneyWorkflow")
+class ChannelQueuesWithoutPatch(JourneyWorkflow):
+    """The prepare/deliver split as it would be without `workflow.patched`."""
+
+    @workflow.run
+    async def run(self, input: JourneyInput) -> str:
+        return await super().run(input)
+
+    async def send(self, step_id: str, channel: Any, template: str, *args: Any) -> Any:
+        request = SendRequest(
+            self.workflow_id,
+            self.state.entry_seq,
+            step_id,
+            self.journey_id,
+            self.contact_id,
+            channel,
+            template,
+            "marketing",
+            self.trigger_event_id,
+        )
+        return await self._prepare_and_deliver(request)
+
+
+async def test_the_channel_queue_change_needed_its_patch() -> None:
+    old = generation("local_bookkeeping")
+    result = await Replayer(workflows=[ChannelQueuesWithoutPatch]).replay_workflow(
+        load(old), raise_on_replay_failure=False
+    )
+    assert result.replay_failure is not None
+    await Replayer(workflows=[JourneyWorkflow]).replay_workflow(load(old))
+
+
 async def test_the_bookkeeping_change_needed_its_patch() -> None:
-    old = next(p for p in CART_HISTORIES if not p.stem.startswith("local_bookkeeping"))
+    old = generation("test_")
     result = await Replayer(workflows=[BookkeepingWithoutPatch]).replay_workflow(
         load(old), raise_on_replay_failure=False
     )
