@@ -12,7 +12,9 @@ from .errors import PermanentChannelError
 class EmailSettings(BaseSettings):
     """`JOURNEYS_EMAIL_FROM` is required by real email adapters; a journey may override it."""
 
-    model_config = SettingsConfigDict(env_prefix="JOURNEYS_EMAIL_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="JOURNEYS_EMAIL_", extra="ignore", populate_by_name=True
+    )
 
     from_: str | None = Field(default=None, validation_alias=AliasChoices("JOURNEYS_EMAIL_FROM"))
     reply_to: str | None = None

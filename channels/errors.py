@@ -72,15 +72,25 @@ class ChannelConfigError(ChannelError, RuntimeError):
     pass
 
 
+MAX_RETRY_AFTER = 86_400.0  # a provider asking for more than a day is not taken literally
+
+
 def retry_after_seconds(value: str | None) -> float | None:
-    """Parse a Retry-After header (delta seconds or an HTTP date) into seconds from now."""
+    """Parse a Retry-After header (delta seconds or an HTTP date) into seconds from now.
+
+    Garbage, NaN and infinity give None; anything over a day is capped at a day.
+    """
     if not value:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        if seconds != seconds or seconds in (float("inf"), float("-inf")):
+            return None
+        return min(MAX_RETRY_AFTER, max(0.0, seconds))
     from datetime import UTC, datetime
     from email.utils import parsedate_to_datetime
 
@@ -90,4 +100,4 @@ def retry_after_seconds(value: str | None) -> float | None:
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return min(MAX_RETRY_AFTER, max(0.0, (when - datetime.now(UTC)).total_seconds()))
