@@ -47,6 +47,9 @@ NOT_SENT = ("failed", "suppressed", "skipped")
 # Messages that count toward frequency caps: everything that passed policy.
 COUNTED = ("queued", "sending", *SENT)
 MAX_DEFERRALS = 30
+# A provider pause this short is waited out in the activity; a longer one is a retry
+# scheduled by Temporal (next_retry_delay), which frees the worker slot meanwhile.
+GATE_SLEEP_MAX = 5.0
 
 
 def addresses(contact: Contact, channel: str) -> list[str]:
@@ -331,12 +334,14 @@ class SendActivities:
                 return _result(row)  # already sent (a retry) or not sendable
             adapter = self.adapters[row.channel]
             waiting = self.gate.wait_time(adapter.name)
-            if waiting > 0:
+            if waiting > GATE_SLEEP_MAX:
                 raise ApplicationError(
                     f"{adapter.name} asked us to wait {waiting:.1f}s",
                     type="ProviderBackoff",
                     next_retry_delay=timedelta(seconds=waiting),
                 )
+            if waiting > 0:
+                time.sleep(waiting)
             devices: tuple[str, ...] = ()
             if row.channel == "push":
                 contact = session.get(Contact, row.contact_id)

@@ -1,0 +1,261 @@
+"""Provider answers through the whole pipeline: real journeys, real adapters and SDKs,
+loopback fakes. Permanent refusals are tried once, change what we know about the
+contact, and send the journey down the step's failure path; transient ones retry
+as the provider asked; a sent message is never sent again."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from fakes.fcm import FakeFCM
+from fakes.sendgrid import FakeSendGrid
+from fakes.twilio import FakeTwilio
+from harness import Bench, write_journey
+from sqlmodel import select
+from temporalio.testing import ActivityEnvironment
+
+from channels.email import EmailSettings
+from channels.firebase import FirebaseChannel
+from channels.sendgrid import SendGridChannel
+from channels.twilio import TwilioChannel
+from orchestrator.activities.sending import SendActivities
+from orchestrator.links import MessageLinks
+from orchestrator.rendering import Renderer
+from orchestrator.store.db import session_scope
+from orchestrator.store.tables import Contact, Message, Suppression
+from orchestrator.workflows import types as t
+
+PHONE, OTHER_PHONE = "+15550101010", "+15550102020"
+
+
+def templates(root: Path) -> Path:
+    for name in ("offer", "fallback"):
+        folder = root / name
+        folder.mkdir(parents=True)
+        (folder / "email.subject").write_text(f"{name} subject")
+        (folder / "email.html").write_text(f"<p>{name} for {{{{ contact.id }}}}</p>")
+        (folder / "push.title").write_text(name)
+        (folder / "push.body").write_text(f"{name} push")
+        (folder / "sms.body").write_text(f"{name} sms")
+    return root
+
+
+@pytest.fixture(scope="module")
+def sendgrid() -> Iterator[FakeSendGrid]:
+    with FakeSendGrid() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def twilio() -> Iterator[FakeTwilio]:
+    with FakeTwilio() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def fcm() -> Iterator[FakeFCM]:
+    with FakeFCM() as fake:
+        yield fake
+
+
+@pytest.fixture
+def adapters(
+    sendgrid: FakeSendGrid, twilio: FakeTwilio, fcm: FakeFCM, tmp_path: Path
+) -> dict[str, Any]:
+    for fake in (sendgrid, twilio, fcm):
+        fake.reset()
+    return {
+        "email": SendGridChannel(
+            sendgrid.api_key,
+            host=sendgrid.url,
+            email=EmailSettings(from_="Fernwood <shop@example.com>"),
+        ),
+        "sms": TwilioChannel(
+            account_sid=twilio.account_sid,
+            auth_token=twilio.auth_token,
+            sms_from="+15550000000",
+            base_url=twilio.url,
+        ),
+        "push": FirebaseChannel(
+            fcm.service_account(tmp_path / "service-account.json"), fcm_base_url=fcm.url
+        ),
+    }
+
+
+@pytest_asyncio.fixture
+async def bench(ts_env, sqlite_engine, tmp_path: Path) -> AsyncIterator[Bench]:  # type: ignore[no-untyped-def]
+    bench = Bench(
+        ts_env,
+        sqlite_engine,
+        tmp_path / "journeys",
+        templates(tmp_path / "templates"),
+        overrides={"marketing_cap": "none", "message_cap": "none"},
+    )
+    write_journey(
+        bench.journeys_dir,
+        "offer",
+        textwrap.dedent(
+            """
+            id: offer
+            name: Offer
+            trigger: { event: Offer }
+            entry: { re_entry: always }
+            steps:
+              - send: { id: offer, channel: sms, template: offer }
+                on_failure:
+                  - send: { id: fallback, channel: email, template: fallback }
+              - send: { id: push_offer, channel: push, template: offer }
+            """
+        ),
+    )
+    bench.deploy()
+    yield bench
+
+
+def row(bench: Bench, user: str, template: str) -> Message:
+    return next(m for m in bench.messages(user) if m.step_id == template)
+
+
+def contact(bench: Bench, user: str) -> Contact:
+    with session_scope(bench.engine) as session:
+        found = session.get(Contact, user)
+        assert found is not None
+        session.expunge(found)
+        return found
+
+
+def suppressions(bench: Bench) -> set[tuple[str, str, str]]:
+    with session_scope(bench.engine) as session:
+        return {(s.channel, s.address, s.reason) for s in session.exec(select(Suppression))}
+
+
+async def run_offer(bench: Bench, adapters: dict[str, Any], **people: dict[str, Any]) -> None:
+    async with bench.worker(adapters):
+        for user, traits in people.items():
+            context = traits.pop("context", {})
+            await bench.identify(user, context=context, **traits)
+            await bench.track(user, "Offer")
+            assert await bench.result("offer", user) == "completed"
+
+
+async def test_stop_reply_21610_opts_the_contact_out_and_takes_the_failure_path(
+    bench: Bench, adapters: dict[str, Any], twilio: FakeTwilio, sendgrid: FakeSendGrid
+) -> None:
+    twilio.stopped.add(PHONE)
+    await run_offer(bench, adapters, ann={"phone": PHONE, "email": "ann@example.com"})
+
+    offer = row(bench, "ann", "offer")
+    assert offer.status == "failed" and offer.attempts == 1
+    assert "unsubscribed" in (offer.error or "") and "21610" in (offer.error or "")
+    assert len([r for r in twilio.requests if r.path.endswith("/Messages.json")]) == 1
+    assert contact(bench, "ann").consent["sms"] == {"marketing": False, "transactional": False}
+    assert ("sms", PHONE, "unsubscribed") in suppressions(bench)
+    # The failure path: the email fallback went out through SendGrid.
+    fallback = row(bench, "ann", "fallback")
+    assert fallback.status == "sent" and fallback.channel == "email"
+    assert sendgrid.delivery(fallback.id).to == ["ann@example.com"]
+
+    # Next time, policy stops the SMS before Twilio is asked.
+    twilio.reset()
+    bench.finished.clear()
+    async with bench.worker(adapters):
+        await bench.track("ann", "Offer")
+        await bench.result("offer", "ann")
+    again = [m for m in bench.messages("ann") if m.step_id == "offer"][-1]
+    assert again.status == "suppressed" and twilio.requests == []
+
+
+async def test_invalid_number_is_suppressed_after_one_attempt(
+    bench: Bench, adapters: dict[str, Any], twilio: FakeTwilio
+) -> None:
+    twilio.invalid.add(OTHER_PHONE)
+    await run_offer(bench, adapters, bo={"phone": OTHER_PHONE, "email": "bo@example.com"})
+    offer = row(bench, "bo", "offer")
+    assert (offer.status, offer.attempts) == ("failed", 1)
+    assert "21211" in (offer.error or "")
+    assert ("sms", OTHER_PHONE, "invalid") in suppressions(bench)
+    assert row(bench, "bo", "fallback").status == "sent"
+
+
+async def test_dead_push_tokens_are_removed_and_live_devices_still_get_it(
+    bench: Bench, adapters: dict[str, Any], fcm: FakeFCM
+) -> None:
+    fcm.register("live-token")
+    # "gone-token" is unknown to FCM: UNREGISTERED.
+    await run_offer(
+        bench,
+        adapters,
+        cy={"phone": PHONE, "context": {"device": {"token": "gone-token"}}},
+    )
+    await run_offer(bench, adapters, dee={"phone": OTHER_PHONE, "context": {}})
+    with session_scope(bench.engine) as session:
+        for user, tokens in (("dee", ["live-token", "gone-token"]),):
+            found = session.get(Contact, user)
+            assert found is not None
+            found.push_tokens = tokens
+
+    push = row(bench, "cy", "push_offer")
+    assert push.status == "failed" and "dead_token" in (push.error or "")
+    assert contact(bench, "cy").push_tokens == []
+
+    bench.finished.clear()
+    async with bench.worker(adapters):
+        await bench.track("dee", "Offer")
+        await bench.result("offer", "dee")
+    latest = [m for m in bench.messages("dee") if m.step_id == "push_offer"][-1]
+    assert latest.status == "sent"
+    assert len(fcm.messages_to("live-token")) == 1
+    assert contact(bench, "dee").push_tokens == ["live-token"]
+
+
+async def test_rate_limited_send_retries_after_the_reset_and_sends_once(
+    bench: Bench, adapters: dict[str, Any], sendgrid: FakeSendGrid, twilio: FakeTwilio
+) -> None:
+    twilio.stopped.add(PHONE)  # so the journey goes to the email fallback
+    sendgrid.fail_next(FakeSendGrid.rate_limited(retry_after=1), FakeSendGrid.server_error(503))
+    await run_offer(bench, adapters, eve={"phone": PHONE, "email": "eve@example.com"})
+    fallback = row(bench, "eve", "fallback")
+    assert (fallback.status, fallback.attempts) == ("sent", 3)
+    assert sendgrid.by_msg_id()[fallback.id] == 1
+    assert fallback.provider_message_id == sendgrid.delivery(fallback.id).x_message_id
+
+
+async def test_a_retry_of_a_sent_message_returns_the_stored_id_without_calling_the_provider(
+    bench: Bench, adapters: dict[str, Any], sendgrid: FakeSendGrid
+) -> None:
+    sends = SendActivities(
+        bench.engine,
+        Renderer.from_settings(bench.settings),
+        adapters,
+        MessageLinks("http://127.0.0.1:8000", "secret"),
+        bench.settings,
+    )
+    await bench.identify("fay", email="fay@example.com")
+    request = t.SendRequest(
+        workflow_id="journey:offer:fay",
+        entry_seq=1,
+        step_id="fallback",
+        journey_id="offer",
+        contact_id="fay",
+        channel="email",
+        template="fallback",
+        category="transactional",
+        trigger_event_id=None,
+    )
+    env = ActivityEnvironment()
+    prepared = env.run(sends.prepare_message, request)
+    assert prepared.status == "ready"
+    first = env.run(sends.deliver_message, t.DeliverRequest(prepared.message_id or ""))
+    # Temporal retries both activities (a lost completion, a worker restart...).
+    again = env.run(sends.prepare_message, request)
+    second = env.run(sends.deliver_message, t.DeliverRequest(prepared.message_id or ""))
+    assert first.status == second.status == again.status == "sent"
+    assert again.message_id == prepared.message_id
+    assert len(sendgrid.requests) == 1
+    stored = row(bench, "fay", "fallback")
+    assert stored.attempts == 1 and stored.provider_message_id
