@@ -40,3 +40,28 @@ def test_console_prints_every_part_but_html_bodies() -> None:
     assert "--- email to ann@example.com (message m1)" in printed
     assert "subject: Hi" in printed and "text: Hi there" in printed
     assert "html: 9 characters" in printed
+
+
+def test_a_worker_refuses_to_start_without_a_providers_credentials(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("SENDGRID_API_KEY", "TWILIO_ACCOUNT_SID", "GOOGLE_APPLICATION_CREDENTIALS"):
+        monkeypatch.delenv(name, raising=False)
+    cases = {
+        "email_channel": ("sendgrid", "SENDGRID_API_KEY"),
+        "sms_channel": ("twilio", "TWILIO_ACCOUNT_SID"),
+        "push_channel": ("firebase", "GOOGLE_APPLICATION_CREDENTIALS"),
+    }
+    for setting, (adapter, variable) in cases.items():
+        with pytest.raises(ChannelConfigError, match=variable):
+            channel_adapters(Settings(**{setting: adapter}))
+
+
+def test_an_adapter_configured_for_a_channel_it_does_not_serve_is_refused() -> None:
+    with pytest.raises(ChannelConfigError, match=r"JOURNEYS_EMAIL_CHANNEL=twilio.*serves sms"):
+        channel_adapters(Settings(email_channel="twilio"))
+
+
+def test_every_built_in_adapter_is_discovered_through_the_entry_point() -> None:
+    names = set(available())
+    assert {"console", "sendgrid", "twilio", "firebase", "smtp", "webhook"} <= names
