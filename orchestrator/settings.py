@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     # Send policy (docs/sending.md).
     marketing_consent: Literal["implied", "explicit"] = "implied"
     marketing_cap: str = "3/24h"  # marketing messages per contact, all journeys; "none"
-    message_cap: str = "1/24h"  # the same message (template) per contact; "none"
+    message_cap: str = "1/24h"  # the same message (template) on one channel per contact; "none"
     quiet_hours_email: str = "none"
     quiet_hours_push: str = "21:00-08:00"
     quiet_hours_sms: str = "21:00-08:00"
@@ -79,7 +79,7 @@ class Settings(BaseSettings):
 
     @field_validator("marketing_cap", "message_cap")
     @classmethod
-    def _cap(cls, value: str, info: object) -> str:
+    def _cap(cls, value: str) -> str:
         from .policy import Cap
 
         Cap.parse(value)  # raises a ValueError that names the expected form

@@ -76,7 +76,18 @@ BROKEN = [
         steps: [exit]
         """,
         "j.yaml:4:1: unknown key 'descripton' in the journey (expected one of: id, name, "
-        "description, trigger, entry, exit_on, goal, steps)",
+        "description, trigger, entry, exit_on, goal, policy, sender, steps)",
+    ),
+    case(
+        "bad-quiet-hours-and-capped-choice",
+        """        policy:
+          when_capped: wait
+          quiet_hours: { sms: 9pm-8am }
+        steps: [exit]
+        """,
+        "j.yaml:5:16: invalid value 'wait' for when_capped (expected one of: skip, defer)",
+        "j.yaml:6:22: invalid quiet hours '9pm-8am': expected HH:MM-HH:MM on a 24-hour "
+        "clock, like 21:00-08:00, or none",
     ),
     case(
         "unknown-key-in-send",
@@ -407,7 +418,7 @@ BROKEN = [
         """,
         "j.yaml:10:23: invalid duration 'soon': expected a number with a unit s, m, h, d or w, "
         "such as 30m, 24h, 2d or 1d12h",
-        "j.yaml:13:9: unknown key 'then' in send step (expected one of: send, id)",
+        "j.yaml:13:9: unknown key 'then' in send step (expected one of: send, on_failure, id)",
     ),
 ]
 

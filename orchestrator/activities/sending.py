@@ -258,8 +258,12 @@ class SendActivities:
                 Message.queued_at > now - timedelta(seconds=cap.within),  # type: ignore[operator]
                 Message.id != row.id,
             )
-            if same_template:
-                query = query.where(Message.template == row.template)
+            if (
+                same_template
+            ):  # the same message on the same channel (a follow-up elsewhere is fine)
+                query = query.where(
+                    Message.template == row.template, Message.channel == row.channel
+                )
             times = [q for q in session.exec(query) if q is not None]
             release = cap_release(times, cap, now)
             if release is None:
