@@ -86,7 +86,7 @@ BROKEN = [
         steps: [exit]
         """,
         "j.yaml:5:16: invalid value 'wait' for when_capped (expected one of: skip, defer)",
-        "j.yaml:6:22: invalid quiet hours '9pm-8am': expected HH:MM-HH:MM on a 24-hour "
+        "j.yaml:6:23: invalid quiet hours '9pm-8am': expected HH:MM-HH:MM on a 24-hour "
         "clock, like 21:00-08:00, or none",
     ),
     case(
