@@ -380,3 +380,30 @@ async def test_a_journey_can_override_quiet_hours(
         await bench.result("flash", "p")
     deferred = any(e["status"] == "deferred" for e in message(bench, "p", "promo").timeline)
     assert deferred == (quiet != "none")
+
+
+async def test_wait_for_failed_engagement_sees_a_message_that_was_not_sent(bench: Bench) -> None:
+    journey(
+        bench,
+        """
+        id: check_failed
+        name: Check failed
+        trigger: { event: Go }
+        steps:
+          - send: { id: promo, channel: email, template: promo }
+          - wait_for: { message: promo, engagement: failed, timeout: 1h }
+            then:
+              - send: { id: nudge, channel: sms, template: nudge }
+        """,
+    )
+    async with bench.worker():
+        for user, consent in (("blocked", {"email": False}), ("fine", {})):
+            await bench.identify(user, email=f"{user}@example.com", phone="+15550007777")
+            set_contact(bench, user, consent=consent)
+            await bench.track(user, "Go")
+            assert await bench.result("check_failed", user) == "completed"
+    assert outcome(bench, "blocked") == {
+        "promo": ("suppressed", "email"),
+        "nudge": ("sent", "sms"),
+    }
+    assert outcome(bench, "fine") == {"promo": ("sent", "email")}

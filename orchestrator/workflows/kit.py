@@ -276,6 +276,10 @@ class JourneyBase:
         )
         if workflow.patched(CHANNEL_QUEUES):
             result = await self._prepare_and_deliver(request)
+            if result.status != "sent":  # `wait_for: {message: ..., engagement: failed}`
+                kinds = self.state.engagements.setdefault(step_id, [])
+                if "failed" not in kinds:
+                    kinds.append("failed")
         else:
             result = await self._activity_send(t.SEND_MESSAGE, request, SENDING)
         if result.message_id:
