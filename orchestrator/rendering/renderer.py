@@ -245,11 +245,23 @@ class Renderer:
         return parts
 
 
+# What the firebase adapter adds besides the rendered parts: journey and step ids in
+# `data`, the analytics label and platform keys (ids are at most 63 + 200 characters).
+PUSH_ENVELOPE_BYTES = 400
+
+
 def push_payload(parts: dict[str, str], message_id: str) -> bytes:
-    """The FCM message body our push carries (without the device token), as sent."""
+    """The FCM message body our push carries (without the device token), as the
+    firebase adapter builds it: the image is repeated for APNs and the link for web
+    push, and PUSH_ENVELOPE_BYTES stand for the ids and labels added at send time."""
     notification = {k: parts[k] for k in ("title", "body", "image") if parts.get(k)}
-    data = {"message_id": message_id, **({"link": parts["link"]} if parts.get("link") else {})}
-    body = {"notification": notification, "data": data}
+    data = {"msg_id": message_id, **({"link": parts["link"]} if parts.get("link") else {})}
+    body: dict[str, object] = {"notification": notification, "data": data}
+    if parts.get("image"):
+        body["apns"] = {"fcm_options": {"image": parts["image"]}}
+    if parts.get("link"):
+        body["webpush"] = {"fcm_options": {"link": parts["link"]}}
+    body["envelope"] = "x" * PUSH_ENVELOPE_BYTES
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
