@@ -40,7 +40,11 @@ INVALID_RECIPIENT = {
     21211: "the 'To' number is not a valid phone number",
     21614: "the 'To' number cannot receive SMS (landline or unreachable carrier)",
     21612: "Twilio cannot route a message between this sender and the 'To' number",
-    21408: "SMS to the 'To' number's region is not enabled on the Twilio account",
+}
+# Account settings, not bad numbers: the message fails, the number is not suppressed.
+ACCOUNT_REFUSALS = {
+    21408: "SMS to the 'To' number's region is not enabled on the Twilio account "
+    "(Messaging > Settings > Geo permissions)",
 }
 UNSUBSCRIBED = 21610  # the recipient replied STOP to this sender or Messaging Service
 AUTH_FAILED = 20003
@@ -305,6 +309,8 @@ class TwilioChannel(Channel):
             return self._permanent(
                 f"{INVALID_RECIPIENT[code]} {where}", status, code, "invalid_recipient"
             )
+        if code in ACCOUNT_REFUSALS:
+            return self._permanent(f"{ACCOUNT_REFUSALS[code]} {where}", status, code, "rejected")
         if code == UNSUBSCRIBED:
             return self._permanent(
                 f"the recipient replied STOP to this sender {where}", status, code, "unsubscribed"

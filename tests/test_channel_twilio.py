@@ -184,7 +184,7 @@ def _script(fake: FakeTwilio, code: int) -> None:
         (lambda f: None, "0415 555 0123", 21211, "invalid_recipient"),  # not E.164
         (lambda f: f.landlines.add(TO), TO, 21614, "invalid_recipient"),
         (lambda f: _script(f, 21612), TO, 21612, "invalid_recipient"),
-        (lambda f: _script(f, 21408), TO, 21408, "invalid_recipient"),
+        (lambda f: _script(f, 21408), TO, 21408, "rejected"),
         (lambda f: f.stopped.add(TO), TO, 21610, "unsubscribed"),
     ],
     ids=["21211", "21211-not-e164", "21614-landline", "21612", "21408", "21610-stop"],
