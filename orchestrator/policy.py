@@ -68,9 +68,17 @@ class QuietHours:
         day = local.date()
         if spans_midnight and clock >= self.start:
             day += timedelta(days=1)
-        end = datetime.combine(day, self.end, tzinfo=zone)
-        # A DST gap can make the wall-clock end not exist; fold to the next real instant.
-        return max(end.astimezone(UTC), now.astimezone(UTC) + timedelta(seconds=1))
+        # The first instant after `now` when the local clock shows `end`: on the day the
+        # clocks go back, `end` may occur twice (fold 0 and 1); on the day they go forward
+        # it may not exist, and fold 0 then reads it with the earlier offset, i.e. just
+        # after the jump (a little late, never early).
+        wall = datetime.combine(day, self.end)
+        moment = now.astimezone(UTC)
+        for fold in (0, 1):
+            end = wall.replace(tzinfo=zone, fold=fold).astimezone(UTC)
+            if end > moment:
+                return end
+        return moment + timedelta(minutes=1)
 
 
 @dataclass(frozen=True)

@@ -139,14 +139,18 @@ def build_worker(
     settings: Settings,
     adapters: dict[str, Channel] | None = None,
     task_queue: str | None = None,
+    workflows: list[type] | None = None,
     **options: Any,
 ) -> WorkerGroup:
-    """Workers for the queues in JOURNEYS_WORKER_QUEUES; `options` go to the journeys one."""
+    """Workers for the queues in JOURNEYS_WORKER_QUEUES; `options` go to the journeys one.
+
+    `workflows` replaces the journey workflow classes (upgrade tests run old code).
+    """
     queue = task_queue or settings.task_queue
     wanted = settings.worker_queues
     channels = [c for c in ("email", "push", "sms") if c in wanted]
-    if adapters is None:
-        adapters = channel_adapters(settings, channels if "main" not in wanted else None)
+    if adapters is None:  # only the channels this worker delivers on need credentials
+        adapters = channel_adapters(settings, channels)
     sends = SendActivities(
         engine,
         Renderer.from_settings(settings),
@@ -161,7 +165,7 @@ def build_worker(
             Worker(
                 client,
                 task_queue=queue,
-                workflows=[JourneyWorkflow, *python_journeys(settings)],
+                workflows=workflows or [JourneyWorkflow, *python_journeys(settings)],
                 activities=[
                     runs.enter_run,
                     runs.record_step,
@@ -171,6 +175,7 @@ def build_worker(
                     contacts.next_local_time,
                     contacts.update_contact,
                     sends.prepare_message,
+                    sends.give_up_message,
                     sends.send_message,
                 ],
                 activity_executor=ThreadPoolExecutor(max_workers=16),

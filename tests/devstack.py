@@ -67,6 +67,8 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     }
     env.update(NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
     env["PYTHONUNBUFFERED"] = "1"
+    # The wall clock must not decide a test: no quiet hours unless a test sets them.
+    env.update(JOURNEYS_QUIET_HOURS_PUSH="none", JOURNEYS_QUIET_HOURS_SMS="none")
     env.update(extra)
     return env
 

@@ -5,10 +5,12 @@ as the provider asked; a sent message is never sent again."""
 
 from __future__ import annotations
 
+import dataclasses
 import textwrap
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import pytest_asyncio
@@ -19,7 +21,9 @@ from harness import Bench, write_journey
 from sqlmodel import select
 from temporalio.testing import ActivityEnvironment
 
+from channels.base import Channel, OutgoingMessage, Receipt
 from channels.email import EmailSettings
+from channels.errors import TransientChannelError
 from channels.firebase import FirebaseChannel
 from channels.sendgrid import SendGridChannel
 from channels.twilio import TwilioChannel
@@ -27,6 +31,7 @@ from orchestrator.activities.sending import SendActivities
 from orchestrator.links import MessageLinks
 from orchestrator.rendering import Renderer
 from orchestrator.store.db import session_scope
+from orchestrator.store.suppressions import suppress
 from orchestrator.store.tables import Contact, Message, Suppression
 from orchestrator.workflows import types as t
 
@@ -259,3 +264,120 @@ async def test_a_retry_of_a_sent_message_returns_the_stored_id_without_calling_t
     assert len(sendgrid.requests) == 1
     stored = row(bench, "fay", "fallback")
     assert stored.attempts == 1 and stored.provider_message_id
+
+
+class Scripted(Channel):
+    """A provider stand-in for pipeline edge cases: runs `behaviour` on each send."""
+
+    name: ClassVar[str] = "scripted"
+    serves: ClassVar[tuple[str, ...]] = ("email", "push", "sms")
+
+    def __init__(self, behaviour: Any) -> None:
+        self.behaviour = behaviour
+        self.calls = 0
+
+    def send(self, message: OutgoingMessage) -> Receipt:
+        self.calls += 1
+        return self.behaviour(message)
+
+
+def always_busy(message: OutgoingMessage) -> Receipt:
+    raise TransientChannelError("provider busy", provider="scripted", status=503)
+
+
+async def test_when_retries_run_out_the_message_fails_and_the_failure_path_runs(
+    bench: Bench, adapters: dict[str, Any]
+) -> None:
+    busy = Scripted(always_busy)
+    await run_offer(bench, {**adapters, "sms": busy}, gus={"phone": PHONE, "email": "g@x.io"})
+    offer = row(bench, "gus", "offer")
+    assert offer.status == "failed" and offer.attempts == busy.calls == 25
+    assert "gave up after 25 attempts" in (offer.error or "")
+    assert row(bench, "gus", "fallback").status == "sent"
+
+
+def activities(bench: Bench, adapters: dict[str, Any]) -> SendActivities:
+    return SendActivities(
+        bench.engine,
+        Renderer.from_settings(bench.settings),
+        adapters,
+        MessageLinks("http://127.0.0.1:8000", "secret"),
+        bench.settings,
+    )
+
+
+def sms_request(user: str, step: str = "offer") -> t.SendRequest:
+    return t.SendRequest(
+        workflow_id=f"journey:offer:{user}",
+        entry_seq=1,
+        step_id=step,
+        journey_id="offer",
+        contact_id=user,
+        channel="sms",
+        template="offer",
+        category="marketing",
+        trigger_event_id=None,
+        now="2026-06-10T12:00:00+00:00",
+    )
+
+
+def attempt_at(env: ActivityEnvironment, when: datetime) -> None:
+    env.info = dataclasses.replace(env.info, current_attempt_scheduled_time=when)
+
+
+async def test_delivery_checks_policy_again_when_it_happens(bench: Bench) -> None:
+    """Retries and a busy queue can put hours between prepare and delivery."""
+    accepted = Scripted(lambda m: Receipt(provider_message_id=f"p-{m.message_id}"))
+    sends = activities(bench, {"sms": accepted})
+    quiet = {"quiet_hours": {"sms": "21:00-08:00"}}
+    env = ActivityEnvironment()
+    for user in ("night", "stopped"):
+        await bench.identify(user, phone=PHONE, context={"timezone": "UTC"})
+        prepared = env.run(sends.prepare_message, dataclasses.replace(sms_request(user)))
+        assert prepared.status == "ready"
+
+    attempt_at(env, datetime(2026, 6, 10, 22, 0, tzinfo=UTC))  # quiet hours now
+    night = row(bench, "night", "offer")
+    held = env.run(sends.deliver_message, t.DeliverRequest(night.id, {}, quiet))
+    assert (held.status, held.retry_at) == ("deferred", "2026-06-11T08:00:00+00:00")
+
+    with session_scope(bench.engine) as session:  # replied STOP meanwhile
+        suppress(session, "sms", PHONE, "unsubscribed", "twilio")
+    attempt_at(env, datetime(2026, 6, 10, 13, 0, tzinfo=UTC))
+    stopped = row(bench, "stopped", "offer")
+    result = env.run(sends.deliver_message, t.DeliverRequest(stopped.id, {}, quiet))
+    assert result.status == "suppressed"
+    assert accepted.calls == 0
+
+
+async def test_recording_a_long_provider_id_never_causes_a_resend(
+    bench: Bench, engine: Any
+) -> None:
+    long_id = Scripted(lambda m: Receipt(provider_message_id="x" * 300))
+    bench.engine = engine
+    sends = activities(bench, {"sms": long_id})
+    await bench.identify("hal", phone=PHONE)
+    env = ActivityEnvironment()
+    prepared = env.run(sends.prepare_message, sms_request("hal"))
+    for _ in range(2):  # a retry finds it sent
+        result = env.run(sends.deliver_message, t.DeliverRequest(prepared.message_id or ""))
+        assert result.status == "sent"
+    assert long_id.calls == 1
+    assert row(bench, "hal", "offer").provider_message_id == "x" * 255
+
+
+async def test_a_webhook_that_already_said_delivered_is_not_overwritten(bench: Bench) -> None:
+    def delivered_before_we_record(message: OutgoingMessage) -> Receipt:
+        with session_scope(bench.engine) as session:  # the status callback won the race
+            found = session.get(Message, message.message_id)
+            assert found is not None
+            found.status = "delivered"
+        return Receipt(provider_message_id="SM1")
+
+    sends = activities(bench, {"sms": Scripted(delivered_before_we_record)})
+    await bench.identify("ivy", phone=PHONE)
+    env = ActivityEnvironment()
+    prepared = env.run(sends.prepare_message, sms_request("ivy"))
+    env.run(sends.deliver_message, t.DeliverRequest(prepared.message_id or ""))
+    stored = row(bench, "ivy", "offer")
+    assert (stored.status, stored.provider_message_id) == ("delivered", "SM1")

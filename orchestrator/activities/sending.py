@@ -47,6 +47,7 @@ NOT_SENT = ("failed", "suppressed", "skipped")
 # Messages that count toward frequency caps: everything that passed policy.
 COUNTED = ("queued", "sending", *SENT)
 MAX_DEFERRALS = 30
+ACCEPTED_UNRECORDED = "AcceptedUnrecorded"  # the provider has it: the workflow counts it sent
 # A provider pause this short is waited out in the activity; a longer one is a retry
 # scheduled by Temporal (next_retry_delay), which frees the worker slot meanwhile.
 GATE_SLEEP_MAX = 5.0
@@ -120,8 +121,12 @@ class SendActivities:
 
     @activity.defn(name=t.DELIVER_MESSAGE)
     def deliver_message(self, req: t.DeliverRequest) -> t.SendResult:
-        """Hand a prepared message to its adapter, at most once per successful attempt."""
-        return self._deliver(req.message_id, req.options)
+        """Hand a prepared message to its adapter, at most once per successful attempt.
+
+        Consent, the suppression list and quiet hours are checked again first: retries
+        and a busy channel queue can put hours between prepare and delivery.
+        """
+        return self._deliver(req.message_id, req.options, req.policy, _attempt_time())
 
     @activity.defn(name=t.SEND_MESSAGE)
     def send_message(self, req: t.SendRequest) -> t.SendResult:
@@ -134,7 +139,13 @@ class SendActivities:
         if prepared.status != "ready" or prepared.message_id is None:
             return prepared
         options = (req.sender or {}).get(prepared.channel or "", {})
-        return self._deliver(prepared.message_id, options)
+        if prepared.channel not in self.adapters:
+            raise ApplicationError(
+                f"this worker has no {prepared.channel} adapter: runs started before channel "
+                "queues need every adapter on the journeys workers",
+                type="AdapterMissing",
+            )
+        return self._deliver(prepared.message_id, options, None, None)
 
     # --- prepare -------------------------------------------------------------
 
@@ -324,7 +335,14 @@ class SendActivities:
 
     # --- deliver -------------------------------------------------------------
 
-    def _deliver(self, message_id: str, options: dict[str, Any]) -> t.SendResult:
+    def _deliver(
+        self,
+        message_id: str,
+        options: dict[str, Any],
+        policy: dict[str, Any] | None,
+        now: datetime | None,
+    ) -> t.SendResult:
+        """`policy`/`now` given: re-check quiet hours too (runs with deferral support)."""
         no_device: ApplicationError | None = None
         with session_scope(self.engine) as session:
             row = session.get(Message, message_id, with_for_update=True)
@@ -336,6 +354,9 @@ class SendActivities:
                 )
             if row.status not in ("queued", "sending"):
                 return _result(row)  # already sent (a retry) or not sendable
+            contact = session.get(Contact, row.contact_id)
+            if self._held(session, row, contact, policy, now):
+                return _result(row)
             adapter = self.adapters[row.channel]
             waiting = self.gate.wait_time(adapter.name)
             if waiting > GATE_SLEEP_MAX:
@@ -348,7 +369,6 @@ class SendActivities:
                 time.sleep(waiting)
             devices: tuple[str, ...] = ()
             if row.channel == "push":
-                contact = session.get(Contact, row.contact_id)
                 tokens = list(contact.push_tokens or []) if contact else []
                 blocked = suppressed_addresses(session, "push", tokens)
                 devices = tuple(tok for tok in tokens if tok not in blocked)
@@ -367,8 +387,9 @@ class SendActivities:
                 links=self.links.for_message(row.id),
             )
             if no_device is None:
-                # The ledger says "handed to the provider" before the call: a retry
-                # that finds `sending` knows the provider may already have it.
+                # The ledger says "handed to the provider" before the call: a retry that
+                # finds `sending` cannot know whether the provider got it, and resends
+                # (at least once); that window is measured in send-reliability.md.
                 row.status = "sending"
                 row.attempts += 1
         if no_device is not None:
@@ -392,16 +413,64 @@ class SendActivities:
             raise ApplicationError(
                 f"{adapter.name}: {exc}", type="PermanentSendError", non_retryable=True
             ) from exc
-        return self._accepted(message_id, receipt)
+        return self._record_acceptance(message_id, receipt)
+
+    def _held(
+        self,
+        session: Session,
+        row: Message,
+        contact: Contact | None,
+        policy: dict[str, Any] | None,
+        now: datetime | None,
+    ) -> bool:
+        """Policy again at delivery: an opt-out, a suppression or quiet hours since prepare."""
+        if contact is None:
+            _set(row, "failed", f"contact {row.contact_id!r} no longer exists", check="deliver")
+            return True
+        explicit = self.settings.marketing_consent == "explicit"
+        refusal = consent_refusal(contact.consent or {}, row.channel, row.category, explicit)
+        if refusal is None and row.channel != "push" and row.recipient:
+            blocked = suppressed_addresses(session, row.channel, [row.recipient])
+            if blocked:
+                reason = blocked[row.recipient]
+                refusal = f"{row.channel} address on the suppression list ({reason})"
+        if refusal is not None:
+            _set(row, "suppressed", refusal, check="deliver")
+            return True
+        if policy is None or now is None or row.category != "marketing":
+            return False
+        return self._quiet(row, policy, contact, now)
+
+    def _record_acceptance(self, message_id: str, receipt: Receipt) -> t.SendResult:
+        """Mark the message sent; the provider has it, so never let this become a resend.
+
+        A failure here would leave the row `sending`, and a retry would call the provider
+        again: try a few times, then end the activity for good as "accepted, unrecorded".
+        """
+        for attempt in range(3):
+            try:
+                return self._accepted(message_id, receipt)
+            except Exception as exc:  # the database, not the provider, failed
+                activity.logger.warning("recording the send of %s failed: %s", message_id, exc)
+                if attempt == 2:
+                    raise ApplicationError(
+                        f"the provider accepted message {message_id} "
+                        f"({receipt.provider_message_id[:100]}) but recording it failed: {exc}",
+                        type=ACCEPTED_UNRECORDED,
+                        non_retryable=True,
+                    ) from exc
+                time.sleep(0.5 * (attempt + 1))
+        raise AssertionError("unreachable")
 
     def _accepted(self, message_id: str, receipt: Receipt) -> t.SendResult:
         with session_scope(self.engine) as session:
-            row = session.get(Message, message_id)
+            row = session.get(Message, message_id, with_for_update=True)
             assert row is not None
-            row.provider_message_id = receipt.provider_message_id
-            row.sent_at = utcnow()
-            row.error = None
-            _set(row, "sent", receipt.status if receipt.status != "sent" else None)
+            row.provider_message_id = receipt.provider_message_id[:255]
+            row.sent_at = row.sent_at or utcnow()
+            if row.status in ("queued", "sending"):  # a webhook may already have said more
+                row.error = None
+                _set(row, "sent", receipt.status if receipt.status != "sent" else None)
             if receipt.dead_devices:
                 _forget_devices(session, row.contact_id, receipt.dead_devices)
             return _result(row)
@@ -421,6 +490,25 @@ class SendActivities:
                 suppress(session, row.channel, row.recipient, "invalid", source, str(exc))
             elif exc.reason == "dead_token":
                 _forget_devices(session, row.contact_id, exc.dead_devices or (row.recipient,))
+            if exc.dead_devices and exc.reason != "dead_token":
+                _forget_devices(session, row.contact_id, exc.dead_devices)
+
+    @activity.defn(name=t.GIVE_UP_MESSAGE)
+    def give_up_message(self, req: t.GiveUpRequest) -> None:
+        """Delivery retries ran out: the row must not stay `sending` (and capped) forever."""
+        with session_scope(self.engine) as session:
+            row = session.get(Message, req.message_id, with_for_update=True)
+            if row is not None and row.status in ("queued", "sending"):
+                _set(row, "failed", req.reason, check="deliver")
+
+
+def _attempt_time() -> datetime:
+    """When Temporal scheduled this attempt, by the server's clock (time skipping too)."""
+    try:
+        scheduled = activity.info().current_attempt_scheduled_time
+    except RuntimeError:  # called outside an activity
+        return utcnow()
+    return scheduled if scheduled.year > 2000 else utcnow()  # test environments: epoch
 
 
 def _forget_devices(session: Session, contact_id: str, tokens: tuple[str | None, ...]) -> None:

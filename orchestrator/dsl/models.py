@@ -270,7 +270,13 @@ def _check_quiet_hours(value: str | None) -> str | None:
     return value
 
 
-QuietWindow = Annotated[str | None, AfterValidator(_check_quiet_hours)]
+def _off_is_none(value: Any) -> Any:
+    return "none" if value is False else value  # YAML reads a bare `off` / `no` as false
+
+
+QuietWindow = Annotated[
+    str | None, BeforeValidator(_off_is_none), AfterValidator(_check_quiet_hours)
+]
 
 
 class QuietHoursSpec(Model):

@@ -16,7 +16,7 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from . import types as t
@@ -38,6 +38,7 @@ PREPARING = {
     "start_to_close_timeout": timedelta(seconds=60),
     "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=1), maximum_attempts=30),
 }
+DELIVERY_ATTEMPTS = 25
 DELIVERING = {
     # Covers the SDK's own timeout (10 s) and FCM's built-in retries (~7 s).
     "start_to_close_timeout": timedelta(seconds=60),
@@ -45,8 +46,8 @@ DELIVERING = {
         initial_interval=timedelta(seconds=2),
         backoff_coefficient=2.0,
         maximum_interval=timedelta(minutes=10),
-        maximum_attempts=25,
-        non_retryable_error_types=["PermanentSendError"],
+        maximum_attempts=DELIVERY_ATTEMPTS,
+        non_retryable_error_types=["PermanentSendError", "AcceptedUnrecorded"],
     ),
 }
 # An engagement implies the weaker ones: a click means the email was opened.
@@ -274,7 +275,9 @@ class JourneyBase:
             policy=policy or {},
             sender=sender or {},
         )
-        if workflow.patched(CHANNEL_QUEUES):
+        # Per send, not per run: `patched` keeps its first answer for the whole run, so a
+        # run that sent before the upgrade would otherwise send everything the old way.
+        if workflow.patched(CHANNEL_QUEUES) or workflow.patched(f"{CHANNEL_QUEUES}:{step_id}"):
             result = await self._prepare_and_deliver(request)
             if result.status != "sent":  # `wait_for: {message: ..., engagement: failed}`
                 kinds = self.state.engagements.setdefault(step_id, [])
@@ -290,22 +293,51 @@ class JourneyBase:
         while True:
             request.now = workflow.now().isoformat()
             prepared = await self._activity_send(t.PREPARE_MESSAGE, request, PREPARING)
-            if prepared.status != "deferred" or not prepared.retry_at:
-                break
-            request.deferrals += 1
-            await self.sleep_until(datetime.fromisoformat(prepared.retry_at))
-        if prepared.status != "ready" or not prepared.message_id or not prepared.channel:
-            return prepared
-        options = (request.sender or {}).get(prepared.channel) or {}
-        result = await self._activity_send(
-            t.DELIVER_MESSAGE,
-            t.DeliverRequest(prepared.message_id, options),
-            DELIVERING,
-            task_queue=t.channel_queue(workflow.info().task_queue, prepared.channel),
-        )
-        if result.message_id is None:
-            result.message_id, result.channel = prepared.message_id, prepared.channel
-        return result
+            if prepared.status == "deferred" and prepared.retry_at:
+                request.deferrals += 1
+                await self.sleep_until(datetime.fromisoformat(prepared.retry_at))
+                continue
+            if prepared.status != "ready" or not prepared.message_id or not prepared.channel:
+                return prepared
+            result = await self._deliver(request, prepared)
+            if result.status == "deferred" and result.retry_at:  # quiet hours began meanwhile
+                request.deferrals += 1
+                await self.sleep_until(datetime.fromisoformat(result.retry_at))
+                continue
+            return result
+
+    async def _deliver(self, request: t.SendRequest, prepared: t.SendResult) -> t.SendResult:
+        assert prepared.message_id is not None and prepared.channel is not None
+        try:
+            return await workflow.execute_activity(
+                t.DELIVER_MESSAGE,
+                t.DeliverRequest(
+                    prepared.message_id,
+                    (request.sender or {}).get(prepared.channel) or {},
+                    request.policy,
+                ),
+                result_type=t.SendResult,
+                task_queue=t.channel_queue(workflow.info().task_queue, prepared.channel),
+                **DELIVERING,
+            )
+        except ActivityError as exc:
+            if is_cancelled_exception(exc):
+                raise
+            cause = exc.cause
+            kind = getattr(cause, "type", None)
+            if kind == "AcceptedUnrecorded":  # the provider has it: never send it again
+                return t.SendResult(prepared.message_id, "sent", prepared.channel)
+            if kind != "PermanentSendError":  # retries ran out on transient errors
+                await self._bookkeeping(
+                    t.GIVE_UP_MESSAGE,
+                    t.GiveUpRequest(
+                        prepared.message_id,
+                        f"gave up after {DELIVERY_ATTEMPTS} attempts "
+                        f"(the provider may have accepted one): {cause}",
+                    ),
+                )
+            workflow.logger.warning("send %s failed: %s", request.step_id, cause)
+            return t.SendResult(prepared.message_id, "failed", prepared.channel, str(cause))
 
     async def _activity_send(
         self, name: str, arg: Any, options: dict[str, Any], task_queue: str | None = None
@@ -316,6 +348,8 @@ class JourneyBase:
                 name, arg, result_type=t.SendResult, task_queue=task_queue, **options
             )
         except ActivityError as exc:
+            if is_cancelled_exception(exc):
+                raise  # the run is being cancelled: not a failed send
             cause = exc.cause
             workflow.logger.warning("send %s failed: %s", name, cause)
             return t.SendResult(message_id=None, status="failed", error=str(cause))

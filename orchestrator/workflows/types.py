@@ -22,6 +22,7 @@ NEXT_LOCAL_TIME = "next_local_time"
 SEND_MESSAGE = "send_message"  # prepare + deliver in one: runs started before channel queues
 PREPARE_MESSAGE = "prepare_message"
 DELIVER_MESSAGE = "deliver_message"
+GIVE_UP_MESSAGE = "give_up_message"
 UPDATE_CONTACT = "update_contact"
 
 
@@ -158,6 +159,13 @@ class SendResult:
 class DeliverRequest:
     message_id: str
     options: dict[str, Any] = field(default_factory=dict)  # the journey's sender for the channel
+    policy: dict[str, Any] | None = None  # the journey's policy: quiet hours re-checked
+
+
+@dataclass
+class GiveUpRequest:
+    message_id: str
+    reason: str
 
 
 @dataclass

@@ -35,6 +35,8 @@ def upgrade() -> None:
         batch.add_column(sa.Column("queued_at", sa.DateTime(timezone=True), nullable=True))
         batch.add_column(sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"))
         batch.create_index("ix_messages_contact_queued", ["contact_id", "queued_at"])
+    # Messages sent before this migration count toward frequency caps from their send time.
+    op.execute("UPDATE messages SET queued_at = sent_at WHERE queued_at IS NULL")
 
 
 def downgrade() -> None:
