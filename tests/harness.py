@@ -149,6 +149,19 @@ def write_message(name: str, files: dict[str, str], templates: Path = Path("temp
     return folder
 
 
+def tiny_templates(root: Path, names: tuple[str, ...]) -> Path:
+    """One tiny message per name, with a version for every channel."""
+    for name in names:
+        folder = root / name
+        folder.mkdir(parents=True)
+        (folder / "email.subject").write_text(f"{name} for {{{{ contact.id }}}}")
+        (folder / "email.text").write_text(f"{name} body")
+        (folder / "push.title").write_text(name)
+        (folder / "push.body").write_text(f"{name} push")
+        (folder / "sms.body").write_text(f"{name} sms")
+    return root
+
+
 def write_journey(folder: Path, name: str, text: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.yaml"

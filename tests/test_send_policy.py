@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import pytest_asyncio
-from harness import Bench, save_histories, write_journey
+from harness import Bench, save_histories, tiny_templates, write_journey
 from temporalio.api.enums.v1 import EventType
 
 from orchestrator.store.db import session_scope
@@ -24,15 +24,7 @@ MESSAGES = ("promo", "receipt", "a1", "a2", "b1", "b2", "c1", "d1", "nudge", "so
 
 
 def templates(root: Path) -> Path:
-    for name in MESSAGES:
-        folder = root / name
-        folder.mkdir(parents=True)
-        (folder / "email.subject").write_text(f"{name} for {{{{ contact.id }}}}")
-        (folder / "email.text").write_text(f"{name} body")
-        (folder / "push.title").write_text(name)
-        (folder / "push.body").write_text(f"{name} push")
-        (folder / "sms.body").write_text(f"{name} sms")
-    return root
+    return tiny_templates(root, MESSAGES)
 
 
 def make_bench(env: Any, engine: Any, tmp_path: Path, **overrides: Any) -> Bench:

@@ -10,7 +10,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest_asyncio
-from harness import Bench, save_histories, write_journey
+from harness import Bench, save_histories, tiny_templates, write_journey
 from sqlmodel import select
 from temporalio.api.enums.v1 import EventType
 
@@ -24,16 +24,7 @@ MESSAGES = ("thanks", "nudge", "gold", "basic", "variant_a", "variant_b", "hello
 
 
 def templates(root: Path) -> Path:
-    """One tiny template per message, for every channel."""
-    for name in MESSAGES:
-        folder = root / name
-        folder.mkdir(parents=True)
-        (folder / "email.subject").write_text(f"{name} for {{{{ contact.id }}}}")
-        (folder / "email.text").write_text(f"{name} body")
-        (folder / "push.title").write_text(name)
-        (folder / "push.body").write_text(f"{name} push")
-        (folder / "sms.body").write_text(f"{name} sms")
-    return root
+    return tiny_templates(root, MESSAGES)
 
 
 @pytest_asyncio.fixture
