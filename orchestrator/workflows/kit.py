@@ -38,15 +38,19 @@ PREPARING = {
     "start_to_close_timeout": timedelta(seconds=60),
     "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=1), maximum_attempts=30),
 }
-DELIVERY_ATTEMPTS = 25
+# Transient failures retry for a time, not a number of attempts: a provider that keeps
+# answering 429 (each answer an attempt) or a Twilio sender queue that stays full for
+# hours must be waited out, not given up on after a few minutes of fast retries.
+DELIVERY_DEADLINE = timedelta(hours=6)
 DELIVERING = {
     # Covers the SDK's own timeout (10 s) and FCM's built-in retries (~7 s).
     "start_to_close_timeout": timedelta(seconds=60),
+    "schedule_to_close_timeout": DELIVERY_DEADLINE,
     "retry_policy": RetryPolicy(
         initial_interval=timedelta(seconds=2),
         backoff_coefficient=2.0,
         maximum_interval=timedelta(minutes=10),
-        maximum_attempts=DELIVERY_ATTEMPTS,
+        maximum_attempts=0,  # unlimited, within DELIVERY_DEADLINE
         non_retryable_error_types=["PermanentSendError", "AcceptedUnrecorded"],
     ),
 }
@@ -327,13 +331,13 @@ class JourneyBase:
             kind = getattr(cause, "type", None)
             if kind == "AcceptedUnrecorded":  # the provider has it: never send it again
                 return t.SendResult(prepared.message_id, "sent", prepared.channel)
-            if kind != "PermanentSendError":  # retries ran out on transient errors
+            if kind != "PermanentSendError":  # DELIVERY_DEADLINE passed in transient errors
                 await self._bookkeeping(
                     t.GIVE_UP_MESSAGE,
                     t.GiveUpRequest(
                         prepared.message_id,
-                        f"gave up after {DELIVERY_ATTEMPTS} attempts "
-                        f"(the provider may have accepted one): {cause}",
+                        f"gave up after {DELIVERY_DEADLINE.total_seconds() / 3600:g} h of "
+                        f"retries (the provider may have accepted one): {cause}",
                     ),
                 )
             workflow.logger.warning("send %s failed: %s", request.step_id, cause)
