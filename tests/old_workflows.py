@@ -13,6 +13,21 @@ with workflow.unsafe.imports_passed_through():
     from orchestrator.workflows.kit import SENDING
 
 
+def marketing_request(run: JourneyWorkflow, step_id: str, channel: Any, template: str) -> Any:
+    """The SendRequest a run makes for a plain marketing send (no policy, no sender)."""
+    return t.SendRequest(
+        run.workflow_id,
+        run.state.entry_seq,
+        step_id,
+        run.journey_id,
+        run.contact_id,
+        channel,
+        template,
+        "marketing",
+        run.trigger_event_id,
+    )
+
+
 @workflow.defn(name="JourneyWorkflow")
 class BeforeChannelQueues(JourneyWorkflow):
     """The send as it was before channel queues: one `send_message` activity, no patch."""
@@ -22,17 +37,7 @@ class BeforeChannelQueues(JourneyWorkflow):
         return await super().run(input)
 
     async def send(self, step_id: str, channel: Any, template: str, *args: Any) -> Any:
-        request = t.SendRequest(
-            self.workflow_id,
-            self.state.entry_seq,
-            step_id,
-            self.journey_id,
-            self.contact_id,
-            channel,
-            template,
-            "marketing",
-            self.trigger_event_id,
-        )
+        request = marketing_request(self, step_id, channel, template)
         result = await self._activity_send(t.SEND_MESSAGE, request, SENDING)
         if result.message_id:
             self.state.sent[step_id] = result.message_id

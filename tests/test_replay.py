@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from old_workflows import marketing_request
 from temporalio import workflow
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
 from orchestrator.dsl.models import STEP_KINDS
 from orchestrator.workflows.journey import JourneyWorkflow
-from orchestrator.workflows.types import JourneyInput, SendRequest
+from orchestrator.workflows.types import JourneyInput
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
@@ -160,17 +161,7 @@ class ChannelQueuesWithoutPatch(JourneyWorkflow):
         return await super().run(input)
 
     async def send(self, step_id: str, channel: Any, template: str, *args: Any) -> Any:
-        request = SendRequest(
-            self.workflow_id,
-            self.state.entry_seq,
-            step_id,
-            self.journey_id,
-            self.contact_id,
-            channel,
-            template,
-            "marketing",
-            self.trigger_event_id,
-        )
+        request = marketing_request(self, step_id, channel, template)
         return await self._prepare_and_deliver(request)
 
 
