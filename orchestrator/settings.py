@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     write_keys: list[str] = []  # extra accepted write keys (comma-separated JSON list)
+    # Calls per second per write key (a batch counts its calls); more get 429. Unset = no limit.
+    ingest_rate_limit: float | None = Field(default=None, gt=0)
 
     temporal_address: str | None = Field(default=None, validation_alias=_env("TEMPORAL_ADDRESS"))
     temporal_namespace: str = Field(default="default", validation_alias=_env("TEMPORAL_NAMESPACE"))

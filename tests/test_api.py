@@ -106,7 +106,7 @@ async def test_clock_skew_is_corrected_from_sent_at(api, engine) -> None:  # typ
 async def test_bad_input_gets_clear_errors_and_stores_nothing(api, engine) -> None:  # type: ignore[no-untyped-def]
     cases = [
         ({}, {"userId": "u", "event": "X"}, 401, "missing write key"),
-        (basic("nope"), {"userId": "u", "event": "X"}, 401, "invalid write key"),
+        (basic("nope"), {"userId": "u", "event": "X"}, 401, "invalid or revoked write key"),
         (basic(KEY), {"event": "X"}, 400, "userId or anonymousId is required"),
         (basic(KEY), {"userId": "u"}, 400, "Field required"),
         (basic(KEY), {"userId": "u", "event": ""}, 400, "at least 1 character"),

@@ -1,69 +1,92 @@
-"""Storing Segment calls: upsert the contact, insert the event, commit - then ack."""
+"""Storing Segment calls: contacts updated, events inserted, all committed before the ack.
+
+A batch is one transaction: every call in it is stored, or none. A `messageId`
+already stored is skipped (the client's retry), so retries are acknowledged
+and ignored.
+"""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from ..store.db import session_scope
+from ..store.identity import canonical_id, merge_contacts
 from ..store.tables import Contact, Event, utcnow
-from .segment import IdentifyCall, SegmentCall, TrackCall
+from .segment import AliasCall, IdentifyCall, SegmentCall
 
 CONTACT_COLUMNS = ("email", "phone")
 
 
-def store_call(engine: Engine, call: SegmentCall, kind: str) -> bool:
-    """Commit the call; False when its messageId was already stored (a retry)."""
+def store_calls(engine: Engine, calls: Sequence[SegmentCall]) -> int:
+    """Commit the calls in one transaction; returns how many were new (not retries)."""
     received_at = utcnow()
-    for attempt in range(2):
+    for attempt in range(3):
         try:
             with session_scope(engine) as session:
-                _upsert_contact(session, call)
-                session.add(
-                    Event(
-                        message_id=call.message_id or f"srv-{uuid.uuid4()}",
-                        type=kind,
-                        name=call.event if isinstance(call, TrackCall) else None,
-                        contact_id=call.contact_id,
-                        properties=_properties(call),
-                        context=call.context,
-                        timestamp=call.event_time(received_at),
-                        received_at=received_at,
-                    )
-                )
-            return True
+                return _store(session, calls, received_at)
         except IntegrityError:
-            # Either the messageId is a retry, or two first calls raced on the contact.
-            if call.message_id and _event_exists(engine, call.message_id):
-                return False
-            if attempt:
+            # Two first calls raced on a contact or a messageId: the retry sees their rows.
+            if attempt == 2:
                 raise
-    return False
+    return 0
 
 
-def _properties(call: SegmentCall) -> dict[str, Any]:
-    if isinstance(call, TrackCall):
-        return call.properties
-    if isinstance(call, IdentifyCall):
-        return call.traits
-    return {}
+def store_call(engine: Engine, call: SegmentCall) -> bool:
+    """Commit one call; False when its messageId was already stored (a retry)."""
+    return store_calls(engine, [call]) == 1
 
 
-def _event_exists(engine: Engine, message_id: str) -> bool:
-    with session_scope(engine) as session:
-        return (
-            session.exec(select(Event.id).where(Event.message_id == message_id)).first() is not None
+def _store(session: Session, calls: Sequence[SegmentCall], received_at: datetime) -> int:
+    ids = [c.message_id for c in calls if c.message_id]
+    seen = set(session.exec(select(Event.message_id).where(col(Event.message_id).in_(ids))))
+    new = 0
+    for call in calls:
+        if call.message_id and call.message_id in seen:
+            continue
+        if call.message_id:
+            seen.add(call.message_id)
+        contact_id = _apply_to_contact(session, call)
+        session.add(
+            Event(
+                message_id=call.message_id or f"srv-{uuid.uuid4()}",
+                type=_kind(call),
+                name=call.name,
+                contact_id=contact_id,
+                properties=call.payload,
+                context=call.context,
+                timestamp=call.event_time(received_at),
+                received_at=received_at,
+            )
         )
+        session.flush()
+        new += 1
+    return new
 
 
-def _upsert_contact(session: Session, call: SegmentCall) -> None:
-    contact = session.get(Contact, call.contact_id, with_for_update=True)
+def _kind(call: SegmentCall) -> str:
+    from .segment import CALLS
+
+    return next(k for k, model in CALLS.items() if type(call) is model)
+
+
+def _apply_to_contact(session: Session, call: SegmentCall) -> str:
+    """Merge ids the call links, update the contact; returns the contact's id."""
+    if isinstance(call, AliasCall):
+        contact_id = merge_contacts(session, call.previous_id, call.user_id or "")
+    elif call.user_id and call.anonymous_id and call.user_id != call.anonymous_id:
+        contact_id = merge_contacts(session, call.anonymous_id, call.user_id)
+    else:
+        contact_id = canonical_id(session, call.contact_id)
+    contact = session.get(Contact, contact_id, with_for_update=True)
     if contact is None:
-        contact = Contact(id=call.contact_id)
+        contact = Contact(id=contact_id)
         session.add(contact)
         session.flush()
     context = call.context or {}
@@ -71,17 +94,32 @@ def _upsert_contact(session: Session, call: SegmentCall) -> None:
         contact.timezone = context["timezone"][:64]
     if isinstance(context.get("locale"), str):
         contact.locale = context["locale"][:35]
-    token = (
-        (context.get("device") or {}).get("token")
-        if isinstance(context.get("device"), dict)
-        else None
-    )
+    device = context.get("device")
+    token = device.get("token") if isinstance(device, dict) else None
     if isinstance(token, str) and token and token not in contact.push_tokens:
-        contact.push_tokens = [*contact.push_tokens, token]
+        contact.push_tokens = [*contact.push_tokens, token[:4096]]
     if isinstance(call, IdentifyCall) and call.traits:
         traits = dict(call.traits)
+        consent = traits.pop("consent", None)
+        if consent is not None:
+            contact.consent = merged_consent(contact.consent or {}, consent)
         for column in CONTACT_COLUMNS:
             if isinstance(traits.get(column), str):
-                setattr(contact, column, traits[column].strip() or None)
+                setattr(contact, column, traits[column].strip()[:320] or None)
         contact.traits = {**(contact.traits or {}), **traits}
     contact.updated_at = utcnow()
+    return contact_id
+
+
+def merged_consent(current: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    consent = dict(current)
+    for channel, entry in update.items():
+        if isinstance(entry, bool):
+            consent[channel] = {"marketing": entry, "transactional": entry}
+        else:
+            old = consent.get(channel)
+            flags = dict(old) if isinstance(old, dict) else {}
+            if old is False:
+                flags = {"marketing": False, "transactional": False}
+            consent[channel] = {**flags, **entry}
+    return consent

@@ -1,15 +1,24 @@
-"""Segment call shapes (identify, track) and their validation."""
+"""Segment call shapes and their validation (https://segment.com/docs/connections/spec/).
+
+Unknown fields are kept, as Segment does; the ones we act on are typed. Every
+call needs `userId` or `anonymousId`; `track` needs `event`, `group` a `groupId`,
+`alias` a `previousId` and a `userId`.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ..policy import CHANNELS
+
+CONSENT_KINDS = ("marketing", "transactional")
 
 
 class SegmentCall(BaseModel):
-    """Fields common to every Segment call; unknown fields are kept, as Segment does."""
+    """Fields common to every Segment call."""
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
@@ -17,8 +26,10 @@ class SegmentCall(BaseModel):
     anonymous_id: str | None = Field(default=None, alias="anonymousId", max_length=255)
     message_id: str | None = Field(default=None, alias="messageId", max_length=255)
     timestamp: datetime | None = None
+    original_timestamp: datetime | None = Field(default=None, alias="originalTimestamp")
     sent_at: datetime | None = Field(default=None, alias="sentAt")
     context: dict[str, Any] = {}
+    integrations: dict[str, Any] = {}
     write_key: str | None = Field(default=None, alias="writeKey")
 
     @model_validator(mode="before")
@@ -26,7 +37,7 @@ class SegmentCall(BaseModel):
     def _coerce_ids(cls, data: Any) -> Any:
         # Segment clients send numeric ids as numbers now and then.
         if isinstance(data, dict):
-            for key in ("userId", "anonymousId"):
+            for key in ("userId", "anonymousId", "previousId", "groupId"):
                 if isinstance(data.get(key), int | float) and not isinstance(data[key], bool):
                     data = {**data, key: str(data[key])}
         return data
@@ -41,9 +52,21 @@ class SegmentCall(BaseModel):
     def contact_id(self) -> str:
         return self.user_id or self.anonymous_id or ""
 
+    @property
+    def name(self) -> str | None:
+        """What the events table shows as the event's name."""
+        return None
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        """What the events table keeps as the event's properties."""
+        return {}
+
     def event_time(self, received_at: datetime) -> datetime:
-        """When it happened, corrected for the sender's clock skew (Segment's rule)."""
-        timestamp = _aware(self.timestamp) if self.timestamp else received_at
+        """When it happened, corrected for the sender's clock skew (Segment's rule:
+        receivedAt - (sentAt - timestamp))."""
+        stamp = self.timestamp or self.original_timestamp
+        timestamp = _aware(stamp) if stamp else received_at
         if self.sent_at is not None:
             return received_at - (_aware(self.sent_at) - timestamp)
         return timestamp
@@ -52,10 +75,105 @@ class SegmentCall(BaseModel):
 class IdentifyCall(SegmentCall):
     traits: dict[str, Any] = {}
 
+    @field_validator("traits")
+    @classmethod
+    def _consent(cls, traits: dict[str, Any]) -> dict[str, Any]:
+        if "consent" in traits and (problem := consent_problem(traits["consent"])):
+            raise ValueError(f"traits.consent {problem}")
+        return traits
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        return self.traits
+
 
 class TrackCall(SegmentCall):
     event: str = Field(min_length=1, max_length=200)
     properties: dict[str, Any] = {}
+
+    @property
+    def name(self) -> str | None:
+        return self.event
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        return self.properties
+
+
+class PageCall(SegmentCall):
+    """A web page view (`name` and `category` optional, as in analytics.js)."""
+
+    name_: str | None = Field(default=None, alias="name", max_length=200)
+    category: str | None = Field(default=None, max_length=200)
+    properties: dict[str, Any] = {}
+
+    @property
+    def name(self) -> str | None:
+        return self.name_
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        extra = {"category": self.category} if self.category else {}
+        return {**self.properties, **extra}
+
+
+class ScreenCall(PageCall):
+    """A mobile screen view."""
+
+
+class GroupCall(SegmentCall):
+    group_id: str = Field(alias="groupId", min_length=1, max_length=255)
+    traits: dict[str, Any] = {}
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        return {"group_id": self.group_id, "traits": self.traits}
+
+
+class AliasCall(SegmentCall):
+    """`previousId` (usually the anonymousId) and `userId` are one person."""
+
+    previous_id: str = Field(alias="previousId", min_length=1, max_length=255)
+
+    @model_validator(mode="after")
+    def _user(self) -> AliasCall:
+        if not self.user_id:
+            raise ValueError("userId is required: the id that previousId is merged into")
+        return self
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        return {"previous_id": self.previous_id}
+
+
+CALLS: dict[str, type[SegmentCall]] = {
+    "identify": IdentifyCall,
+    "track": TrackCall,
+    "page": PageCall,
+    "screen": ScreenCall,
+    "group": GroupCall,
+    "alias": AliasCall,
+}
+
+
+def consent_problem(value: Any) -> str | None:
+    """Why an identify's `traits.consent` is malformed, or None.
+
+    Shape: `{"email": {"marketing": true}, "sms": false, "push": {"transactional": true}}`.
+    """
+    if not isinstance(value, dict):
+        return 'must be an object such as {"email": {"marketing": true}}'
+    for channel, entry in value.items():
+        if channel not in CHANNELS:
+            return f"unknown channel {channel!r}: expected {', '.join(CHANNELS)}"
+        if isinstance(entry, bool):
+            continue
+        if not isinstance(entry, dict):
+            return f"{channel}: expected true, false or an object of marketing/transactional"
+        for kind, flag in entry.items():
+            if kind not in CONSENT_KINDS or not isinstance(flag, bool):
+                return f"{channel}.{kind}: expected marketing or transactional set to true/false"
+    return None
 
 
 def _aware(moment: datetime) -> datetime:

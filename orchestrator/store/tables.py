@@ -1,4 +1,5 @@
-"""SQLModel tables: contacts, events, journey versions, journey runs, messages, suppressions.
+"""SQLModel tables: contacts and their aliases, events, journey versions and runs, messages,
+suppressions, API keys.
 
 Schema changes go through Alembic migrations (`orchestrator/store/migrations`);
 a test checks that the migrations produce exactly these tables.
@@ -81,6 +82,20 @@ class Contact(SQLModel, table=True):
     updated_at: datetime = _time(nullable=False, default=utcnow)
 
 
+class ContactAlias(SQLModel, table=True):
+    """Another id of a contact: an anonymousId merged into a userId (`alias`, identify).
+
+    Events sent under the alias land on the contact; runs started under the alias
+    keep their workflow id and find the contact through this row.
+    """
+
+    __tablename__ = "contact_aliases"
+
+    alias_id: str = Field(primary_key=True, max_length=255)
+    contact_id: str = Field(max_length=255, index=True)
+    created_at: datetime = _time(nullable=False, default=utcnow)
+
+
 class Event(SQLModel, table=True):
     """A Segment call as received; `message_id` makes retries harmless."""
 
@@ -100,6 +115,10 @@ class Event(SQLModel, table=True):
     timestamp: datetime = _time(nullable=False)
     received_at: datetime = _time(nullable=False, default=utcnow)
     routed_at: datetime | None = _time(nullable=True)
+    # A router claims a batch before delivering it; another router skips the claimed
+    # rows until the lease runs out (the claimant died), so routers never double up.
+    lease_owner: str | None = Field(default=None, max_length=64)
+    lease_until: datetime | None = _time(nullable=True)
 
 
 class JourneyVersion(SQLModel, table=True):
@@ -208,3 +227,21 @@ class Suppression(SQLModel, table=True):
     source: str = Field(max_length=64)  # sendgrid | twilio | firebase | api | ...
     detail: str | None = Field(default=None, max_length=500)
     created_at: datetime = _time(nullable=False, default=utcnow)
+
+
+class ApiKey(SQLModel, table=True):
+    """A write key (storefronts) or admin key (contact export and erasure).
+
+    Only a SHA-256 of the key is kept; `prefix` lets people tell keys apart.
+    """
+
+    __tablename__ = "api_keys"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=100, unique=True)
+    kind: str = Field(max_length=16)  # write | admin
+    prefix: str = Field(max_length=16)
+    key_hash: str = Field(max_length=64, unique=True)
+    created_at: datetime = _time(nullable=False, default=utcnow)
+    last_used_at: datetime | None = _time(nullable=True)
+    revoked_at: datetime | None = _time(nullable=True)

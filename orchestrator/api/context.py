@@ -1,0 +1,100 @@
+"""What every endpoint needs: the store, Temporal, settings, link signer, auth."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hmac
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Request
+from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
+from temporalio.client import Client
+
+from ..links import MessageLinks
+from ..settings import Settings
+from ..store.keys import key_kind
+from .errors import ApiError
+
+
+@dataclass
+class ApiContext:
+    engine: Engine
+    # Keys from configuration (JOURNEYS_WRITE_KEYS, the dev key); keys made with
+    # `journeys keys create` live hashed in the store.
+    write_keys: list[str]
+    client: Client | None = None
+    on_stored: Callable[[], None] | None = None  # the router's wake-up after a commit
+    links: MessageLinks | None = None
+    settings: Settings = field(default_factory=Settings)
+
+    def stored(self) -> None:
+        if self.on_stored is not None:
+            self.on_stored()
+
+    async def db(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run store code in a thread; a busy database is a 503 with Retry-After, not a 500."""
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except OperationalError as exc:  # e.g. SQLite "database is locked"
+            raise ApiError(
+                503, f"database busy, retry later: {exc.orig}", None, **{"Retry-After": "1"}
+            ) from exc
+
+
+def api_context(request: Request) -> ApiContext:
+    ctx: ApiContext = request.app.state.ctx
+    return ctx
+
+
+def offered_keys(request: Request, payload: dict[str, Any] | None = None) -> list[str]:
+    """Every place a Segment-style client may put its key: Basic user, Bearer, body, header."""
+    offered: list[str] = []
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            raise ApiError(401, "malformed Basic authorization header") from None
+        offered.append(decoded.split(":", 1)[0])
+    elif scheme.lower() == "bearer" and value.strip():
+        offered.append(value.strip())
+    if payload is not None and isinstance(payload.get("writeKey"), str):
+        offered.append(payload["writeKey"])
+    if request.headers.get("x-write-key"):
+        offered.append(request.headers["x-write-key"])
+    return [k for k in offered if k]
+
+
+async def authenticate(
+    request: Request, ctx: ApiContext, payload: dict[str, Any] | None = None, kind: str = "write"
+) -> None:
+    """A live key of `kind` must be offered (an admin key also passes as a write key)."""
+    offered = offered_keys(request, payload)
+    if not offered:
+        where = (
+            "as the HTTP Basic username, as writeKey in the body, or in an X-Write-Key header"
+            if kind == "write"
+            else "as a Bearer token or the HTTP Basic username"
+        )
+        raise ApiError(
+            401,
+            f"missing {kind} key: send it {where}",
+            **{"WWW-Authenticate": 'Basic realm="journeys"'},
+        )
+    for key in offered:
+        if kind == "write" and any(
+            hmac.compare_digest(key.encode(), known.encode()) for known in ctx.write_keys
+        ):
+            return
+        found = await ctx.db(key_kind, ctx.engine, key)
+        if found == kind or (found == "admin" and kind == "write"):
+            return
+        if found == "write" and kind == "admin":
+            raise ApiError(403, "this is a write key; this endpoint needs an admin key")
+    raise ApiError(401, f"invalid or revoked {kind} key")

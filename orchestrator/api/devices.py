@@ -1,0 +1,83 @@
+"""Push tokens of a contact: the app registers a token at start-up and removes it at sign-out.
+
+(Tokens also arrive in any call's `context.device.token`; dead tokens are removed
+when FCM reports them.)
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field, ValidationError
+from sqlalchemy import Engine
+
+from ..store.db import session_scope
+from ..store.identity import canonical_id
+from ..store.tables import Contact, utcnow
+from .body import parse_object, read_body
+from .context import api_context, authenticate
+from .errors import ApiError
+
+router = APIRouter(prefix="/v1/contacts", tags=["devices"])
+MAX_TOKENS = 20  # per contact: the oldest go first
+
+
+class PushToken(BaseModel):
+    token: str = Field(min_length=1, max_length=4096)
+
+
+@router.post(
+    "/{contact_id}/push-tokens",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": PushToken.model_json_schema()}},
+        }
+    },
+)
+async def add_push_token(request: Request, contact_id: str) -> dict[str, bool]:
+    """Register a device token (FCM registration token) for the contact."""
+    ctx = api_context(request)
+    payload = parse_object(await read_body(request, 8 * 1024))
+    await authenticate(request, ctx, payload)
+    try:
+        token = PushToken.model_validate(payload).token
+    except ValidationError as exc:
+        raise ApiError(400, exc.errors()[0]["msg"], "token") from None
+    _check_id(contact_id)
+    await ctx.db(_add, ctx.engine, contact_id, token)
+    return {"success": True}
+
+
+@router.delete("/{contact_id}/push-tokens/{token}")
+async def remove_push_token(request: Request, contact_id: str, token: str) -> dict[str, bool]:
+    """Forget a device token (sign-out, app uninstalled); unknown tokens are fine."""
+    ctx = api_context(request)
+    await authenticate(request, ctx)
+    _check_id(contact_id)
+    await ctx.db(_remove, ctx.engine, contact_id, token)
+    return {"success": True}
+
+
+def _check_id(contact_id: str) -> None:
+    if not contact_id.strip() or len(contact_id) > 255:
+        raise ApiError(400, "contact id must be 1 to 255 characters", "contact_id")
+
+
+def _add(engine: Engine, contact_id: str, token: str) -> None:
+    with session_scope(engine) as session:
+        cid = canonical_id(session, contact_id)
+        contact = session.get(Contact, cid, with_for_update=True)
+        if contact is None:
+            contact = Contact(id=cid)
+            session.add(contact)
+        tokens = [t for t in contact.push_tokens or [] if t != token]
+        contact.push_tokens = [*tokens, token][-MAX_TOKENS:]
+        contact.updated_at = utcnow()
+
+
+def _remove(engine: Engine, contact_id: str, token: str) -> None:
+    with session_scope(engine) as session:
+        contact = session.get(Contact, canonical_id(session, contact_id), with_for_update=True)
+        if contact is not None and token in (contact.push_tokens or []):
+            contact.push_tokens = [t for t in contact.push_tokens if t != token]
+            contact.updated_at = utcnow()
