@@ -29,7 +29,8 @@ from .dsl.conditions import evaluate
 from .dsl.models import Journey, WaitForStep
 from .store.context import contact_context, event_context
 from .store.db import session_scope
-from .store.tables import Contact, Event, JourneyVersion, Message, utcnow
+from .store.engagement import ENGAGEMENT_EVENTS, record_engagement
+from .store.tables import Contact, Event, JourneyVersion, utcnow
 from .store.versions import active_versions
 from .workflows.journey import workflow_id
 from .workflows.kit import JourneyBase
@@ -37,16 +38,6 @@ from .workflows.types import EngagementSignal, EventSignal, JourneyInput
 
 log = logging.getLogger(__name__)
 
-# Segment's Email and Mobile spec names, and the engagement each one means.
-ENGAGEMENT_EVENTS = {
-    "Email Delivered": "delivered",
-    "Email Opened": "opened",
-    "Email Link Clicked": "clicked",
-    "Email Bounced": "bounced",
-    "Push Opened": "opened",
-    "Push Notification Tapped": "opened",
-}
-STATUS_RANK = {"pending": 0, "sent": 1, "delivered": 2, "opened": 3, "clicked": 4, "replied": 4}
 BATCH = 200
 CONCURRENCY = 32
 
@@ -192,7 +183,7 @@ class Router:
         message_id = props.get("message_id") or props.get("email_id")
         if not isinstance(message_id, str):
             return
-        message = await asyncio.to_thread(self._record_engagement, message_id, kind, event)
+        message = await asyncio.to_thread(record_engagement, self.engine, message_id, kind, event)
         if message is None:
             return
         workflow, step_id, entry_seq = message
@@ -259,21 +250,6 @@ class Router:
             return evaluate(
                 expression, {"contact": contact_context(contact), "event": event_context(event)}
             )
-
-    def _record_engagement(
-        self, message_id: str, kind: str, event: Event
-    ) -> tuple[str, str, int] | None:
-        """Update the message's status (never backwards) and timeline."""
-        with session_scope(self.engine) as session:
-            message = session.get(Message, message_id)
-            if message is None:
-                return None
-            entry = {"status": kind, "at": event.timestamp.isoformat(), "event_id": event.id}
-            if not any(e.get("event_id") == event.id for e in message.timeline):
-                message.timeline = [*message.timeline, entry]
-            if STATUS_RANK.get(kind, 0) > STATUS_RANK.get(message.status, 0) or kind == "bounced":
-                message.status = kind
-            return message.workflow_id, message.step_id, message.entry_seq
 
 
 def _workflow_name(cls: type[JourneyBase]) -> str:

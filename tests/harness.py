@@ -83,7 +83,7 @@ class Bench:
         call = IdentifyCall.model_validate(
             {"userId": user, "traits": traits, "context": context, "messageId": _id()}
         )
-        store_call(self.engine, call, "identify")
+        store_call(self.engine, call)
         await self.router.sweep()
 
     async def track(
@@ -98,7 +98,7 @@ class Bench:
                 "timestamp": datetime.now(UTC).isoformat(),
             }
         )
-        store_call(self.engine, call, "track")
+        store_call(self.engine, call)
         await self.router.sweep()
 
     def handle(self, journey: str, user: str) -> WorkflowHandle[Any, Any]:

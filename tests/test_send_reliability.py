@@ -141,9 +141,9 @@ class Site:
         for user in self.users:
             traits = {"email": f"{user}@example.com"}
             identify = {"userId": user, "traits": traits, "messageId": _id()}
-            store_call(self.engine, IdentifyCall.model_validate(identify), "identify")
+            store_call(self.engine, IdentifyCall.model_validate(identify))
             track = {"userId": user, "event": "Go", "messageId": _id()}
-            store_call(self.engine, TrackCall.model_validate(track), "track")
+            store_call(self.engine, TrackCall.model_validate(track))
 
     async def route(self, env: WorkflowEnvironment) -> None:
         """Store the events, then sweep until all reached Temporal (the router's loop)."""

@@ -405,7 +405,7 @@ async def test_concurrent_triggers_for_one_contact_make_one_run(bench: Bench) ->
         for i in range(100)
     ]
     for call in calls:
-        store_call(bench.engine, call, "track")
+        store_call(bench.engine, call)
     bench.router._refresh()
     with session_scope(bench.engine) as session:
         stored = list(session.exec(select(Event).where(Event.name == "Product Added")))

@@ -34,7 +34,16 @@ from orchestrator.store.versions import (
     latest_version,
 )
 
-TABLES = {"contacts", "events", "journey_versions", "journey_runs", "messages", "suppressions"}
+TABLES = {
+    "contacts",
+    "contact_aliases",
+    "events",
+    "journey_versions",
+    "journey_runs",
+    "messages",
+    "suppressions",
+    "api_keys",
+}
 
 
 def schema_diff(engine: Engine) -> list[Any]:
