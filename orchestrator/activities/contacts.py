@@ -12,7 +12,8 @@ from ..dsl.conditions import evaluate
 from ..dsl.models import WEEKDAYS
 from ..store.context import contact_context, event_context
 from ..store.db import session_scope
-from ..store.tables import Contact, Event, utcnow
+from ..store.identity import load_contact
+from ..store.tables import Event, utcnow
 from ..workflows import types as t
 
 
@@ -50,7 +51,7 @@ class ContactActivities:
             trigger = session.get(Event, req.trigger_event_id) if req.trigger_event_id else None
             event = session.get(Event, req.event_id) if req.event_id else trigger
             context = {
-                "contact": contact_context(session.get(Contact, req.contact_id)),
+                "contact": contact_context(load_contact(session, req.contact_id)),
                 "event": event_context(event),
                 "trigger": event_context(trigger),
                 "journey": req.journey,
@@ -60,7 +61,7 @@ class ContactActivities:
     @activity.defn(name=t.NEXT_LOCAL_TIME)
     def next_local_time(self, req: t.LocalTimeRequest) -> str:
         with session_scope(self.engine) as session:
-            contact = session.get(Contact, req.contact_id)
+            contact = load_contact(session, req.contact_id)
             zone = _zone(contact.timezone if contact else None, req.default_timezone)
         now = datetime.fromisoformat(req.now)
         return next_occurrence(now, req.time, req.weekdays, zone).isoformat()
@@ -69,7 +70,7 @@ class ContactActivities:
     def update_contact(self, req: t.UpdateContactRequest) -> None:
         """Set, increment or unset traits. Increments apply once per run and step."""
         with session_scope(self.engine) as session:
-            contact = session.get(Contact, req.contact_id, with_for_update=True)
+            contact = load_contact(session, req.contact_id, for_update=True)
             if contact is None:
                 return
             traits = dict(contact.traits or {})

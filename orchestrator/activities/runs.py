@@ -11,7 +11,8 @@ from temporalio import activity
 from ..dsl.conditions import evaluate
 from ..store.context import contact_context, event_context
 from ..store.db import session_scope
-from ..store.tables import Contact, Event, JourneyRun, utcnow
+from ..store.identity import load_contact
+from ..store.tables import Event, JourneyRun, utcnow
 from ..workflows import types as t
 
 
@@ -46,7 +47,7 @@ class RunActivities:
                         return t.EnterResult(False, 0, "entered too recently (re_entry: after)")
             if req.entry_if:
                 context = {
-                    "contact": contact_context(session.get(Contact, req.contact_id)),
+                    "contact": contact_context(load_contact(session, req.contact_id)),
                     "event": event_context(session.get(Event, req.trigger_event_id)),
                 }
                 if not evaluate(req.entry_if, context):

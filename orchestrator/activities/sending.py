@@ -38,6 +38,7 @@ from ..rendering import Renderer, RenderError
 from ..settings import Settings
 from ..store.context import cart_context, contact_context, event_context, journey_context
 from ..store.db import session_scope
+from ..store.identity import load_contact
 from ..store.suppressions import opt_out, suppress, suppressed_addresses
 from ..store.tables import Contact, Event, JourneyRun, Message, utcnow
 from ..workflows import types as t
@@ -158,7 +159,7 @@ class SendActivities:
                 return _result(row)
             # Locking the contact serializes concurrent sends to one person, so two
             # journeys cannot both take the last place under a frequency cap.
-            contact = session.get(Contact, req.contact_id, with_for_update=True)
+            contact = load_contact(session, req.contact_id, for_update=True)
             if row is None:
                 row = self._new_row(session, req, key, contact)
             self._decide(session, row, req, contact, now, timing)
@@ -175,7 +176,8 @@ class SendActivities:
             entry_seq=req.entry_seq,
             step_id=req.step_id,
             journey_id=req.journey_id,
-            contact_id=req.contact_id,
+            # The contact's own id (a run started under an alias sends to the merged contact).
+            contact_id=contact.id if contact else req.contact_id,
             channel=first or "email",
             adapter="",
             template=req.template,
@@ -354,7 +356,7 @@ class SendActivities:
                 )
             if row.status not in ("queued", "sending"):
                 return _result(row)  # already sent (a retry) or not sendable
-            contact = session.get(Contact, row.contact_id)
+            contact = load_contact(session, row.contact_id)
             if self._held(session, row, contact, policy, now):
                 return _result(row)
             adapter = self.adapters[row.channel]
@@ -512,7 +514,7 @@ def _attempt_time() -> datetime:
 
 
 def _forget_devices(session: Session, contact_id: str, tokens: tuple[str | None, ...]) -> None:
-    contact = session.get(Contact, contact_id, with_for_update=True)
+    contact = load_contact(session, contact_id, for_update=True)
     if contact is not None:
         dead = set(tokens)
         contact.push_tokens = [tok for tok in contact.push_tokens or [] if tok not in dead]

@@ -10,7 +10,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from ..policy import normalize_address
-from .tables import Contact, Suppression, utcnow
+from .identity import load_contact
+from .tables import Suppression, utcnow
 
 
 def suppressed_addresses(session: Session, channel: str, found: list[str]) -> dict[str, str]:
@@ -73,7 +74,7 @@ def unsuppress(session: Session, channel: str, address: str) -> bool:
 
 def opt_out(session: Session, contact_id: str, channel: str, marketing_only: bool = False) -> None:
     """Record the contact's opt-out of `channel` (or of its marketing only)."""
-    contact = session.get(Contact, contact_id, with_for_update=True)
+    contact = load_contact(session, contact_id, for_update=True)
     if contact is None:
         return
     consent = dict(contact.consent or {})
