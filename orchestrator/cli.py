@@ -258,12 +258,94 @@ def worker(data_dir: Path | None) -> None:
 def api(port: int | None, data_dir: Path | None) -> None:
     """Run the HTTP API against TEMPORAL_ADDRESS and DATABASE_URL."""
     from .runtime import run_api
+    from .store.keys import list_keys
 
     settings = _settings(api_port=port, data_dir=data_dir)
-    if not settings.write_keys:
-        _fail('JOURNEYS_WRITE_KEYS is not set (a JSON list, e.g. ["key1"])')
+    engine = _store(settings)
+    live = [k for k in list_keys(engine) if k.revoked_at is None and k.kind == "write"]
+    engine.dispose()
+    if not settings.write_keys and not live:
+        _fail(
+            "no write key: create one with `journeys keys create NAME` "
+            '(or set JOURNEYS_WRITE_KEYS to a JSON list, e.g. ["key1"])'
+        )
     _require_secret(settings)
     asyncio.run(run_api(settings, settings.write_keys))
+
+
+def _store(settings: Settings) -> Any:
+    """The store, created and migrated if need be (keys may be made before the first start)."""
+    from .runtime import open_store
+
+    return open_store(settings)
+
+
+@main.group()
+def keys() -> None:
+    """API keys: write keys for storefronts, admin keys for contact export and erasure."""
+
+
+@keys.command("create")
+@click.argument("name")
+@click.option("--admin", is_flag=True, help="An admin key (GET/DELETE /v1/contacts/...).")
+@data_dir_option
+def keys_create(name: str, admin: bool, data_dir: Path | None) -> None:
+    """Create a key called NAME and print it (it is shown only this once)."""
+    from .store.keys import create_key
+
+    engine = _store(_settings(data_dir=data_dir))
+    raw = create_key(engine, name, "admin" if admin else "write")
+    engine.dispose()
+    click.echo(raw)
+    click.echo(
+        f"{'admin' if admin else 'write'} key {name!r} created; store it now, "
+        "only its hash is kept",
+        err=True,
+    )
+
+
+@keys.command("list")
+@data_dir_option
+def keys_list(data_dir: Path | None) -> None:
+    """List keys: name, kind, prefix, when created and last used, revoked or not."""
+    from .store.keys import list_keys
+
+    engine = _store(_settings(data_dir=data_dir))
+    rows = list_keys(engine)
+    engine.dispose()
+    if not rows:
+        click.echo("no keys yet: journeys keys create NAME [--admin]")
+        return
+    header = ("name", "kind", "prefix", "created", "last used", "state")
+    table = [header] + [
+        (
+            k.name,
+            k.kind,
+            k.prefix + "…",
+            f"{k.created_at:%Y-%m-%d %H:%M}",
+            f"{k.last_used_at:%Y-%m-%d %H:%M}" if k.last_used_at else "never",
+            f"revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "active",
+        )
+        for k in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+@keys.command("revoke")
+@click.argument("name")
+@data_dir_option
+def keys_revoke(name: str, data_dir: Path | None) -> None:
+    """Revoke the key called NAME: calls with it are refused from now on."""
+    from .store.keys import revoke_key
+
+    engine = _store(_settings(data_dir=data_dir))
+    done = revoke_key(engine, name)
+    engine.dispose()
+    if not done:
+        _fail(f"no active key named {name!r} (see journeys keys list)")
+    click.echo(f"key {name!r} revoked")
 
 
 def _require_secret(settings: Settings) -> None:

@@ -115,7 +115,9 @@ async def _serve_all(
     ui: str,
 ) -> None:
     router = make_router(client, engine, settings)
-    app = create_app(engine, write_keys, client, router.wake, MessageLinks.from_settings(settings))
+    app = create_app(
+        engine, write_keys, client, router.wake, MessageLinks.from_settings(settings), settings
+    )
     http = _Server(
         uvicorn.Config(
             app, host=settings.api_host, port=settings.api_port, log_level="warning", lifespan="off"
@@ -165,7 +167,13 @@ async def run_api(settings: Settings, write_keys: list[str]) -> None:
     engine = open_store(settings)
     client = await connect(settings)
     try:
-        app = create_app(engine, write_keys, client, links=MessageLinks.from_settings(settings))
+        app = create_app(
+            engine,
+            write_keys,
+            client,
+            links=MessageLinks.from_settings(settings),
+            settings=settings,
+        )
         config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port)
         await uvicorn.Server(config).serve()
     finally:

@@ -18,11 +18,13 @@ class RateLimiter:
         now = time.monotonic()
         tokens, at = self._buckets.get(key, (self.burst, now))
         tokens = min(self.burst, tokens + (now - at) * self.rate)
-        if tokens >= cost:
+        # A batch larger than the burst goes through on a full bucket and leaves a debt.
+        needed = min(cost, self.burst)
+        if tokens >= needed:
             self._buckets[key] = (tokens - cost, now)
             return 0.0
         self._buckets[key] = (tokens, now)
-        return (min(cost, self.burst) - tokens) / self.rate
+        return (needed - tokens) / self.rate
 
     @staticmethod
     def retry_after(seconds: float) -> str:

@@ -1,0 +1,253 @@
+"""The Segment calls beyond identify/track, batches, aliases, consent, push tokens and keys,
+over HTTP (in-process ASGI) against a real database."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest_asyncio
+from click.testing import CliRunner
+from sqlalchemy import Engine, text
+from sqlmodel import select
+
+from orchestrator.api import create_app
+from orchestrator.cli import main
+from orchestrator.settings import Settings
+from orchestrator.store.db import session_scope
+from orchestrator.store.keys import create_key, revoke_key
+from orchestrator.store.tables import Contact, ContactAlias, Event
+
+KEY = "static-write-key"
+
+
+def basic(key: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
+
+
+@pytest_asyncio.fixture
+async def api(engine: Engine) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(engine, [KEY])
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        yield client
+
+
+def events(engine: Engine) -> list[Event]:
+    with session_scope(engine) as session:
+        rows = list(session.exec(select(Event).order_by(Event.id)))
+        for row in rows:
+            session.expunge(row)
+        return rows
+
+
+def contact(engine: Engine, contact_id: str) -> Contact | None:
+    with session_scope(engine) as session:
+        row = session.get(Contact, contact_id)
+        if row is not None:
+            session.expunge(row)
+        return row
+
+
+async def post(api: httpx.AsyncClient, path: str, body: Any, key: str = KEY) -> httpx.Response:
+    return await api.post(path, headers=basic(key), json=body)
+
+
+async def test_page_screen_group_are_stored_with_their_names(api, engine) -> None:  # type: ignore[no-untyped-def]
+    calls = [
+        ("/v1/page", {"anonymousId": "a1", "name": "Shoes", "category": "Catalog",
+                      "properties": {"url": "https://shop.example/shoes"}}),
+        ("/v1/screen", {"userId": "u1", "name": "Cart", "properties": {"items": 2}}),
+        ("/v1/group", {"userId": "u1", "groupId": 77, "traits": {"name": "ACME"}}),
+    ]  # fmt: skip
+    for path, body in calls:
+        r = await post(api, path, body)
+        assert r.status_code == 200, r.text
+    stored = [(e.type, e.name, e.contact_id, e.properties) for e in events(engine)]
+    assert stored == [
+        ("page", "Shoes", "a1", {"url": "https://shop.example/shoes", "category": "Catalog"}),
+        ("screen", "Cart", "u1", {"items": 2}),
+        ("group", None, "u1", {"group_id": "77", "traits": {"name": "ACME"}}),
+    ]
+    r = await post(api, "/v1/group", {"userId": "u1"})
+    assert (r.status_code, r.json()["field"]) == (400, "groupId")
+
+
+async def test_a_batch_is_stored_whole_with_the_batch_context_and_clock(api, engine) -> None:  # type: ignore[no-untyped-def]
+    now = datetime.now(UTC)
+    fast = now + timedelta(hours=3)  # the sender's clock is three hours fast
+    body = {
+        "batch": [
+            {"type": "identify", "userId": "u2", "traits": {"email": "u2@example.com"},
+             "messageId": "b-1", "timestamp": (fast - timedelta(minutes=1)).isoformat()},
+            {"type": "track", "userId": "u2", "event": "Product Added", "messageId": "b-2",
+             "properties": {"cart_id": "c9"}, "context": {"locale": "ru-RU"},
+             "timestamp": fast.isoformat()},
+        ],
+        "context": {"timezone": "Europe/Moscow", "locale": "en-US"},
+        "sentAt": fast.isoformat(),
+    }  # fmt: skip
+    r = await post(api, "/v1/batch", body)
+    assert r.status_code == 200 and r.json() == {"success": True}
+    identify, added = events(engine)
+    assert identify.context == {"timezone": "Europe/Moscow", "locale": "en-US"}
+    assert added.context == {"timezone": "Europe/Moscow", "locale": "ru-RU"}  # its own wins
+    assert abs(identify.timestamp - (now - timedelta(minutes=1))) < timedelta(seconds=30)
+    assert abs(added.timestamp - now) < timedelta(seconds=30)
+    person = contact(engine, "u2")
+    assert person is not None and (person.email, person.timezone) == (
+        "u2@example.com",
+        "Europe/Moscow",
+    )
+    # The client retries the whole batch after a timeout, with one call added: only that is new.
+    body["batch"].append(
+        {"type": "track", "userId": "u2", "event": "Cart Viewed", "messageId": "b-3"}
+    )
+    assert (await post(api, "/v1/batch", body)).status_code == 200
+    assert [e.message_id for e in events(engine)] == ["b-1", "b-2", "b-3"]
+
+
+async def test_one_bad_call_refuses_the_whole_batch_and_names_it(api, engine) -> None:  # type: ignore[no-untyped-def]
+    good = {"type": "track", "userId": "u", "event": "Cart Viewed"}
+    cases = [
+        ([good, {"type": "track", "userId": "u"}], 400, "batch.1.event", "Field required"),
+        ([good, {"userId": "u", "event": "X"}], 400, "batch.1.type", "type must be one of"),
+        ([good, {"type": "track", "event": "X"}], 400, "batch.1", "batch.1: userId or anonymousId"),
+        ([good, "nope"], 400, "batch.1", "must be a JSON object"),
+        ([good, {**good, "properties": {"x": "y" * 33_000}}], 413, "batch.1", "32768"),
+        ([good, {"type": "identify", "userId": "u", "traits": {"consent": {"fax": True}}}],
+         400, "batch.1.traits", "unknown channel 'fax'"),
+    ]  # fmt: skip
+    for batch, status, field, message in cases:
+        r = await post(api, "/v1/batch", {"batch": batch})
+        assert r.status_code == status, (batch, r.text)
+        assert message in r.json()["error"], r.json()
+        assert r.json().get("field") == field
+    r = await post(api, "/v1/batch", {"calls": []})
+    assert (r.status_code, r.json()["field"]) == (400, "batch")
+    big = [{**good, "properties": {"x": "y" * 30_000}} for _ in range(18)]  # ~540 KB
+    r = await post(api, "/v1/batch", {"batch": big})
+    assert r.status_code == 413 and "512000" in r.json()["error"]
+    assert events(engine) == []
+
+
+async def test_anonymous_cart_merges_into_the_identified_shopper(api, engine) -> None:  # type: ignore[no-untyped-def]
+    device = {"device": {"token": "tokA"}}
+    no_sms = {"consent": {"sms": False}}
+    await post(api, "/v1/identify", {"anonymousId": "anon-1", "context": device, "traits": no_sms})
+    await post(api, "/v1/track", {"anonymousId": "anon-1", "event": "Product Added",
+                                  "properties": {"cart_id": "c1"}})  # fmt: skip
+    await post(api, "/v1/identify", {"userId": "ann", "traits": {"email": "ann@example.com"}})
+    r = await post(api, "/v1/alias", {"previousId": "anon-1", "userId": "ann"})
+    assert r.status_code == 200
+    # Later calls under the old id land on the merged contact.
+    await post(api, "/v1/track", {"anonymousId": "anon-1", "event": "Checkout Started"})
+    assert contact(engine, "anon-1") is None
+    ann = contact(engine, "ann")
+    assert ann is not None and ann.email == "ann@example.com" and ann.push_tokens == ["tokA"]
+    assert ann.consent == {"sms": {"marketing": False, "transactional": False}}
+    assert {e.contact_id for e in events(engine)} == {"ann"}
+    with session_scope(engine) as session:
+        assert session.get(ContactAlias, "anon-1").contact_id == "ann"  # type: ignore[union-attr]
+    r = await post(api, "/v1/alias", {"previousId": "anon-1"})
+    assert r.status_code == 400 and "userId is required" in r.json()["error"]
+
+
+async def test_identify_with_both_ids_merges_and_an_opt_out_survives_it(api, engine) -> None:  # type: ignore[no-untyped-def]
+    no_marketing = {"consent": {"email": {"marketing": False}}}
+    receipts = {"consent": {"email": {"transactional": True}}}
+    await post(api, "/v1/identify", {"anonymousId": "anon-2", "traits": no_marketing})
+    await post(api, "/v1/identify", {"userId": "bob", "anonymousId": "anon-2", "traits": receipts})
+    bob = contact(engine, "bob")
+    assert bob is not None
+    assert bob.consent == {"email": {"marketing": False, "transactional": True}}
+    assert contact(engine, "anon-2") is None
+
+
+async def test_consent_from_identify_is_validated_and_merged(api, engine) -> None:  # type: ignore[no-untyped-def]
+    r = await post(api, "/v1/identify", {"userId": "c", "traits": {"consent": {"email": "yes"}}})
+    assert r.status_code == 400 and r.json()["field"] == "traits"
+    assert "email: expected true, false" in r.json()["error"]
+    await post(api, "/v1/identify", {"userId": "c", "traits": {"consent": {"email": True}}})
+    await post(
+        api, "/v1/identify", {"userId": "c", "traits": {"consent": {"email": {"marketing": False}}}}
+    )
+    person = contact(engine, "c")
+    assert person is not None
+    assert person.consent == {"email": {"marketing": False, "transactional": True}}
+    assert "consent" not in person.traits
+
+
+async def test_push_tokens_are_registered_and_removed(api, engine) -> None:  # type: ignore[no-untyped-def]
+    for token in ("t1", "t2", "t1"):
+        r = await post(api, "/v1/contacts/dana/push-tokens", {"token": token})
+        assert r.status_code == 200, r.text
+    assert contact(engine, "dana").push_tokens == ["t2", "t1"]  # type: ignore[union-attr]
+    r = await api.delete("/v1/contacts/dana/push-tokens/t2", headers=basic(KEY))
+    assert r.status_code == 200
+    assert contact(engine, "dana").push_tokens == ["t1"]  # type: ignore[union-attr]
+    r = await post(api, "/v1/contacts/dana/push-tokens", {"token": ""})
+    assert (r.status_code, r.json()["field"]) == (400, "token")
+    r = await api.post("/v1/contacts/dana/push-tokens", json={"token": "x"})
+    assert r.status_code == 401
+
+
+async def test_a_client_sending_too_fast_gets_429_with_retry_after(engine) -> None:  # type: ignore[no-untyped-def]
+    # 0.5 calls/s with a burst of 1: a second call right after the first must wait ~2 s.
+    app = create_app(engine, [KEY], settings=Settings(ingest_rate_limit=0.5))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as api:
+        first = await post(api, "/v1/track", {"userId": "u", "event": "Tick", "messageId": "t1"})
+        second = await post(api, "/v1/track", {"userId": "u", "event": "Tick", "messageId": "t2"})
+        assert first.status_code == 200
+        assert second.status_code == 429 and "too many calls" in second.json()["error"]
+        assert second.headers["Retry-After"] in ("1", "2")
+        # The limit is per key: another key is not slowed down, and a batch larger than
+        # the burst still goes through on a full bucket.
+        other = create_key(engine, "other-shop")
+        calls = [{"type": "track", "userId": "u", "event": "Tick"}] * 5
+        assert (await post(api, "/v1/batch", {"batch": calls}, other)).status_code == 200
+    assert len(events(engine)) == 6
+
+
+async def test_stored_keys_authenticate_every_way_and_revocation_is_immediate(api, engine) -> None:  # type: ignore[no-untyped-def]
+    key = create_key(engine, "storefront")
+    call = {"userId": "u", "event": "Cart Viewed"}
+    assert (await post(api, "/v1/track", call, key)).status_code == 200
+    assert (await api.post("/v1/track", json={**call, "writeKey": key})).status_code == 200
+    bearer = {"Authorization": f"Bearer {key}"}
+    assert (await api.post("/v1/track", headers=bearer, json=call)).status_code == 200
+    revoke_key(engine, "storefront")
+    r = await post(api, "/v1/track", call, key)
+    assert r.status_code == 401 and r.json()["error"] == "invalid or revoked write key"
+    assert len(events(engine)) == 3
+
+
+def test_keys_cli_shows_a_key_once_and_keeps_only_its_hash(workdir, engine, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("DATABASE_URL", engine.url.render_as_string(hide_password=False))
+    runner = CliRunner()
+    created = runner.invoke(main, ["keys", "create", "shop-prod"])
+    assert created.exit_code == 0, created.output
+    raw = created.stdout.strip().splitlines()[0]
+    assert raw.startswith("wk_") and len(raw) > 40
+    admin = runner.invoke(main, ["keys", "create", "ops", "--admin"])
+    assert admin.stdout.startswith("ak_")
+    again = runner.invoke(main, ["keys", "create", "shop-prod"])
+    assert again.exit_code == 1 and "already exists" in again.output
+    listing = runner.invoke(main, ["keys", "list"]).stdout
+    assert "shop-prod" in listing and "write" in listing and raw[:10] in listing
+    assert raw not in listing
+    with engine.connect() as connection:
+        dump = json.dumps(
+            [list(map(str, row)) for row in connection.execute(text("SELECT * FROM api_keys"))]
+        )
+    assert raw not in dump and raw[10:] not in dump
+    revoked = runner.invoke(main, ["keys", "revoke", "shop-prod"])
+    assert revoked.exit_code == 0 and "revoked" in revoked.output
+    assert "revoked" in runner.invoke(main, ["keys", "list"]).stdout
+    twice = runner.invoke(main, ["keys", "revoke", "shop-prod"])
+    assert twice.exit_code == 1 and "no active key named 'shop-prod'" in twice.output
