@@ -80,8 +80,9 @@ class Bench:
 
     async def identify(self, user: str, **traits: Any) -> None:
         context = traits.pop("context", {})
+        anonymous = {"anonymousId": traits.pop("anonymousId")} if "anonymousId" in traits else {}
         call = IdentifyCall.model_validate(
-            {"userId": user, "traits": traits, "context": context, "messageId": _id()}
+            {"userId": user, "traits": traits, "context": context, "messageId": _id(), **anonymous}
         )
         store_call(self.engine, call)
         await self.router.sweep()

@@ -151,7 +151,7 @@ SAFETY = [
     ("await contact", "await expressions are not allowed in conditions"),
     (
         "os.system",
-        "unknown name 'os': expected one of contact, event, journey or true, false, null",
+        "unknown name 'os': expected one of contact, event, trigger, journey or true, false, null",
     ),
     ("import os", "invalid condition 'import os': invalid syntax"),
     ("contact.x = 1", "invalid condition 'contact.x = 1': invalid syntax"),

@@ -187,7 +187,7 @@ BROKEN = [
           if: contact.traits.vip and customer.vip
         steps: [exit]
         """,
-        "j.yaml:5:30: unknown name 'customer': expected one of contact, event, journey "
+        "j.yaml:5:30: unknown name 'customer': expected one of contact, event, trigger, journey "
         "or true, false, null",
     ),
     case(

@@ -1,9 +1,11 @@
 """The condition language of `if:` and `where:` - a tiny, safe expression subset.
 
-Marketers write Python-like expressions over three roots::
+Marketers write Python-like expressions over four roots (`trigger` is the event
+that started the run, so a goal can match the order of *that* cart)::
 
     contact.traits.country != "XX" and len(event.properties.products) > 1
     journey.vars.variant in ["a", "b"]
+    event.properties.cart_id == trigger.properties.cart_id
 
 We parse with `ast` and *interpret* a whitelist of node types over plain
 dicts; nothing is ever passed to `eval`, attribute access is a dict lookup
@@ -18,7 +20,7 @@ import operator
 from functools import lru_cache
 from typing import Any
 
-ROOTS = ("contact", "event", "journey")
+ROOTS = ("contact", "event", "trigger", "journey")
 FUNCTIONS = {
     "len": lambda v: len(v) if isinstance(v, str | list | dict) else 0,
     "lower": lambda v: v.lower() if isinstance(v, str) else v,
