@@ -16,6 +16,7 @@ import threading
 import urllib.parse
 from dataclasses import dataclass
 from typing import Any, ClassVar
+from urllib.parse import urlencode
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -232,7 +233,11 @@ class TwilioChannel(Channel):
         self._check_length(body)
         params: dict[str, Any] = {"to": message.to, "body": body, **self._sender(message)}
         if self.status_callback:
-            params["status_callback"] = self.status_callback
+            # Our id in the URL finds the message even when the callback outruns the
+            # recording of Twilio's MessageSid (Twilio signs the URL with its query).
+            params["status_callback"] = (
+                f"{self.status_callback}?{urlencode({'msg_id': message.message_id})}"
+            )
         client = self._client()
         http = client.http_client
         try:

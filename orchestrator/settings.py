@@ -69,6 +69,12 @@ class Settings(BaseSettings):
     quiet_hours_sms: str = "21:00-08:00"
 
     router_interval: float = 1.0  # seconds between sweeps for events not yet routed
+    # Routing (docs/routing.md): JOURNEYS_ROUTER=off runs `journeys worker` without its router
+    # (when `journeys router` processes route); a claim's lease in seconds; the routing lag
+    # (age of the oldest unrouted event) above which /health is degraded, 0 = never.
+    router: bool = True
+    router_lease: float = Field(default=30.0, gt=0)
+    routing_lag_limit: float = Field(default=300.0, ge=0)
 
     # Messages: the locale, currency and timezone used when a contact has none.
     default_locale: str = "en"
@@ -78,6 +84,17 @@ class Settings(BaseSettings):
     # Links in messages (unsubscribe, preferences, view in browser) point here.
     public_url: str | None = None  # default: the API address
     secret_key: str | None = None  # signs those links; `journeys dev` keeps one in data_dir
+
+    # --- Provider feedback webhooks (orchestrator/api/webhooks.py, docs/webhooks.md) ---
+    # SendGrid's Signed Event Webhook "Verification Key" (base64 DER, as SendGrid shows it).
+    # Unset: POST /webhooks/sendgrid answers 503 and stores nothing.
+    sendgrid_webhook_public_key: str | None = None
+    # Signed timestamps further than this from our clock (seconds, either way) are refused.
+    webhook_max_age: int = Field(default=300, ge=1, le=86_400)
+    # Twilio signs its webhooks with the account's Auth Token: the name the SDK and the
+    # twilio channel read. Unset: POST /webhooks/twilio/* answer 503 and store nothing.
+    twilio_auth_token: str | None = Field(default=None, validation_alias=_env("TWILIO_AUTH_TOKEN"))
+    # --- end of provider feedback webhooks ---
 
     @field_validator("marketing_cap", "message_cap")
     @classmethod

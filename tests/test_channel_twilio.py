@@ -152,7 +152,9 @@ def test_status_callback_goes_to_the_public_url_only_when_it_is_set(
     TwilioChannel.from_settings(Settings()).send(sms())
 
     with_url, without = fake.delivered
-    assert with_url.status_callback == "https://journeys.example.com/webhooks/twilio/status"
+    assert with_url.status_callback == (
+        "https://journeys.example.com/webhooks/twilio/status?msg_id=m-1"
+    )
     # The default public URL is the local API, which Twilio could never reach.
     assert "StatusCallback" not in without.form
 

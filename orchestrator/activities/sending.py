@@ -17,6 +17,7 @@ before the row says so; `tests/test_send_reliability.py` measures it.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import uuid
@@ -203,7 +204,7 @@ class SendActivities:
     ) -> None:
         """Apply the policy in order; leave the row queued (rendered) or say why not."""
         if contact is None:
-            _set(row, "failed", f"contact {req.contact_id!r} does not exist (erased?)")
+            _set(row, "failed", "the contact does not exist (erased?)")
             return
         channel, refusals, blocked_by_policy = self._choose(session, req, contact)
         if channel is None:
@@ -396,6 +397,10 @@ class SendActivities:
                 row.attempts += 1
         if no_device is not None:
             raise no_device
+        # Error texts go into the workflow history, and so would the provider's exception
+        # as the cause: never with the address in them (providers quote it, e.g. SMTP
+        # "recipient ann@example.com refused").
+        to = (outgoing.to, *outgoing.devices)
         try:
             receipt = adapter.send(outgoing)
         except TransientChannelError as exc:
@@ -403,18 +408,24 @@ class SendActivities:
                 self.gate.pause(adapter.name, exc.retry_after)
             delay = timedelta(seconds=exc.retry_after) if exc.retry_after else None
             raise ApplicationError(
-                f"{adapter.name}: {exc}", type="TransientChannelError", next_retry_delay=delay
-            ) from exc
+                f"{adapter.name}: {_redact(exc, *to)}",
+                type="TransientChannelError",
+                next_retry_delay=delay,
+            ) from None  # the cause would go into the history too
         except PermanentChannelError as exc:
             self._refused(message_id, exc)
             raise ApplicationError(
-                f"{adapter.name}: {exc}", type="PermanentSendError", non_retryable=True
-            ) from exc
+                f"{adapter.name}: {_redact(exc, *to)}",
+                type="PermanentSendError",
+                non_retryable=True,
+            ) from None  # the cause would go into the history too
         except ChannelConfigError as exc:
             self._refused(message_id, PermanentChannelError(str(exc), reason="auth"))
             raise ApplicationError(
-                f"{adapter.name}: {exc}", type="PermanentSendError", non_retryable=True
-            ) from exc
+                f"{adapter.name}: {_redact(exc, *to)}",
+                type="PermanentSendError",
+                non_retryable=True,
+            ) from None  # the cause would go into the history too
         return self._record_acceptance(message_id, receipt)
 
     def _held(
@@ -427,7 +438,7 @@ class SendActivities:
     ) -> bool:
         """Policy again at delivery: an opt-out, a suppression or quiet hours since prepare."""
         if contact is None:
-            _set(row, "failed", f"contact {row.contact_id!r} no longer exists", check="deliver")
+            _set(row, "failed", "the contact no longer exists (erased?)", check="deliver")
             return True
         explicit = self.settings.marketing_consent == "explicit"
         refusal = consent_refusal(contact.consent or {}, row.channel, row.category, explicit)
@@ -457,10 +468,11 @@ class SendActivities:
                 if attempt == 2:
                     raise ApplicationError(
                         f"the provider accepted message {message_id} "
-                        f"({receipt.provider_message_id[:100]}) but recording it failed: {exc}",
+                        f"({receipt.provider_message_id[:100]}) but recording it failed: "
+                        f"{getattr(exc, 'orig', None) or exc}",  # not the SQL parameters
                         type=ACCEPTED_UNRECORDED,
                         non_retryable=True,
-                    ) from exc
+                    ) from None
                 time.sleep(0.5 * (attempt + 1))
         raise AssertionError("unreachable")
 
@@ -482,14 +494,15 @@ class SendActivities:
         with session_scope(self.engine) as session:
             row = session.get(Message, message_id)
             assert row is not None
-            code = "" if exc.code is None or str(exc.code) in str(exc) else f" (code {exc.code})"
-            _set(row, "failed", f"{exc.reason}: {exc}{code}", check="provider")
+            said = _redact(exc, row.recipient, *exc.dead_devices)
+            code = "" if exc.code is None or str(exc.code) in said else f" (code {exc.code})"
+            _set(row, "failed", f"{exc.reason}: {said}{code}", check="provider")
             source = row.adapter or row.channel
             if exc.reason == "unsubscribed" and row.recipient:
                 opt_out(session, row.contact_id, row.channel)
-                suppress(session, row.channel, row.recipient, "unsubscribed", source, str(exc))
+                suppress(session, row.channel, row.recipient, "unsubscribed", source, said)
             elif exc.reason == "invalid_recipient" and row.recipient:
-                suppress(session, row.channel, row.recipient, "invalid", source, str(exc))
+                suppress(session, row.channel, row.recipient, "invalid", source, said)
             elif exc.reason == "dead_token":
                 _forget_devices(session, row.contact_id, exc.dead_devices or (row.recipient,))
             if exc.dead_devices and exc.reason != "dead_token":
@@ -511,6 +524,14 @@ def _attempt_time() -> datetime:
     except RuntimeError:  # called outside an activity
         return utcnow()
     return scheduled if scheduled.year > 2000 else utcnow()  # test environments: epoch
+
+
+def _redact(error: Exception | str, *addresses: str | None) -> str:
+    """The error's text with the recipient's addresses replaced by `<recipient>`."""
+    text = str(error)
+    for address in sorted({a.strip() for a in addresses if a and a.strip()}, key=len, reverse=True):
+        text = re.sub(re.escape(address), "<recipient>", text, flags=re.IGNORECASE)
+    return text
 
 
 def _forget_devices(session: Session, contact_id: str, tokens: tuple[str | None, ...]) -> None:

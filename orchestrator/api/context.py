@@ -88,10 +88,10 @@ async def authenticate(
             **{"WWW-Authenticate": 'Basic realm="journeys"'},
         )
     for key in offered:
-        if kind == "write" and any(
-            hmac.compare_digest(key.encode(), known.encode()) for known in ctx.write_keys
-        ):
-            return
+        if any(hmac.compare_digest(key.encode(), known.encode()) for known in ctx.write_keys):
+            if kind == "write":
+                return
+            raise ApiError(403, "this is a write key; this endpoint needs an admin key")
         found = await ctx.db(key_kind, ctx.engine, key)
         if found == kind or (found == "admin" and kind == "write"):
             return

@@ -1,16 +1,36 @@
-"""Pages a recipient opens from a message: the email in a browser (and, next to it,
-unsubscribe and preferences). No login, no JavaScript; links carry signed tokens."""
+"""Pages a recipient opens from a message: the email in a browser, unsubscribe and
+preferences. No login, no JavaScript; links carry signed tokens (`orchestrator.links`).
+
+- `GET /m/{token}`: the email as it was sent.
+- `GET /u/{token}`: says what unsubscribing does, with a button; a GET never changes
+  anything, because mail scanners and link previews fetch every link in a message.
+- `POST /u/{token}`: RFC 8058 one-click (`List-Unsubscribe=One-Click`, sent by the
+  mailbox provider) or our own button: opts the contact out of marketing on the
+  message's channel. Idempotent, 200, no login.
+- `GET|POST /preferences/{token}`: marketing and service messages per channel.
+
+A token that is not ours, or whose message or contact is gone, gets the same 404
+page whatever the reason, so a guess learns nothing.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs
+
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
-from markupsafe import escape
+from markupsafe import Markup, escape
 from sqlalchemy import Engine
 
+from ..store.consent import ChannelConsent, effective_consent, set_consent
 from ..store.db import session_scope
-from ..store.tables import Message
-from .context import api_context
+from ..store.identity import load_contact
+from ..store.tables import Message, utcnow
+from .body import read_body
+from .context import ApiContext, api_context
+from .errors import ApiError
 
 router = APIRouter(include_in_schema=False)
 
@@ -21,7 +41,42 @@ VIEW_HEADERS = {
     "Cache-Control": "private, no-store",
     "Referrer-Policy": "no-referrer",
 }
+# Our own pages: the same, stricter still (no images; forms post only to us; not framed,
+# so another site cannot trick a click on the unsubscribe button).
+PAGE_HEADERS = {
+    **VIEW_HEADERS,
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+}
 NOT_FOUND_PAGE = "<!doctype html><p>This message is no longer available.</p>"
+FORM_LIMIT = 4 * 1024  # the preference form is a few hundred bytes
+CHANNEL_NAMES = {"email": "Email", "sms": "Text messages (SMS)", "push": "Push notifications"}
+MARKETING_NAMES = {
+    "email": "marketing email",
+    "sms": "marketing text messages",
+    "push": "marketing push notifications",
+}
+STYLE = (
+    "body{font:16px/1.5 system-ui,sans-serif;margin:0;padding:1rem;color:#222}"
+    "main{max-width:32rem;margin:2rem auto}fieldset{margin:0 0 1rem;border:1px solid #ccc}"
+    "label{display:block;padding:.25rem 0}button{font:inherit;padding:.5rem 1rem}"
+)
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """Who a message link is for, as far as the page needs to know."""
+
+    message_id: str
+    contact_id: str
+    channel: str
+    choices: list[ChannelConsent]
+
+
+# --- view in browser ----------------------------------------------------------------
 
 
 @router.get("/m/{token}", response_class=HTMLResponse)
@@ -46,3 +101,210 @@ def _sent_html(engine: Engine, message_id: str) -> str | None:
         if content.get("text"):
             return f"<!doctype html><pre>{escape(content['text'])}</pre>"
         return None
+
+
+# --- unsubscribe --------------------------------------------------------------------
+
+
+@router.get("/u/{token}", response_class=HTMLResponse)
+async def unsubscribe_page(request: Request, token: str) -> HTMLResponse:
+    """What unsubscribing does, and the button that does it (a GET changes nothing)."""
+    ctx = api_context(request)
+    recipient = await _recipient(ctx, token)
+    if recipient is None:
+        return _not_found()
+    what = MARKETING_NAMES.get(recipient.channel, "marketing messages")
+    preferences = _preferences_link(ctx, recipient)
+    if not _choice(recipient).marketing:
+        return _page(
+            "Unsubscribed",
+            Markup("<h1>You are not subscribed</h1><p>You do not get {} from us.</p>{}").format(
+                what, preferences
+            ),
+        )
+    body = Markup(
+        "<h1>Unsubscribe</h1>"
+        "<p>You will no longer get {what} from us. Messages about your orders and your "
+        "account still arrive.</p>"
+        '<form method="post"><button type="submit">Unsubscribe from {what}</button></form>'
+        "{preferences}"
+    ).format(what=what, preferences=preferences)
+    return _page("Unsubscribe", body)
+
+
+@router.post("/u/{token}", response_class=HTMLResponse)
+async def unsubscribe(request: Request, token: str) -> HTMLResponse:
+    """RFC 8058 one-click, or the page's button: opt out of marketing on this channel.
+
+    The body (`List-Unsubscribe=One-Click`, or empty) is not needed: the signed token
+    says everything, and a mailbox provider must get a 200 for a repeated request too.
+    """
+    ctx = api_context(request)
+    recipient = await _recipient(ctx, token)
+    if recipient is None:
+        return _not_found()
+    await ctx.db(_unsubscribe, ctx.engine, recipient)
+    what = MARKETING_NAMES.get(recipient.channel, "marketing messages")
+    body = Markup(
+        "<h1>You are unsubscribed</h1><p>You will no longer get {}. It can take a moment "
+        "for messages already on their way.</p>{}"
+    ).format(what, _preferences_link(ctx, recipient))
+    return _page("Unsubscribed", body)
+
+
+def _unsubscribe(engine: Engine, recipient: Recipient) -> None:
+    with session_scope(engine) as session:
+        set_consent(session, recipient.contact_id, recipient.channel, marketing=False)
+        message = session.get(Message, recipient.message_id)
+        if message is not None and not any(
+            e.get("check") == "unsubscribe" for e in message.timeline or []
+        ):  # which message made them leave: kept on the message, once
+            entry = {"status": message.status, "at": utcnow().isoformat()}
+            message.timeline = [
+                *message.timeline,
+                {**entry, "check": "unsubscribe", "result": "marketing opt-out"},
+            ]
+
+
+# --- preferences --------------------------------------------------------------------
+
+
+@router.get("/preferences/{token}", response_class=HTMLResponse)
+async def preferences_page(request: Request, token: str) -> HTMLResponse:
+    """The contact's choices per channel, as a plain form."""
+    ctx = api_context(request)
+    recipient = await _recipient(ctx, token)
+    if recipient is None:
+        return _not_found()
+    return _page("Your preferences", _preferences_form(recipient.choices))
+
+
+@router.post("/preferences/{token}", response_class=HTMLResponse)
+async def save_preferences(request: Request, token: str) -> HTMLResponse:
+    """Save the form: every box not ticked is a no (browsers do not send unticked boxes)."""
+    ctx = api_context(request)
+    recipient = await _recipient(ctx, token)
+    if recipient is None:
+        return _not_found()
+    try:
+        raw = await read_body(request, FORM_LIMIT)
+    except ApiError as exc:
+        return _page("Not saved", _notice(exc.message), exc.status)
+    fields = parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True)
+    if fields.get("form") != ["preferences"]:
+        # Not our form (a bare POST would otherwise read as "untick everything").
+        note = "Nothing was saved: please use the form below."
+        return _page("Not saved", _notice(note) + _preferences_form(recipient.choices), 400)
+    wanted = {
+        c.channel: (f"{c.channel}_marketing" in fields, f"{c.channel}_transactional" in fields)
+        for c in recipient.choices
+    }
+    choices = await ctx.db(_save, ctx.engine, ctx, recipient, wanted)
+    saved = _notice("Your preferences are saved.")
+    return _page("Your preferences", saved + _preferences_form(choices))
+
+
+def _save(
+    engine: Engine, ctx: ApiContext, recipient: Recipient, wanted: dict[str, tuple[bool, bool]]
+) -> list[ChannelConsent]:
+    """Write only what the person changed: an untouched box keeps its record as it was."""
+    explicit = ctx.settings.marketing_consent == "explicit"
+    with session_scope(engine) as session:
+        for choice in recipient.choices:
+            marketing, transactional = wanted[choice.channel]
+            if (marketing, transactional) == (choice.marketing, choice.transactional):
+                continue
+            set_consent(
+                session,
+                recipient.contact_id,
+                choice.channel,
+                marketing=marketing if marketing != choice.marketing else None,
+                transactional=transactional if transactional != choice.transactional else None,
+            )
+        contact = load_contact(session, recipient.contact_id)
+        return effective_consent(contact.consent if contact else {}, explicit)
+
+
+def _preferences_form(choices: list[ChannelConsent]) -> Markup:
+    fieldsets = Markup("").join(
+        Markup("<fieldset><legend>{name}</legend>{marketing}{service}</fieldset>").format(
+            name=CHANNEL_NAMES.get(c.channel, c.channel),
+            marketing=_checkbox(c.channel, "marketing", "Offers and news", c.marketing),
+            service=_checkbox(
+                c.channel,
+                "transactional",
+                "Service messages (orders, account); without them you get none on this channel",
+                c.transactional,
+            ),
+        )
+        for c in choices
+    )
+    return Markup(
+        "<h1>Your preferences</h1><p>Choose what we may send you, per channel.</p>"
+        '<form method="post"><input type="hidden" name="form" value="preferences">'
+        '{}<button type="submit">Save</button></form>'
+    ).format(fieldsets)
+
+
+def _checkbox(channel: str, kind: str, label: str, checked: bool) -> Markup:
+    name = f"{channel}_{kind}"
+    return Markup(
+        '<label for="{name}"><input type="checkbox" id="{name}" name="{name}" value="yes"{on}> '
+        "{label}</label>"
+    ).format(name=name, label=label, on=Markup(" checked") if checked else "")
+
+
+# --- shared ---------------------------------------------------------------------------
+
+
+async def _recipient(ctx: ApiContext, token: str) -> Recipient | None:
+    message_id = ctx.links.message_id(token) if ctx.links is not None else None
+    if not message_id:
+        return None
+    explicit = ctx.settings.marketing_consent == "explicit"
+    found: Recipient | None = await ctx.db(_load_recipient, ctx.engine, message_id, explicit)
+    return found
+
+
+def _load_recipient(engine: Engine, message_id: str, explicit: bool) -> Recipient | None:
+    with session_scope(engine) as session:
+        message = session.get(Message, message_id)
+        if message is None:
+            return None
+        contact = load_contact(session, message.contact_id)
+        if contact is None:  # erased, or never stored
+            return None
+        choices = effective_consent(contact.consent or {}, explicit)
+        return Recipient(message.id, contact.id, message.channel, choices)
+
+
+def _choice(recipient: Recipient) -> ChannelConsent:
+    return next(
+        (c for c in recipient.choices if c.channel == recipient.channel),
+        ChannelConsent(recipient.channel, marketing=False, transactional=False),
+    )
+
+
+def _preferences_link(ctx: ApiContext, recipient: Recipient) -> Markup:
+    assert ctx.links is not None  # a recipient was found through a verified token
+    url = ctx.links.for_message(recipient.message_id)["preferences_url"]
+    return Markup('<p><a href="{}">Choose what we may send you</a></p>').format(url)
+
+
+def _notice(text: str) -> Markup:
+    return Markup('<p role="status"><strong>{}</strong></p>').format(text)
+
+
+def _page(title: str, body: Any, status: int = 200) -> HTMLResponse:
+    html = Markup(
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<meta name="robots" content="noindex"><title>{title}</title>'
+        "<style>{style}</style></head><body><main>{body}</main></body></html>"
+    ).format(title=title, style=Markup(STYLE), body=body)
+    return HTMLResponse(str(html), status_code=status, headers=PAGE_HEADERS)
+
+
+def _not_found() -> HTMLResponse:
+    body = Markup("<h1>Link not valid</h1><p>This link is not valid or no longer in use.</p>")
+    return _page("Link not valid", body, 404)

@@ -1,8 +1,26 @@
 """What recipients did with a message: the status timeline, which never moves backwards.
 
 Engagement arrives as events (Segment's Email and Mobile spec names, from the
-app or from provider webhooks); the router records it here and signals the
-run that sent the message.
+app or from provider webhooks, see `orchestrator/feedback/`); the router records
+it here and signals the run that sent the message.
+
+The status climbs one ladder, whatever order the reports arrive in:
+
+    sent < delivered < bounced < opened < clicked = replied
+
+- A bounce beats `delivered`: mail servers bounce after accepting (asynchronous
+  bounces), and an SMS `undelivered` is final. It does not beat an open or a
+  click: the person saw the message, so the bounce is stale or about a forward.
+- A late `delivered` after `opened`, or Twilio's `sent` after `delivered`, changes
+  nothing.
+- `complained` (marked as spam) and `unsubscribed` go on the timeline and are
+  signalled to the run, but are not statuses: the send pipeline counts a message
+  by its status (frequency caps, retries), and these say nothing new about whether
+  it was sent. Their real effect is on the contact (suppression, opt-out), which the
+  webhook already committed.
+- A message not handed to a provider (pending, deferred, suppressed, skipped,
+  failed) keeps its status: a report about it can only be wrong, and raising it
+  would make the send pipeline take it for sent.
 """
 
 from __future__ import annotations
@@ -12,16 +30,47 @@ from sqlalchemy import Engine
 from .db import session_scope
 from .tables import Event, Message
 
-# Segment's Email and Mobile spec names, and the engagement each one means.
+# Event names (Segment's Email and Mobile spec, and ours for SMS and failures), and the
+# engagement each one means: the `kind` of the run's `engagement` signal.
 ENGAGEMENT_EVENTS = {
     "Email Delivered": "delivered",
     "Email Opened": "opened",
     "Email Link Clicked": "clicked",
     "Email Bounced": "bounced",
+    "Email Blocked": "bounced",  # the receiving server refused it (reputation, policy)
+    "Email Dropped": "bounced",  # SendGrid did not send it (its own suppression lists)
+    "Email Marked as Spam": "complained",
+    "Unsubscribed": "unsubscribed",
     "Push Opened": "opened",
     "Push Notification Tapped": "opened",
+    "SMS Delivered": "delivered",
+    "SMS Failed": "bounced",
+    "SMS Received": "replied",  # a reply to the last SMS we sent that number
 }
-STATUS_RANK = {"pending": 0, "sent": 1, "delivered": 2, "opened": 3, "clicked": 4, "replied": 4}
+STATUS_RANK = {
+    "sent": 1,
+    "delivered": 2,
+    "bounced": 3,
+    "opened": 4,
+    "clicked": 5,
+    "replied": 5,
+}
+# Handed to the provider, acceptance not recorded yet: a report that beats the send's
+# bookkeeping moves it on (the send keeps what a webhook already said). A pending or
+# deferred message has not been sent at all, so a report about it changes nothing.
+IN_FLIGHT = frozenset({"queued", "sending"})
+TIMELINE_ONLY = frozenset({"complained", "unsubscribed"})
+
+
+def next_status(current: str, kind: str) -> str:
+    """The message's status after an engagement of `kind`: never lower, never un-sent."""
+    if kind in TIMELINE_ONLY or kind not in STATUS_RANK:
+        return current
+    if current in IN_FLIGHT:
+        return kind
+    if current not in STATUS_RANK:  # pending, deferred, suppressed, skipped, failed
+        return current
+    return kind if STATUS_RANK[kind] > STATUS_RANK[current] else current
 
 
 def record_engagement(
@@ -30,12 +79,11 @@ def record_engagement(
     """Add to the message's timeline, raise its status (never lower it); returns
     (workflow id, step id, entry seq) of the run that sent it, or None if unknown."""
     with session_scope(engine) as session:
-        message = session.get(Message, message_id)
+        message = session.get(Message, message_id, with_for_update=True)
         if message is None:
             return None
         entry = {"status": kind, "at": event.timestamp.isoformat(), "event_id": event.id}
         if not any(e.get("event_id") == event.id for e in message.timeline):
             message.timeline = [*message.timeline, entry]
-        if STATUS_RANK.get(kind, 0) > STATUS_RANK.get(message.status, 0) or kind == "bounced":
-            message.status = kind
+        message.status = next_status(message.status, kind)
         return message.workflow_id, message.step_id, message.entry_seq

@@ -177,6 +177,8 @@ class Message(SQLModel, table=True):
     __table_args__ = (
         Index("ix_messages_contact", "contact_id"),
         Index("ix_messages_contact_queued", "contact_id", "queued_at"),
+        # Provider callbacks (Twilio status) find the message by the provider's id.
+        Index("ix_messages_provider_message_id", "provider_message_id"),
     )
 
     id: str = Field(primary_key=True, max_length=36)  # uuid, our message id

@@ -1,4 +1,4 @@
-"""Ingestion: hashed API keys, contact aliases, router leases on events.
+"""Ingestion: hashed API keys, contact aliases, router leases on events, provider ids indexed.
 
 Revision ID: 0004
 Revises: 0003
@@ -46,9 +46,13 @@ def upgrade() -> None:
     with op.batch_alter_table("events") as batch:
         batch.add_column(sa.Column("lease_owner", sa.String(length=64), nullable=True))
         batch.add_column(sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True))
+    op.create_index(
+        "ix_messages_provider_message_id", "messages", ["provider_message_id"], unique=False
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_messages_provider_message_id", table_name="messages")
     with op.batch_alter_table("events") as batch:
         batch.drop_column("lease_until")
         batch.drop_column("lease_owner")

@@ -1,0 +1,262 @@
+"""Provider feedback into the store: events, suppressions and consent in one transaction.
+
+The webhook answers 2xx only after this commits, so a report is either stored with
+everything it implies or not at all (and the provider retries). Replays are found
+by the dedupe key in `events.message_id`; a replay changes nothing, not even
+consent: a STOP delivered again after a START must not opt the person out again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from ..policy import normalize_address
+from ..store.consent import set_consent
+from ..store.db import session_scope
+from ..store.suppressions import opt_out, suppress, unsuppress
+from ..store.tables import Contact, Event, Message, utcnow
+from .twilio_events import InboundSms
+from .types import Feedback, Outcome
+
+CHUNK = 500  # ids per IN (...) query: well under every database's parameter limit
+# An SMS reply counts as a reply to the last SMS we sent that number this recently.
+REPLY_WINDOW = timedelta(days=7)
+# Messages that reached (or may have reached) the phone: a reply can answer them.
+ANSWERABLE = ("sent", "delivered", "opened", "clicked", "replied")
+# A dedupe receipt for a STOP/START from a number no contact has: stored as already
+# routed (nothing to deliver), it only makes a replay of that request a no-op.
+RECEIPT = "feedback"
+
+T = TypeVar("T")
+
+
+def _with_retry(engine: Engine, work: Callable[[Session], T]) -> T:
+    """Commit `work`; a concurrent delivery of the same report loses the unique-key race,
+    and its retry then sees the winner's rows as duplicates."""
+    for attempt in range(3):
+        try:
+            with session_scope(engine) as session:
+                return work(session)
+        except IntegrityError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def record_message_feedback(engine: Engine, items: Sequence[Feedback], channel: str) -> Outcome:
+    """Store reports about our messages on `channel`; reports about others are ignored."""
+    return _with_retry(engine, lambda session: _record(session, items, channel))
+
+
+def _record(session: Session, items: Sequence[Feedback], channel: str) -> Outcome:
+    outcome = Outcome()
+    seen = _existing_keys(session, [i.dedupe_key for i in items])
+    messages = _messages(session, items, channel)
+    received_at = utcnow()
+    for item in items:
+        if item.dedupe_key in seen:
+            outcome.duplicates += 1
+            continue
+        message = messages.get(item.message_id or "") or messages.get(
+            f"provider:{item.provider_message_id}"
+        )
+        if message is None:
+            outcome.ignored += 1  # not ours (another system on the account) or forgotten
+            continue
+        seen.add(item.dedupe_key)
+        properties = {**item.properties, "message_id": message.id}
+        _add_event(
+            session,
+            item.dedupe_key,
+            item.name,
+            message.contact_id,
+            properties,
+            item.timestamp or received_at,
+            received_at,
+            channel,
+        )
+        _apply(session, item, message, channel)
+        outcome.stored += 1
+    return outcome
+
+
+def _apply(session: Session, item: Feedback, message: Message, channel: str) -> None:
+    source = str(item.properties.get("provider") or channel)
+    address = message.recipient
+    if item.suppress and address:
+        suppress(session, channel, address, item.suppress, source, item.detail)
+    if item.opt_out:
+        opt_out(session, message.contact_id, channel, marketing_only=item.opt_out == "marketing")
+
+
+def record_inbound_sms(engine: Engine, sms: InboundSms) -> Outcome:
+    """An inbound SMS: keywords change consent and the suppression list; any other text
+    becomes "SMS Received" for every contact with that number."""
+    return _with_retry(engine, lambda session: _record_inbound(session, sms))
+
+
+def _record_inbound(session: Session, sms: InboundSms) -> Outcome:
+    key = f"twilio:{sms.message_sid}"
+    if _existing_keys(session, [key]):
+        return Outcome(duplicates=1)
+    contacts = contacts_with_phone(session, sms.sender)
+    source = "twilio"
+    if sms.kind == "stop":
+        suppress(session, "sms", sms.sender, "unsubscribed", source, f"replied {sms.keyword}")
+        for contact in contacts:
+            opt_out(session, contact.id, "sms")
+    elif sms.kind == "start":
+        unsuppress(session, "sms", sms.sender)
+        for contact in contacts:
+            # START is an opt-in to this sender again: service and marketing texts.
+            set_consent(session, contact.id, "sms", marketing=True, transactional=True)
+    received_at = utcnow()
+    properties: dict[str, Any] = {"provider": source, "message_sid": sms.message_sid}
+    if sms.kind == "message":
+        properties["body"] = sms.body
+        if sms.num_media:
+            properties["num_media"] = sms.num_media
+    else:
+        properties["keyword"] = sms.keyword
+    if not contacts:
+        if sms.kind in ("stop", "start"):
+            _add_event(
+                session,
+                key,
+                sms.event_name,
+                "",
+                properties,
+                received_at,
+                received_at,
+                "sms",
+                kind=RECEIPT,
+                routed_at=received_at,
+            )
+            return Outcome(stored=1)
+        return Outcome(ignored=1)
+    for index, contact in enumerate(contacts):
+        own = dict(properties)
+        if sms.kind == "message":
+            replied_to = _last_sms_to(session, contact.id, sms.sender, received_at)
+            if replied_to:
+                own["message_id"] = replied_to  # the reply engages the message it answers
+        # One row per contact; the first carries the request's key, which dedupes replays.
+        row_key = key if index == 0 else f"{key}:{_short_hash(contact.id)}"
+        _add_event(
+            session, row_key, sms.event_name, contact.id, own, received_at, received_at, "sms"
+        )
+    return Outcome(stored=len(contacts))
+
+
+def contacts_with_phone(session: Session, phone: str) -> list[Contact]:
+    """Contacts whose phone is `phone` once both are normalized, sorted by id.
+
+    Phones are stored as given, so the SQL only narrows (the number's characters in
+    order, any separators between) and `normalize_address` decides.
+    """
+    wanted = normalize_address("sms", phone)
+    if not wanted:
+        return []
+    pattern = "%" + "%".join(_like_escape(ch) for ch in wanted) + "%"
+    query = select(Contact).where(col(Contact.phone).like(pattern, escape="\\"))
+    found = [
+        c
+        for c in session.exec(query.order_by(col(Contact.id)))
+        if c.phone and normalize_address("sms", c.phone) == wanted
+    ]
+    return found
+
+
+# --- helpers ------------------------------------------------------------------------
+
+
+def _existing_keys(session: Session, keys: Iterable[str]) -> set[str]:
+    found: set[str] = set()
+    for chunk in _chunks(sorted(set(keys))):
+        found.update(session.exec(select(Event.message_id).where(col(Event.message_id).in_(chunk))))
+    return found
+
+
+def _messages(session: Session, items: Sequence[Feedback], channel: str) -> dict[str, Message]:
+    """Our messages the reports name: by our id, and by the provider's as `provider:<id>`."""
+    ours = sorted({i.message_id for i in items if i.message_id})
+    theirs = sorted({i.provider_message_id for i in items if i.provider_message_id})
+    found: dict[str, Message] = {}
+    for chunk in _chunks(ours):
+        for row in session.exec(select(Message).where(col(Message.id).in_(chunk))):
+            if row.channel == channel:
+                found[row.id] = row
+    for chunk in _chunks(theirs):
+        query = select(Message).where(col(Message.provider_message_id).in_(chunk))
+        for row in session.exec(query):
+            if row.channel == channel and row.provider_message_id:
+                found[f"provider:{row.provider_message_id}"] = row
+    return found
+
+
+def _last_sms_to(session: Session, contact_id: str, phone: str, now: datetime) -> str | None:
+    """Our latest SMS to this contact at this number within REPLY_WINDOW, if any."""
+    wanted = normalize_address("sms", phone)
+    query = (
+        select(Message)
+        .where(
+            Message.contact_id == contact_id,
+            Message.channel == "sms",
+            col(Message.status).in_(ANSWERABLE),
+            col(Message.sent_at) >= now - REPLY_WINDOW,
+        )
+        .order_by(col(Message.created_at).desc())
+        .limit(20)
+    )
+    for row in session.exec(query):
+        if row.recipient and normalize_address("sms", row.recipient) == wanted:
+            return row.id
+    return None
+
+
+def _add_event(
+    session: Session,
+    key: str,
+    name: str,
+    contact_id: str,
+    properties: dict[str, Any],
+    timestamp: datetime,
+    received_at: datetime,
+    channel: str,
+    kind: str = "track",
+    routed_at: datetime | None = None,
+) -> None:
+    session.add(
+        Event(
+            message_id=key[:255],
+            type=kind,
+            name=name,
+            contact_id=contact_id,
+            properties=properties,
+            context={"source": f"{properties.get('provider', channel)}-webhook"},
+            timestamp=timestamp,
+            received_at=received_at,
+            routed_at=routed_at,
+        )
+    )
+    session.flush()  # a concurrent duplicate fails here, inside the retry
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _like_escape(ch: str) -> str:
+    return "\\" + ch if ch in "%_\\" else ch
+
+
+def _chunks(values: Sequence[str]) -> Iterable[list[str]]:
+    for start in range(0, len(values), CHUNK):
+        yield list(values[start : start + CHUNK])
