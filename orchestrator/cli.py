@@ -240,7 +240,8 @@ def runs(
 @main.command()
 @data_dir_option
 def worker(data_dir: Path | None) -> None:
-    """Run a worker (and event router) against TEMPORAL_ADDRESS and DATABASE_URL."""
+    """Run a worker (and event router, unless JOURNEYS_ROUTER=off) against TEMPORAL_ADDRESS
+    and DATABASE_URL."""
     from .runtime import run_worker
 
     settings = _settings(data_dir=data_dir)
@@ -250,6 +251,21 @@ def worker(data_dir: Path | None) -> None:
         _fail(f"no journeys folder at {settings.journeys_dir}: set JOURNEYS_JOURNEYS_DIR")
     _require_secret(settings)
     asyncio.run(run_worker(settings))
+
+
+@main.command()
+@data_dir_option
+def router(data_dir: Path | None) -> None:
+    """Route stored events to Temporal, without a worker; several may run at once.
+
+    Run workers with JOURNEYS_ROUTER=off when routers run on their own (docs/routing.md).
+    """
+    from .runtime import run_router
+
+    settings = _settings(data_dir=data_dir)
+    if not settings.temporal_address:
+        _fail("TEMPORAL_ADDRESS is not set (use `journeys dev` for the embedded server)")
+    asyncio.run(run_router(settings))
 
 
 @main.command()
@@ -355,6 +371,95 @@ def _require_secret(settings: Settings) -> None:
         require_secret(settings)
     except ValueError as exc:
         _fail(str(exc))
+
+
+@main.group()
+def contacts() -> None:
+    """A contact's personal data: export it, or erase it (GDPR access and erasure)."""
+
+
+@contacts.command("export")
+@click.argument("contact_id")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write the JSON to this file (readable by you only) instead of printing it.",
+)
+@data_dir_option
+def contacts_export(contact_id: str, output: Path | None, data_dir: Path | None) -> None:
+    """Print everything stored about CONTACT_ID (or one of its aliases) as JSON."""
+    import json
+
+    from .privacy import export_contact
+
+    engine = _existing_store(_settings(data_dir=data_dir))
+    found = export_contact(engine, contact_id)
+    engine.dispose()
+    if found is None:
+        _fail(f"no contact with id {contact_id!r} (or it was erased)")
+    text = json.dumps(found, indent=2, ensure_ascii=False)
+    if output is None:
+        click.echo(text)
+        return
+    import os
+
+    # Personal data: readable by its owner only, from the first byte on.
+    fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(text + "\n")
+    click.echo(f"contact {contact_id!r} exported to {output}", err=True)
+
+
+@contacts.command("erase")
+@click.argument("contact_id")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@data_dir_option
+def contacts_erase(contact_id: str, yes: bool, data_dir: Path | None) -> None:
+    """Stop CONTACT_ID's journeys and erase its personal data; this cannot be undone.
+
+    Runs are stopped through TEMPORAL_ADDRESS (or the `journeys dev` server); when
+    Temporal cannot be reached nothing is erased. Erasing again is harmless.
+    """
+    from .privacy import TemporalUnavailable, erase_contact
+    from .worker import connect
+
+    settings = _settings(data_dir=data_dir)
+    engine = _existing_store(settings)
+    if not yes:
+        try:
+            confirmed = click.confirm(
+                f"Erase contact {contact_id!r} and stop its journeys? This cannot be undone"
+            )
+        except click.Abort:  # end of input, Ctrl-C
+            confirmed = False
+        if not confirmed:
+            engine.dispose()
+            _fail("not confirmed: nothing was erased (--yes skips the question)")
+
+    async def erase() -> Any:
+        try:
+            client = await connect(settings)
+        except RuntimeError as exc:
+            raise TemporalUnavailable(
+                f"cannot reach Temporal ({exc}): nothing was erased; check TEMPORAL_ADDRESS "
+                "and TEMPORAL_NAMESPACE, or start `journeys dev`"
+            ) from exc
+        return await erase_contact(engine, client, contact_id)
+
+    try:
+        result = asyncio.run(erase())
+    except TemporalUnavailable as exc:
+        _fail(str(exc))
+    finally:
+        engine.dispose()
+    if not result.found:
+        click.echo(f"nothing stored for contact {contact_id!r} (erased already?)")
+        return
+    rows = ", ".join(f"{table} {count}" for table, count in result.erased.items())
+    click.echo(f"contact {contact_id!r} erased: {result.runs_stopped} running journey(s) stopped")
+    click.echo(f"rows erased or scrubbed: {rows}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,341 @@
+"""Export and erasure of one contact's personal data (GDPR Art. 15, 17 and 20).
+
+Export gathers everything stored about a contact and its aliases. Erasure first
+stops the contact's journeys in Temporal, then, in one database transaction,
+deletes the contact, its aliases and events and scrubs what must stay:
+
+- `messages` rows stay as the send ledger (counts, provider ids, idempotency)
+  without recipient, content, locale, error text or policy details;
+- `journey_runs` rows stay for journey statistics, exited with reason `erased`,
+  without their `data`;
+- suppressions of the contact's addresses stay as `sha256:` digests, so a bounce
+  or complaint keeps being honoured without the plaintext address.
+
+Contact ids in the rows that stay (also inside workflow ids and idempotency keys)
+are replaced by a random tombstone (`erased-<hex>`): a userId may itself be personal
+(an email), and a hash of it could be reversed by guessing.
+
+Runs are *terminated*, not cancelled: termination takes effect in the Temporal
+server at once, whether or not a worker is polling, and no more workflow code runs
+(a cancelled run would still run, and could schedule a send, in the workflow task
+that delivers the cancellation). Journey workflows have no clean-up to do on
+cancellation; the run rows are closed here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, delete
+from sqlmodel import Session, col, select
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from .store.db import session_scope
+from .store.identity import aliases_of, canonical_id
+from .store.suppressions import address_digest, pseudonymize
+from .store.tables import (
+    Contact,
+    ContactAlias,
+    Event,
+    JourneyRun,
+    JourneyVersion,
+    Message,
+    Suppression,
+    utcnow,
+)
+from .workflows.journey import workflow_id
+
+ERASED = "erased"  # exit reason of the runs, error of the messages not sent
+TOMBSTONE_PREFIX = "erased-"  # contact ids in the rows kept after an erasure
+TERMINATE_REASON = "contact erased"  # recorded in the workflow history: no personal data
+STOP_CONCURRENCY = 16
+# Timeline keys that say what happened, not to whom: `detail` can quote an address,
+# a timezone or a provider's bounce text, so it does not survive erasure.
+TIMELINE_KEYS = ("status", "at", "check", "result", "until", "event_id")
+UNSENT = ("pending", "queued", "deferred")
+EVENT_PRIVATE = ("lease_owner", "lease_until")
+
+
+class TemporalUnavailable(Exception):
+    """The contact's runs could not be stopped, so nothing was erased; try again later."""
+
+
+@dataclass(frozen=True)
+class ErasurePlan:
+    """Who is erased and which workflows may run for them, read before anything changes."""
+
+    asked: str
+    canonical: str
+    ids: list[str]  # the canonical id, then its aliases
+    workflow_ids: list[str]  # runs to stop: open ones, and every journey x id that could be
+    found: bool
+
+
+@dataclass
+class ErasureResult:
+    contact_id: str
+    found: bool
+    runs_stopped: int = 0  # workflows Temporal terminated
+    erased: dict[str, int] = field(default_factory=dict)  # rows per table
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "contact_id": self.contact_id,
+            "found": self.found,
+            "runs_stopped": self.runs_stopped,
+            "erased": self.erased,
+        }
+
+
+def is_erased(contact_id: str) -> bool:
+    """True for the tombstone an erased contact's kept rows carry (a late webhook about
+    one of its messages must not bring personal data back)."""
+    return contact_id.startswith(TOMBSTONE_PREFIX)
+
+
+# --- export ---------------------------------------------------------------------
+
+
+def export_contact(engine: Engine, contact_id: str) -> dict[str, Any] | None:
+    """Everything stored about the contact (through any of its ids), or None if unknown."""
+    with session_scope(engine) as session:
+        canonical = canonical_id(session, contact_id)
+        contact = session.get(Contact, canonical)
+        if contact is None:
+            return None
+        ids = [canonical, *aliases_of(session, canonical)]
+        events = session.exec(
+            select(Event).where(col(Event.contact_id).in_(ids)).order_by(col(Event.id))
+        )
+        messages = session.exec(
+            select(Message)
+            .where(col(Message.contact_id).in_(ids))
+            .order_by(col(Message.created_at), col(Message.id))
+        )
+        runs = session.exec(
+            select(JourneyRun)
+            .where(col(JourneyRun.contact_id).in_(ids))
+            .order_by(col(JourneyRun.id))
+        )
+        return {
+            "exported_at": utcnow().isoformat(),
+            "contact": contact.model_dump(mode="json"),
+            "aliases": ids[1:],
+            "events": [e.model_dump(mode="json", exclude=set(EVENT_PRIVATE)) for e in events],
+            "messages": [m.model_dump(mode="json") for m in messages],
+            "journey_runs": [r.model_dump(mode="json") for r in runs],
+            "suppressions": [
+                s.model_dump(mode="json", exclude={"id"})
+                for s in _suppressions(session, _addresses(contact, []))
+            ],
+        }
+
+
+# --- erasure --------------------------------------------------------------------
+
+
+async def erase_contact(engine: Engine, client: Client | None, contact_id: str) -> ErasureResult:
+    """Stop the contact's runs, then erase its personal data; safe to repeat.
+
+    Raises `TemporalUnavailable` (nothing erased) when runs may exist and Temporal
+    cannot be reached; database errors propagate.
+    """
+    plan = await asyncio.to_thread(plan_erasure, engine, contact_id)
+    if not plan.found:
+        return ErasureResult(contact_id, found=False)
+    stopped = await stop_runs(client, plan.workflow_ids)
+    erased = await asyncio.to_thread(erase_rows, engine, plan)
+    return ErasureResult(contact_id, True, stopped, erased)
+
+
+def plan_erasure(engine: Engine, contact_id: str) -> ErasurePlan:
+    with session_scope(engine) as session:
+        canonical = canonical_id(session, contact_id)
+        ids = list(dict.fromkeys([canonical, *aliases_of(session, canonical), contact_id]))
+        found = (
+            session.get(Contact, canonical) is not None
+            or len(ids) > 1
+            or any(
+                session.exec(
+                    select(model.id).where(col(model.contact_id).in_(ids)).limit(1)
+                ).first()
+                is not None
+                for model in (Event, Message, JourneyRun)
+            )
+        )
+        if not found:
+            return ErasurePlan(contact_id, canonical, ids, [], False)
+        open_runs = session.exec(
+            select(JourneyRun.workflow_id).where(
+                col(JourneyRun.contact_id).in_(ids), JourneyRun.status == "active"
+            )
+        )
+        # A run the router started but whose entry is not recorded yet has no row:
+        # every journey's workflow id for every id of the contact is stopped as well.
+        journeys = set(session.exec(select(JourneyVersion.journey_id).distinct()))
+        journeys |= set(
+            session.exec(
+                select(JourneyRun.journey_id).where(col(JourneyRun.contact_id).in_(ids)).distinct()
+            )
+        )
+        candidates = [*open_runs, *(workflow_id(j, i) for j in sorted(journeys) for i in ids)]
+        return ErasurePlan(contact_id, canonical, ids, list(dict.fromkeys(candidates)), True)
+
+
+async def stop_runs(client: Client | None, workflow_ids: list[str]) -> int:
+    """Terminate each workflow that is still running; returns how many were."""
+    if not workflow_ids:
+        return 0
+    if client is None:
+        raise TemporalUnavailable(
+            "Temporal is not connected, so the contact's journeys cannot be stopped: "
+            "nothing was erased; retry when Temporal is reachable"
+        )
+    gate = asyncio.Semaphore(STOP_CONCURRENCY)
+
+    async def stop(wid: str) -> int:
+        async with gate:
+            try:
+                await client.get_workflow_handle(wid).terminate(reason=TERMINATE_REASON)
+            except RPCError as exc:
+                if exc.status == RPCStatusCode.NOT_FOUND:  # never started, or already over
+                    return 0
+                raise TemporalUnavailable(
+                    f"Temporal did not stop a journey of this contact ({exc.message}): "
+                    "nothing was erased; retry when Temporal is reachable"
+                ) from exc
+            except RuntimeError as exc:  # the client lost its connection
+                raise TemporalUnavailable(
+                    f"Temporal is unreachable ({exc}): nothing was erased; retry later"
+                ) from exc
+            return 1
+
+    results = await asyncio.gather(*(stop(w) for w in workflow_ids), return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return sum(r for r in results if isinstance(r, int))
+
+
+def erase_rows(engine: Engine, plan: ErasurePlan) -> dict[str, int]:
+    """Delete or scrub every row about the contact, in one transaction; rows per table."""
+    sqlite = engine.dialect.name == "sqlite"
+    with session_scope(engine) as session:
+        if sqlite:  # deleted text is zeroed in the file, not left in free pages
+            session.connection().exec_driver_sql("PRAGMA secure_delete=ON")
+        erased = _erase(session, plan)
+    if sqlite:
+        # Old page images stay in the write-ahead log until a checkpoint; best effort
+        # (a long reader elsewhere can hold it back until the next automatic one).
+        with engine.connect() as connection:
+            connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    return erased
+
+
+def _erase(session: Session, plan: ErasurePlan) -> dict[str, int]:
+    ids = plan.ids
+    base = f"{TOMBSTONE_PREFIX}{uuid.uuid4().hex}"
+    tombs = {cid: base if n == 0 else f"{base}-{n}" for n, cid in enumerate(ids)}
+    contact = session.get(Contact, plan.canonical, with_for_update=True)
+    # Rows written under an alias were moved to the canonical id when it was merged;
+    # either way their contact id is one of `ids`.
+    messages = list(session.exec(select(Message).where(col(Message.contact_id).in_(ids))))
+    runs = list(session.exec(select(JourneyRun).where(col(JourneyRun.contact_id).in_(ids))))
+    now = utcnow()
+    for run in runs:
+        if run.status == "active":
+            run.status, run.exit_reason, run.exited_at = "exited", ERASED, now
+        run.contact_id = tombs.get(run.contact_id, base)
+        run.workflow_id = _tombstoned(run.workflow_id, tombs)
+        run.data = {}
+        run.updated_at = now
+    for message in messages:
+        _scrub(message, tombs, base, now)
+    addresses = _addresses(contact, messages)
+    suppressions = sum(
+        pseudonymize(session, channel, found) for channel, found in addresses.items()
+    )
+    events = _delete(session, Event, col(Event.contact_id).in_(ids))
+    aliases = _delete(
+        session,
+        ContactAlias,
+        col(ContactAlias.contact_id).in_(ids) | col(ContactAlias.alias_id).in_(ids),
+    )
+    if contact is not None:
+        session.delete(contact)
+    return {
+        "contacts": int(contact is not None),
+        "aliases": aliases,
+        "events": events,
+        "messages": len(messages),
+        "journey_runs": len(runs),
+        "suppressions": suppressions,
+    }
+
+
+def _scrub(message: Message, tombs: dict[str, str], base: str, now: datetime) -> None:
+    """Keep the ledger facts (what, when, status, provider id); drop who and what it said."""
+    old_wid = message.workflow_id
+    message.workflow_id = _tombstoned(old_wid, tombs)
+    if message.idempotency_key.startswith(old_wid + ":"):
+        message.idempotency_key = message.workflow_id + message.idempotency_key[len(old_wid) :]
+    message.contact_id = tombs.get(message.contact_id, base)
+    message.recipient = None
+    message.content = {}
+    message.locale = None
+    message.error = None
+    timeline = [{k: e[k] for k in TIMELINE_KEYS if k in e} for e in message.timeline or []]
+    if message.status in UNSENT:  # its run is stopped: make sure nothing delivers it now
+        message.status, message.error = "failed", ERASED
+        timeline.append({"status": "failed", "at": now.isoformat(), "check": ERASED})
+    message.timeline = timeline
+
+
+def _tombstoned(wid: str, tombs: dict[str, str]) -> str:
+    """`journey:<journey>:<contact id>` with the id replaced; other ids are left alone."""
+    for cid in sorted(tombs, key=len, reverse=True):
+        if wid.endswith(":" + cid):
+            return wid[: -len(cid)] + tombs[cid]
+    return wid
+
+
+def _addresses(contact: Contact | None, messages: Iterable[Message]) -> dict[str, set[str]]:
+    """Every address the contact had that a suppression may be keyed by."""
+    found: dict[str, set[str]] = {"email": set(), "sms": set(), "push": set()}
+    if contact is not None:
+        if contact.email:
+            found["email"].add(contact.email)
+        if contact.phone:
+            found["sms"].add(contact.phone)
+        found["push"].update(contact.push_tokens or [])
+    for message in messages:
+        if message.recipient and message.channel in found:
+            found[message.channel].add(message.recipient)
+    return found
+
+
+def _suppressions(session: Session, addresses: dict[str, set[str]]) -> list[Suppression]:
+    from .policy import normalize_address
+
+    rows: list[Suppression] = []
+    for channel, found in addresses.items():
+        keys = {normalize_address(channel, a) for a in found}
+        keys |= {address_digest(channel, a) for a in found}
+        if keys:
+            rows += session.exec(
+                select(Suppression).where(
+                    Suppression.channel == channel, col(Suppression.address).in_(keys)
+                )
+            )
+    return rows
+
+
+def _delete(session: Session, model: Any, condition: Any) -> int:
+    result = session.exec(delete(model).where(condition))  # type: ignore[call-overload]
+    return int(result.rowcount or 0)

@@ -1,0 +1,495 @@
+"""Export and erasure of a contact (GDPR access and erasure), as an operator uses them:
+admin-key HTTP API and `journeys contacts`, a real store on SQLite and PostgreSQL, runs
+on the Temporal time-skipping server.
+
+Canary values (an email, a phone number, a name) are planted everywhere a contact's
+data can land; after erasure, a dump of every table must not hold one of them, and
+neither may the workflow histories of the contact's runs. A second contact keeps its
+canaries: that is the control showing the dump would see a leak.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import textwrap
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar
+
+import httpx
+import pytest
+import pytest_asyncio
+from click.testing import CliRunner
+from harness import Bench, tiny_templates, write_journey
+from sqlalchemy import Engine, func, inspect, text
+from sqlmodel import col, select
+from temporalio.client import Client, WorkflowExecutionStatus
+
+from channels.base import Channel, OutgoingMessage, Receipt
+from channels.console import ConsoleChannel
+from channels.errors import PermanentChannelError
+from orchestrator.api import create_app
+from orchestrator.api.ingest import store_call
+from orchestrator.api.segment import IdentifyCall, TrackCall
+from orchestrator.cli import main
+from orchestrator.links import MessageLinks
+from orchestrator.settings import Settings
+from orchestrator.store.db import session_scope
+from orchestrator.store.keys import create_key, revoke_key
+from orchestrator.store.suppressions import suppress, suppressed_addresses, unsuppress
+from orchestrator.store.tables import Contact, JourneyRun, Message, Suppression
+from orchestrator.workflows.journey import workflow_id
+
+WRITE_KEY = "write-key"
+EMAIL, PHONE, NAME = "Zeb.Canary@Example.com", "+1 (555) 019-9999", "Zebulon Canaryfield"
+# The forms in which the canaries could be stored: as given, normalized, digits only.
+CANARIES = (EMAIL.lower(), "+15550199999", "5550199999", "019-9999", NAME.lower(), "canaryfield")
+CONTROL_EMAIL = "control.person@example.com"
+# Journeys live for one contact in the erasure-at-scale test; the RELIABILITY figure is 100.
+JOURNEYS = int(os.environ.get("JOURNEYS_ERASURE_JOURNEYS", "100"))
+if JOURNEYS < 1:
+    pytest.skip("JOURNEYS_ERASURE_JOURNEYS must be at least 1", allow_module_level=True)
+
+
+def leaks(dump: str) -> list[str]:
+    low = dump.lower()
+    return [c for c in CANARIES if c in low]
+
+
+def dump_tables(engine: Engine) -> str:
+    """Every row of every table, as text (what `pg_dump --data-only` or `.dump` would show)."""
+    lines = []
+    with engine.connect() as connection:
+        for table in sorted(inspect(engine).get_table_names()):
+            for row in connection.execute(text(f'SELECT * FROM "{table}"')):
+                lines.append(f"{table}: {tuple(row)!r}")
+    return "\n".join(lines)
+
+
+def without_keys(dump: str) -> list[str]:
+    """The dump but API keys, whose `last_used_at` moves with every call."""
+    return [line for line in dump.splitlines() if not line.startswith("api_keys:")]
+
+
+def sqlite_files(engine: Engine) -> bytes:
+    """The database file and its write-ahead log, byte for byte (free pages included)."""
+    path = Path(engine.url.database or "")
+    return b"".join(p.read_bytes() for p in (path, Path(f"{path}-wal")) if p.exists())
+
+
+def api(engine: Engine, client: Client | None) -> httpx.AsyncClient:
+    app = create_app(
+        engine,
+        [WRITE_KEY],
+        client=client,
+        links=MessageLinks("https://crm.shop.example", "erasure-test-secret"),
+        settings=Settings(),
+    )
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api")
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {key}"}
+
+
+def identify(engine: Engine, user: str, anonymous: str | None = None, **traits: Any) -> None:
+    call = {"userId": user, "traits": traits, "messageId": str(uuid.uuid4())}
+    if anonymous:
+        call["anonymousId"] = anonymous
+    call["context"] = {"ip": "203.0.113.9", "timezone": "Europe/Belgrade"}
+    store_call(engine, IdentifyCall.model_validate(call))
+
+
+def track(engine: Engine, user: str, event: str, **properties: Any) -> None:
+    call = {"userId": user, "event": event, "properties": properties}
+    store_call(engine, TrackCall.model_validate({**call, "messageId": str(uuid.uuid4())}))
+
+
+def plant(engine: Engine, user: str, email: str, phone: str, name: str) -> None:
+    """A contact with data in every table: alias, events, a message, a run, suppressions."""
+    identify(engine, user, anonymous=f"anon-{user}", email=email, phone=phone, name=name)
+    track(engine, user, "Order Completed", order_id="o1", email=email, shipping_name=name)
+    wid = workflow_id("promo", user)
+    with session_scope(engine) as session:
+        session.add(
+            JourneyRun(
+                workflow_id=wid,
+                entry_seq=1,
+                journey_id="promo",
+                version=1,
+                contact_id=user,
+                current_step="wait",
+                data={"gift_card_for": name},
+            )
+        )
+        session.add(
+            Message(
+                id=str(uuid.uuid4()),
+                idempotency_key=f"{wid}:offer:1",
+                workflow_id=wid,
+                entry_seq=1,
+                step_id="offer",
+                journey_id="promo",
+                contact_id=user,
+                channel="email",
+                adapter="smtp",
+                template="promo",
+                category="marketing",
+                recipient=email,
+                content={"subject": f"{name}, your offer", "text": f"Hi {name}"},
+                locale="sr",
+                status="failed",
+                provider_message_id="<provider-1@shop.example>",
+                error=f"rejected: recipient {email} refused: 550",
+                timeline=[
+                    {"status": "pending", "at": "2026-06-01T10:00:00+00:00"},
+                    {"status": "failed", "at": "2026-06-01T10:00:01+00:00", "detail": email},
+                ],
+            )
+        )
+        suppress(session, "email", email, "bounced", "smtp", f"550 {email}: no such user")
+        suppress(session, "sms", phone, "unsubscribed", "twilio", f"STOP from {phone}")
+
+
+def row_counts(engine: Engine) -> dict[str, int]:
+    with engine.connect() as connection:
+        return {
+            t: connection.execute(text(f'SELECT COUNT(*) FROM "{t}"')).scalar_one()
+            for t in inspect(engine).get_table_names()
+        }
+
+
+# --- access control and export --------------------------------------------------------
+
+
+async def test_contact_endpoints_need_a_live_admin_key(engine: Engine) -> None:
+    plant(engine, "ann", "ann@example.com", "+15550100001", "Ann")
+    admin = create_key(engine, "ops", "admin")
+    revoked = create_key(engine, "ops-old", "admin")
+    revoke_key(engine, "ops-old")
+    stored_write = create_key(engine, "storefront", "write")
+    before = row_counts(engine)
+    async with api(engine, None) as http:
+        for method in ("GET", "DELETE"):
+            assert (await http.request(method, "/v1/contacts/ann")).status_code == 401
+            for key in (WRITE_KEY, stored_write):
+                refused = await http.request(method, "/v1/contacts/ann", headers=bearer(key))
+                assert refused.status_code == 403
+                assert "needs an admin key" in refused.json()["error"]
+            gone = await http.request(method, "/v1/contacts/ann", headers=bearer(revoked))
+            assert gone.status_code == 401
+        assert (await http.get("/v1/contacts/ann", headers=bearer(admin))).status_code == 200
+    assert row_counts(engine) == before  # nothing erased by the refused calls
+
+
+async def test_export_returns_everything_stored_about_the_contact_through_any_id(
+    engine: Engine,
+) -> None:
+    plant(engine, "ann", "ann@example.com", "+15550100001", "Ann Example")
+    plant(engine, "bob", "bob@example.com", "+15550100002", "Bob Other")
+    admin = create_key(engine, "ops", "admin")
+    async with api(engine, None) as http:
+        answer = await http.get("/v1/contacts/anon-ann", headers=bearer(admin))  # an alias
+        assert answer.status_code == 200
+        found = answer.json()
+        missing = await http.get("/v1/contacts/nobody", headers=bearer(admin))
+    assert missing.status_code == 404
+    assert missing.json() == {
+        "success": False,
+        "error": "no contact with id 'nobody' (or it was erased)",
+    }
+    contact = found["contact"]
+    assert (contact["id"], contact["email"], contact["phone"]) == (
+        "ann",
+        "ann@example.com",
+        "+15550100001",
+    )
+    assert contact["traits"]["name"] == "Ann Example"
+    assert found["aliases"] == ["anon-ann"]
+    assert [e["type"] for e in found["events"]] == ["identify", "track"]
+    assert found["events"][1]["properties"]["order_id"] == "o1"
+    [message] = found["messages"]
+    assert message["recipient"] == "ann@example.com"
+    assert [step["status"] for step in message["timeline"]] == ["pending", "failed"]
+    [run] = found["journey_runs"]
+    assert (run["journey_id"], run["status"], run["data"]) == (
+        "promo",
+        "active",
+        {"gift_card_for": "Ann Example"},
+    )
+    assert {(s["channel"], s["reason"]) for s in found["suppressions"]} == {
+        ("email", "bounced"),
+        ("sms", "unsubscribed"),
+    }
+    assert "bob" not in json.dumps(found).lower()  # nobody else's data
+
+
+# --- erasure in the store ---------------------------------------------------------------
+
+
+async def test_erasure_leaves_no_canary_in_any_table_and_keeps_honouring_suppressions(
+    engine: Engine, ts_env: Any
+) -> None:
+    # The storefront used the email as userId: the id itself is personal data.
+    user = EMAIL.lower()
+    plant(engine, user, EMAIL, PHONE, NAME)
+    plant(engine, "control", CONTROL_EMAIL, "+15550100003", "Carla Control")
+    admin = create_key(engine, "ops", "admin")
+    assert leaks(dump_tables(engine))  # the canaries are there to be found
+    async with api(engine, ts_env.client) as http:
+        erased = await http.delete(f"/v1/contacts/anon-{user}", headers=bearer(admin))
+        assert erased.status_code == 200, erased.text
+        summary = erased.json()
+        again = await http.delete(f"/v1/contacts/{user}", headers=bearer(admin))
+        export = await http.get(f"/v1/contacts/{user}", headers=bearer(admin))
+    assert summary["found"] is True
+    assert summary["erased"] == {
+        "contacts": 1,
+        "aliases": 1,
+        "events": 2,
+        "messages": 1,
+        "journey_runs": 1,
+        "suppressions": 2,
+    }
+    assert (again.status_code, again.json()["found"]) == (200, False)  # idempotent
+    assert export.status_code == 404
+
+    dump = dump_tables(engine)
+    assert leaks(dump) == []
+    assert CONTROL_EMAIL in dump  # the control: a dump does show a contact's data
+    if engine.dialect.name == "sqlite":  # not even in free pages or the write-ahead log
+        raw = sqlite_files(engine).lower()
+        assert [c for c in CANARIES if c.encode() in raw] == []
+        assert CONTROL_EMAIL.encode() in raw
+
+    with session_scope(engine) as session:
+        erased_rows = col(Message.contact_id).like("erased-%")
+        message = session.exec(select(Message).where(erased_rows)).one()
+        run = session.exec(
+            select(JourneyRun).where(col(JourneyRun.contact_id).like("erased-%"))
+        ).one()
+        # The ledger row stays, for counts and idempotency, without who or what.
+        assert message.contact_id.startswith("erased-")
+        assert message.idempotency_key == f"journey:promo:{message.contact_id}:offer:1"
+        assert (message.status, message.provider_message_id) == (
+            "failed",
+            "<provider-1@shop.example>",
+        )
+        assert (message.recipient, message.content, message.error) == (None, {}, None)
+        assert run is not None
+        assert (run.status, run.exit_reason, run.data) == ("exited", "erased", {})
+        assert run.workflow_id == f"journey:promo:{run.contact_id}"
+        # A bounce or STOP keeps working, without the plaintext address.
+        assert suppressed_addresses(session, "email", [EMAIL]) == {EMAIL: "bounced"}
+        assert suppressed_addresses(session, "sms", ["+15550199999"]) == {
+            "+15550199999": "unsubscribed"
+        }
+        suppress(session, "email", EMAIL.upper(), "complained", "sendgrid")  # already listed
+    assert leaks(dump_tables(engine)) == []
+    with session_scope(engine) as session:
+        assert unsuppress(session, "sms", PHONE) is True  # a START reply still lifts it
+        hashed = session.exec(select(Suppression.address)).all()
+        assert sum(a.startswith("sha256:") for a in hashed) == 1
+
+
+async def test_erasure_answers_503_and_erases_nothing_while_temporal_is_unreachable(
+    sqlite_engine: Engine,
+) -> None:
+    plant(sqlite_engine, "ann", "ann@example.com", "+15550100001", "Ann")
+    admin = create_key(sqlite_engine, "ops", "admin")
+    before = without_keys(dump_tables(sqlite_engine))
+    unreachable = await Client.connect("127.0.0.1:1", lazy=True)  # nothing listens there
+    async with api(sqlite_engine, unreachable) as http:
+        answer = await http.delete("/v1/contacts/ann", headers=bearer(admin))
+    assert answer.status_code == 503
+    assert answer.headers["retry-after"] == "30"
+    assert "nothing was erased" in answer.json()["error"]
+    assert without_keys(dump_tables(sqlite_engine)) == before
+
+
+# --- 100 live journeys, then erase ----------------------------------------------------
+
+
+class RefusingSms(Channel):
+    """A provider that refuses every SMS and, like SMTP servers do, quotes the address."""
+
+    name: ClassVar[str] = "refusing"
+    serves: ClassVar[tuple[str, ...]] = ("sms",)
+
+    def __init__(self) -> None:
+        self.said: list[str] = []
+
+    def send(self, message: OutgoingMessage) -> Receipt:
+        error = f"number {message.to} is not reachable"
+        self.said.append(error)
+        raise PermanentChannelError(error, provider=self.name, reason="invalid_recipient")
+
+
+def journey_yaml(name: str, trigger: str = "Signed Up", channel: str = "email") -> str:
+    """A small journey: one message on entry, then a long wait (the run stays live)."""
+    return textwrap.dedent(
+        f"""\
+        id: {name}
+        name: Journey {name}
+        trigger: {{ event: {trigger} }}
+        steps:
+          - send: {{ id: hello, channel: {channel}, template: promo }}
+          - wait: 30d
+        """
+    )
+
+
+def crowd(env: Any, engine: Engine, folder: Path, journeys: int) -> Bench:
+    """A bench with `journeys` journeys on the same trigger."""
+    bench = Bench(
+        env,
+        engine,
+        folder / "journeys",
+        tiny_templates(folder / "templates", ("promo",)),
+        overrides={"marketing_cap": "none", "message_cap": "none"},
+    )
+    for index in range(journeys):
+        name, channel = f"j{index:04d}", "sms" if index == 0 else "email"
+        # The first sends an SMS, which the provider refuses quoting the number.
+        write_journey(bench.journeys_dir, name, journey_yaml(name, channel=channel))
+    # One more journey, on another trigger, for the control contact.
+    write_journey(bench.journeys_dir, "control", journey_yaml("control", trigger="Came Back"))
+    bench.deploy()
+    return bench
+
+
+@pytest_asyncio.fixture
+async def crowded(ts_env, engine, tmp_path: Path) -> AsyncIterator[Bench]:  # type: ignore[no-untyped-def]
+    yield crowd(ts_env, engine, tmp_path, JOURNEYS)
+
+
+async def settled(bench: Bench, user: str, count: int) -> list[JourneyRun]:
+    """The user's runs once each has sent (or failed) its message and sits in the wait."""
+    waiting = (
+        select(func.count())
+        .select_from(JourneyRun)
+        .where(JourneyRun.contact_id == user, JourneyRun.current_step == "steps.1")
+    )
+    give_up = asyncio.get_running_loop().time() + 120 + count * 0.5  # a hang, not a speed test
+    while asyncio.get_running_loop().time() < give_up:
+        with session_scope(bench.engine) as session:
+            if session.exec(waiting).one() == count:
+                return bench.runs(user)
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{user}: {len(bench.runs(user))} runs entered, not all reached the wait")
+
+
+async def histories(client: Client, workflow_ids: list[str]) -> str:
+    found = await asyncio.gather(
+        *(client.get_workflow_handle(w).fetch_history() for w in workflow_ids)
+    )
+    return "\n".join(h.to_json() for h in found)
+
+
+async def test_erasing_a_contact_with_100_live_journeys_stops_them_and_leaves_no_canary(
+    crowded: Bench,
+) -> None:
+    bench, user = crowded, "cust-8412"
+    refusing = RefusingSms()
+    console = ConsoleChannel(stream=bench.console)
+    admin = create_key(bench.engine, "ops", "admin")
+    async with bench.worker({"email": console, "sms": refusing}):
+        await bench.identify(user, email=EMAIL, phone=PHONE, first_name=NAME)
+        await bench.identify("control", email=CONTROL_EMAIL, phone="+15550100003")
+        await bench.track(user, "Signed Up", referrer_email=EMAIL)
+        started = datetime.now(UTC)
+        runs = await settled(bench, user, JOURNEYS)
+        entered = (datetime.now(UTC) - started).total_seconds()
+        await bench.track("control", "Came Back")
+        await settled(bench, "control", 1)
+        mine = sorted({r.workflow_id for r in runs})
+
+        # Workflow inputs and histories carry ids, never the address: the provider's error
+        # quoted the number, and the history must not.
+        assert any(PHONE in said for said in refusing.said)
+        assert leaks(await histories(bench.client, mine)) == []
+
+        async with api(bench.engine, bench.client) as http:
+            started = datetime.now(UTC)
+            answer = await http.delete(f"/v1/contacts/{user}", headers=bearer(admin))
+            erase_seconds = (datetime.now(UTC) - started).total_seconds()
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["runs_stopped"] == JOURNEYS
+
+        for wid in mine:
+            described = await bench.client.get_workflow_handle(wid).describe()
+            assert described.status == WorkflowExecutionStatus.TERMINATED
+        control = bench.handle("control", "control")
+        assert (await control.describe()).status == WorkflowExecutionStatus.RUNNING  # untouched
+        assert leaks(await histories(bench.client, mine)) == []  # termination adds no data
+        await control.terminate(reason="test over")  # it would wait 30 days
+
+    runs = [r for r in bench.runs() if r.contact_id != "control"]
+    assert len(runs) == JOURNEYS
+    assert {(r.status, r.exit_reason) for r in runs} == {("exited", "erased")}
+    dump = dump_tables(bench.engine)
+    assert leaks(dump) == []
+    assert CONTROL_EMAIL in dump
+    if bench.engine.dialect.name == "sqlite":
+        raw = sqlite_files(bench.engine).lower()
+        assert [c for c in CANARIES if c.encode() in raw] == []
+    print(
+        f"\nerasure ({bench.engine.dialect.name}): {JOURNEYS} live journeys entered in "
+        f"{entered:.1f} s; "
+        f"DELETE took {erase_seconds:.2f} s"
+    )
+
+
+# --- the command line -----------------------------------------------------------------
+
+
+async def test_journeys_contacts_erase_and_export_on_the_command_line(
+    ts_env: Any, sqlite_engine: Engine, tmp_path: Path
+) -> None:
+    bench = crowd(ts_env, sqlite_engine, tmp_path, 3)
+    environment = {
+        "DATABASE_URL": str(bench.engine.url),
+        "TEMPORAL_ADDRESS": bench.client.service_client.config.target_host,
+        "TEMPORAL_NAMESPACE": bench.client.namespace,
+    }
+
+    def journeys(*args: str, **env: str) -> Any:
+        # In a thread: the command runs its own event loop, as it does in a terminal.
+        return asyncio.to_thread(CliRunner().invoke, main, list(args), env={**environment, **env})
+
+    async with bench.worker():
+        await bench.identify("dora", email="dora@example.com", phone="+15550100004")
+        await bench.track("dora", "Signed Up")
+        await settled(bench, "dora", 3)
+
+        exported = await journeys("contacts", "export", "dora")
+        assert exported.exit_code == 0, exported.output
+        assert json.loads(exported.output)["contact"]["email"] == "dora@example.com"
+        out = tmp_path / "dora.json"
+        await journeys("contacts", "export", "dora", "--output", str(out))
+        assert out.stat().st_mode & 0o077 == 0  # personal data: readable by its owner only
+
+        down = await journeys("contacts", "erase", "dora", "--yes", TEMPORAL_ADDRESS="127.0.0.1:1")
+        assert down.exit_code == 1
+        assert "nothing was erased" in down.output
+        assert {r.status for r in bench.runs("dora")} == {"active"}
+
+        asked = await journeys("contacts", "erase", "dora")  # no --yes, no answer: aborted
+        assert asked.exit_code == 1 and "nothing was erased" in asked.output
+
+        erased = await journeys("contacts", "erase", "dora", "--yes")
+        assert erased.exit_code == 0, erased.output
+        assert "3 running journey(s) stopped" in erased.output
+        described = await bench.handle("j0001", "dora").describe()
+        assert described.status == WorkflowExecutionStatus.TERMINATED
+
+        again = await journeys("contacts", "erase", "dora", "--yes")
+        assert again.exit_code == 0 and "nothing stored" in again.output
+        missing = await journeys("contacts", "export", "dora")
+        assert missing.exit_code == 1 and "no contact with id 'dora'" in missing.output
+    with session_scope(bench.engine) as session:
+        assert session.get(Contact, "dora") is None
