@@ -32,6 +32,8 @@ class _Group(click.Group):
 
         try:
             return super().invoke(ctx)
+        except (click.exceptions.Abort, click.exceptions.Exit, click.ClickException):
+            raise  # click's own (Ctrl-C at a prompt is a RuntimeError too)
         except InvalidJourneys as exc:
             for problem in exc.problems:
                 click.echo(str(problem), err=True)

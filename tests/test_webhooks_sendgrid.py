@@ -37,6 +37,7 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine
 
 from orchestrator.api import create_app
+from orchestrator.privacy import erase_rows, plan_erasure
 from orchestrator.settings import Settings
 
 KEY = "test-write-key"
@@ -171,6 +172,16 @@ async def test_bounce_suppresses_the_address_without_copying_it(
     assert event.properties["bounce_type"] == "bounce" and event.properties["status"] == "5.1.1"
     assert suppressions(engine) == {("email", "ann@example.com"): "bounced"}
     assert consent(engine, "ann") == {}  # a dead mailbox is not an opt-out
+
+
+async def test_reports_about_an_erased_contacts_message_are_ignored(
+    client: httpx.AsyncClient, engine: Engine, ann: str
+) -> None:
+    erase_rows(engine, plan_erasure(engine, "ann"))
+    late = [sendgrid_event("open", ann), sendgrid_event("click", ann, url="https://shop.example")]
+    r = await post(client, sendgrid_body(*late))
+    assert r.json() == {"success": True, "stored": 0, "duplicates": 0, "ignored": 2}
+    assert events(engine) == []
 
 
 async def test_spam_report_suppresses_and_opts_out_of_marketing_email(

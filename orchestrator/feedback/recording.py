@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from ..policy import normalize_address
+from ..privacy import is_erased
 from ..store.consent import set_consent
 from ..store.db import session_scope
 from ..store.suppressions import opt_out, suppress, unsuppress
@@ -67,8 +68,10 @@ def _record(session: Session, items: Sequence[Feedback], channel: str) -> Outcom
         message = messages.get(item.message_id or "") or messages.get(
             f"provider:{item.provider_message_id}"
         )
-        if message is None:
-            outcome.ignored += 1  # not ours (another system on the account) or forgotten
+        if message is None or is_erased(message.contact_id):
+            # Not ours (another system on the account), forgotten, or its contact was
+            # erased: a late report must not bring personal data back.
+            outcome.ignored += 1
             continue
         seen.add(item.dedupe_key)
         properties = {**item.properties, "message_id": message.id}
