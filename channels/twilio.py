@@ -235,9 +235,9 @@ class TwilioChannel(Channel):
         if self.status_callback:
             # Our id in the URL finds the message even when the callback outruns the
             # recording of Twilio's MessageSid (Twilio signs the URL with its query).
-            params["status_callback"] = (
-                f"{self.status_callback}?{urlencode({'msg_id': message.message_id})}"
-            )
+            joiner = "&" if "?" in self.status_callback else "?"
+            query = urlencode({"msg_id": message.message_id})
+            params["status_callback"] = f"{self.status_callback}{joiner}{query}"
         client = self._client()
         http = client.http_client
         try:

@@ -110,13 +110,17 @@ def export_contact(engine: Engine, contact_id: str) -> dict[str, Any] | None:
         if contact is None:
             return None
         ids = [canonical, *aliases_of(session, canonical)]
-        events = session.exec(
-            select(Event).where(col(Event.contact_id).in_(ids)).order_by(col(Event.id))
+        events = list(
+            session.exec(
+                select(Event).where(col(Event.contact_id).in_(ids)).order_by(col(Event.id))
+            )
         )
-        messages = session.exec(
-            select(Message)
-            .where(col(Message.contact_id).in_(ids))
-            .order_by(col(Message.created_at), col(Message.id))
+        messages = list(
+            session.exec(
+                select(Message)
+                .where(col(Message.contact_id).in_(ids))
+                .order_by(col(Message.created_at), col(Message.id))
+            )
         )
         runs = session.exec(
             select(JourneyRun)
@@ -132,7 +136,12 @@ def export_contact(engine: Engine, contact_id: str) -> dict[str, Any] | None:
             "journey_runs": [r.model_dump(mode="json") for r in runs],
             "suppressions": [
                 s.model_dump(mode="json", exclude={"id"})
-                for s in _suppressions(session, _addresses(contact, []))
+                for s in _suppressions(
+                    session,
+                    _addresses(
+                        contact, messages, (e.properties for e in events if e.type == "identify")
+                    ),
+                )
             ],
         }
 
@@ -255,9 +264,10 @@ def _erase(session: Session, plan: ErasurePlan) -> dict[str, int]:
         run.workflow_id = _tombstoned(run.workflow_id, tombs)
         run.data = {}
         run.updated_at = now
+    # Every address the contact ever had, before the rows that name them are scrubbed.
+    addresses = _addresses(contact, messages, _identified(session, ids))
     for message in messages:
         _scrub(message, tombs, base, now)
-    addresses = _addresses(contact, messages)
     suppressions = sum(
         pseudonymize(session, channel, found) for channel, found in addresses.items()
     )
@@ -305,9 +315,21 @@ def _tombstoned(wid: str, tombs: dict[str, str]) -> str:
     return wid
 
 
-def _addresses(contact: Contact | None, messages: Iterable[Message]) -> dict[str, set[str]]:
+def _identified(session: Session, ids: list[str]) -> list[dict[str, Any]]:
+    """The traits of the contact's identify calls: earlier emails and phones too."""
+    query = select(Event.properties).where(col(Event.contact_id).in_(ids), Event.type == "identify")
+    return [p for p in session.exec(query) if isinstance(p, dict)]
+
+
+def _addresses(
+    contact: Contact | None, messages: Iterable[Message], traits: Iterable[dict[str, Any]] = ()
+) -> dict[str, set[str]]:
     """Every address the contact had that a suppression may be keyed by."""
     found: dict[str, set[str]] = {"email": set(), "sms": set(), "push": set()}
+    for seen in traits:
+        for channel, name in (("email", "email"), ("sms", "phone")):
+            if isinstance(seen.get(name), str) and seen[name].strip():
+                found[channel].add(seen[name].strip())
     if contact is not None:
         if contact.email:
             found["email"].add(contact.email)

@@ -201,6 +201,8 @@ async def test_export_returns_everything_stored_about_the_contact_through_any_id
     assert missing.json() == {
         "success": False,
         "error": "no contact with id 'nobody' (or it was erased)",
+        "code": "not_found",
+        "message": "no contact with id 'nobody' (or it was erased)",
     }
     contact = found["contact"]
     assert (contact["id"], contact["email"], contact["phone"]) == (
@@ -294,6 +296,26 @@ async def test_erasure_leaves_no_canary_in_any_table_and_keeps_honouring_suppres
         assert unsuppress(session, "sms", PHONE) is True  # a START reply still lifts it
         hashed = session.exec(select(Suppression.address)).all()
         assert sum(a.startswith("sha256:") for a in hashed) == 1
+
+
+async def test_addresses_the_contact_had_before_are_digested_too(
+    engine: Engine, ts_env: Any
+) -> None:
+    # Zed changed email and phone: the old ones bounced / said STOP before the change.
+    old_email, old_phone = "Old.Zed@Example.com", "+15550188888"
+    identify(engine, "zed", email=old_email, phone=old_phone)
+    with session_scope(engine) as session:
+        suppress(session, "email", old_email, "bounced", "sendgrid")
+        suppress(session, "sms", old_phone, "unsubscribed", "twilio")
+    identify(engine, "zed", email="new.zed@example.com", phone="+15550177777")
+    admin = create_key(engine, "ops", "admin")
+    async with api(engine, ts_env.client) as http:
+        r = await http.delete("/v1/contacts/zed", headers=bearer(admin))
+    assert r.json()["erased"]["suppressions"] == 2, r.text
+    dump = dump_tables(engine).lower()
+    assert old_email.lower() not in dump and old_phone not in dump
+    with session_scope(engine) as session:
+        assert suppressed_addresses(session, "email", [old_email]) == {old_email: "bounced"}
 
 
 async def test_erasure_answers_503_and_erases_nothing_while_temporal_is_unreachable(

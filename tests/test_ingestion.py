@@ -251,3 +251,96 @@ def test_keys_cli_shows_a_key_once_and_keeps_only_its_hash(workdir, engine, monk
     assert "revoked" in runner.invoke(main, ["keys", "list"]).stdout
     twice = runner.invoke(main, ["keys", "revoke", "shop-prod"])
     assert twice.exit_code == 1 and "no active key named 'shop-prod'" in twice.output
+
+
+async def test_a_shared_browser_does_not_merge_two_identified_shoppers(api, engine) -> None:  # type: ignore[no-untyped-def]
+    # Alice signs in on a shared computer, signs out without a reset, then Bob signs in.
+    await post(api, "/v1/identify", {"userId": "alice", "anonymousId": "browser-1",
+                                     "traits": {"email": "alice@example.com"}})  # fmt: skip
+    await post(api, "/v1/identify", {"userId": "bob", "anonymousId": "browser-1"})
+    await post(api, "/v1/track", {"userId": "alice", "event": "Order Completed"})
+    alice, bob = contact(engine, "alice"), contact(engine, "bob")
+    assert alice is not None and alice.email == "alice@example.com"
+    assert bob is not None and bob.email is None
+    assert [e.contact_id for e in events(engine)] == ["alice", "bob", "alice"]
+    # An explicit alias call still merges two identified contacts.
+    assert (
+        await post(api, "/v1/alias", {"previousId": "bob", "userId": "alice"})
+    ).status_code == 200
+    assert contact(engine, "bob") is None
+
+
+def test_concurrent_merges_leave_one_contact_and_no_loops(engine) -> None:  # type: ignore[no-untyped-def]
+    """alias(anon→a) racing alias(a→b), and alias(x→y) racing alias(y→x): each round ends
+    with one contact and every alias pointing at it (a retry absorbs a lost race)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from orchestrator.api.ingest import store_calls
+    from orchestrator.api.segment import AliasCall, TrackCall
+
+    def alias(previous: str, user: str) -> None:
+        call = AliasCall.model_validate({"previousId": previous, "userId": user})
+        for _ in range(5):
+            try:
+                store_calls(engine, [call])
+                return
+            except Exception:  # a deadlock or busy database: the client retries
+                continue
+
+    for round_ in range(8):
+        anon, a, b = f"anon{round_}", f"a{round_}", f"b{round_}"
+        seed = [TrackCall.model_validate({"userId": x, "event": "Seen"}) for x in (anon, a, b)]
+        store_calls(engine, seed)
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(lambda pair: alias(*pair), [(anon, a), (a, b)]))
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(lambda pair: alias(*pair), [(f"x{round_}", f"y{round_}"),
+                                                       (f"y{round_}", f"x{round_}")]))  # fmt: skip
+        with session_scope(engine) as session:
+            survivors = {c.id for c in session.exec(select(Contact)) if c.id.endswith(str(round_))}
+            aliases = {
+                r.alias_id: r.contact_id
+                for r in session.exec(select(ContactAlias))
+                if r.alias_id.endswith(str(round_))
+            }
+            owners = {e.contact_id for e in session.exec(select(Event)) if e.message_id}
+        assert len(survivors & {anon, a, b}) == 1, (round_, survivors, aliases)
+        assert len(survivors & {f"x{round_}", f"y{round_}"}) == 1, (round_, survivors, aliases)
+        assert all(k != v for k, v in aliases.items()), aliases
+        assert set(aliases.values()) <= survivors, (aliases, survivors)
+        assert owners <= {c for c in owners if not c.endswith(str(round_))} | survivors
+
+
+async def test_odd_values_get_400_naming_the_field(api, engine) -> None:  # type: ignore[no-untyped-def]
+    cases = [
+        ("/v1/identify", {"userId": "u", "traits": {"phone": "+1" + "5" * 40}}, "traits"),
+        ("/v1/identify", {"userId": "u", "traits": {"email": "x" * 400 + "@ex.com"}}, "traits"),
+        ("/v1/track", {"userId": "   ", "event": "X"}, None),
+        ("/v1/track", {"userId": "u", "event": "X", "timestamp": "9999-12-31T23:59:59-14:00"},
+         "timestamp"),
+    ]  # fmt: skip
+    for path, body, field in cases:
+        r = await post(api, path, body)
+        assert r.status_code == 400, (body, r.text)
+        assert r.json().get("field") == field and r.json()["code"] == "invalid_request"
+    assert events(engine) == []
+
+
+async def test_sent_at_without_a_timestamp_means_it_happened_now(api, engine) -> None:  # type: ignore[no-untyped-def]
+    skewed = datetime(2020, 1, 1, tzinfo=UTC)  # a device clock years behind
+    r = await post(api, "/v1/track", {"userId": "u", "event": "X", "sentAt": skewed.isoformat()})
+    assert r.status_code == 200
+    [event] = events(engine)
+    assert abs(event.timestamp - datetime.now(UTC)) < timedelta(minutes=1)
+
+
+async def test_extra_keys_in_a_call_do_not_reset_its_rate_limit(engine) -> None:  # type: ignore[no-untyped-def]
+    app = create_app(engine, [KEY], settings=Settings(ingest_rate_limit=0.5))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as api:
+        statuses = []
+        for i in range(4):
+            headers = {**basic(KEY), "X-Write-Key": f"junk-{i}"}
+            r = await api.post("/v1/track", headers=headers, json={"userId": "u", "event": "T"})
+            statuses.append(r.status_code)
+    assert statuses == [200, 429, 429, 429]

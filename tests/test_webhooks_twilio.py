@@ -38,6 +38,7 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine
 
 from orchestrator.api import create_app
+from orchestrator.policy import consent_refusal
 from orchestrator.router import Router
 from orchestrator.settings import Settings
 
@@ -248,13 +249,24 @@ async def test_start_restores_sms_and_a_replayed_stop_changes_nothing(
     r = await twilio.inbound("SMstart", PHONE, "start")
     assert r.status_code == 200
     assert suppressions(engine) == {}
+    # START lifts the block; marketing is back to the default (implied consent sends it,
+    # JOURNEYS_MARKETING_CONSENT=explicit still waits for a yes).
     for contact in phone_contacts:
-        assert consent(engine, contact) == {"sms": {"marketing": True, "transactional": True}}
+        assert consent(engine, contact) == {"sms": {"transactional": True}}
     # Twilio retries the STOP webhook after the START was handled: same MessageSid.
     await twilio.inbound("SMstop", PHONE, "STOP")
     assert suppressions(engine) == {}
-    assert consent(engine, "dee") == {"sms": {"marketing": True, "transactional": True}}
+    assert consent(engine, "dee") == {"sms": {"transactional": True}}
     assert len(events(engine)) == 4
+
+
+async def test_start_is_not_explicit_consent_to_marketing(twilio: Twilio, engine: Engine) -> None:
+    add_contact(engine, "fay", phone=PHONE, consent={"sms": {"marketing": False}})
+    await twilio.inbound("SMs1", PHONE, "STOP")
+    await twilio.inbound("SMs2", PHONE, "START")
+    assert consent(engine, "fay") == {"sms": {"transactional": True}}
+    assert consent_refusal(consent(engine, "fay"), "sms", "marketing", explicit_marketing=True)
+    assert consent_refusal(consent(engine, "fay"), "sms", "transactional", True) is None
 
 
 async def test_help_is_recorded_only(

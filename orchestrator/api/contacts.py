@@ -14,6 +14,7 @@ from sqlalchemy.exc import OperationalError
 
 from ..privacy import TemporalUnavailable, erase_contact, export_contact
 from .context import api_context, authenticate
+from .devices import check_contact_id
 from .errors import ApiError
 
 router = APIRouter(prefix="/v1/contacts", tags=["contacts"])
@@ -25,7 +26,7 @@ async def export(request: Request, contact_id: str) -> dict[str, Any]:
     """The contact, its aliases, events, messages (with status timelines) and journey runs."""
     ctx = api_context(request)
     await authenticate(request, ctx, kind="admin")
-    _check_id(contact_id)
+    check_contact_id(contact_id)
     found = await ctx.db(export_contact, ctx.engine, contact_id)
     if found is None:
         raise ApiError(404, f"no contact with id {contact_id!r} (or it was erased)")
@@ -38,7 +39,7 @@ async def erase(request: Request, contact_id: str) -> dict[str, Any]:
     an id with nothing left to erase answers 200 with `found: false`."""
     ctx = api_context(request)
     await authenticate(request, ctx, kind="admin")
-    _check_id(contact_id)
+    check_contact_id(contact_id)
     try:
         result = await erase_contact(ctx.engine, ctx.client, contact_id)
     except TemporalUnavailable as exc:
@@ -51,8 +52,3 @@ async def erase(request: Request, contact_id: str) -> dict[str, Any]:
             **{"Retry-After": "1"},
         ) from exc
     return {"success": True, **result.as_dict()}
-
-
-def _check_id(contact_id: str) -> None:
-    if not contact_id.strip() or len(contact_id) > 255:
-        raise ApiError(400, "contact id must be 1 to 255 characters", "contact_id")

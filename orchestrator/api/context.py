@@ -73,8 +73,11 @@ def offered_keys(request: Request, payload: dict[str, Any] | None = None) -> lis
 
 async def authenticate(
     request: Request, ctx: ApiContext, payload: dict[str, Any] | None = None, kind: str = "write"
-) -> None:
-    """A live key of `kind` must be offered (an admin key also passes as a write key)."""
+) -> str:
+    """A live key of `kind` must be offered (an admin key also passes as a write key).
+
+    Returns the key that passed: rate limits count per key.
+    """
     offered = offered_keys(request, payload)
     if not offered:
         where = (
@@ -87,14 +90,15 @@ async def authenticate(
             f"missing {kind} key: send it {where}",
             **{"WWW-Authenticate": 'Basic realm="journeys"'},
         )
+    wrong_kind = False
     for key in offered:
         if any(hmac.compare_digest(key.encode(), known.encode()) for known in ctx.write_keys):
-            if kind == "write":
-                return
-            raise ApiError(403, "this is a write key; this endpoint needs an admin key")
-        found = await ctx.db(key_kind, ctx.engine, key)
+            found: str | None = "write"
+        else:
+            found = await ctx.db(key_kind, ctx.engine, key)
         if found == kind or (found == "admin" and kind == "write"):
-            return
-        if found == "write" and kind == "admin":
-            raise ApiError(403, "this is a write key; this endpoint needs an admin key")
+            return key
+        wrong_kind = wrong_kind or found is not None
+    if wrong_kind:
+        raise ApiError(403, "this is a write key; this endpoint needs an admin key")
     raise ApiError(401, f"invalid or revoked {kind} key")

@@ -16,9 +16,9 @@ from ..store.tables import Contact, utcnow
 from .body import parse_object, read_body
 from .context import api_context, authenticate
 from .errors import ApiError
+from .ingest import MAX_PUSH_TOKENS as MAX_TOKENS
 
 router = APIRouter(prefix="/v1/contacts", tags=["devices"])
-MAX_TOKENS = 20  # per contact: the oldest go first
 
 
 class PushToken(BaseModel):
@@ -43,7 +43,7 @@ async def add_push_token(request: Request, contact_id: str) -> dict[str, bool]:
         token = PushToken.model_validate(payload).token
     except ValidationError as exc:
         raise ApiError(400, exc.errors()[0]["msg"], "token") from None
-    _check_id(contact_id)
+    check_contact_id(contact_id)
     await ctx.db(_add, ctx.engine, contact_id, token)
     return {"success": True}
 
@@ -53,14 +53,14 @@ async def remove_push_token(request: Request, contact_id: str, token: str) -> di
     """Forget a device token (sign-out, app uninstalled); unknown tokens are fine."""
     ctx = api_context(request)
     await authenticate(request, ctx)
-    _check_id(contact_id)
+    check_contact_id(contact_id)
     await ctx.db(_remove, ctx.engine, contact_id, token)
     return {"success": True}
 
 
-def _check_id(contact_id: str) -> None:
-    if not contact_id.strip() or len(contact_id) > 255:
-        raise ApiError(400, "contact id must be 1 to 255 characters", "contact_id")
+def check_contact_id(contact_id: str) -> None:
+    if not contact_id.strip() or len(contact_id) > 255 or "\x00" in contact_id:
+        raise ApiError(400, "contact id must be 1 to 255 characters, without NUL", "contact_id")
 
 
 def _add(engine: Engine, contact_id: str, token: str) -> None:

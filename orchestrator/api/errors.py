@@ -1,4 +1,9 @@
-"""API errors as JSON: what went wrong, and which field, in Segment's response shape."""
+"""API errors as JSON: what went wrong, and which field.
+
+`{"success": false, "error": ..., "field": ...}` as Segment answers, plus `code`
+and `message`, which RudderStack's client reads to tell a refusal (not retried)
+from a network error (retried).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,17 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
+
+CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    413: "too_large",
+    415: "unsupported_encoding",
+    429: "rate_limited",
+    503: "unavailable",
+}
 
 
 class ApiError(Exception):
@@ -16,7 +32,12 @@ class ApiError(Exception):
 
 async def api_error_response(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
-    body: dict[str, Any] = {"success": False, "error": exc.message}
+    body: dict[str, Any] = {
+        "success": False,
+        "error": exc.message,
+        "code": CODES.get(exc.status, "error"),
+        "message": exc.message,
+    }
     if exc.field:
         body["field"] = exc.field
     return JSONResponse(body, status_code=exc.status, headers=exc.headers)

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Request
 from pydantic import ValidationError
 
 from .body import parse_object, read_body
-from .context import ApiContext, api_context, authenticate, offered_keys
+from .context import ApiContext, api_context, authenticate
 from .errors import ApiError
 from .ingest import store_calls
 from .ratelimit import RateLimiter
@@ -50,15 +50,14 @@ def _validate(model: type[SegmentCall], payload: dict[str, Any], where: str = ""
         raise ApiError(400, f"{where + ': ' if where else ''}{message}", field) from None
 
 
-async def _limit(request: Request, ctx: ApiContext, payload: dict[str, Any], cost: int) -> None:
+async def _limit(request: Request, ctx: ApiContext, key: str, cost: int) -> None:
     limiter: RateLimiter | None = getattr(request.app.state, "limiter", None)
     if limiter is None and ctx.settings.ingest_rate_limit:
         rate = ctx.settings.ingest_rate_limit
         limiter = request.app.state.limiter = RateLimiter(rate, max(rate * 2, 1))
     if limiter is None:
         return
-    key = hashlib.sha256("|".join(offered_keys(request, payload)).encode()).hexdigest()
-    wait = limiter.take(key, cost)
+    wait = limiter.take(hashlib.sha256(key.encode()).hexdigest(), cost)
     if wait:
         after = RateLimiter.retry_after(wait)
         raise ApiError(
@@ -72,9 +71,9 @@ async def _limit(request: Request, ctx: ApiContext, payload: dict[str, Any], cos
 async def _ingest(request: Request, kind: str) -> dict[str, bool]:
     ctx = api_context(request)
     payload = parse_object(await read_body(request, MAX_CALL_BYTES))
-    await authenticate(request, ctx, payload)
+    key = await authenticate(request, ctx, payload)
     call = _validate(CALLS[kind], payload)
-    await _limit(request, ctx, payload, 1)
+    await _limit(request, ctx, key, 1)
     if await ctx.db(store_calls, ctx.engine, [call]):
         ctx.stored()
     return OK
@@ -140,14 +139,14 @@ async def batch(request: Request) -> dict[str, bool]:
     """Many calls at once (what the server-side Segment clients send): all stored, or none."""
     ctx = api_context(request)
     payload = parse_object(await read_body(request, MAX_BATCH_BYTES))
-    await authenticate(request, ctx, payload)
+    key = await authenticate(request, ctx, payload)
     items = payload.get("batch")
     if not isinstance(items, list):
         raise ApiError(400, "batch must be a list of calls", "batch")
     if len(items) > MAX_BATCH_ITEMS:
         raise ApiError(400, f"a batch holds at most {MAX_BATCH_ITEMS} calls", "batch")
     calls = [_batch_item(payload, item, i) for i, item in enumerate(items)]
-    await _limit(request, ctx, payload, max(len(calls), 1))
+    await _limit(request, ctx, key, max(len(calls), 1))
     if calls and await ctx.db(store_calls, ctx.engine, calls):
         ctx.stored()
     return OK
@@ -157,7 +156,7 @@ def _batch_item(payload: dict[str, Any], item: Any, index: int) -> SegmentCall:
     where = f"batch.{index}"
     if not isinstance(item, dict):
         raise ApiError(400, f"{where}: each call must be a JSON object", where)
-    if len(json.dumps(item, separators=(",", ":"))) > MAX_CALL_BYTES:
+    if len(json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode()) > MAX_CALL_BYTES:
         raise ApiError(413, f"{where}: a call is larger than {MAX_CALL_BYTES} bytes", where)
     kind = item.get("type")
     if kind not in CALLS:

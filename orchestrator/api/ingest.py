@@ -22,6 +22,7 @@ from ..store.tables import Contact, Event, utcnow
 from .segment import AliasCall, IdentifyCall, SegmentCall
 
 CONTACT_COLUMNS = ("email", "phone")
+MAX_PUSH_TOKENS = 20  # per contact: the oldest go first
 
 
 def store_calls(engine: Engine, calls: Sequence[SegmentCall]) -> int:
@@ -81,7 +82,7 @@ def _apply_to_contact(session: Session, call: SegmentCall) -> str:
     if isinstance(call, AliasCall):
         contact_id = merge_contacts(session, call.previous_id, call.user_id or "")
     elif call.user_id and call.anonymous_id and call.user_id != call.anonymous_id:
-        contact_id = merge_contacts(session, call.anonymous_id, call.user_id)
+        contact_id = merge_contacts(session, call.anonymous_id, call.user_id, implicit=True)
     else:
         contact_id = canonical_id(session, call.contact_id)
     contact = session.get(Contact, contact_id, with_for_update=True)
@@ -97,7 +98,7 @@ def _apply_to_contact(session: Session, call: SegmentCall) -> str:
     device = context.get("device")
     token = device.get("token") if isinstance(device, dict) else None
     if isinstance(token, str) and token and token not in contact.push_tokens:
-        contact.push_tokens = [*contact.push_tokens, token[:4096]]
+        contact.push_tokens = [*contact.push_tokens, token[:4096]][-MAX_PUSH_TOKENS:]
     if isinstance(call, IdentifyCall) and call.traits:
         traits = dict(call.traits)
         consent = traits.pop("consent", None)

@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from ..policy import CHANNELS
 
 CONSENT_KINDS = ("marketing", "transactional")
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 
 
 class SegmentCall(BaseModel):
@@ -42,6 +44,25 @@ class SegmentCall(BaseModel):
                     data = {**data, key: str(data[key])}
         return data
 
+    @field_validator("user_id", "anonymous_id")
+    @classmethod
+    def _blank_is_missing(cls, value: str | None) -> str | None:
+        return value if value is None or value.strip() else None
+
+    @field_validator("timestamp", "original_timestamp", "sent_at")
+    @classmethod
+    def _plausible(cls, value: datetime | None) -> datetime | None:
+        """Aware UTC, between 1900 and 2200: the skew correction must not overflow."""
+        if value is None:
+            return None
+        try:
+            moment = _aware(value).astimezone(UTC)
+        except OverflowError:
+            moment = None
+        if moment is None or not EARLIEST <= moment < LATEST:
+            raise ValueError("out of range: expected an ISO-8601 time between 1900 and 2200")
+        return moment
+
     @model_validator(mode="after")
     def _someone(self) -> SegmentCall:
         if not (self.user_id or self.anonymous_id):
@@ -66,20 +87,35 @@ class SegmentCall(BaseModel):
         """When it happened, corrected for the sender's clock skew (Segment's rule:
         receivedAt - (sentAt - timestamp))."""
         stamp = self.timestamp or self.original_timestamp
-        timestamp = _aware(stamp) if stamp else received_at
+        if stamp is None:
+            return received_at  # nothing to correct: it happened as it was sent
         if self.sent_at is not None:
-            return received_at - (_aware(self.sent_at) - timestamp)
-        return timestamp
+            return received_at - (self.sent_at - stamp)
+        return stamp
 
 
 class IdentifyCall(SegmentCall):
     traits: dict[str, Any] = {}
 
+    @model_validator(mode="before")
+    @classmethod
+    def _context_traits(cls, data: Any) -> Any:
+        # RudderStack's client sends identify traits as context.traits only.
+        if isinstance(data, dict) and "traits" not in data:
+            context = data.get("context")
+            if isinstance(context, dict) and isinstance(context.get("traits"), dict):
+                data = {**data, "traits": context["traits"]}
+        return data
+
     @field_validator("traits")
     @classmethod
-    def _consent(cls, traits: dict[str, Any]) -> dict[str, Any]:
+    def _checked(cls, traits: dict[str, Any]) -> dict[str, Any]:
         if "consent" in traits and (problem := consent_problem(traits["consent"])):
             raise ValueError(f"traits.consent {problem}")
+        for name, limit in (("email", 320), ("phone", 32)):
+            value = traits.get(name)
+            if isinstance(value, str) and len(value.strip()) > limit:
+                raise ValueError(f"traits.{name} is longer than {limit} characters")
         return traits
 
     @property

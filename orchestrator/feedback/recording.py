@@ -19,7 +19,7 @@ from sqlmodel import Session, col, select
 
 from ..policy import normalize_address
 from ..privacy import is_erased
-from ..store.consent import set_consent
+from ..store.consent import lift_channel_opt_out
 from ..store.db import session_scope
 from ..store.suppressions import opt_out, suppress, unsuppress
 from ..store.tables import Contact, Event, Message, utcnow
@@ -118,8 +118,7 @@ def _record_inbound(session: Session, sms: InboundSms) -> Outcome:
     elif sms.kind == "start":
         unsuppress(session, "sms", sms.sender)
         for contact in contacts:
-            # START is an opt-in to this sender again: service and marketing texts.
-            set_consent(session, contact.id, "sms", marketing=True, transactional=True)
+            lift_channel_opt_out(session, contact.id, "sms")
     received_at = utcnow()
     properties: dict[str, Any] = {"provider": source, "message_sid": sms.message_sid}
     if sms.kind == "message":

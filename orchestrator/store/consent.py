@@ -91,3 +91,18 @@ def set_consent(
     contact.consent = consent
     contact.updated_at = utcnow()
     return flags
+
+
+def lift_channel_opt_out(session: Session, contact_id: str, channel: str) -> None:
+    """A START reply: service messages again, and marketing back to the default.
+
+    It lifts a STOP; it is not an opt-in to marketing, so under
+    JOURNEYS_MARKETING_CONSENT=explicit marketing still needs the contact's yes.
+    """
+    flags = set_consent(session, contact_id, channel, transactional=True)
+    if flags is not None and flags.get("marketing") is False:
+        contact = session.get(Contact, canonical_id(session, contact_id))
+        if contact is not None:
+            consent = dict(contact.consent)
+            consent[channel] = {k: v for k, v in flags.items() if k != "marketing"}
+            contact.consent = consent

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import text, update
 from sqlmodel import Session, select
 
 from .tables import Contact, ContactAlias, Event, JourneyRun, Message, utcnow
 
 
 def canonical_id(session: Session, contact_id: str) -> str:
-    alias = session.get(ContactAlias, contact_id)
-    return alias.contact_id if alias is not None else contact_id
+    # A column query, not session.get: a merge re-reads it after taking its locks.
+    query = select(ContactAlias.contact_id).where(ContactAlias.alias_id == contact_id)
+    return session.exec(query).first() or contact_id
 
 
 def load_contact(session: Session, contact_id: str, for_update: bool = False) -> Contact | None:
@@ -32,38 +33,63 @@ def aliases_of(session: Session, contact_id: str) -> list[str]:
     return list(rows)
 
 
-def merge_contacts(session: Session, previous_id: str, into_id: str) -> str:
+def merge_contacts(session: Session, previous_id: str, into_id: str, implicit: bool = False) -> str:
     """Fold `previous_id` (and its aliases) into `into_id`; returns the surviving id.
 
     Traits already on the identified contact win; push tokens, consent opt-outs and
     history (events, runs, messages) move over. Merging twice is harmless.
+    `implicit` (an identify or track carrying both ids, not an `alias` call) merges
+    only an anonymousId that belongs to no one else: on a shared computer the same
+    anonymousId may come with a second userId, which must not swallow the first.
     """
-    into_id = canonical_id(session, into_id)
-    previous_id = canonical_id(session, previous_id)
-    if previous_id == into_id:
-        return into_id
-    into = session.get(Contact, into_id, with_for_update=True)
-    if into is None:
-        into = Contact(id=into_id)
-        session.add(into)
+    for _ in range(5):
+        previous, into = canonical_id(session, previous_id), canonical_id(session, into_id)
+        _lock(session, {previous_id, into_id, previous, into})
+        if (previous, into) == (canonical_id(session, previous_id), canonical_id(session, into_id)):
+            break
+    else:
+        raise RuntimeError(f"contacts {previous_id!r} and {into_id!r} keep being merged")
+    if previous == into:
+        return into
+    if implicit and previous != previous_id:
+        return into  # the anonymousId already belongs to another identified contact
+    target = session.get(Contact, into, with_for_update=True)
+    if target is None:
+        target = Contact(id=into)
+        session.add(target)
         session.flush()
-    old = session.get(Contact, previous_id, with_for_update=True)
+    old = session.get(Contact, previous, with_for_update=True)
     if old is not None:
-        _fold(old, into)
+        _fold(old, target)
         session.delete(old)
     for model in (Event, JourneyRun, Message):
         session.exec(  # type: ignore[call-overload]
-            update(model).where(model.contact_id == previous_id).values(contact_id=into_id)  # type: ignore[attr-defined]
+            update(model).where(model.contact_id == previous).values(contact_id=into)  # type: ignore[attr-defined]
         )
     session.exec(  # type: ignore[call-overload]
         update(ContactAlias)
-        .where(ContactAlias.contact_id == previous_id)  # type: ignore[arg-type]
-        .values(contact_id=into_id)
+        .where(ContactAlias.contact_id == previous)  # type: ignore[arg-type]
+        .values(contact_id=into)
     )
-    if session.get(ContactAlias, previous_id) is None:
-        session.add(ContactAlias(alias_id=previous_id, contact_id=into_id))
+    session.add(ContactAlias(alias_id=previous, contact_id=into))
     session.flush()
-    return into_id
+    return into
+
+
+def _lock(session: Session, ids: set[str]) -> None:
+    """Serialize merges that touch the same ids, so each decides on what it will change.
+
+    PostgreSQL: advisory locks, sorted so two merges over the same pair take them in
+    the same order. SQLite: the database's single write lock, taken now by a write
+    that changes nothing (pysqlite starts the transaction only at the first write).
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        session.execute(text("UPDATE contact_aliases SET alias_id = alias_id WHERE 0 = 1"))
+        return
+    for contact_id in sorted(ids):
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:id, 74))"), {"id": contact_id}
+        )
 
 
 def _fold(old: Contact, into: Contact) -> None:

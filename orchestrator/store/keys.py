@@ -49,8 +49,8 @@ def create_key(engine: Engine, name: str, kind: str = "write") -> str:
             session.add(ApiKey(name=name, kind=kind, prefix=raw[:10], key_hash=key_hash(raw)))
     except IntegrityError:
         raise ValueError(
-            f"a key named {name!r} already exists: pick another name, "
-            "or revoke it first (journeys keys revoke NAME)"
+            f"a key named {name!r} already exists (revoked keys keep their names, "
+            "see journeys keys list): pick another name, e.g. with a date"
         ) from None
     return raw
 
