@@ -11,7 +11,7 @@ from temporalio import activity
 from ..dsl.conditions import evaluate
 from ..store.context import contact_context, event_context
 from ..store.db import session_scope
-from ..store.identity import load_contact
+from ..store.identity import load_contact, lock_ids
 from ..store.tables import Event, JourneyRun, utcnow
 from ..workflows import types as t
 
@@ -45,10 +45,17 @@ class RunActivities:
                     since = now - _aware(previous.entered_at)
                     if since < timedelta(seconds=req.re_entry_after):
                         return t.EnterResult(False, 0, "entered too recently (re_entry: after)")
+            # Not while the contact is being merged: the run row must carry the merged id.
+            lock_ids(session, {req.contact_id})
+            contact = load_contact(session, req.contact_id)
+            if contact is None:  # every event makes its contact: this one was erased
+                return t.EnterResult(False, 0, "the contact no longer exists (erased)")
             if req.entry_if:
+                trigger = event_context(session.get(Event, req.trigger_event_id))
                 context = {
-                    "contact": contact_context(load_contact(session, req.contact_id)),
-                    "event": event_context(session.get(Event, req.trigger_event_id)),
+                    "contact": contact_context(contact),
+                    "event": trigger,
+                    "trigger": trigger,
                 }
                 if not evaluate(req.entry_if, context):
                     return t.EnterResult(False, 0, "entry condition is false")
@@ -59,7 +66,7 @@ class RunActivities:
                     entry_seq=seq,
                     journey_id=req.journey_id,
                     version=req.version,
-                    contact_id=req.contact_id,
+                    contact_id=contact.id,  # merged since the trigger? the contact's own id
                     trigger_event_id=req.trigger_event_id,
                     entered_at=now,
                     updated_at=now,

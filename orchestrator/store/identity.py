@@ -44,7 +44,7 @@ def merge_contacts(session: Session, previous_id: str, into_id: str, implicit: b
     """
     for _ in range(5):
         previous, into = canonical_id(session, previous_id), canonical_id(session, into_id)
-        _lock(session, {previous_id, into_id, previous, into})
+        lock_ids(session, {previous_id, into_id, previous, into})
         if (previous, into) == (canonical_id(session, previous_id), canonical_id(session, into_id)):
             break
     else:
@@ -76,8 +76,9 @@ def merge_contacts(session: Session, previous_id: str, into_id: str, implicit: b
     return into
 
 
-def _lock(session: Session, ids: set[str]) -> None:
-    """Serialize merges that touch the same ids, so each decides on what it will change.
+def lock_ids(session: Session, ids: set[str]) -> None:
+    """Serialize merges (and run entries) that touch the same ids, so each decides on
+    what it will change.
 
     PostgreSQL: advisory locks, sorted so two merges over the same pair take them in
     the same order. SQLite: the database's single write lock, taken now by a write
