@@ -1,11 +1,23 @@
 """Delivers stored events to Temporal: the events table is a transactional outbox.
 
-The API only commits events; the router turns each unrouted event into
+The API only commits events; a router turns each unrouted event into
 `signal_with_start` for journeys it triggers and `signal` for runs that may
-listen for it (exit-on, goal, wait_for), then marks it routed. While
-Temporal is unreachable events stay unrouted and are retried on the next
-sweep, so an outage delays journeys but loses nothing. Workflows dedupe by
-event id, so a redelivery after a crash is harmless.
+listen for it (exit-on, goal, wait_for), then marks it routed. While Temporal
+is unreachable events stay unrouted and are retried, so an outage delays
+journeys but loses nothing.
+
+Several routers may share one database (one in every `journeys worker`, or
+`journeys router` processes). Each *claims* a batch before delivering it: it
+writes its name and a deadline into the rows (`lease_owner`, `lease_until`), and
+the others skip leased rows until the lease runs out, which is how the events of
+a router that died are taken over. A contact whose events are leased by one
+router is skipped by the others altogether, so a contact's events reach
+Temporal in the order they were stored, whichever router delivers them. Claims
+are short transactions, serialized between routers (PostgreSQL: an advisory
+lock and `FOR UPDATE SKIP LOCKED`; SQLite: `BEGIN IMMEDIATE`, its single writer);
+deliveries run in parallel. An event is marked routed only after its delivery;
+workflows dedupe by event id, so the redelivery that follows a crash between
+the two is harmless.
 """
 
 from __future__ import annotations
@@ -13,13 +25,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import secrets
+import socket
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, update
-from sqlmodel import select
+from sqlalchemy import Connection, Engine, Select, or_, text, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import aliased
+from sqlmodel import col, select
+from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -27,10 +46,12 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from .dsl.conditions import evaluate
 from .dsl.models import Journey, WaitForStep
+from .store.backlog import routing_backlog
 from .store.context import contact_context, event_context
 from .store.db import session_scope
 from .store.engagement import ENGAGEMENT_EVENTS, record_engagement
-from .store.tables import Contact, Event, JourneyVersion, utcnow
+from .store.identity import aliases_of
+from .store.tables import Contact, ContactAlias, Event, JourneyVersion, utcnow
 from .store.versions import active_versions
 from .workflows.journey import workflow_id
 from .workflows.kit import JourneyBase
@@ -40,6 +61,15 @@ log = logging.getLogger(__name__)
 
 BATCH = 200
 CONCURRENCY = 32
+LEASE = 30.0  # seconds a claim stays with its router (JOURNEYS_ROUTER_LEASE)
+RPC_TIMEOUT = timedelta(seconds=10)
+# A claim starts deliveries only while this much of its lease is left, so a call in
+# flight ends before another router may take the events over.
+LEASE_MARGIN = RPC_TIMEOUT.total_seconds() + 2
+MAX_PAUSE = 2.0  # longest wait between attempts while Temporal or the database is down
+WARN_EVERY = 10.0  # seconds between warnings while it stays down
+# Arbitrary, fixed 64-bit key: PostgreSQL routers take their claims one at a time on it.
+_CLAIM_LOCK_KEY = 0x6A6F75726E657972  # "journeyr"
 
 
 @dataclass(frozen=True)
@@ -50,6 +80,15 @@ class Deployed:
     version: int
     spec: dict[str, Any]
     listens: frozenset[str]
+
+
+@dataclass
+class Claim:
+    """Events leased to one router, oldest first, with the other ids of their contacts."""
+
+    events: list[Event]
+    aliases: dict[str, list[str]] = field(default_factory=dict)
+    deliver_until: float = 0.0  # time.monotonic() after which no new delivery starts
 
 
 def listened_events(journey: Journey) -> frozenset[str]:
@@ -71,6 +110,11 @@ def listened_events(journey: Journey) -> frozenset[str]:
     return frozenset(names)
 
 
+def router_name() -> str:
+    """Unique per router process and start: host, pid and a random suffix (≤ 64 chars)."""
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
 class Router:
     def __init__(
         self,
@@ -80,71 +124,104 @@ class Router:
         interval: float = 1.0,
         history_limit: int = 10_000,
         python_journeys: Iterable[type[JourneyBase]] = (),
+        lease: float = LEASE,
+        name: str | None = None,
     ) -> None:
         self.client = client
         self.engine = engine
         self.task_queue = task_queue
         self.interval = interval
         self.history_limit = history_limit
+        self.lease = lease
+        self.name = name or router_name()
         self._wake = asyncio.Event()
+        self._stopped = asyncio.Event()
         self._journeys: list[Deployed] = []
         self.python_journeys = list(python_journeys)
         self._loaded_at = 0.0
-        self.routed = 0
+        self.routed = 0  # events this router delivered and marked routed
 
     def wake(self) -> None:
         """Called after a commit so the next sweep starts now, not at the next tick."""
         self._wake.set()
 
+    def stop(self) -> None:
+        """Finish the sweep in progress (its deliveries marked, the rest released), then end."""
+        self._stopped.set()
+        self._wake.set()
+
     async def run(self) -> None:
-        while True:
+        """Sweep until stopped; while Temporal or the database is down, retry with backoff."""
+        failures, warned = 0, -WARN_EVERY
+        while not self._stopped.is_set():
             try:
-                while await self.sweep() == BATCH:
+                if failures and not await self._temporal_reachable():
+                    raise ConnectionError("Temporal health check failed")
+                while await self.sweep() == BATCH and not self._stopped.is_set():
                     pass
-            except Exception as exc:  # Temporal or the database is down: retry later
-                log.warning("routing paused: %s", exc)
+                if failures:
+                    log.warning("routing resumed after %d failed attempt(s)", failures)
+                failures = 0
+            except Exception as exc:
+                failures += 1
+                pause = min(max(self.interval, 0.5) * 2 ** (failures - 1), MAX_PAUSE)
+                if time.monotonic() - warned >= WARN_EVERY:
+                    warned = time.monotonic()
+                    await self._report_pause(exc, failures)
+                with contextlib.suppress(TimeoutError):  # wake-ups are no use until it is back
+                    await asyncio.wait_for(self._stopped.wait(), timeout=pause)
+                continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.interval)
             self._wake.clear()
 
     async def sweep(self) -> int:
-        """Route one batch of unrouted events, oldest first; returns how many."""
-        events = await asyncio.to_thread(self._unrouted)
-        if not events:
+        """Claim one batch of unrouted events, oldest first, and deliver it; returns how many."""
+        claim = await asyncio.to_thread(self.claim)
+        return await self.deliver(claim)
+
+    async def deliver(self, claim: Claim) -> int:
+        """Route a claim's events: each contact's in order, contacts in parallel.
+
+        Delivered events are marked routed, the others released for the next claim, also
+        when delivery fails or is cancelled; the first failure is then raised.
+        """
+        if not claim.events:
             return 0
         await asyncio.to_thread(self._refresh)
         gate = asyncio.Semaphore(CONCURRENCY)
-        # Events of one contact stay in order; different contacts go in parallel.
         by_contact: dict[str, list[Event]] = {}
-        for event in events:
+        for event in claim.events:
             by_contact.setdefault(event.contact_id, []).append(event)
+        delivered: list[int] = []
 
-        async def route_contact(batch: list[Event]) -> list[int]:
-            done = []
+        async def route_contact(batch: list[Event]) -> None:
             for event in batch:
                 async with gate:
-                    await self.route(event)
-                done.append(event.id)
-            return done
+                    if time.monotonic() > claim.deliver_until:
+                        return  # the lease is running out: leave the rest to the next claim
+                    await self.route(event, claim.aliases.get(event.contact_id, []))
+                delivered.append(event.id or 0)
 
-        results = await asyncio.gather(
-            *(route_contact(b) for b in by_contact.values()), return_exceptions=True
-        )
-        routed = [i for r in results if isinstance(r, list) for i in r]
-        await asyncio.to_thread(self._mark_routed, routed)
-        self.routed += len(routed)
-        for r in results:
-            if isinstance(r, BaseException):
-                raise r
-        return len(events)
+        try:
+            results = await asyncio.gather(
+                *(route_contact(b) for b in by_contact.values()), return_exceptions=True
+            )
+        finally:
+            await asyncio.to_thread(self._settle, claim, delivered)
+            self.routed += len(delivered)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return len(claim.events)
 
-    async def route(self, event: Event) -> None:
+    async def route(self, event: Event, aliases: Sequence[str] | None = None) -> None:
+        """Deliver one event. `aliases`: the contact's other ids (looked up when None)."""
         if event.type != "track" or not event.name:
             return
         signal = EventSignal(event_id=event.id or 0, name=event.name)
         for deployed in self._journeys:
             journey = deployed.journey
-            wid = workflow_id(journey.id, event.contact_id)
             if event.name == journey.trigger.event:
                 if journey.trigger.where and not await asyncio.to_thread(
                     self._holds, journey.trigger.where, event
@@ -152,7 +229,7 @@ class Router:
                     continue
                 await self._start(
                     "JourneyWorkflow",
-                    wid,
+                    workflow_id(journey.id, event.contact_id),
                     JourneyInput(
                         journey=deployed.spec,
                         version=deployed.version,
@@ -162,21 +239,31 @@ class Router:
                     ),
                 )
             elif event.name in deployed.listens:
-                await self._signal(wid, "event", signal)
+                aliases = await self._aliases(event, aliases)
+                for contact_id in (event.contact_id, *aliases):
+                    await self._signal(workflow_id(journey.id, contact_id), "event", signal)
         for cls in self.python_journeys:
-            wid = workflow_id(cls.journey_id, event.contact_id)
             if event.name == cls.trigger_event:
                 await self._start(
                     _workflow_name(cls),
-                    wid,
+                    workflow_id(cls.journey_id, event.contact_id),
                     JourneyInput(
                         journey={}, version=0, contact_id=event.contact_id, trigger=signal
                     ),
                 )
             elif event.name in {*cls.listens, *cls.exit_on, cls.goal_event}:
-                await self._signal(wid, "event", signal)
+                aliases = await self._aliases(event, aliases)
+                for contact_id in (event.contact_id, *aliases):
+                    await self._signal(workflow_id(cls.journey_id, contact_id), "event", signal)
         if event.name in ENGAGEMENT_EVENTS:
             await self._engagement(event, ENGAGEMENT_EVENTS[event.name])
+
+    async def _aliases(self, event: Event, known: Sequence[str] | None) -> Sequence[str]:
+        """Runs started under an id later merged into this contact (an anonymousId) keep that
+        id as their workflow id: they hear the contact's events too."""
+        if known is not None:
+            return known
+        return await asyncio.to_thread(self._load_aliases, event.contact_id)
 
     async def _engagement(self, event: Event, kind: str) -> None:
         props = event.properties or {}
@@ -203,6 +290,7 @@ class Router:
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
                 start_signal="event",
                 start_signal_args=[run_input.trigger],
+                rpc_timeout=RPC_TIMEOUT,
             )
         except WorkflowAlreadyStartedError:
             # A concurrent start won (the time-skipping test server answers so under a
@@ -211,26 +299,143 @@ class Router:
 
     async def _signal(self, wid: str, name: str, arg: Any) -> None:
         try:
-            await self.client.get_workflow_handle(wid).signal(name, arg)
+            await self.client.get_workflow_handle(wid).signal(name, arg, rpc_timeout=RPC_TIMEOUT)
         except RPCError as exc:
             if exc.status != RPCStatusCode.NOT_FOUND:
                 raise
 
+    # --- while something is down ---------------------------------------------
+
+    async def _temporal_reachable(self) -> bool:
+        """Whether the frontend answers at all (the call every client makes on connecting)."""
+        try:
+            await self.client.workflow_service.get_system_info(
+                GetSystemInfoRequest(), timeout=timedelta(seconds=3)
+            )
+            return True
+        except RPCError as exc:  # it answered, if only to refuse
+            return exc.status not in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED)
+        except Exception:
+            return False
+
+    async def _report_pause(self, exc: Exception, failures: int) -> None:
+        """A warning saying what is down and how much is waiting (every WARN_EVERY s)."""
+        reason = f"{type(exc).__name__}: {exc}"[:300]
+        retrying = f"retrying every {MAX_PAUSE:.0f} s ({failures} failed attempt(s) so far)"
+        if isinstance(exc, SQLAlchemyError):
+            log.warning("routing paused, the database is unavailable (%s); %s", reason, retrying)
+            return
+        try:
+            backlog = await asyncio.to_thread(routing_backlog, self.engine)
+            waiting = (
+                f"{backlog.backlog} events waiting, the oldest for {backlog.lag_seconds:.0f} s"
+            )
+        except SQLAlchemyError as db_exc:
+            waiting = f"backlog unknown ({type(db_exc).__name__})"
+        if await self._temporal_reachable():
+            log.warning("routing paused (%s); %s; %s", reason, waiting, retrying)
+        else:
+            address = self.client.service_client.config.target_host
+            log.warning(
+                "routing paused, Temporal is unreachable at %s (%s); %s; %s",
+                address,
+                reason,
+                waiting,
+                retrying,
+            )
+
     # --- store access (run in threads) ------------------------------------
 
-    def _unrouted(self) -> list[Event]:
+    def claim(self) -> Claim:
+        """Lease the next batch to this router: the oldest unrouted events that no live
+        lease holds, of contacts none of whose unrouted events another router holds."""
+        with session_scope(self.engine) as session:  # a cheap read first: idle sweeps lock nothing
+            if not session.exec(self._claimable(utcnow()).limit(1)).first():
+                return Claim([])
+        with self.engine.begin() as connection:
+            self._lock_claims(connection)
+            started, now = time.monotonic(), utcnow()  # once the lock is ours
+            query = self._claimable(now).limit(BATCH)
+            if connection.dialect.name == "postgresql":
+                query = query.with_for_update(skip_locked=True, of=Event)  # type: ignore[arg-type]
+            ids = list(connection.execute(query).scalars())
+            if ids:
+                connection.execute(
+                    update(Event)
+                    .where(col(Event.id).in_(ids))
+                    .values(lease_owner=self.name, lease_until=now + timedelta(seconds=self.lease))
+                )
+        if not ids:
+            return Claim([])
         with session_scope(self.engine) as session:
-            query = select(Event).where(Event.routed_at.is_(None)).order_by(Event.id).limit(BATCH)  # type: ignore[union-attr]
-            events = list(session.exec(query))
+            events = list(
+                session.exec(select(Event).where(col(Event.id).in_(ids)).order_by(col(Event.id)))
+            )
             for event in events:
                 session.expunge(event)
-            return events
+            contacts = {e.contact_id for e in events}
+            aliases: dict[str, list[str]] = {}
+            rows = session.exec(
+                select(ContactAlias.alias_id, ContactAlias.contact_id).where(
+                    col(ContactAlias.contact_id).in_(contacts)
+                )
+            )
+            for alias_id, contact_id in rows:
+                aliases.setdefault(contact_id, []).append(alias_id)
+        margin = min(LEASE_MARGIN, self.lease / 2)
+        return Claim(events, aliases, started + self.lease - margin)
 
-    def _mark_routed(self, ids: list[int]) -> None:
-        if not ids:
-            return
+    def _claimable(self, now: datetime) -> Select[Any]:
+        busy = aliased(Event)
+        leased_contacts = select(busy.contact_id).where(
+            col(busy.routed_at).is_(None), col(busy.lease_until) >= now
+        )
+        return (
+            select(Event.id)
+            .where(
+                col(Event.routed_at).is_(None),
+                or_(col(Event.lease_until).is_(None), col(Event.lease_until) < now),
+                col(Event.contact_id).not_in(leased_contacts),
+            )
+            # Oldest first, ordered as the (routed_at, id) index is: PostgreSQL would
+            # otherwise walk the primary key past every routed row (0.5 s per million).
+            .order_by(col(Event.routed_at), col(Event.id))
+        )
+
+    def _lock_claims(self, connection: Connection) -> None:
+        """One claim at a time, whichever router: the pick and the lease are one step."""
+        if connection.dialect.name == "postgresql":
+            # Without it, two claims could each see the other's contact as free (neither
+            # committed yet) and split one contact's events between two routers.
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CLAIM_LOCK_KEY})
+        elif connection.dialect.name == "sqlite":
+            connection.exec_driver_sql("BEGIN IMMEDIATE")  # the write lock, before reading
+
+    def _load_aliases(self, contact_id: str) -> list[str]:
         with session_scope(self.engine) as session:
-            session.exec(update(Event).where(Event.id.in_(ids)).values(routed_at=utcnow()))  # type: ignore[union-attr,call-overload]
+            return aliases_of(session, contact_id)
+
+    def _settle(self, claim: Claim, delivered: list[int]) -> None:
+        """Mark what was delivered routed; release the rest of the claim."""
+        done = sorted(set(delivered))
+        rest = [e.id for e in claim.events if e.id not in set(done)]
+        with session_scope(self.engine) as session:
+            if done:
+                session.exec(  # type: ignore[call-overload]
+                    update(Event)
+                    .where(col(Event.id).in_(done))
+                    .values(routed_at=utcnow(), lease_owner=None, lease_until=None)
+                )
+            if rest:
+                session.exec(  # type: ignore[call-overload]
+                    update(Event)
+                    .where(
+                        col(Event.id).in_(rest),
+                        col(Event.lease_owner) == self.name,
+                        col(Event.routed_at).is_(None),
+                    )
+                    .values(lease_owner=None, lease_until=None)
+                )
 
     def _refresh(self) -> None:
         if time.monotonic() - self._loaded_at < self.interval and self._journeys:

@@ -1,4 +1,4 @@
-"""Running the pieces: worker + router, API, or everything at once (`journeys dev`).
+"""Running the pieces: worker + router, router alone, API, or all at once (`journeys dev`).
 
 Each entry point is an async function that runs until asked to stop (SIGINT /
 SIGTERM or the `stop` event) and then shuts down in reverse order of start.
@@ -8,21 +8,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from temporalio.client import Client
 
 from .api import create_app
 from .deploy import deploy
 from .links import MessageLinks
 from .rendering import Renderer
-from .router import Router
+from .router import MAX_PAUSE, WARN_EVERY, Router
 from .settings import Settings
+from .store.backlog import routing_backlog
 from .store.db import make_engine, migrate
 from .temporal_server import DevServer
 from .worker import build_worker, connect, python_journeys
@@ -68,7 +72,19 @@ def make_router(client: Client, engine: Engine, settings: Settings) -> Router:
         settings.task_queue,
         settings.router_interval,
         python_journeys=python_journeys(settings),
+        lease=settings.router_lease,
     )
+
+
+async def stop_router(router: Router, task: asyncio.Task[None]) -> None:
+    """Let the sweep in progress finish (deliveries marked, the rest released), then end."""
+    router.stop()
+    try:
+        await asyncio.wait_for(asyncio.shield(task), timeout=router.lease)
+    except TimeoutError:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def run_dev(
@@ -144,28 +160,88 @@ async def _serve_all(
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
-    """Production worker: runs journeys and routes stored events to Temporal."""
+    """Production worker: runs journeys and routes stored events to Temporal (unless
+    JOURNEYS_ROUTER=off: `journeys router` processes route)."""
     stop = stop or asyncio.Event()
     stop_on_signals(stop)
     engine = open_store(settings)
     try:
         deploy(engine, settings.journeys_dir, Renderer.from_settings(settings))
         client = await connect(settings)
-        router = make_router(client, engine, settings)
+        router = make_router(client, engine, settings) if settings.router else None
         async with build_worker(client, engine, settings):
-            router_task = asyncio.create_task(router.run())
+            router_task = asyncio.create_task(router.run()) if router else None
             await stop.wait()
-            router_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await router_task
+            if router and router_task:
+                await stop_router(router, router_task)
     finally:
         engine.dispose()
+
+
+async def run_router(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Only the event router: as many as wanted against one database (docs/routing.md).
+
+    Starts even while Temporal is unreachable, and waits for it, warning with the backlog.
+    """
+    stop = stop or asyncio.Event()
+    stop_on_signals(stop)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    engine = open_store(settings)
+    try:
+        client = await _connect_when_up(settings, engine, stop)
+        if client is None:
+            return
+        router = make_router(client, engine, settings)
+        print(
+            f"router {router.name}: routing events to {client.service_client.config.target_host} "
+            f"(namespace {settings.temporal_namespace}, task queue {settings.task_queue})",
+            flush=True,
+        )
+        task = asyncio.create_task(router.run())
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if task.done():
+            task.result()  # raises why the router ended
+        await stop_router(router, task)
+    finally:
+        engine.dispose()
+
+
+async def _connect_when_up(
+    settings: Settings, engine: Engine, stop: asyncio.Event
+) -> Client | None:
+    """Connect, retrying while Temporal is unreachable (warning with the backlog every
+    WARN_EVERY s); None when stopped meanwhile."""
+    warned = -WARN_EVERY
+    while not stop.is_set():
+        try:
+            return await connect(settings)
+        except RuntimeError as exc:
+            if time.monotonic() - warned >= WARN_EVERY:
+                warned = time.monotonic()
+                try:
+                    b = routing_backlog(engine)
+                    waiting = f"{b.backlog} events waiting, the oldest for {b.lag_seconds:.0f} s"
+                except SQLAlchemyError as db_exc:
+                    waiting = f"backlog unknown ({type(db_exc).__name__})"
+                logging.getLogger("orchestrator.router").warning(
+                    "Temporal is unreachable (%s); %s; retrying every %.0f s",
+                    exc,
+                    waiting,
+                    MAX_PAUSE,
+                )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=MAX_PAUSE)
+    return None
 
 
 async def run_api(settings: Settings, write_keys: list[str]) -> None:
     """Production API: stateless; events are routed by the workers."""
     engine = open_store(settings)
-    client = await connect(settings)
+    # Lazy: the API starts, and acknowledges events, while Temporal is unreachable.
+    client = await connect(settings, lazy=True)
     try:
         app = create_app(
             engine,

@@ -81,8 +81,9 @@ def channel_adapters(settings: Settings, channels: list[str] | None = None) -> d
     return built
 
 
-async def connect(settings: Settings, address: str | None = None) -> Client:
-    """Connect to Temporal (TLS and API key from settings, as Temporal Cloud needs)."""
+async def connect(settings: Settings, address: str | None = None, lazy: bool = False) -> Client:
+    """Connect to Temporal (TLS and API key from settings, as Temporal Cloud needs);
+    `lazy`: at the first call instead of now, so an unreachable server is no start-up error."""
     tls: bool | TLSConfig = settings.temporal_tls
     if settings.temporal_tls_cert or settings.temporal_tls_ca:
         tls = TLSConfig(
@@ -103,6 +104,7 @@ async def connect(settings: Settings, address: str | None = None) -> Client:
         namespace=settings.temporal_namespace,
         api_key=settings.temporal_api_key,
         tls=tls,
+        lazy=lazy,
     )
 
 

@@ -1,30 +1,142 @@
-"""`/health`: is each part (API, database, Temporal) working."""
+"""`/health` and `/metrics`: is each part (API, database, Temporal) working, and is routing
+keeping up.
+
+`/health` is JSON for people and monitors: 200 when every part is ok and the oldest
+unrouted event is younger than JOURNEYS_ROUTING_LAG_LIMIT, else 503 with the part
+that is not. `/metrics` is the Prometheus text format (always 200: a part that is
+down is a `journeys_up` of 0, not a failed scrape). The event figures come from the
+events table, so every API process reports the routing of every router.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import timedelta
+from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import Engine, text
 from temporalio.client import Client
 
+from ..store.backlog import (
+    DRAIN_WINDOW,
+    RoutedCount,
+    RoutingBacklog,
+    count_routed,
+    routing_backlog,
+)
 from .context import api_context
 
 router = APIRouter(tags=["operations"])
+
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+DB_TIMEOUT = 5.0
+# The full count of routed events is O(table): taken at most this often per API process,
+# and extended in between by counting what was routed since (an index range).
+RECOUNT_EVERY = 300.0
 
 
 @router.get("/health")
 async def health(request: Request) -> JSONResponse:
     ctx = api_context(request)
-    checks = {"api": "ok", "database": await _check_database(ctx.engine)}
+    checks: dict[str, Any] = {"api": "ok", "database": await _check_database(ctx.engine)}
     checks["temporal"] = await _check_temporal(ctx.client) if ctx.client else "not configured"
-    healthy = all(v == "ok" for v in checks.values())
+    checks["events"] = (
+        await _events_section(request, ctx.settings.routing_lag_limit)
+        if checks["database"] == "ok"
+        else {"status": "unknown: the database is unavailable"}
+    )
+    healthy = all((v["status"] if isinstance(v, dict) else v) == "ok" for v in checks.values())
     return JSONResponse(
         {"status": "ok" if healthy else "degraded", **checks},
         status_code=200 if healthy else 503,
     )
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+async def metrics(request: Request) -> PlainTextResponse:
+    """Prometheus text format: routing backlog, lag and throughput, and which part is up."""
+    ctx = api_context(request)
+    database = await _check_database(ctx.engine) == "ok"
+    temporal = ctx.client is not None and await _check_temporal(ctx.client) == "ok"
+    out = Exposition()
+    up = "1 when the part answers, 0 when it does not."
+    out.add("journeys_up", "gauge", up, int(database), 'component="database"')
+    out.add("journeys_up", "gauge", up, int(temporal), 'component="temporal"')
+    if database:
+        try:
+            b = await _backlog(request)
+        except Exception:  # gone since the ping: the scrape still reports what is down
+            b = None
+        if b is not None:
+            out.add("journeys_events_backlog", "gauge", BACKLOG_HELP, b.backlog)
+            out.add("journeys_events_leased", "gauge", LEASED_HELP, b.leased)
+            out.add("journeys_events_routing_lag_seconds", "gauge", LAG_HELP, b.lag_seconds)
+            out.add("journeys_events_routed_total", "counter", ROUTED_HELP, b.routed_total or 0)
+            out.add(
+                "journeys_events_drain_rate_per_second",
+                "gauge",
+                f"Events routed per second, averaged over the last {b.window:g} s.",
+                b.drain_rate,
+            )
+    return PlainTextResponse(out.text(), media_type=PROMETHEUS_TEXT)
+
+
+BACKLOG_HELP = "Events stored and not yet routed to Temporal."
+LEASED_HELP = "Unrouted events claimed by a live router right now."
+LAG_HELP = "Age of the oldest unrouted event (0 when none waits)."
+ROUTED_HELP = "Events routed to Temporal by every router, as counted in the events table."
+
+
+class Exposition:
+    """Prometheus text exposition: HELP and TYPE once per metric, then its samples."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self._declared: set[str] = set()
+
+    def add(self, name: str, kind: str, help_text: str, value: float, labels: str = "") -> None:
+        if name not in self._declared:
+            self._declared.add(name)
+            self.lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+        self.lines.append(f"{name}{{{labels}}} {value:.6g}" if labels else f"{name} {value:.6g}")
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+async def _events_section(request: Request, limit: float) -> dict[str, Any]:
+    """The `events` part of /health; `lagging` once the oldest unrouted event passes `limit`."""
+    try:
+        b = await _backlog(request)
+    except Exception as exc:
+        return {"status": f"error: {type(exc).__name__}: {exc}"[:300]}
+    lagging = bool(limit) and b.lag_seconds > limit
+    return {
+        "status": "lagging" if lagging else "ok",
+        "backlog": b.backlog,
+        "leased": b.leased,
+        "routing_lag_seconds": round(b.lag_seconds, 3),
+        "routing_lag_limit_seconds": limit or None,
+        "routed_total": b.routed_total,
+        "drain_rate_per_second": round(b.drain_rate, 3),
+        "drain_window_seconds": b.window,
+    }
+
+
+async def _backlog(request: Request) -> RoutingBacklog:
+    engine, state = api_context(request).engine, request.app.state
+    base: tuple[float, RoutedCount] | None = getattr(state, "routed_count", None)
+    if base is None or time.monotonic() - base[0] > RECOUNT_EVERY:
+        counted = await _in_thread(count_routed, engine)
+        base = state.routed_count = (time.monotonic(), counted)
+    return await _in_thread(routing_backlog, engine, DRAIN_WINDOW, base[1])
+
+
+async def _in_thread(fn: Any, *args: Any) -> Any:
+    return await asyncio.wait_for(asyncio.to_thread(fn, *args), timeout=DB_TIMEOUT)
 
 
 async def _check_database(engine: Engine) -> str:
@@ -33,7 +145,7 @@ async def _check_database(engine: Engine) -> str:
             connection.execute(text("SELECT 1"))
 
     try:
-        await asyncio.wait_for(asyncio.to_thread(ping), timeout=5)
+        await asyncio.wait_for(asyncio.to_thread(ping), timeout=DB_TIMEOUT)
         return "ok"
     except Exception as exc:
         return f"error: {type(exc).__name__}: {exc}"[:300]
@@ -41,7 +153,7 @@ async def _check_database(engine: Engine) -> str:
 
 async def _check_temporal(client: Client) -> str:
     try:
-        await client.service_client.check_health(timeout=timedelta(seconds=3))
-        return "ok"
+        serving = await client.service_client.check_health(timeout=timedelta(seconds=3))
+        return "ok" if serving else "error: the Temporal server answers but is not serving"
     except Exception as exc:
         return f"error: {type(exc).__name__}: {exc}"[:300]
