@@ -404,7 +404,7 @@ async def test_sqlite_contention_gives_503_never_500_and_survives_kill_mid_write
         engine.dispose()
 
     figures(
-        f"SQLite contention: {WRITERS} API processes, {BATCHES} batches of 50 + 2 big ones",
+        f"SQLite contention: {WRITERS} API processes, {BATCHES} batches of 50 + 5 of {BIG_BATCH}",
         {
             "timeline": "\n" + timeline.table(),
             "answers": dict(sender.answers),
