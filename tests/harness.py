@@ -7,6 +7,8 @@ console stream.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 import os
 import uuid
@@ -28,7 +30,7 @@ from orchestrator.deploy import deploy
 from orchestrator.router import Router
 from orchestrator.settings import Settings
 from orchestrator.store.db import session_scope
-from orchestrator.store.tables import JourneyRun, Message
+from orchestrator.store.tables import Event, JourneyRun, Message
 from orchestrator.worker import WorkerGroup, build_worker, python_journeys
 from orchestrator.workflows.journey import workflow_id
 
@@ -181,3 +183,24 @@ async def save_histories(bench: Bench, prefix: str) -> None:
         history = await bench.client.get_workflow_handle(wid).fetch_history()
         name = wid.replace("journey:", "").replace(":", "__")
         (folder / f"{prefix}__{name}.json").write_text(history.to_json())
+
+
+async def terminate_runs(client: Client, engine: Engine, journey_id: str) -> None:
+    """End the runs a test left open on the shared time-skipping server.
+
+    A run whose task queue no worker polls keeps a workflow task outstanding, and the
+    test server does not skip time while one is: later tests' timers would never fire.
+    """
+    from temporalio.service import RPCError
+
+    with session_scope(engine) as session:
+        contacts = set(session.exec(select(Event.contact_id)))
+
+    async def end(contact: str) -> None:
+        with contextlib.suppress(RPCError):  # never started, or already finished
+            await client.get_workflow_handle(workflow_id(journey_id, contact)).terminate(
+                reason="test over"
+            )
+
+    for start in range(0, len(contacts), 50):
+        await asyncio.gather(*(end(c) for c in sorted(contacts)[start : start + 50]))

@@ -18,13 +18,14 @@ import random
 import textwrap
 import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Bench, tiny_templates, write_journey
+import pytest_asyncio
+from harness import Bench, terminate_runs, tiny_templates, write_journey
 from sqlalchemy import Engine, Select
 from sqlmodel import col, select
 from temporalio.client import Client
@@ -38,8 +39,21 @@ from orchestrator.router import BATCH, Router
 from orchestrator.store.backlog import routing_backlog
 from orchestrator.store.db import session_scope
 from orchestrator.store.tables import Event, utcnow
+from orchestrator.temporal_server import find_binary
 from orchestrator.workflows.journey import workflow_id
 from orchestrator.workflows.types import EventSignal
+
+
+@pytest_asyncio.fixture(scope="module")
+async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping server of this module's own: the hundreds of runs these tests start
+    on task queues no worker polls must not hold back the shared server's clock."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(find_binary("temporal-test-server"))
+    )
+    yield env
+    await env.shutdown()
+
 
 LISTEN = """
 id: listen
@@ -134,9 +148,10 @@ def out_of_order(delivered: dict[str, list[int]]) -> int:
     return sum(ids != sorted(ids) for ids in firsts.values())
 
 
-@pytest.fixture
-def shop(engine: Engine, ts_env: WorkflowEnvironment, tmp_path: Path) -> Shop:
-    return Shop(engine, ts_env, tmp_path)
+@pytest_asyncio.fixture
+async def shop(engine: Engine, ts_env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Shop]:
+    yield Shop(engine, ts_env, tmp_path)
+    await terminate_runs(ts_env.client, engine, "listen")
 
 
 # --- the controls: routers without the guards under test ------------------------------

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 import pytest_asyncio
-from harness import write_journey
+from harness import terminate_runs, write_journey
 from sqlalchemy import Engine
 from temporalio.testing import WorkflowEnvironment
 
@@ -28,6 +28,19 @@ from orchestrator.deploy import deploy
 from orchestrator.router import Router
 from orchestrator.settings import Settings
 from orchestrator.store.db import make_engine
+from orchestrator.temporal_server import find_binary
+
+
+@pytest_asyncio.fixture(scope="module")
+async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping server of this module's own: the hundreds of runs these tests start
+    on task queues no worker polls must not hold back the shared server's clock."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(find_binary("temporal-test-server"))
+    )
+    yield env
+    await env.shutdown()
+
 
 KEY = "metrics-key"
 # The Prometheus text format, as scrapers parse it: comments, or `name{labels} value`.
@@ -65,6 +78,7 @@ async def shop(
     (tmp_path / "templates").mkdir()
     deploy(engine, tmp_path / "journeys", tmp_path / "templates")
     yield engine, Router(ts_env.client, engine, f"tq-{uuid.uuid4().hex[:8]}", interval=0)
+    await terminate_runs(ts_env.client, engine, "welcome")
 
 
 def store(engine: Engine, count: int) -> None:
