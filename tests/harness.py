@@ -12,6 +12,7 @@ import contextlib
 import io
 import os
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -204,3 +205,18 @@ async def terminate_runs(client: Client, engine: Engine, journey_id: str) -> Non
 
     for start in range(0, len(contacts), 50):
         await asyncio.gather(*(end(c) for c in sorted(contacts)[start : start + 50]))
+
+
+@contextlib.asynccontextmanager
+async def own_time_skipping_server() -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping server for one module: tests that leave hundreds of runs on task
+    queues no worker polls must not hold back the shared server's clock."""
+    from orchestrator.temporal_server import find_binary
+
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(find_binary("temporal-test-server"))
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()

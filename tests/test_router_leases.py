@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from harness import Bench, terminate_runs, tiny_templates, write_journey
+from harness import Bench, own_time_skipping_server, terminate_runs, tiny_templates, write_journey
 from sqlalchemy import Engine, Select
 from sqlmodel import col, select
 from temporalio.client import Client
@@ -39,20 +39,15 @@ from orchestrator.router import BATCH, Router
 from orchestrator.store.backlog import routing_backlog
 from orchestrator.store.db import session_scope
 from orchestrator.store.tables import Event, utcnow
-from orchestrator.temporal_server import find_binary
 from orchestrator.workflows.journey import workflow_id
 from orchestrator.workflows.types import EventSignal
 
 
 @pytest_asyncio.fixture(scope="module")
 async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
-    """A time-skipping server of this module's own: the hundreds of runs these tests start
-    on task queues no worker polls must not hold back the shared server's clock."""
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=str(find_binary("temporal-test-server"))
-    )
-    yield env
-    await env.shutdown()
+    """This module's own time-skipping server (see `harness.own_time_skipping_server`)."""
+    async with own_time_skipping_server() as env:
+        yield env
 
 
 LISTEN = """

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 import pytest_asyncio
-from harness import terminate_runs, write_journey
+from harness import own_time_skipping_server, terminate_runs, write_journey
 from sqlalchemy import Engine
 from temporalio.testing import WorkflowEnvironment
 
@@ -28,18 +28,13 @@ from orchestrator.deploy import deploy
 from orchestrator.router import Router
 from orchestrator.settings import Settings
 from orchestrator.store.db import make_engine
-from orchestrator.temporal_server import find_binary
 
 
 @pytest_asyncio.fixture(scope="module")
 async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
-    """A time-skipping server of this module's own: the hundreds of runs these tests start
-    on task queues no worker polls must not hold back the shared server's clock."""
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=str(find_binary("temporal-test-server"))
-    )
-    yield env
-    await env.shutdown()
+    """This module's own time-skipping server (see `harness.own_time_skipping_server`)."""
+    async with own_time_skipping_server() as env:
+        yield env
 
 
 KEY = "metrics-key"
