@@ -43,6 +43,12 @@ TABLES = {
     "messages",
     "suppressions",
     "api_keys",
+    "orders",
+    "order_lines",
+    "loyalty_entries",
+    "coupons",
+    "segments",
+    "segment_members",
 }
 
 

@@ -1,5 +1,5 @@
 """SQLModel tables: contacts and their aliases, events, journey versions and runs, messages,
-suppressions, API keys.
+suppressions, API keys; orders, the loyalty ledger, coupons and segments.
 
 Schema changes go through Alembic migrations (`orchestrator/store/migrations`);
 a test checks that the migrations produce exactly these tables.
@@ -247,3 +247,125 @@ class ApiKey(SQLModel, table=True):
     created_at: datetime = _time(nullable=False, default=utcnow)
     last_used_at: datetime | None = _time(nullable=True)
     revoked_at: datetime | None = _time(nullable=True)
+
+
+class Order(SQLModel, table=True):
+    """An `Order Completed` as the shop reported it: what segments sum and refunds reverse.
+
+    Written when the event is stored; `refunded_at` is set by `Order Refunded`.
+    """
+
+    __tablename__ = "orders"
+    __table_args__ = (Index("ix_orders_contact_placed", "contact_id", "placed_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    order_id: str = Field(max_length=255, unique=True)  # the storefront's order id
+    contact_id: str = Field(max_length=255)
+    revenue: float | None = None  # Segment `revenue`, else `total`
+    total: float | None = None
+    currency: str | None = Field(default=None, max_length=8)
+    coupon: str | None = Field(default=None, max_length=64)
+    event_id: int | None = None
+    placed_at: datetime = _time(nullable=False)
+    refunded_at: datetime | None = _time(nullable=True)
+
+
+class OrderLine(SQLModel, table=True):
+    """One product of an order: what recommendations count ("people also bought")."""
+
+    __tablename__ = "order_lines"
+    __table_args__ = (
+        Index("ix_order_lines_product", "product_id"),
+        Index("ix_order_lines_contact", "contact_id"),
+        Index("ix_order_lines_order", "order_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    order_id: str = Field(max_length=255)
+    contact_id: str = Field(max_length=255)
+    product_id: str = Field(max_length=255)
+    name: str | None = Field(default=None, max_length=500)
+    price: float | None = None
+    quantity: float = 1
+    url: str | None = Field(default=None, max_length=2000)
+    image_url: str | None = Field(default=None, max_length=2000)
+    placed_at: datetime = _time(nullable=False)
+
+
+class LoyaltyEntry(SQLModel, table=True):
+    """The loyalty ledger: one row per change of a contact's points, never updated.
+
+    `kind` is earn | redeem | expire | reverse (a refund takes back what its order
+    earned) | adjust. Earned points may expire at `expires_at`; the balance is the sum.
+    """
+
+    __tablename__ = "loyalty_entries"
+    __table_args__ = (Index("ix_loyalty_contact_created", "contact_id", "created_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    contact_id: str = Field(max_length=255)
+    kind: str = Field(max_length=16)
+    points: int  # positive for earn, negative for the others
+    order_id: str | None = Field(default=None, max_length=255, index=True)
+    idempotency_key: str = Field(max_length=500, unique=True)
+    journey_id: str | None = Field(default=None, max_length=63)
+    note: str | None = Field(default=None, max_length=500)
+    expires_at: datetime | None = _time(nullable=True)
+    created_at: datetime = _time(nullable=False, default=utcnow)
+
+
+class Coupon(SQLModel, table=True):
+    """A unique, single-use promo code issued to one contact from a named campaign."""
+
+    __tablename__ = "coupons"
+    __table_args__ = (
+        Index("ix_coupons_contact", "contact_id"),
+        Index("ix_coupons_campaign", "campaign"),
+    )
+
+    code: str = Field(primary_key=True, max_length=64)
+    campaign: str = Field(max_length=63)
+    contact_id: str = Field(max_length=255)
+    kind: str = Field(max_length=16)  # percent | amount
+    value: float  # 10 (percent) or 500 (amount, in `currency`)
+    currency: str | None = Field(default=None, max_length=8)
+    minimum_order: float | None = None
+    expires_at: datetime | None = _time(nullable=True)
+    idempotency_key: str = Field(max_length=500, unique=True)  # workflow_id:step_id:entry_seq
+    journey_id: str | None = Field(default=None, max_length=63)
+    workflow_id: str | None = Field(default=None, max_length=400)
+    entry_seq: int | None = None
+    issued_at: datetime = _time(nullable=False, default=utcnow)
+    redeemed_at: datetime | None = _time(nullable=True)
+    redeemed_order_id: str | None = Field(default=None, max_length=255)
+    redeemed_revenue: float | None = None
+
+
+class SegmentDefinition(SQLModel, table=True):
+    """A segment as deployed from `journeys/segments.yaml`: what schedules evaluate."""
+
+    __tablename__ = "segments"
+
+    name: str = Field(primary_key=True, max_length=63)
+    spec: dict[str, Any] = _json()
+    spec_hash: str = Field(max_length=64)
+    source_path: str | None = Field(default=None, max_length=1024)
+    active: bool = True
+    deployed_at: datetime = _time(nullable=False, default=utcnow)
+    refreshed_at: datetime | None = _time(nullable=True)
+
+
+class SegmentMember(SQLModel, table=True):
+    """A stay of a contact in a segment: entered, and exited (null while a member)."""
+
+    __tablename__ = "segment_members"
+    __table_args__ = (
+        Index("ix_segment_members_current", "segment", "exited_at", "contact_id"),
+        Index("ix_segment_members_contact", "contact_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    segment: str = Field(max_length=63)
+    contact_id: str = Field(max_length=255)
+    entered_at: datetime = _time(nullable=False, default=utcnow)
+    exited_at: datetime | None = _time(nullable=True)
