@@ -45,13 +45,13 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from .dsl.conditions import evaluate
-from .dsl.models import Journey, WaitForStep
+from .dsl.models import IDENTIFY, Journey, WaitForStep
 from .store.backlog import routing_backlog
 from .store.context import contact_context, event_context
 from .store.db import session_scope
 from .store.engagement import ENGAGEMENT_EVENTS, record_engagement
 from .store.identity import aliases_of
-from .store.tables import Contact, ContactAlias, Event, JourneyVersion, utcnow
+from .store.tables import Contact, ContactAlias, Event, JourneyRun, JourneyVersion, utcnow
 from .store.versions import active_versions
 from .workflows.journey import workflow_id
 from .workflows.kit import JourneyBase
@@ -99,8 +99,8 @@ def listened_events(journey: Journey) -> frozenset[str]:
 
     def walk(steps: Iterable[Any]) -> None:
         for step in steps:
-            if isinstance(step, WaitForStep) and step.wait_for.event:
-                names.add(step.wait_for.event)
+            if isinstance(step, WaitForStep):
+                names.update(step.wait_for.events)
             for attr in ("then", "on_timeout", "else_", "on_failure"):
                 walk(getattr(step, attr, []) or [])
             for case in getattr(step, "branch", None) or getattr(step, "split", None) or []:
@@ -217,19 +217,25 @@ class Router:
 
     async def route(self, event: Event, aliases: Sequence[str] | None = None) -> None:
         """Deliver one event. `aliases`: the contact's other ids (looked up when None)."""
-        if event.type != "track" or not event.name:
+        if event.type == "identify":
+            name = IDENTIFY  # journeys with `trigger: {identify: true}` start on it
+        elif event.type == "track" and event.name:
+            name = event.name
+        else:
             return
-        signal = EventSignal(event_id=event.id or 0, name=event.name)
+        signal = EventSignal(event_id=event.id or 0, name=name)
         for deployed in self._journeys:
             journey = deployed.journey
-            if event.name == journey.trigger.event:
+            if name == journey.trigger.name:
+                if not journey.trigger.accepts_segment(event.properties or {}):
+                    continue
                 if journey.trigger.where and not await asyncio.to_thread(
                     self._holds, journey.trigger.where, event
                 ):
                     continue
                 await self._start(
                     "JourneyWorkflow",
-                    workflow_id(journey.id, event.contact_id),
+                    workflow_id(journey.id, event.contact_id, _run_key(journey, event)),
                     JourneyInput(
                         journey=deployed.spec,
                         version=deployed.version,
@@ -238,12 +244,12 @@ class Router:
                         history_limit=self.history_limit,
                     ),
                 )
-            elif event.name in deployed.listens:
+            elif name in deployed.listens:
                 aliases = await self._aliases(event, aliases)
-                for contact_id in (event.contact_id, *aliases):
-                    await self._signal(workflow_id(journey.id, contact_id), "event", signal)
+                for wid in await self._listening_runs(journey, event.contact_id, aliases):
+                    await self._signal(wid, "event", signal)
         for cls in self.python_journeys:
-            if event.name == cls.trigger_event:
+            if name == cls.trigger_event:
                 await self._start(
                     _workflow_name(cls),
                     workflow_id(cls.journey_id, event.contact_id),
@@ -251,12 +257,12 @@ class Router:
                         journey={}, version=0, contact_id=event.contact_id, trigger=signal
                     ),
                 )
-            elif event.name in {*cls.listens, *cls.exit_on, cls.goal_event}:
+            elif name in {*cls.listens, *cls.exit_on, cls.goal_event}:
                 aliases = await self._aliases(event, aliases)
                 for contact_id in (event.contact_id, *aliases):
                     await self._signal(workflow_id(cls.journey_id, contact_id), "event", signal)
-        if event.name in ENGAGEMENT_EVENTS:
-            await self._engagement(event, ENGAGEMENT_EVENTS[event.name])
+        if name in ENGAGEMENT_EVENTS:
+            await self._engagement(event, ENGAGEMENT_EVENTS[name])
 
     async def _aliases(self, event: Event, known: Sequence[str] | None) -> Sequence[str]:
         """Runs started under an id later merged into this contact (an anonymousId) keep that
@@ -264,6 +270,25 @@ class Router:
         if known is not None:
             return known
         return await asyncio.to_thread(self._load_aliases, event.contact_id)
+
+    async def _listening_runs(
+        self, journey: Journey, contact_id: str, aliases: Sequence[str]
+    ) -> list[str]:
+        """The runs of `journey` an event of the contact may concern: the one per contact,
+        or with `one_run_per`, every active run of the contact (one per order...)."""
+        ids = [contact_id, *aliases]
+        if journey.entry.one_run_per is None:
+            return [workflow_id(journey.id, c) for c in ids]
+        return await asyncio.to_thread(self._active_runs, journey.id, ids)
+
+    def _active_runs(self, journey_id: str, contact_ids: list[str]) -> list[str]:
+        with session_scope(self.engine) as session:
+            query = select(JourneyRun.workflow_id).where(
+                JourneyRun.journey_id == journey_id,
+                col(JourneyRun.contact_id).in_(contact_ids),
+                JourneyRun.status == "active",
+            )
+            return sorted(set(session.exec(query)))
 
     async def _engagement(self, event: Event, kind: str) -> None:
         props = event.properties or {}
@@ -455,6 +480,15 @@ class Router:
             return evaluate(
                 expression, {"contact": contact_context(contact), "event": event_context(event)}
             )
+
+
+def _run_key(journey: Journey, event: Event) -> str | None:
+    """The trigger's `one_run_per` value; None (one run per contact) when it has none."""
+    name = journey.entry.one_run_per
+    value = (event.properties or {}).get(name) if name else None
+    if value is None or isinstance(value, dict | list) or value == "":
+        return None
+    return str(value)
 
 
 def _workflow_name(cls: type[JourneyBase]) -> str:

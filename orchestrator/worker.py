@@ -25,6 +25,7 @@ from channels.base import Channel
 from channels.errors import ChannelConfigError
 from channels.registry import adapter_class
 
+from .activities.actions import ActionActivities
 from .activities.contacts import ContactActivities
 from .activities.runs import RunActivities
 from .activities.sending import SendActivities
@@ -163,6 +164,7 @@ def build_worker(
     workers = []
     if "main" in wanted:
         runs, contacts = RunActivities(engine), ContactActivities(engine)
+        actions = ActionActivities(engine)
         workers.append(
             Worker(
                 client,
@@ -176,6 +178,8 @@ def build_worker(
                     contacts.check_condition,
                     contacts.next_local_time,
                     contacts.update_contact,
+                    actions.run_action,
+                    actions.save_event,
                     sends.prepare_message,
                     sends.give_up_message,
                     sends.send_message,

@@ -196,7 +196,7 @@ BROKEN = [
         goal: {event: Order Completed, within: 14d, where: "__import__('os')"}
         steps: [exit]
         """,
-        "j.yaml:4:53: only the functions len, lower, upper may be called",
+        "j.yaml:4:53: only the functions len, lower, upper, number, coalesce may be called",
     ),
     case(
         "dunder-attribute-in-condition",
@@ -396,11 +396,13 @@ BROKEN = [
         "unknown-action-type-and-key",
         """\
         steps:
-          - action: {type: award_points}
+          - action: {type: award_pionts}
           - action: {type: update_contact, sett: {vip: true}}
         """,
-        "j.yaml:5:20: invalid value 'award_points' for type (expected one of: update_contact)",
-        "j.yaml:6:36: unknown key 'sett' in action (expected one of: type, set, increment, unset)",
+        "j.yaml:5:20: invalid value 'award_pionts' for type (expected one of: update_contact, "
+        "award_points, issue_coupon, webhook, track)",
+        "j.yaml:6:36: unknown key 'sett' in action (expected one of: type, set, increment, "
+        "unset, tag, untag)",
     ),
     case(
         "errors-deep-inside-nested-steps",

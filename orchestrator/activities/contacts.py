@@ -13,6 +13,7 @@ from ..dsl.models import WEEKDAYS
 from ..store.context import contact_context, event_context
 from ..store.db import session_scope
 from ..store.identity import load_contact
+from ..store.run_data import run_data
 from ..store.tables import Event, utcnow
 from ..workflows import types as t
 
@@ -54,7 +55,10 @@ class ContactActivities:
                 "contact": contact_context(load_contact(session, req.contact_id)),
                 "event": event_context(event),
                 "trigger": event_context(trigger),
-                "journey": req.journey,
+                "journey": {
+                    **run_data(session, req.workflow_id, req.entry_seq),
+                    **req.journey,
+                },
             }
         return evaluate(req.expression, context)
 
@@ -68,7 +72,8 @@ class ContactActivities:
 
     @activity.defn(name=t.UPDATE_CONTACT)
     def update_contact(self, req: t.UpdateContactRequest) -> None:
-        """Set, increment or unset traits. Increments apply once per run and step."""
+        """Set, increment or unset traits; tag and untag. Increments apply once per run
+        and step."""
         with session_scope(self.engine) as session:
             contact = load_contact(session, req.contact_id, for_update=True)
             if contact is None:
@@ -78,6 +83,11 @@ class ContactActivities:
             traits.update(req.set)
             for key in req.unset:
                 traits.pop(key, None)
+            if req.tag or req.untag:
+                held = traits.get("tags")
+                tags = [x for x in held if isinstance(x, str)] if isinstance(held, list) else []
+                tags += [x for x in req.tag if x not in tags]
+                traits["tags"] = [x for x in tags if x not in req.untag]
             if req.increment and req.idempotency_key not in applied:
                 for key, amount in req.increment.items():
                     current = traits.get(key)

@@ -25,7 +25,10 @@ FUNCTIONS = {
     "len": lambda v: len(v) if isinstance(v, str | list | dict) else 0,
     "lower": lambda v: v.lower() if isinstance(v, str) else v,
     "upper": lambda v: v.upper() if isinstance(v, str) else v,
+    "number": lambda v: _number(v),
 }
+# Functions of any number of arguments: the first that is not null.
+VARIADIC = {"coalesce": lambda *vs: next((v for v in vs if v is not None), None)}
 CONSTANTS = {"true": True, "false": False, "null": None, "True": True, "False": False, "None": None}
 MAX_LENGTH = 1000
 MAX_VALUE_SIZE = 10_000  # longest string or list arithmetic may build ("x" * 10**9 is refused)
@@ -116,9 +119,15 @@ def _check(node: ast.AST) -> None:
             if len(args) != 1:
                 raise ConditionError(f"{fn}() takes exactly one argument", node.col_offset)
             _check(args[0])
+        case ast.Call(func=ast.Name(id=fn), args=args, keywords=[]) if fn in VARIADIC:
+            if not 1 <= len(args) <= 10:
+                raise ConditionError(f"{fn}() takes 1 to 10 arguments", node.col_offset)
+            for arg in args:
+                _check(arg)
         case ast.Call():
             raise ConditionError(
-                f"only the functions {', '.join(FUNCTIONS)} may be called", node.col_offset
+                f"only the functions {', '.join([*FUNCTIONS, *VARIADIC])} may be called",
+                node.col_offset,
             )
         case _:
             raise ConditionError(
@@ -183,9 +192,28 @@ def _eval(node: ast.AST, ctx: dict[str, Any]) -> Any:
                 return None
         case ast.List(elts=elts) | ast.Tuple(elts=elts):
             return [_eval(child, ctx) for child in elts]
+        case ast.Call(func=ast.Name(id=fn), args=args) if fn in VARIADIC:
+            return VARIADIC[fn](*(_eval(arg, ctx) for arg in args))
         case ast.Call(func=ast.Name(id=fn), args=[arg]):
             return FUNCTIONS[fn](_eval(arg, ctx))
     raise ConditionError(f"cannot evaluate {type(node).__name__}")  # unreachable after parse
+
+
+def _number(value: Any) -> int | float | None:
+    """A number from a number or numeric text (" 9 ", "9.5"); null otherwise."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return value
+    if isinstance(value, str) and len(value) <= 50:
+        try:
+            number = float(value.strip().rstrip("."))
+        except ValueError:
+            return None
+        if number != number or number in (float("inf"), float("-inf")):
+            return None
+        return int(number) if number.is_integer() else number
+    return None
 
 
 def _lookup(container: Any, key: Any) -> Any:

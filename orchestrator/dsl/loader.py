@@ -37,6 +37,7 @@ from .models import (
     CHANNELS,
     ID_PATTERN,
     STEP_KINDS,
+    ActionStep,
     BranchCase,
     BranchStep,
     Journey,
@@ -496,11 +497,13 @@ def _locate(loc: tuple[Any, ...], data: Any) -> _Place:
     tp: Any = Journey
     node, path = data, ()
     label, name = _ITEM_LABELS[Journey], ""
-    tag_next = False
+    tag_next: str | None = None
     for element in loc:
         tp = _unwrap(tp)
-        if tag_next:  # a discriminated single-model field repeats its tag
-            tag_next = False
+        if tag_next:  # a discriminated field names the member (its tag) before its keys
+            if _is_union(tp):
+                tp, label = _by_discriminator(tp, tag_next, element), name or label
+            tag_next = None
             continue
         if _is_union(tp):
             tp = _member(tp, element)
@@ -511,7 +514,8 @@ def _locate(loc: tuple[Any, ...], data: Any) -> _Place:
         elif _is_model(tp):
             info = _field_info(tp, element)
             tp = info.annotation if info else None
-            tag_next = info is not None and info.discriminator is not None
+            discriminator = info.discriminator if info is not None else None
+            tag_next = discriminator if isinstance(discriminator, str) else None
             name = str(element) if info else name
             label = str(element) if _is_model(_unwrap(tp)) else label
         else:
@@ -562,6 +566,16 @@ def _is_union(tp: Any) -> bool:
 
 def _is_model(tp: Any) -> bool:
     return isinstance(tp, type) and issubclass(tp, BaseModel)
+
+
+def _by_discriminator(union: Any, field: str, tag: Any) -> Any:
+    """The member of `union` whose `field` is the literal `tag` (`type: award_points`)."""
+    for member in get_args(union):
+        model = _unwrap(member)
+        info = _field_info(model, field) if _is_model(model) else None
+        if info is not None and tag in get_args(info.annotation):
+            return member
+    return None
 
 
 def _member(union: Any, tag: Any) -> Any:
@@ -642,7 +656,7 @@ def _nested(step: Step) -> list[tuple[YamlPath, list[Step]]]:
             return [*cases, (("else",), step.else_)]
         case SplitStep():
             return [(("split", j, "then"), v.then) for j, v in enumerate(step.split)]
-        case SendStep():
+        case SendStep() | ActionStep():
             return [(("on_failure",), step.on_failure)]
     return []
 
@@ -687,7 +701,7 @@ def _with_ids(steps: list[Step], path: YamlPath) -> list[Step]:
                     v.model_copy(update={"then": _with_ids(v.then, (*here, "split", j, "then"))})
                     for j, v in enumerate(step.split)
                 ]
-            case SendStep():
+            case SendStep() | ActionStep():
                 update["on_failure"] = _with_ids(step.on_failure, (*here, "on_failure"))
         result.append(step.model_copy(update=update))
     return result
@@ -807,6 +821,6 @@ def _check_templates(journey: Journey, source: _Source, renderer: Renderer) -> l
         wanted.setdefault(name, set()).update(c for c in usable if default.complete(c))
     for name, channels in wanted.items():
         problems += message_checks.check_message(
-            renderer, name, channels, journey.trigger.event, journey.id
+            renderer, name, channels, journey.trigger.name, journey.id
         )
     return problems

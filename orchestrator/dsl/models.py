@@ -65,14 +65,59 @@ class ReEntry(Model):
     after: int | None = None
 
 
+SEGMENT_EVENTS = {"entered": "Segment Entered", "exited": "Segment Exited"}
+IDENTIFY = "$identify"  # what an `identify` call is called when it starts a run
+
+
 class Trigger(Model):
-    event: EventName
+    """The `track` event that starts a run, an `identify` call, or entry into (exit
+    from) a segment.
+
+    `segment: big_spenders` is the `Segment Entered` event the segment refresh
+    stores for each new member (docs/segments.md); `when: exited` its `Segment Exited`.
+    `identify: true` is every identify call (`where:` picks, e.g. on consent).
+    """
+
+    event: EventName | None = None
+    segment: Identifier | None = None
+    identify: bool = False
+    when: Literal["entered", "exited"] = "entered"
     where: Condition | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Trigger:
+        if [self.event is not None, self.segment is not None, self.identify].count(True) != 1:
+            raise ValueError("trigger needs exactly one of 'event', 'segment' or 'identify: true'")
+        if self.event is not None and self.when != "entered":
+            raise ValueError("'when' belongs to a segment trigger: `segment: <name>, when: exited`")
+        return self
+
+    @property
+    def name(self) -> str:
+        """The event name that starts a run."""
+        if self.identify:
+            return IDENTIFY
+        return self.event if self.event is not None else SEGMENT_EVENTS[self.when]
+
+    def accepts_segment(self, properties: dict[str, Any]) -> bool:
+        """For segment triggers: the event is about this trigger's segment."""
+        return self.segment is None or properties.get("segment") == self.segment
 
 
 class Entry(Model):
     re_entry: Annotated[ReEntry, BeforeValidator(_parse_re_entry)] = ReEntry(mode="never")
     if_: Condition | None = Field(default=None, alias="if")
+    # A trigger property (e.g. `order_id`): one run per contact *and* value, so every
+    # order gets its own run even while the previous order's run is still waiting.
+    one_run_per: (
+        Annotated[
+            str,
+            _pattern_check(
+                r"[A-Za-z_][A-Za-z0-9_]{0,63}", "one_run_per", "a trigger property, like order_id"
+            ),
+        ]
+        | None
+    ) = None
 
 
 class Goal(Model):
@@ -111,16 +156,27 @@ class WaitUntilStep(Model):
 
 
 class WaitForSpec(Model):
-    event: EventName | None = None
+    # One event name, or several: the first of any of them (`[Survey Answered, SMS Received]`).
+    event: EventName | Annotated[list[EventName], Field(min_length=1, max_length=20)] | None = None
     message: Identifier | None = None
     engagement: Literal["delivered", "opened", "clicked", "bounced", "replied", "failed"] = "opened"
     where: Condition | None = None
     timeout: Duration
+    # Keep the matched event on the run as `journey.<save_as>` ({name, properties, timestamp}).
+    save_as: Identifier | None = None
+
+    @property
+    def events(self) -> tuple[str, ...]:
+        if self.event is None:
+            return ()
+        return (self.event,) if isinstance(self.event, str) else tuple(self.event)
 
     @model_validator(mode="after")
     def _one_target(self) -> WaitForSpec:
         if (self.event is None) == (self.message is None):
             raise ValueError("wait_for needs exactly one of 'event' or 'message'")
+        if self.save_as is not None and self.event is None:
+            raise ValueError("save_as keeps the event a wait_for matched: it needs 'event'")
         return self
 
 
@@ -189,26 +245,175 @@ class SendStep(Model):
     id: StepId | None = None
 
 
+def _pattern_check(pattern: str, what: str, example: str) -> AfterValidator:
+    def check(value: str) -> str:
+        if not re.fullmatch(pattern, value):
+            raise ValueError(f"invalid {what} {value!r}: expected {example}")
+        return value
+
+    return AfterValidator(check)
+
+
+TraitName = Annotated[
+    str,
+    _pattern_check(
+        r"[^_].{0,99}", "trait name", "a name not starting with '_' (those are ours), like vip"
+    ),
+]
+ContactTag = Annotated[str, Field(min_length=1, max_length=100)]
+
+
 class UpdateContactAction(Model):
+    """Set, increment or unset traits; add or remove tags (`traits.tags`)."""
+
     type: Literal["update_contact"]
-    set: dict[str, Any] = {}
-    increment: dict[str, float] = {}
-    unset: list[str] = []
+    set: dict[TraitName, Any] = {}
+    increment: dict[TraitName, float] = {}
+    unset: list[TraitName] = []
+    tag: list[ContactTag] = []
+    untag: list[ContactTag] = []
 
     @model_validator(mode="after")
     def _does_something(self) -> UpdateContactAction:
-        if not (self.set or self.increment or self.unset):
-            raise ValueError("update_contact needs at least one of 'set', 'increment' or 'unset'")
+        if not (self.set or self.increment or self.unset or self.tag or self.untag):
+            raise ValueError(
+                "update_contact needs at least one of 'set', 'increment', 'unset', 'tag' or 'untag'"
+            )
         return self
 
 
-Action = Annotated[UpdateContactAction, Field(discriminator="type")]
+class Multiplier(Model):
+    if_: Condition = Field(alias="if")
+    times: Annotated[float, Field(gt=0, le=100)]
+
+
+class AwardPointsAction(Model):
+    """Loyalty points for the order that triggered the run (docs/loyalty-and-coupons.md).
+
+    `per` points for each currency unit of the trigger's `of` property (Segment's
+    `revenue`, falling back to `total`), times every multiplier whose `if` holds;
+    or a fixed number of `points`. Stores `journey.points_earned` / `points_balance`.
+    """
+
+    type: Literal["award_points"]
+    per: Annotated[float, Field(gt=0, le=10_000)] = 1
+    of: Annotated[
+        str,
+        _pattern_check(r"[A-Za-z_][A-Za-z0-9_]{0,63}", "of", "a trigger property, like revenue"),
+    ] = "revenue"
+    points: Annotated[int, Field(gt=0, le=10_000_000)] | None = None
+    multipliers: list[Multiplier] = []
+    expire_after: Duration | None = None
+
+
+def _parse_discount(value: Any) -> Any:
+    """`10%` -> percent 10; `500` -> an amount (in the action's currency)."""
+    if isinstance(value, bool):
+        raise ValueError(f"invalid discount {value!r}: expected like 10% or 500")
+    if isinstance(value, int | float):
+        return {"kind": "amount", "value": value}
+    if isinstance(value, str):
+        text = value.strip()
+        kind = "percent" if text.endswith("%") else "amount"
+        try:
+            number = float(text.rstrip("%").strip())
+        except ValueError:
+            raise ValueError(f"invalid discount {value!r}: expected like 10% or 500") from None
+        return {"kind": kind, "value": number}
+    return value
+
+
+class Discount(Model):
+    kind: Literal["percent", "amount"]
+    value: Annotated[float, Field(gt=0)]
+
+    @model_validator(mode="after")
+    def _sane(self) -> Discount:
+        if self.kind == "percent" and self.value > 100:
+            raise ValueError(f"a discount of {self.value:g}% is more than 100%")
+        return self
+
+
+class IssueCouponAction(Model):
+    """A unique, single-use promo code from a named campaign, stored on the run.
+
+    Templates get `journey.<save_as>_code`, `_kind`, `_value`, `_currency`,
+    `_expires_at` and `_minimum_order` (save_as defaults to `coupon`).
+    """
+
+    type: Literal["issue_coupon"]
+    campaign: Identifier
+    prefix: Annotated[
+        str,
+        _pattern_check(r"[A-Z0-9]{1,16}", "prefix", "1-16 capital letters or digits, like THANKS"),
+    ]
+    discount: Annotated[Discount, BeforeValidator(_parse_discount)]
+    currency: (
+        Annotated[str, _pattern_check(r"[A-Z]{3}", "currency", "an ISO 4217 code, like RUB")] | None
+    ) = None
+    minimum_order: Annotated[float, Field(gt=0)] | None = None
+    expires_in: Duration | None = None
+    save_as: Identifier = "coupon"
+
+    @model_validator(mode="after")
+    def _currency_for_amounts(self) -> IssueCouponAction:
+        if self.discount.kind == "amount" and self.currency is None:
+            raise ValueError("an amount discount needs its 'currency' (e.g. currency: RUB)")
+        return self
+
+
+def _check_url(value: str) -> str:
+    # `${NAME}` is read from the worker's environment when the call is made.
+    probe = re.sub(r"\$\{[A-Z_][A-Z0-9_]*\}", "x", value)
+    if not re.match(r"^(https?://[^\s/]+|x)(/\S*)?$", probe):
+        raise ValueError(
+            f"invalid url {value!r}: expected http(s)://host/path, or ${{ENV_NAME}} parts"
+        )
+    return value
+
+
+class WebhookAction(Model):
+    """A signed JSON POST to another system; its JSON answer can be kept on the run.
+
+    Signed like the webhook channel (`X-Journeys-Signature`) with the secret in the
+    environment variable `secret_env`; `Idempotency-Key` is the run and step.
+    """
+
+    type: Literal["webhook"]
+    url: Annotated[str, AfterValidator(_check_url), Field(max_length=2000)]
+    payload: dict[str, Any] = {}
+    secret_env: Annotated[
+        str,
+        _pattern_check(r"[A-Z_][A-Z0-9_]{0,99}", "secret_env", "an environment variable name"),
+    ] = "JOURNEYS_ACTIONS_SECRET"
+    timeout: Annotated[float, Field(gt=0, le=60)] = 10
+    save_as: Identifier | None = None
+
+
+class TrackAction(Model):
+    """Record an event for the contact, which other journeys can react to."""
+
+    type: Literal["track"]
+    event: EventName
+    properties: dict[str, Any] = {}
+
+
+Action = Annotated[
+    UpdateContactAction | AwardPointsAction | IssueCouponAction | WebhookAction | TrackAction,
+    Field(discriminator="type"),
+]
+ACTION_TYPES = ("update_contact", "award_points", "issue_coupon", "webhook", "track")
 
 
 class ActionStep(Model):
-    """Change the world: update the contact (later: points, coupons, webhooks)."""
+    """Change the world: the contact, points, coupons, another system, an event.
+
+    `on_failure` runs when the action could not be done (a webhook refused or
+    unreachable after its retries); without it the journey goes on.
+    """
 
     action: Action
+    on_failure: list[Step] = []
     id: StepId | None = None
 
 
@@ -341,5 +546,5 @@ class Journey(Model):
     steps: Annotated[list[Step], Field(min_length=1)]
 
 
-for _model in (WaitForStep, BranchCase, BranchStep, SplitVariant, SendStep, Journey):
+for _model in (WaitForStep, BranchCase, BranchStep, SplitVariant, SendStep, ActionStep, Journey):
     _model.model_rebuild()

@@ -25,8 +25,14 @@ with workflow.unsafe.imports_passed_through():
     from .kit import ContinueAsNew, JourneyBase, JourneyExit
 
 
-def workflow_id(journey_id: str, contact_id: str) -> str:
-    return f"journey:{journey_id}:{contact_id}"
+def workflow_id(journey_id: str, contact_id: str, run_key: str | None = None) -> str:
+    """`journey:{journey}:{contact}`, and `:{key}` for journeys with `one_run_per`."""
+    base = f"journey:{journey_id}:{contact_id}"
+    if run_key is None:
+        return base
+    if len(run_key) > 100 or not run_key.isprintable() or ":" in run_key:
+        run_key = "h" + hashlib.sha256(run_key.encode()).hexdigest()[:32]
+    return f"{base}:{run_key}"
 
 
 def split_bucket(journey_id: str, step_id: str, contact_id: str, total: int) -> int:
@@ -127,8 +133,7 @@ class JourneyWorkflow(JourneyBase):
             case m.SendStep():
                 await self._send(step, path, resume)
             case m.ActionStep():
-                action = step.action
-                await self.update_contact(step.id, action.set, action.increment, action.unset)
+                await self._action(step, path, resume)
             case m.ExitStep():
                 raise JourneyExit("exited", step.exit.reason or f"exit step {step.id}")
 
@@ -145,10 +150,12 @@ class JourneyWorkflow(JourneyBase):
             return
         spec = step.wait_for
         if spec.event is not None:
-            hit = (
-                await self.wait_for_event(spec.event, spec.timeout, spec.where, deadline=deadline)
-                is not None
+            signal = await self.wait_for_event(
+                spec.events, spec.timeout, spec.where, deadline=deadline
             )
+            hit = signal is not None
+            if signal is not None and spec.save_as:
+                await self.save_event(spec.save_as, signal.event_id)
         else:
             assert spec.message is not None
             hit = await self.wait_for_engagement(
@@ -167,6 +174,21 @@ class JourneyWorkflow(JourneyBase):
             step.id, spec.channel, spec.template, spec.category, self._policy, self._sender
         )
         if result.status != "sent" and step.on_failure:
+            await self._run_list(step.on_failure, [*path, "on_failure"], None)
+
+    async def _action(self, step: m.ActionStep, path: list[Any], resume: list[Any] | None) -> None:
+        if resume:  # continuing inside on_failure
+            await self._run_list(step.on_failure, [*path, "on_failure"], resume[1:])
+            return
+        assert step.id is not None
+        action = step.action
+        if isinstance(action, m.UpdateContactAction):
+            await self.update_contact(
+                step.id, action.set, action.increment, action.unset, action.tag, action.untag
+            )
+            return
+        result = await self.act(step.id, action.model_dump(mode="json", by_alias=True))
+        if not result.ok and step.on_failure:
             await self._run_list(step.on_failure, [*path, "on_failure"], None)
 
     async def _branch(self, step: m.BranchStep, path: list[Any], resume: list[Any] | None) -> None:

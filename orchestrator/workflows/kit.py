@@ -10,7 +10,7 @@ reached only through activities, named in `types`.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -52,6 +52,15 @@ DELIVERING = {
         maximum_interval=timedelta(minutes=10),
         maximum_attempts=0,  # unlimited, within DELIVERY_DEADLINE
         non_retryable_error_types=["PermanentSendError", "AcceptedUnrecorded"],
+    ),
+}
+# Actions reach other systems (webhooks): transient failures retry for an hour, then
+# the step's on_failure runs. Refusals (4xx, bad configuration) do not retry.
+ACTING = {
+    "start_to_close_timeout": timedelta(seconds=90),
+    "schedule_to_close_timeout": timedelta(hours=1),
+    "retry_policy": RetryPolicy(
+        maximum_interval=timedelta(minutes=5), non_retryable_error_types=["ActionRefused"]
     ),
 }
 # An engagement implies the weaker ones: a click means the email was opened.
@@ -218,13 +227,19 @@ class JourneyBase:
         await self._wait_until(end, matcher=None)
 
     async def wait_for_event(
-        self, name: str, timeout: float, where: str | None = None, deadline: datetime | None = None
+        self,
+        name: str | Sequence[str],
+        timeout: float,
+        where: str | None = None,
+        deadline: datetime | None = None,
     ) -> t.EventSignal | None:
-        """The first `name` event (matching `where`) before the timeout, or None."""
+        """The first `name` event (or any of several names, matching `where`) before the
+        timeout, or None."""
         matched: list[t.EventSignal] = []
+        names = (name,) if isinstance(name, str) else tuple(name)
 
         async def matcher(signal: t.EventSignal) -> bool:
-            if signal.name == name and (where is None or await self.check(where, signal.event_id)):
+            if signal.name in names and (where is None or await self.check(where, signal.event_id)):
                 matched.append(signal)
             return bool(matched)
 
@@ -364,6 +379,8 @@ class JourneyBase:
         set: dict[str, Any] | None = None,
         increment: dict[str, float] | None = None,
         unset: list[str] | None = None,
+        tag: list[str] | None = None,
+        untag: list[str] | None = None,
     ) -> None:
         await workflow.execute_activity(
             t.UPDATE_CONTACT,
@@ -373,8 +390,40 @@ class JourneyBase:
                 set=set or {},
                 increment=increment or {},
                 unset=unset or [],
+                tag=tag or [],
+                untag=untag or [],
             ),
             **BOOKKEEPING,
+        )
+
+    async def act(self, step_id: str, action: dict[str, Any]) -> t.ActionResult:
+        """Run an `award_points`, `issue_coupon`, `webhook` or `track` action once per
+        (run, step). What it produces is stored on the run (`journey.*`); a failure
+        after the retries is a result with `ok=False`, not an exception."""
+        request = t.ActionRequest(
+            workflow_id=self.workflow_id,
+            entry_seq=self.state.entry_seq,
+            step_id=step_id,
+            journey_id=self.journey_id,
+            contact_id=self.contact_id,
+            trigger_event_id=self.trigger_event_id,
+            action=action,
+            now=workflow.now().isoformat(),
+        )
+        try:
+            return await workflow.execute_activity(
+                t.RUN_ACTION, request, result_type=t.ActionResult, **ACTING
+            )
+        except ActivityError as exc:
+            if is_cancelled_exception(exc):
+                raise
+            workflow.logger.warning("action %s failed: %s", step_id, exc.cause)
+            return t.ActionResult(ok=False, error=str(exc.cause))
+
+    async def save_event(self, key: str, event_id: int) -> None:
+        """Keep an event on the run as `journey.<key>`, for later conditions and templates."""
+        await self._bookkeeping(
+            t.SAVE_EVENT, t.SaveEventRequest(self.workflow_id, self.state.entry_seq, key, event_id)
         )
 
     async def check(self, expression: str, event_id: int | None = None) -> bool:
@@ -386,6 +435,8 @@ class JourneyBase:
                 contact_id=self.contact_id,
                 trigger_event_id=self.trigger_event_id,
                 event_id=event_id,
+                workflow_id=self.workflow_id,
+                entry_seq=self.state.entry_seq,
             ),
             bool,
         )

@@ -24,6 +24,8 @@ PREPARE_MESSAGE = "prepare_message"
 DELIVER_MESSAGE = "deliver_message"
 GIVE_UP_MESSAGE = "give_up_message"
 UPDATE_CONTACT = "update_contact"
+RUN_ACTION = "run_action"  # award_points, issue_coupon, webhook, track
+SAVE_EVENT = "save_event"  # `wait_for: {save_as: ...}`: the matched event onto the run
 
 
 def channel_queue(task_queue: str, channel: str) -> str:
@@ -118,6 +120,8 @@ class ConditionRequest:
     trigger_event_id: int | None
     event_id: int | None = None  # the event under test (where: clauses)
     journey: dict[str, Any] = field(default_factory=dict)
+    workflow_id: str = ""  # with entry_seq: the run whose data is the `journey` root
+    entry_seq: int = 0
 
 
 @dataclass
@@ -175,3 +179,34 @@ class UpdateContactRequest:
     set: dict[str, Any] = field(default_factory=dict)
     increment: dict[str, float] = field(default_factory=dict)
     unset: list[str] = field(default_factory=list)
+    tag: list[str] = field(default_factory=list)
+    untag: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ActionRequest:
+    """One `action` step; `action` is its spec (`type` and options) from the journey."""
+
+    workflow_id: str
+    entry_seq: int
+    step_id: str
+    journey_id: str
+    contact_id: str
+    trigger_event_id: int | None
+    action: dict[str, Any]
+    now: str = ""  # ISO workflow time: expiries and windows are measured in it
+
+
+@dataclass
+class ActionResult:
+    ok: bool
+    error: str | None = None  # why not, when not ok
+    saved: list[str] = field(default_factory=list)  # `journey.*` keys the action stored
+
+
+@dataclass
+class SaveEventRequest:
+    workflow_id: str
+    entry_seq: int
+    key: str
+    event_id: int

@@ -1,0 +1,243 @@
+"""The `action` steps that change the world beyond the contact's traits.
+
+`award_points` and `issue_coupon` write the loyalty ledger and the coupon table,
+`track` stores an event other journeys react to, `webhook` calls another system.
+Each is idempotent per (run, step): a retried activity finds what the first try
+wrote. What an action produces is kept on the run (`journey.*`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlmodel import Session, select
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from ..dsl.conditions import evaluate
+from ..store import coupons, loyalty
+from ..store.context import contact_context, event_context
+from ..store.db import session_scope
+from ..store.identity import load_contact
+from ..store.run_data import run_data, save_run_data
+from ..store.tables import Contact, Event, utcnow
+from ..webhook_calls import (
+    WebhookRefused,
+    WebhookUnavailable,
+    call_webhook,
+    expand_url,
+    secret_from,
+)
+from ..workflows import types as t
+
+AMOUNT_FALLBACKS = {"revenue": ("revenue", "total", "subtotal")}
+
+
+def _refused(message: str) -> ApplicationError:
+    """Not retried: the step's on_failure runs."""
+    return ApplicationError(message, type="ActionRefused", non_retryable=True)
+
+
+class ActionActivities:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @activity.defn(name=t.RUN_ACTION)
+    def run_action(self, req: t.ActionRequest) -> t.ActionResult:
+        kind = req.action.get("type")
+        if kind == "webhook":
+            return self._webhook(req)
+        now = datetime.fromisoformat(req.now) if req.now else utcnow()
+        with session_scope(self.engine) as session:
+            contact = load_contact(session, req.contact_id, for_update=True)
+            if contact is None:
+                raise _refused(f"contact {req.contact_id!r} no longer exists (erased)")
+            if kind == "award_points":
+                values = self._award_points(session, req, contact, now)
+            elif kind == "issue_coupon":
+                values = self._issue_coupon(session, req, contact, now)
+            elif kind == "track":
+                values = self._track(session, req, contact, now)
+            else:
+                raise _refused(
+                    f"unknown action type {kind!r}: this worker is older than the journey"
+                )
+            save_run_data(session, req.workflow_id, req.entry_seq, values)
+        return t.ActionResult(ok=True, saved=sorted(values))
+
+    @activity.defn(name=t.SAVE_EVENT)
+    def save_event(self, req: t.SaveEventRequest) -> None:
+        with session_scope(self.engine) as session:
+            event = event_context(session.get(Event, req.event_id))
+            kept = {k: event.get(k) for k in ("name", "properties", "timestamp")}
+            save_run_data(session, req.workflow_id, req.entry_seq, {req.key: kept})
+
+    # --- the actions ------------------------------------------------------------------
+
+    def _award_points(
+        self, session: Session, req: t.ActionRequest, contact: Contact, now: datetime
+    ) -> dict[str, Any]:
+        spec = req.action
+        context = _context(session, req, contact)
+        trigger = context["trigger"].get("properties") or {}
+        if spec.get("points") is not None:
+            base = float(spec["points"])
+        else:
+            base = _amount(trigger, spec.get("of") or "revenue") * float(spec.get("per") or 1)
+        for multiplier in spec.get("multipliers") or []:
+            if evaluate(multiplier["if"], context):
+                base *= float(multiplier["times"])
+        points = math.floor(base + 1e-9)
+        if points > 0:
+            expire_after = spec.get("expire_after")
+            loyalty.earn(
+                session,
+                contact.id,
+                points,
+                idempotency_key=_key(req),
+                now=now,
+                order_id=_text(trigger.get("order_id")),
+                journey_id=req.journey_id,
+                expires_at=now + timedelta(seconds=expire_after) if expire_after else None,
+                note=f"journey {req.journey_id}, step {req.step_id}",
+            )
+        return {
+            "points_earned": max(points, 0),
+            "points_balance": loyalty.balance(session, contact.id, now),
+        }
+
+    def _issue_coupon(
+        self, session: Session, req: t.ActionRequest, contact: Contact, now: datetime
+    ) -> dict[str, Any]:
+        spec = req.action
+        expires_in = spec.get("expires_in")
+        coupon = coupons.issue_coupon(
+            session,
+            contact.id,
+            campaign=spec["campaign"],
+            prefix=spec["prefix"],
+            kind=spec["discount"]["kind"],
+            value=float(spec["discount"]["value"]),
+            idempotency_key=_key(req),
+            now=now,
+            currency=spec.get("currency"),
+            minimum_order=spec.get("minimum_order"),
+            expires_at=now + timedelta(seconds=expires_in) if expires_in else None,
+            journey_id=req.journey_id,
+            workflow_id=req.workflow_id,
+            entry_seq=req.entry_seq,
+        )
+        prefix = spec.get("save_as") or "coupon"
+        value = coupon.value
+        return {
+            f"{prefix}_code": coupon.code,
+            f"{prefix}_campaign": coupon.campaign,
+            f"{prefix}_kind": coupon.kind,
+            f"{prefix}_value": int(value) if float(value).is_integer() else value,
+            f"{prefix}_currency": coupon.currency,
+            f"{prefix}_minimum_order": coupon.minimum_order,
+            f"{prefix}_expires_at": coupon.expires_at.isoformat() if coupon.expires_at else None,
+        }
+
+    def _track(
+        self, session: Session, req: t.ActionRequest, contact: Contact, now: datetime
+    ) -> dict[str, Any]:
+        spec = req.action
+        message_id = "journey:" + hashlib.sha256(_key(req).encode()).hexdigest()[:40]
+        if session.exec(select(Event.id).where(Event.message_id == message_id)).first() is None:
+            session.add(
+                Event(
+                    message_id=message_id,
+                    type="track",
+                    name=spec["event"],
+                    contact_id=contact.id,
+                    properties=dict(spec.get("properties") or {}),
+                    context={"journey": {"id": req.journey_id, "step": req.step_id}},
+                    timestamp=now,
+                    received_at=now,
+                )
+            )
+        return {}
+
+    def _webhook(self, req: t.ActionRequest) -> t.ActionResult:
+        spec = req.action
+        with session_scope(self.engine) as session:
+            contact = load_contact(session, req.contact_id)
+            if contact is None:
+                raise _refused(f"contact {req.contact_id!r} no longer exists (erased)")
+            context = _context(session, req, contact)
+        document = {
+            "journey": {
+                "id": req.journey_id,
+                "step": req.step_id,
+                "workflow_id": req.workflow_id,
+                "entry": req.entry_seq,
+            },
+            "contact": {k: v for k, v in context["contact"].items() if k != "consent"},
+            "trigger": context["trigger"],
+            "data": context["journey"],
+            "payload": spec.get("payload") or {},
+        }
+        try:
+            answer = call_webhook(
+                expand_url(spec["url"]),
+                document,
+                secret=secret_from(spec.get("secret_env") or "JOURNEYS_ACTIONS_SECRET"),
+                idempotency_key=_key(req),
+                timeout=float(spec.get("timeout") or 10),
+            )
+        except WebhookRefused as exc:
+            raise _refused(str(exc)) from None
+        except WebhookUnavailable as exc:
+            raise ApplicationError(
+                str(exc),
+                type="WebhookUnavailable",
+                next_retry_delay=timedelta(seconds=exc.retry_after) if exc.retry_after else None,
+            ) from None
+        saved: list[str] = []
+        if spec.get("save_as"):
+            answer_data = answer.body if answer.body is not None else {"status": answer.status}
+            with session_scope(self.engine) as session:
+                save_run_data(
+                    session, req.workflow_id, req.entry_seq, {spec["save_as"]: answer_data}
+                )
+            saved.append(spec["save_as"])
+        return t.ActionResult(ok=True, saved=saved)
+
+
+def _context(session: Session, req: t.ActionRequest, contact: Contact) -> dict[str, Any]:
+    trigger = (
+        event_context(session.get(Event, req.trigger_event_id)) if req.trigger_event_id else {}
+    )
+    return {
+        "contact": contact_context(contact),
+        "event": trigger,
+        "trigger": trigger,
+        "journey": run_data(session, req.workflow_id, req.entry_seq),
+    }
+
+
+def _key(req: t.ActionRequest) -> str:
+    return f"{req.workflow_id}:{req.step_id}:{req.entry_seq}"
+
+
+def _amount(properties: dict[str, Any], name: str) -> float:
+    for key in AMOUNT_FALLBACKS.get(name, (name,)):
+        value = properties.get(key)
+        if isinstance(value, bool):
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(number):
+            return max(number, 0.0)
+    return 0.0
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
