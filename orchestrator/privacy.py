@@ -9,7 +9,11 @@ deletes the contact, its aliases and events and scrubs what must stay:
 - `journey_runs` rows stay for journey statistics, exited with reason `erased`,
   without their `data`;
 - suppressions of the contact's addresses stay as `sha256:` digests, so a bounce
-  or complaint keeps being honoured without the plaintext address.
+  or complaint keeps being honoured without the plaintext address;
+- `orders` and `order_lines` stay for revenue and "also bought" figures (they hold
+  amounts and products, no address); `coupons` stay so a code is never issued twice
+  or taken for unknown, and unused ones expire at once;
+- the loyalty ledger and segment memberships are deleted: they describe the person.
 
 Contact ids in the rows that stay (also inside workflow ids and idempotency keys)
 are replaced by a random tombstone (`erased-<hex>`): a userId may itself be personal
@@ -42,10 +46,15 @@ from .store.suppressions import address_digest, pseudonymize
 from .store.tables import (
     Contact,
     ContactAlias,
+    Coupon,
     Event,
     JourneyRun,
     JourneyVersion,
+    LoyaltyEntry,
     Message,
+    Order,
+    OrderLine,
+    SegmentMember,
     Suppression,
     utcnow,
 )
@@ -134,6 +143,7 @@ def export_contact(engine: Engine, contact_id: str) -> dict[str, Any] | None:
             "events": [e.model_dump(mode="json", exclude=set(EVENT_PRIVATE)) for e in events],
             "messages": [m.model_dump(mode="json") for m in messages],
             "journey_runs": [r.model_dump(mode="json") for r in runs],
+            **_commerce(session, ids),
             "suppressions": [
                 s.model_dump(mode="json", exclude={"id"})
                 for s in _suppressions(
@@ -144,6 +154,41 @@ def export_contact(engine: Engine, contact_id: str) -> dict[str, Any] | None:
                 )
             ],
         }
+
+
+def _commerce(session: Session, ids: list[str]) -> dict[str, Any]:
+    """Orders with their lines, the points ledger, coupons and segment stays."""
+    orders = list(
+        session.exec(select(Order).where(col(Order.contact_id).in_(ids)).order_by(col(Order.id)))
+    )
+    lines = list(
+        session.exec(
+            select(OrderLine)
+            .where(col(OrderLine.order_id).in_([o.order_id for o in orders]))
+            .order_by(col(OrderLine.id))
+        )
+    )
+
+    def rows(model: Any, order: Any) -> list[dict[str, Any]]:
+        query = select(model).where(col(model.contact_id).in_(ids)).order_by(order)
+        return [r.model_dump(mode="json") for r in session.exec(query)]
+
+    return {
+        "orders": [
+            {
+                **o.model_dump(mode="json"),
+                "lines": [
+                    line.model_dump(mode="json", exclude={"order_id", "contact_id"})
+                    for line in lines
+                    if line.order_id == o.order_id
+                ],
+            }
+            for o in orders
+        ],
+        "loyalty_entries": rows(LoyaltyEntry, col(LoyaltyEntry.created_at)),
+        "coupons": rows(Coupon, col(Coupon.issued_at)),
+        "segment_memberships": rows(SegmentMember, col(SegmentMember.entered_at)),
+    }
 
 
 # --- erasure --------------------------------------------------------------------
@@ -175,7 +220,7 @@ def plan_erasure(engine: Engine, contact_id: str) -> ErasurePlan:
                     select(model.id).where(col(model.contact_id).in_(ids)).limit(1)
                 ).first()
                 is not None
-                for model in (Event, Message, JourneyRun)
+                for model in (Event, Message, JourneyRun, Order, LoyaltyEntry, SegmentMember)
             )
         )
         if not found:
@@ -271,6 +316,7 @@ def _erase(session: Session, plan: ErasurePlan) -> dict[str, int]:
     suppressions = sum(
         pseudonymize(session, channel, found) for channel, found in addresses.items()
     )
+    commerce = _erase_commerce(session, ids, tombs, base, now)
     events = _delete(session, Event, col(Event.contact_id).in_(ids))
     aliases = _delete(
         session,
@@ -286,6 +332,38 @@ def _erase(session: Session, plan: ErasurePlan) -> dict[str, int]:
         "messages": len(messages),
         "journey_runs": len(runs),
         "suppressions": suppressions,
+        **commerce,
+    }
+
+
+def _erase_commerce(
+    session: Session, ids: list[str], tombs: dict[str, str], base: str, now: datetime
+) -> dict[str, int]:
+    """Orders and coupons stay under the tombstone; points and segment stays go."""
+    orders = list(session.exec(select(Order).where(col(Order.contact_id).in_(ids))))
+    for order in orders:
+        order.contact_id = tombs.get(order.contact_id, base)
+    for line in session.exec(select(OrderLine).where(col(OrderLine.contact_id).in_(ids))):
+        line.contact_id = tombs.get(line.contact_id, base)
+    coupons = list(session.exec(select(Coupon).where(col(Coupon.contact_id).in_(ids))))
+    for coupon in coupons:
+        coupon.contact_id = tombs.get(coupon.contact_id, base)
+        if coupon.workflow_id:
+            old_wid = coupon.workflow_id
+            coupon.workflow_id = _tombstoned(old_wid, tombs)
+            if coupon.idempotency_key.startswith(old_wid + ":"):
+                coupon.idempotency_key = coupon.workflow_id + coupon.idempotency_key[len(old_wid) :]
+        if any(cid in coupon.idempotency_key for cid in ids):  # a key made some other way
+            coupon.idempotency_key = f"{base}:coupon:{coupon.code}"
+        if coupon.redeemed_at is None and (coupon.expires_at is None or coupon.expires_at > now):
+            coupon.expires_at = now  # nobody may use it now; the code stays taken
+    return {
+        "orders": len(orders),
+        "loyalty_entries": _delete(session, LoyaltyEntry, col(LoyaltyEntry.contact_id).in_(ids)),
+        "coupons": len(coupons),
+        "segment_memberships": _delete(
+            session, SegmentMember, col(SegmentMember.contact_id).in_(ids)
+        ),
     }
 
 

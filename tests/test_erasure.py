@@ -256,6 +256,10 @@ async def test_erasure_leaves_no_canary_in_any_table_and_keeps_honouring_suppres
         "messages": 1,
         "journey_runs": 1,
         "suppressions": 2,
+        "orders": 1,
+        "loyalty_entries": 0,
+        "coupons": 0,
+        "segment_memberships": 0,
     }
     assert (again.status_code, again.json()["found"]) == (200, False)  # idempotent
     assert export.status_code == 404

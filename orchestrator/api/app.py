@@ -3,6 +3,7 @@
 - `events`: Segment-compatible ingestion (identify, track, page, screen, group, alias, batch);
 - `devices`: push tokens of a contact;
 - `contacts`: export and erasure (admin key);
+- `commerce`: coupon checks and redemption, loyalty points (write key);
 - `webhooks`: provider feedback (SendGrid, Twilio);
 - `pages`: what recipients open from a message (view in browser, unsubscribe, preferences);
 - `health`: `/health` and `/metrics`.
@@ -21,7 +22,7 @@ from temporalio.client import Client
 
 from ..links import MessageLinks
 from ..settings import Settings
-from . import contacts, devices, events, health, pages, webhooks
+from . import commerce, contacts, devices, events, health, pages, webhooks
 from .context import ApiContext
 from .errors import ApiError, api_error_response
 
@@ -44,6 +45,6 @@ def create_app(
         engine, list(write_keys), client, on_stored, links, settings or Settings()
     )
     app.add_exception_handler(ApiError, api_error_response)
-    for module in (events, devices, contacts, webhooks, pages, health):
+    for module in (events, devices, contacts, commerce, webhooks, pages, health):
         app.include_router(module.router)
     return app

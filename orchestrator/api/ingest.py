@@ -18,6 +18,7 @@ from sqlmodel import Session, col, select
 
 from ..store.db import session_scope
 from ..store.identity import canonical_id, merge_contacts
+from ..store.orders import record_order_event
 from ..store.tables import Contact, Event, utcnow
 from .segment import AliasCall, IdentifyCall, SegmentCall
 
@@ -54,19 +55,20 @@ def _store(session: Session, calls: Sequence[SegmentCall], received_at: datetime
         if call.message_id:
             seen.add(call.message_id)
         contact_id = _apply_to_contact(session, call)
-        session.add(
-            Event(
-                message_id=call.message_id or f"srv-{uuid.uuid4()}",
-                type=_kind(call),
-                name=call.name,
-                contact_id=contact_id,
-                properties=call.payload,
-                context=call.context,
-                timestamp=call.event_time(received_at),
-                received_at=received_at,
-            )
+        event = Event(
+            message_id=call.message_id or f"srv-{uuid.uuid4()}",
+            type=_kind(call),
+            name=call.name,
+            contact_id=contact_id,
+            properties=call.payload,
+            context=call.context,
+            timestamp=call.event_time(received_at),
+            received_at=received_at,
         )
+        session.add(event)
         session.flush()
+        # Orders, refunds and coupon use are written with their event, or not at all.
+        record_order_event(session, event)
         new += 1
     return new
 

@@ -12,9 +12,24 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import text, update
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
-from .tables import Contact, ContactAlias, Event, JourneyRun, Message, utcnow
+from .tables import (
+    Contact,
+    ContactAlias,
+    Coupon,
+    Event,
+    JourneyRun,
+    LoyaltyEntry,
+    Message,
+    Order,
+    OrderLine,
+    SegmentMember,
+    utcnow,
+)
+
+# Rows that belong to a contact and move with it when it is merged into another.
+HISTORY = (Event, JourneyRun, Message, Order, OrderLine, LoyaltyEntry, Coupon, SegmentMember)
 
 
 def canonical_id(session: Session, contact_id: str) -> str:
@@ -37,7 +52,8 @@ def merge_contacts(session: Session, previous_id: str, into_id: str, implicit: b
     """Fold `previous_id` (and its aliases) into `into_id`; returns the surviving id.
 
     Traits already on the identified contact win; push tokens, consent opt-outs and
-    history (events, runs, messages) move over. Merging twice is harmless.
+    history (events, runs, messages, orders, points, coupons, segment stays) move
+    over. Merging twice is harmless.
     `implicit` (an identify or track carrying both ids, not an `alias` call) merges
     only an anonymousId that belongs to no one else: on a shared computer the same
     anonymousId may come with a second userId, which must not swallow the first.
@@ -62,7 +78,8 @@ def merge_contacts(session: Session, previous_id: str, into_id: str, implicit: b
     if old is not None:
         _fold(old, target)
         session.delete(old)
-    for model in (Event, JourneyRun, Message):
+    _close_duplicate_memberships(session, previous, into)
+    for model in HISTORY:
         session.exec(  # type: ignore[call-overload]
             update(model).where(model.contact_id == previous).values(contact_id=into)  # type: ignore[attr-defined]
         )
@@ -74,6 +91,22 @@ def merge_contacts(session: Session, previous_id: str, into_id: str, implicit: b
     session.add(ContactAlias(alias_id=previous, contact_id=into))
     session.flush()
     return into
+
+
+def _close_duplicate_memberships(session: Session, previous: str, into: str) -> None:
+    """A contact is in a segment once: where both ids are members, the merged id's stay ends."""
+    current = select(SegmentMember.segment).where(
+        SegmentMember.contact_id == into, col(SegmentMember.exited_at).is_(None)
+    )
+    session.exec(  # type: ignore[call-overload]
+        update(SegmentMember)
+        .where(
+            col(SegmentMember.contact_id) == previous,
+            col(SegmentMember.exited_at).is_(None),
+            col(SegmentMember.segment).in_(current),
+        )
+        .values(exited_at=utcnow())
+    )
 
 
 def lock_ids(session: Session, ids: set[str]) -> None:

@@ -1,0 +1,166 @@
+"""Orders from the storefront's own events: `Order Completed` and `Order Refunded`.
+
+Ingestion calls `record_order_event` for every newly stored track event, in the
+same transaction, so an order exists exactly when its event does (Segment
+e-commerce v2 properties: `order_id`, `revenue`, `total`, `currency`, `coupon`,
+`products[]`).
+
+- `Order Completed` writes the order and its lines once per `order_id`: a re-sent
+  event (another messageId, same order) changes nothing. Without an `order_id` the
+  order is keyed `event:<event id>`, so it still counts. Its `coupon`, when it is one
+  of ours, is marked redeemed; codes the shop made itself, or that it accepted
+  against our rules, are left alone: an order is never refused for its coupon.
+- `Order Refunded` takes back the order's loyalty points in proportion to what was
+  refunded so far (`revenue` or `total` of every refund of the order, or the sum of
+  its `products`, over the order's revenue). A refund without an amount is a full
+  refund, which also sets `refunded_at`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from .context import products_of
+from .coupons import CouponRejected, redeem_coupon
+from .loyalty import reverse_order
+from .tables import Event, Order, OrderLine
+
+ORDER_COMPLETED = "Order Completed"
+ORDER_REFUNDED = "Order Refunded"
+FULL = 1 - 1e-9  # refunded fractions this close to 1 are the whole order
+
+log = logging.getLogger(__name__)
+
+
+def record_order_event(session: Session, event: Event) -> None:
+    """Write what a stored track event says about orders; other events are ignored."""
+    if event.type != "track":
+        return
+    if event.name == ORDER_COMPLETED:
+        _completed(session, event)
+    elif event.name == ORDER_REFUNDED:
+        _refunded(session, event)
+
+
+def order_id_of(properties: dict[str, Any]) -> str | None:
+    """The storefront's order id as text (shops send numbers too)."""
+    value = properties.get("order_id")
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    text = str(value).strip()
+    return text[:255] or None
+
+
+def _completed(session: Session, event: Event) -> None:
+    props = event.properties or {}
+    order_id = order_id_of(props) or f"event:{event.id}"
+    if session.exec(select(Order.id).where(Order.order_id == order_id)).first() is not None:
+        return  # the shop re-sent it: the first report stands
+    revenue, total = _amount(props.get("revenue")), _amount(props.get("total"))
+    coupon = props.get("coupon")
+    coupon = coupon.strip()[:64] or None if isinstance(coupon, str) else None
+    currency = props.get("currency")
+    order = Order(
+        order_id=order_id,
+        contact_id=event.contact_id,
+        revenue=revenue if revenue is not None else total,
+        total=total,
+        currency=currency.strip().upper()[:8] or None if isinstance(currency, str) else None,
+        coupon=coupon,
+        event_id=event.id,
+        placed_at=event.timestamp,
+    )
+    session.add(order)
+    for item in products_of(props):
+        product_id = item["id"] if item["id"] not in (None, "") else item["name"]
+        if product_id in (None, ""):
+            continue  # nothing to recommend it by
+        session.add(
+            OrderLine(
+                order_id=order_id,
+                contact_id=event.contact_id,
+                product_id=str(product_id)[:255],
+                name=_text(item.get("name"), 500),
+                price=_amount(item.get("price")),
+                quantity=_amount(item.get("quantity")) or 1,
+                url=_text(item.get("url"), 2000),
+                image_url=_text(item.get("image"), 2000),
+                placed_at=event.timestamp,
+            )
+        )
+    session.flush()
+    if coupon:
+        try:
+            redeem_coupon(
+                session,
+                coupon,
+                order_id=order_id,
+                now=event.timestamp,
+                contact_id=event.contact_id,
+                revenue=order.revenue,
+            )
+        except CouponRejected as exc:
+            log.info("order %s: coupon not marked redeemed (%s): %s", order_id, exc.reason, exc)
+
+
+def _refunded(session: Session, event: Event) -> None:
+    order_id = order_id_of(event.properties or {})
+    if order_id is None:
+        log.warning("Order Refunded event %s has no order_id: nothing reversed", event.id)
+        return
+    order = session.exec(select(Order).where(Order.order_id == order_id).with_for_update()).first()
+    owners = {event.contact_id, *([order.contact_id] if order else [])}
+    refunds = session.exec(
+        select(Event.properties).where(
+            col(Event.contact_id).in_(owners), Event.name == ORDER_REFUNDED, Event.type == "track"
+        )
+    )
+    amounts = [_refund_amount(p) for p in refunds if order_id_of(p or {}) == order_id]
+    base = order.revenue if order is not None else None
+    if any(a is None for a in amounts) or not amounts:
+        fraction = 1.0
+    elif base is not None and base > 0:
+        fraction = min(1.0, sum(a for a in amounts if a is not None) / base)
+    else:
+        log.warning(
+            "Order Refunded for %s: partial refund of an order with no known revenue; "
+            "nothing reversed",
+            order_id,
+        )
+        return
+    if order is not None and fraction >= FULL and order.refunded_at is None:
+        order.refunded_at = event.timestamp
+        session.add(order)
+    reverse_order(session, order_id, 1.0 if fraction >= FULL else fraction, event.timestamp)
+
+
+def _refund_amount(properties: dict[str, Any] | None) -> float | None:
+    """This refund's amount; None for a full refund (no amount given)."""
+    props = properties or {}
+    for name in ("revenue", "total"):
+        amount = _amount(props.get(name))
+        if amount is not None:
+            return abs(amount)  # some shops send refunds as negative amounts
+    lines = [p["total"] for p in products_of(props) if p["total"] is not None]
+    return abs(sum(lines)) if lines else None
+
+
+def _amount(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = float(Decimal(str(value).strip()))
+    except (InvalidOperation, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _text(value: Any, limit: int) -> str | None:
+    return str(value)[:limit] if value not in (None, "") else None
