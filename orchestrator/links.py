@@ -1,4 +1,5 @@
-"""Signed, opaque links a message carries: unsubscribe, preferences, view in browser.
+"""Signed, opaque links a message carries: unsubscribe, preferences, view in browser,
+survey answers.
 
 The token names only our random message id plus an HMAC, so a link reveals
 nothing about the contact (RFC 8058 asks for opaque identifiers) and cannot be
@@ -56,6 +57,8 @@ class MessageLinks:
             "unsubscribe_url": f"{base}/u/{token}",
             "preferences_url": f"{base}/preferences/{token}",
             "view_url": f"{base}/m/{token}",
+            # The template appends the answer: `message.survey_url ~ "?score=" ~ n`.
+            "survey_url": f"{base}/s/{token}",
         }
 
     def _sign(self, body: bytes) -> bytes:

@@ -8,6 +8,11 @@ preferences. No login, no JavaScript; links carry signed tokens (`orchestrator.l
   mailbox provider) or our own button: opts the contact out of marketing on the
   message's channel. Idempotent, 200, no login.
 - `GET|POST /preferences/{token}`: marketing and service messages per channel.
+- `GET /s/{token}?score=N`: a survey score link (NPS, 0-10) asks to confirm with one
+  button; `POST /s/{token}` (that button, `score=N`) stores `Survey Answered` for the
+  message's contact. The first answer counts; later clicks are thanked and change
+  nothing. A GET stores nothing for the same reason as `/u`: mail scanners and link
+  previews open every one of the eleven links before the recipient sees the email.
 
 A token that is not ours, or whose message or contact is gone, gets the same 404
 page whatever the reason, so a guess learns nothing.
@@ -15,6 +20,7 @@ page whatever the reason, so a guess learns nothing.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
@@ -24,6 +30,7 @@ from fastapi.responses import HTMLResponse
 from markupsafe import Markup, escape
 from sqlalchemy import Engine
 
+from ..feedback.recording import record_survey_answer, survey_answer
 from ..store.consent import ChannelConsent, effective_consent, set_consent
 from ..store.db import session_scope
 from ..store.identity import load_contact
@@ -252,6 +259,129 @@ def _checkbox(channel: str, kind: str, label: str, checked: bool) -> Markup:
         '<label for="{name}"><input type="checkbox" id="{name}" name="{name}" value="yes"{on}> '
         "{label}</label>"
     ).format(name=name, label=label, on=Markup(" checked") if checked else "")
+
+
+# --- survey answers -------------------------------------------------------------------
+
+SCORES = range(11)  # NPS: 0 (not at all likely) to 10 (extremely likely)
+SCORE_PATTERN = re.compile(r"\d{1,2}")
+
+
+@dataclass(frozen=True)
+class Survey:
+    """The message a survey link came in, and the answer already given to it (if any)."""
+
+    message_id: str
+    answered: int | None
+
+
+@router.get("/s/{token}", response_class=HTMLResponse)
+async def survey_page(request: Request, token: str) -> HTMLResponse:
+    """Confirm the score the link names, with one button (a GET stores nothing)."""
+    ctx = api_context(request)
+    survey = await _survey(ctx, token)
+    if survey is None:
+        return _not_found()
+    if survey.answered is not None:
+        return _answered(survey.answered, first=False)
+    score, problem = _score(request.query_params.getlist("score"))
+    if score is None:
+        return _no_score(problem)
+    body = Markup(
+        "<h1>Your answer</h1><p>How likely are you to recommend us to a friend? "
+        "You chose <strong>{score} out of 10</strong>.</p>"
+        '<form method="post"><input type="hidden" name="score" value="{score}">'
+        '<button type="submit">Submit score {score}</button></form>'
+        "<p>Not what you meant? Choose another score:</p>{choices}"
+    ).format(score=score, choices=_score_choices())
+    return _page("Your answer", body)
+
+
+@router.post("/s/{token}", response_class=HTMLResponse)
+async def answer_survey(request: Request, token: str) -> HTMLResponse:
+    """Store the score (form field `score`, else the link's `?score=`): the first one counts."""
+    ctx = api_context(request)
+    survey = await _survey(ctx, token)
+    if survey is None:
+        return _not_found()
+    try:
+        raw = await read_body(request, FORM_LIMIT)
+    except ApiError as exc:
+        return _page("Not saved", _notice(exc.message), exc.status)
+    fields = parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True)
+    score, problem = _score(fields.get("score") or request.query_params.getlist("score"))
+    if score is None:
+        if survey.answered is not None:
+            return _answered(survey.answered, first=False)
+        return _no_score(problem)
+    outcome = await ctx.db(record_survey_answer, ctx.engine, survey.message_id, score)
+    if outcome is None:  # the contact was erased since the page was shown
+        return _not_found()
+    stored, counted = outcome
+    if stored:
+        ctx.stored()
+    return _answered(counted, first=stored)
+
+
+async def _survey(ctx: ApiContext, token: str) -> Survey | None:
+    message_id = ctx.links.message_id(token) if ctx.links is not None else None
+    if not message_id:
+        return None
+    found: Survey | None = await ctx.db(_load_survey, ctx.engine, message_id)
+    return found
+
+
+def _load_survey(engine: Engine, message_id: str) -> Survey | None:
+    with session_scope(engine) as session:
+        message = session.get(Message, message_id)
+        if message is None or load_contact(session, message.contact_id) is None:
+            return None
+        return Survey(message.id, survey_answer(session, message.id))
+
+
+def _score(values: list[str]) -> tuple[int | None, str]:
+    """The score a request names, or why it names none (for the 400 page)."""
+    raw = values[0].strip() if values else ""
+    if not raw:
+        return None, "This link has no score. Please choose one:"
+    if SCORE_PATTERN.fullmatch(raw) and int(raw) in SCORES:
+        return int(raw), ""
+    shown = raw if len(raw) <= 20 else raw[:20] + "…"
+    return (
+        None,
+        f"“{shown}” is not a score: a score is a whole number from 0 to 10. Please choose one:",
+    )
+
+
+def _no_score(problem: str) -> HTMLResponse:
+    """A 400 that says what was wrong and offers every score, so the answer still gets in."""
+    heading = Markup("<h1>Choose a score</h1>")
+    return _page("Choose a score", heading + _notice(problem) + _score_choices(), 400)
+
+
+def _score_choices() -> Markup:
+    buttons = Markup(" ").join(
+        Markup('<button type="submit" name="score" value="{n}">{n}</button>').format(n=n)
+        for n in SCORES
+    )
+    return Markup(
+        '<form method="post"><p>{}</p><p class="small">0 = not at all likely, '
+        "10 = extremely likely</p></form>"
+    ).format(buttons)
+
+
+def _answered(score: int, first: bool) -> HTMLResponse:
+    if first:
+        body = Markup(
+            "<h1>Thank you!</h1><p>We got your answer: <strong>{} out of 10</strong>. "
+            "It goes straight to our team and helps us get better.</p>"
+        ).format(score)
+    else:
+        body = Markup(
+            "<h1>You already answered, thank you</h1><p>We have your answer "
+            "(<strong>{} out of 10</strong>); only the first answer counts.</p>"
+        ).format(score)
+    return _page("Thank you", body)
 
 
 # --- shared ---------------------------------------------------------------------------

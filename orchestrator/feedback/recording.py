@@ -1,4 +1,5 @@
-"""Provider feedback into the store: events, suppressions and consent in one transaction.
+"""Feedback into the store: provider reports (events, suppressions and consent in one
+transaction), inbound SMS, and survey answers from our own pages.
 
 The webhook answers 2xx only after this commits, so a report is either stored with
 everything it implies or not at all (and the provider retries). Replays are found
@@ -9,6 +10,7 @@ consent: a STOP delivered again after a START must not opt the person out again.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -34,6 +36,8 @@ ANSWERABLE = ("sent", "delivered", "opened", "clicked", "replied")
 # A dedupe receipt for a STOP/START from a number no contact has: stored as already
 # routed (nothing to deliver), it only makes a replay of that request a no-op.
 RECEIPT = "feedback"
+SURVEY_ANSWERED = "Survey Answered"
+NUMBER_REPLY = re.compile(r"\d{1,9}")  # a longer run of digits is no answer (a phone number?)
 
 T = TypeVar("T")
 
@@ -123,6 +127,9 @@ def _record_inbound(session: Session, sms: InboundSms) -> Outcome:
     properties: dict[str, Any] = {"provider": source, "message_sid": sms.message_sid}
     if sms.kind == "message":
         properties["body"] = sms.body
+        number = bare_number(sms.body)
+        if number is not None:
+            properties["number"] = number
         if sms.num_media:
             properties["num_media"] = sms.num_media
     else:
@@ -155,6 +162,67 @@ def _record_inbound(session: Session, sms: InboundSms) -> Outcome:
             session, row_key, sms.event_name, contact.id, own, received_at, received_at, "sms"
         )
     return Outcome(stored=len(contacts))
+
+
+def bare_number(body: str | None) -> int | None:
+    """A reply that is just a whole number ("9", " 10 ", "9."): a survey or menu answer.
+
+    Any script's digits count (an Arabic "٩" is 9); signs, decimals and words do not.
+    """
+    text = (body or "").strip().removesuffix(".").strip()
+    if not NUMBER_REPLY.fullmatch(text):
+        return None
+    return int(text)
+
+
+def survey_key(message_id: str) -> str:
+    """The dedupe key of a message's survey answer: one answer per message, the first."""
+    return f"survey:{message_id}"
+
+
+def survey_answer(session: Session, message_id: str) -> int | None:
+    """The score already recorded for this message's survey, if any."""
+    key = survey_key(message_id)
+    row = session.exec(select(Event).where(Event.message_id == key)).first()
+    return None if row is None else int((row.properties or {}).get("score", 0))
+
+
+def record_survey_answer(engine: Engine, message_id: str, score: int) -> tuple[bool, int] | None:
+    """Store `Survey Answered` for the message's contact, unless the message was answered.
+
+    Returns (stored now, the score that counts), or None when the message or its
+    contact is gone. The event is routed like any other (journeys can wait for it).
+    """
+    return _with_retry(engine, lambda session: _record_survey(session, message_id, score))
+
+
+def _record_survey(session: Session, message_id: str, score: int) -> tuple[bool, int] | None:
+    first = survey_answer(session, message_id)
+    if first is not None:
+        return False, first
+    message = session.get(Message, message_id)
+    if message is None or session.get(Contact, message.contact_id) is None:
+        return None
+    properties = {
+        "score": score,
+        "message_id": message.id,
+        "template": message.template,
+        "channel": message.channel,
+        "journey_id": message.journey_id,
+    }
+    now = utcnow()
+    _add_event(
+        session,
+        survey_key(message.id),
+        SURVEY_ANSWERED,
+        message.contact_id,
+        properties,
+        now,
+        now,
+        message.channel,
+        source="survey-page",
+    )
+    return True, score
 
 
 def contacts_with_phone(session: Session, phone: str) -> list[Contact]:
@@ -234,6 +302,7 @@ def _add_event(
     channel: str,
     kind: str = "track",
     routed_at: datetime | None = None,
+    source: str | None = None,
 ) -> None:
     session.add(
         Event(
@@ -242,7 +311,7 @@ def _add_event(
             name=name,
             contact_id=contact_id,
             properties=properties,
-            context={"source": f"{properties.get('provider', channel)}-webhook"},
+            context={"source": source or f"{properties.get('provider', channel)}-webhook"},
             timestamp=timestamp,
             received_at=received_at,
             routed_at=routed_at,

@@ -74,6 +74,7 @@ def _check_variant(
             "unsubscribe_url": "https://example.com/u/sample",
             "preferences_url": "https://example.com/preferences/sample",
             "view_url": "https://example.com/m/sample",
+            "survey_url": "https://example.com/s/sample",
         },
     }
     try:

@@ -22,7 +22,8 @@ from ..store.context import (
     products_of,
 )
 from ..store.db import session_scope
-from ..store.tables import Contact
+from ..store.recommendations import recommendations
+from ..store.tables import Contact, utcnow
 from .catalog import CHANNELS
 from .renderer import PUSH_MAX_BYTES, Rendered, Renderer
 from .samples import sample_context
@@ -91,7 +92,7 @@ def trigger_of(message: str, journeys_dir: Path) -> str | None:
     loaded, _ = load_journeys([journeys_dir], None) if journeys_dir.is_dir() else ([], [])
     for item in loaded:
         if message in referenced_templates([item.path]):
-            return item.journey.trigger.event
+            return item.journey.trigger.name
     return None
 
 
@@ -110,6 +111,7 @@ def preview_context(
     if event_file is not None:
         event = event_from_call(read_json(event_file, "--event"), event["name"])
     store_cart = None
+    store_suggestions = None
     if contact is None:
         person = base["contact"]
     elif Path(contact).is_file():
@@ -129,6 +131,7 @@ def preview_context(
             person = contact_context(row)
             latest = latest_cart_event(session, row.id)
             store_cart = cart_context(session, row.id, latest)
+            store_suggestions = recommendations(session, row.id, store_cart["products"], utcnow())
     cart_id = (event.get("properties") or {}).get("cart_id")
     if store_cart is not None and event_file is None:
         cart = store_cart
@@ -137,7 +140,13 @@ def preview_context(
     journey = base["journey"]
     if journey_file is not None:
         journey = {**read_json(journey_file, "--journey"), "id": "preview", "step": "preview"}
-    return {"contact": person, "event": event, "cart": cart, "journey": journey}
+    return {
+        "contact": person,
+        "event": event,
+        "cart": cart,
+        "journey": journey,
+        "recommendations": store_suggestions or base["recommendations"],
+    }
 
 
 def render_all(

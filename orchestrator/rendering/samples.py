@@ -2,8 +2,12 @@
 
 Defaults come from the journey's trigger: the Segment e-commerce v2 events
 get realistic properties, so a cart reminder can be checked without writing
-anything. A message's own `sample.yaml` (keys `contact`, `event`, `cart`,
-`journey`) is merged over them for whatever else its templates use.
+anything. Every message also gets sample `recommendations` (products the
+contact left behind, and what people who bought their cart also bought), so
+a block that shows them is checked too. A message's own `sample.yaml` (keys
+`contact`, `event`, `cart`, `journey`, `recommendations`) is merged over them
+for whatever else its templates use; `recommendations: {also_bought: []}`
+checks the version without suggestions.
 """
 
 from __future__ import annotations
@@ -14,10 +18,10 @@ from typing import Any
 
 import yaml
 
-from ..store.context import cart_from_events, products_of
+from ..store.context import cart_from_events, product, products_of
 from .catalog import SAMPLE_FILE, Message
 
-SAMPLE_KEYS = ("contact", "event", "cart", "journey")
+SAMPLE_KEYS = ("contact", "event", "cart", "journey", "recommendations")
 SAMPLE_TIME = "2026-03-14T15:30:00+00:00"
 
 _PRODUCTS = [
@@ -40,6 +44,38 @@ _PRODUCTS = [
         "url": "https://shop.example.com/p/sports-socks",
         "image_url": "https://shop.example.com/img/sports-socks.jpg",
         "category": "Accessories",
+    },
+]
+# Not the products above: a suggestion is never something already in the cart.
+_LEFT_BEHIND = [
+    {
+        "product_id": "sku-303",
+        "sku": "sku-303",
+        "name": "Trail jacket",
+        "price": 129.0,
+        "url": "https://shop.example.com/p/trail-jacket",
+        "image_url": "https://shop.example.com/img/trail-jacket.jpg",
+        "category": "Jackets",
+    },
+]
+_ALSO_BOUGHT = [
+    {
+        "product_id": "sku-404",
+        "sku": "sku-404",
+        "name": "Water bottle",
+        "price": 14.0,
+        "url": "https://shop.example.com/p/water-bottle",
+        "image_url": "https://shop.example.com/img/water-bottle.jpg",
+        "category": "Accessories",
+    },
+    {
+        "product_id": "sku-505",
+        "sku": "sku-505",
+        "name": "Insoles",
+        "price": 19.9,
+        "url": "https://shop.example.com/p/insoles",
+        "image_url": None,
+        "category": "Shoes",
     },
 ]
 _CART = {"cart_id": "cart-1", "cart_url": "https://shop.example.com/cart/cart-1"}
@@ -103,6 +139,10 @@ def sample_context(
             "timestamp": SAMPLE_TIME,
         },
         "journey": {"id": journey_id, "step": step_id},
+        "recommendations": {
+            "left_behind": [product(p) for p in _LEFT_BEHIND],
+            "also_bought": [{**product(p), "buyers": 12 - i} for i, p in enumerate(_ALSO_BOUGHT)],
+        },
     }
     given = load_sample(message)
     merged = _merge(context, {k: v for k, v in given.items() if k != "cart"})
@@ -110,7 +150,23 @@ def sample_context(
     event.setdefault("products", products_of(event.get("properties") or {}))
     cart = cart_from_events([event], (event.get("properties") or {}).get("cart_id"))
     merged["cart"] = _merge(cart, given.get("cart") or {})
+    merged["recommendations"] = _recommendations(merged["recommendations"], message)
     return merged
+
+
+def _recommendations(given: dict[str, Any], message: Message) -> dict[str, Any]:
+    """Sample suggestions under the names templates use, whatever sample.yaml spelled."""
+    out = dict(given)
+    for key in ("left_behind", "also_bought"):
+        items = out.get(key, [])
+        if not isinstance(items, list) or not all(isinstance(p, dict) for p in items):
+            raise SampleError(
+                f"recommendations.{key} must be a list of products (mappings with "
+                "product_id, name, price, url, image_url…)",
+                message.folder / SAMPLE_FILE,
+            )
+        out[key] = [product(p) for p in items]
+    return out
 
 
 def load_sample(message: Message) -> dict[str, Any]:
