@@ -88,22 +88,34 @@ class Bench:
             {"userId": user, "traits": traits, "context": context, "messageId": _id(), **anonymous}
         )
         store_call(self.engine, call)
-        await self.router.sweep()
+        await self.route_all()
 
     async def track(
-        self, user: str, event: str, segment_id: str | None = None, **props: Any
+        self,
+        user: str,
+        event: str,
+        segment_id: str | None = None,
+        at: datetime | None = None,
+        **props: Any,
     ) -> None:
+        """A track call as the API stores it (`at`: when it happened, default now)."""
         call = TrackCall.model_validate(
             {
                 "userId": user,
                 "event": event,
                 "properties": props,
                 "messageId": segment_id or _id(),
-                "timestamp": datetime.now(UTC).isoformat(),
+                "timestamp": (at or datetime.now(UTC)).isoformat(),
             }
         )
         store_call(self.engine, call)
-        await self.router.sweep()
+        await self.route_all()
+
+    async def route_all(self) -> None:
+        """Route until nothing is left: routing may store events (segment entries)."""
+        for _ in range(10):
+            if not await self.router.sweep():
+                return
 
     def handle(self, journey: str, user: str) -> WorkflowHandle[Any, Any]:
         return self.client.get_workflow_handle(workflow_id(journey, user))
@@ -220,3 +232,26 @@ async def own_time_skipping_server() -> AsyncIterator[WorkflowEnvironment]:
         yield env
     finally:
         await env.shutdown()
+
+
+def shipped_journeys(folder: Path, *names: str) -> Path:
+    """A journeys folder holding copies of some of the shipped journeys (and the shipped
+    segments), so a test sees only the journeys it is about."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in (*names, "segments"):
+        source = ROOT / "journeys" / f"{name}.yaml"
+        if source.exists():
+            (folder / source.name).write_text(source.read_text())
+    return folder
+
+
+async def end_open_runs(bench: Bench) -> None:
+    """Terminate every run the bench's store knows of (keyed runs too), so no run of a
+    finished test holds back the time-skipping server's clock."""
+    from temporalio.service import RPCError
+
+    with session_scope(bench.engine) as session:
+        ids = sorted(set(session.exec(select(JourneyRun.workflow_id))))
+    for wid in ids:
+        with contextlib.suppress(RPCError):
+            await bench.client.get_workflow_handle(wid).terminate(reason="test over")

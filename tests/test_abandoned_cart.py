@@ -6,12 +6,12 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest_asyncio
-from harness import ROOT, Bench, save_histories
+from harness import Bench, save_histories, shipped_journeys
 
 
 @pytest_asyncio.fixture
-async def bench(ts_env, sqlite_engine, request) -> AsyncIterator[Bench]:  # type: ignore[no-untyped-def]
-    bench = Bench(ts_env, sqlite_engine, ROOT / "journeys")
+async def bench(ts_env, sqlite_engine, request, tmp_path) -> AsyncIterator[Bench]:  # type: ignore[no-untyped-def]
+    bench = Bench(ts_env, sqlite_engine, shipped_journeys(tmp_path / "journeys", "abandoned_cart"))
     bench.deploy()
     yield bench
     await save_histories(bench, request.node.name)
@@ -79,4 +79,4 @@ async def test_not_bought_not_opened_gets_email_then_push_two_days_later(
     }
     assert "--- push to tok-1" in bench.console.getvalue()
     [run] = bench.runs("cy")
-    assert (run.status, run.current_step) == ("completed", "reminder_push")
+    assert (run.status, run.current_step) == ("completed", "attribution_window")
