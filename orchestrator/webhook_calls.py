@@ -26,6 +26,8 @@ from typing import Any
 from channels.errors import retry_after_seconds
 from channels.webhook import MIN_SECRET_LENGTH, SIGNATURE_HEADER, signature_header
 
+from .dsl.models import URL_VARIABLE, URL_VARIABLE_NAME
+
 MAX_ANSWER_BYTES = 32 * 1024
 RETRYABLE = {408, 409, 425, 429}
 USER_AGENT = "journeys-orchestrator (webhook action)"
@@ -58,16 +60,18 @@ _OPENER = urllib.request.build_opener(_NoRedirects())
 
 
 def expand_url(template: str, environ: dict[str, str] | None = None) -> str:
-    """`${NAME}` parts from the environment; a missing one is refused, naming it."""
+    """`${NAME_WEBHOOK_URL}` parts from the environment; a missing one is refused, naming it."""
     env = os.environ if environ is None else environ
 
     def value(match: re.Match[str]) -> str:
         name = match.group(1)
+        if not re.fullmatch(URL_VARIABLE_NAME, name):  # journeys validate this already
+            raise WebhookRefused(f"the webhook URL may not read the variable {name}")
         if not env.get(name):
             raise WebhookRefused(f"the webhook URL needs the environment variable {name}")
         return env[name]
 
-    url = re.sub(r"\$\{([A-Z_][A-Z0-9_]*)\}", value, template)
+    url = re.sub(URL_VARIABLE, value, template)
     if not re.match(r"^https?://[^\s/]+", url):
         raise WebhookRefused(f"the webhook URL {url!r} is not an http(s) URL")
     return url

@@ -30,6 +30,7 @@ from orchestrator.store.coupons import (
     redeem_coupon,
 )
 from orchestrator.store.db import session_scope
+from orchestrator.store.keys import create_key
 from orchestrator.store.tables import Coupon, JourneyRun, Order
 
 KEY = "commerce-write-key"
@@ -289,29 +290,36 @@ async def test_redeeming_over_http_is_single_use_and_idempotent(api, engine) -> 
 async def test_points_over_http(api, engine) -> None:  # type: ignore[no-untyped-def]
     with session_scope(engine) as session:
         loyalty.earn(session, "ann", 100, idempotency_key="welcome:ann", now=NOW, note="welcome")
-    r = await api.get("/v1/contacts/ann/points", headers=basic())
+    # A write key may be public (apps ship it): points need the shop server's admin key.
+    public = await api.get("/v1/contacts/ann/points", headers=basic())
+    spend = await api.post(
+        "/v1/contacts/ann/points/redeem", json={"points": 1, "order_id": "x"}, headers=basic()
+    )
+    assert (public.status_code, spend.status_code) == (403, 403)
+    admin = create_key(engine, "shop-server", kind="admin")
+    r = await api.get("/v1/contacts/ann/points", headers=basic(admin))
     assert r.status_code == 200, r.text
     assert r.json()["balance"] == 100
     assert [(e["kind"], e["points"], e["note"]) for e in r.json()["entries"]] == [
         ("earn", 100, "welcome")
     ]
     url = "/v1/contacts/ann/points/redeem"
-    spent = await api.post(url, json={"points": 30, "order_id": "o-1"}, headers=basic())
+    spent = await api.post(url, json={"points": 30, "order_id": "o-1"}, headers=basic(admin))
     assert spent.status_code == 200, spent.text
     assert spent.json()["balance"] == 70
-    again = await api.post(url, json={"points": 30, "order_id": "o-1"}, headers=basic())
+    again = await api.post(url, json={"points": 30, "order_id": "o-1"}, headers=basic(admin))
     assert (again.status_code, again.json()) == (200, spent.json())
-    changed = await api.post(url, json={"points": 40, "order_id": "o-1"}, headers=basic())
+    changed = await api.post(url, json={"points": 40, "order_id": "o-1"}, headers=basic(admin))
     assert (changed.status_code, changed.json()["reason"]) == (409, "order_already_redeemed")
-    short = await api.post(url, json={"points": 71, "order_id": "o-2"}, headers=basic())
+    short = await api.post(url, json={"points": 71, "order_id": "o-2"}, headers=basic(admin))
     assert short.status_code == 409
     assert (short.json()["reason"], short.json()["balance"]) == ("insufficient_points", 70)
     for bad in ({"points": 0, "order_id": "o-3"}, {"points": "5", "order_id": "o-3"}, {}):
-        r = await api.post(url, json=bad, headers=basic())
+        r = await api.post(url, json=bad, headers=basic(admin))
         assert r.status_code == 400 and r.json()["field"] in ("points", "order_id"), r.text
-    r = await api.get("/v1/contacts/nobody/points", headers=basic())
+    r = await api.get("/v1/contacts/nobody/points", headers=basic(admin))
     assert r.json() == {"success": True, "balance": 0, "entries": []}
-    r = await api.get("/v1/contacts/ann/points", params={"limit": "0"}, headers=basic())
+    r = await api.get("/v1/contacts/ann/points", params={"limit": "0"}, headers=basic(admin))
     assert (r.status_code, r.json()["field"]) == (400, "limit")
 
 

@@ -34,7 +34,7 @@ steps:
   - id: open_ticket
     action:
       type: webhook
-      url: ${DESK_URL}/api/tickets
+      url: ${DESK_WEBHOOK_URL}/api/tickets
       secret_env: DESK_SECRET
       payload: { reason: complaint }
       save_as: ticket
@@ -88,7 +88,7 @@ async def bench(
     desk.requests.clear()
     desk.tickets.clear()
     desk._scripted.clear()
-    monkeypatch.setenv("DESK_URL", desk.url)
+    monkeypatch.setenv("DESK_WEBHOOK_URL", desk.url)
     monkeypatch.setenv("DESK_SECRET", SECRET)
     journeys = tmp_path / "journeys"
     for name, text in (("ticket", TICKET), ("loyal", LOYAL), ("follower", FOLLOWER)):
@@ -167,14 +167,14 @@ async def test_a_missing_url_setting_is_a_failure_that_names_the_variable(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.delenv("DESK_URL")
+    monkeypatch.delenv("DESK_WEBHOOK_URL")
     async with bench.worker():
         await bench.identify("dee", email="dee@example.com")
         await bench.track("dee", "Complaint Filed")
         assert await bench.result("ticket", "dee") == "completed"
     assert desk.requests == []
     assert contact(bench, "dee").traits["needs_call"] is True
-    assert "the webhook URL needs the environment variable DESK_URL" in caplog.text
+    assert "the webhook URL needs the environment variable DESK_WEBHOOK_URL" in caplog.text
 
 
 async def test_points_codes_tags_and_a_tracked_event_that_starts_another_journey(

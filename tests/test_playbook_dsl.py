@@ -66,7 +66,13 @@ BROKEN = {
     ),
     "webhook-url-not-http": (
         EVENT + "  - action: {type: webhook, url: 'ftp://x'}\n",
-        "j.yaml:5:34: invalid url 'ftp://x': expected http(s)://host/path, or ${ENV_NAME} parts",
+        "j.yaml:5:34: invalid url 'ftp://x': expected http(s)://host/path, "
+        "or ${NAME_WEBHOOK_URL} parts",
+    ),
+    "webhook-url-reading-another-setting": (
+        EVENT + "  - action: {type: webhook, url: 'https://x.example/${DATABASE_URL}'}\n",
+        "j.yaml:5:34: invalid url variable ${DATABASE_URL}: only environment variables named "
+        "like SUPPORT_WEBHOOK_URL (ending in _WEBHOOK_URL) may be used",
     ),
     "unknown-action-type": (
         EVENT + "  - action: {type: award_pionts}\n",

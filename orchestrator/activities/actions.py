@@ -23,7 +23,8 @@ from ..store import coupons, loyalty
 from ..store.context import contact_context, event_context
 from ..store.db import session_scope
 from ..store.identity import load_contact
-from ..store.run_data import run_data, save_run_data
+from ..store.orders import order_id_of, refunded_fraction
+from ..store.run_data import RunDataTooLarge, run_data, save_run_data
 from ..store.tables import Contact, Event, utcnow
 from ..webhook_calls import (
     WebhookRefused,
@@ -52,21 +53,26 @@ class ActionActivities:
         if kind == "webhook":
             return self._webhook(req)
         now = datetime.fromisoformat(req.now) if req.now else utcnow()
-        with session_scope(self.engine) as session:
-            contact = load_contact(session, req.contact_id, for_update=True)
-            if contact is None:
-                raise _refused(f"contact {req.contact_id!r} no longer exists (erased)")
-            if kind == "award_points":
-                values = self._award_points(session, req, contact, now)
-            elif kind == "issue_coupon":
-                values = self._issue_coupon(session, req, contact, now)
-            elif kind == "track":
-                values = self._track(session, req, contact, now)
-            else:
-                raise _refused(
-                    f"unknown action type {kind!r}: this worker is older than the journey"
-                )
-            save_run_data(session, req.workflow_id, req.entry_seq, values)
+        try:
+            with session_scope(self.engine) as session:
+                # The ledger and coupons take the contact's advisory lock themselves, first,
+                # as merges do: a row lock taken here before it would invert that order.
+                contact = load_contact(session, req.contact_id)
+                if contact is None:
+                    raise _refused(f"contact {req.contact_id!r} no longer exists (erased)")
+                if kind == "award_points":
+                    values = self._award_points(session, req, contact, now)
+                elif kind == "issue_coupon":
+                    values = self._issue_coupon(session, req, contact, now)
+                elif kind == "track":
+                    values = self._track(session, req, contact, now)
+                else:
+                    raise _refused(
+                        f"unknown action type {kind!r}: this worker is older than the journey"
+                    )
+                save_run_data(session, req.workflow_id, req.entry_seq, values)
+        except ValueError as exc:  # bad input (a reused key, too much data): no retry helps
+            raise _refused(f"{kind} in step {req.step_id}: {exc}") from None
         return t.ActionResult(ok=True, saved=sorted(values))
 
     @activity.defn(name=t.SAVE_EVENT)
@@ -92,6 +98,7 @@ class ActionActivities:
             if evaluate(multiplier["if"], context):
                 base *= float(multiplier["times"])
         points = math.floor(base + 1e-9)
+        order_id = order_id_of(trigger)
         if points > 0:
             expire_after = spec.get("expire_after")
             loyalty.earn(
@@ -100,11 +107,15 @@ class ActionActivities:
                 points,
                 idempotency_key=_key(req),
                 now=now,
-                order_id=_text(trigger.get("order_id")),
+                order_id=order_id,
                 journey_id=req.journey_id,
                 expires_at=now + timedelta(seconds=expire_after) if expire_after else None,
                 note=f"journey {req.journey_id}, step {req.step_id}",
             )
+            if order_id is not None:  # refunded before the points were given: take them back
+                refunded = refunded_fraction(session, order_id, contact.id)
+                if refunded:
+                    loyalty.reverse_order(session, order_id, refunded, now)
         return {
             "points_earned": max(points, 0),
             "points_balance": loyalty.balance(session, contact.id, now),
@@ -202,9 +213,13 @@ class ActionActivities:
         if spec.get("save_as"):
             answer_data = answer.body if answer.body is not None else {"status": answer.status}
             with session_scope(self.engine) as session:
-                save_run_data(
-                    session, req.workflow_id, req.entry_seq, {spec["save_as"]: answer_data}
-                )
+                try:
+                    save_run_data(
+                        session, req.workflow_id, req.entry_seq, {spec["save_as"]: answer_data}
+                    )
+                except RunDataTooLarge as exc:  # the call succeeded: never make it again
+                    activity.logger.warning("webhook %s answered, not kept: %s", req.step_id, exc)
+                    return t.ActionResult(ok=True, error=str(exc))
             saved.append(spec["save_as"])
         return t.ActionResult(ok=True, saved=saved)
 
@@ -214,7 +229,7 @@ def _context(session: Session, req: t.ActionRequest, contact: Contact) -> dict[s
         event_context(session.get(Event, req.trigger_event_id)) if req.trigger_event_id else {}
     )
     return {
-        "contact": contact_context(contact),
+        "contact": contact_context(contact, session),
         "event": trigger,
         "trigger": trigger,
         "journey": run_data(session, req.workflow_id, req.entry_seq),
@@ -237,7 +252,3 @@ def _amount(properties: dict[str, Any], name: str) -> float:
         if math.isfinite(number):
             return max(number, 0.0)
     return 0.0
-
-
-def _text(value: Any) -> str | None:
-    return None if value is None else str(value)

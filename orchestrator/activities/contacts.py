@@ -52,7 +52,7 @@ class ContactActivities:
             trigger = session.get(Event, req.trigger_event_id) if req.trigger_event_id else None
             event = session.get(Event, req.event_id) if req.event_id else trigger
             context = {
-                "contact": contact_context(load_contact(session, req.contact_id)),
+                "contact": contact_context(load_contact(session, req.contact_id), session),
                 "event": event_context(event),
                 "trigger": event_context(trigger),
                 "journey": {

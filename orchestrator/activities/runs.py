@@ -53,7 +53,7 @@ class RunActivities:
             if req.entry_if:
                 trigger = event_context(session.get(Event, req.trigger_event_id))
                 context = {
-                    "contact": contact_context(contact),
+                    "contact": contact_context(contact, session),
                     "event": trigger,
                     "trigger": trigger,
                 }

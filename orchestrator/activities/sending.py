@@ -322,7 +322,7 @@ class SendActivities:
         ).first()
         cart = cart_context(session, contact.id, trigger)
         context = {
-            "contact": contact_context(contact),
+            "contact": contact_context(contact, session),
             "event": event_context(trigger),
             "cart": cart,
             "recommendations": recommendations(session, contact.id, cart["products"], now),

@@ -144,9 +144,13 @@ async def redeem(request: Request, code: str) -> dict[str, Any] | JSONResponse:
 
 @router.get("/v1/contacts/{contact_id}/points")
 async def points(request: Request, contact_id: str, limit: str | None = None) -> dict[str, Any]:
-    """The balance now (expired points taken off) and the newest ledger entries."""
+    """The balance now (expired points taken off) and the newest ledger entries.
+
+    An admin key: a storefront's write key can be public (apps ship it), and a
+    customer's points are theirs to see and spend, through the shop's server.
+    """
     ctx = api_context(request)
-    await authenticate(request, ctx)
+    await authenticate(request, ctx, kind="admin")
     check_contact_id(contact_id)
     count = 50 if limit in (None, "") else _number(limit, "limit")
     if not float(count).is_integer() or not 1 <= count <= MAX_HISTORY:
@@ -159,7 +163,7 @@ async def redeem_points(request: Request, contact_id: str) -> dict[str, Any] | J
     """Spend points on an order; once per order (a retry answers the same)."""
     ctx = api_context(request)
     payload = parse_object(await read_body(request, MAX_BODY))
-    await authenticate(request, ctx, payload)
+    await authenticate(request, ctx, payload, kind="admin")
     check_contact_id(contact_id)
     body = _validated(PointsRedemption, payload)
     try:

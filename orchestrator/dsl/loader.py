@@ -45,6 +45,7 @@ from .models import (
     SplitStep,
     SplitVariant,
     Step,
+    UpdateContactAction,
     WaitForStep,
     WaitUntilStep,
 )
@@ -152,6 +153,7 @@ def _load(path: Path, renderer: Renderer | None) -> tuple[LoadedJourney, _Source
     journey = journey.model_copy(update={"steps": _with_ids(journey.steps, ("steps",))})
     problems += _check_references(journey, source)
     problems += _check_timezones(journey, source)
+    problems += _check_trait_names(journey, source)
     if renderer is not None:
         problems += _check_templates(journey, source, renderer)
     if problems:
@@ -762,6 +764,29 @@ def _check_references(journey: Journey, source: _Source) -> list[Problem]:
                 f"has that id (known: {known})"
             )
         problems.append(source.problem(target, text))
+    return problems
+
+
+def _check_trait_names(journey: Journey, source: _Source) -> list[Problem]:
+    """Traits starting with "_" are the orchestrator's bookkeeping: not for journeys."""
+    problems = []
+    for path, step in _iter_steps(journey.steps, ("steps",)):
+        action = step.action if isinstance(step, ActionStep) else None
+        if not isinstance(action, UpdateContactAction):
+            continue
+        for option, names in (
+            ("set", list(action.set)),
+            ("increment", list(action.increment)),
+            ("unset", action.unset),
+        ):
+            for index, name in enumerate(names):
+                if name.startswith("_"):
+                    where = (*path, "action", option, name if option != "unset" else index)
+                    message = (
+                        f"invalid trait name {name!r}: expected a name not starting with '_' "
+                        "(those are ours), like vip"
+                    )
+                    problems.append(source.problem(where, message, key=option != "unset"))
     return problems
 
 

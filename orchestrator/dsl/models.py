@@ -254,12 +254,9 @@ def _pattern_check(pattern: str, what: str, example: str) -> AfterValidator:
     return AfterValidator(check)
 
 
-TraitName = Annotated[
-    str,
-    _pattern_check(
-        r"[^_].{0,99}", "trait name", "a name not starting with '_' (those are ours), like vip"
-    ),
-]
+# Names starting with "_" are ours (bookkeeping in `traits`): the loader refuses them in
+# new journeys (`_check_trait_names`); specs already running keep validating.
+TraitName = Annotated[str, Field(min_length=1, max_length=100)]
 ContactTag = Annotated[str, Field(min_length=1, max_length=100)]
 
 
@@ -362,12 +359,24 @@ class IssueCouponAction(Model):
         return self
 
 
+URL_VARIABLE = r"\$\{([A-Za-z0-9_]*)\}"
+URL_VARIABLE_NAME = r"[A-Z][A-Z0-9_]*_WEBHOOK_URL"
+
+
 def _check_url(value: str) -> str:
-    # `${NAME}` is read from the worker's environment when the call is made.
-    probe = re.sub(r"\$\{[A-Z_][A-Z0-9_]*\}", "x", value)
+    # `${NAME_WEBHOOK_URL}` is read from the worker's environment when the call is made.
+    # Only such names: a journey file must not be able to send a worker's other settings
+    # (its database URL, its keys) to a host of its choosing.
+    for name in re.findall(URL_VARIABLE, value):
+        if not re.fullmatch(URL_VARIABLE_NAME, name):
+            raise ValueError(
+                f"invalid url variable ${{{name}}}: only environment variables named "
+                "like SUPPORT_WEBHOOK_URL (ending in _WEBHOOK_URL) may be used"
+            )
+    probe = re.sub(URL_VARIABLE, "x", value)
     if not re.match(r"^(https?://[^\s/]+|x)(/\S*)?$", probe):
         raise ValueError(
-            f"invalid url {value!r}: expected http(s)://host/path, or ${{ENV_NAME}} parts"
+            f"invalid url {value!r}: expected http(s)://host/path, or ${{NAME_WEBHOOK_URL}} parts"
         )
     return value
 

@@ -10,9 +10,9 @@ from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
-from .tables import Contact, Event, JourneyRun
+from .tables import Contact, Event, JourneyRun, Order
 
 CART_EVENTS = ("Product Added", "Product Removed", "Cart Viewed", "Checkout Started")
 CART_ENDS = ("Order Completed",)
@@ -20,7 +20,9 @@ CART_WINDOW = timedelta(days=30)
 CART_MAX_EVENTS = 500
 
 
-def contact_context(contact: Contact | None) -> dict[str, Any]:
+def contact_context(contact: Contact | None, session: Session | None = None) -> dict[str, Any]:
+    """The contact as conditions and templates see it; with a session, also `orders`
+    (how many orders, refunded ones not counted) and `last_order_at`."""
     if contact is None:
         return {}
     # Keys starting with "_" are our bookkeeping (e.g. applied increments), not traits.
@@ -38,7 +40,16 @@ def contact_context(contact: Contact | None) -> dict[str, Any]:
         "last_name": last,
         "name": traits.get("name") or " ".join(p for p in (first, last) if p) or None,
         "consent": dict(contact.consent or {}),
+        **(order_summary(session, contact.id) if session is not None else {}),
     }
+
+
+def order_summary(session: Session, contact_id: str) -> dict[str, Any]:
+    query = select(func.count(), func.max(Order.placed_at)).where(
+        Order.contact_id == contact_id, col(Order.refunded_at).is_(None)
+    )
+    count, last = session.exec(query).one()
+    return {"orders": int(count or 0), "last_order_at": last.isoformat() if last else None}
 
 
 def event_context(event: Event | None) -> dict[str, Any]:

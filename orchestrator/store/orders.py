@@ -47,10 +47,11 @@ def record_order_event(session: Session, event: Event) -> None:
         _refunded(session, event)
 
 
-def order_id_of(properties: dict[str, Any]) -> str | None:
-    """The storefront's order id as text (shops send numbers too)."""
-    value = properties.get("order_id")
-    if isinstance(value, bool) or value is None:
+def order_id_of(properties: dict[str, Any], name: str = "order_id") -> str | None:
+    """The storefront's order id (or another id property) as text: shops send numbers too,
+    and `1002`, `1002.0` and `" 1002"` are the same order."""
+    value = properties.get(name)
+    if isinstance(value, bool | dict | list) or value is None:
         return None
     if isinstance(value, float) and value.is_integer():
         value = int(value)
@@ -116,19 +117,8 @@ def _refunded(session: Session, event: Event) -> None:
         log.warning("Order Refunded event %s has no order_id: nothing reversed", event.id)
         return
     order = session.exec(select(Order).where(Order.order_id == order_id).with_for_update()).first()
-    owners = {event.contact_id, *([order.contact_id] if order else [])}
-    refunds = session.exec(
-        select(Event.properties).where(
-            col(Event.contact_id).in_(owners), Event.name == ORDER_REFUNDED, Event.type == "track"
-        )
-    )
-    amounts = [_refund_amount(p) for p in refunds if order_id_of(p or {}) == order_id]
-    base = order.revenue if order is not None else None
-    if any(a is None for a in amounts) or not amounts:
-        fraction = 1.0
-    elif base is not None and base > 0:
-        fraction = min(1.0, sum(a for a in amounts if a is not None) / base)
-    else:
+    fraction = refunded_fraction(session, order_id, event.contact_id)
+    if fraction is None:
         log.warning(
             "Order Refunded for %s: partial refund of an order with no known revenue; "
             "nothing reversed",
@@ -139,6 +129,31 @@ def _refunded(session: Session, event: Event) -> None:
         order.refunded_at = event.timestamp
         session.add(order)
     reverse_order(session, order_id, 1.0 if fraction >= FULL else fraction, event.timestamp)
+
+
+def refunded_fraction(session: Session, order_id: str, contact_id: str) -> float | None:
+    """How much of the order its stored `Order Refunded` events took back (0 to 1); None
+    for a partial refund of an order whose revenue we do not know.
+
+    Also asked when points are awarded: a refund that arrived before the points were
+    given (a quick cancellation, a worker behind) must still take them back.
+    """
+    order = session.exec(select(Order).where(Order.order_id == order_id)).first()
+    owners = {contact_id, *([order.contact_id] if order else [])}
+    refunds = session.exec(
+        select(Event.properties).where(
+            col(Event.contact_id).in_(owners), Event.name == ORDER_REFUNDED, Event.type == "track"
+        )
+    )
+    amounts = [_refund_amount(p) for p in refunds if order_id_of(p or {}) == order_id]
+    if not amounts:
+        return 0.0
+    if any(a is None for a in amounts):
+        return 1.0
+    base = order.revenue if order is not None else None
+    if base is None or base <= 0:
+        return None
+    return min(1.0, sum(a for a in amounts if a is not None) / base)
 
 
 def _refund_amount(properties: dict[str, Any] | None) -> float | None:

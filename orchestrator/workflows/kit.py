@@ -54,8 +54,16 @@ DELIVERING = {
         non_retryable_error_types=["PermanentSendError", "AcceptedUnrecorded"],
     ),
 }
-# Actions reach other systems (webhooks): transient failures retry for an hour, then
-# the step's on_failure runs. Refusals (4xx, bad configuration) do not retry.
+# Actions in the store (points, coupons, events) retry until the database is back: a
+# customer's points must not be lost to an outage. Refusals (bad input) do not retry.
+STORING = {
+    "start_to_close_timeout": timedelta(seconds=60),
+    "retry_policy": RetryPolicy(
+        maximum_interval=timedelta(minutes=1), non_retryable_error_types=["ActionRefused"]
+    ),
+}
+# Webhooks reach other systems: transient failures retry for an hour, then the step's
+# on_failure runs. Refusals (4xx, bad configuration) do not retry.
 ACTING = {
     "start_to_close_timeout": timedelta(seconds=90),
     "schedule_to_close_timeout": timedelta(hours=1),
@@ -411,8 +419,9 @@ class JourneyBase:
             now=workflow.now().isoformat(),
         )
         try:
+            options = ACTING if action.get("type") == "webhook" else STORING
             return await workflow.execute_activity(
-                t.RUN_ACTION, request, result_type=t.ActionResult, **ACTING
+                t.RUN_ACTION, request, result_type=t.ActionResult, **options
             )
         except ActivityError as exc:
             if is_cancelled_exception(exc):
