@@ -95,13 +95,16 @@ def dev(**options: Any) -> None:
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--templates", "templates_dir", type=click.Path(path_type=Path))
 def validate(paths: tuple[Path, ...], templates_dir: Path | None) -> None:
-    """Check journeys, and render every message they send in every locale with sample data.
+    """Check journeys and segments.yaml, and render every message the journeys send in every
+    locale with sample data.
 
     Exit 1 on any problem; each is printed as file:line:column: what is wrong.
     """
     from .dsl.loader import load_journeys, referenced_templates
+    from .dsl.problems import Problem
     from .rendering import Renderer
     from .rendering.checks import check_unsent_messages
+    from .segments.loader import SEGMENTS_FILE, load_segments
 
     settings = _settings(templates_dir=templates_dir)
     targets = list(paths) or [settings.journeys_dir]
@@ -109,15 +112,32 @@ def validate(paths: tuple[Path, ...], templates_dir: Path | None) -> None:
     if missing:
         _fail(f"no such file or folder: {', '.join(map(str, missing))}")
     renderer = Renderer.from_settings(settings)
-    loaded, problems = load_journeys(targets, renderer)
+    segment_files = [p for p in targets if p.is_file() and p.name == SEGMENTS_FILE]
+    segment_files += [p / SEGMENTS_FILE for p in targets if (p / SEGMENTS_FILE).is_file()]
+    journey_targets = [p for p in targets if p not in segment_files]
+    segments = []
+    segment_problems: list[Problem] = []
+    for file in segment_files:
+        found, found_problems = load_segments(file)
+        segments += found
+        segment_problems += found_problems
+    # Triggers are checked against the segments when segments.yaml is being validated too.
+    names = {s.name for s in segments} if segment_files and not segment_problems else None
+    loaded, problems = (
+        load_journeys(journey_targets, renderer, names) if journey_targets else ([], [])
+    )
     if not paths:  # the whole project: messages no journey sends yet are checked too
         problems += check_unsent_messages(renderer, referenced_templates(targets))
+    problems += segment_problems
     for problem in problems:
         click.echo(str(problem))
     if problems:
         click.secho(f"{len(problems)} problem(s) found", fg="red", err=True)
         sys.exit(1)
-    click.echo(f"{len(loaded)} journey(s) valid")
+    valid = f"{len(loaded)} journey(s) valid"
+    if segment_files:
+        valid = f"{len(loaded)} journey(s) and {len(segments)} segment(s) valid"
+    click.echo(valid)
 
 
 @main.command()
@@ -364,6 +384,116 @@ def keys_revoke(name: str, data_dir: Path | None) -> None:
     if not done:
         _fail(f"no active key named {name!r} (see journeys keys list)")
     click.echo(f"key {name!r} revoked")
+
+
+@main.group()
+def segments() -> None:
+    """Segments from journeys/segments.yaml: who is in them, and refreshing them now."""
+
+
+journeys_dir_option = click.option(
+    "--journeys", "journeys_dir", type=click.Path(path_type=Path), help="Journeys folder."
+)
+
+
+@segments.command("list")
+@data_dir_option
+def segments_list(data_dir: Path | None) -> None:
+    """List the deployed segments: members now, last refresh, schedule, description."""
+    from .segments.membership import summaries
+    from .store.db import session_scope
+
+    engine = _existing_store(_settings(data_dir=data_dir))
+    with session_scope(engine) as session:
+        rows = summaries(session)
+    engine.dispose()
+    if not rows:
+        click.echo("no segments deployed: add journeys/segments.yaml (docs/segments.md)")
+        return
+    header = ("name", "members", "refreshed", "refresh", "description")
+    table = [header] + [
+        (
+            r.name if r.active else f"{r.name} (removed)",
+            str(r.members),
+            f"{r.refreshed_at:%Y-%m-%d %H:%M}" if r.refreshed_at else "never",
+            r.refresh,
+            r.description or "",
+        )
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+@segments.command("preview")
+@click.argument("name")
+@click.option("--sample", type=click.IntRange(0, 1000), default=10, show_default=True)
+@journeys_dir_option
+@data_dir_option
+def segments_preview(
+    name: str, sample: int, journeys_dir: Path | None, data_dir: Path | None
+) -> None:
+    """Count who matches segment NAME of segments.yaml right now, and show a sample.
+
+    Reads the file as it is (deployed or not) and writes nothing.
+    """
+    from .segments.loader import SEGMENTS_FILE, load_segments
+    from .segments.membership import preview
+    from .store.db import session_scope
+    from .store.tables import utcnow
+
+    settings = _settings(data_dir=data_dir, journeys_dir=journeys_dir)
+    path = settings.journeys_dir / SEGMENTS_FILE
+    if not path.is_file():
+        _fail(f"no {path}: segments are defined there (docs/segments.md)")
+    loaded, problems = load_segments(path)
+    if problems:
+        for problem in problems:
+            click.echo(str(problem), err=True)
+        _fail(f"{len(problems)} problem(s) in {path}")
+    found = {item.name: item for item in loaded}
+    if name not in found:
+        _fail(f"no segment {name!r} in {path}; segments: {', '.join(found) or 'none'}")
+    item = found[name]
+    engine = _existing_store(settings)
+    with session_scope(engine) as session:
+        seen = preview(session, name, item.segment, utcnow(), sample)
+    engine.dispose()
+    title = f"{name}: {item.segment.description}" if item.segment.description else name
+    click.echo(title)
+    click.echo(f"{seen.count} contact(s) match now")
+    for contact_id, email in seen.sample:
+        click.echo(f"  {contact_id}  {email}" if email else f"  {contact_id}")
+    if 0 < len(seen.sample) < seen.count:
+        click.echo(f"  ... showing {len(seen.sample)} of {seen.count} (--sample N for more)")
+    click.echo(
+        f"stored members: {seen.members}; the next refresh would add {seen.entering} "
+        f"and remove {seen.leaving}"
+    )
+
+
+@segments.command("refresh")
+@click.argument("name")
+@data_dir_option
+def segments_refresh(name: str, data_dir: Path | None) -> None:
+    """Re-evaluate deployed segment NAME now: new members enter, leavers exit.
+
+    Their Segment Entered / Segment Exited events start journeys once a worker routes them.
+    """
+    from .segments.membership import UnknownSegment, refresh
+    from .store.db import session_scope
+    from .store.tables import utcnow
+
+    engine = _existing_store(_settings(data_dir=data_dir))
+    try:
+        with session_scope(engine) as session:
+            change = refresh(session, name, utcnow())
+    except UnknownSegment as exc:
+        _fail(str(exc))
+    finally:
+        engine.dispose()
+    click.echo(f"{name}: {change.entered} entered, {change.exited} exited")
 
 
 def _require_secret(settings: Settings) -> None:

@@ -1,4 +1,5 @@
-"""Deploying journeys: validate every file, then store a new version of each edited one."""
+"""Deploying journeys and segments: validate every file, then store a new version of each
+edited journey and the segments of `segments.yaml`."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from sqlalchemy import Engine
 from .dsl.loader import load_journeys
 from .dsl.problems import Problem
 from .rendering import Renderer
+from .segments.loader import SEGMENTS_FILE, load_segments
+from .segments.membership import store_segments
 from .store.db import session_scope
 from .store.versions import deploy_journey
 
@@ -28,8 +31,12 @@ class InvalidJourneys(Exception):
 
 
 def deploy(engine: Engine, journeys_dir: Path, templates: Path | Renderer) -> list[DeployedVersion]:
-    """All or nothing: one invalid journey (or message that does not render) and nothing is."""
-    loaded, problems = load_journeys([journeys_dir], templates)
+    """All or nothing: one invalid journey (or message that does not render), or one
+    problem in segments.yaml, and nothing is."""
+    segments, segment_problems = load_segments(journeys_dir / SEGMENTS_FILE)
+    names = {s.name for s in segments} if not segment_problems else None
+    loaded, problems = load_journeys([journeys_dir], templates, names)
+    problems = [*problems, *segment_problems]
     if problems:
         raise InvalidJourneys(problems)
     deployed = []
@@ -40,4 +47,5 @@ def deploy(engine: Engine, journeys_dir: Path, templates: Path | Renderer) -> li
         with session_scope(engine) as session:
             row = deploy_journey(session, item.journey.id, spec, item.spec_hash, str(item.path))
             deployed.append(DeployedVersion(row.journey_id, row.version, str(item.path)))
+    store_segments(engine, segments)
     return deployed

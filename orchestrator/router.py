@@ -46,11 +46,13 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from .dsl.conditions import evaluate
 from .dsl.models import IDENTIFY, Journey, WaitForStep
+from .segments.membership import Change, refresh_for_events
 from .store.backlog import routing_backlog
 from .store.context import contact_context, event_context
 from .store.db import session_scope
 from .store.engagement import ENGAGEMENT_EVENTS, record_engagement
 from .store.identity import aliases_of
+from .store.orders import order_id_of
 from .store.tables import Contact, ContactAlias, Event, JourneyRun, JourneyVersion, utcnow
 from .store.versions import active_versions
 from .workflows.journey import workflow_id
@@ -210,10 +212,34 @@ class Router:
         finally:
             await asyncio.to_thread(self._settle, claim, delivered)
             self.routed += len(delivered)
+        done = set(delivered)
+        await self._refresh_segments([e for e in claim.events if e.id in done])
         for result in results:
             if isinstance(result, BaseException):
                 raise result
         return len(claim.events)
+
+    async def _refresh_segments(self, events: list[Event]) -> None:
+        """Re-evaluate the segments routed events may change, for their contacts only.
+
+        The `Segment Entered` / `Segment Exited` events it stores go out with the next
+        sweep. A failure is logged, not raised: routing goes on, and the segment's
+        scheduled refresh catches up.
+        """
+        relevant = [e for e in events if e.type in ("track", "identify")]
+        if not relevant:
+            return
+        try:
+            changes = await asyncio.to_thread(self._segment_changes, relevant)
+        except Exception:
+            log.exception("segment refresh after routing failed; the scheduled refresh catches up")
+            return
+        if any(change.entered or change.exited for change in changes.values()):
+            self.wake()
+
+    def _segment_changes(self, events: list[Event]) -> dict[str, Change]:
+        with session_scope(self.engine) as session:
+            return refresh_for_events(session, events, utcnow())
 
     async def route(self, event: Event, aliases: Sequence[str] | None = None) -> None:
         """Deliver one event. `aliases`: the contact's other ids (looked up when None)."""
@@ -246,7 +272,7 @@ class Router:
                 )
             elif name in deployed.listens:
                 aliases = await self._aliases(event, aliases)
-                for wid in await self._listening_runs(journey, event.contact_id, aliases):
+                for wid in await self._listening_runs(journey, event, aliases):
                     await self._signal(wid, "event", signal)
         for cls in self.python_journeys:
             if name == cls.trigger_event:
@@ -272,14 +298,20 @@ class Router:
         return await asyncio.to_thread(self._load_aliases, event.contact_id)
 
     async def _listening_runs(
-        self, journey: Journey, contact_id: str, aliases: Sequence[str]
+        self, journey: Journey, event: Event, aliases: Sequence[str]
     ) -> list[str]:
         """The runs of `journey` an event of the contact may concern: the one per contact,
-        or with `one_run_per`, every active run of the contact (one per order...)."""
-        ids = [contact_id, *aliases]
-        if journey.entry.one_run_per is None:
+        or with `one_run_per`, every active run of the contact (one per order...), and the
+        run the event's own key names even when it has not recorded its entry yet."""
+        ids = [event.contact_id, *aliases]
+        name = journey.entry.one_run_per
+        if name is None:
             return [workflow_id(journey.id, c) for c in ids]
-        return await asyncio.to_thread(self._active_runs, journey.id, ids)
+        runs = set(await asyncio.to_thread(self._active_runs, journey.id, ids))
+        key = order_id_of(event.properties or {}, name)
+        if key is not None:
+            runs.update(workflow_id(journey.id, c, key) for c in ids)
+        return sorted(runs)
 
     def _active_runs(self, journey_id: str, contact_ids: list[str]) -> list[str]:
         with session_scope(self.engine) as session:
@@ -478,17 +510,21 @@ class Router:
         with session_scope(self.engine) as session:
             contact = session.get(Contact, event.contact_id)
             return evaluate(
-                expression, {"contact": contact_context(contact), "event": event_context(event)}
+                expression,
+                {"contact": contact_context(contact, session), "event": event_context(event)},
             )
 
 
 def _run_key(journey: Journey, event: Event) -> str | None:
-    """The trigger's `one_run_per` value; None (one run per contact) when it has none."""
+    """The trigger's `one_run_per` value; None (one run per contact) without `one_run_per`.
+
+    A trigger that lacks the property (an order sent without its id) is a run of its
+    own, keyed by the event: every order gets its thank-you.
+    """
     name = journey.entry.one_run_per
-    value = (event.properties or {}).get(name) if name else None
-    if value is None or isinstance(value, dict | list) or value == "":
+    if name is None:
         return None
-    return str(value)
+    return order_id_of(event.properties or {}, name) or f"event-{event.id}"
 
 
 def _workflow_name(cls: type[JourneyBase]) -> str:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import logging
 import os
 import sys
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any
@@ -28,12 +30,15 @@ from channels.registry import adapter_class
 from .activities.actions import ActionActivities
 from .activities.contacts import ContactActivities
 from .activities.runs import RunActivities
+from .activities.segments import SegmentActivities
 from .activities.sending import SendActivities
 from .links import MessageLinks
 from .rendering import Renderer
+from .segments.schedules import sync_schedules
 from .settings import Settings
 from .workflows.journey import JourneyWorkflow
 from .workflows.kit import JourneyBase
+from .workflows.segment_refresh import SegmentRefreshWorkflow
 from .workflows.types import channel_queue
 
 
@@ -112,8 +117,11 @@ async def connect(settings: Settings, address: str | None = None, lazy: bool = F
 class WorkerGroup:
     """The workers of one process, started and stopped together (`async with`)."""
 
-    def __init__(self, workers: list[Worker]) -> None:
+    def __init__(
+        self, workers: list[Worker], on_start: list[Callable[[], Awaitable[None]]] | None = None
+    ) -> None:
         self.workers = workers
+        self.on_start = on_start or []  # run once the workers poll (segment schedules)
 
     @property
     def task_queues(self) -> list[str]:
@@ -122,6 +130,8 @@ class WorkerGroup:
     async def __aenter__(self) -> WorkerGroup:
         for worker in self.workers:
             await worker.__aenter__()
+        for hook in self.on_start:
+            await hook()
         return self
 
     async def __aexit__(
@@ -169,7 +179,10 @@ def build_worker(
             Worker(
                 client,
                 task_queue=queue,
-                workflows=workflows or [JourneyWorkflow, *python_journeys(settings)],
+                workflows=[
+                    *(workflows or [JourneyWorkflow, *python_journeys(settings)]),
+                    SegmentRefreshWorkflow,
+                ],
                 activities=[
                     runs.enter_run,
                     runs.record_step,
@@ -183,6 +196,7 @@ def build_worker(
                     sends.prepare_message,
                     sends.give_up_message,
                     sends.send_message,
+                    SegmentActivities(engine).refresh_segment,
                 ],
                 activity_executor=ThreadPoolExecutor(max_workers=16),
                 **options,
@@ -198,4 +212,25 @@ def build_worker(
                 max_task_queue_activities_per_second=settings.rate_limit_for(channel),
             )
         )
-    return WorkerGroup(workers)
+    on_start: list[Callable[[], Awaitable[None]]] = []
+    if "main" in wanted:
+
+        async def schedule_segments() -> None:
+            await start_segment_schedules(client, engine, queue)
+
+        on_start.append(schedule_segments)
+    return WorkerGroup(workers, on_start)
+
+
+async def start_segment_schedules(client: Client, engine: Engine, task_queue: str) -> None:
+    """Match the segment schedules to the deployed segments; a failure is logged, not fatal:
+    segments then still follow events, and the next worker start tries again."""
+    try:
+        await sync_schedules(client, engine, task_queue)
+    except Exception as exc:
+        logging.getLogger(__name__).error(
+            "segment schedules not synced (%s: %s): segments refresh on events only until "
+            "a worker starts with Temporal schedules available",
+            type(exc).__name__,
+            exc,
+        )

@@ -17,7 +17,7 @@ def test_validate_accepts_the_shipped_journeys() -> None:
         main, ["validate", str(ROOT / "journeys"), "--templates", str(ROOT / "templates")]
     )
     assert result.exit_code == 0, result.output
-    assert result.output.strip() == "1 journey(s) valid"
+    assert result.output.strip() == "6 journey(s) and 3 segment(s) valid"
 
 
 def test_validate_prints_located_problems_and_fails(tmp_path: Path) -> None:
@@ -29,7 +29,10 @@ def test_validate_prints_located_problems_and_fails(tmp_path: Path) -> None:
         main, ["validate", str(bad), "--templates", str(ROOT / "templates")]
     )
     assert result.exit_code == 1
-    assert f"{bad}:17:11: invalid duration '24x'" in result.output
+    line = (
+        (ROOT / "journeys" / "abandoned_cart.yaml").read_text().splitlines().index("  - wait: 24h")
+    )
+    assert f"{bad}:{line + 1}:11: invalid duration '24x'" in result.output
 
 
 def test_validate_names_a_missing_path(tmp_path: Path) -> None:

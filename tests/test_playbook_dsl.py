@@ -154,3 +154,22 @@ def test_one_run_per_order_gives_each_order_its_own_workflow_id() -> None:
     assert workflow_id("post_purchase", "ann", "o-1") == "journey:post_purchase:ann:o-1"
     odd = workflow_id("post_purchase", "ann", "a:b" * 100)
     assert odd.startswith("journey:post_purchase:ann:h") and len(odd) < 80
+
+
+def test_a_trigger_naming_a_segment_segments_yaml_lacks_is_refused(
+    tmp_path: Path, sqlite_engine
+) -> None:  # type: ignore[no-untyped-def]
+    from orchestrator.deploy import InvalidJourneys, deploy
+
+    journeys = tmp_path / "journeys"
+    journeys.mkdir()
+    (journeys / "vip.yaml").write_text(HEAD + "trigger: {segment: big_spender}\nsteps: [exit]\n")
+    (journeys / "segments.yaml").write_text(
+        "big_spenders:\n  spent: { more_than: 5000, within: 30d }\n"
+    )
+    with pytest.raises(InvalidJourneys) as caught:
+        deploy(sqlite_engine, journeys, None)  # type: ignore[arg-type]
+    assert [str(p) for p in caught.value.problems] == [
+        f"{journeys / 'vip.yaml'}:3:20: unknown segment 'big_spender': segments.yaml "
+        "defines big_spenders"
+    ]

@@ -4,8 +4,10 @@
 tests (`JOURNEYS_RECORD_HISTORIES=<dir> pytest tests/test_step_kinds.py
 tests/test_abandoned_cart.py tests/test_send_policy.py`), one generation per workflow
 change, prefixed with its patch name (`local_bookkeeping__`, `channel_queues__`); the
-unprefixed ones predate both. Every release must replay them all. The last
-two tests prove the check has teeth: an unversioned behaviour change is
+unprefixed ones predate both. `playbook__` ones come from the shipped playbook
+journeys (`JOURNEYS_RECORD_HISTORIES=<dir> pytest tests/test_playbook_journeys.py`):
+actions, keyed runs, waits on several events with `save_as`. Every release must
+replay them all. The last two tests prove the check has teeth: an unversioned behaviour change is
 caught, the same change behind `workflow.patched` is not.
 """
 
@@ -119,6 +121,21 @@ def test_the_corpus_holds_runs_from_each_generation() -> None:
         "prepare_message",
         "deliver_message",
     ]
+
+
+def test_the_corpus_holds_playbook_runs() -> None:
+    playbook = [p for p in HISTORIES if p.stem.startswith("playbook__")]
+    used = {name for path in playbook for name in activity_types(path)}
+    assert {"run_action", "prepare_message", "deliver_message"} <= used
+    markers = [
+        base64.b64decode(payload.get("data", ""))
+        for path in playbook
+        for e in json.loads(path.read_text())["events"]
+        if e["eventType"] == "EVENT_TYPE_MARKER_RECORDED"
+        for part in e["markerRecordedEventAttributes"]["details"].values()
+        for payload in part.get("payloads", [])
+    ]
+    assert any(b'"save_event"' in data for data in markers)  # a local activity
 
 
 @pytest.mark.parametrize("path", CART_HISTORIES, ids=lambda p: p.stem)

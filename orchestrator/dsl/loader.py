@@ -21,7 +21,7 @@ import json
 import re
 import types
 import zoneinfo
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -81,13 +81,14 @@ def load_journey(path: Path, templates: Templates) -> LoadedJourney:
 
 
 def load_journeys(
-    paths: Iterable[Path], templates: Templates
+    paths: Iterable[Path], templates: Templates, segments: Collection[str] | None = None
 ) -> tuple[list[LoadedJourney], list[Problem]]:
     """Load files and directories of journeys; return the good ones and all problems.
 
     A directory contributes its `*.yaml`/`*.yml` files recursively, sorted,
     except `segments.yaml`. A journey id seen twice is a problem of the
-    second file, which is then left out.
+    second file, which is then left out. With `segments` (the names segments.yaml
+    defines), a trigger naming any other segment is a problem.
     """
     loaded: list[LoadedJourney] = []
     problems: list[Problem] = []
@@ -98,6 +99,16 @@ def load_journeys(
             item, source = _load(file, renderer)
         except JourneyError as exc:
             problems.extend(exc.problems)
+            continue
+        wanted = item.journey.trigger.segment
+        if segments is not None and wanted is not None and wanted not in segments:
+            known = ", ".join(sorted(segments)) or "none"
+            problems.append(
+                source.problem(
+                    ("trigger", "segment"),
+                    f"unknown segment {wanted!r}: segments.yaml defines {known}",
+                )
+            )
             continue
         first = owners.setdefault(item.journey.id, item)
         if first is not item:

@@ -1,0 +1,286 @@
+"""The segment language: typed models of `journeys/segments.yaml`.
+
+A segment is a named condition over a contact's traits and what they did in a
+time window (orders, spend, events, messages). A condition is a mapping with
+exactly one key: `all` / `any` (a list of conditions), `not` (one condition),
+or a leaf (`spent`, `orders`, `event`, `messages`, `opened`, `trait`). Windows
+are whole seconds, like journey durations, so a stored spec reads back the same.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
+
+from ..dsl.durations import parse_duration
+
+NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+TRAIT_PATTERN = r"^[A-Za-z_][A-Za-z0-9_\-]{0,99}$"
+LEAF_KINDS = ("spent", "orders", "event", "messages", "opened", "trait")
+CONDITION_KINDS = ("all", "any", "not", *LEAF_KINDS)
+DEFAULT_EVERY = 3600  # refresh hourly unless the segment says otherwise
+
+Window = Annotated[int, BeforeValidator(parse_duration)]
+Scalar = StrictStr | StrictBool | StrictInt | StrictFloat
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _attr(name: str) -> str:
+    """The Python attribute of a YAML key that is a Python keyword (`in`, `not`)."""
+    return f"{name}_" if name in ("in", "not") else name
+
+
+def _exactly_one(model: BaseModel, names: tuple[str, ...], what: str) -> str:
+    """The one key of `names` that is set; a ValueError naming them all otherwise."""
+    found = [n for n in names if getattr(model, _attr(n), None) is not None]
+    if len(found) != 1:
+        got = ", ".join(found) if found else "none"
+        raise ValueError(f"{what} needs exactly one of {', '.join(names)} (found: {got})")
+    return found[0]
+
+
+class Count(Model):
+    """How many rows a leaf counts must be: exactly one comparison, whole numbers."""
+
+    at_least: Annotated[int, Field(ge=0)] | None = None
+    more_than: Annotated[int, Field(ge=0)] | None = None
+    exactly: Annotated[int, Field(ge=0)] | None = None
+    less_than: Annotated[int, Field(ge=1)] | None = None
+    at_most: Annotated[int, Field(ge=0)] | None = None
+    within: Window | None = None
+
+    label: ClassVar[str] = "a count"
+
+    @model_validator(mode="after")
+    def _one_comparison(self) -> Count:
+        _exactly_one(self, COUNT_COMPARISONS, self.label)
+        return self
+
+    def comparison(self) -> tuple[str, float]:
+        name = _exactly_one(self, COUNT_COMPARISONS, self.label)
+        return name, getattr(self, name)
+
+
+COUNT_COMPARISONS = ("at_least", "more_than", "exactly", "less_than", "at_most")
+AMOUNT_COMPARISONS = ("more_than", "at_least", "less_than", "at_most")
+
+
+class Spent(Model):
+    """Money spent on orders placed in the window, refunded orders left out."""
+
+    more_than: Annotated[float, Field(ge=0)] | None = None
+    at_least: Annotated[float, Field(ge=0)] | None = None
+    less_than: Annotated[float, Field(gt=0)] | None = None
+    at_most: Annotated[float, Field(ge=0)] | None = None
+    within: Window | None = None
+    currency: Annotated[str, Field(pattern=r"^[A-Za-z]{3}$")] | None = None
+
+    @field_validator("currency")
+    @classmethod
+    def _upper(cls, value: str | None) -> str | None:
+        return value.upper() if value else value
+
+    @model_validator(mode="after")
+    def _one_comparison(self) -> Spent:
+        _exactly_one(self, AMOUNT_COMPARISONS, "spent")
+        return self
+
+    def comparison(self) -> tuple[str, float]:
+        name = _exactly_one(self, AMOUNT_COMPARISONS, "spent")
+        return name, getattr(self, name)
+
+
+class Orders(Count):
+    """Orders placed in the window (refunded ones too: the customer did order)."""
+
+    label: ClassVar[str] = "orders"
+
+
+class EventCount(Count):
+    """`track` events with this name in the window."""
+
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    label: ClassVar[str] = "event"
+
+
+class Messages(Count):
+    """Messages sent to the contact in the window, on one channel or any."""
+
+    channel: Literal["email", "sms", "push"] | None = None
+    label: ClassVar[str] = "messages"
+
+
+class Opened(Count):
+    """Messages sent in the window that the contact opened (or clicked)."""
+
+    channel: Literal["email", "push"] | None = None
+    label: ClassVar[str] = "opened"
+
+
+TRAIT_OPERATORS = (
+    "equals",
+    "not_equals",
+    "in",
+    "exists",
+    "more_than",
+    "at_least",
+    "less_than",
+    "at_most",
+)
+
+
+class Trait(Model):
+    """A contact trait compared with a value; numbers compare as numbers."""
+
+    name: Annotated[str, Field(pattern=TRAIT_PATTERN)]
+    equals: Scalar | None = None
+    not_equals: Scalar | None = None
+    in_: Annotated[list[Scalar], Field(min_length=1, max_length=1000)] | None = Field(
+        default=None, alias="in"
+    )
+    exists: StrictBool | None = None
+    more_than: StrictInt | StrictFloat | None = None
+    at_least: StrictInt | StrictFloat | None = None
+    less_than: StrictInt | StrictFloat | None = None
+    at_most: StrictInt | StrictFloat | None = None
+
+    @model_validator(mode="after")
+    def _one_operator(self) -> Trait:
+        _exactly_one(self, TRAIT_OPERATORS, "trait")
+        return self
+
+    def operator(self) -> tuple[str, Any]:
+        name = _exactly_one(self, TRAIT_OPERATORS, "trait")
+        return name, getattr(self, _attr(name))
+
+
+class Condition(Model):
+    """Exactly one of: all, any, not, or a leaf condition."""
+
+    all: Annotated[list[Condition], Field(min_length=1)] | None = None
+    any: Annotated[list[Condition], Field(min_length=1)] | None = None
+    not_: Condition | None = Field(default=None, alias="not")
+    spent: Spent | None = None
+    orders: Orders | None = None
+    event: EventCount | None = None
+    messages: Messages | None = None
+    opened: Opened | None = None
+    trait: Trait | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Condition:
+        self.kind()
+        return self
+
+    def kind(self) -> str:
+        return _exactly_one(self, CONDITION_KINDS, "a condition")
+
+    def part(self) -> Any:
+        """The value under this condition's one key."""
+        return getattr(self, _attr(self.kind()))
+
+    def leaves(self) -> list[tuple[str, Any]]:
+        """Every leaf condition inside, as (kind, model)."""
+        kind, part = self.kind(), self.part()
+        if kind in ("all", "any"):
+            return [leaf for child in part for leaf in child.leaves()]
+        if kind == "not":
+            return part.leaves()
+        return [(kind, part)]
+
+
+def _refresh(value: Any) -> Any:
+    """`refresh: "0 * * * *"` is a cron line; `refresh: {every: 1h}` an interval."""
+    if isinstance(value, str):
+        return {"cron": value}
+    if isinstance(value, dict):
+        return value
+    raise ValueError(
+        'refresh must be a cron line such as "0 * * * *" (UTC) or a mapping such as `every: 1h`'
+    )
+
+
+_CRON_FIELD = re.compile(r"^(\*|\d+(-\d+)?)(/\d+)?(,(\*|\d+(-\d+)?)(/\d+)?)*$")
+_CRON_RANGES = (("minute", 0, 59), ("hour", 0, 23), ("day", 1, 31), ("month", 1, 12))
+_CRON_RANGES += (("weekday", 0, 7),)
+
+
+class Refresh(Model):
+    """When the schedule re-evaluates the segment: a cron line (UTC) or an interval."""
+
+    cron: str | None = None
+    every: Window | None = None
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_cron(value)
+        return value
+
+    @field_validator("every")
+    @classmethod
+    def _every(cls, value: int | None) -> int | None:
+        if value is not None and value < 60:
+            raise ValueError("refresh every must be at least 1m")
+        return value
+
+    @model_validator(mode="after")
+    def _one(self) -> Refresh:
+        _exactly_one(self, ("cron", "every"), "refresh")
+        return self
+
+
+def check_cron(text: str) -> None:
+    """Raise ValueError unless `text` is five cron fields of numbers, ranges, lists and steps."""
+    fields = text.split()
+    example = 'such as "0 * * * *" (hourly) or "30 6 * * 1" (Mondays 06:30 UTC)'
+    if len(fields) != 5:
+        raise ValueError(
+            f"invalid cron line {text!r}: expected 5 fields (minute hour day month weekday), "
+            f"{example}"
+        )
+    for field, (name, low, high) in zip(fields, _CRON_RANGES, strict=True):
+        if not _CRON_FIELD.match(field):
+            raise ValueError(
+                f"invalid {name} {field!r} in cron line {text!r}: expected *, a number, "
+                f"a range a-b, a step */n, or a comma list of them, {example}"
+            )
+        for number in re.findall(r"(?<![/\d])\d+", field):
+            if not low <= int(number) <= high:
+                raise ValueError(
+                    f"invalid {name} {number} in cron line {text!r}: expected {low} to {high}"
+                )
+
+
+class Segment(Condition):
+    """One named segment: a condition, with a description and a refresh schedule."""
+
+    description: Annotated[str, Field(max_length=500)] | None = None
+    refresh: Annotated[Refresh, BeforeValidator(_refresh)] | None = None
+
+    def every_seconds(self) -> int | None:
+        """The refresh interval, when the schedule is one (the default: hourly)."""
+        if self.refresh is None:
+            return DEFAULT_EVERY
+        return self.refresh.every
+
+
+Condition.model_rebuild()
+Segment.model_rebuild()
