@@ -193,11 +193,9 @@ async def save_preferences(request: Request, token: str) -> HTMLResponse:
     recipient = await _recipient(ctx, token)
     if recipient is None:
         return _not_found()
-    try:
-        raw = await read_body(request, FORM_LIMIT)
-    except ApiError as exc:
-        return _page("Not saved", _notice(exc.message), exc.status)
-    fields = parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True)
+    fields = await _form(request)
+    if isinstance(fields, HTMLResponse):
+        return fields
     if fields.get("form") != ["preferences"]:
         # Not our form (a bare POST would otherwise read as "untick everything").
         note = "Nothing was saved: please use the form below."
@@ -304,11 +302,9 @@ async def answer_survey(request: Request, token: str) -> HTMLResponse:
     survey = await _survey(ctx, token)
     if survey is None:
         return _not_found()
-    try:
-        raw = await read_body(request, FORM_LIMIT)
-    except ApiError as exc:
-        return _page("Not saved", _notice(exc.message), exc.status)
-    fields = parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True)
+    fields = await _form(request)
+    if isinstance(fields, HTMLResponse):
+        return fields
     score, problem = _score(fields.get("score") or request.query_params.getlist("score"))
     if score is None:
         if survey.answered is not None:
@@ -321,6 +317,15 @@ async def answer_survey(request: Request, token: str) -> HTMLResponse:
     if stored:
         ctx.stored()
     return _answered(counted, first=stored)
+
+
+async def _form(request: Request) -> dict[str, list[str]] | HTMLResponse:
+    """The posted form's fields, or the page that says why it could not be read."""
+    try:
+        raw = await read_body(request, FORM_LIMIT)
+    except ApiError as exc:
+        return _page("Not saved", _notice(exc.message), exc.status)
+    return parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True)
 
 
 async def _survey(ctx: ApiContext, token: str) -> Survey | None:
