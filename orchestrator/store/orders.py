@@ -99,14 +99,15 @@ def _completed(session: Session, event: Event) -> None:
     session.flush()
     if coupon:
         try:
-            redeem_coupon(
-                session,
-                coupon,
-                order_id=order_id,
-                now=event.timestamp,
-                contact_id=event.contact_id,
-                revenue=order.revenue,
+            # The shop accepted the code on this order: it is used, whoever's it was (a
+            # guest checkout under an id not merged yet must not leave it reusable).
+            redeemed = redeem_coupon(
+                session, coupon, order_id=order_id, now=event.timestamp, revenue=order.revenue
             )
+            if redeemed.contact_id != event.contact_id:
+                log.warning(
+                    "order %s used coupon %s issued to another contact", order_id, redeemed.code
+                )
         except CouponRejected as exc:
             log.info("order %s: coupon not marked redeemed (%s): %s", order_id, exc.reason, exc)
 
