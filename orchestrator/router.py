@@ -239,6 +239,10 @@ class Router:
 
     def _segment_changes(self, events: list[Event]) -> dict[str, Change]:
         with session_scope(self.engine) as session:
+            if self.engine.dialect.name == "postgresql":
+                # A scheduled refresh of a big segment holds its lock for a while: do not
+                # hold up routing behind it (it fails, is logged; the schedule catches up).
+                session.exec(text("SET LOCAL lock_timeout = '2s'"))  # type: ignore[call-overload]
             return refresh_for_events(session, events, utcnow())
 
     async def route(self, event: Event, aliases: Sequence[str] | None = None) -> None:

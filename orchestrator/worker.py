@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 from temporalio.client import Client, TLSConfig
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
 from channels.base import Channel
@@ -118,10 +119,15 @@ class WorkerGroup:
     """The workers of one process, started and stopped together (`async with`)."""
 
     def __init__(
-        self, workers: list[Worker], on_start: list[Callable[[], Awaitable[None]]] | None = None
+        self,
+        workers: list[Worker],
+        on_start: list[Callable[[], Awaitable[asyncio.Task[None] | None]]] | None = None,
     ) -> None:
         self.workers = workers
-        self.on_start = on_start or []  # run once the workers poll (segment schedules)
+        # Run once the workers poll; a task they return (segment schedules) lives as long
+        # as the workers do.
+        self.on_start = on_start or []
+        self._background: list[asyncio.Task[None]] = []
 
     @property
     def task_queues(self) -> list[str]:
@@ -131,7 +137,9 @@ class WorkerGroup:
         for worker in self.workers:
             await worker.__aenter__()
         for hook in self.on_start:
-            await hook()
+            task = await hook()
+            if task is not None:
+                self._background.append(task)
         return self
 
     async def __aexit__(
@@ -140,6 +148,10 @@ class WorkerGroup:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        self._background.clear()
         await asyncio.gather(*(w.__aexit__(exc_type, exc, tb) for w in reversed(self.workers)))
 
     async def run(self) -> None:
@@ -212,25 +224,41 @@ def build_worker(
                 max_task_queue_activities_per_second=settings.rate_limit_for(channel),
             )
         )
-    on_start: list[Callable[[], Awaitable[None]]] = []
+    on_start: list[Callable[[], Awaitable[asyncio.Task[None] | None]]] = []
     if "main" in wanted:
 
-        async def schedule_segments() -> None:
-            await start_segment_schedules(client, engine, queue)
+        async def schedule_segments() -> asyncio.Task[None]:
+            return asyncio.create_task(keep_segment_schedules(client, engine, queue))
 
         on_start.append(schedule_segments)
     return WorkerGroup(workers, on_start)
 
 
-async def start_segment_schedules(client: Client, engine: Engine, task_queue: str) -> None:
-    """Match the segment schedules to the deployed segments; a failure is logged, not fatal:
-    segments then still follow events, and the next worker start tries again."""
-    try:
-        await sync_schedules(client, engine, task_queue)
-    except Exception as exc:
-        logging.getLogger(__name__).error(
-            "segment schedules not synced (%s: %s): segments refresh on events only until "
-            "a worker starts with Temporal schedules available",
-            type(exc).__name__,
-            exc,
-        )
+SCHEDULE_RESYNC = 300.0  # seconds between syncs: segments deployed meanwhile get theirs
+
+
+async def keep_segment_schedules(client: Client, engine: Engine, task_queue: str) -> None:
+    """Match the segment schedules to the deployed segments now, then every few minutes
+    (segments deployed while the worker runs), retrying sooner after a failure (Temporal
+    briefly down). Failures are logged, never fatal: segments still follow events."""
+    log = logging.getLogger(__name__)
+    delay = SCHEDULE_RESYNC
+    while True:
+        try:
+            await sync_schedules(client, engine, task_queue)
+            delay = SCHEDULE_RESYNC
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.UNIMPLEMENTED:  # e.g. the time-skipping test server
+                log.warning("this Temporal server has no schedules: segments follow events only")
+                return
+            delay = min(delay, 30.0)
+            log.error("segment schedules not synced (%s); retrying in %.0f s", exc, delay)
+        except Exception as exc:
+            delay = min(delay, 30.0)
+            log.error(
+                "segment schedules not synced (%s: %s); retrying in %.0f s",
+                type(exc).__name__,
+                exc,
+                delay,
+            )
+        await asyncio.sleep(delay)

@@ -94,6 +94,10 @@ BROKEN = {
         "j.yaml:5:42: invalid trait name '_applied_actions': expected a name not starting "
         "with '_' (those are ours), like vip",
     ),
+    "duration-without-unit": (
+        EVENT + "  - wait: 30\n",
+        "j.yaml:5:11: invalid duration 30: add its unit, e.g. 30d, 30h or 30m (s, m, h, d or w)",
+    ),
     "one-run-per-not-a-property": (
         "trigger: {event: A}\nentry: {one_run_per: 'order id'}\nsteps: [exit]\n",
         "j.yaml:4:22: invalid one_run_per 'order id': expected a trigger property, like order_id",

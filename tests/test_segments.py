@@ -493,6 +493,27 @@ def test_loader_reports_every_problem_with_its_position(tmp_path: Path) -> None:
     ]
 
 
+def test_cron_lines_temporal_would_refuse_and_unitless_windows_are_caught(
+    tmp_path: Path,
+) -> None:
+    assert problems_of(
+        tmp_path,
+        """
+        a:
+          refresh: "*/0 * * * *"
+          orders: { exactly: 0, within: 30 }
+        b:
+          refresh: "0 5-1 * * *"
+          orders: { at_least: 1 }
+        """,
+    ) == [
+        "3:12: invalid minute step /0 in cron line '*/0 * * * *': expected /1 or more",
+        "4:33: invalid duration 30: add its unit, e.g. 30d, 30h or 30m (s, m, h, d or w)",
+        "6:12: invalid hour range 5-1 in cron line '0 5-1 * * *': the start must not be "
+        "after the end",
+    ]
+
+
 def test_loader_refuses_what_is_not_a_mapping_of_segments(tmp_path: Path) -> None:
     assert problems_of(tmp_path, "- big_spenders\n") == [
         "1:1: expected a mapping of segment names to segments, got a list; e.g.\n"

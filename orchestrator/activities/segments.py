@@ -9,6 +9,7 @@ from temporalio import activity
 
 from ..segments.membership import UnknownSegment, refresh
 from ..store.db import session_scope
+from ..store.tables import utcnow
 from ..workflows.segment_refresh import (
     REFRESH_SEGMENT,
     RefreshSegmentRequest,
@@ -22,8 +23,14 @@ class SegmentActivities:
 
     @activity.defn(name=REFRESH_SEGMENT)
     def refresh_segment(self, req: RefreshSegmentRequest) -> RefreshSegmentResult:
-        """Refresh as of the workflow's time; a retry after a commit finds nothing new."""
-        now = datetime.fromisoformat(req.now)
+        """Refresh as of now; a retry after a commit finds nothing new.
+
+        Never earlier than the clock: a refresh that starts late (retried, queued) must
+        not judge members as of a past the router has already refreshed beyond, which
+        would exit and re-enter them (two `Segment Entered`, journeys started twice).
+        The workflow's time still wins when it is ahead (a time-skipping test server).
+        """
+        now = max(datetime.fromisoformat(req.now), utcnow())
         try:
             with session_scope(self.engine) as session:
                 change = refresh(session, req.name, now)

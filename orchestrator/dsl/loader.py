@@ -165,6 +165,7 @@ def _load(path: Path, renderer: Renderer | None) -> tuple[LoadedJourney, _Source
     problems += _check_references(journey, source)
     problems += _check_timezones(journey, source)
     problems += _check_trait_names(journey, source)
+    problems += bare_durations(source)
     if renderer is not None:
         problems += _check_templates(journey, source, renderer)
     if problems:
@@ -775,6 +776,34 @@ def _check_references(journey: Journey, source: _Source) -> list[Problem]:
                 f"has that id (known: {known})"
             )
         problems.append(source.problem(target, text))
+    return problems
+
+
+DURATION_KEYS = frozenset({"wait", "timeout", "within", "expire_after", "expires_in", "every"})
+
+
+def bare_durations(source: _Source) -> list[Problem]:
+    """A duration written as a bare number (`within: 30`) would be read as seconds, which
+    no marketer means: it must carry its unit."""
+    problems = []
+
+    def walk(node: Any, path: YamlPath) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                here = (*path, key)
+                if key in DURATION_KEYS and isinstance(value, int) and not isinstance(value, bool):
+                    message = (
+                        f"invalid duration {value}: add its unit, e.g. {value}d, {value}h or "
+                        f"{value}m (s, m, h, d or w)"
+                    )
+                    problems.append(source.problem(here, message))
+                else:
+                    walk(value, here)
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                walk(value, (*path, index))
+
+    walk(source.data, ())
     return problems
 
 

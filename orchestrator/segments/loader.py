@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 # The journey loader's YAML reading and wording, shared so both files read alike.
-from ..dsl.loader import _kind_of, _message, _read_source, _show, _Source
+from ..dsl.loader import _kind_of, _message, _read_source, _show, _Source, bare_durations
 from ..dsl.problems import JourneyError, Problem
 from .models import CONDITION_KINDS, NAME_PATTERN, Condition, Segment
 
@@ -92,6 +92,7 @@ def load_segments(path: Path) -> tuple[list[LoadedSegment], list[Problem]]:
             problems += [_translate(error, name, source) for error in exc.errors()]
             continue
         loaded.append(LoadedSegment(name, segment, spec_hash(segment), path))
+    problems += bare_durations(source)
     unique = sorted(dict.fromkeys(problems), key=lambda p: (p.line, p.column))
     return loaded, unique
 

@@ -267,6 +267,17 @@ def check_cron(text: str) -> None:
                 raise ValueError(
                     f"invalid {name} {number} in cron line {text!r}: expected {low} to {high}"
                 )
+        for step in re.findall(r"/(\d+)", field):
+            if int(step) == 0:
+                raise ValueError(
+                    f"invalid {name} step /0 in cron line {text!r}: expected /1 or more"
+                )
+        for start, end in re.findall(r"(\d+)-(\d+)", field):
+            if int(start) > int(end):
+                raise ValueError(
+                    f"invalid {name} range {start}-{end} in cron line {text!r}: "
+                    "the start must not be after the end"
+                )
 
 
 class Segment(Condition):

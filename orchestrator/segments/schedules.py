@@ -9,6 +9,7 @@ schedules match the deployed segments; every worker calls it at start.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -71,6 +72,7 @@ class ScheduleSync:
     created: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # name -> why
 
 
 async def sync_schedules(client: Client, engine: Engine, task_queue: str) -> ScheduleSync:
@@ -84,19 +86,13 @@ async def sync_schedules(client: Client, engine: Engine, task_queue: str) -> Sch
     rows = await asyncio.to_thread(_definitions, engine)
     done = ScheduleSync()
     for name, spec, active, stale in rows:
-        if not active:
-            if await _delete(client, name):
-                done.deleted.append(name)
-            continue
-        schedule = schedule_for(name, Segment.model_validate(spec), task_queue)
         try:
-            await client.create_schedule(schedule_id(name), schedule, trigger_immediately=True)
-            done.created.append(name)
-        except ScheduleAlreadyRunningError:
-            await _update(client, name, schedule)
-            done.updated.append(name)
-            if stale:
-                await client.get_schedule_handle(schedule_id(name)).trigger()
+            await _sync_one(client, name, spec, active, stale, task_queue, done)
+        except (RPCError, ValueError) as exc:  # one bad schedule must not stop the others
+            if isinstance(exc, RPCError) and exc.status == RPCStatusCode.UNIMPLEMENTED:
+                raise  # a server without schedules: none of them will work
+            done.failed[name] = str(exc)
+            log.error("segment %s: its schedule could not be synced: %s", name, exc)
     if done.created or done.deleted:
         log.info(
             "segment schedules: created %s, updated %d, deleted %s",
@@ -107,11 +103,46 @@ async def sync_schedules(client: Client, engine: Engine, task_queue: str) -> Sch
     return done
 
 
-async def _update(client: Client, name: str, schedule: Schedule) -> None:
-    def replace(_: ScheduleUpdateInput) -> ScheduleUpdate:
+async def _sync_one(
+    client: Client,
+    name: str,
+    spec: dict[str, object],
+    active: bool,
+    stale: bool,
+    task_queue: str,
+    done: ScheduleSync,
+) -> None:
+    if not active:
+        if await _delete(client, name):
+            done.deleted.append(name)
+        return
+    schedule = schedule_for(name, Segment.model_validate(spec), task_queue)
+    try:
+        await client.create_schedule(schedule_id(name), schedule, trigger_immediately=True)
+        done.created.append(name)
+    except ScheduleAlreadyRunningError:
+        paused = await _update(client, name, schedule)
+        done.updated.append(name)
+        if stale and not paused:
+            await client.get_schedule_handle(schedule_id(name)).trigger()
+
+
+async def _update(client: Client, name: str, schedule: Schedule) -> bool:
+    """Replace the schedule's spec and action, keeping an operator's pause (and its note);
+    returns whether the schedule is paused."""
+    paused = False
+
+    def replace(current: ScheduleUpdateInput) -> ScheduleUpdate:
+        nonlocal paused
+        state = current.description.schedule.state
+        paused = state.paused
+        if paused:  # paused in the Temporal UI or CLI: a worker restart must not resume it
+            kept = dataclasses.replace(schedule.state, paused=True, note=state.note)
+            return ScheduleUpdate(schedule=dataclasses.replace(schedule, state=kept))
         return ScheduleUpdate(schedule=schedule)
 
     await client.get_schedule_handle(schedule_id(name)).update(replace)
+    return paused
 
 
 async def _delete(client: Client, name: str) -> bool:
