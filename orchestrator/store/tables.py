@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Dialect, Index, UniqueConstraint
+from sqlalchemy import JSON, Column, DateTime, Dialect, Index, UniqueConstraint, text
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -362,6 +362,15 @@ class SegmentMember(SQLModel, table=True):
     __table_args__ = (
         Index("ix_segment_members_current", "segment", "exited_at", "contact_id"),
         Index("ix_segment_members_contact", "contact_id"),
+        # One open stay per (segment, contact): a refresh racing a merge cannot make two.
+        Index(
+            "uq_segment_members_open",
+            "segment",
+            "contact_id",
+            unique=True,
+            sqlite_where=text("exited_at IS NULL"),
+            postgresql_where=text("exited_at IS NULL"),
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)

@@ -116,6 +116,15 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_segment_members_current", ["segment", "exited_at", "contact_id"], unique=False
         )
+    # One open stay per (segment, contact): a refresh racing a merge cannot make two.
+    op.create_index(
+        "uq_segment_members_open",
+        "segment_members",
+        ["segment", "contact_id"],
+        unique=True,
+        sqlite_where=sa.text("exited_at IS NULL"),
+        postgresql_where=sa.text("exited_at IS NULL"),
+    )
 
     op.create_table(
         "segments",
@@ -132,6 +141,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("segments")
+    op.drop_index("uq_segment_members_open", table_name="segment_members")
     with op.batch_alter_table("segment_members", schema=None) as batch_op:
         batch_op.drop_index("ix_segment_members_current")
         batch_op.drop_index("ix_segment_members_contact")
