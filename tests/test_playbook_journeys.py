@@ -101,19 +101,25 @@ async def refresh_segment(bench: Bench, name: str, now: datetime | None = None) 
     await bench.route_all()
 
 
+@pytest_asyncio.fixture
+async def bench(
+    ts_env, sqlite_engine, tmp_path, desk: SupportDesk, request
+) -> AsyncIterator[Bench]:  # type: ignore[no-untyped-def]
+    """A bench with only the journey the test's `journey` mark names."""
+    desk.requests.clear()
+    desk.tickets.clear()
+    journey = request.node.get_closest_marker("journey").args[0]
+    async with make_bench(ts_env, sqlite_engine, tmp_path, journey, request) as ready:
+        yield ready
+
+
 # --- post_purchase ----------------------------------------------------------------------
 
 
-@pytest_asyncio.fixture
-async def post_purchase(ts_env, sqlite_engine, tmp_path, request) -> AsyncIterator[Bench]:  # type: ignore[no-untyped-def]
-    async with make_bench(ts_env, sqlite_engine, tmp_path, "post_purchase", request) as bench:
-        yield bench
-
-
+@pytest.mark.journey("post_purchase")
 async def test_an_order_earns_points_a_code_and_a_thank_you_naming_them(
-    post_purchase: Bench, ts_env
+    bench: Bench, ts_env
 ) -> None:
-    bench = post_purchase
     async with bench.worker():
         await bench.identify("ann", email="ann@example.com", first_name="Ann", tier="gold")
         await bench.track("ann", "Order Completed", order_id="o1", revenue=120.5, currency="USD")
@@ -146,10 +152,8 @@ async def test_an_order_earns_points_a_code_and_a_thank_you_naming_them(
     assert run.data["points_earned"] == 241 and run.data["coupon_code"] == code.code
 
 
-async def test_each_order_gets_its_own_run_points_and_thank_you(
-    post_purchase: Bench, ts_env
-) -> None:
-    bench = post_purchase
+@pytest.mark.journey("post_purchase")
+async def test_each_order_gets_its_own_run_points_and_thank_you(bench: Bench, ts_env) -> None:
     async with bench.worker():
         await bench.identify("bob", email="bob@example.com", first_name="Bob")
         await bench.track("bob", "Order Completed", order_id="o1", revenue=50)
@@ -171,10 +175,8 @@ async def test_each_order_gets_its_own_run_points_and_thank_you(
     ]
 
 
-async def test_a_refund_takes_back_the_points_its_order_earned(
-    post_purchase: Bench, ts_env
-) -> None:
-    bench = post_purchase
+@pytest.mark.journey("post_purchase")
+async def test_a_refund_takes_back_the_points_its_order_earned(bench: Bench, ts_env) -> None:
     async with bench.worker():
         await bench.identify("cy", email="cy@example.com")
         await bench.track("cy", "Order Completed", order_id="o1", revenue=100)
@@ -189,10 +191,10 @@ async def test_a_refund_takes_back_the_points_its_order_earned(
         assert balance(bench, "cy") == 150
 
 
+@pytest.mark.journey("post_purchase")
 async def test_an_order_refunded_before_its_points_were_given_earns_nothing(
-    post_purchase: Bench, ts_env
+    bench: Bench, ts_env
 ) -> None:
-    bench = post_purchase
     await bench.identify("uma", email="uma@example.com")
     # Ordered and cancelled while no worker was running: the refund is stored first.
     await bench.track("uma", "Order Completed", order_id=2001.0, revenue=80)
@@ -203,8 +205,8 @@ async def test_an_order_refunded_before_its_points_were_given_earns_nothing(
     assert balance(bench, "uma") == 0
 
 
-async def test_orders_without_an_id_still_get_a_run_each(post_purchase: Bench, ts_env) -> None:
-    bench = post_purchase
+@pytest.mark.journey("post_purchase")
+async def test_orders_without_an_id_still_get_a_run_each(bench: Bench, ts_env) -> None:
     async with bench.worker():
         await bench.identify("vic", email="vic@example.com")
         await bench.track("vic", "Order Completed", revenue=10)
@@ -214,10 +216,10 @@ async def test_orders_without_an_id_still_get_a_run_each(post_purchase: Bench, t
     assert balance(bench, "vic") == 25
 
 
+@pytest.mark.journey("post_purchase")
 async def test_the_code_used_on_the_next_order_is_redeemed_once_and_credits_the_journey(
-    post_purchase: Bench, ts_env
+    bench: Bench, ts_env
 ) -> None:
-    bench = post_purchase
     api = TestClient(create_app(bench.engine, ["write-key"]))
     async with bench.worker():
         await bench.identify("dee", email="dee@example.com")
@@ -248,16 +250,10 @@ async def test_the_code_used_on_the_next_order_is_redeemed_once_and_credits_the_
 # --- abandoned_cart -------------------------------------------------------------------
 
 
-@pytest_asyncio.fixture
-async def abandoned_cart(ts_env, sqlite_engine, tmp_path, request) -> AsyncIterator[Bench]:  # type: ignore[no-untyped-def]
-    async with make_bench(ts_env, sqlite_engine, tmp_path, "abandoned_cart", request) as bench:
-        yield bench
-
-
+@pytest.mark.journey("abandoned_cart")
 async def test_a_shopper_without_the_app_gets_a_text_instead_of_a_push(
-    abandoned_cart: Bench, ts_env
+    bench: Bench, ts_env
 ) -> None:
-    bench = abandoned_cart
     async with bench.worker():
         await bench.identify("eve", email="eve@example.com", phone="+15005550006", first_name="Eve")
         await bench.track("eve", "Product Added", name="Wool scarf", price=35)
@@ -266,10 +262,10 @@ async def test_a_shopper_without_the_app_gets_a_text_instead_of_a_push(
     assert "1 item in your cart" in text_of(bench.messages("eve")[1])
 
 
+@pytest.mark.journey("abandoned_cart")
 async def test_the_cart_email_shows_what_people_who_bought_the_same_also_bought(
-    abandoned_cart: Bench, ts_env
+    bench: Bench, ts_env
 ) -> None:
-    bench = abandoned_cart
     async with bench.worker():
         for buyer in ("p1", "p2"):
             await bench.track(
@@ -294,16 +290,10 @@ async def test_the_cart_email_shows_what_people_who_bought_the_same_also_bought(
 # --- big_spenders ---------------------------------------------------------------------
 
 
-@pytest_asyncio.fixture
-async def big_spenders(ts_env, sqlite_engine, tmp_path, request) -> AsyncIterator[Bench]:  # type: ignore[no-untyped-def]
-    async with make_bench(ts_env, sqlite_engine, tmp_path, "big_spenders", request) as bench:
-        yield bench
-
-
+@pytest.mark.journey("big_spenders")
 async def test_spending_over_5000_in_30_days_brings_a_personal_offer_once(
-    big_spenders: Bench, ts_env
+    bench: Bench, ts_env
 ) -> None:
-    bench = big_spenders
     async with bench.worker():
         await bench.identify(
             "gus", email="gus@example.com", phone="+15005550006", preferred_channel="sms"
@@ -339,14 +329,6 @@ async def test_spending_over_5000_in_30_days_brings_a_personal_offer_once(
 # --- nps_survey -----------------------------------------------------------------------
 
 
-@pytest_asyncio.fixture
-async def nps(ts_env, sqlite_engine, tmp_path, desk: SupportDesk, request) -> AsyncIterator[Bench]:  # type: ignore[no-untyped-def]
-    desk.requests.clear()
-    desk.tickets.clear()
-    async with make_bench(ts_env, sqlite_engine, tmp_path, "nps_survey", request) as bench:
-        yield bench
-
-
 def answer_by_email(bench: Bench, message: Message, score: int) -> None:
     """The customer clicks a score in the survey email and confirms it on our page."""
     links = MessageLinks.from_settings(bench.settings)
@@ -371,83 +353,89 @@ async def delivered_then_asked(bench: Bench, ts_env, user: str, **traits: Any) -
     return survey
 
 
-async def test_a_promoter_is_invited_to_write_a_public_review(nps: Bench, ts_env) -> None:
-    async with nps.worker():
-        survey = await delivered_then_asked(nps, ts_env, "ida", email="ida@example.com")
-        answer_by_email(nps, survey, 9)
-        await nps.route_all()
-        assert await nps.result("nps_survey", "ida") == "completed"
-    assert sent(nps, "ida") == [("survey", "email", "sent"), ("review_invite", "email", "sent")]
-    [run] = nps.runs("ida")
+@pytest.mark.journey("nps_survey")
+async def test_a_promoter_is_invited_to_write_a_public_review(bench: Bench, ts_env) -> None:
+    async with bench.worker():
+        survey = await delivered_then_asked(bench, ts_env, "ida", email="ida@example.com")
+        answer_by_email(bench, survey, 9)
+        await bench.route_all()
+        assert await bench.result("nps_survey", "ida") == "completed"
+    assert sent(bench, "ida") == [("survey", "email", "sent"), ("review_invite", "email", "sent")]
+    [run] = bench.runs("ida")
     assert run.data["answer"]["properties"]["score"] == 9
 
 
-async def test_a_passive_gets_no_more_messages(nps: Bench, ts_env) -> None:
-    async with nps.worker():
-        survey = await delivered_then_asked(nps, ts_env, "jon", email="jon@example.com")
-        answer_by_email(nps, survey, 7)
-        await nps.route_all()
-        assert await nps.result("nps_survey", "jon") == "completed"
-    assert sent(nps, "jon") == [("survey", "email", "sent")]
+@pytest.mark.journey("nps_survey")
+async def test_a_passive_gets_no_more_messages(bench: Bench, ts_env) -> None:
+    async with bench.worker():
+        survey = await delivered_then_asked(bench, ts_env, "jon", email="jon@example.com")
+        answer_by_email(bench, survey, 7)
+        await bench.route_all()
+        assert await bench.result("nps_survey", "jon") == "completed"
+    assert sent(bench, "jon") == [("survey", "email", "sent")]
 
 
+@pytest.mark.journey("nps_survey")
 async def test_a_detractor_replying_by_sms_gets_a_ticket_and_an_apology_with_a_code(
-    nps: Bench, ts_env, desk: SupportDesk
+    bench: Bench, ts_env, desk: SupportDesk
 ) -> None:
-    async with nps.worker():
+    async with bench.worker():
         # No email address: the survey goes by SMS and the answer comes back as a reply.
-        survey = await delivered_then_asked(nps, ts_env, "kim", phone="+15005550006")
+        survey = await delivered_then_asked(bench, ts_env, "kim", phone="+15005550006")
         assert survey.channel == "sms" and "Reply with a number" in survey.content["body"]
-        reply_by_sms(nps, "+15005550006", "Hello", "SM-chat")  # not an answer: still waiting
-        reply_by_sms(nps, "+15005550006", " 2 ", "SM-answer")
-        await nps.route_all()
-        assert await nps.result("nps_survey", "kim") == "completed"
-    assert sent(nps, "kim") == [("survey", "sms", "replied"), ("apology", "sms", "sent")]
+        reply_by_sms(bench, "+15005550006", "Hello", "SM-chat")  # not an answer: still waiting
+        reply_by_sms(bench, "+15005550006", " 2 ", "SM-answer")
+        await bench.route_all()
+        assert await bench.result("nps_survey", "kim") == "completed"
+    assert sent(bench, "kim") == [("survey", "sms", "replied"), ("apology", "sms", "sent")]
     [ticket] = desk.tickets.values()
     assert (ticket["contact"], ticket["reason"]) == ("kim", "nps_detractor")
-    [code] = coupons_of(nps, "kim")
+    [code] = coupons_of(bench, "kim")
     assert (code.campaign, code.value) == ("nps_apology", 15)
-    assert code.code in nps.messages("kim")[1].content["body"]
-    [run] = nps.runs("kim")
+    assert code.code in bench.messages("kim")[1].content["body"]
+    [run] = bench.runs("kim")
     assert run.data["ticket"]["ticket_id"] == ticket["ticket_id"]
     assert run.data["answer"]["properties"]["number"] == 2
 
 
+@pytest.mark.journey("nps_survey")
 async def test_a_detractor_still_gets_the_apology_when_the_support_system_refuses(
-    nps: Bench, ts_env, desk: SupportDesk, monkeypatch: pytest.MonkeyPatch
+    bench: Bench, ts_env, desk: SupportDesk, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("JOURNEYS_ACTIONS_SECRET", "not-the-desks-secret-at-all")
-    async with nps.worker():
-        survey = await delivered_then_asked(nps, ts_env, "lea", email="lea@example.com")
-        answer_by_email(nps, survey, 0)
-        await nps.route_all()
-        assert await nps.result("nps_survey", "lea") == "completed"
+    async with bench.worker():
+        survey = await delivered_then_asked(bench, ts_env, "lea", email="lea@example.com")
+        answer_by_email(bench, survey, 0)
+        await bench.route_all()
+        assert await bench.result("nps_survey", "lea") == "completed"
     assert [r.headers.get("idempotency-key") is not None for r in desk.requests] == [True]
     assert desk.tickets == {}  # 401: refused once, not retried
-    assert sent(nps, "lea")[-1] == ("apology", "email", "sent")
-    assert "ticket" not in nps.runs("lea")[0].data
+    assert sent(bench, "lea")[-1] == ("apology", "email", "sent")
+    assert "ticket" not in bench.runs("lea")[0].data
 
 
-async def test_no_answer_gets_one_reminder_then_the_journey_ends(nps: Bench, ts_env) -> None:
-    async with nps.worker():
-        await delivered_then_asked(nps, ts_env, "max", email="max@example.com")
+@pytest.mark.journey("nps_survey")
+async def test_no_answer_gets_one_reminder_then_the_journey_ends(bench: Bench, ts_env) -> None:
+    async with bench.worker():
+        await delivered_then_asked(bench, ts_env, "max", email="max@example.com")
         await ts_env.sleep(timedelta(days=5))
-        assert [m.step_id for m in nps.messages("max")] == ["survey", "survey_reminder"]
-        assert await nps.result("nps_survey", "max") == "exited"
-    [run] = nps.runs("max")
+        assert [m.step_id for m in bench.messages("max")] == ["survey", "survey_reminder"]
+        assert await bench.result("nps_survey", "max") == "exited"
+    [run] = bench.runs("max")
     assert run.exit_reason == "no answer"
-    assert len(nps.messages("max")) == 2
+    assert len(bench.messages("max")) == 2
 
 
-async def test_an_answer_to_the_reminder_counts(nps: Bench, ts_env) -> None:
-    async with nps.worker():
-        await delivered_then_asked(nps, ts_env, "ned", email="ned@example.com")
+@pytest.mark.journey("nps_survey")
+async def test_an_answer_to_the_reminder_counts(bench: Bench, ts_env) -> None:
+    async with bench.worker():
+        await delivered_then_asked(bench, ts_env, "ned", email="ned@example.com")
         await ts_env.sleep(timedelta(days=5))
-        reminder = nps.messages("ned")[1]
-        answer_by_email(nps, reminder, 10)
-        await nps.route_all()
-        assert await nps.result("nps_survey", "ned") == "completed"
-    assert [m.step_id for m in nps.messages("ned")] == [
+        reminder = bench.messages("ned")[1]
+        answer_by_email(bench, reminder, 10)
+        await bench.route_all()
+        assert await bench.result("nps_survey", "ned") == "completed"
+    assert [m.step_id for m in bench.messages("ned")] == [
         "survey",
         "survey_reminder",
         "review_invite",
@@ -457,20 +445,14 @@ async def test_an_answer_to_the_reminder_counts(nps: Bench, ts_env) -> None:
 # --- win_back -------------------------------------------------------------------------
 
 
-@pytest_asyncio.fixture
-async def win_back(ts_env, sqlite_engine, tmp_path, request) -> AsyncIterator[Bench]:  # type: ignore[no-untyped-def]
-    async with make_bench(ts_env, sqlite_engine, tmp_path, "win_back", request) as bench:
-        yield bench
-
-
 async def lapse(bench: Bench, user: str, days: int, **traits: Any) -> None:
     await bench.identify(user, **traits)
     at = datetime.now(UTC) - timedelta(days=days)
     await bench.track(user, "Order Completed", order_id=f"{user}-old", revenue=30, at=at)
 
 
-async def test_a_lapsed_customer_gets_email_push_then_a_last_offer(win_back: Bench, ts_env) -> None:
-    bench = win_back
+@pytest.mark.journey("win_back")
+async def test_a_lapsed_customer_gets_email_push_then_a_last_offer(bench: Bench, ts_env) -> None:
     async with bench.worker():
         await lapse(
             bench, "oli", 61, email="oli@example.com", context={"device": {"token": "t-oli"}}
@@ -494,8 +476,8 @@ async def test_a_lapsed_customer_gets_email_push_then_a_last_offer(win_back: Ben
     assert run.converted_at is not None and run.revenue == 45
 
 
-async def test_an_opened_email_skips_the_push_and_an_order_ends_it(win_back: Bench, ts_env) -> None:
-    bench = win_back
+@pytest.mark.journey("win_back")
+async def test_an_opened_email_skips_the_push_and_an_order_ends_it(bench: Bench, ts_env) -> None:
     async with bench.worker():
         await lapse(
             bench, "quin", 90, email="quin@example.com", context={"device": {"token": "t-q"}}
@@ -514,12 +496,6 @@ async def test_an_opened_email_skips_the_push_and_an_order_ends_it(win_back: Ben
 # --- welcome --------------------------------------------------------------------------
 
 
-@pytest_asyncio.fixture
-async def welcome(ts_env, sqlite_engine, tmp_path, request) -> AsyncIterator[Bench]:  # type: ignore[no-untyped-def]
-    async with make_bench(ts_env, sqlite_engine, tmp_path, "welcome", request) as bench:
-        yield bench
-
-
 async def zone_where_it_is(ts_env, hour: int) -> str:  # type: ignore[no-untyped-def]
     """A fixed-offset timezone in which the journey's local time is now `hour`:xx."""
     now = await ts_env.get_current_time()
@@ -527,8 +503,8 @@ async def zone_where_it_is(ts_env, hour: int) -> str:  # type: ignore[no-untyped
     return f"Etc/GMT{-offset:+d}" if offset else "UTC"  # Etc/GMT signs are inverted
 
 
-async def test_a_subscriber_gets_a_first_order_code_then_a_reminder(welcome: Bench, ts_env) -> None:
-    bench = welcome
+@pytest.mark.journey("welcome")
+async def test_a_subscriber_gets_a_first_order_code_then_a_reminder(bench: Bench, ts_env) -> None:
     async with bench.worker():
         noon = await zone_where_it_is(ts_env, 12)
         await bench.identify(
@@ -555,10 +531,10 @@ async def test_a_subscriber_gets_a_first_order_code_then_a_reminder(welcome: Ben
     assert len(bench.runs("rae")) == 1
 
 
+@pytest.mark.journey("welcome")
 async def test_a_customer_who_already_ordered_gets_no_first_order_code(
-    welcome: Bench, ts_env
+    bench: Bench, ts_env
 ) -> None:
-    bench = welcome
     async with bench.worker():
         await bench.identify("wes", email="wes@example.com")
         await bench.track("wes", "Order Completed", order_id="w1", revenue=30)
@@ -567,10 +543,10 @@ async def test_a_customer_who_already_ordered_gets_no_first_order_code(
     assert bench.messages("wes") == [] and coupons_of(bench, "wes") == []
 
 
+@pytest.mark.journey("welcome")
 async def test_the_welcome_waits_for_the_morning_and_an_order_ends_the_series(
-    welcome: Bench, ts_env
+    bench: Bench, ts_env
 ) -> None:
-    bench = welcome
     async with bench.worker():
         late = await zone_where_it_is(ts_env, 23)
         await bench.identify(
