@@ -40,7 +40,7 @@ from ..settings import Settings
 from ..store.context import cart_context, contact_context, event_context, journey_context
 from ..store.db import session_scope
 from ..store.identity import load_contact
-from ..store.recommendations import recommendations
+from ..store.recommendations import LazyRecommendations, recommendations
 from ..store.suppressions import opt_out, suppress, suppressed_addresses
 from ..store.tables import Contact, Event, JourneyRun, Message, utcnow
 from ..workflows import types as t
@@ -325,7 +325,9 @@ class SendActivities:
             "contact": contact_context(contact, session),
             "event": event_context(trigger),
             "cart": cart,
-            "recommendations": recommendations(session, contact.id, cart["products"], now),
+            "recommendations": LazyRecommendations(
+                lambda: recommendations(session, contact.id, cart["products"], now)
+            ),
             "journey": journey_context(run, req.journey_id, req.step_id),
             "message": {"id": row.id, "channel": row.channel, **self.links.for_message(row.id)},
         }

@@ -15,7 +15,7 @@ send never waits on a scan of the whole shop's history:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -49,6 +49,29 @@ def recommendations(
     shown = in_cart | _ids(left_behind)
     also_bought = _also_bought(session, contact_id, seeds, shown, now, limit)
     return {"left_behind": left_behind, "also_bought": also_bought}
+
+
+class LazyRecommendations(Mapping[str, list[dict[str, Any]]]):
+    """`recommendations` for a render, computed on first use: most messages never show
+    suggestions, and computing them costs a few queries per send."""
+
+    def __init__(self, compute: Callable[[], dict[str, list[dict[str, Any]]]]) -> None:
+        self._compute = compute
+        self._value: dict[str, list[dict[str, Any]]] | None = None
+
+    def _values(self) -> dict[str, list[dict[str, Any]]]:
+        if self._value is None:
+            self._value = self._compute()
+        return self._value
+
+    def __getitem__(self, key: str) -> list[dict[str, Any]]:
+        return self._values()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values())
+
+    def __len__(self) -> int:
+        return len(self._values())
 
 
 def empty() -> dict[str, list[dict[str, Any]]]:
