@@ -68,13 +68,13 @@ from temporalio.worker import PollerBehaviorAutoscaling, Worker  # noqa: E402
 
 from channels.console import ConsoleChannel  # noqa: E402
 from orchestrator.api import create_app  # noqa: E402
-from orchestrator.deploy import deploy  # noqa: E402
-from orchestrator.runtime import make_router  # noqa: E402
+from orchestrator.deployment.deploy import deploy  # noqa: E402
+from orchestrator.processes.launch import make_router  # noqa: E402
+from orchestrator.processes.temporal_server import DevServer  # noqa: E402
+from orchestrator.processes.worker import build_worker  # noqa: E402
 from orchestrator.settings import Settings  # noqa: E402
 from orchestrator.store.db import make_engine, migrate, session_scope, sqlite_url  # noqa: E402
 from orchestrator.store.tables import Event, JourneyRun  # noqa: E402
-from orchestrator.temporal_server import DevServer  # noqa: E402
-from orchestrator.worker import build_worker  # noqa: E402
 
 TARGET_RATIO = 0.5
 JOURNEY_ID = "bench_wait"

@@ -99,7 +99,7 @@ class Settings(BaseSettings):
     @field_validator("marketing_cap", "message_cap")
     @classmethod
     def _cap(cls, value: str) -> str:
-        from .policy import Cap
+        from .services.policy import Cap
 
         Cap.parse(value)  # raises a ValueError that names the expected form
         return value
@@ -107,7 +107,7 @@ class Settings(BaseSettings):
     @field_validator("quiet_hours_email", "quiet_hours_push", "quiet_hours_sms")
     @classmethod
     def _quiet(cls, value: str) -> str:
-        from .policy import QuietHours
+        from .services.policy import QuietHours
 
         QuietHours.parse(value)
         return value

@@ -19,8 +19,8 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.pool import NullPool
 from temporalio.testing import WorkflowEnvironment
 
+from orchestrator.processes.temporal_server import find_binary
 from orchestrator.store.db import make_engine, migrate, normalize_url, sqlite_url
-from orchestrator.temporal_server import find_binary
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "")
 # Provider SDKs (urllib, requests) honour HTTP_PROXY: loopback fakes must be reached directly.

@@ -57,13 +57,13 @@ if __package__ in (None, ""):  # run as a script: the project root must be impor
 
 from channels.base import Channel, OutgoingMessage, Receipt
 from orchestrator.activities.sending import SendActivities
-from orchestrator.links import MessageLinks
+from orchestrator.processes.launch import stop_on_signals
+from orchestrator.processes.worker import WorkerGroup, build_worker, channel_adapters, connect
 from orchestrator.rendering import Renderer
-from orchestrator.runtime import stop_on_signals
+from orchestrator.services.links import MessageLinks
 from orchestrator.settings import Settings
 from orchestrator.store.db import make_engine, session_scope
 from orchestrator.store.tables import Message
-from orchestrator.worker import WorkerGroup, build_worker, channel_adapters, connect
 from orchestrator.workflows import types as t
 
 WINDOWS = ("a", "b", "c", "d")

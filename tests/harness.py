@@ -27,12 +27,12 @@ from channels.base import Channel
 from channels.console import ConsoleChannel
 from orchestrator.api.ingest import store_call
 from orchestrator.api.segment import IdentifyCall, TrackCall
-from orchestrator.deploy import deploy
-from orchestrator.router import Router
+from orchestrator.deployment.deploy import deploy
+from orchestrator.processes.router import Router
+from orchestrator.processes.worker import WorkerGroup, build_worker, python_journeys
 from orchestrator.settings import Settings
 from orchestrator.store.db import session_scope
 from orchestrator.store.tables import Event, JourneyRun, Message
-from orchestrator.worker import WorkerGroup, build_worker, python_journeys
 from orchestrator.workflows.journey import workflow_id
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -223,7 +223,7 @@ async def terminate_runs(client: Client, engine: Engine, journey_id: str) -> Non
 async def own_time_skipping_server() -> AsyncIterator[WorkflowEnvironment]:
     """A time-skipping server for one module: tests that leave hundreds of runs on task
     queues no worker polls must not hold back the shared server's clock."""
-    from orchestrator.temporal_server import find_binary
+    from orchestrator.processes.temporal_server import find_binary
 
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(find_binary("temporal-test-server"))

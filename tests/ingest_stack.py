@@ -2,7 +2,7 @@
 
 `journeys api`, `journeys worker` and `journeys router` run as subprocesses (each start a
 "life" with its own log file) against one store and a Temporal dev server
-(`orchestrator.temporal_server.DevServer`, on a SQLite file, so it can be SIGKILLed and
+(`orchestrator.processes.temporal_server.DevServer`, on a SQLite file, so it can be SIGKILLed and
 started again with its workflows intact). `Sender` is a storefront that sends Segment
 calls and retries every non-2xx answer and every timeout with the same `messageId`
 until acknowledged, noting what it saw. `Monitor` polls `/health` and `/metrics`.
@@ -30,9 +30,9 @@ from harness import write_journey
 from sqlalchemy import Engine, func
 from sqlmodel import col, select
 
+from orchestrator.processes.temporal_server import DevServer
 from orchestrator.store.db import session_scope
 from orchestrator.store.tables import Event, JourneyRun, Message
-from orchestrator.temporal_server import DevServer
 
 WRITE_KEY = "reliability-key"
 

@@ -17,7 +17,7 @@ from harness import Bench, write_journey
 from temporalio.client import Client
 
 from channels.base import Channel, OutgoingMessage, Receipt
-from orchestrator.worker import build_worker
+from orchestrator.processes.worker import build_worker
 
 SENDS = 24
 RATE = 3.0

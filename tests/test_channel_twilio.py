@@ -28,8 +28,8 @@ from channels import ChannelConfigError, OutgoingMessage, PermanentChannelError
 from channels.errors import TransientChannelError
 from channels.registry import adapter_class
 from channels.twilio import TwilioChannel
+from orchestrator.processes.worker import channel_adapters
 from orchestrator.settings import Settings
-from orchestrator.worker import channel_adapters
 
 SENDER = "+15005550006"
 TO = "+14155550123"

@@ -9,8 +9,8 @@ import pytest
 from channels import ChannelConfigError, OutgoingMessage
 from channels.console import ConsoleChannel
 from channels.registry import adapter_class, available
+from orchestrator.processes.worker import channel_adapters
 from orchestrator.settings import Settings
-from orchestrator.worker import channel_adapters
 
 
 def test_console_is_registered_through_the_entry_point() -> None:

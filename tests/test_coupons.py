@@ -20,7 +20,7 @@ from sqlmodel import select
 from orchestrator.api import create_app
 from orchestrator.api.ingest import store_call
 from orchestrator.api.segment import IdentifyCall, TrackCall
-from orchestrator.privacy import erase_rows, export_contact, plan_erasure
+from orchestrator.services.privacy import erase_rows, export_contact, plan_erasure
 from orchestrator.settings import Settings
 from orchestrator.store import loyalty
 from orchestrator.store.coupons import (

@@ -374,7 +374,7 @@ def test_dev_uses_an_existing_temporal_when_temporal_address_is_set(
     """TEMPORAL_ADDRESS: no embedded server is started; journeys run on the given one."""
     import asyncio
 
-    from orchestrator.temporal_server import DevServer
+    from orchestrator.processes.temporal_server import DevServer
     from orchestrator.workflows.journey import workflow_id
 
     grpc, ui = free_ports(2)

@@ -13,8 +13,10 @@ from textwrap import dedent
 
 import pytest
 
+from orchestrator.deployment import validate
 from orchestrator.dsl import Journey, JourneyError, LoadedJourney, load_journey, load_journeys
 from orchestrator.dsl.models import BranchStep, SplitStep, Step, WaitForStep
+from orchestrator.rendering import Renderer
 
 # Three lines, so `steps:` is line 4 and the first step line 5 in every case below.
 HEAD = "id: welcome\nname: Welcome\ntrigger: {event: Signed Up}\n"
@@ -53,9 +55,13 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def load(text: str) -> LoadedJourney:
+    """The journey in `text` as `journeys validate` sees it: its messages rendered too."""
     path = Path("j.yaml")
     path.write_text(text)
-    return load_journey(path, Path("templates"))
+    result = validate([path], Renderer(Path("templates")))
+    if result.problems:
+        raise JourneyError(result.problems)
+    return result.journeys[0]
 
 
 def problems_of(text: str) -> list[str]:
@@ -481,7 +487,7 @@ def test_duplicate_journey_id_across_files_reports_the_second(workdir: Path) -> 
     (folder / "a.yaml").write_text(HEAD + "steps: [exit]\n")
     (folder / "b.yml").write_text("# the same id again\n" + HEAD + "steps: [exit]\n")
     (folder / "segments.yaml").write_text("vip: contact.traits.vip\n")  # not a journey
-    loaded, problems = load_journeys([Path("journeys")], Path("templates"))
+    loaded, problems = load_journeys([Path("journeys")])
     assert [item.path for item in loaded] == [Path("journeys/a.yaml")]
     assert [str(p) for p in problems] == [
         "journeys/b.yml:2:5: duplicate journey id 'welcome': already defined in journeys/a.yaml"
@@ -493,7 +499,7 @@ def test_load_journeys_collects_problems_of_every_file(workdir: Path) -> None:
     folder.mkdir(parents=True)
     (folder / "bad.yaml").write_text(HEAD + "steps: []\n")
     (workdir / "journeys" / "good.yaml").write_text(HEAD + "steps: [exit]\n")
-    loaded, problems = load_journeys([Path("journeys"), Path("missing.yaml")], templates=None)
+    loaded, problems = load_journeys([Path("journeys"), Path("missing.yaml")])
     assert [item.journey.id for item in loaded] == ["welcome"]
     assert [str(p) for p in problems] == [
         "journeys/nested/bad.yaml:4:1: steps needs at least 1 item, got 0",
@@ -585,9 +591,9 @@ def test_spec_hash_ignores_comments_and_layout_but_not_meaning(workdir: Path) ->
     assert len(original) == 64
 
 
-def test_templates_are_skipped_without_a_templates_dir(workdir: Path) -> None:
+def test_the_journey_language_alone_does_not_look_at_templates(workdir: Path) -> None:
     path = Path("j.yaml")
     path.write_text(HEAD + "steps:\n  - send: {channel: sms, template: nowhere}\n")
-    loaded = load_journey(path, None)
+    loaded = load_journey(path)
     assert loaded.journey.steps[0].id == "steps.0"
     assert loaded.path == path

@@ -36,7 +36,7 @@ from orchestrator.api import create_app
 from orchestrator.api.ingest import store_call
 from orchestrator.api.segment import IdentifyCall, TrackCall
 from orchestrator.cli import main
-from orchestrator.links import MessageLinks
+from orchestrator.services.links import MessageLinks
 from orchestrator.settings import Settings
 from orchestrator.store.db import session_scope
 from orchestrator.store.keys import create_key, revoke_key

@@ -14,7 +14,7 @@ from sqlmodel import select
 
 from orchestrator.api.ingest import store_call
 from orchestrator.api.segment import IdentifyCall, TrackCall
-from orchestrator.privacy import erase_rows, export_contact, plan_erasure
+from orchestrator.services.privacy import erase_rows, export_contact, plan_erasure
 from orchestrator.store import loyalty
 from orchestrator.store.db import session_scope
 from orchestrator.store.tables import LoyaltyEntry, Order

@@ -18,7 +18,7 @@ from harness import Bench, write_journey
 from sqlmodel import select
 
 from orchestrator.api import create_app
-from orchestrator.links import MessageLinks
+from orchestrator.services.links import MessageLinks
 from orchestrator.store.db import session_scope
 from orchestrator.store.tables import JourneyRun
 

@@ -23,14 +23,14 @@ EVENT = "trigger: {event: A}\nsteps:\n"
 def load(tmp_path: Path, body: str) -> Journey:
     path = tmp_path / "j.yaml"
     path.write_text(HEAD + body)
-    return load_journey(path, None).journey
+    return load_journey(path).journey
 
 
 def problems(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str) -> list[str]:
     monkeypatch.chdir(tmp_path)
     Path("j.yaml").write_text(HEAD + body)
     with pytest.raises(JourneyError) as caught:
-        load_journey(Path("j.yaml"), None)
+        load_journey(Path("j.yaml"))
     return [str(p) for p in caught.value.problems]
 
 
@@ -163,7 +163,7 @@ def test_one_run_per_order_gives_each_order_its_own_workflow_id() -> None:
 def test_a_trigger_naming_a_segment_segments_yaml_lacks_is_refused(
     tmp_path: Path, sqlite_engine
 ) -> None:  # type: ignore[no-untyped-def]
-    from orchestrator.deploy import InvalidJourneys, deploy
+    from orchestrator.deployment.deploy import InvalidJourneys, deploy
 
     journeys = tmp_path / "journeys"
     journeys.mkdir()

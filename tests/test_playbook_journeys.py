@@ -26,8 +26,8 @@ from temporalio.testing import WorkflowEnvironment
 from orchestrator.api import create_app
 from orchestrator.feedback.recording import record_inbound_sms
 from orchestrator.feedback.twilio_events import InboundSms
-from orchestrator.links import MessageLinks
 from orchestrator.segments.membership import refresh
+from orchestrator.services.links import MessageLinks
 from orchestrator.store import loyalty
 from orchestrator.store.db import session_scope
 from orchestrator.store.tables import Contact, Coupon, Message, utcnow

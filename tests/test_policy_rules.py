@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from orchestrator.dsl.models import JourneyPolicy
-from orchestrator.policy import (
+from orchestrator.services.policy import (
     Cap,
     QuietHours,
     cap_release,

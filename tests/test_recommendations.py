@@ -18,8 +18,8 @@ import pytest_asyncio
 from harness import Bench, write_journey, write_message
 from sqlalchemy import Engine
 
+from orchestrator.deployment.template_checks import check_message
 from orchestrator.rendering import Renderer
-from orchestrator.rendering.checks import check_message
 from orchestrator.rendering.samples import sample_context
 from orchestrator.store.context import product
 from orchestrator.store.db import session_scope

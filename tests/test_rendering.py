@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from orchestrator.links import MessageLinks
 from orchestrator.rendering import Renderer, RenderError
+from orchestrator.services.links import MessageLinks
 from orchestrator.store.context import cart_from_events, product
 
 NBSP = "\u00a0"

@@ -34,8 +34,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from orchestrator.api.ingest import store_call, store_calls
 from orchestrator.api.segment import IdentifyCall, TrackCall
-from orchestrator.deploy import deploy
-from orchestrator.router import BATCH, Router
+from orchestrator.deployment.deploy import deploy
+from orchestrator.processes.router import BATCH, Router
 from orchestrator.store.backlog import routing_backlog
 from orchestrator.store.db import session_scope
 from orchestrator.store.tables import Event, utcnow

@@ -24,8 +24,8 @@ from temporalio.testing import WorkflowEnvironment
 from orchestrator.api import create_app
 from orchestrator.api.ingest import store_calls
 from orchestrator.api.segment import TrackCall
-from orchestrator.deploy import deploy
-from orchestrator.router import Router
+from orchestrator.deployment.deploy import deploy
+from orchestrator.processes.router import Router
 from orchestrator.settings import Settings
 from orchestrator.store.db import make_engine
 
@@ -175,7 +175,7 @@ async def test_database_down_is_reported_not_a_500_and_routers_wait(
     assert "database busy" in track.json()["error"]
 
     router = Router(ts_env.client, gone, "tq-nowhere", interval=0.05)
-    with caplog.at_level(logging.WARNING, logger="orchestrator.router"):
+    with caplog.at_level(logging.WARNING, logger="orchestrator.processes.router"):
         loop = asyncio.create_task(router.run())
         for _ in range(100):
             if caplog.records:

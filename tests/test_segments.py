@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 from sqlmodel import col, select
 
 from orchestrator.cli import main
-from orchestrator.deploy import InvalidJourneys, deploy
+from orchestrator.deployment.deploy import InvalidJourneys, deploy
 from orchestrator.segments.loader import load_segments, load_segments_or_raise
 from orchestrator.segments.membership import (
     Change,

@@ -28,8 +28,8 @@ from channels.firebase import FirebaseChannel
 from channels.sendgrid import SendGridChannel
 from channels.twilio import TwilioChannel
 from orchestrator.activities.sending import SendActivities
-from orchestrator.links import MessageLinks
 from orchestrator.rendering import Renderer
+from orchestrator.services.links import MessageLinks
 from orchestrator.store.db import session_scope
 from orchestrator.store.suppressions import suppress
 from orchestrator.store.tables import Contact, Message, Suppression

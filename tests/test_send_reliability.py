@@ -45,8 +45,8 @@ from temporalio.testing import WorkflowEnvironment
 from channels.twilio import TwilioChannel
 from orchestrator.api.ingest import store_call
 from orchestrator.api.segment import IdentifyCall, TrackCall
-from orchestrator.deploy import deploy
-from orchestrator.router import Router
+from orchestrator.deployment.deploy import deploy
+from orchestrator.processes.router import Router
 from orchestrator.store.db import make_engine, migrate, session_scope, sqlite_url
 from orchestrator.store.tables import JourneyRun, Message
 from orchestrator.workflows.kit import DELIVERY_DEADLINE

@@ -11,7 +11,7 @@ from harness import Bench, write_journey
 from old_workflows import BeforeChannelQueues
 from temporalio.api.enums.v1 import EventType
 
-from orchestrator.worker import build_worker
+from orchestrator.processes.worker import build_worker
 
 
 async def test_a_run_that_sent_before_the_upgrade_sends_the_rest_through_channel_queues(

@@ -26,7 +26,7 @@ from sqlalchemy import Engine
 from sqlmodel import select
 
 from orchestrator.api import create_app
-from orchestrator.links import MessageLinks
+from orchestrator.services.links import MessageLinks
 from orchestrator.settings import Settings
 from orchestrator.store.db import session_scope
 from orchestrator.store.tables import Contact, Event, Message

@@ -20,12 +20,12 @@ from sqlmodel import select
 
 from channels.console import ConsoleChannel
 from orchestrator.api import create_app
-from orchestrator.links import MessageLinks
-from orchestrator.policy import consent_refusal
+from orchestrator.processes.worker import build_worker
+from orchestrator.services.links import MessageLinks
+from orchestrator.services.policy import consent_refusal
 from orchestrator.settings import Settings
 from orchestrator.store.db import session_scope
 from orchestrator.store.tables import Contact, Message
-from orchestrator.worker import build_worker
 
 PUBLIC_URL = "https://crm.shop.example"
 LINKS = MessageLinks(PUBLIC_URL, "unsubscribe-test-secret")

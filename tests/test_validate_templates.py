@@ -16,7 +16,7 @@ from sqlalchemy import Engine, func
 from sqlmodel import Session, select
 
 from orchestrator.cli import main
-from orchestrator.deploy import InvalidJourneys, deploy
+from orchestrator.deployment.deploy import InvalidJourneys, deploy
 from orchestrator.rendering import Renderer
 from orchestrator.store.tables import JourneyVersion
 

@@ -37,7 +37,7 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine
 
 from orchestrator.api import create_app
-from orchestrator.privacy import erase_rows, plan_erasure
+from orchestrator.services.privacy import erase_rows, plan_erasure
 from orchestrator.settings import Settings
 
 KEY = "test-write-key"

@@ -38,8 +38,8 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine
 
 from orchestrator.api import create_app
-from orchestrator.policy import consent_refusal
-from orchestrator.router import Router
+from orchestrator.processes.router import Router
+from orchestrator.services.policy import consent_refusal
 from orchestrator.settings import Settings
 
 KEY = "test-write-key"

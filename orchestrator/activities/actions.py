@@ -19,6 +19,13 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from ..dsl.conditions import evaluate
+from ..services.webhook_calls import (
+    WebhookRefused,
+    WebhookUnavailable,
+    call_webhook,
+    expand_url,
+    secret_from,
+)
 from ..store import coupons, loyalty
 from ..store.context import contact_context, event_context
 from ..store.db import session_scope
@@ -26,13 +33,6 @@ from ..store.identity import load_contact
 from ..store.orders import order_id_of, refunded_fraction
 from ..store.run_data import RunDataTooLarge, run_data, save_run_data
 from ..store.tables import Contact, Event, utcnow
-from ..webhook_calls import (
-    WebhookRefused,
-    WebhookUnavailable,
-    call_webhook,
-    expand_url,
-    secret_from,
-)
 from ..workflows import types as t
 
 AMOUNT_FALLBACKS = {"revenue": ("revenue", "total", "subtotal")}

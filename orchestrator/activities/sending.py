@@ -6,7 +6,7 @@ continue-as-new) and written before the provider is called, so a retried
 activity returns the stored result instead of calling the provider twice.
 
 `prepare_message` runs on the journeys queue: it chooses the channel, applies
-the policy (`orchestrator.policy`) and renders. A message held by quiet hours or
+the policy (`orchestrator.services.policy`) and renders. A message held by quiet hours or
 a frequency cap comes back `deferred` with the time to try again, and the
 *workflow* sleeps until then: a durable timer, not a sleep in an activity.
 `deliver_message` runs on the channel's own task queue, whose rate limit is the
@@ -33,9 +33,9 @@ from temporalio.exceptions import ApplicationError
 from channels.base import Channel, OutgoingMessage, Receipt
 from channels.errors import ChannelConfigError, PermanentChannelError, TransientChannelError
 
-from ..links import MessageLinks
-from ..policy import Cap, QuietHours, cap_release, consent_refusal, zone_of
 from ..rendering import Renderer, RenderError
+from ..services.links import MessageLinks
+from ..services.policy import Cap, QuietHours, cap_release, consent_refusal, zone_of
 from ..settings import Settings
 from ..store.context import cart_context, contact_context, event_context, journey_context
 from ..store.db import session_scope

@@ -9,7 +9,7 @@
 - `health`: `/health` and `/metrics`.
 
 A call is acknowledged only after it is committed; routing to Temporal happens
-afterwards, from the events table (see `router.py`).
+afterwards, from the events table (see `processes/router.py`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from sqlalchemy import Engine
 from temporalio.client import Client
 
-from ..links import MessageLinks
+from ..services.links import MessageLinks
 from ..settings import Settings
 from . import commerce, contacts, devices, events, health, pages, webhooks
 from .context import ApiContext

@@ -1,7 +1,7 @@
 """Export and erasure of a contact's personal data (admin key): GDPR access and erasure.
 
 `GET /v1/contacts/{id}` returns everything stored about the contact; `DELETE`
-stops its journeys in Temporal and erases it (`orchestrator.privacy`). Both
+stops its journeys in Temporal and erases it (`orchestrator.services.privacy`). Both
 accept the contact's id or any of its aliases.
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from sqlalchemy.exc import OperationalError
 
-from ..privacy import TemporalUnavailable, erase_contact, export_contact
+from ..services.privacy import TemporalUnavailable, erase_contact, export_contact
 from .context import api_context, authenticate
 from .devices import check_contact_id
 from .errors import ApiError

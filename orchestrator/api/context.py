@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 from temporalio.client import Client
 
-from ..links import MessageLinks
+from ..services.links import MessageLinks
 from ..settings import Settings
 from ..store.keys import key_kind
 from .errors import ApiError

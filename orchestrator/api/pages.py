@@ -1,5 +1,5 @@
 """Pages a recipient opens from a message: the email in a browser, unsubscribe and
-preferences. No login, no JavaScript; links carry signed tokens (`orchestrator.links`).
+preferences. No login, no JavaScript; links carry signed tokens (`orchestrator.services.links`).
 
 - `GET /m/{token}`: the email as it was sent.
 - `GET /u/{token}`: says what unsubscribing does, with a button; a GET never changes

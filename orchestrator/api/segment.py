@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..policy import CHANNELS
+from ..services.policy import CHANNELS
 
 CONSENT_KINDS = ("marketing", "transactional")
 EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)

@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from ..policy import QuietHours
+from ..services.policy import QuietHours
 from .conditions import check_condition
 from .durations import parse_duration
 

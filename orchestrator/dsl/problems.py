@@ -28,3 +28,9 @@ class JourneyError(ValueError):
     def __init__(self, problems: list[Problem]) -> None:
         super().__init__("\n".join(str(p) for p in problems))
         self.problems = problems
+
+
+def sorted_problems(problems: list[Problem], file: str) -> list[Problem]:
+    """Unique problems, by position; the journey file's own before its templates'."""
+    unique = dict.fromkeys(problems)
+    return sorted(unique, key=lambda p: (p.file != file, p.file, p.line, p.column))

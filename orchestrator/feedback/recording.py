@@ -19,8 +19,8 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from ..policy import normalize_address
-from ..privacy import is_erased
+from ..services.policy import normalize_address
+from ..services.privacy import is_erased
 from ..store.consent import lift_channel_opt_out
 from ..store.db import session_scope
 from ..store.suppressions import opt_out, suppress, unsuppress

@@ -85,17 +85,6 @@ def event_from_call(data: dict[str, Any], default_name: str) -> dict[str, Any]:
     }
 
 
-def trigger_of(message: str, journeys_dir: Path) -> str | None:
-    """The trigger event of the first journey that sends `message`: the default sample event."""
-    from ..dsl.loader import load_journeys, referenced_templates
-
-    loaded, _ = load_journeys([journeys_dir], None) if journeys_dir.is_dir() else ([], [])
-    for item in loaded:
-        if message in referenced_templates([item.path]):
-            return item.journey.trigger.name
-    return None
-
-
 def preview_context(
     renderer: Renderer,
     message: str,

@@ -1,7 +1,7 @@
 """Load `journeys/segments.yaml` into validated `Segment` models, with located problems.
 
 The file is read like a journey (size cap, no anchors or aliases, duplicate keys
-refused; see `orchestrator.dsl.loader`), then each segment is validated on its
+refused; see `orchestrator.dsl.source`), then each segment is validated on its
 own so that every mistake in the file comes back at once as
 `file:line:column: problem`.
 """
@@ -19,8 +19,10 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 # The journey loader's YAML reading and wording, shared so both files read alike.
-from ..dsl.loader import _kind_of, _message, _read_source, _show, _Source, bare_durations
+from ..dsl.loader import bare_durations
 from ..dsl.problems import JourneyError, Problem
+from ..dsl.pydantic_errors import error_message
+from ..dsl.source import Source, kind_of, read_source, show
 from .models import CONDITION_KINDS, NAME_PATTERN, Condition, Segment
 
 SEGMENTS_FILE = "segments.yaml"
@@ -68,12 +70,12 @@ def load_segments(path: Path) -> tuple[list[LoadedSegment], list[Problem]]:
     try:
         if _is_empty(path):
             return [], []
-        source = _read_source(path)
+        source = read_source(path)
     except JourneyError as exc:
         return [], exc.problems
     if not isinstance(source.data, dict):
         message = (
-            f"expected a mapping of segment names to segments, got {_kind_of(source.data)}; "
+            f"expected a mapping of segment names to segments, got {kind_of(source.data)}; "
             "e.g.\nbig_spenders:\n  spent: { more_than: 5000, within: 30d }"
         )
         return [], [source.problem((), message)]
@@ -82,7 +84,7 @@ def load_segments(path: Path) -> tuple[list[LoadedSegment], list[Problem]]:
         if not isinstance(name, str) or not re.match(NAME_PATTERN, name):
             problems.append(
                 source.problem(
-                    (name,), f"invalid segment name {_show(name)}: expected {NAME_TEXT}", key=True
+                    (name,), f"invalid segment name {show(name)}: expected {NAME_TEXT}", key=True
                 )
             )
             continue
@@ -110,10 +112,10 @@ def _is_empty(path: Path) -> bool:
     try:
         return yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader) is None
     except (yaml.YAMLError, UnicodeDecodeError, OSError):
-        return False  # _read_source reports it, with its position
+        return False  # read_source reports it, with its position
 
 
-def _translate(error: Any, name: str, source: _Source) -> Problem:
+def _translate(error: Any, name: str, source: Source) -> Problem:
     """A pydantic error as a marketer-readable problem at the key it is about."""
     loc = tuple(error["loc"])
     path = (name, *loc)
@@ -123,21 +125,21 @@ def _translate(error: Any, name: str, source: _Source) -> Problem:
         model, keys = _keys_of(loc[:-1])
         expected = ", ".join(keys)
         if model is Condition:
-            message = f"unknown condition {_show(loc[-1])} (expected one of: {expected})"
+            message = f"unknown condition {show(loc[-1])} (expected one of: {expected})"
         else:
-            message = f"unknown key {_show(loc[-1])} in {label} (expected one of: {expected})"
+            message = f"unknown key {show(loc[-1])} in {label} (expected one of: {expected})"
         return source.problem(path, message, key=True)
     if kind == "missing":
-        return source.problem(path, f"missing required key {_show(loc[-1])} in {label}")
+        return source.problem(path, f"missing required key {show(loc[-1])} in {label}")
     field = str(loc[-1]) if loc and isinstance(loc[-1], str) else _label(name, loc)
-    message = _message(kind, error["msg"], ctx, value, field)
+    message = error_message(kind, error["msg"], ctx, value, field)
     if kind == "string_pattern_mismatch" and field == "name" and "trait" in loc:
         message = (
-            f"invalid trait name {_show(value)}: expected letters, digits, '_' and '-', "
+            f"invalid trait name {show(value)}: expected letters, digits, '_' and '-', "
             "starting with a letter or '_' (nested traits are not supported)"
         )
     elif kind == "string_pattern_mismatch" and field == "currency":
-        message = f"invalid currency {_show(value)}: expected a three-letter code such as RUB"
+        message = f"invalid currency {show(value)}: expected a three-letter code such as RUB"
     elif message.startswith("a condition needs") and not loc:
         message = f"segment {name!r} " + message.removeprefix("a condition ")
     elif kind == "model_type" and not loc:
@@ -145,7 +147,7 @@ def _translate(error: Any, name: str, source: _Source) -> Problem:
     return source.problem(path, message, key=_is_block(source, path))
 
 
-def _is_block(source: _Source, path: tuple[Any, ...]) -> bool:
+def _is_block(source: Source, path: tuple[Any, ...]) -> bool:
     node = source.nodes.get(path, (None, None))[1]
     return isinstance(node, yaml.MappingNode | yaml.SequenceNode)
 

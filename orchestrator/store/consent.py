@@ -1,7 +1,7 @@
 """A contact's consent per channel: the one place that writes the `consent` record.
 
 The record is `{"email": {"marketing": bool, "transactional": bool}, "sms": false, ...}`
-(`orchestrator.policy.consent_refusal` reads it). Unsubscribe links, the preference
+(`orchestrator.services.policy.consent_refusal` reads it). Unsubscribe links, the preference
 page and provider opt-outs (a Twilio STOP) all write through `set_consent`, so the
 record keeps one shape whoever changed it.
 """
@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlmodel import Session
 
-from ..policy import consent_refusal
+from ..services.policy import consent_refusal
 from .identity import canonical_id
 from .tables import Contact, utcnow
 

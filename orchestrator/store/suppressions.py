@@ -4,7 +4,7 @@ Provider feedback (a 21610 from Twilio today; bounces, complaints and STOP
 replies through webhooks) lands here, and the send policy reads it.
 
 A row's address is the normalized address, or, once its contact was erased
-(`orchestrator.privacy`), `sha256:<hex>` of it: the bounce or complaint keeps
+(`orchestrator.services.privacy`), `sha256:<hex>` of it: the bounce or complaint keeps
 being honoured without the plaintext address being kept. Every function here
 matches both forms.
 """
@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from ..policy import normalize_address
+from ..services.policy import normalize_address
 from .consent import CONSENT_CHANNELS, set_consent
 from .tables import Suppression
 

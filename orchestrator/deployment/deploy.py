@@ -8,13 +8,12 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from .dsl.loader import load_journeys
-from .dsl.problems import Problem
-from .rendering import Renderer
-from .segments.loader import SEGMENTS_FILE, load_segments
-from .segments.membership import store_segments
-from .store.db import session_scope
-from .store.versions import deploy_journey
+from ..dsl.problems import Problem
+from ..rendering import Renderer
+from ..segments.membership import store_segments
+from ..store.db import session_scope
+from ..store.versions import deploy_journey
+from .validation import validate
 
 
 @dataclass(frozen=True)
@@ -33,19 +32,17 @@ class InvalidJourneys(Exception):
 def deploy(engine: Engine, journeys_dir: Path, templates: Path | Renderer) -> list[DeployedVersion]:
     """All or nothing: one invalid journey (or message that does not render), or one
     problem in segments.yaml, and nothing is."""
-    segments, segment_problems = load_segments(journeys_dir / SEGMENTS_FILE)
-    names = {s.name for s in segments} if not segment_problems else None
-    loaded, problems = load_journeys([journeys_dir], templates, names)
-    problems = [*problems, *segment_problems]
-    if problems:
-        raise InvalidJourneys(problems)
+    renderer = Renderer(templates) if isinstance(templates, Path) else templates
+    result = validate([journeys_dir], renderer)
+    if result.problems:
+        raise InvalidJourneys(result.problems)
     deployed = []
-    for item in loaded:
+    for item in result.journeys:
         spec = item.journey.model_dump(mode="json", by_alias=True)
         # One session each: deploy_journey rolls its session back when it loses a race
         # with another process, which must not undo the journeys deployed before it.
         with session_scope(engine) as session:
             row = deploy_journey(session, item.journey.id, spec, item.spec_hash, str(item.path))
             deployed.append(DeployedVersion(row.journey_id, row.version, str(item.path)))
-    store_segments(engine, segments)
+    store_segments(engine, result.segments)
     return deployed

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from .settings import Settings
+from ..settings import Settings
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -28,7 +28,7 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         from sqlalchemy.exc import OperationalError
 
-        from .deploy import InvalidJourneys
+        from ..deployment.deploy import InvalidJourneys
 
         try:
             return super().invoke(ctx)
@@ -69,8 +69,8 @@ data_dir_option = click.option(
 @click.option("--temporal-ui-port", type=int, help="UI port of the embedded Temporal (8233).")
 def dev(**options: Any) -> None:
     """Run everything locally: Temporal, database, worker and API."""
-    from .runtime import run_dev
-    from .temporal_server import TemporalServerError
+    from ..processes.launch import run_dev
+    from ..processes.temporal_server import TemporalServerError
 
     settings = _settings(
         api_port=options["port"],
@@ -100,11 +100,8 @@ def validate(paths: tuple[Path, ...], templates_dir: Path | None) -> None:
 
     Exit 1 on any problem; each is printed as file:line:column: what is wrong.
     """
-    from .dsl.loader import load_journeys, referenced_templates
-    from .dsl.problems import Problem
-    from .rendering import Renderer
-    from .rendering.checks import check_unsent_messages
-    from .segments.loader import SEGMENTS_FILE, load_segments
+    from ..deployment import validate as validate_files
+    from ..rendering import Renderer
 
     settings = _settings(templates_dir=templates_dir)
     targets = list(paths) or [settings.journeys_dir]
@@ -112,30 +109,16 @@ def validate(paths: tuple[Path, ...], templates_dir: Path | None) -> None:
     if missing:
         _fail(f"no such file or folder: {', '.join(map(str, missing))}")
     renderer = Renderer.from_settings(settings)
-    segment_files = [p for p in targets if p.is_file() and p.name == SEGMENTS_FILE]
-    segment_files += [p / SEGMENTS_FILE for p in targets if (p / SEGMENTS_FILE).is_file()]
-    journey_targets = [p for p in targets if p not in segment_files]
-    segments = []
-    segment_problems: list[Problem] = []
-    for file in segment_files:
-        found, found_problems = load_segments(file)
-        segments += found
-        segment_problems += found_problems
-    # Triggers are checked against the segments when segments.yaml is being validated too.
-    names = {s.name for s in segments} if segment_files and not segment_problems else None
-    loaded, problems = (
-        load_journeys(journey_targets, renderer, names) if journey_targets else ([], [])
-    )
-    if not paths:  # the whole project: messages no journey sends yet are checked too
-        problems += check_unsent_messages(renderer, referenced_templates(targets))
-    problems += segment_problems
+    # The whole project: messages no journey sends yet are checked too.
+    result = validate_files(targets, renderer, unsent=not paths)
+    problems, loaded, segments = result.problems, result.journeys, result.segments
     for problem in problems:
         click.echo(str(problem))
     if problems:
         click.secho(f"{len(problems)} problem(s) found", fg="red", err=True)
         sys.exit(1)
     valid = f"{len(loaded)} journey(s) valid"
-    if segment_files:
+    if result.segment_files:
         valid = f"{len(loaded)} journey(s) and {len(segments)} segment(s) valid"
     click.echo(valid)
 
@@ -188,22 +171,22 @@ def preview(
 
     Inputs not given come from the message's sample data (templates/MESSAGE/sample.yaml).
     """
-    from .links import MessageLinks
-    from .rendering import Renderer, RenderError
-    from .rendering.preview import (
+    from ..deployment import trigger_event_of
+    from ..rendering import Renderer, RenderError
+    from ..rendering.preview import (
         PREVIEW_MESSAGE_ID,
         describe,
         preview_context,
         render_all,
-        trigger_of,
     )
+    from ..services.links import MessageLinks
 
     settings = _settings(templates_dir=templates_dir, data_dir=data_dir)
     renderer = Renderer.from_settings(settings)
     engine = None
     if contact is not None and not Path(contact).is_file():
         engine = _existing_store(settings, f"--contact {contact}: no such file, and ")
-    trigger = trigger_of(message, settings.journeys_dir)
+    trigger = trigger_event_of(message, settings.journeys_dir)
     context = preview_context(renderer, message, contact, event_file, journey_file, engine, trigger)
     # The preview's message id is not a real message: its links need no real key.
     links = MessageLinks(settings.resolved_public_url, settings.secret_key or "preview")
@@ -230,7 +213,7 @@ def preview(
 
 
 def _existing_store(settings: Settings, why: str = "") -> Any:
-    from .store.db import make_engine, migrate
+    from ..store.db import make_engine, migrate
 
     if settings.database_url is None and not (settings.data_dir / "journeys.db").exists():
         _fail(
@@ -264,7 +247,7 @@ def runs(
 def worker(data_dir: Path | None) -> None:
     """Run a worker (and event router, unless JOURNEYS_ROUTER=off) against TEMPORAL_ADDRESS
     and DATABASE_URL."""
-    from .runtime import run_worker
+    from ..processes.launch import run_worker
 
     settings = _settings(data_dir=data_dir)
     if not settings.temporal_address:
@@ -282,7 +265,7 @@ def router(data_dir: Path | None) -> None:
 
     Run workers with JOURNEYS_ROUTER=off when routers run on their own (docs/routing.md).
     """
-    from .runtime import run_router
+    from ..processes.launch import run_router
 
     settings = _settings(data_dir=data_dir)
     if not settings.temporal_address:
@@ -295,8 +278,8 @@ def router(data_dir: Path | None) -> None:
 @data_dir_option
 def api(port: int | None, data_dir: Path | None) -> None:
     """Run the HTTP API against TEMPORAL_ADDRESS and DATABASE_URL."""
-    from .runtime import run_api
-    from .store.keys import list_keys
+    from ..processes.launch import run_api
+    from ..store.keys import list_keys
 
     settings = _settings(api_port=port, data_dir=data_dir)
     engine = _store(settings)
@@ -313,7 +296,7 @@ def api(port: int | None, data_dir: Path | None) -> None:
 
 def _store(settings: Settings) -> Any:
     """The store, created and migrated if need be (keys may be made before the first start)."""
-    from .runtime import open_store
+    from ..processes.launch import open_store
 
     return open_store(settings)
 
@@ -329,7 +312,7 @@ def keys() -> None:
 @data_dir_option
 def keys_create(name: str, admin: bool, data_dir: Path | None) -> None:
     """Create a key called NAME and print it (it is shown only this once)."""
-    from .store.keys import create_key
+    from ..store.keys import create_key
 
     engine = _store(_settings(data_dir=data_dir))
     raw = create_key(engine, name, "admin" if admin else "write")
@@ -346,7 +329,7 @@ def keys_create(name: str, admin: bool, data_dir: Path | None) -> None:
 @data_dir_option
 def keys_list(data_dir: Path | None) -> None:
     """List keys: name, kind, prefix, when created and last used, revoked or not."""
-    from .store.keys import list_keys
+    from ..store.keys import list_keys
 
     engine = _store(_settings(data_dir=data_dir))
     rows = list_keys(engine)
@@ -376,7 +359,7 @@ def keys_list(data_dir: Path | None) -> None:
 @data_dir_option
 def keys_revoke(name: str, data_dir: Path | None) -> None:
     """Revoke the key called NAME: calls with it are refused from now on."""
-    from .store.keys import revoke_key
+    from ..store.keys import revoke_key
 
     engine = _store(_settings(data_dir=data_dir))
     done = revoke_key(engine, name)
@@ -400,8 +383,8 @@ journeys_dir_option = click.option(
 @data_dir_option
 def segments_list(data_dir: Path | None) -> None:
     """List the deployed segments: members now, last refresh, schedule, description."""
-    from .segments.membership import summaries
-    from .store.db import session_scope
+    from ..segments.membership import summaries
+    from ..store.db import session_scope
 
     engine = _existing_store(_settings(data_dir=data_dir))
     with session_scope(engine) as session:
@@ -438,10 +421,10 @@ def segments_preview(
 
     Reads the file as it is (deployed or not) and writes nothing.
     """
-    from .segments.loader import SEGMENTS_FILE, load_segments
-    from .segments.membership import preview
-    from .store.db import session_scope
-    from .store.tables import utcnow
+    from ..segments.loader import SEGMENTS_FILE, load_segments
+    from ..segments.membership import preview
+    from ..store.db import session_scope
+    from ..store.tables import utcnow
 
     settings = _settings(data_dir=data_dir, journeys_dir=journeys_dir)
     path = settings.journeys_dir / SEGMENTS_FILE
@@ -481,9 +464,9 @@ def segments_refresh(name: str, data_dir: Path | None) -> None:
 
     Their Segment Entered / Segment Exited events start journeys once a worker routes them.
     """
-    from .segments.membership import UnknownSegment, refresh
-    from .store.db import session_scope
-    from .store.tables import utcnow
+    from ..segments.membership import UnknownSegment, refresh
+    from ..store.db import session_scope
+    from ..store.tables import utcnow
 
     engine = _existing_store(_settings(data_dir=data_dir))
     try:
@@ -497,7 +480,7 @@ def segments_refresh(name: str, data_dir: Path | None) -> None:
 
 
 def _require_secret(settings: Settings) -> None:
-    from .links import require_secret
+    from ..services.links import require_secret
 
     try:
         require_secret(settings)
@@ -523,7 +506,7 @@ def contacts_export(contact_id: str, output: Path | None, data_dir: Path | None)
     """Print everything stored about CONTACT_ID (or one of its aliases) as JSON."""
     import json
 
-    from .privacy import export_contact
+    from ..services.privacy import export_contact
 
     engine = _existing_store(_settings(data_dir=data_dir))
     found = export_contact(engine, contact_id)
@@ -554,8 +537,8 @@ def contacts_erase(contact_id: str, yes: bool, data_dir: Path | None) -> None:
     Runs are stopped through TEMPORAL_ADDRESS (or the `journeys dev` server); when
     Temporal cannot be reached nothing is erased. Erasing again is harmless.
     """
-    from .privacy import TemporalUnavailable, erase_contact
-    from .worker import connect
+    from ..processes.worker import connect
+    from ..services.privacy import TemporalUnavailable, erase_contact
 
     settings = _settings(data_dir=data_dir)
     engine = _existing_store(settings)
@@ -592,7 +575,3 @@ def contacts_erase(contact_id: str, yes: bool, data_dir: Path | None) -> None:
     rows = ", ".join(f"{table} {count}" for table, count in result.erased.items())
     click.echo(f"contact {contact_id!r} erased: {result.runs_stopped} running journey(s) stopped")
     click.echo(f"rows erased or scrubbed: {rows}")
-
-
-if __name__ == "__main__":
-    main()

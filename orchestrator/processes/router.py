@@ -44,20 +44,20 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from .dsl.conditions import evaluate
-from .dsl.models import IDENTIFY, Journey, WaitForStep
-from .segments.membership import Change, refresh_for_events
-from .store.backlog import routing_backlog
-from .store.context import contact_context, event_context
-from .store.db import session_scope
-from .store.engagement import ENGAGEMENT_EVENTS, record_engagement
-from .store.identity import aliases_of
-from .store.orders import order_id_of
-from .store.tables import Contact, ContactAlias, Event, JourneyRun, JourneyVersion, utcnow
-from .store.versions import active_versions
-from .workflows.journey import workflow_id
-from .workflows.kit import JourneyBase
-from .workflows.types import EngagementSignal, EventSignal, JourneyInput
+from ..dsl.conditions import evaluate
+from ..dsl.models import IDENTIFY, Journey, WaitForStep
+from ..segments.membership import Change, refresh_for_events
+from ..store.backlog import routing_backlog
+from ..store.context import contact_context, event_context
+from ..store.db import session_scope
+from ..store.engagement import ENGAGEMENT_EVENTS, record_engagement
+from ..store.identity import aliases_of
+from ..store.orders import order_id_of
+from ..store.tables import Contact, ContactAlias, Event, JourneyRun, JourneyVersion, utcnow
+from ..store.versions import active_versions
+from ..workflows.journey import workflow_id
+from ..workflows.kit import JourneyBase
+from ..workflows.types import EngagementSignal, EventSignal, JourneyInput
 
 log = logging.getLogger(__name__)
 

@@ -1,19 +1,24 @@
 """Render every version of a message before launch, so a marketer sees problems, not customers.
 
 For each channel a journey may send a message on, every locale version of
-that message is rendered with sample data (`samples.py`). Undefined
+that message is rendered with sample data (`rendering/samples.py`). Missing
+folders and parts are reported at the journey's send step; undefined
 variables, syntax errors, CR/LF in subjects, SMS over the segment limit and
-push payloads over 4 KB come back as `Problem`s at the template's file:line.
+push payloads over 4 KB at the template's file:line.
+
+This sits above both the journey language and rendering: neither needs the other.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+from ..dsl.loader import LoadedJourney, iter_steps
+from ..dsl.models import SendStep
 from ..dsl.problems import Problem
-from .catalog import CHANNELS, PARTS, Message, Variant
-from .renderer import Renderer, RenderError
-from .samples import SampleError, sample_context
+from ..rendering.catalog import CHANNELS, PARTS, Message, Variant
+from ..rendering.renderer import Renderer, RenderError
+from ..rendering.samples import SampleError, sample_context
 
 
 def check_message(
@@ -97,4 +102,48 @@ def check_unsent_messages(renderer: Renderer, sent: set[str]) -> list[Problem]:
         message = renderer.message(name)
         if name not in sent and message.exists():
             problems += check_message(renderer, name, message.channels())
+    return problems
+
+
+def check_journey_templates(item: LoadedJourney, renderer: Renderer) -> list[Problem]:
+    """Each send's message exists, has the parts its channels need, and renders."""
+    journey = item.journey
+    problems: list[Problem] = []
+    wanted: dict[str, set[str]] = {}
+    for path, step in iter_steps(journey.steps, ("steps",)):
+        if not isinstance(step, SendStep):
+            continue
+        name, channel = step.send.template, step.send.channel
+        message = renderer.message(name)
+        where = (*path, "send", "template")
+        if not message.exists():
+            message_text = f"template {name!r} not found: no folder {message.folder}/"
+            problems.append(item.problem(where, message_text))
+            continue
+        default = message.variants()[0]
+        if channel == "preferred":
+            usable = [c for c in CHANNELS if default.complete(c)]
+            if not usable:
+                problems.append(
+                    item.problem(
+                        where,
+                        f"template {name!r} has no complete channel for channel preferred: "
+                        f"{message.folder}/ needs email.subject with email.html or "
+                        "email.text, or push.title with push.body, or sms.body",
+                    )
+                )
+        else:
+            usable = [channel] if isinstance(channel, str) else list(channel)
+            for c in usable:
+                if not default.complete(c):
+                    problems.append(
+                        item.problem(
+                            where,
+                            f"template {name!r} has no complete {c} part: missing "
+                            f"{' and '.join(default.missing(c))} in {message.folder}/",
+                        )
+                    )
+        wanted.setdefault(name, set()).update(c for c in usable if default.complete(c))
+    for name, channels in wanted.items():
+        problems += check_message(renderer, name, channels, journey.trigger.name, journey.id)
     return problems

@@ -20,14 +20,14 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from temporalio.client import Client
 
-from .api import create_app
-from .deploy import deploy
-from .links import MessageLinks
-from .rendering import Renderer
+from ..api import create_app
+from ..deployment.deploy import deploy
+from ..rendering import Renderer
+from ..services.links import MessageLinks
+from ..settings import Settings
+from ..store.backlog import routing_backlog
+from ..store.db import make_engine, migrate
 from .router import MAX_PAUSE, WARN_EVERY, Router
-from .settings import Settings
-from .store.backlog import routing_backlog
-from .store.db import make_engine, migrate
 from .temporal_server import DevServer
 from .worker import build_worker, connect, python_journeys
 
@@ -226,7 +226,7 @@ async def _connect_when_up(
                     waiting = f"{b.backlog} events waiting, the oldest for {b.lag_seconds:.0f} s"
                 except SQLAlchemyError as db_exc:
                     waiting = f"backlog unknown ({type(db_exc).__name__})"
-                logging.getLogger("orchestrator.router").warning(
+                logging.getLogger("orchestrator.processes.router").warning(
                     "Temporal is unreachable (%s); %s; retrying every %.0f s",
                     exc,
                     waiting,

@@ -40,10 +40,10 @@ from sqlmodel import Session, col, select
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from .store.db import session_scope
-from .store.identity import aliases_of, canonical_id
-from .store.suppressions import address_digest, pseudonymize
-from .store.tables import (
+from ..store.db import session_scope
+from ..store.identity import aliases_of, canonical_id
+from ..store.suppressions import address_digest, pseudonymize
+from ..store.tables import (
     Contact,
     ContactAlias,
     Coupon,
@@ -58,7 +58,7 @@ from .store.tables import (
     Suppression,
     utcnow,
 )
-from .workflows.journey import workflow_id
+from ..workflows.journey import workflow_id
 
 ERASED = "erased"  # exit reason of the runs, error of the messages not sent
 TOMBSTONE_PREFIX = "erased-"  # contact ids in the rows kept after an erasure

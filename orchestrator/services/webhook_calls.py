@@ -26,7 +26,7 @@ from typing import Any
 from channels.errors import retry_after_seconds
 from channels.webhook import MIN_SECRET_LENGTH, SIGNATURE_HEADER, signature_header
 
-from .dsl.models import URL_VARIABLE, URL_VARIABLE_NAME
+from ..dsl.models import URL_VARIABLE, URL_VARIABLE_NAME
 
 MAX_ANSWER_BYTES = 32 * 1024
 RETRYABLE = {408, 409, 425, 429}

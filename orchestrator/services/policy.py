@@ -98,7 +98,7 @@ class Cap:
             raise ValueError(
                 f"invalid frequency cap {text!r}: expected <count>/<duration> like 3/24h, or none"
             )
-        from .dsl.durations import parse_duration  # not at the top: dsl.models imports us
+        from ..dsl.durations import parse_duration  # not at the top: dsl.models imports us
 
         limit = int(match.group(1))
         if limit < 1:

@@ -28,19 +28,19 @@ from channels.base import Channel
 from channels.errors import ChannelConfigError
 from channels.registry import adapter_class
 
-from .activities.actions import ActionActivities
-from .activities.contacts import ContactActivities
-from .activities.runs import RunActivities
-from .activities.segments import SegmentActivities
-from .activities.sending import SendActivities
-from .links import MessageLinks
-from .rendering import Renderer
-from .segments.schedules import sync_schedules
-from .settings import Settings
-from .workflows.journey import JourneyWorkflow
-from .workflows.kit import JourneyBase
-from .workflows.segment_refresh import SegmentRefreshWorkflow
-from .workflows.types import channel_queue
+from ..activities.actions import ActionActivities
+from ..activities.contacts import ContactActivities
+from ..activities.runs import RunActivities
+from ..activities.segments import SegmentActivities
+from ..activities.sending import SendActivities
+from ..rendering import Renderer
+from ..segments.schedules import sync_schedules
+from ..services.links import MessageLinks
+from ..settings import Settings
+from ..workflows.journey import JourneyWorkflow
+from ..workflows.kit import JourneyBase
+from ..workflows.segment_refresh import SegmentRefreshWorkflow
+from ..workflows.types import channel_queue
 
 
 def python_journeys(settings: Settings) -> list[type[JourneyBase]]:

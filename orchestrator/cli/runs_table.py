@@ -7,8 +7,8 @@ from datetime import datetime
 from sqlalchemy import Engine
 from sqlmodel import select
 
-from .store.db import session_scope
-from .store.tables import JourneyRun
+from ..store.db import session_scope
+from ..store.tables import JourneyRun
 
 COLUMNS = ("journey", "version", "contact", "status", "step", "converted", "entered", "updated")
 

@@ -1,0 +1,16 @@
+"""From files to running journeys: validate journeys, segments and the messages they
+send (a layer above the journey language and rendering), then store new versions."""
+
+from __future__ import annotations
+
+from .deploy import DeployedVersion, InvalidJourneys, deploy
+from .validation import Validation, trigger_event_of, validate
+
+__all__ = [
+    "DeployedVersion",
+    "InvalidJourneys",
+    "Validation",
+    "deploy",
+    "trigger_event_of",
+    "validate",
+]

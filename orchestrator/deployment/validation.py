@@ -1,0 +1,76 @@
+"""Everything `journeys validate` checks, and `deploy` refuses on: one set of rules.
+
+The journey language (`dsl`) checks each file on its own terms; this layer adds
+what needs more than the language: every message a journey sends is rendered in
+every locale, and triggers are checked against the segments of `segments.yaml`.
+A directory brings its own `segments.yaml`, so validating a folder and deploying it
+can never disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..dsl.loader import LoadedJourney, load_journeys, referenced_templates
+from ..dsl.problems import Problem, sorted_problems
+from ..rendering import Renderer
+from ..segments.loader import SEGMENTS_FILE, LoadedSegment, load_segments
+from .template_checks import check_journey_templates, check_unsent_messages
+
+
+@dataclass
+class Validation:
+    """The journeys and segments that passed, and every problem found."""
+
+    journeys: list[LoadedJourney] = field(default_factory=list)
+    segments: list[LoadedSegment] = field(default_factory=list)
+    segment_files: list[Path] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+
+def validate(targets: Iterable[Path], renderer: Renderer, *, unsent: bool = False) -> Validation:
+    """Check journey files and folders, their `segments.yaml`, and the messages they send.
+
+    A folder's `segments.yaml` (present or not) decides which segment triggers are
+    valid; a `segments.yaml` named on its own is checked too. With `unsent`, messages
+    no journey sends yet are rendered as well (a marketer often writes them first).
+    """
+    targets = list(targets)
+    result = Validation()
+    segment_files = [p for p in targets if p.is_file() and p.name == SEGMENTS_FILE]
+    folders = [p for p in targets if p.is_dir()]
+    result.segment_files = segment_files + [
+        p / SEGMENTS_FILE for p in folders if (p / SEGMENTS_FILE).is_file()
+    ]
+    for file in result.segment_files:
+        found, problems = load_segments(file)
+        result.segments += found
+        result.problems += problems
+    segment_problems = bool(result.problems)
+    journey_targets = [p for p in targets if p not in segment_files]
+    # Triggers are checked against the segments whenever a folder or segments.yaml is given.
+    names = None
+    if (folders or segment_files) and not segment_problems:
+        names = {s.name for s in result.segments}
+    journeys, problems = load_journeys(journey_targets, names) if journey_targets else ([], [])
+    for item in journeys:
+        found = check_journey_templates(item, renderer)
+        if found:
+            problems += sorted_problems(found, str(item.path))
+        else:
+            result.journeys.append(item)
+    if unsent:
+        problems += check_unsent_messages(renderer, referenced_templates(targets))
+    result.problems = [*problems, *result.problems]
+    return result
+
+
+def trigger_event_of(message: str, journeys_dir: Path) -> str | None:
+    """The trigger event of the first journey that sends `message`: the default sample event."""
+    loaded, _ = load_journeys([journeys_dir]) if journeys_dir.is_dir() else ([], [])
+    for item in loaded:
+        if message in referenced_templates([item.path]):
+            return item.journey.trigger.name
+    return None
