@@ -46,7 +46,7 @@ from .problems import JourneyError, Problem, sorted_problems
 from .pydantic_errors import IDENTIFIER_TEXT, translate_errors
 from .source import Source, YamlPath, read_source
 
-SKIPPED_FILES = ("segments.yaml",)
+SKIPPED_FILES = ("segments.yaml", "events.yaml")  # segments; the tracking plan
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def load_journeys(
     """Load files and directories of journeys; return the good ones and all problems.
 
     A directory contributes its `*.yaml`/`*.yml` files recursively, sorted,
-    except `segments.yaml`. A journey id seen twice is a problem of the
+    except `segments.yaml` and `events.yaml`. A journey id seen twice is a problem of the
     second file, which is then left out. With `segments` (the names segments.yaml
     defines), a trigger naming any other segment is a problem.
     """
