@@ -69,7 +69,7 @@ def kept_by(step: Step) -> Kept:
 
 
 def journey_keys(
-    journey: Journey, source: Source, steps: list[tuple[YamlPath, Step]], before: YamlPath | None
+    source: Source, steps: list[tuple[YamlPath, Step]], before: YamlPath | None
 ) -> Kept:
     """What steps written before `before` keep (every step's, with None)."""
     limit = source.position(before) if before is not None else None
@@ -84,7 +84,7 @@ def condition_sites(
     journey: Journey, source: Source, steps: list[tuple[YamlPath, Step]]
 ) -> Iterator[ConditionSite]:
     """Every condition of a journey, with where it is and what it can see."""
-    everything = journey_keys(journey, source, steps, None)
+    everything = journey_keys(source, steps, None)
     if journey.trigger.where:
         yield ConditionSite(("trigger", "where"), "trigger.where", {})
     if journey.entry.if_:
@@ -92,7 +92,7 @@ def condition_sites(
     if journey.goal is not None and journey.goal.where:
         yield ConditionSite(("goal", "where"), "goal.where", everything)
     for path, step in steps:
-        kept = journey_keys(journey, source, steps, path)
+        kept = journey_keys(source, steps, path)
         if isinstance(step, WaitForStep) and step.wait_for.where:
             yield ConditionSite((*path, "wait_for", "where"), "wait_for.where", kept)
         elif isinstance(step, BranchStep):
@@ -152,21 +152,21 @@ def chain_problem(chain: list[Any], site: str, kept: Kept) -> str | None:
                 return None
             if chain[2] in inner:
                 return None
-            return _unknown(chain[2], written, inner, free=("properties",), at=[root, key])
+            return unknown_key(chain[2], written, inner, free=("properties",), at=[root, key])
         if not kept:
             return (
                 f"unknown key {key!r} in {written}: no step before this one keeps a value "
                 "on the run (issue_coupon, award_points, and webhook or wait_for with save_as do)"
             )
         where = "the journey's steps keep" if site == "goal.where" else "earlier steps keep"
-        return _unknown(key, written, tuple(kept), lead=where, at=[root])
+        return unknown_key(key, written, tuple(kept), lead=where, at=[root])
     fixed = record_keys(root)
     if key in fixed:
         return None
-    return _unknown(key, written, fixed, free=free_keys(root), at=[root])
+    return unknown_key(key, written, fixed, free=free_keys(root), at=[root])
 
 
-def _unknown(
+def unknown_key(
     key: str,
     written: str,
     valid: tuple[str, ...],
