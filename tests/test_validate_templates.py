@@ -299,6 +299,84 @@ def test_syntax_error_in_a_translated_partial_is_reported_at_that_translation(
 # --- Translation folders and sample files -------------------------------------------------
 
 
+def test_a_translation_falling_back_to_an_english_partial_is_a_warning(workdir: Path) -> None:
+    """The Arabic email would carry the English footer: reported, and --strict fails."""
+    write_journey("welcome")
+    text = 'Hi\n{% include "_partials/footer.text" %}'
+    ar_text = 'مرحبا\n{% include "_partials/footer.text" %}'
+    write_message(
+        "welcome",
+        {**WELCOME, "email.text": text, "ar/email.subject": "مرحبا", "ar/email.text": ar_text},
+    )
+    Path("templates/_partials").mkdir()
+    Path("templates/_partials/footer.text").write_text(
+        "{# the legal footer #}--\nYou get this because you signed up at {{ brand.name }}.\n"
+    )
+    Path("templates/_brand.yaml").write_text("name: My Shop\n")
+
+    result = validate()
+    assert result.exit_code == 0, result.output
+    assert problems(result) == [
+        "templates/welcome/ar/email.text:2:1: warning: the ar version of 'welcome' uses "
+        "_partials/footer.text, which has no ar translation: ar contacts would read its "
+        "English text; add _partials/ar/footer.text",
+        "1 journey(s) valid",
+    ]
+    assert validate("--strict").exit_code == 1
+
+    Path("templates/_partials/ar").mkdir()
+    Path("templates/_partials/ar/footer.text").write_text("--\n{{ brand.name }} تصلك هذه الرسالة\n")
+    assert_valid(validate("--strict"))
+
+
+def test_a_partial_reached_through_the_layout_is_reported_at_the_line_that_leads_to_it(
+    workdir: Path,
+) -> None:
+    write_journey("welcome")
+    write_message(
+        "welcome",
+        {
+            **WELCOME,
+            "ru/email.subject": "Привет",
+            "ru/email.html": '{% extends "_layouts/email.html" %}'
+            "{% block content %}<p>Привет</p>{% endblock %}",
+        },
+    )
+    Path("templates/_layouts").mkdir()
+    Path("templates/_layouts/email.html").write_text(
+        "<html><head><style>p { color: red }</style></head><body>"
+        "{% block content %}{% endblock %}"
+        '{% include "_partials/footer.html" %}</body></html>'
+    )
+    Path("templates/_partials").mkdir()
+    Path("templates/_partials/footer.html").write_text(
+        '<p><a href="{{ message.unsubscribe_url }}">Unsubscribe</a></p>'
+    )
+    assert problems(validate()) == [
+        "templates/welcome/ru/email.html:1:1: warning: the ru version of 'welcome' uses "
+        "_partials/footer.html (through _layouts/email.html), which has no ru translation: "
+        "ru contacts would read its English text; add _partials/ru/footer.html",
+        "1 journey(s) valid",
+    ]
+
+
+def test_a_partial_of_only_markup_and_variables_needs_no_translation(workdir: Path) -> None:
+    """A button whose label the message passes in has no words of its own."""
+    write_journey("welcome")
+    html = (
+        '{% with url="https://shop.example", label="Ir a la tienda" %}'
+        '{% include "_partials/button.html" %}{% endwith %}'
+    )
+    write_message("welcome", {**WELCOME, "es/email.subject": "Hola", "es/email.html": html})
+    Path("templates/_partials").mkdir()
+    Path("templates/_partials/button.html").write_text(
+        "{#- A button: set url and label first -#}\n"
+        "<table align=\"{{ 'right' if message.dir == 'rtl' else 'left' }}\"><tr>"
+        '<td><a href="{{ url }}">{{ label }}</a>&nbsp;&rarr;</td></tr></table>'
+    )
+    assert_valid(validate("--strict"))
+
+
 def test_translation_with_only_a_subject_would_send_the_default(workdir: Path) -> None:
     write_journey("welcome")
     write_message("welcome", {**WELCOME, "ru/email.subject": "Добро пожаловать"})

@@ -4,7 +4,8 @@ For each channel a journey may send a message on, every locale version of
 that message is rendered with sample data (`rendering/samples.py`). Missing
 folders and parts are reported at the journey's send step; undefined
 variables, syntax errors, CR/LF in subjects, SMS over the segment limit and
-push payloads over 4 KB at the template's file:line.
+push payloads over 4 KB at the template's file:line; a partial a translation
+falls back to the default language for, as a warning (`partial_translations.py`).
 
 An undefined variable is named as written (`event.properties.colour`) at the line
 that wrote it, and the advice says what makes *real* sends work: sample data only
@@ -31,6 +32,7 @@ from ..rendering.catalog import BRAND_FILE, CHANNELS, PARTS, SAMPLE_FILE, Messag
 from ..rendering.expressions import MissingValue
 from ..rendering.renderer import Renderer, RenderError
 from ..rendering.samples import SampleError, load_sample, sample_context
+from .partial_translations import check_partial_translations
 
 # What every template sees besides the roots conditions have.
 TEMPLATE_ROOTS = ("contact", "event", "cart", "journey", "recommendations", "message", "brand")
@@ -86,9 +88,15 @@ def check_message(
         )
         for folder in message.stray_folders()
     ]
+    reported: set[tuple[str, str]] = set()
     for channel in (c for c in CHANNELS if c in set(channels)):
         for variant in message.variants():
-            problems += _check_variant(renderer, facts, variant, channel, base)
+            found = _check_variant(renderer, facts, variant, channel, base)
+            if not found and variant.complete(channel):
+                found = check_partial_translations(
+                    variant, channel, renderer.default_locale, reported
+                )
+            problems += found
     return problems
 
 
