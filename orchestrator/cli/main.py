@@ -119,7 +119,7 @@ def validate(
     # The whole project: messages no journey sends yet are checked too.
     result = validate_files(targets, renderer, unsent=not paths, received_events=received)
     problems, loaded, segments = result.problems, result.journeys, result.segments
-    for problem in sorted([*problems, *result.warnings], key=_position):
+    for problem in [*problems, *result.warnings]:  # what must be fixed first, first
         click.echo(str(problem))
     if not_consulted and result.events.checked:
         click.echo(
@@ -139,10 +139,6 @@ def validate(
     click.echo(valid)
     if result.warnings:
         click.secho(f"{warnings} (journeys validate --strict fails on them)", fg="yellow", err=True)
-
-
-def _position(problem: Any) -> tuple[str, int, int]:
-    return problem.file, problem.line, problem.column
 
 
 def _received_events(settings: Settings) -> tuple[set[str] | None, str | None]:
