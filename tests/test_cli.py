@@ -14,10 +14,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_validate_accepts_the_shipped_journeys() -> None:
     result = CliRunner().invoke(
-        main, ["validate", str(ROOT / "journeys"), "--templates", str(ROOT / "templates")]
+        main,
+        ["validate", "--strict", str(ROOT / "journeys"), "--templates", str(ROOT / "templates")],
     )
     assert result.exit_code == 0, result.output
-    assert result.output.strip() == "6 journey(s) and 3 segment(s) valid"
+    assert result.stdout.strip() == "6 journey(s) and 3 segment(s) valid"
 
 
 def test_validate_prints_located_problems_and_fails(tmp_path: Path) -> None:

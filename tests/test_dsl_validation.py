@@ -428,6 +428,73 @@ BROKEN = [
         "such as 30m, 24h, 2d or 1d12h",
         "j.yaml:13:9: unknown key 'then' in send step (expected one of: send, on_failure, id)",
     ),
+    # Keys conditions read: a missing key is null, so a typo would never hold.
+    case(
+        "condition-reads-a-key-the-trigger-never-has",
+        """\
+        steps:
+          - branch:
+              - if: trigger.product_id == "sku-1" and contact.Email != null
+                then: [exit]
+        """,
+        "j.yaml:6:13: unknown key 'product_id' in trigger.product_id (expected one of: id, "
+        "name, type, properties, context, timestamp, products); did you mean "
+        "trigger.properties.product_id or trigger.products?",
+        "j.yaml:6:47: unknown key 'Email' in contact.Email (expected one of: id, email, phone, "
+        "locale, timezone, traits, first_name, last_name, name, consent, orders, "
+        "last_order_at); did you mean contact.email?",
+    ),
+    case(
+        "condition-in-a-folded-block-reads-a-contact-key-that-is-a-trait",
+        """\
+        goal:
+          event: Order Completed
+          within: 7d
+          where: >-
+            event.properties.total > 100
+            and contact.vip
+        steps: [exit]
+        """,
+        "j.yaml:9:9: unknown key 'vip' in contact.vip (expected one of: id, email, phone, "
+        "locale, timezone, traits, first_name, last_name, name, consent, orders, "
+        "last_order_at); did you mean contact.traits.vip?",
+    ),
+    case(
+        "condition-reads-a-journey-key-no-earlier-step-keeps",
+        """\
+        steps:
+          - branch:
+              - if: journey.coupon_code != null
+                then: [exit]
+          - action: {type: issue_coupon, campaign: c, prefix: C, discount: 5%}
+          - wait_for: {event: Order Completed, timeout: 1d, save_as: order}
+          - branch:
+              - if: journey.coupon_cod != null and journey.order.propertes.total > 1
+                then: [exit]
+        """,
+        "j.yaml:6:13: unknown key 'coupon_code' in journey.coupon_code: no step before this "
+        "one keeps a value on the run (issue_coupon, award_points, and webhook or wait_for "
+        "with save_as do)",
+        "j.yaml:11:13: unknown key 'coupon_cod' in journey.coupon_cod (earlier steps keep: "
+        "coupon_code, coupon_campaign, coupon_kind, coupon_value, coupon_currency, "
+        "coupon_minimum_order, coupon_expires_at, order); did you mean journey.coupon_code?",
+        "j.yaml:11:44: unknown key 'propertes' in journey.order.propertes.total (expected one "
+        "of: name, properties, timestamp); did you mean journey.order.properties?",
+    ),
+    pytest.param(
+        "id: welcome\nname: Welcome\n"
+        'trigger: {event: Signed Up, where: trigger.properties.plan == "pro"}\n'
+        "entry: {if: journey.points_earned > 0}\n"
+        "steps: [exit]\n",
+        [
+            "j.yaml:3:36: trigger.properties.plan is always null in trigger.where, which sees "
+            "only contact and event: the event being tested is the trigger, write "
+            "event.properties.plan",
+            "j.yaml:4:13: journey.points_earned is always null in entry.if, which sees only "
+            "contact, event and trigger (no step has kept anything on the run yet)",
+        ],
+        id="trigger-where-and-entry-if-read-roots-they-do-not-see",
+    ),
 ]
 
 

@@ -19,6 +19,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from ..dsl.conditions import evaluate
+from ..dsl.roots import COUPON_FIELDS, POINTS_KEYS, SAVED_EVENT_KEYS, coupon_keys
 from ..services.webhook_calls import (
     WebhookRefused,
     WebhookUnavailable,
@@ -79,7 +80,7 @@ class ActionActivities:
     def save_event(self, req: t.SaveEventRequest) -> None:
         with session_scope(self.engine) as session:
             event = event_context(session.get(Event, req.event_id))
-            kept = {k: event.get(k) for k in ("name", "properties", "timestamp")}
+            kept = {k: event.get(k) for k in SAVED_EVENT_KEYS}
             save_run_data(session, req.workflow_id, req.entry_seq, {req.key: kept})
 
     # --- the actions ------------------------------------------------------------------
@@ -116,10 +117,8 @@ class ActionActivities:
                 refunded = refunded_fraction(session, order_id, contact.id)
                 if refunded:
                     loyalty.reverse_order(session, order_id, refunded, now)
-        return {
-            "points_earned": max(points, 0),
-            "points_balance": loyalty.balance(session, contact.id, now),
-        }
+        earned, balance = POINTS_KEYS
+        return {earned: max(points, 0), balance: loyalty.balance(session, contact.id, now)}
 
     def _issue_coupon(
         self, session: Session, req: t.ActionRequest, contact: Contact, now: datetime
@@ -142,17 +141,19 @@ class ActionActivities:
             workflow_id=req.workflow_id,
             entry_seq=req.entry_seq,
         )
-        prefix = spec.get("save_as") or "coupon"
         value = coupon.value
-        return {
-            f"{prefix}_code": coupon.code,
-            f"{prefix}_campaign": coupon.campaign,
-            f"{prefix}_kind": coupon.kind,
-            f"{prefix}_value": int(value) if float(value).is_integer() else value,
-            f"{prefix}_currency": coupon.currency,
-            f"{prefix}_minimum_order": coupon.minimum_order,
-            f"{prefix}_expires_at": coupon.expires_at.isoformat() if coupon.expires_at else None,
+        fields = {
+            "code": coupon.code,
+            "campaign": coupon.campaign,
+            "kind": coupon.kind,
+            "value": int(value) if float(value).is_integer() else value,
+            "currency": coupon.currency,
+            "minimum_order": coupon.minimum_order,
+            "expires_at": coupon.expires_at.isoformat() if coupon.expires_at else None,
         }
+        # The keys `journeys validate` lets conditions and templates read: one definition.
+        keys = coupon_keys(spec.get("save_as") or "coupon")
+        return dict(zip(keys, (fields[f] for f in COUPON_FIELDS), strict=True))
 
     def _track(
         self, session: Session, req: t.ActionRequest, contact: Contact, now: datetime

@@ -94,33 +94,77 @@ def dev(**options: Any) -> None:
 @main.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--templates", "templates_dir", type=click.Path(path_type=Path))
-def validate(paths: tuple[Path, ...], templates_dir: Path | None) -> None:
-    """Check journeys and segments.yaml, and render every message the journeys send in every
-    locale with sample data.
+@click.option("--strict", is_flag=True, help="Fail on warnings too (for CI).")
+@data_dir_option
+def validate(
+    paths: tuple[Path, ...], templates_dir: Path | None, strict: bool, data_dir: Path | None
+) -> None:
+    """Check journeys, segments.yaml and events.yaml, and render every message the
+    journeys send in every locale with sample data.
 
-    Exit 1 on any problem; each is printed as file:line:column: what is wrong.
+    Exit 1 on any error, and with --strict on any warning too; each is printed as
+    file:line:column: what is wrong. Event names are also checked against the names
+    the store has received, when there is one (DATABASE_URL, or --data-dir).
     """
     from ..deployment import validate as validate_files
     from ..rendering import Renderer
 
-    settings = _settings(templates_dir=templates_dir)
+    settings = _settings(templates_dir=templates_dir, data_dir=data_dir)
     targets = list(paths) or [settings.journeys_dir]
     missing = [p for p in targets if not p.exists()]
     if missing:
         _fail(f"no such file or folder: {', '.join(map(str, missing))}")
     renderer = Renderer.from_settings(settings)
+    received, not_consulted = _received_events(settings)
     # The whole project: messages no journey sends yet are checked too.
-    result = validate_files(targets, renderer, unsent=not paths)
+    result = validate_files(targets, renderer, unsent=not paths, received_events=received)
     problems, loaded, segments = result.problems, result.journeys, result.segments
-    for problem in problems:
+    for problem in [*problems, *result.warnings]:  # what must be fixed first, first
         click.echo(str(problem))
+    if not_consulted and result.events.checked:
+        click.echo(
+            f"note: event names were not checked against the store: {not_consulted}", err=True
+        )
+    warnings = f"{len(result.warnings)} warning(s)"
     if problems:
-        click.secho(f"{len(problems)} problem(s) found", fg="red", err=True)
+        also = f", and {warnings}" if result.warnings else ""
+        click.secho(f"{len(problems)} problem(s) found{also}", fg="red", err=True)
+        sys.exit(1)
+    if result.warnings and strict:
+        click.secho(f"{warnings} found; --strict fails on warnings", fg="red", err=True)
         sys.exit(1)
     valid = f"{len(loaded)} journey(s) valid"
     if result.segment_files:
         valid = f"{len(loaded)} journey(s) and {len(segments)} segment(s) valid"
     click.echo(valid)
+    if result.warnings:
+        click.secho(f"{warnings} (journeys validate --strict fails on them)", fg="yellow", err=True)
+
+
+def _received_events(settings: Settings) -> tuple[set[str] | None, str | None]:
+    """The event names the store has received, or None and why it was not consulted.
+
+    Only an existing store is read: validating never creates a database."""
+    from ..deployment.event_names import store_names
+    from ..store.db import make_engine, normalize_url
+
+    url = settings.database_url
+    if url is None:
+        path = settings.data_dir / "journeys.db"
+        if not path.is_file():
+            return None, f"no database in {settings.data_dir} (set DATABASE_URL or --data-dir)"
+        url = settings.resolved_database_url
+    else:
+        parsed = normalize_url(url)
+        database = parsed.database or ""
+        if parsed.get_backend_name() == "sqlite" and not Path(database).is_file():
+            return None, f"no database at {database} (DATABASE_URL)"
+    engine = make_engine(url)
+    try:
+        names, why = store_names(engine)
+    finally:
+        engine.dispose()
+    return names, (f"the store: {why}" if why else None)
 
 
 @main.command()

@@ -3,6 +3,7 @@ edited journey and the segments of `segments.yaml`."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,10 @@ from ..rendering import Renderer
 from ..segments.membership import store_segments
 from ..store.db import session_scope
 from ..store.versions import deploy_journey
+from .event_names import store_names
 from .validation import validate
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -31,11 +35,15 @@ class InvalidJourneys(Exception):
 
 def deploy(engine: Engine, journeys_dir: Path, templates: Path | Renderer) -> list[DeployedVersion]:
     """All or nothing: one invalid journey (or message that does not render), or one
-    problem in segments.yaml, and nothing is."""
+    problem in segments.yaml, and nothing is. Warnings (an event name nothing is known
+    to send) are logged and do not stop it."""
     renderer = Renderer(templates) if isinstance(templates, Path) else templates
-    result = validate([journeys_dir], renderer)
+    received, _ = store_names(engine)
+    result = validate([journeys_dir], renderer, received_events=received)
     if result.problems:
         raise InvalidJourneys(result.problems)
+    for warning in result.warnings:
+        log.warning("%s", warning)
     deployed = []
     for item in result.journeys:
         spec = item.journey.model_dump(mode="json", by_alias=True)

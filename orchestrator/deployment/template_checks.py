@@ -4,7 +4,15 @@ For each channel a journey may send a message on, every locale version of
 that message is rendered with sample data (`rendering/samples.py`). Missing
 folders and parts are reported at the journey's send step; undefined
 variables, syntax errors, CR/LF in subjects, SMS over the segment limit and
-push payloads over 4 KB at the template's file:line.
+push payloads over 4 KB at the template's file:line; a partial a translation
+falls back to the default language for, as a warning (`partial_translations.py`).
+
+An undefined variable is named as written (`event.properties.colour`) at the line
+that wrote it, and the advice says what makes *real* sends work: sample data only
+stands in for what real sends have. So the sample never supplies keys a real send
+lacks (a `contact` or `event` key no contact or event has, a `journey` key no step
+before the send keeps): those are removed before rendering, and a template that
+reads one is an error, not a pass.
 
 This sits above both the journey language and rendering: neither needs the other.
 """
@@ -12,13 +20,41 @@ This sits above both the journey language and rendering: neither needs the other
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
 
+from ..dsl.context_check import journey_keys, unknown_key
 from ..dsl.loader import LoadedJourney, iter_steps
 from ..dsl.models import SendStep
 from ..dsl.problems import Problem
-from ..rendering.catalog import CHANNELS, PARTS, Message, Variant
+from ..dsl.roots import CART_KEYS, TEMPLATE_JOURNEY_KEYS, free_keys, record_keys
+from ..rendering.catalog import BRAND_FILE, CHANNELS, PARTS, SAMPLE_FILE, Message, Variant
+from ..rendering.expressions import MissingValue
 from ..rendering.renderer import Renderer, RenderError
-from ..rendering.samples import SampleError, sample_context
+from ..rendering.samples import SampleError, load_sample, sample_context
+from .partial_translations import check_partial_translations
+
+# What every template sees besides the roots conditions have.
+TEMPLATE_ROOTS = ("contact", "event", "cart", "journey", "recommendations", "message", "brand")
+
+
+@dataclass(frozen=True)
+class Sender:
+    """Who sends a message: the journey, where, its trigger, what `journey` holds then."""
+
+    journey: str  # the journey file
+    line: int  # of its send step
+    trigger: str  # the trigger's event name
+    journey_keys: frozenset[str]  # under `journey` at every send of the message
+
+
+@dataclass(frozen=True)
+class _Facts:
+    """What an undefined variable is explained with."""
+
+    message: Message
+    sender: Sender | None
+    sample: dict[str, Any]  # the message's own sample.yaml
 
 
 def check_message(
@@ -27,13 +63,19 @@ def check_message(
     channels: Iterable[str],
     trigger_event: str | None = None,
     journey_id: str = "sample",
+    sender: Sender | None = None,
 ) -> list[Problem]:
-    """Problems of message `name` on `channels`, in every locale it has a version in."""
+    """Problems of message `name` on `channels`, in every locale it has a version in.
+
+    With `sender` (the journey that sends it), `journey` holds only what real sends
+    have there; without (a message no journey sends yet), whatever the sample gives.
+    """
     message = renderer.message(name)
     if not message.exists():
         return []  # the journey loader reports a missing folder at the send step
     try:
-        base = sample_context(message, trigger_event, journey_id)
+        base = _as_real(sample_context(message, trigger_event, journey_id), sender)
+        facts = _Facts(message, sender, load_sample(message))
     except SampleError as exc:
         return [Problem(exc.file, exc.line, 1, exc.reason)]
     problems = [
@@ -46,15 +88,34 @@ def check_message(
         )
         for folder in message.stray_folders()
     ]
+    reported: set[tuple[str, str]] = set()
     for channel in (c for c in CHANNELS if c in set(channels)):
         for variant in message.variants():
-            problems += _check_variant(renderer, message, variant, channel, base)
+            found = _check_variant(renderer, facts, variant, channel, base)
+            if not found and variant.complete(channel):
+                found = check_partial_translations(
+                    variant, channel, renderer.default_locale, reported
+                )
+            problems += found
     return problems
 
 
+def _as_real(context: dict[str, Any], sender: Sender | None) -> dict[str, Any]:
+    """The sample context without the keys no real send has: sample data may stand in
+    for a value, never invent a key (`contact.vip`, or a coupon no step issued)."""
+    out = dict(context)
+    for root in ("contact", "event"):
+        out[root] = {k: v for k, v in context[root].items() if k in record_keys(root)}
+    out["cart"] = {k: v for k, v in context["cart"].items() if k in CART_KEYS}
+    if sender is not None:
+        out["journey"] = {k: v for k, v in context["journey"].items() if k in sender.journey_keys}
+    return out
+
+
 def _check_variant(
-    renderer: Renderer, message: Message, variant: Variant, channel: str, base: dict
+    renderer: Renderer, facts: _Facts, variant: Variant, channel: str, base: dict
 ) -> list[Problem]:
+    message = facts.message
     if not variant.complete(channel):
         started = any(variant.has(channel, part) for part in PARTS[channel])
         if variant.locale is None or not started:
@@ -85,8 +146,75 @@ def _check_variant(
     try:
         renderer.render_variant(variant, channel, context, tag)
     except RenderError as exc:
-        return [Problem(exc.file or str(variant.folder), exc.line or 1, 1, exc.reason)]
+        reason = exc.reason
+        if exc.missing is not None and exc.missing.expression is not None:
+            reason = explain_missing(exc.missing, facts, renderer)
+        return [Problem(exc.file or str(variant.folder), exc.line or 1, 1, reason)]
     return []
+
+
+def explain_missing(missing: MissingValue, facts: _Facts, renderer: Renderer) -> str:
+    """An undefined variable, and what makes real sends work (not only validation)."""
+    expression, chain = missing.expression, missing.chain
+    head = f"undefined variable {expression}"
+    sample = f"{facts.message.folder / SAMPLE_FILE}"
+    root = chain[0] if chain else None
+    key = chain[1] if len(chain) > 1 and isinstance(chain[1], str) else None
+    guard = f"guard it with `{{% if {expression} is defined %}}` or `{expression} | default(…)`"
+    if root not in TEMPLATE_ROOTS:
+        if len(chain) == 1:
+            return (
+                f"{head}: nothing named {root!r} is set here; set it before it is used "
+                f"(`{{% set %}}`, or `{{% with {root}=… %}}` around the include), or {guard}"
+            )
+        return f"{head}: {guard}"
+    if key is None:
+        return missing.describe()
+    sender = facts.sender
+    if root in ("contact", "event", "cart"):
+        fixed = record_keys(root) or CART_KEYS
+        if key not in fixed:
+            text = unknown_key(key, expression or "", fixed, free=free_keys(root), at=[root])
+            return f"{head}: real sends never have it: {text}"
+        free = free_keys(root)
+        if key in free and len(chain) > 2:
+            what = f"the {sender.trigger!r} event" if root == "event" and sender else f"the {root}"
+            every = (
+                f"every {sender.trigger!r} event carries it"
+                if root == "event" and sender
+                else f"every {root} has it"
+            )
+            return (
+                f"{head}: the sample data has no {chain[2]!r} under {root}.{key}, and real "
+                f"sends fail where {what} lacks it: {guard}; or, if {every}, add it to "
+                f"{sample} so validate can render it"
+            )
+        return f"{head}: {guard}"
+    if root == "journey":
+        if sender is None:
+            return (
+                f"{head}: if the journey that sends this message keeps {key!r} in a step "
+                f"before the send, give it a sample value under journey: in {sample}; "
+                f"otherwise {guard}"
+            )
+        if key not in sender.journey_keys:
+            kept = ", ".join(sorted(sender.journey_keys))
+            return (
+                f"{head}: no step of {sender.journey} before its send (line {sender.line}) "
+                f"keeps {key!r}, so real sends would fail too (journey has: {kept}); keep it "
+                "with an earlier step (issue_coupon, award_points, or save_as of a webhook "
+                f"or wait_for), or {guard}"
+            )
+        if key not in facts.sample.get("journey", {}):
+            return (
+                f"{head}: real sends have it (an earlier step of {sender.journey} keeps it); "
+                f"give validate a sample value under journey: in {sample}"
+            )
+        return f"{head}: {guard}"
+    if root == "brand":
+        brand = renderer.templates_dir / BRAND_FILE
+        return f"{head}: add {key} to {brand} (every message reads the brand from there)"
+    return f"{head}: {guard}"
 
 
 def check_unsent_messages(renderer: Renderer, sent: set[str]) -> list[Problem]:
@@ -110,9 +238,19 @@ def check_journey_templates(item: LoadedJourney, renderer: Renderer) -> list[Pro
     journey = item.journey
     problems: list[Problem] = []
     wanted: dict[str, set[str]] = {}
-    for path, step in iter_steps(journey.steps, ("steps",)):
+    senders: dict[str, Sender] = {}
+    steps = list(iter_steps(journey.steps, ("steps",)))
+    for path, step in steps:
         if not isinstance(step, SendStep):
             continue
+        kept = frozenset({*TEMPLATE_JOURNEY_KEYS, *journey_keys(item.source, steps, path)})
+        first = senders.get(step.send.template)
+        senders[step.send.template] = Sender(
+            str(item.path),
+            first.line if first else item.source.position(path)[0],
+            journey.trigger.name,
+            kept & first.journey_keys if first else kept,  # what every send has
+        )
         name, channel = step.send.template, step.send.channel
         message = renderer.message(name)
         where = (*path, "send", "template")
@@ -145,5 +283,7 @@ def check_journey_templates(item: LoadedJourney, renderer: Renderer) -> list[Pro
                     )
         wanted.setdefault(name, set()).update(c for c in usable if default.complete(c))
     for name, channels in wanted.items():
-        problems += check_message(renderer, name, channels, journey.trigger.name, journey.id)
+        problems += check_message(
+            renderer, name, channels, journey.trigger.name, journey.id, senders[name]
+        )
     return problems

@@ -2,14 +2,18 @@
 
 The journey language (`dsl`) checks each file on its own terms; this layer adds
 what needs more than the language: every message a journey sends is rendered in
-every locale, and triggers are checked against the segments of `segments.yaml`.
-A directory brings its own `segments.yaml`, so validating a folder and deploying it
-can never disagree.
+every locale, triggers are checked against the segments of `segments.yaml`, and
+event names against what can arrive (`event_names.py`). A directory brings its own
+`segments.yaml` and `events.yaml`, so validating a folder and deploying it can never
+disagree.
+
+Errors stop a deploy; warnings (an event name nothing is known to send, a partial a
+translation falls back on) are printed and only fail `journeys validate --strict`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,28 +21,52 @@ from ..dsl.loader import LoadedJourney, load_journeys, referenced_templates
 from ..dsl.problems import Problem, sorted_problems
 from ..rendering import Renderer
 from ..segments.loader import SEGMENTS_FILE, LoadedSegment, load_segments
+from .event_names import (
+    KnownEvents,
+    check_event_names,
+    load_tracking_plan,
+    tracked_events,
+    tracking_plan_files,
+)
 from .template_checks import check_journey_templates, check_unsent_messages
 
 
 @dataclass
 class Validation:
-    """The journeys and segments that passed, and every problem found."""
+    """The journeys and segments that passed, every error (`problems`) and every warning."""
 
     journeys: list[LoadedJourney] = field(default_factory=list)
     segments: list[LoadedSegment] = field(default_factory=list)
     segment_files: list[Path] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+    events: KnownEvents = field(default_factory=KnownEvents)
 
 
-def validate(targets: Iterable[Path], renderer: Renderer, *, unsent: bool = False) -> Validation:
-    """Check journey files and folders, their `segments.yaml`, and the messages they send.
+def validate(
+    targets: Iterable[Path],
+    renderer: Renderer,
+    *,
+    unsent: bool = False,
+    received_events: Collection[str] | None = None,
+) -> Validation:
+    """Check journey files and folders, their `segments.yaml` and `events.yaml`, and the
+    messages they send.
 
     A folder's `segments.yaml` (present or not) decides which segment triggers are
     valid; a `segments.yaml` named on its own is checked too. With `unsent`, messages
     no journey sends yet are rendered as well (a marketer often writes them first).
+    `received_events` are the event names the store has received (None: no store was
+    consulted), known besides the spec's, ours, the tracking plan's and `track`'s.
     """
     targets = list(targets)
     result = Validation()
+    result.events.received = set(received_events) if received_events is not None else None
+    result.events.plans = tracking_plan_files(targets)
+    for file in result.events.plans:
+        declared, problems = load_tracking_plan(file)
+        result.events.declared |= declared
+        result.problems += problems
     segment_files = [p for p in targets if p.is_file() and p.name == SEGMENTS_FILE]
     folders = [p for p in targets if p.is_dir()]
     result.segment_files = segment_files + [
@@ -49,7 +77,7 @@ def validate(targets: Iterable[Path], renderer: Renderer, *, unsent: bool = Fals
         result.segments += found
         result.problems += problems
     segment_problems = bool(result.problems)
-    journey_targets = [p for p in targets if p not in segment_files]
+    journey_targets = [p for p in targets if p not in segment_files + result.events.plans]
     # Triggers are checked against the segments whenever a folder or segments.yaml is given.
     names = None
     if (folders or segment_files) and not segment_problems:
@@ -57,13 +85,16 @@ def validate(targets: Iterable[Path], renderer: Renderer, *, unsent: bool = Fals
     journeys, problems = load_journeys(journey_targets, names) if journey_targets else ([], [])
     for item in journeys:
         found = check_journey_templates(item, renderer)
-        if found:
-            problems += sorted_problems(found, str(item.path))
-        else:
+        problems += sorted_problems(found, str(item.path))
+        if not any(not p.is_warning for p in found):
             result.journeys.append(item)
     if unsent:
         problems += check_unsent_messages(renderer, referenced_templates(targets))
-    result.problems = [*problems, *result.problems]
+    result.events.tracked = tracked_events(journeys)
+    problems += check_event_names(journeys, result.segment_files, result.events)
+    everything = [*problems, *result.problems]
+    result.problems = [p for p in everything if not p.is_warning]
+    result.warnings = [p for p in everything if p.is_warning]
     return result
 
 

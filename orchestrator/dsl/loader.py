@@ -9,7 +9,8 @@ problems of a file are reported together. The steps, in order:
 2. validate with the pydantic models and translate their errors
    (`pydantic_errors.py`);
 3. give every step an id, then run the checks that span steps and files (step
-   ids, message references, timezones, trait names, journey ids, segments).
+   ids, message references, the keys conditions read, timezones, trait names,
+   journey ids, segments).
 
 What needs more than the journey language (rendering its messages, the event
 names the store has seen) is checked a layer up, in `orchestrator.deployment`.
@@ -28,6 +29,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from .context_check import check_condition_keys
 from .models import (
     ID_PATTERN,
     ActionStep,
@@ -44,7 +46,7 @@ from .problems import JourneyError, Problem, sorted_problems
 from .pydantic_errors import IDENTIFIER_TEXT, translate_errors
 from .source import Source, YamlPath, read_source
 
-SKIPPED_FILES = ("segments.yaml",)
+SKIPPED_FILES = ("segments.yaml", "events.yaml")  # segments; the tracking plan
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ def load_journeys(
     """Load files and directories of journeys; return the good ones and all problems.
 
     A directory contributes its `*.yaml`/`*.yml` files recursively, sorted,
-    except `segments.yaml`. A journey id seen twice is a problem of the
+    except `segments.yaml` and `events.yaml`. A journey id seen twice is a problem of the
     second file, which is then left out. With `segments` (the names segments.yaml
     defines), a trigger naming any other segment is a problem.
     """
@@ -148,6 +150,7 @@ def _load(path: Path) -> LoadedJourney:
     problems = _check_ids(journey, source)
     journey = journey.model_copy(update={"steps": _with_ids(journey.steps, ("steps",))})
     problems += _check_references(journey, source)
+    problems += check_condition_keys(journey, source, list(iter_steps(journey.steps, ("steps",))))
     problems += _check_timezones(journey, source)
     problems += _check_trait_names(journey, source)
     problems += bare_durations(source)

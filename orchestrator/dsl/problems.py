@@ -7,19 +7,36 @@ fixes a file in one pass; the compiler-style text lets editors jump to it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
+
+Severity = Literal["error", "warning"]
 
 
 @dataclass(frozen=True)
 class Problem:
-    """One mistake in a journey or template file; line and column are 1-based."""
+    """One mistake in a journey or template file; line and column are 1-based.
+
+    An error stops a deploy. A warning is something that is likely a mistake but may
+    be right (an event name no spec, tracking plan or store knows): `journeys
+    validate` prints it and still passes, unless `--strict` (what CI should use).
+    """
 
     file: str
     line: int
     column: int
     message: str
+    severity: Severity = "error"
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.column}: {self.message}"
+        label = "warning: " if self.severity == "warning" else ""
+        return f"{self.file}:{self.line}:{self.column}: {label}{self.message}"
+
+    @property
+    def is_warning(self) -> bool:
+        return self.severity == "warning"
+
+    def as_warning(self) -> Problem:
+        return Problem(self.file, self.line, self.column, self.message, "warning")
 
 
 class JourneyError(ValueError):

@@ -52,6 +52,42 @@ class Source:
         line, column = self.position(path, key=key)
         return Problem(self.file, line, column, message)
 
+    def text_position(self, path: YamlPath, offset: int) -> tuple[int, int]:
+        """1-based (line, column) of the character at `offset` of a string value's stripped
+        text: the part of a condition that is wrong, also in a folded `>-` block.
+
+        The value's non-blank characters are the file's from the value on (folding only
+        changes blanks), so the offset is found by counting them in the raw text.
+        """
+        found = self.nodes.get(path)
+        node = found[1] if found else None
+        mark = getattr(node, "start_mark", None)
+        if not isinstance(node, yaml.ScalarNode) or getattr(mark, "buffer", None) is None:
+            return self.position(path)
+        wanted = sum(1 for c in node.value.strip()[:offset] if not c.isspace())
+        raw: str = mark.buffer
+        pointer = mark.pointer
+        if node.style in (">", "|"):
+            pointer = raw.find("\n", pointer) + 1  # past the `>-` header line
+        elif node.style in ("'", '"'):
+            pointer += 1
+        line, column = mark.line + 1, mark.column + 1 + (pointer - mark.pointer)
+        if node.style in (">", "|"):
+            line, column = line + 1, 1
+        seen = 0
+        while pointer < len(raw):
+            char = raw[pointer]
+            if not char.isspace():
+                if seen == wanted:
+                    return line, column
+                seen += 1
+            if char == "\n":
+                line, column = line + 1, 1
+            else:
+                column += 1
+            pointer += 1
+        return self.position(path)
+
     def at(self, mark: yaml.Mark | None, message: str) -> Problem:
         if mark is None:
             return Problem(self.file, 1, 1, message)

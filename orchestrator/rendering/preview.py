@@ -67,6 +67,8 @@ def contact_from_call(data: dict[str, Any]) -> dict[str, Any]:
         "last_name": last,
         "name": traits.get("name") or " ".join(p for p in (first, last) if p) or None,
         "consent": dict(traits.get("consent") or {}),
+        "orders": 0,  # a contact from a file: no orders in the store
+        "last_order_at": None,
     }
 
 
@@ -117,7 +119,7 @@ def preview_context(
                     f"--contact {contact}: no such file, and no contact with that id in the "
                     "store (pass a contact id, or a JSON file with an identify call or traits)"
                 )
-            person = contact_context(row)
+            person = contact_context(row, session)  # with orders, as sends see it
             latest = latest_cart_event(session, row.id)
             store_cart = cart_context(session, row.id, latest)
             store_suggestions = recommendations(session, row.id, store_cart["products"], utcnow())

@@ -23,9 +23,10 @@ from jinja2 import TemplateError, TemplateNotFound, TemplateSyntaxError
 
 from . import locales
 from .catalog import BRAND_FILE, PARTS, LocalizedLoader, Message, Variant
+from .expressions import MissingValue, missing_value
 from .formatting import filters as format_filters
 from .plaintext import html_to_text
-from .sandbox import Limits, LoudUndefined, SafeEnvironment, budget, iter_limited
+from .sandbox import Limits, LoudUndefined, SafeEnvironment, UndefinedUse, budget, iter_limited
 from .sms import MAX_SMS_CHARACTERS, SmsLength, sms_length
 
 PUSH_MAX_BYTES = 4096  # FCM's limit on a message payload
@@ -37,11 +38,21 @@ _INLINER = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=Fal
 
 
 class RenderError(ValueError):
-    """A template that cannot produce a message; `file:line` says where when known."""
+    """A template that cannot produce a message; `file:line` says where when known.
 
-    def __init__(self, message: str, file: str | None = None, line: int | None = None) -> None:
+    `missing` is set for an undefined variable: the expression as written, where.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        file: str | None = None,
+        line: int | None = None,
+        missing: MissingValue | None = None,
+    ) -> None:
         super().__init__(f"{file}:{line}: {message}" if file and line else message)
         self.reason, self.file, self.line = message, file, line
+        self.missing = missing
 
 
 @dataclass(frozen=True)
@@ -171,6 +182,14 @@ class Renderer:
         except TemplateSyntaxError as exc:
             where = exc.filename or str(self.templates_dir / name)
             raise RenderError(f"template syntax error: {exc.message}", where, exc.lineno) from exc
+        except UndefinedUse as exc:
+            # Where the expression was written, which may be the message's own line that
+            # passed the value to a partial, not the partial's line that used it.
+            found = missing_value(env, exc.undefined, context, str(exc))
+            file, line = self._where(exc.__traceback__, name)
+            if found.file is not None and found.file.startswith(str(self.templates_dir)):
+                file, line = found.file, found.line
+            raise RenderError(found.describe(), file, line, found) from exc
         except (TemplateError, ValueError, TypeError, RecursionError, MemoryError) as exc:
             file, line = self._where(exc.__traceback__, name)
             reason = _describe(exc)
@@ -283,11 +302,8 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, MemoryError):
         return "the template ran out of memory"
     name = type(exc).__name__
-    if name == "UndefinedError":
-        return (
-            f"undefined variable: {exc} (add it to the message's sample data, "
-            "or give it a fallback with `| default(...)`)"
-        )
+    if name == "UndefinedError":  # raised by Python code, not a template's own lookup
+        return f"undefined variable: {exc}"
     if "builtin_function_or_method" in str(exc):
         return (
             f"{exc}: `x.items`, `x.keys` and `x.values` name a mapping's methods, "

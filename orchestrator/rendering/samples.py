@@ -129,6 +129,8 @@ def sample_context(
             "name": "Alex Doe",
             "traits": {"first_name": "Alex", "last_name": "Doe", "email": "alex@example.com"},
             "consent": {},
+            "orders": 1,
+            "last_order_at": SAMPLE_TIME,
         },
         "event": {
             "id": 1,

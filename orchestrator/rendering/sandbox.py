@@ -23,15 +23,23 @@ turns into a clear, non-retryable error.
 from __future__ import annotations
 
 import re
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import wraps
-from typing import Any
+from typing import Any, NoReturn
 
-from jinja2 import Environment, StrictUndefined, nodes, pass_eval_context
+from jinja2 import (
+    Environment,
+    StrictUndefined,
+    Undefined,
+    UndefinedError,
+    nodes,
+    pass_eval_context,
+)
 from jinja2.nodes import EvalContext
 from jinja2.runtime import Context, markup_join, str_join
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
@@ -219,10 +227,55 @@ class _Budgeted(NodeTransformer):
         return node
 
 
-class LoudUndefined(StrictUndefined):
-    """StrictUndefined also when printed through repr(): `{{ [x] }}`, `|pprint`, `{0!r}`."""
+class UndefinedUse(UndefinedError):
+    """A missing value was used; `undefined` says where the expression was written."""
 
-    __repr__ = StrictUndefined._fail_with_undefined_error  # type: ignore[assignment]
+    def __init__(self, message: str | None, undefined: LoudUndefined) -> None:
+        super().__init__(message)
+        self.undefined = undefined
+
+
+class LoudUndefined(StrictUndefined):
+    """StrictUndefined also when printed through repr(): `{{ [x] }}`, `|pprint`, `{0!r}`.
+
+    It remembers the template line that produced it: a value looked up in a message
+    (`{% with items=event.properties.colours %}`) and used inside a shared partial
+    was *written* in the message, and that is the line a marketer must fix.
+    """
+
+    __slots__ = ("_origin",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._origin: tuple[Any, int] | None = None
+        frame = sys._getframe(1)
+        for _ in range(8):  # the compiled template is a few calls up (getattr, sandbox)
+            if frame is None:
+                break
+            template = frame.f_globals.get("__jinja_template__")
+            if template is not None:
+                self._origin = (template, frame.f_lineno)
+                break
+            frame = frame.f_back  # type: ignore[assignment]
+
+    def origin(self) -> tuple[str | None, int | None, str | None]:
+        """(file, line, Jinja name) of the template that produced this value, if known."""
+        if self._origin is None:
+            return None, None, None
+        template, python_line = self._origin
+        return template.filename, template.get_corresponding_lineno(python_line), template.name
+
+    def _fail_with_undefined_error(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise UndefinedUse(self._undefined_message, self)
+
+    __repr__ = _fail_with_undefined_error  # type: ignore[assignment]
+
+
+# Jinja binds the operators (`+`, `<`, `str()`, `len()`…) to its own failing method:
+# point them at ours, so every use carries where the value came from.
+for _name, _value in list(vars(Undefined).items()) + list(vars(StrictUndefined).items()):
+    if _value is Undefined._fail_with_undefined_error and _name.startswith("__"):
+        setattr(LoudUndefined, _name, LoudUndefined._fail_with_undefined_error)
 
 
 class SafeEnvironment(ImmutableSandboxedEnvironment):

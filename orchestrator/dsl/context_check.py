@@ -1,0 +1,258 @@
+"""Conditions read keys that exist: `trigger.product_id` is a mistake, not a null.
+
+A missing key is null at runtime, so `trigger.product_id == "sku-1"` (meant:
+`trigger.properties.product_id`) validates, deploys and never holds. The shapes of
+`contact`, `event`/`trigger` and of what steps keep on the run (`journey.*`) are known
+(`roots.py`, the definition the runtime builds its contexts from), so a lookup of any
+other key on them is an error, with the valid keys and a "did you mean". What the
+storefront sends (`properties`, `context`, `traits`, `consent`) stays free.
+
+`journey.<key>` must be kept by a step written before the step holding the condition
+(any step, for `goal.where`, which may hold at any time).
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from .conditions import ConditionError, parse
+from .models import (
+    ActionStep,
+    AwardPointsAction,
+    BranchStep,
+    IssueCouponAction,
+    Journey,
+    Step,
+    WaitForStep,
+    WebhookAction,
+)
+from .problems import Problem
+from .roots import (
+    POINTS_KEYS,
+    ROOTS,
+    SAVED_EVENT_KEYS,
+    SITE_ROOTS,
+    coupon_keys,
+    free_keys,
+    record_keys,
+)
+from .source import Source, YamlPath
+
+# What a key kept on the run holds: known keys, or None for anything (a webhook's answer).
+Kept = dict[str, tuple[str, ...] | None]
+
+
+@dataclass(frozen=True)
+class ConditionSite:
+    path: YamlPath  # of the condition's text
+    site: str  # a key of SITE_ROOTS
+    kept: Kept  # what `journey` holds when it is evaluated
+
+
+def kept_by(step: Step) -> Kept:
+    """The `journey.*` keys a step keeps on the run, as its activity writes them."""
+    if isinstance(step, WaitForStep) and step.wait_for.save_as:
+        return {step.wait_for.save_as: SAVED_EVENT_KEYS}
+    if isinstance(step, ActionStep):
+        action = step.action
+        if isinstance(action, IssueCouponAction):
+            return dict.fromkeys(coupon_keys(action.save_as), None)
+        if isinstance(action, AwardPointsAction):
+            return dict.fromkeys(POINTS_KEYS, None)
+        if isinstance(action, WebhookAction) and action.save_as:
+            return {action.save_as: None}
+    return {}
+
+
+def journey_keys(
+    source: Source, steps: list[tuple[YamlPath, Step]], before: YamlPath | None
+) -> Kept:
+    """What steps written before `before` keep (every step's, with None)."""
+    limit = source.position(before) if before is not None else None
+    kept: Kept = {}
+    for path, step in steps:
+        if limit is None or source.position(path) < limit:
+            kept.update(kept_by(step))
+    return kept
+
+
+def condition_sites(
+    journey: Journey, source: Source, steps: list[tuple[YamlPath, Step]]
+) -> Iterator[ConditionSite]:
+    """Every condition of a journey, with where it is and what it can see."""
+    everything = journey_keys(source, steps, None)
+    if journey.trigger.where:
+        yield ConditionSite(("trigger", "where"), "trigger.where", {})
+    if journey.entry.if_:
+        yield ConditionSite(("entry", "if"), "entry.if", {})
+    if journey.goal is not None and journey.goal.where:
+        yield ConditionSite(("goal", "where"), "goal.where", everything)
+    for path, step in steps:
+        kept = journey_keys(source, steps, path)
+        if isinstance(step, WaitForStep) and step.wait_for.where:
+            yield ConditionSite((*path, "wait_for", "where"), "wait_for.where", kept)
+        elif isinstance(step, BranchStep):
+            for j, _case in enumerate(step.branch):
+                yield ConditionSite((*path, "branch", j, "if"), "branch", kept)
+        elif isinstance(step, ActionStep) and isinstance(step.action, AwardPointsAction):
+            for k, _multiplier in enumerate(step.action.multipliers):
+                yield ConditionSite((*path, "action", "multipliers", k, "if"), "multiplier", kept)
+
+
+def check_condition_keys(
+    journey: Journey, source: Source, steps: list[tuple[YamlPath, Step]]
+) -> list[Problem]:
+    """Every lookup of a key its root never has, at the expression's file:line:column."""
+    problems = []
+    for site in condition_sites(journey, source, steps):
+        text = _text_at(source.data, site.path)
+        if not isinstance(text, str):
+            continue
+        try:
+            tree = parse(text)
+        except ConditionError:
+            continue  # reported by the models already
+        lines = text.strip().splitlines()
+        for chain, node in _chains(tree):
+            message = chain_problem(chain, site.site, site.kept)
+            if message is not None:
+                offset = _char_offset(lines, node.lineno, node.col_offset)
+                line, column = source.text_position(site.path, offset)
+                problems.append(Problem(source.file, line, column, message))
+    return problems
+
+
+def chain_problem(chain: list[Any], site: str, kept: Kept) -> str | None:
+    """What is wrong with reading `chain` (["trigger", "product_id"]) at `site`, if anything."""
+    root = chain[0]
+    written = expression(chain)
+    if root not in SITE_ROOTS[site]:
+        *first, last = SITE_ROOTS[site]
+        sees = f"{', '.join(first)} and {last}"
+        if root == "trigger" and site == "trigger.where":
+            return (
+                f"{written} is always null in trigger.where, which sees only {sees}: "
+                f"the event being tested is the trigger, write {expression(['event', *chain[1:]])}"
+            )
+        return (
+            f"{written} is always null in {site}, which sees only {sees} "
+            "(no step has kept anything on the run yet)"
+        )
+    if len(chain) < 2 or not isinstance(chain[1], str):
+        return None
+    key = chain[1]
+    if root == "journey":
+        if key in kept:
+            inner = kept[key]
+            if inner is None or len(chain) < 3 or not isinstance(chain[2], str):
+                return None
+            if chain[2] in inner:
+                return None
+            return unknown_key(chain[2], written, inner, free=("properties",), at=[root, key])
+        if not kept:
+            return (
+                f"unknown key {key!r} in {written}: no step before this one keeps a value "
+                "on the run (issue_coupon, award_points, and webhook or wait_for with save_as do)"
+            )
+        where = "the journey's steps keep" if site == "goal.where" else "earlier steps keep"
+        return unknown_key(key, written, tuple(kept), lead=where, at=[root])
+    fixed = record_keys(root)
+    if key in fixed:
+        return None
+    return unknown_key(key, written, fixed, free=free_keys(root), at=[root])
+
+
+def unknown_key(
+    key: str,
+    written: str,
+    valid: tuple[str, ...],
+    *,
+    free: tuple[str, ...] = (),
+    at: list[str] | None = None,
+    lead: str = "expected one of",
+) -> str:
+    """An unknown key, the valid ones, and what was probably meant: the same key in
+    another case, else a close spelling and the key under the root's free data
+    (`trigger.properties.product_id` for `trigger.product_id`)."""
+    text = f"unknown key {key!r} in {written} ({lead}: {', '.join(valid)})"
+    prefix = at or []
+    same = next((c for c in valid if c.casefold() == key.casefold()), None)
+    if same is not None:
+        return f"{text}; did you mean {expression([*prefix, same])}?"
+    close = _close(key, valid)
+    guesses = [expression([*prefix, c]) for c in close]
+    near = close and difflib.SequenceMatcher(None, key, close[0]).ratio() >= 0.85
+    if free and not near:  # `product_id` is not `products`: free data comes first
+        guesses.insert(0, expression([*prefix, free[0], key]))
+    if not guesses:
+        return text
+    return f"{text}; did you mean {' or '.join(guesses)}?"
+
+
+def did_you_mean(name: str, known: Any) -> str | None:
+    """The known name differing only in case, else the closest spelling, else None."""
+    known = list(known)
+    for candidate in known:
+        if candidate.casefold() == name.casefold():
+            return candidate
+    close = _close(name, known)
+    return close[0] if close else None
+
+
+def _close(name: str, known: Any) -> list[str]:
+    return difflib.get_close_matches(name, list(known), n=1, cutoff=0.75)
+
+
+def expression(chain: list[Any]) -> str:
+    """`["event", "properties", "colour"]` as written: event.properties.colour."""
+    text = str(chain[0])
+    for part in chain[1:]:
+        text += f".{part}" if isinstance(part, str) and part.isidentifier() else f"[{part!r}]"
+    return text
+
+
+def _chains(tree: ast.AST) -> Iterator[tuple[list[Any], ast.expr]]:
+    """Each lookup chain starting at a root (`trigger.properties.x`), outermost node."""
+    if isinstance(tree, ast.Attribute | ast.Subscript):
+        chain: list[Any] = []
+        node: ast.AST = tree
+        while True:
+            if isinstance(node, ast.Attribute):
+                chain.insert(0, node.attr)
+                node = node.value
+            elif isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
+                chain.insert(0, node.slice.value)
+                node = node.value
+            else:
+                break
+        if isinstance(node, ast.Name) and node.id in ROOTS:
+            yield [node.id, *chain], tree  # type: ignore[misc]
+            return
+        yield from _chains(node)
+        return
+    if isinstance(tree, ast.Name) and tree.id in ROOTS:
+        return
+    for child in ast.iter_child_nodes(tree):
+        yield from _chains(child)
+
+
+def _char_offset(lines: list[str], lineno: int, col_offset: int) -> int:
+    """ast's (line, UTF-8 byte column) as a character offset into the text."""
+    before = sum(len(line) + 1 for line in lines[: lineno - 1])
+    line = lines[lineno - 1] if 0 < lineno <= len(lines) else ""
+    return before + len(line.encode("utf-8")[:col_offset].decode("utf-8", errors="ignore"))
+
+
+def _text_at(data: Any, path: YamlPath) -> Any:
+    for part in path:
+        if isinstance(data, dict):
+            data = data.get(part)
+        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
+            data = data[part]
+        else:
+            return None
+    return data

@@ -1,0 +1,199 @@
+"""Event names a journey waits for must be events that can arrive.
+
+A trigger, `exit_on`, `goal` or `wait_for` naming `product viewed` or `Order Complete`
+validates, deploys and never fires. `journeys validate` warns about a name that is
+not in the Segment spec, not one of ours, not tracked by a journey, not declared in
+`journeys/events.yaml` and not received by the store, with a "did you mean"; `--strict`
+(what CI of a journeys repository runs) fails on it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from harness import write_message
+from sqlalchemy import Engine, func
+from sqlmodel import Session, select
+
+from orchestrator.cli import main
+from orchestrator.deployment.deploy import deploy
+from orchestrator.rendering import Renderer
+from orchestrator.store.db import make_engine, migrate, session_scope
+from orchestrator.store.tables import Contact, Event, JourneyVersion
+
+ROOT = Path(__file__).resolve().parent.parent
+PLAN = "journeys/events.yaml"
+UNKNOWN = (
+    "not a Segment spec event, one of ours, tracked by a journey, declared in "
+    "journeys/events.yaml or received by the store"
+)
+
+TYPOS = """\
+id: browse
+name: Browse abandonment
+trigger: {event: product viewed}
+exit_on: [Order Complete, Checkout Started]
+goal: {event: Order Completed, within: 7d}
+steps:
+  - wait_for: {event: [Cart Viewed, Order_Completed], timeout: 1d}
+  - send: {channel: email, template: hello}
+"""
+
+
+def validate(*args: str) -> Result:
+    return CliRunner().invoke(main, ["validate", *args])
+
+
+@pytest.fixture
+def project(workdir: Path) -> Path:
+    write_message("hello", {"email.subject": "Hi", "email.text": "Hello"})
+    return workdir
+
+
+def test_misspelt_event_names_warn_with_what_was_meant_and_fail_under_strict(
+    project: Path,
+) -> None:
+    Path("journeys/browse.yaml").write_text(TYPOS)
+    Path("journeys/segments.yaml").write_text(
+        "browsers:\n  event: {name: Product viewed, at_least: 3, within: 7d}\n"
+    )
+
+    result = validate()
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        f"journeys/browse.yaml:3:18: warning: unknown event 'product viewed': {UNKNOWN}; "
+        "did you mean 'Product Viewed'?",
+        f"journeys/browse.yaml:4:11: warning: unknown event 'Order Complete': {UNKNOWN}; "
+        "did you mean 'Order Completed'?",
+        f"journeys/browse.yaml:7:37: warning: unknown event 'Order_Completed': {UNKNOWN}; "
+        "did you mean 'Order Completed'?",
+        f"journeys/segments.yaml:2:17: warning: unknown event 'Product viewed': {UNKNOWN}; "
+        "did you mean 'Product Viewed'?",
+        "1 journey(s) and 1 segment(s) valid",
+    ]
+    assert "4 warning(s) (journeys validate --strict fails on them)" in result.stderr
+    # No store here, and none is created to look: the output says so.
+    assert "event names were not checked against the store: no database in .journeys" in (
+        result.stderr
+    )
+    assert not Path(".journeys").exists()
+
+    strict = validate("--strict")
+    assert strict.exit_code == 1
+    assert "4 warning(s) found; --strict fails on warnings" in strict.stderr
+
+
+def test_a_name_nothing_resembles_says_where_to_declare_it(project: Path) -> None:
+    Path("journeys/browse.yaml").write_text(
+        "id: ship\nname: Shipped\ntrigger: {event: Order Shipped}\n"
+        "steps:\n  - send: {channel: email, template: hello}\n"
+    )
+    assert validate().stdout.splitlines()[0] == (
+        f"journeys/browse.yaml:3:18: warning: unknown event 'Order Shipped': {UNKNOWN}; "
+        "if your storefront sends it, declare it in journeys/events.yaml"
+    )
+
+    Path(PLAN).write_text(
+        "# our tracking plan\nOrder Shipped:\n  description: The parcel left the warehouse\n"
+        "  properties: [order_id, carrier]\n"
+    )
+    result = validate("--strict")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "1 journey(s) valid"
+
+
+def test_the_tracking_plan_is_checked_itself_at_file_line_column(project: Path) -> None:
+    Path(PLAN).write_text(
+        "Order Shipped:\n  descripton: typo\nReturn Requested:\n  properties: 3\nOrder Delivered:\n"
+    )
+    result = validate()
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == [
+        "journeys/events.yaml:2:3: unknown key 'descripton' in event 'Order Shipped' "
+        "(expected one of: description, properties)",
+        "journeys/events.yaml:4:15: properties of 'Return Requested': expected a list of "
+        "property names or a mapping of names to what they mean, got a number",
+    ]
+
+    Path(PLAN).write_text("- Order Shipped\n")
+    assert validate().stdout.splitlines() == [
+        "journeys/events.yaml:1:1: expected a mapping of event names to their descriptions, "
+        "got a list; e.g.",
+        "Order Delivered:",
+        "  properties: [order_id]",
+    ]
+
+
+def test_an_event_another_journey_tracks_is_known(project: Path) -> None:
+    Path("journeys/waits.yaml").write_text(
+        "id: waits\nname: Waits\ntrigger: {event: Club Joined}\n"
+        "steps:\n  - send: {channel: email, template: hello}\n"
+    )
+    assert "unknown event 'Club Joined'" in validate().stdout
+
+    Path("journeys/joins.yaml").write_text(
+        "id: joins\nname: Joins\ntrigger: {event: Order Completed}\n"
+        "steps:\n  - action: {type: track, event: Club Joined}\n"
+    )
+    result = validate("--strict")
+    assert result.exit_code == 0, result.output
+
+
+def test_names_the_store_received_are_known(project: Path) -> None:
+    Path("journeys/tier.yaml").write_text(
+        "id: tier\nname: Tier\ntrigger: {event: Loyalty Tier Changed}\n"
+        "steps:\n  - send: {channel: email, template: hello}\n"
+    )
+    assert validate("--strict").exit_code == 1
+
+    Path(".journeys").mkdir()
+    engine = make_engine(f"sqlite:///{Path('.journeys/journeys.db').resolve()}")
+    migrate(engine)
+    now = datetime(2026, 3, 1, tzinfo=UTC)
+    with session_scope(engine) as session:
+        session.add(Contact(id="ann"))
+        session.add(
+            Event(
+                message_id="m1",
+                type="track",
+                name="Loyalty Tier Changed",
+                contact_id="ann",
+                timestamp=now,
+                received_at=now,
+            )
+        )
+    engine.dispose()
+
+    result = validate("--strict")
+    assert result.exit_code == 0, result.output
+    assert "not checked against the store" not in result.stderr
+
+
+def test_deploy_refuses_on_errors_only_and_knows_what_its_store_received(
+    project: Path, sqlite_engine: Engine
+) -> None:
+    Path("journeys/browse.yaml").write_text(TYPOS)
+    deployed = deploy(sqlite_engine, Path("journeys"), Renderer(Path("templates")))
+    assert [d.journey_id for d in deployed] == ["browse"]
+    with Session(sqlite_engine) as session:
+        assert session.exec(select(func.count()).select_from(JourneyVersion)).one() == 1
+
+
+@pytest.mark.parametrize(
+    "folder",
+    [ROOT / "journeys", *sorted(p for p in (ROOT / "examples").glob("*/journeys") if p.is_dir())],
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
+def test_shipped_journeys_pass_strict_validation(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CI of a journeys repository runs --strict: the playbook and examples must pass it."""
+    monkeypatch.chdir(ROOT)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv("JOURNEYS_DATA_DIR", str(ROOT / ".no-store-here"))
+    result = validate("--strict", str(folder), "--templates", str(ROOT / "templates"))
+    assert result.exit_code == 0, result.output
