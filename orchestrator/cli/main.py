@@ -59,7 +59,8 @@ def main() -> None:
 data_dir_option = click.option(
     "--data-dir",
     type=click.Path(path_type=Path, file_okay=False),
-    help="Where the SQLite files and the dev write key live (default ./.journeys).",
+    help="The dev state: SQLite store, Temporal dev server state, dev write key and "
+    "link-signing key (default ./.journeys).",
 )
 
 
