@@ -18,11 +18,11 @@ from harness import Bench, write_journey
 from sqlmodel import select
 
 from orchestrator.api import create_app
+from orchestrator.rendering.formatting import Formats
 from orchestrator.services.links import MessageLinks
 from orchestrator.store.db import session_scope
 from orchestrator.store.tables import JourneyRun
 
-NBSP = "\u00a0"
 JOURNEY = """\
 id: cart_items
 name: Cart items
@@ -96,9 +96,11 @@ async def test_a_russian_shopper_gets_her_whole_cart_in_russian(bench: Bench, ts
     assert (email.status, email.locale) == ("sent", "ru")
     assert email.content["subject"] == "Маша, ваша корзина"
     html = unescape(email.content["html"])  # css-inline writes U+00A0 as &nbsp;
-    assert f"Кеды x1 4{NBSP}990,00{NBSP}₽" in html
-    assert f"Носки x2 600,00{NBSP}₽" in html  # added after the trigger, still in the cart
-    assert f"Итого: 5{NBSP}590,00{NBSP}₽" in html
+    # Her locale and the cart's currency (how ru writes rubles is CLDR's: test_formatting.py).
+    rubles = Formats("ru", "RUB").money
+    assert f"Кеды x1 {rubles(4990)}" in html
+    assert f"Носки x2 {rubles(600)}" in html  # added after the trigger, still in the cart
+    assert f"Итого: {rubles(5590)}" in html
     assert "MASHA-10" in html
     assert "Отписаться" in email.content["text"]  # generated from the HTML
     links = MessageLinks(bench.settings.resolved_public_url, "bench-secret")

@@ -8,10 +8,9 @@ from typing import Any
 import pytest
 
 from orchestrator.rendering import Renderer, RenderError
+from orchestrator.rendering.formatting import Formats
 from orchestrator.services.links import MessageLinks
 from orchestrator.store.context import cart_from_events, product
-
-NBSP = "\u00a0"
 
 
 def write(root: Path, files: dict[str, str]) -> Path:
@@ -122,13 +121,20 @@ def test_money_dates_and_plurals_follow_locale_currency_and_timezone(tmp_path: P
     ctx = context(locale="ru-RU", timezone="Europe/Moscow")
     ctx["event"]["properties"] = {"revenue": 5000, "currency": "RUB", "points": 5}
     body = renderer.render("order", "sms", ctx).parts["body"]
-    # Moscow is UTC+3: 21:30 UTC is 00:30 the next day.
-    assert body == f"5{NBSP}000,00{NBSP}₽ · 5 баллов · 15.03.2026, 00:30"
+    # The contact's locale, the event's currency; Moscow is UTC+3: 21:30 UTC is 00:30 the
+    # next day. How ru writes them is CLDR's (tests/test_formatting.py checks Formats).
+    moscow = Formats("ru", "RUB", "Europe/Moscow")
+    local = Formats("ru").datetime("2026-03-15T00:30:00", "short")  # the wall time, in UTC
+    assert body == f"{moscow.money(5000)} · 5 баллов · {local}"
+    assert moscow.money(5000) != Formats("en").money(5000, "RUB")
     ctx["contact"].update(locale="en-US", timezone="America/New_York")
     ctx["event"]["properties"]["currency"] = "USD"
     english = Renderer(tmp_path / "en")
     write(english.templates_dir, {"order/sms.body": "{{ 1234.5 | money }} {{ 0.25 | percent }}"})
-    assert english.render("order", "sms", ctx).parts["body"] == "$1,234.50 25%"
+    american = Formats("en_US", "USD")
+    assert english.render("order", "sms", ctx).parts["body"] == (
+        f"{american.money(1234.5)} {american.percent(0.25)}"
+    )
 
 
 def test_email_css_is_inlined_preheader_hidden_and_text_generated(tmp_path: Path) -> None:

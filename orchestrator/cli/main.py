@@ -28,12 +28,17 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         from sqlalchemy.exc import OperationalError
 
+        from channels.errors import ChannelConfigError
+
         from ..deployment.deploy import InvalidJourneys
+        from ..store.db import MissingDriver
 
         try:
             return super().invoke(ctx)
         except (click.exceptions.Abort, click.exceptions.Exit, click.ClickException):
             raise  # click's own (Ctrl-C at a prompt is a RuntimeError too)
+        except (MissingDriver, ChannelConfigError) as exc:  # a package or setting to add
+            _fail(str(exc))
         except InvalidJourneys as exc:
             for problem in exc.problems:
                 click.echo(str(problem), err=True)
@@ -54,7 +59,8 @@ def main() -> None:
 data_dir_option = click.option(
     "--data-dir",
     type=click.Path(path_type=Path, file_okay=False),
-    help="Where the SQLite files and the dev write key live (default ./.journeys).",
+    help="The dev state: SQLite store, Temporal dev server state, dev write key and "
+    "link-signing key (default ./.journeys).",
 )
 
 

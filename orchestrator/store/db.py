@@ -44,6 +44,13 @@ _SQLITE_PRAGMAS = (
 )
 
 
+POSTGRES_EXTRA = "pip install 'journeys-orchestrator[postgres]'"
+
+
+class MissingDriver(ImportError):
+    """DATABASE_URL names a database whose driver is not installed: its extra tells which."""
+
+
 def sqlite_url(data_dir: Path) -> str:
     """The default database: `journeys.db` inside the data directory."""
     return f"sqlite:///{(Path(data_dir) / 'journeys.db').as_posix()}"
@@ -58,8 +65,14 @@ def make_engine(url: str) -> Engine:
     parsed = normalize_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed)
-    # pre-ping: survive connections dropped by PgBouncer, failovers and idle timeouts.
-    return create_engine(parsed, pool_pre_ping=True, json_serializer=_dump_json)
+    try:
+        # pre-ping: survive connections dropped by PgBouncer, failovers and idle timeouts.
+        return create_engine(parsed, pool_pre_ping=True, json_serializer=_dump_json)
+    except ImportError as exc:  # SQLAlchemy imports the driver here; it is an extra of ours
+        raise MissingDriver(
+            f"DATABASE_URL is a PostgreSQL database, but its driver psycopg is not installed "
+            f"({exc}): {POSTGRES_EXTRA}"
+        ) from exc
 
 
 def normalize_url(url: str) -> URL:
