@@ -197,3 +197,15 @@ def test_shipped_journeys_pass_strict_validation(
     monkeypatch.setenv("JOURNEYS_DATA_DIR", str(ROOT / ".no-store-here"))
     result = validate("--strict", str(folder), "--templates", str(ROOT / "templates"))
     assert result.exit_code == 0, result.output
+
+
+def test_known_names_need_no_store_so_no_note_about_it(project: Path) -> None:
+    Path("journeys/browse.yaml").write_text(
+        TYPOS.replace("product viewed", "Product Viewed")
+        .replace("Order Complete,", "Order Completed,")
+        .replace("Order_Completed", "Order Completed")
+    )
+    result = validate("--strict")
+    assert result.exit_code == 0, result.output
+    assert "not checked against the store" not in result.stderr
+    assert not Path(".journeys").exists()

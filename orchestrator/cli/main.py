@@ -127,7 +127,7 @@ def validate(
     problems, loaded, segments = result.problems, result.journeys, result.segments
     for problem in [*problems, *result.warnings]:  # what must be fixed first, first
         click.echo(str(problem))
-    if not_consulted and result.events.checked:
+    if not_consulted and result.events.unknown:  # the store might have known them
         click.echo(
             f"note: event names were not checked against the store: {not_consulted}", err=True
         )

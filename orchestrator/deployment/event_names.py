@@ -128,6 +128,7 @@ class KnownEvents:
     received: set[str] | None = None  # by the store; None: not consulted
     plans: list[Path] = field(default_factory=list)
     checked: int = 0  # how many event names the journeys and segments wait for
+    unknown: int = 0  # how many of them nothing is known to send
 
     def names(self) -> set[str]:
         return {
@@ -308,12 +309,14 @@ def check_event_names(
         for path, name in journey_references(item):
             known.checked += 1
             if name not in names:
+                known.unknown += 1
                 text = unknown_event(name, names, plan(item.path.parent))
                 problems.append(item.problem(path, text).as_warning())
     for file in segment_files:
         for source, path, name in segment_references(file):
             known.checked += 1
             if name not in names:
+                known.unknown += 1
                 text = unknown_event(name, names, plan(file.parent))
                 problems.append(source.problem(path, text).as_warning())
     return problems
