@@ -141,6 +141,7 @@ class ActionActivities:
             journey_id=req.journey_id,
             workflow_id=req.workflow_id,
             entry_seq=req.entry_seq,
+            shareable=bool(spec.get("shareable")),  # absent in journeys deployed before it
         )
         prefix = spec.get("save_as") or "coupon"
         value = coupon.value

@@ -335,7 +335,9 @@ class IssueCouponAction(Model):
     """A unique, single-use promo code from a named campaign, stored on the run.
 
     Templates get `journey.<save_as>_code`, `_kind`, `_value`, `_currency`,
-    `_expires_at` and `_minimum_order` (save_as defaults to `coupon`).
+    `_expires_at` and `_minimum_order` (save_as defaults to `coupon`). The code is
+    the contact's own: only their orders may use it, unless `shareable: true` (a
+    code meant to be passed on, still used once).
     """
 
     type: Literal["issue_coupon"]
@@ -351,6 +353,7 @@ class IssueCouponAction(Model):
     minimum_order: Annotated[float, Field(gt=0)] | None = None
     expires_in: Duration | None = None
     save_as: Identifier = "coupon"
+    shareable: Annotated[bool, Field(strict=True)] = False
 
     @model_validator(mode="after")
     def _currency_for_amounts(self) -> IssueCouponAction:
