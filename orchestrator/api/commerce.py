@@ -34,7 +34,7 @@ from ..store.db import session_scope
 from ..store.tables import LoyaltyEntry, utcnow
 from .body import parse_object, read_body
 from .context import api_context, authenticate
-from .coupon_limits import client_address, coupon_throttle
+from .coupon_limits import throttled
 from .devices import check_contact_id
 from .errors import ApiError
 
@@ -125,19 +125,16 @@ async def get_coupon(
     ctx = api_context(request)
     key = await authenticate(request, ctx)
     # A web shop's write key is public: guessing is slowed per key and per address.
-    throttle, address = coupon_throttle(request, ctx.settings), client_address(request)
-    if throttle is not None:
-        throttle.admit(key, address)
-    _check_code(code)
-    total = _number(order_total, "order_total") if order_total not in (None, "") else None
-    if contact_id is not None:
-        check_contact_id(contact_id)
-    found = await ctx.db(_check, ctx.engine, code, contact_id, total)
-    if throttle is not None:
-        throttle.settle(key, address, found["reason"])
-    if found["reason"] == "unknown":
-        raise ApiError(404, f"no coupon {normalize_code(code)!r}", "code")
-    return {"success": True, **found}
+    with throttled(request, ctx.settings, key) as outcome:
+        _check_code(code)
+        total = _number(order_total, "order_total") if order_total not in (None, "") else None
+        if contact_id is not None:
+            check_contact_id(contact_id)
+        found = await ctx.db(_check, ctx.engine, code, contact_id, total)
+        outcome.reason = found["reason"]
+        if found["reason"] == "unknown":
+            raise ApiError(404, f"no coupon {normalize_code(code)!r}", "code")
+        return {"success": True, **found}
 
 
 @router.post("/v1/coupons/{code}/redeem", response_model=None)
@@ -146,24 +143,22 @@ async def redeem(request: Request, code: str) -> dict[str, Any] | JSONResponse:
     ctx = api_context(request)
     payload = parse_object(await read_body(request, MAX_BODY))
     key = await authenticate(request, ctx, payload)
-    throttle, address = coupon_throttle(request, ctx.settings), client_address(request)
-    if throttle is not None:
-        throttle.admit(key, address)
-    _check_code(code)
-    body = _validated(CouponRedemption, payload)
-    if not body.customer_ids:
-        raise ApiError(
-            400,
-            "userId or anonymousId is required: the customer whose order this is (a code "
-            "can be used only by the customer it was issued to, unless it is shareable)",
-            "userId",
-        )
-    try:
-        return {"success": True, **await ctx.db(_redeem, ctx.engine, code, body)}
-    except Refused as refused:
-        if throttle is not None:
-            throttle.settle(key, address, refused.reason)
-        return refused.response()
+    with throttled(request, ctx.settings, key) as outcome:
+        _check_code(code)
+        body = _validated(CouponRedemption, payload)
+        if not body.customer_ids:
+            raise ApiError(
+                400,
+                "userId or anonymousId is required: the customer whose order this is (a "
+                "code can be used only by the customer it was issued to, unless it is "
+                "shareable)",
+                "userId",
+            )
+        try:
+            return {"success": True, **await ctx.db(_redeem, ctx.engine, code, body)}
+        except Refused as refused:
+            outcome.reason = refused.reason
+            return refused.response()
 
 
 # --- points -----------------------------------------------------------------------------

@@ -4,8 +4,8 @@ A web shop's write key is public (it sits in the page), so anyone may ask the co
 endpoints whether a code exists. Every check and redemption takes one call from two
 token buckets, the key's and the client address's (`JOURNEYS_COUPON_RATE_LIMIT`,
 calls per second); an answer that a guess gives (`unknown` code, another customer's
-code) costs `MISS_COST` calls in all, so a shop's checkout, whose codes are mostly
-right, keeps its pace while guessing slows to a crawl. Over the limit: 429 with
+code) costs `MISS_COST` calls in all, anything else one, so a shop's checkout, whose
+codes are mostly right, keeps its pace while guessing slows to a crawl. Over the limit: 429 with
 Retry-After. One address cannot use up the key's budget by itself; many addresses
 together meet the key's limit. IPv6 clients count per /64, the block one host
 usually holds.
@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from fastapi import Request
@@ -28,6 +30,13 @@ from .ratelimit import RateLimiter
 
 MISS_COST = 10  # calls an unknown code or another customer's code costs, in all
 MISSES = ("unknown", "other_contact")
+
+
+@dataclass
+class Outcome:
+    """What the endpoint found: a `reason` in MISSES is a guess that missed."""
+
+    reason: str | None = None
 
 
 @dataclass
@@ -44,11 +53,15 @@ class CouponThrottle:
         return cls(_bucket(per_key), _bucket(per_address))
 
     def admit(self, key: str, address: str) -> None:
-        """One call from both buckets, or 429 naming the limit that was reached."""
+        """A miss's worth from both buckets, or 429 naming the limit that was reached.
+
+        Taken before the answer is known, so requests sent at once cannot all pass on
+        one full bucket; `settle` gives back what a hit did not cost.
+        """
         hashed = _hashed(key)
         waits = {
-            "for this key": self.by_key.wait(hashed),
-            "from this address": self.by_address.wait(address),
+            "for this key": self.by_key.wait(hashed, MISS_COST),
+            "from this address": self.by_address.wait(address, MISS_COST),
         }
         where, wait = max(waits.items(), key=lambda item: item[1])
         if wait > 0:
@@ -59,14 +72,31 @@ class CouponThrottle:
                 None,
                 **{"Retry-After": after, "X-RateLimit-Reset": after},
             )
-        self.by_key.charge(hashed, 1)
-        self.by_address.charge(address, 1)
+        self.by_key.charge(hashed, MISS_COST)
+        self.by_address.charge(address, MISS_COST)
 
     def settle(self, key: str, address: str, reason: str | None) -> None:
-        """A miss (what guessing gets) costs the rest of `MISS_COST`."""
-        if reason in MISSES:
-            self.by_key.charge(_hashed(key), MISS_COST - 1)
-            self.by_address.charge(address, MISS_COST - 1)
+        """Anything but a miss costs one call: the rest goes back."""
+        if reason not in MISSES:
+            self.by_key.charge(_hashed(key), 1 - MISS_COST)
+            self.by_address.charge(address, 1 - MISS_COST)
+
+
+@contextmanager
+def throttled(request: Request, settings: Settings, key: str) -> Iterator[Outcome]:
+    """Admit one coupon call of `key` (429 when over a limit); the block sets
+    `outcome.reason`, and the call is charged by it however the block ends."""
+    throttle = coupon_throttle(request, settings)
+    outcome = Outcome()
+    if throttle is None:
+        yield outcome
+        return
+    address = client_address(request)
+    throttle.admit(key, address)
+    try:
+        yield outcome
+    finally:
+        throttle.settle(key, address, outcome.reason)
 
 
 def coupon_throttle(request: Request, settings: Settings) -> CouponThrottle | None:
@@ -93,9 +123,9 @@ def client_address(request: Request) -> str:
 
 
 def _bucket(rate: float) -> RateLimiter:
-    """Two seconds' worth of calls at once, plus one miss: a shop's server, one address
-    for all its customers, weathers a mistyped code among its checkouts."""
-    return RateLimiter(rate, rate * 2 + MISS_COST)
+    """Two seconds' worth of calls at once, plus two misses: a shop's server, one
+    address for all its customers, weathers a few mistyped codes among its checkouts."""
+    return RateLimiter(rate, rate * 2 + MISS_COST * 2)
 
 
 def _hashed(key: str) -> str:

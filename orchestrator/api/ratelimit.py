@@ -38,10 +38,10 @@ class RateLimiter:
         return 0.0 if tokens >= needed else (needed - tokens) / self.rate
 
     def charge(self, key: str, cost: float) -> None:
-        """Take `cost` more, allowed or not: what a call turned out to cost (a debt the
-        key pays back before its next call)."""
+        """Take `cost`, allowed or not (a debt the key pays back before its next call);
+        a negative cost gives back what a call did not use, up to a full bucket."""
         now = monotonic()
-        self._store(key, self._tokens(key, now) - cost, now)
+        self._store(key, min(self.burst, self._tokens(key, now) - cost), now)
 
     def _tokens(self, key: str, now: float) -> float:
         tokens, at = self._buckets.get(key, (self.burst, now))
