@@ -1,13 +1,14 @@
 """Coupons and loyalty points for the storefront's checkout (write key).
 
 - `GET /v1/coupons/{code}`: can this code be used (by this customer, on this cart)?
-- `POST /v1/coupons/{code}/redeem`: use it on an order; the same order again is fine.
+- `POST /v1/coupons/{code}/redeem`: use it on an order of the customer it names; the
+  same order again is fine.
 - `GET /v1/contacts/{id}/points`: balance and ledger.
 - `POST /v1/contacts/{id}/points/redeem`: spend points on an order, once per order.
 
-The coupon endpoints are throttled per key and per client address, and a miss
-(an unknown code, another customer's code) costs more than a hit
-(`coupon_limits.py`). A coupon or points refusal answers with the usual error body plus `reason`
+The coupon endpoints are throttled per key and per client address, a miss (an
+unknown code, another customer's code) costing more than a hit (`coupon_limits.py`).
+A coupon or points refusal answers with the usual error body plus `reason`
 (`redeemed`, `expired`, `other_contact`, `below_minimum`, `unknown`,
 `insufficient_points`, `order_already_redeemed`); see docs/loyalty-and-coupons.md.
 """
