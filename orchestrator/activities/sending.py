@@ -349,6 +349,9 @@ class SendActivities:
         except RenderError as exc:
             _set(row, "failed", str(exc), check="render")
             return
+        for dropped in rendered.dropped_links:  # data links that were not http(s)
+            _check(row, "links", "dropped", str(dropped))
+            activity.logger.warning("message %s: link %s", row.id, dropped)
         row.content, row.locale = rendered.parts, rendered.locale
         row.queued_at = now
         row.error = None
