@@ -1,14 +1,15 @@
 """Throttling coupon guesses, on by default: per key and per client address.
 
 A web shop's write key is public (it sits in the page), so anyone may ask the coupon
-endpoints whether a code exists. Every check and redemption takes one call from two
-token buckets, the key's and the client address's (`JOURNEYS_COUPON_RATE_LIMIT`,
-calls per second); an answer that a guess gives (`unknown` code, another customer's
-code) costs `MISS_COST` calls in all, anything else one, so a shop's checkout, whose
-codes are mostly right, keeps its pace while guessing slows to a crawl. Over the limit: 429 with
-Retry-After. One address cannot use up the key's budget by itself; many addresses
-together meet the key's limit. IPv6 clients count per /64, the block one host
-usually holds.
+endpoints whether a code exists. Every check and redemption draws on two token
+buckets, the key's and the client address's (`JOURNEYS_COUPON_RATE_LIMIT`, calls per
+second). An answer that a guess gets (an `unknown` code, another customer's code)
+costs `MISS_COST` calls, anything else one, so a shop's checkout, whose codes are
+mostly right, keeps its pace while guessing slows to a crawl. The miss's cost is held
+while the call runs (calls sent at once cannot all pass on one full bucket), and a
+hit gets the rest back. Over the limit: 429 with Retry-After. One address cannot use
+up the key's budget by itself; many addresses together meet the key's limit. IPv6
+clients count per /64, the block one host usually holds.
 
 Behind a reverse proxy the client address is the proxy's unless uvicorn trusts it
 (`FORWARDED_ALLOW_IPS`; 127.0.0.1 by default): docs/loyalty-and-coupons.md.
