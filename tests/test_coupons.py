@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -27,6 +28,7 @@ from orchestrator.api.coupon_limits import client_address
 from orchestrator.api.ingest import store_call
 from orchestrator.api.segment import IdentifyCall, TrackCall
 from orchestrator.dsl import JourneyError, load_journey
+from orchestrator.dsl.models import Journey
 from orchestrator.services.privacy import erase_rows, export_contact, plan_erasure
 from orchestrator.settings import Settings
 from orchestrator.store import loyalty
@@ -383,6 +385,19 @@ async def test_a_shareable_code_may_be_used_by_anyone_once(
         f"/v1/coupons/{own.code}/redeem", json={"order_id": "o-3", "userId": "bob"}, headers=basic()
     )
     assert (r.status_code, r.json()["reason"]) == (403, "other_contact")
+
+
+def test_journeys_deployed_before_shareable_keep_their_version() -> None:
+    """A code's owner rule needs no edit of existing journeys: their frozen spec (and
+    so its hash, which makes versions) is what it was before `shareable` existed."""
+    root = Path(__file__).resolve().parent.parent / "journeys"
+    with_codes = [p for p in root.glob("*.yaml") if "issue_coupon" in p.read_text()]
+    assert len(with_codes) >= 4
+    for path in with_codes:
+        journey = load_journey(path).journey
+        spec = journey.model_dump(mode="json", by_alias=True)
+        assert '"shareable"' not in json.dumps(spec), path.name
+        assert Journey.model_validate(spec) == journey
 
 
 def test_shareable_is_true_or_false(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

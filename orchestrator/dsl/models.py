@@ -21,7 +21,9 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    SerializerFunctionWrapHandler,
     Tag,
+    model_serializer,
     model_validator,
 )
 
@@ -360,6 +362,15 @@ class IssueCouponAction(Model):
         if self.discount.kind == "amount" and self.currency is None:
             raise ValueError("an amount discount needs its 'currency' (e.g. currency: RUB)")
         return self
+
+    @model_serializer(mode="wrap")
+    def _spec(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # `shareable` came later: left out of the frozen spec while false, so journeys
+        # deployed before it keep their spec hash (no new version on upgrade).
+        data: dict[str, Any] = handler(self)
+        if not self.shareable:
+            data.pop("shareable", None)
+        return data
 
 
 URL_VARIABLE = r"\$\{([A-Za-z0-9_]*)\}"
