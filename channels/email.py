@@ -1,6 +1,17 @@
-"""What every email adapter shares: sender defaults and RFC 8058 unsubscribe headers."""
+"""What every email adapter shares: sender defaults, RFC 8058 unsubscribe headers, and
+what a recipient address may be.
+
+`address_problem` is the one check of an email address: the API refuses an identify
+whose `traits.email` fails it. `unsafe_characters` is its part that matters to a
+sender: a line break (or another control character) in an address could add mail
+headers, so the send pipeline and every email adapter refuse such an address, also
+one stored before ingestion checked it.
+"""
 
 from __future__ import annotations
+
+import re
+import unicodedata
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -20,6 +31,93 @@ class EmailSettings(BaseSettings):
     reply_to: str | None = None
     # Second List-Unsubscribe target for mailbox providers that prefer mail: unsubscribe@…
     unsubscribe_mailto: str | None = None
+
+
+MAX_ADDRESS = 254  # RFC 5321's path limit (256) without its angle brackets
+MAX_LOCAL = 64
+# RFC 5322 atext; non-ASCII letters pass too (RFC 6531 addresses).
+_LOCAL_CHARACTER = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]|[^\x00-\x7f]")
+_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+
+
+def unsafe_characters(value: str) -> str | None:
+    """Why `value` cannot go into a mail header as it is (line break, control or invisible
+    formatting character), or None. Never quotes the value: it is personal data."""
+    for char in value:
+        if char in "\r\n\u2028\u2029\x85":
+            return "it contains a line break (CR/LF), which could add mail headers"
+        if unicodedata.category(char) in ("Cc", "Cf"):
+            return f"it contains the invisible or control character U+{ord(char):04X}"
+    return None
+
+
+def address_problem(value: object) -> str | None:
+    """Why `value` is not one plain email address such as ann@example.com, or None.
+
+    Strict on purpose: one addr-spec, no display name, a dotted domain of host-name
+    labels (international ones in their Unicode or xn-- form), no quoted local parts or
+    IP literals, which shops do not send and mail services reject. Surrounding
+    whitespace is the caller's to strip.
+    """
+    if not isinstance(value, str):
+        return "it is not text: send the address as a string, like ann@example.com"
+    if (unsafe := unsafe_characters(value)) is not None:
+        return unsafe
+    if any(char in value for char in ",;<>"):
+        return "it is more than one address, or has a name: send only the address"
+    if any(char.isspace() for char in value):
+        return "it contains a space"
+    if value.count("@") != 1:
+        return "it needs exactly one @, as in ann@example.com"
+    if len(value) > MAX_ADDRESS:
+        return f"it is longer than {MAX_ADDRESS} characters"
+    local, domain = value.split("@")
+    return _local_problem(local) or _domain_problem(domain)
+
+
+def _local_problem(local: str) -> str | None:
+    if not local or len(local) > MAX_LOCAL:
+        return f"the part before @ must be 1 to {MAX_LOCAL} characters"
+    if local.startswith(".") or local.endswith(".") or ".." in local:
+        return "the part before @ has a dot at its start or end, or two in a row"
+    wrong = [c for c in local if c != "." and not _LOCAL_CHARACTER.fullmatch(c)]
+    if wrong:
+        return f"the part before @ may not contain {wrong[0]!r}"
+    return None
+
+
+def _domain_problem(domain: str) -> str | None:
+    if not domain:
+        return "there is no domain after @"
+    labels = domain.split(".")
+    if len(labels) < 2:
+        return "the domain after @ needs a dot, as in example.com"
+    for label in labels:
+        try:
+            ascii_label = label.encode("idna").decode("ascii") if not label.isascii() else label
+        except UnicodeError:
+            return "the domain after @ is not a valid host name"
+        if not _LABEL.match(ascii_label):
+            return (
+                "the domain after @ is not a host name (letters, digits and inner hyphens "
+                "between dots)"
+            )
+    if labels[-1].isdigit():
+        return "the domain after @ ends in a number, not a top-level domain"
+    return None
+
+
+def recipient(message: OutgoingMessage, provider: str) -> str:
+    """The address to send to, or `invalid_recipient` when it could inject headers: an
+    adapter must never hand a provider a line break in an address."""
+    problem = unsafe_characters(message.to)
+    if problem is not None:
+        raise PermanentChannelError(
+            f"the recipient address cannot be used: {problem}",
+            provider=provider,
+            reason="invalid_recipient",
+        )
+    return message.to.strip()
 
 
 def sender(message: OutgoingMessage, settings: EmailSettings, provider: str) -> str:

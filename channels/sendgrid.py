@@ -27,7 +27,7 @@ from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .base import Channel, OutgoingMessage, Receipt
-from .email import EmailSettings, list_unsubscribe_headers, reply_to, sender
+from .email import EmailSettings, list_unsubscribe_headers, recipient, reply_to, sender
 from .errors import (
     ChannelConfigError,
     ChannelError,
@@ -211,13 +211,14 @@ class SendGridChannel(Channel):
         )
 
         from_address = self._address(sender(message, self.email, PROVIDER), "from")
-        # The recipient goes verbatim: SendGrid judges it, and its answer names the
-        # field, which is how an unusable address becomes `invalid_recipient`.
-        recipient = To()
-        recipient.email = message.to
+        # The recipient goes as it is, once it cannot carry a header (no line breaks or
+        # control characters): SendGrid judges the rest, and its answer names the field,
+        # which is how an unusable address becomes `invalid_recipient`.
+        to = To()
+        to.email = recipient(message, PROVIDER)
         mail = Mail(
             from_email=From(*from_address),
-            to_emails=recipient,
+            to_emails=to,
             subject=message.content.get("subject"),
             plain_text_content=message.content.get("text") or None,
             html_content=message.content.get("html") or None,

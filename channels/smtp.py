@@ -34,7 +34,7 @@ from pydantic import SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .base import Channel, OutgoingMessage, Receipt
-from .email import EmailSettings, list_unsubscribe_headers, reply_to, sender
+from .email import EmailSettings, list_unsubscribe_headers, recipient, reply_to, sender
 from .errors import (
     ChannelConfigError,
     ChannelError,
@@ -196,7 +196,7 @@ class SmtpChannel(Channel):
                 provider=NAME,
                 reason="bad_payload",
             )
-        to = _address(message.to)
+        to = _address(recipient(message, NAME))
         if to is None:
             raise PermanentChannelError(
                 f"{message.to!r} is not an email address", provider=NAME, reason="invalid_recipient"

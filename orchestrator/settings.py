@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     write_keys: list[str] = []  # extra accepted write keys (comma-separated JSON list)
     # Calls per second per write key (a batch counts its calls); more get 429. Unset = no limit.
     ingest_rate_limit: float | None = Field(default=None, gt=0)
+    # Coupon checks and redemptions per second "per key,per client address"; a guess that
+    # misses costs more (orchestrator/api/coupon_limits.py). "none" = no limit.
+    coupon_rate_limit: str = "30,10"
 
     temporal_address: str | None = Field(default=None, validation_alias=_env("TEMPORAL_ADDRESS"))
     temporal_namespace: str = Field(default="default", validation_alias=_env("TEMPORAL_NAMESPACE"))
@@ -104,6 +107,12 @@ class Settings(BaseSettings):
         Cap.parse(value)  # raises a ValueError that names the expected form
         return value
 
+    @field_validator("coupon_rate_limit")
+    @classmethod
+    def _coupon_limit(cls, value: str) -> str:
+        coupon_rates(value)  # raises a ValueError that names the expected form
+        return value
+
     @field_validator("quiet_hours_email", "quiet_hours_push", "quiet_hours_sms")
     @classmethod
     def _quiet(cls, value: str) -> str:
@@ -138,3 +147,21 @@ class Settings(BaseSettings):
         return {"email": self.email_channel, "push": self.push_channel, "sms": self.sms_channel}[
             channel
         ]
+
+
+def coupon_rates(value: str) -> tuple[float, float] | None:
+    """`JOURNEYS_COUPON_RATE_LIMIT`: "30,10" (calls/s per key, per client address) or "none"."""
+    text = value.strip().lower()
+    if text in ("none", "off"):
+        return None
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        rates = [float(p) for p in parts]
+    except ValueError:
+        rates = []
+    if len(rates) != 2 or not all(0 < r < float("inf") for r in rates):
+        raise ValueError(
+            f"invalid coupon rate limit {value!r}: expected two numbers of calls per second, "
+            "per key and per client address, such as 30,10 (or none)"
+        )
+    return rates[0], rates[1]

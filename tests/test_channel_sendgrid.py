@@ -254,6 +254,27 @@ def test_invalid_recipient_is_reported_as_such(fake: FakeSendGrid) -> None:
     assert len(fake.requests) == 1 and fake.delivered == []
 
 
+@pytest.mark.parametrize(
+    "to",
+    [
+        "ann@example.com\r\nBcc: x@evil.example",
+        "ann@example.com\nBcc: x@evil.example",
+        "ann@example.com\u2028Bcc: x@evil.example",
+        "ann@example.com\x0b",
+    ],
+)
+def test_a_recipient_that_could_carry_a_header_is_refused_before_any_request(
+    fake: FakeSendGrid, to: str
+) -> None:
+    """Also an address stored before ingestion checked them: nothing reaches SendGrid."""
+    with pytest.raises(PermanentChannelError) as caught:
+        channel(fake).send(message(to=to))
+    assert caught.value.reason == "invalid_recipient"
+    assert "recipient address cannot be used" in str(caught.value)
+    assert "ann@example.com" not in str(caught.value)  # the error goes into histories
+    assert fake.requests == []
+
+
 def test_other_bad_request_is_a_bad_payload(fake: FakeSendGrid) -> None:
     with pytest.raises(PermanentChannelError) as caught:
         channel(fake).send(message(options={"from": "news@localhost"}))

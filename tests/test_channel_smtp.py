@@ -342,7 +342,16 @@ def test_a_server_that_never_answers_times_out_as_transient() -> None:
 
 
 @pytest.mark.parametrize(
-    "to", ["ann", "", "ann@example.com, bob@example.com", "ann@example.com\r\nBcc: x@evil.example"]
+    "to",
+    [
+        "ann",
+        "",
+        "ann@example.com, bob@example.com",
+        "ann@example.com\r\nBcc: x@evil.example",
+        "ann@example.com\u2028Bcc: x@evil.example",
+        "ann@example.com\x0bBcc: x@evil.example",
+        "ann@exa\x00mple.com",
+    ],
 )
 def test_a_recipient_that_is_not_one_address_is_refused_before_connecting(
     inbox: SmtpInbox, to: str

@@ -8,6 +8,7 @@ import pytest
 
 from channels import ChannelConfigError, OutgoingMessage
 from channels.console import ConsoleChannel
+from channels.errors import PermanentChannelError
 from channels.registry import adapter_class, available
 from orchestrator.processes.worker import channel_adapters
 from orchestrator.settings import Settings
@@ -40,6 +41,16 @@ def test_console_prints_every_part_but_html_bodies() -> None:
     assert "--- email to ann@example.com (message m1)" in printed
     assert "subject: Hi" in printed and "text: Hi there" in printed
     assert "html: 9 characters" in printed
+
+
+def test_console_refuses_an_email_address_the_real_adapters_refuse() -> None:
+    stream = io.StringIO()
+    bad = OutgoingMessage(
+        message_id="m1", channel="email", to="ann@example.com\r\nBcc: x@evil.example", content={}
+    )
+    with pytest.raises(PermanentChannelError) as caught:
+        ConsoleChannel(stream).send(bad)
+    assert caught.value.reason == "invalid_recipient" and stream.getvalue() == ""
 
 
 def test_a_worker_refuses_to_start_without_a_providers_credentials(

@@ -313,8 +313,9 @@ def test_concurrent_merges_leave_one_contact_and_no_loops(engine) -> None:  # ty
 
 async def test_odd_values_get_400_naming_the_field(api, engine) -> None:  # type: ignore[no-untyped-def]
     cases = [
-        ("/v1/identify", {"userId": "u", "traits": {"phone": "+1" + "5" * 40}}, "traits"),
-        ("/v1/identify", {"userId": "u", "traits": {"email": "x" * 400 + "@ex.com"}}, "traits"),
+        ("/v1/identify", {"userId": "u", "traits": {"phone": "+1" + "5" * 40}}, "traits.phone"),
+        ("/v1/identify", {"userId": "u", "traits": {"email": "x" * 400 + "@ex.com"}},
+         "traits.email"),
         ("/v1/track", {"userId": "   ", "event": "X"}, None),
         ("/v1/track", {"userId": "u", "event": "X", "timestamp": "9999-12-31T23:59:59-14:00"},
          "timestamp"),
@@ -344,3 +345,69 @@ async def test_extra_keys_in_a_call_do_not_reset_its_rate_limit(engine) -> None:
             r = await api.post("/v1/track", headers=headers, json={"userId": "u", "event": "T"})
             statuses.append(r.status_code)
     assert statuses == [200, 429, 429, 429]
+
+
+NOT_ONE_ADDRESS = {
+    "header injection": ("x@example.com\r\nBcc: other@example.net", "a line break (CR/LF)"),
+    "bare line feed": ("x@example.com\nBcc: other@example.net", "a line break (CR/LF)"),
+    "unicode line separator": ("x@example.com\u2028Bcc: o@example.net", "a line break"),
+    "tab inside": ("x@exam\tple.com", "control character U+0009"),
+    "zero-width space": ("x\u200b@example.com", "control character U+200B"),
+    "two addresses": ("a@example.com, b@example.net", "more than one address"),
+    "a display name": ("Ann <ann@example.com>", "more than one address, or has a name"),
+    "a space": ("ann smith@example.com", "a space"),
+    "no at": ("ann.example.com", "exactly one @"),
+    "two ats": ("ann@@example.com", "exactly one @"),
+    "no domain": ("ann@", "no domain after @"),
+    "no dot in the domain": ("ann@localhost", "needs a dot"),
+    "not a host name": ("ann@exa_mple.com", "not a host name"),
+    "dots in a row": ("ann..b@example.com", "two in a row"),
+    "not text": (42, "not text"),
+}
+
+
+async def test_an_email_that_is_not_one_address_is_refused_naming_the_field(api, engine) -> None:  # type: ignore[no-untyped-def]
+    await post(api, "/v1/identify", {"userId": "ann", "traits": {"email": "ann@example.com"}})
+    for name, (email, why) in NOT_ONE_ADDRESS.items():
+        r = await post(api, "/v1/identify", {"userId": "ann", "traits": {"email": email}})
+        assert r.status_code == 400, (name, r.text)
+        assert r.json()["field"] == "traits.email", name
+        assert r.json()["error"].startswith("traits.email is not one email address: "), name
+        assert why in r.json()["error"], (name, r.json()["error"])
+    # RudderStack sends identify traits as context.traits; a batch names the call.
+    injected = NOT_ONE_ADDRESS["header injection"][0]
+    r = await post(
+        api, "/v1/identify", {"userId": "ann", "context": {"traits": {"email": injected}}}
+    )
+    assert (r.status_code, r.json()["field"]) == (400, "context.traits.email")
+    batch = [{"type": "track", "userId": "ann", "event": "X"},
+             {"type": "identify", "userId": "ann", "traits": {"email": injected}}]  # fmt: skip
+    r = await post(api, "/v1/batch", {"batch": batch})
+    assert (r.status_code, r.json()["field"]) == (400, "batch.1.traits.email")
+    # Nothing of it was stored: the address and the events are as before.
+    ann = contact(engine, "ann")
+    assert ann is not None and ann.email == "ann@example.com"
+    assert ann.traits["email"] == "ann@example.com"
+    assert len(events(engine)) == 1
+
+
+async def test_good_addresses_are_kept_trimmed_and_an_empty_one_removes_it(api, engine) -> None:  # type: ignore[no-untyped-def]
+    for email in (
+        "  Ann.O'Neil+shop@Example.COM\r\n",
+        "ann@bücher.example",
+        "ánn@xn--bcher-kva.example",
+    ):
+        r = await post(api, "/v1/identify", {"userId": "ann", "traits": {"email": email}})
+        assert r.status_code == 200, r.text
+        stored = contact(engine, "ann")
+        assert stored is not None and stored.email == stored.traits["email"] == email.strip()
+    r = await post(api, "/v1/identify", {"userId": "ann", "traits": {"email": ""}})
+    assert r.status_code == 200 and contact(engine, "ann").email is None  # type: ignore[union-attr]
+
+
+async def test_a_phone_with_a_line_break_is_refused(api, engine) -> None:  # type: ignore[no-untyped-def]
+    r = await post(api, "/v1/identify", {"userId": "ann", "traits": {"phone": "+1555\r\n0100"}})
+    assert (r.status_code, r.json()["field"]) == (400, "traits.phone")
+    assert "line break" in r.json()["error"]
+    r = await post(api, "/v1/identify", {"userId": "ann", "traits": {"phone": " +1 555 0100 "}})
+    assert r.status_code == 200 and contact(engine, "ann").phone == "+1 555 0100"  # type: ignore[union-attr]

@@ -237,12 +237,9 @@ async def test_the_code_used_on_the_next_order_is_redeemed_once_and_credits_the_
     first = runs["journey:post_purchase:dee:o1"]
     assert first.converted_at is not None and first.revenue == 64.0
     # The storefront's own redeem call, retried, is harmless; another order cannot reuse it.
-    again = api.post(
-        f"/v1/coupons/{code.code}/redeem", json={"order_id": "o2"}, auth=("write-key", "")
-    )
-    other = api.post(
-        f"/v1/coupons/{code.code}/redeem", json={"order_id": "o3"}, auth=("write-key", "")
-    )
+    redeem = f"/v1/coupons/{code.code}/redeem"
+    again = api.post(redeem, json={"order_id": "o2", "userId": "dee"}, auth=("write-key", ""))
+    other = api.post(redeem, json={"order_id": "o3", "userId": "dee"}, auth=("write-key", ""))
     assert again.status_code == 200 and again.json()["order_id"] == "o2"
     assert other.status_code == 409
 

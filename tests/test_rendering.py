@@ -210,13 +210,28 @@ def test_push_image_and_link_must_be_urls(tmp_path: Path) -> None:
             "p/push.title": "Hi",
             "p/push.body": "Body",
             "p/push.link": "{{ contact.traits.link }}",
+            "app/push.title": "Hi",
+            "app/push.body": "Body",
+            "app/push.link": "shop://cart/{{ contact.traits.cart }}",
+            "words/push.title": "Hi",
+            "words/push.body": "Body",
+            "words/push.link": "open the app",
         },
     )
     renderer = Renderer(tmp_path)
-    ok = renderer.render("p", "push", context(traits={"link": "shop://cart/42"}))
-    assert ok.parts["link"] == "shop://cart/42"
+    ok = renderer.render("p", "push", context(traits={"link": "https://shop.example/cart/42"}))
+    assert ok.parts["link"] == "https://shop.example/cart/42"
+    # A link from data is http(s) or nothing (docs/templates.md); the template's own
+    # deep link into the app is the marketer's to write.
+    data = renderer.render("p", "push", context(traits={"link": "shop://cart/42"}))
+    assert data.parts["link"] == ""
+    assert [str(d) for d in data.dropped_links] == [
+        "contact.traits.link: shop: links are not allowed, only http and https"
+    ]
+    app = renderer.render("app", "push", context(traits={"cart": "42"}))
+    assert app.parts["link"] == "shop://cart/42"
     with pytest.raises(RenderError, match="must be a URL"):
-        renderer.render("p", "push", context(traits={"link": "open the app"}))
+        renderer.render("words", "push", context())
 
 
 def test_errors_name_the_file_and_line(tmp_path: Path) -> None:

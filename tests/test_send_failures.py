@@ -19,6 +19,7 @@ from fakes.sendgrid import FakeSendGrid
 from fakes.twilio import FakeTwilio
 from harness import Bench, write_journey
 from sqlmodel import select
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from channels.base import Channel, OutgoingMessage, Receipt
@@ -264,6 +265,55 @@ async def test_a_retry_of_a_sent_message_returns_the_stored_id_without_calling_t
     assert len(sendgrid.requests) == 1
     stored = row(bench, "fay", "fallback")
     assert stored.attempts == 1 and stored.provider_message_id
+
+
+async def test_an_address_with_a_line_break_never_reaches_the_provider(
+    bench: Bench, adapters: dict[str, Any], sendgrid: FakeSendGrid
+) -> None:
+    """Addresses stored before ingestion refused them: the pipeline does not take one
+    as an address, and the adapter refuses one that was queued already."""
+    injected = "eve@example.com\r\nBcc: other@example.net"
+    with session_scope(bench.engine) as session:
+        session.add(Contact(id="eve", email=injected))
+        session.add(Contact(id="gus", email="gus@example.com"))
+    sends = SendActivities(
+        bench.engine,
+        Renderer.from_settings(bench.settings),
+        adapters,
+        MessageLinks("http://127.0.0.1:8000", "secret"),
+        bench.settings,
+    )
+
+    def request(user: str) -> t.SendRequest:
+        return t.SendRequest(
+            workflow_id=f"journey:offer:{user}",
+            entry_seq=1,
+            step_id="fallback",
+            journey_id="offer",
+            contact_id=user,
+            channel="email",
+            template="fallback",
+            category="transactional",
+            trigger_event_id=None,
+        )
+
+    env = ActivityEnvironment()
+    prepared = env.run(sends.prepare_message, request("eve"))
+    assert prepared.status == "failed"
+    assert prepared.error == (
+        "the email address on file cannot be used (it contains a line break (CR/LF), which "
+        "could add mail headers); fix it with an identify"
+    )
+    queued = env.run(sends.prepare_message, request("gus"))
+    with session_scope(bench.engine) as session:
+        message = session.get(Message, queued.message_id)
+        assert message is not None
+        message.recipient = injected  # as if queued before the fix
+    with pytest.raises(ApplicationError) as refused:
+        env.run(sends.deliver_message, t.DeliverRequest(queued.message_id or ""))
+    assert refused.value.non_retryable and "eve@example.com" not in str(refused.value)
+    assert row(bench, "gus", "fallback").status == "failed"
+    assert sendgrid.requests == []
 
 
 class Scripted(Channel):

@@ -140,6 +140,7 @@ class ActionActivities:
             journey_id=req.journey_id,
             workflow_id=req.workflow_id,
             entry_seq=req.entry_seq,
+            shareable=bool(spec.get("shareable")),  # absent in journeys deployed before it
         )
         value = coupon.value
         fields = {

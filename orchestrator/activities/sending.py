@@ -31,6 +31,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from channels.base import Channel, OutgoingMessage, Receipt
+from channels.email import unsafe_characters
 from channels.errors import ChannelConfigError, PermanentChannelError, TransientChannelError
 
 from ..rendering import Renderer, RenderError
@@ -57,14 +58,26 @@ GATE_SLEEP_MAX = 5.0
 
 
 def addresses(contact: Contact, channel: str) -> list[str]:
-    """The contact's addresses on `channel`: one email or number, every push token."""
-    if channel == "email":
-        return [contact.email] if contact.email else []
-    if channel == "sms":
-        return [contact.phone] if contact.phone else []
+    """The contact's addresses on `channel`: one email or number, every push token.
+
+    An email or number with a line break or control character (stored before ingestion
+    refused them) is no address: it never reaches an adapter.
+    """
+    if channel in ("email", "sms"):
+        found = contact.email if channel == "email" else contact.phone
+        return [found] if found and unsafe_characters(found) is None else []
     if channel == "push":
         return list(contact.push_tokens or [])
     return []
+
+
+def no_address(contact: Contact, channel: str) -> str:
+    """Why `addresses` found none: there is none, or the one on file cannot be used."""
+    found = {"email": contact.email, "sms": contact.phone}.get(channel)
+    problem = unsafe_characters(found) if found else None
+    if problem is None:
+        return f"no {channel} address"
+    return f"the {channel} address on file cannot be used ({problem}); fix it with an identify"
 
 
 def candidates(choice: str | list[str], contact: Contact) -> list[str]:
@@ -238,7 +251,7 @@ class SendActivities:
         for channel in candidates(req.channel, contact):
             found = addresses(contact, channel)
             if not found:
-                refusals.append(f"no {channel} address")
+                refusals.append(no_address(contact, channel))
                 continue
             if not self.renderer.has_channel(req.template, channel):
                 refusals.append(f"message {req.template!r} has no {channel} version")
@@ -336,6 +349,9 @@ class SendActivities:
         except RenderError as exc:
             _set(row, "failed", str(exc), check="render")
             return
+        for dropped in rendered.dropped_links:  # data links that were not http(s)
+            _check(row, "links", "dropped", str(dropped))
+            activity.logger.warning("message %s: link %s", row.id, dropped)
         row.content, row.locale = rendered.parts, rendered.locale
         row.queued_at = now
         row.error = None

@@ -1,10 +1,13 @@
 """Coupons and loyalty points for the storefront's checkout (write key).
 
 - `GET /v1/coupons/{code}`: can this code be used (by this customer, on this cart)?
-- `POST /v1/coupons/{code}/redeem`: use it on an order; the same order again is fine.
+- `POST /v1/coupons/{code}/redeem`: use it on an order of the customer it names; the
+  same order again is fine.
 - `GET /v1/contacts/{id}/points`: balance and ledger.
 - `POST /v1/contacts/{id}/points/redeem`: spend points on an order, once per order.
 
+The coupon endpoints are throttled per key and per client address, a miss (an
+unknown code, another customer's code) costing more than a hit (`coupon_limits.py`).
 A coupon or points refusal answers with the usual error body plus `reason`
 (`redeemed`, `expired`, `other_contact`, `below_minimum`, `unknown`,
 `insufficient_points`, `order_already_redeemed`); see docs/loyalty-and-coupons.md.
@@ -32,9 +35,9 @@ from ..store.db import session_scope
 from ..store.tables import LoyaltyEntry, utcnow
 from .body import parse_object, read_body
 from .context import api_context, authenticate
+from .coupon_limits import throttled
 from .devices import check_contact_id
 from .errors import ApiError
-from .events import _limit as rate_limit
 
 router = APIRouter(tags=["commerce"])
 Body = TypeVar("Body", bound=BaseModel)
@@ -77,18 +80,27 @@ def _id_text(value: Any) -> Any:
 
 
 class CouponRedemption(BaseModel):
+    """The order a code is used on, and whose order it is (Segment's ids)."""
+
     model_config = ConfigDict(populate_by_name=True, extra="ignore")
 
     order_id: str = Field(min_length=1, max_length=255)
     user_id: str | None = Field(default=None, alias="userId", min_length=1, max_length=255)
-    contact_id: str | None = Field(default=None, min_length=1, max_length=255)
+    anonymous_id: str | None = Field(
+        default=None, alias="anonymousId", min_length=1, max_length=255
+    )
+    contact_id: str | None = Field(default=None, min_length=1, max_length=255)  # older name
     revenue: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     order_total: float | None = Field(default=None, ge=0, allow_inf_nan=False)
 
-    @field_validator("order_id", "user_id", "contact_id", mode="before")
+    @field_validator("order_id", "user_id", "anonymous_id", "contact_id", mode="before")
     @classmethod
     def _ids_as_text(cls, value: Any) -> Any:
         return _id_text(value)
+
+    @property
+    def customer_ids(self) -> list[str]:
+        return [i for i in (self.user_id, self.contact_id, self.anonymous_id) if i]
 
 
 class PointsRedemption(BaseModel):
@@ -113,15 +125,17 @@ async def get_coupon(
     """Whether the code can be used now; `valid: false` says why (`reason`)."""
     ctx = api_context(request)
     key = await authenticate(request, ctx)
-    await rate_limit(request, ctx, key, 1)  # a web shop's write key is public: slow guessing
-    _check_code(code)
-    total = _number(order_total, "order_total") if order_total not in (None, "") else None
-    if contact_id is not None:
-        check_contact_id(contact_id)
-    found = await ctx.db(_check, ctx.engine, code, contact_id, total)
-    if found["reason"] == "unknown":
-        raise ApiError(404, f"no coupon {normalize_code(code)!r}", "code")
-    return {"success": True, **found}
+    # A web shop's write key is public: guessing is slowed per key and per address.
+    with throttled(request, ctx.settings, key) as outcome:
+        _check_code(code)
+        total = _number(order_total, "order_total") if order_total not in (None, "") else None
+        if contact_id is not None:
+            check_contact_id(contact_id)
+        found = await ctx.db(_check, ctx.engine, code, contact_id, total)
+        outcome.reason = found["reason"]
+        if found["reason"] == "unknown":
+            raise ApiError(404, f"no coupon {normalize_code(code)!r}", "code")
+        return {"success": True, **found}
 
 
 @router.post("/v1/coupons/{code}/redeem", response_model=None)
@@ -130,13 +144,22 @@ async def redeem(request: Request, code: str) -> dict[str, Any] | JSONResponse:
     ctx = api_context(request)
     payload = parse_object(await read_body(request, MAX_BODY))
     key = await authenticate(request, ctx, payload)
-    await rate_limit(request, ctx, key, 1)
-    _check_code(code)
-    body = _validated(CouponRedemption, payload)
-    try:
-        return {"success": True, **await ctx.db(_redeem, ctx.engine, code, body)}
-    except Refused as refused:
-        return refused.response()
+    with throttled(request, ctx.settings, key) as outcome:
+        _check_code(code)
+        body = _validated(CouponRedemption, payload)
+        if not body.customer_ids:
+            raise ApiError(
+                400,
+                "userId or anonymousId is required: the customer whose order this is (a "
+                "code can be used only by the customer it was issued to, unless it is "
+                "shareable)",
+                "userId",
+            )
+        try:
+            return {"success": True, **await ctx.db(_redeem, ctx.engine, code, body)}
+        except Refused as refused:
+            outcome.reason = refused.reason
+            return refused.response()
 
 
 # --- points -----------------------------------------------------------------------------
@@ -191,7 +214,7 @@ def _redeem(engine: Engine, code: str, body: CouponRedemption) -> dict[str, Any]
                 code,
                 order_id=body.order_id,
                 now=utcnow(),
-                contact_id=body.contact_id or body.user_id,
+                contact_id=body.customer_ids,
                 revenue=body.revenue,
                 order_total=body.order_total if body.order_total is not None else body.revenue,
             )

@@ -21,7 +21,7 @@ from .context import ApiContext, api_context, authenticate
 from .errors import ApiError
 from .ingest import store_calls
 from .ratelimit import RateLimiter
-from .segment import CALLS, SegmentCall
+from .segment import CALLS, FieldProblem, SegmentCall
 
 MAX_CALL_BYTES = 32 * 1024
 MAX_BATCH_BYTES = 500 * 1024
@@ -45,7 +45,9 @@ def _validate(model: type[SegmentCall], payload: dict[str, Any], where: str = ""
         return model.model_validate(payload)
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = ".".join(str(p) for p in (where, *first["loc"]) if p != "") or None
+        cause = (first.get("ctx") or {}).get("error")
+        loc = cause.field.split(".") if isinstance(cause, FieldProblem) else first["loc"]
+        field = ".".join(str(p) for p in (where, *loc) if p != "") or None
         message = first["msg"].removeprefix("Value error, ")
         raise ApiError(400, f"{where + ': ' if where else ''}{message}", field) from None
 

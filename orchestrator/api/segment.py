@@ -12,11 +12,22 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from channels.email import address_problem, unsafe_characters
+
 from ..services.policy import CHANNELS
 
 CONSENT_KINDS = ("marketing", "transactional")
 EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
 LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+MAX_PHONE = 32
+
+
+class FieldProblem(ValueError):
+    """A refusal that names a field inside the one being validated (`traits.email`)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field} {message}")
+        self.field = field
 
 
 class SegmentCall(BaseModel):
@@ -104,7 +115,7 @@ class IdentifyCall(SegmentCall):
         if isinstance(data, dict) and "traits" not in data:
             context = data.get("context")
             if isinstance(context, dict) and isinstance(context.get("traits"), dict):
-                data = {**data, "traits": context["traits"]}
+                data = {**data, "traits": checked_addresses(context["traits"], "context.traits")}
         return data
 
     @field_validator("traits")
@@ -112,11 +123,7 @@ class IdentifyCall(SegmentCall):
     def _checked(cls, traits: dict[str, Any]) -> dict[str, Any]:
         if "consent" in traits and (problem := consent_problem(traits["consent"])):
             raise ValueError(f"traits.consent {problem}")
-        for name, limit in (("email", 320), ("phone", 32)):
-            value = traits.get(name)
-            if isinstance(value, str) and len(value.strip()) > limit:
-                raise ValueError(f"traits.{name} is longer than {limit} characters")
-        return traits
+        return checked_addresses(traits, "traits")
 
     @property
     def payload(self) -> dict[str, Any]:
@@ -190,6 +197,30 @@ CALLS: dict[str, type[SegmentCall]] = {
     "group": GroupCall,
     "alias": AliasCall,
 }
+
+
+def checked_addresses(traits: dict[str, Any], where: str) -> dict[str, Any]:
+    """The traits with `email` and `phone` stripped, or a `FieldProblem` saying why one
+    cannot be a contact's address. They are what messages are sent to: an email with a
+    line break could add mail headers, so it is refused here, before it is stored."""
+    found = dict(traits)
+    email = found.get("email")
+    if isinstance(email, str):
+        email = found["email"] = email.strip()
+    if email not in (None, "") and (problem := address_problem(email)):
+        raise FieldProblem(
+            f"{where}.email",
+            f"is not one email address: {problem} (send just the address, like "
+            "ann@example.com; an empty string removes it)",
+        )
+    phone = found.get("phone")
+    if isinstance(phone, str):
+        phone = found["phone"] = phone.strip()
+        if problem := unsafe_characters(phone):
+            raise FieldProblem(f"{where}.phone", f"is not a phone number: {problem}")
+        if len(phone) > MAX_PHONE:
+            raise FieldProblem(f"{where}.phone", f"is longer than {MAX_PHONE} characters")
+    return found
 
 
 def consent_problem(value: Any) -> str | None:

@@ -21,7 +21,9 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    SerializerFunctionWrapHandler,
     Tag,
+    model_serializer,
     model_validator,
 )
 
@@ -335,7 +337,9 @@ class IssueCouponAction(Model):
     """A unique, single-use promo code from a named campaign, stored on the run.
 
     Templates get `journey.<save_as>_code`, `_kind`, `_value`, `_currency`,
-    `_expires_at` and `_minimum_order` (save_as defaults to `coupon`).
+    `_expires_at` and `_minimum_order` (save_as defaults to `coupon`). The code is
+    the contact's own: only their orders may use it, unless `shareable: true` (a
+    code meant to be passed on, still used once).
     """
 
     type: Literal["issue_coupon"]
@@ -351,12 +355,22 @@ class IssueCouponAction(Model):
     minimum_order: Annotated[float, Field(gt=0)] | None = None
     expires_in: Duration | None = None
     save_as: Identifier = "coupon"
+    shareable: Annotated[bool, Field(strict=True)] = False
 
     @model_validator(mode="after")
     def _currency_for_amounts(self) -> IssueCouponAction:
         if self.discount.kind == "amount" and self.currency is None:
             raise ValueError("an amount discount needs its 'currency' (e.g. currency: RUB)")
         return self
+
+    @model_serializer(mode="wrap")
+    def _spec(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # `shareable` came later: left out of the frozen spec while false, so journeys
+        # deployed before it keep their spec hash (no new version on upgrade).
+        data: dict[str, Any] = handler(self)
+        if not self.shareable:
+            data.pop("shareable", None)
+        return data
 
 
 URL_VARIABLE = r"\$\{([A-Za-z0-9_]*)\}"

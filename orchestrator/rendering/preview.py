@@ -190,4 +190,7 @@ def describe(rendered: Rendered, html_out: Path | None = None) -> str:
             if parts.get(part):
                 lines.append(f"{part.capitalize()}: {parts[part]}")
         lines.append(f"Payload: {rendered.push_bytes} of {PUSH_MAX_BYTES} bytes")
+    if rendered.dropped_links:
+        lines += ["", "Dropped links (only absolute http and https links reach a message):"]
+        lines += [f"  {d.path} = {d.value!r}: {d.reason}" for d in rendered.dropped_links]
     return "\n".join(lines)

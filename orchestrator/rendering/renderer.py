@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from types import TracebackType
@@ -26,6 +26,7 @@ from .catalog import BRAND_FILE, PARTS, LocalizedLoader, Message, Variant
 from .expressions import MissingValue, missing_value
 from .formatting import filters as format_filters
 from .plaintext import html_to_text
+from .safe_links import DroppedLink, without_unsafe_links
 from .sandbox import Limits, LoudUndefined, SafeEnvironment, UndefinedUse, budget, iter_limited
 from .sms import MAX_SMS_CHARACTERS, SmsLength, sms_length
 
@@ -64,6 +65,8 @@ class Rendered:
     sms: SmsLength | None = None
     push_bytes: int | None = None
     files: dict[str, str] = field(default_factory=dict)  # part -> template file
+    # Links from data that were not absolute http(s) URLs, emptied before rendering.
+    dropped_links: tuple[DroppedLink, ...] = ()
 
 
 class Renderer:
@@ -119,6 +122,7 @@ class Renderer:
     ) -> Rendered:
         tag = variant.locale or self.default_locale
         env = self._environment(tuple(locales.chain(tag, self.default_locale)))
+        context, dropped = without_unsafe_links(context)  # data's links: http(s) only
         context = {**context, "brand": self.brand(), "message": self._message_vars(context, tag)}
         if requested is not None:
             context["message"]["requested_locale"] = requested
@@ -130,7 +134,8 @@ class Renderer:
             name = variant.template_name(channel, part)
             files[part] = str(self.templates_dir / name)
             parts[part] = self._render_part(env, name, context)
-        return self._finish(variant, channel, tag, parts, files, context["message"])
+        rendered = self._finish(variant, channel, tag, parts, files, context["message"])
+        return replace(rendered, dropped_links=tuple(dropped)) if dropped else rendered
 
     def brand(self) -> dict[str, Any]:
         path = self.templates_dir / BRAND_FILE

@@ -6,8 +6,10 @@ people misread them), about 40 bits, so codes cannot be guessed. Codes are store
 upper-case and matched case-insensitively.
 
 Redeeming is single use and idempotent per order: the same order redeeming again
-gets the same answer; another order is refused. A coupon issued by a journey run
-(`workflow_id`, `entry_seq`) marks that run converted when it is redeemed.
+gets the same answer; another order is refused. A code belongs to the contact it was
+issued to: only an order of that contact (or one of its aliases) may use it, unless
+it was issued `shareable` (a code meant to be passed on). A coupon issued by a
+journey run (`workflow_id`, `entry_seq`) marks that run converted when it is redeemed.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import math
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -82,9 +85,11 @@ def issue_coupon(
     journey_id: str | None = None,
     workflow_id: str | None = None,
     entry_seq: int | None = None,
+    shareable: bool = False,
 ) -> Coupon:
     """A new code for the contact; a retry with the same `idempotency_key` returns the
-    coupon issued the first time."""
+    coupon issued the first time. `shareable`: any customer may use it (once), not
+    only this contact."""
     prefix = prefix.strip().upper()
     _check_issue(campaign, prefix, kind, value, idempotency_key, now, minimum_order, expires_at)
     owner = canonical_id(session, contact_id)
@@ -112,6 +117,7 @@ def issue_coupon(
         journey_id=journey_id,
         workflow_id=workflow_id,
         entry_seq=entry_seq,
+        shareable=shareable,
         issued_at=now,
     )
     session.add(coupon)
@@ -124,14 +130,18 @@ def check_coupon(
     code: str,
     *,
     now: datetime,
-    contact_id: str | None = None,
+    contact_id: str | Sequence[str] | None = None,
     order_total: float | None = None,
 ) -> CouponCheck:
-    """Whether `code` can be used by `contact_id` on an order of `order_total` at `now`."""
+    """Whether `code` can be used by `contact_id` on an order of `order_total` at `now`.
+
+    Without a contact the owner is not checked: the answer is whether its owner could
+    use it. Several ids (a userId and an anonymousId not merged yet) pass if one does.
+    """
     coupon = session.get(Coupon, normalize_code(code))
     if coupon is None:
         return CouponCheck(normalize_code(code), False, "unknown")
-    return _check(session, coupon, now, contact_id, order_total)
+    return _check(session, coupon, now, _ids(contact_id), order_total)
 
 
 def redeem_coupon(
@@ -140,24 +150,31 @@ def redeem_coupon(
     *,
     order_id: str,
     now: datetime,
-    contact_id: str | None = None,
+    contact_id: str | Sequence[str],
     revenue: float | None = None,
     order_total: float | None = None,
 ) -> Coupon:
-    """Use the coupon on `order_id`; raises `CouponRejected` with the reason it cannot be.
+    """Use the coupon on `order_id` of `contact_id`; raises `CouponRejected` with the
+    reason it cannot be.
 
-    `order_total` (the amount the minimum applies to) is checked against
-    `minimum_order` when given; `revenue` is what the conversion is credited with.
-    Redeeming again for the same order returns the coupon unchanged.
+    The order's contact is required: a code issued to one contact is theirs (and their
+    aliases') only, unless it is shareable. Several ids (a userId and an anonymousId
+    not merged yet) pass if one of them owns it. `order_total` (the amount the minimum
+    applies to) is checked against `minimum_order` when given; `revenue` is what the
+    conversion is credited with. Redeeming again for the same order returns the coupon
+    unchanged.
     """
     if not order_id:
         raise ValueError("order_id is required to redeem a coupon")
+    ids = _ids(contact_id)
+    if not ids:
+        raise ValueError("the order's contact id is required to redeem a coupon")
     coupon = session.get(Coupon, normalize_code(code), with_for_update=True)
     if coupon is None:
         raise CouponRejected("unknown", normalize_code(code), f"no coupon {code!r}")
     if coupon.redeemed_order_id == order_id:
         return coupon
-    check = _check(session, coupon, now, contact_id, order_total)
+    check = _check(session, coupon, now, ids, order_total)
     if check.reason is not None:
         raise CouponRejected(check.reason, coupon.code, _explain(check.reason, coupon))
     # Conditional, so two orders racing for one code cannot both win (also on SQLite,
@@ -181,7 +198,7 @@ def _check(
     session: Session,
     coupon: Coupon,
     now: datetime,
-    contact_id: str | None,
+    contact_ids: tuple[str, ...],
     order_total: float | None,
 ) -> CouponCheck:
     reason: Reason | None = None
@@ -189,7 +206,7 @@ def _check(
         reason = "redeemed"
     elif coupon.expires_at is not None and coupon.expires_at <= now:
         reason = "expired"
-    elif contact_id and canonical_id(session, contact_id) != coupon.contact_id:
+    elif not owned_by(session, coupon, contact_ids):
         reason = "other_contact"
     elif (
         order_total is not None
@@ -208,6 +225,21 @@ def _check(
         minimum_order=coupon.minimum_order,
         expires_at=coupon.expires_at,
     )
+
+
+def owned_by(session: Session, coupon: Coupon, contact_ids: tuple[str, ...]) -> bool:
+    """Whether one of `contact_ids` may use the coupon: its owner or an alias of them,
+    anyone for a shareable code; with no ids, the owner is not asked about."""
+    if coupon.shareable or not contact_ids:
+        return True
+    return any(canonical_id(session, i) == coupon.contact_id for i in contact_ids)
+
+
+def _ids(contact_id: str | Sequence[str] | None) -> tuple[str, ...]:
+    if contact_id is None:
+        return ()
+    found = (contact_id,) if isinstance(contact_id, str) else tuple(contact_id)
+    return tuple(dict.fromkeys(i for i in found if i))
 
 
 def _explain(reason: Reason, coupon: Coupon) -> str:

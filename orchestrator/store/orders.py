@@ -8,8 +8,9 @@ e-commerce v2 properties: `order_id`, `revenue`, `total`, `currency`, `coupon`,
 - `Order Completed` writes the order and its lines once per `order_id`: a re-sent
   event (another messageId, same order) changes nothing. Without an `order_id` the
   order is keyed `event:<event id>`, so it still counts. Its `coupon`, when it is one
-  of ours, is marked redeemed; codes the shop made itself, or that it accepted
-  against our rules, are left alone: an order is never refused for its coupon.
+  of ours and the order's contact may use it, is marked redeemed; codes the shop made
+  itself, or that it accepted against our rules (another customer's, expired, used),
+  are left alone and logged: an order is never refused for its coupon.
 - `Order Refunded` takes back the order's loyalty points in proportion to what was
   refunded so far (`revenue` or `total` of every refund of the order, or the sum of
   its `products`, over the order's revenue). A refund without an amount is a full
@@ -99,17 +100,23 @@ def _completed(session: Session, event: Event) -> None:
     session.flush()
     if coupon:
         try:
-            # The shop accepted the code on this order: it is used, whoever's it was (a
-            # guest checkout under an id not merged yet must not leave it reusable).
-            redeemed = redeem_coupon(
-                session, coupon, order_id=order_id, now=event.timestamp, revenue=order.revenue
+            # The same rule as the checkout's redeem call: a code is its owner's (or
+            # shareable). Events come with the public write key and no guessing limit,
+            # so an order naming someone else's code must neither use it up nor take
+            # its journey's conversion; a redeem at checkout for this order stands.
+            redeem_coupon(
+                session,
+                coupon,
+                order_id=order_id,
+                now=event.timestamp,
+                contact_id=event.contact_id,
+                revenue=order.revenue,
             )
-            if redeemed.contact_id != event.contact_id:
-                log.warning(
-                    "order %s used coupon %s issued to another contact", order_id, redeemed.code
-                )
         except CouponRejected as exc:
-            log.info("order %s: coupon not marked redeemed (%s): %s", order_id, exc.reason, exc)
+            level = logging.WARNING if exc.reason == "other_contact" else logging.INFO
+            log.log(
+                level, "order %s: coupon not marked redeemed (%s): %s", order_id, exc.reason, exc
+            )
 
 
 def _refunded(session: Session, event: Event) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Dialect, Index, UniqueConstraint, text
+from sqlalchemy import JSON, Column, DateTime, Dialect, Index, UniqueConstraint, false, text
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -335,6 +335,8 @@ class Coupon(SQLModel, table=True):
     journey_id: str | None = Field(default=None, max_length=63)
     workflow_id: str | None = Field(default=None, max_length=400)
     entry_seq: int | None = None
+    # Anyone may use it (once), not only `contact_id`: `issue_coupon: {shareable: true}`.
+    shareable: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
     issued_at: datetime = _time(nullable=False, default=utcnow)
     redeemed_at: datetime | None = _time(nullable=True)
     redeemed_order_id: str | None = Field(default=None, max_length=255)
