@@ -81,9 +81,8 @@ def test_undefined_variable_in_a_translation_only_is_reported_at_its_line(workdi
 
     assert result.exit_code == 1
     assert problems(result) == [
-        "templates/welcome/ru/email.text:2:1: undefined variable: 'dict object' has no "
-        "attribute 'nickname' (add it to the message's sample data, or give it a fallback "
-        "with `| default(...)`)"
+        "templates/welcome/ru/email.text:2:1: undefined variable: contact.nickname (add it "
+        "to the message's sample data, or give it a fallback with `| default(...)`)"
     ]
 
 
@@ -308,8 +307,7 @@ def test_deploy_refuses_a_message_that_does_not_render(
         deploy(sqlite_engine, Path("journeys"), Renderer(Path("templates")))
 
     assert [str(p).split(" (add it")[0] for p in caught.value.problems] == [
-        "templates/welcome/email.text:1:1: undefined variable: 'dict object' has no "
-        "attribute 'nickname'"
+        "templates/welcome/email.text:1:1: undefined variable: contact.nickname"
     ]
     with Session(sqlite_engine) as session:
         assert session.exec(select(func.count()).select_from(JourneyVersion)).one() == 0

@@ -25,7 +25,14 @@ from . import locales
 from .catalog import BRAND_FILE, PARTS, LocalizedLoader, Message, Variant
 from .formatting import filters as format_filters
 from .plaintext import html_to_text
-from .sandbox import Limits, LoudUndefined, SafeEnvironment, budget, iter_limited
+from .sandbox import (
+    Limits,
+    LoudUndefined,
+    SafeEnvironment,
+    budget,
+    iter_limited,
+    named_values,
+)
 from .sms import MAX_SMS_CHARACTERS, SmsLength, sms_length
 
 PUSH_MAX_BYTES = 4096  # FCM's limit on a message payload
@@ -37,11 +44,23 @@ _INLINER = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=Fal
 
 
 class RenderError(ValueError):
-    """A template that cannot produce a message; `file:line` says where when known."""
+    """A template that cannot produce a message; `file:line` says where when known.
 
-    def __init__(self, message: str, file: str | None = None, line: int | None = None) -> None:
-        super().__init__(f"{file}:{line}: {message}" if file and line else message)
-        self.reason, self.file, self.line = message, file, line
+    `what` is the problem alone (`undefined variable: event.properties.price`), what a
+    failed send records; `reason` adds the `hint` for the template's author.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        file: str | None = None,
+        line: int | None = None,
+        hint: str | None = None,
+    ) -> None:
+        reason = f"{message} ({hint})" if hint else message
+        super().__init__(f"{file}:{line}: {reason}" if file and line else reason)
+        self.reason, self.file, self.line = reason, file, line
+        self.what = message
 
 
 @dataclass(frozen=True)
@@ -113,12 +132,13 @@ class Renderer:
             context["message"]["requested_locale"] = requested
         parts: dict[str, str] = {}
         files: dict[str, str] = {}
-        for part in PARTS[channel]:
-            if not variant.has(channel, part):
-                continue
-            name = variant.template_name(channel, part)
-            files[part] = str(self.templates_dir / name)
-            parts[part] = self._render_part(env, name, context)
+        with named_values(context):
+            for part in PARTS[channel]:
+                if not variant.has(channel, part):
+                    continue
+                name = variant.template_name(channel, part)
+                files[part] = str(self.templates_dir / name)
+                parts[part] = self._render_part(env, name, context)
         return self._finish(variant, channel, tag, parts, files, context["message"])
 
     def brand(self) -> dict[str, Any]:
@@ -173,8 +193,8 @@ class Renderer:
             raise RenderError(f"template syntax error: {exc.message}", where, exc.lineno) from exc
         except (TemplateError, ValueError, TypeError, RecursionError, MemoryError) as exc:
             file, line = self._where(exc.__traceback__, name)
-            reason = _describe(exc)
-            raise RenderError(reason, file, line) from exc
+            what, hint = _describe(exc)
+            raise RenderError(what, file, line, hint) from exc
 
     def _where(self, tb: TracebackType | None, name: str) -> tuple[str, int | None]:
         """The innermost template line in a traceback (Jinja rewrites frames to template lines)."""
@@ -277,23 +297,24 @@ def _with_preheader(html: str, preheader: str) -> str:
     return html[: match.end()] + block + html[match.end() :] if match else block + html
 
 
-def _describe(exc: BaseException) -> str:
+def _describe(exc: BaseException) -> tuple[str, str | None]:
+    """What went wrong, and a hint for the template's author (or None)."""
     if isinstance(exc, RecursionError):
-        return "a macro calls itself too deeply (recursion limit reached)"
+        return "a macro calls itself too deeply (recursion limit reached)", None
     if isinstance(exc, MemoryError):
-        return "the template ran out of memory"
+        return "the template ran out of memory", None
     name = type(exc).__name__
     if name == "UndefinedError":
         return (
-            f"undefined variable: {exc} (add it to the message's sample data, "
-            "or give it a fallback with `| default(...)`)"
+            f"undefined variable: {exc}",
+            "add it to the message's sample data, or give it a fallback with `| default(...)`",
         )
     if "builtin_function_or_method" in str(exc):
         return (
             f"{exc}: `x.items`, `x.keys` and `x.values` name a mapping's methods, "
             "not its keys; write x['items'] for a key with such a name"
-        )
-    return str(exc)
+        ), None
+    return str(exc), None
 
 
 @lru_cache(maxsize=8)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -33,7 +34,7 @@ from typing import Any
 
 from jinja2 import Environment, StrictUndefined, nodes, pass_eval_context
 from jinja2.nodes import EvalContext
-from jinja2.runtime import Context, markup_join, str_join
+from jinja2.runtime import Context, markup_join, missing, str_join
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 from jinja2.visitor import NodeTransformer
 
@@ -219,10 +220,64 @@ class _Budgeted(NodeTransformer):
         return node
 
 
-class LoudUndefined(StrictUndefined):
-    """StrictUndefined also when printed through repr(): `{{ [x] }}`, `|pprint`, `{0!r}`."""
+# While a part renders: the dotted name of every dict and list in its context, by id.
+_NAMES: ContextVar[dict[int, str] | None] = ContextVar("journeys_template_names", default=None)
+MAX_NAMED_VALUES = 10_000
 
+
+@contextmanager
+def named_values(context: dict[str, Any]) -> Iterator[None]:
+    """Name the context's values, so a missing one reads `event.properties.price`.
+
+    Jinja only knows the object a name was looked up on ("'dict object' has no attribute
+    'price'"), which tells a marketer nothing. The objects are the context's own and stay
+    alive while it renders, so their ids are theirs for that long.
+    """
+    token = _NAMES.set(_names_of(context))
+    try:
+        yield
+    finally:
+        _NAMES.reset(token)
+
+
+def _names_of(context: dict[str, Any]) -> dict[int, str]:
+    """Breadth first, so a value reachable twice gets its shortest name."""
+    names: dict[int, str] = {}
+    queue = deque((value, str(key)) for key, value in context.items())
+    while queue and len(names) < MAX_NAMED_VALUES:
+        value, name = queue.popleft()
+        if id(value) in names:
+            continue
+        names[id(value)] = name  # top-level objects of any kind (lazy mappings too)
+        if isinstance(value, dict):
+            queue.extend((v, _child(name, k)) for k, v in value.items())
+        elif isinstance(value, list | tuple):
+            queue.extend((v, f"{name}[{i}]") for i, v in enumerate(value))
+    return names
+
+
+def _child(name: str, key: Any) -> str:
+    return f"{name}.{key}" if isinstance(key, str) and key.isidentifier() else f"{name}[{key!r}]"
+
+
+class LoudUndefined(StrictUndefined):
+    """StrictUndefined also when printed through repr(): `{{ [x] }}`, `|pprint`, `{0!r}`;
+    its error names the missing value by its path in the context (`named_values`)."""
+
+    __slots__ = ()
     __repr__ = StrictUndefined._fail_with_undefined_error  # type: ignore[assignment]
+
+    @property
+    def _undefined_message(self) -> str:
+        names = _NAMES.get()
+        if self._undefined_hint or names is None:
+            return super()._undefined_message
+        if self._undefined_obj is missing:
+            return str(self._undefined_name)
+        parent = names.get(id(self._undefined_obj))
+        if parent is None:
+            return super()._undefined_message
+        return _child(parent, self._undefined_name)
 
 
 class SafeEnvironment(ImmutableSandboxedEnvironment):
