@@ -229,17 +229,30 @@ def _existing_store(settings: Settings, why: str = "") -> Any:
 @click.option("--journey", help="Only runs of this journey id.")
 @click.option("--contact", help="Only runs of this contact id.")
 @click.option("--status", help="Only runs with this status (active, completed, exited...).")
-@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="JSON, with each last message in full.")
 @data_dir_option
 def runs(
-    journey: str | None, contact: str | None, status: str | None, limit: int, data_dir: Path | None
+    journey: str | None,
+    contact: str | None,
+    status: str | None,
+    limit: int,
+    as_json: bool,
+    data_dir: Path | None,
 ) -> None:
-    """List journey runs, newest first."""
-    from .runs_table import list_runs, render_runs
+    """List journey runs, newest first, with how each run's last message ended."""
+    import json
+
+    from .runs_table import last_messages, list_runs, render_runs, runs_as_json
 
     engine = _existing_store(_settings(data_dir=data_dir))
     rows = list_runs(engine, journey=journey, contact=contact, status=status, limit=limit)
-    click.echo(render_runs(rows))
+    messages = last_messages(engine, rows)
+    engine.dispose()
+    if as_json:
+        click.echo(json.dumps(runs_as_json(rows, messages), indent=2, ensure_ascii=False))
+    else:
+        click.echo(render_runs(rows, messages))
 
 
 @main.command()
