@@ -171,7 +171,7 @@ def preview(
 
     Inputs not given come from the message's sample data (templates/MESSAGE/sample.yaml).
     """
-    from ..deployment import trigger_event_of
+    from ..deployment import trigger_of
     from ..rendering import Renderer, RenderError
     from ..rendering.preview import (
         PREVIEW_MESSAGE_ID,
@@ -186,8 +186,20 @@ def preview(
     engine = None
     if contact is not None and not Path(contact).is_file():
         engine = _existing_store(settings, f"--contact {contact}: no such file, and ")
-    trigger = trigger_event_of(message, settings.journeys_dir)
-    context = preview_context(renderer, message, contact, event_file, journey_file, engine, trigger)
+    trigger = trigger_of(message, settings.journeys_dir)
+    inputs = preview_context(
+        renderer,
+        message,
+        contact,
+        event_file,
+        journey_file,
+        engine,
+        trigger.name if trigger else None,
+        _event_kind(trigger) if trigger else None,
+    )
+    if inputs.event_note:
+        click.echo(inputs.event_note, err=True)  # stdout stays the message alone
+    context = inputs.context
     # The preview's message id is not a real message: its links need no real key.
     links = MessageLinks(settings.resolved_public_url, settings.secret_key or "preview")
     try:
@@ -210,6 +222,15 @@ def preview(
             if item.channel == "email" and html_out is not None:
                 click.echo(f"(this email has no HTML part; {html_out} was not written)")
         click.echo()
+
+
+def _event_kind(trigger: Any) -> Any:
+    """The stored events a journey's trigger starts runs on."""
+    from ..store.context import EventKind
+
+    if trigger.identify:
+        return EventKind("identify")
+    return EventKind("track", trigger.name, trigger.segment)
 
 
 def _existing_store(settings: Settings, why: str = "") -> Any:
