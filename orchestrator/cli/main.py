@@ -56,6 +56,9 @@ data_dir_option = click.option(
     type=click.Path(path_type=Path, file_okay=False),
     help="Where the SQLite files and the dev write key live (default ./.journeys).",
 )
+journeys_dir_option = click.option(
+    "--journeys", "journeys_dir", type=click.Path(path_type=Path), help="Journeys folder."
+)
 
 
 @main.command()
@@ -276,6 +279,67 @@ def runs(
         click.echo(render_runs(rows, messages))
 
 
+@main.command("list")
+@data_dir_option
+def list_journeys(data_dir: Path | None) -> None:
+    """List deployed journeys: status, version (and older versions with runs in flight),
+    runs active and in total, and the file each was deployed from."""
+    from ..store.db import session_scope
+    from ..store.versions import journey_summaries
+
+    engine = _existing_store(_settings(data_dir=data_dir))
+    with session_scope(engine) as session:
+        rows = journey_summaries(session)
+    engine.dispose()
+    if not rows:
+        click.echo("no journeys deployed: `journeys dev` or `journeys deploy` deploys journeys/")
+        return
+    header = ("journey", "status", "version", "older in flight", "runs active", "total", "file")
+    table = [header] + [
+        (
+            r.journey_id,
+            r.status if r.retired_at is None else f"retired {r.retired_at:%Y-%m-%d %H:%M}",
+            f"v{r.version}",
+            ", ".join(f"v{v}: {n}" for v, n in sorted(r.older_in_flight.items())) or "-",
+            str(r.runs_active),
+            str(r.runs_total),
+            r.source_path or "-",
+        )
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+@main.command("deploy")
+@journeys_dir_option
+@click.option("--templates", "templates_dir", type=click.Path(path_type=Path), help="Templates.")
+@data_dir_option
+def deploy_command(
+    journeys_dir: Path | None, templates_dir: Path | None, data_dir: Path | None
+) -> None:
+    """Make the journeys folder exactly the deployed set: validate everything, store new
+    versions, retire journeys whose file is gone and reactivate those whose file is back.
+
+    Runs in flight finish on their version. `journeys worker` never retires a journey
+    (its checkout may be older than what is deployed): run this after a rollout.
+    """
+    from ..deployment import deploy
+    from ..rendering import Renderer
+
+    settings = _settings(journeys_dir=journeys_dir, templates_dir=templates_dir, data_dir=data_dir)
+    if not settings.journeys_dir.is_dir():
+        _fail(f"no journeys folder at {settings.journeys_dir}: pass --journeys")
+    engine = _store(settings)
+    try:
+        versions = deploy(engine, settings.journeys_dir, Renderer.from_settings(settings))
+    finally:
+        engine.dispose()
+    for version in versions:
+        click.echo(version.describe(settings.journeys_dir))
+
+
 @main.command()
 @data_dir_option
 def worker(data_dir: Path | None) -> None:
@@ -406,11 +470,6 @@ def keys_revoke(name: str, data_dir: Path | None) -> None:
 @main.group()
 def segments() -> None:
     """Segments from journeys/segments.yaml: who is in them, and refreshing them now."""
-
-
-journeys_dir_option = click.option(
-    "--journeys", "journeys_dir", type=click.Path(path_type=Path), help="Journeys folder."
-)
 
 
 @segments.command("list")

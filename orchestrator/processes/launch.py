@@ -111,6 +111,7 @@ async def run_dev(
     engine = open_store(settings)
     server: DevServer | None = None
     try:
+        # The folder is the whole project here: its journeys become exactly the active set.
         versions = deploy(engine, settings.journeys_dir, Renderer.from_settings(settings))
         if settings.temporal_address:
             client = await connect(settings)
@@ -127,8 +128,8 @@ async def run_dev(
             client = await connect(settings, server.address)
             ui = server.ui_url
         if announce:
-            for v in versions:
-                print(f"journey: {v.journey_id} v{v.version} ({v.path})", flush=True)
+            for version in versions:
+                print(version.describe(settings.journeys_dir), flush=True)
         await _serve_all(settings, engine, client, [write_key, *settings.write_keys], stop, ui)
     finally:
         if server is not None:
@@ -181,7 +182,9 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     configure_logging()
     engine = open_store(settings)
     try:
-        deploy(engine, settings.journeys_dir, Renderer.from_settings(settings))
+        # Its checkout may be older than what is deployed: it never changes the active set.
+        renderer = Renderer.from_settings(settings)
+        deploy(engine, settings.journeys_dir, renderer, retire_missing=False)
         client = await connect(settings)
         router = make_router(client, engine, settings) if settings.router else None
         async with build_worker(client, engine, settings):
