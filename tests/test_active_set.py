@@ -276,15 +276,15 @@ async def test_runs_of_an_older_version_still_hear_the_events_it_listens_for(
     write_journey(bench.journeys_dir, "promo", PROMO)
     bench.deploy()
     async with bench.worker():
-        await bench.identify("ann", email="ann@example.com")
-        await bench.track("ann", "Signed Up")
+        await bench.identify("cleo", email="cleo@example.com")
+        await bench.track("cleo", "Signed Up")
         await ts_env.sleep(timedelta(hours=1))
-        # v2 no longer exits on an order; ann's run is on v1, which does.
+        # v2 no longer exits on an order; cleo's run is on v1, which does.
         write_journey(bench.journeys_dir, "promo", PROMO.replace("exit_on: [Order Completed]", ""))
         assert [v.version for v in bench.deploy()] == [2]
-        await bench.track("ann", "Order Completed")
-        assert await bench.result("promo", "ann") == "exited"
-    assert bench.messages("ann") == []
+        await bench.track("cleo", "Order Completed")
+        assert await bench.result("promo", "cleo") == "exited"
+    assert bench.messages("cleo") == []
 
 
 # --- the commands ---------------------------------------------------------------------
