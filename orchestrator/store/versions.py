@@ -291,31 +291,31 @@ def journey_summaries(session: Session) -> list[JourneySummary]:
     }
     by_journey: dict[str, list[Any]] = {}
     for row in versions:
-        by_journey.setdefault(row[0], []).append(row)
+        by_journey.setdefault(row.journey_id, []).append(row)
     summaries = []
     for journey_id, rows in by_journey.items():
-        # The active version (the highest, should two ever be), else the one it was retired
-        # on, else the latest (retired before retirement was recorded).
+        # The active version (the highest, should two ever be), else the one it was
+        # retired on, else its latest.
         current = (
-            max((r for r in rows if r[2]), key=lambda r: r[1], default=None)
-            or max((r for r in rows if r[3] is not None), key=lambda r: r[3], default=None)
+            max((r for r in rows if r.active), key=lambda r: r.version, default=None)
+            or max((r for r in rows if r.retired_at), key=lambda r: r.retired_at, default=None)
             or rows[-1]
         )
-        running = {r[1]: counts.get((journey_id, r[1]), (0, 0)) for r in rows}
+        running = {r.version: counts.get((journey_id, r.version), (0, 0)) for r in rows}
         summaries.append(
             JourneySummary(
                 journey_id=journey_id,
-                status="active" if current[2] else "retired",
-                version=current[1],
-                source_path=current[4],
-                deployed_at=current[5],
-                retired_at=current[3],
+                status="active" if current.active else "retired",
+                version=current.version,
+                source_path=current.source_path,
+                deployed_at=current.deployed_at,
+                retired_at=current.retired_at,
                 runs_active=sum(active for active, _ in running.values()),
                 runs_total=sum(total for _, total in running.values()),
                 older_in_flight={
                     version: active
                     for version, (active, _) in running.items()
-                    if active and version != current[1]
+                    if active and version != current.version
                 },
             )
         )
