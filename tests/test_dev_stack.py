@@ -414,3 +414,87 @@ def test_dev_uses_an_existing_temporal_when_temporal_address_is_set(
         )
     finally:
         external.stop()
+
+
+PRODUCT_VIEWED = """\
+id: product_viewed
+name: Viewed a product
+trigger:
+  event: Product Viewed
+entry:
+  re_entry: always
+steps:
+  - send: { id: follow_up, channel: email, template: viewed }
+"""
+
+VIEWED = {
+    "email.subject": "{{ event.properties.name }} is still here",
+    "email.text": "It costs {{ event.properties.price | money }}.",
+    "sample.yaml": "event:\n  properties: {name: Red shoes, price: 59.9}",
+}
+
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ [A-Z]+ ", re.M)
+
+
+def test_dev_logs_a_failed_send_and_runs_shows_it_then_a_folder_switch_retires(
+    tmp_path: Path, stacks: list[DevStack], engines: Callable[[Path], Engine]
+) -> None:
+    """The issue's two examples on `journeys dev`: a `Product Viewed` without the `price`
+    its message needs, and starting on another journeys folder."""
+    root = make_project(
+        tmp_path,
+        {"product_viewed": PRODUCT_VIEWED},
+        {"viewed": VIEWED, "welcome": WELCOME},
+    )
+    stack = DevStack(root)
+    stacks.append(stack)
+    stack.start()
+    store = engines(stack.data_dir)
+    with api(stack) as client:
+        post(client, "identify", {"userId": "ann", "traits": {"email": "ann@example.com"}})
+        viewed = {"userId": "ann", "event": "Product Viewed", "properties": {"name": "Hat"}}
+        post(client, "track", viewed)
+    reason = "template viewed: undefined variable: event.properties.price (viewed/email.text:1)"
+    wait_for("ann's run to end", lambda: run_status(store, "ann") == "completed", stack)
+    [failed] = rows(store, Message, contact_id="ann")
+    assert (failed.status, failed.error) == ("failed", reason)
+
+    # One line, and nothing else logged: no traceback, no repeat from the workflow.
+    logged = [line for line in stack.output().splitlines() if LOG_LINE.match(line)]
+    assert len(logged) == 1, stack.report()
+    assert logged[0].endswith(
+        " WARNING orchestrator.activities.sending: send failed: journey product_viewed, "
+        f"step follow_up, contact ann: {reason}"
+    ), stack.report()
+    assert "Traceback" not in stack.output()
+
+    listed = run_journeys("runs", "--data-dir", str(stack.data_dir), cwd=root)
+    assert listed.returncode == 0, listed.stderr
+    assert "failed: template viewed: undefined variable: event.properties.price" in listed.stdout
+    stack.stop()
+
+    # The same project started on another folder: only that folder's journeys start runs.
+    (root / "other").mkdir()
+    (root / "other" / "slow_welcome.yaml").write_text(SLOW_WELCOME)
+    other = DevStack(root, data_dir=stack.data_dir, extra_args=("--journeys", "other"))
+    stacks.append(other)
+    other.start()
+    assert "journey: product_viewed v1 retired: not in other" in other.output(), other.report()
+    with api(other) as client:
+        post(client, "identify", {"userId": "bob", "traits": {"email": "bob@example.com"}})
+        post(client, "track", {"userId": "bob", "event": "Product Viewed", "properties": {}})
+        post(client, "track", {"userId": "bob", "event": "Signed Up"})
+    wait_for("bob's welcome run", lambda: run_status(store, "bob") == "active", other)
+    wait_for(
+        "bob's events routed",
+        lambda: all(e.routed_at for e in rows(store, Event, contact_id="bob")),
+        other,
+    )
+    assert [r.journey_id for r in rows(store, JourneyRun, contact_id="bob")] == ["slow_welcome"]
+
+    journeys = run_journeys("list", "--data-dir", str(other.data_dir), cwd=root)
+    assert journeys.returncode == 0, journeys.stderr
+    table = [line.split() for line in journeys.stdout.splitlines()]
+    assert table[1][:3] == ["slow_welcome", "active", "v1"], journeys.stdout
+    assert table[2][:2] == ["product_viewed", "retired"], journeys.stdout
+    other.stop()

@@ -151,5 +151,7 @@ async def test_a_missing_variable_fails_the_send_instead_of_sending_blanks(
         await bench.result("cart_items", "bob")
     [email] = bench.messages("bob")
     assert email.status == "failed"
-    assert "broken/email.text:2: undefined variable" in (email.error or "")
+    assert email.error == (
+        "template broken: undefined variable: contact.traits.nickname (broken/email.text:2)"
+    )
     assert bench.console.getvalue() == ""  # the provider was never called

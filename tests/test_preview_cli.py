@@ -21,7 +21,7 @@ from sqlmodel import Session
 from orchestrator.cli import main
 from orchestrator.rendering.samples import EVENT_PROPERTIES
 from orchestrator.store.db import make_engine, migrate, sqlite_url
-from orchestrator.store.tables import Contact, Event
+from orchestrator.store.tables import Contact, ContactAlias, Event
 
 LAYOUT = """\
 <!doctype html>
@@ -424,3 +424,139 @@ def test_unknown_contact_id_in_the_store(workdir: Path) -> None:
     line = refused(preview("news", "--contact", "ghost", "--data-dir", data_dir))
     assert "--contact ghost" in line
     assert "no contact with that id" in line
+
+
+# --- The contact's own trigger event --------------------------------------------------------
+
+VIEWED = {
+    "email.subject": "{{ event.properties.name }} for {{ event.properties.price | money }}",
+    "email.text": "Still thinking about {{ event.properties.name }}?",
+    "sample.yaml": "event:\n  properties: {name: Sample shoes, price: 99}\n",
+}
+AT = datetime(2026, 3, 14, 15, 30, tzinfo=UTC)
+
+
+def store_events(
+    contact: Contact,
+    events: list[tuple[str, dict[str, Any], datetime, str]],
+    others: tuple[tuple[str, str], ...] = (),
+) -> str:
+    """A store holding `contact` and its events (name, properties, when, messageId);
+    `others`: (alias id, contact id) pairs. Returns the --data-dir."""
+    engine = make_engine(sqlite_url(Path("store")))
+    migrate(engine)
+    with Session(engine) as session:
+        session.add(contact)
+        for alias_id, contact_id in others:
+            session.add(ContactAlias(alias_id=alias_id, contact_id=contact_id))
+        for name, properties, when, message_id in events:
+            contact_id = properties.pop("_contact", contact.id)
+            session.add(
+                Event(
+                    message_id=message_id,
+                    type="track",
+                    name=name,
+                    contact_id=contact_id,
+                    properties=properties,
+                    timestamp=when,
+                )
+            )
+        session.commit()
+    engine.dispose()
+    return "store"
+
+
+def viewed_store() -> str:
+    return store_events(
+        Contact(id="u1", traits={"first_name": "Ann"}, locale="en"),
+        [
+            ("Product Viewed", {"name": "Kettle", "price": 30}, AT - timedelta(hours=2), "m-old"),
+            ("Product Viewed", {"name": "Teapot", "price": 12}, AT, "m-new"),
+            ("Product Added", {"name": "Cup", "price": 5}, AT + timedelta(hours=1), "m-cart"),
+            (
+                "Product Viewed",
+                {"name": "Sofa", "price": 900, "_contact": "u2"},
+                AT + timedelta(hours=2),
+                "m-u2",
+            ),
+        ],
+        others=(("anon-1", "u1"),),
+    )
+
+
+def test_a_stored_contact_gets_its_own_latest_trigger_event(workdir: Path) -> None:
+    data_dir = viewed_store()
+    write_message("viewed", VIEWED)
+    write_journey("viewed", "Product Viewed")
+
+    result = preview("viewed", "--contact", "u1", "--data-dir", data_dir)
+
+    out = shown(result)
+    assert "Subject:   Teapot for $12.00" in out
+    assert "Still thinking about Teapot?" in out
+    assert result.stderr.splitlines() == [
+        "event: Product Viewed of 2026-03-14 15:30:00 UTC (message id m-new), "
+        "the latest of contact u1"
+    ]
+
+
+def test_an_alias_finds_the_merged_contact_and_its_events(workdir: Path) -> None:
+    data_dir = viewed_store()
+    write_message("viewed", VIEWED)
+    write_journey("viewed", "Product Viewed")
+
+    result = preview("viewed", "--contact", "anon-1", "--data-dir", data_dir)
+
+    assert "Subject:   Teapot for $12.00" in shown(result)
+    assert "(message id m-new)" in result.stderr
+
+
+def test_a_contact_without_the_trigger_event_gets_the_sample_and_is_told(workdir: Path) -> None:
+    data_dir = store_events(Contact(id="u1", traits={"first_name": "Ann"}), [])
+    write_message("viewed", VIEWED)
+    write_journey("viewed", "Product Viewed")
+
+    result = preview("viewed", "--contact", "u1", "--data-dir", data_dir)
+
+    assert "Subject:   Sample shoes for $99.00" in shown(result)
+    assert result.stderr.splitlines() == [
+        "event: sample data (contact u1 has no Product Viewed event stored)"
+    ]
+
+
+def test_an_event_file_wins_over_the_contacts_own_events(workdir: Path) -> None:
+    data_dir = viewed_store()
+    write_message("viewed", VIEWED)
+    write_journey("viewed", "Product Viewed")
+    event = write_json("lamp.json", {"name": "Lamp", "price": 40})
+
+    result = preview("viewed", "--contact", "u1", "--event", event, "--data-dir", data_dir)
+
+    assert "Subject:   Lamp for $40.00" in shown(result)
+    assert result.stderr == ""
+
+
+def test_a_segment_trigger_uses_the_entry_into_its_own_segment(workdir: Path) -> None:
+    data_dir = store_events(
+        Contact(id="u1", traits={}),
+        [
+            ("Segment Entered", {"segment": "vips"}, AT - timedelta(days=1), "m-vips"),
+            ("Segment Entered", {"segment": "lapsed"}, AT, "m-lapsed"),
+        ],
+    )
+    write_message(
+        "vip", {"email.subject": "Welcome to {{ event.properties.segment }}", "email.text": "Hi"}
+    )
+    Path("journeys/vip.yaml").write_text(
+        "id: vip\nname: VIP\ntrigger: {segment: vips}\n"
+        "steps:\n  - send: {channel: email, template: vip}\n",
+        encoding="utf-8",
+    )
+
+    result = preview("vip", "--contact", "u1", "--data-dir", data_dir)
+
+    assert "Subject:   Welcome to vips" in shown(result)
+    assert result.stderr.splitlines() == [
+        "event: Segment Entered (vips) of 2026-03-13 15:30:00 UTC (message id m-vips), "
+        "the latest of contact u1"
+    ]

@@ -17,18 +17,20 @@ before the row says so; `tests/test_send_reliability.py` measures it.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
 import uuid
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from channels.base import Channel, OutgoingMessage, Receipt
 from channels.email import unsafe_characters
@@ -45,6 +47,8 @@ from ..store.recommendations import LazyRecommendations, recommendations
 from ..store.suppressions import opt_out, suppress, suppressed_addresses
 from ..store.tables import Contact, Event, JourneyRun, Message, utcnow
 from ..workflows import types as t
+
+log = logging.getLogger(__name__)
 
 SENT = ("sent", "delivered", "opened", "clicked", "replied", "bounced")
 NOT_SENT = ("failed", "suppressed", "skipped")
@@ -347,7 +351,8 @@ class SendActivities:
         try:
             rendered = self.renderer.render(req.template, row.channel, context)
         except RenderError as exc:
-            _set(row, "failed", str(exc), check="render")
+            where = _template_file(exc, self.renderer.templates_dir)
+            _set(row, "failed", f"template {req.template}: {exc.what}{where}", check="render")
             return
         for dropped in rendered.dropped_links:  # data links that were not http(s)
             _check(row, "links", "dropped", str(dropped))
@@ -435,18 +440,10 @@ class SendActivities:
             ) from None  # the cause would go into the history too
         except PermanentChannelError as exc:
             self._refused(message_id, exc)
-            raise ApplicationError(
-                f"{adapter.name}: {_redact(exc, *to)}",
-                type="PermanentSendError",
-                non_retryable=True,
-            ) from None  # the cause would go into the history too
+            raise _permanent_error(f"{adapter.name}: {_redact(exc, *to)}") from None
         except ChannelConfigError as exc:
             self._refused(message_id, PermanentChannelError(str(exc), reason="auth"))
-            raise ApplicationError(
-                f"{adapter.name}: {_redact(exc, *to)}",
-                type="PermanentSendError",
-                non_retryable=True,
-            ) from None  # the cause would go into the history too
+            raise _permanent_error(f"{adapter.name}: {_redact(exc, *to)}") from None
         return self._record_acceptance(message_id, receipt)
 
     def _held(
@@ -570,10 +567,20 @@ def _event(status: str, **fields: Any) -> dict[str, Any]:
 
 
 def _set(row: Message, status: str, detail: str | None = None, check: str | None = None) -> None:
+    """Move the row to `status`; a send that failed is logged here, where it is decided
+    (every worker, and `journeys dev`, show it)."""
     row.status = status
     if status in (*NOT_SENT, "deferred"):
         row.error = detail
     row.timeline = [*row.timeline, _event(status, check=check, detail=detail)]
+    if status == "failed":
+        log.warning(
+            "send failed: journey %s, step %s, contact %s: %s",
+            row.journey_id,
+            row.step_id,
+            row.contact_id,
+            detail or "no reason given",
+        )
 
 
 def _check(row: Message, check: str, result: str, detail: str | None = None) -> None:
@@ -600,6 +607,29 @@ def _result(row: Message) -> t.SendResult:
 
 
 def _permanent(row: Message) -> ApplicationError:
+    return _permanent_error(row.error or "cannot send")
+
+
+def _permanent_error(text: str) -> ApplicationError:
+    """A send that failed for good: not retried, and an outcome rather than a fault.
+
+    Benign: the message row records it and `_set` logs one line; Temporal's own warning
+    with a traceback would only repeat that. (No cause: it would go into the history.)
+    """
     return ApplicationError(
-        row.error or "cannot send", type="PermanentSendError", non_retryable=True
+        text,
+        type="PermanentSendError",
+        non_retryable=True,
+        category=ApplicationErrorCategory.BENIGN,
     )
+
+
+def _template_file(exc: RenderError, templates_dir: Path) -> str:
+    """` (cart_reminder/email.text:3)`: where in the templates a render failed, if known."""
+    if not exc.file:
+        return ""
+    try:
+        name = Path(exc.file).resolve().relative_to(templates_dir.resolve()).as_posix()
+    except ValueError:
+        name = Path(exc.file).name
+    return f" ({name}:{exc.line})" if exc.line else f" ({name})"

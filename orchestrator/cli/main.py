@@ -62,6 +62,9 @@ data_dir_option = click.option(
     help="The dev state: SQLite store, Temporal dev server state, dev write key and "
     "link-signing key (default ./.journeys).",
 )
+journeys_dir_option = click.option(
+    "--journeys", "journeys_dir", type=click.Path(path_type=Path), help="Journeys folder."
+)
 
 
 @main.command()
@@ -221,7 +224,7 @@ def preview(
 
     Inputs not given come from the message's sample data (templates/MESSAGE/sample.yaml).
     """
-    from ..deployment import trigger_event_of
+    from ..deployment import trigger_of
     from ..rendering import Renderer, RenderError
     from ..rendering.preview import (
         PREVIEW_MESSAGE_ID,
@@ -236,8 +239,20 @@ def preview(
     engine = None
     if contact is not None and not Path(contact).is_file():
         engine = _existing_store(settings, f"--contact {contact}: no such file, and ")
-    trigger = trigger_event_of(message, settings.journeys_dir)
-    context = preview_context(renderer, message, contact, event_file, journey_file, engine, trigger)
+    trigger = trigger_of(message, settings.journeys_dir)
+    inputs = preview_context(
+        renderer,
+        message,
+        contact,
+        event_file,
+        journey_file,
+        engine,
+        trigger.name if trigger else None,
+        _event_kind(trigger) if trigger else None,
+    )
+    if inputs.event_note:
+        click.echo(inputs.event_note, err=True)  # stdout stays the message alone
+    context = inputs.context
     # The preview's message id is not a real message: its links need no real key.
     links = MessageLinks(settings.resolved_public_url, settings.secret_key or "preview")
     try:
@@ -262,6 +277,15 @@ def preview(
         click.echo()
 
 
+def _event_kind(trigger: Any) -> Any:
+    """The stored events a journey's trigger starts runs on."""
+    from ..store.context import EventKind
+
+    if trigger.identify:
+        return EventKind("identify")
+    return EventKind("track", trigger.name, trigger.segment)
+
+
 def _existing_store(settings: Settings, why: str = "") -> Any:
     from ..store.db import make_engine, migrate
 
@@ -279,17 +303,91 @@ def _existing_store(settings: Settings, why: str = "") -> Any:
 @click.option("--journey", help="Only runs of this journey id.")
 @click.option("--contact", help="Only runs of this contact id.")
 @click.option("--status", help="Only runs with this status (active, completed, exited...).")
-@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="JSON, with each last message in full.")
 @data_dir_option
 def runs(
-    journey: str | None, contact: str | None, status: str | None, limit: int, data_dir: Path | None
+    journey: str | None,
+    contact: str | None,
+    status: str | None,
+    limit: int,
+    as_json: bool,
+    data_dir: Path | None,
 ) -> None:
-    """List journey runs, newest first."""
-    from .runs_table import list_runs, render_runs
+    """List journey runs, newest first, with how each run's last message ended."""
+    import json
+
+    from .runs_table import last_messages, list_runs, render_runs, runs_as_json
 
     engine = _existing_store(_settings(data_dir=data_dir))
     rows = list_runs(engine, journey=journey, contact=contact, status=status, limit=limit)
-    click.echo(render_runs(rows))
+    messages = last_messages(engine, rows)
+    engine.dispose()
+    if as_json:
+        click.echo(json.dumps(runs_as_json(rows, messages), indent=2, ensure_ascii=False))
+    else:
+        click.echo(render_runs(rows, messages))
+
+
+@main.command("list")
+@data_dir_option
+def list_journeys(data_dir: Path | None) -> None:
+    """List deployed journeys: status, version (and older versions with runs in flight),
+    runs active and in total, and the file each was deployed from."""
+    from ..store.db import session_scope
+    from ..store.versions import journey_summaries
+
+    engine = _existing_store(_settings(data_dir=data_dir))
+    with session_scope(engine) as session:
+        rows = journey_summaries(session)
+    engine.dispose()
+    if not rows:
+        click.echo("no journeys deployed: `journeys dev` or `journeys deploy` deploys journeys/")
+        return
+    header = ("journey", "status", "version", "older in flight", "runs active", "total", "file")
+    table = [header] + [
+        (
+            r.journey_id,
+            r.status if r.retired_at is None else f"retired {r.retired_at:%Y-%m-%d %H:%M}",
+            f"v{r.version}",
+            ", ".join(f"v{v}: {n}" for v, n in sorted(r.older_in_flight.items())) or "-",
+            str(r.runs_active),
+            str(r.runs_total),
+            r.source_path or "-",
+        )
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+@main.command("deploy")
+@journeys_dir_option
+@click.option("--templates", "templates_dir", type=click.Path(path_type=Path), help="Templates.")
+@data_dir_option
+def deploy_command(
+    journeys_dir: Path | None, templates_dir: Path | None, data_dir: Path | None
+) -> None:
+    """Make the journeys folder exactly the deployed set: validate everything, store new
+    versions, retire journeys whose file is gone and reactivate those whose file is back.
+
+    Runs in flight finish on their version. `journeys worker` never retires a journey
+    (its checkout may be older than what is deployed): run this after a rollout.
+    """
+    from ..deployment import deploy
+    from ..rendering import Renderer
+
+    settings = _settings(journeys_dir=journeys_dir, templates_dir=templates_dir, data_dir=data_dir)
+    if not settings.journeys_dir.is_dir():
+        _fail(f"no journeys folder at {settings.journeys_dir}: pass --journeys")
+    engine = _store(settings)
+    try:
+        versions = deploy(engine, settings.journeys_dir, Renderer.from_settings(settings))
+    finally:
+        engine.dispose()
+    for version in versions:
+        click.echo(version.describe(settings.journeys_dir))
 
 
 @main.command()
@@ -422,11 +520,6 @@ def keys_revoke(name: str, data_dir: Path | None) -> None:
 @main.group()
 def segments() -> None:
     """Segments from journeys/segments.yaml: who is in them, and refreshing them now."""
-
-
-journeys_dir_option = click.option(
-    "--journeys", "journeys_dir", type=click.Path(path_type=Path), help="Journeys folder."
-)
 
 
 @segments.command("list")

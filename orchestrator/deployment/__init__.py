@@ -4,7 +4,7 @@ send (a layer above the journey language and rendering), then store new versions
 from __future__ import annotations
 
 from .deploy import DeployedVersion, InvalidJourneys, deploy
-from .validation import Validation, trigger_event_of, validate
+from .validation import Validation, trigger_event_of, trigger_of, validate
 
 __all__ = [
     "DeployedVersion",
@@ -12,5 +12,6 @@ __all__ = [
     "Validation",
     "deploy",
     "trigger_event_of",
+    "trigger_of",
     "validate",
 ]

@@ -1,11 +1,24 @@
 """Deploying journeys and segments: validate every file, then store a new version of each
-edited journey and the segments of `segments.yaml`."""
+edited journey and the segments of `segments.yaml`.
+
+Which journeys are active afterwards depends on who deploys:
+
+- `journeys dev` and `journeys deploy` make the folder's journeys exactly the active set:
+  a journey whose file is gone is retired (no new entries; runs in flight finish on their
+  version), one whose file is back is reactivated. A person chose that folder.
+- `journeys worker` deploys on every start, and during a rolling update (or when an old
+  image restarts) its checkout may be older than what is deployed. So a worker never
+  changes the active set: it adds journeys never deployed and new versions of active
+  ones, and only warns about active journeys it has no file for and retired journeys
+  whose file it has. `journeys deploy` settles those.
+"""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from sqlalchemy import Engine
 
@@ -13,7 +26,7 @@ from ..dsl.problems import Problem
 from ..rendering import Renderer
 from ..segments.membership import store_segments
 from ..store.db import session_scope
-from ..store.versions import deploy_journey
+from ..store.versions import active_versions, deploy_journey, is_retired, retire_others
 from .event_names import store_names
 from .validation import validate
 
@@ -22,9 +35,19 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DeployedVersion:
+    """A journey as a deploy left it: `active` (its file was deployed) or `retired` (its
+    file is gone; `version` is the one it was retired on, `path` where its file was)."""
+
     journey_id: str
     version: int
     path: str
+    status: Literal["active", "retired"] = "active"
+
+    def describe(self, folder: Path) -> str:
+        """What `journeys dev` and `journeys deploy` print for it."""
+        if self.status == "retired":  # its runs in flight finish
+            return f"journey: {self.journey_id} v{self.version} retired: not in {folder}"
+        return f"journey: {self.journey_id} v{self.version} ({self.path})"
 
 
 class InvalidJourneys(Exception):
@@ -33,10 +56,21 @@ class InvalidJourneys(Exception):
         self.problems = problems
 
 
-def deploy(engine: Engine, journeys_dir: Path, templates: Path | Renderer) -> list[DeployedVersion]:
+def deploy(
+    engine: Engine,
+    journeys_dir: Path,
+    templates: Path | Renderer,
+    *,
+    retire_missing: bool = True,
+) -> list[DeployedVersion]:
     """All or nothing: one invalid journey (or message that does not render), or one
     problem in segments.yaml, and nothing is. Warnings (an event name nothing is known
-    to send) are logged and do not stop it."""
+    to send) are logged and do not stop it.
+
+    `retire_missing` (`journeys dev`, `journeys deploy`): the folder's journeys become
+    exactly the active set, the others are retired and listed last. Without it
+    (`journeys worker`) the active set is left as it is; see the module docstring.
+    """
     renderer = Renderer(templates) if isinstance(templates, Path) else templates
     received, _ = store_names(engine)
     result = validate([journeys_dir], renderer, received_events=received)
@@ -50,7 +84,32 @@ def deploy(engine: Engine, journeys_dir: Path, templates: Path | Renderer) -> li
         # One session each: deploy_journey rolls its session back when it loses a race
         # with another process, which must not undo the journeys deployed before it.
         with session_scope(engine) as session:
+            if not retire_missing and is_retired(session, item.journey.id):
+                log.warning(
+                    "journey %s is retired and stays retired, although %s is back: "
+                    "`journeys deploy` reactivates it",
+                    item.journey.id,
+                    item.path,
+                )
+                continue
             row = deploy_journey(session, item.journey.id, spec, item.spec_hash, str(item.path))
             deployed.append(DeployedVersion(row.journey_id, row.version, str(item.path)))
+    in_folder = {item.journey.id for item in result.journeys}
+    with session_scope(engine) as session:
+        if retire_missing:
+            for row in retire_others(session, in_folder):
+                deployed.append(
+                    DeployedVersion(row.journey_id, row.version, row.source_path or "", "retired")
+                )
+        else:
+            for row in active_versions(session):
+                if row.journey_id not in in_folder:
+                    log.warning(
+                        "journey %s stays active although %s has no file for it "
+                        "(deployed from %s): `journeys deploy` retires it",
+                        row.journey_id,
+                        journeys_dir,
+                        row.source_path,
+                    )
     store_segments(engine, result.segments)
     return deployed

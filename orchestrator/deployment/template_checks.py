@@ -169,7 +169,7 @@ def explain_missing(missing: MissingValue, facts: _Facts, renderer: Renderer) ->
             )
         return f"{head}: {guard}"
     if key is None:
-        return missing.describe()
+        return f"{missing.what()} ({missing.hint()})"
     sender = facts.sender
     if root in ("contact", "event", "cart"):
         fixed = record_keys(root) or CART_KEYS

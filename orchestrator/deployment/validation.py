@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..dsl.loader import LoadedJourney, load_journeys, referenced_templates
+from ..dsl.models import Trigger
 from ..dsl.problems import Problem, sorted_problems
 from ..rendering import Renderer
 from ..segments.loader import SEGMENTS_FILE, LoadedSegment, load_segments
@@ -98,10 +99,16 @@ def validate(
     return result
 
 
-def trigger_event_of(message: str, journeys_dir: Path) -> str | None:
-    """The trigger event of the first journey that sends `message`: the default sample event."""
+def trigger_of(message: str, journeys_dir: Path) -> Trigger | None:
+    """The trigger of the first journey that sends `message` (in file order)."""
     loaded, _ = load_journeys([journeys_dir]) if journeys_dir.is_dir() else ([], [])
     for item in loaded:
         if message in referenced_templates([item.path]):
-            return item.journey.trigger.name
+            return item.journey.trigger
     return None
+
+
+def trigger_event_of(message: str, journeys_dir: Path) -> str | None:
+    """The trigger event of the first journey that sends `message`: the default sample event."""
+    trigger = trigger_of(message, journeys_dir)
+    return trigger.name if trigger is not None else None

@@ -59,6 +59,19 @@ def open_store(settings: Settings) -> Engine:
     return engine
 
 
+def configure_logging() -> None:
+    """Warnings and errors on stderr, one line each with time, level and source.
+
+    What goes wrong in a running journey (a failed send, a paused router) is logged at
+    WARNING where it is decided; without a handler Python would print bare messages.
+    Leaves a configuration the embedding program made alone.
+    """
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+
+
 def stop_on_signals(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -93,10 +106,12 @@ async def run_dev(
     """Temporal (embedded unless TEMPORAL_ADDRESS), store, worker, router and API."""
     stop = stop or asyncio.Event()
     stop_on_signals(stop)
+    configure_logging()
     write_key = ensure_write_key(settings.data_dir)
     engine = open_store(settings)
     server: DevServer | None = None
     try:
+        # The folder is the whole project here: its journeys become exactly the active set.
         versions = deploy(engine, settings.journeys_dir, Renderer.from_settings(settings))
         if settings.temporal_address:
             client = await connect(settings)
@@ -113,8 +128,8 @@ async def run_dev(
             client = await connect(settings, server.address)
             ui = server.ui_url
         if announce:
-            for v in versions:
-                print(f"journey: {v.journey_id} v{v.version} ({v.path})", flush=True)
+            for version in versions:
+                print(version.describe(settings.journeys_dir), flush=True)
         await _serve_all(settings, engine, client, [write_key, *settings.write_keys], stop, ui)
     finally:
         if server is not None:
@@ -164,9 +179,12 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     JOURNEYS_ROUTER=off: `journeys router` processes route)."""
     stop = stop or asyncio.Event()
     stop_on_signals(stop)
+    configure_logging()
     engine = open_store(settings)
     try:
-        deploy(engine, settings.journeys_dir, Renderer.from_settings(settings))
+        # Its checkout may be older than what is deployed: it never changes the active set.
+        renderer = Renderer.from_settings(settings)
+        deploy(engine, settings.journeys_dir, renderer, retire_missing=False)
         client = await connect(settings)
         router = make_router(client, engine, settings) if settings.router else None
         async with build_worker(client, engine, settings):
@@ -185,8 +203,7 @@ async def run_router(settings: Settings, stop: asyncio.Event | None = None) -> N
     """
     stop = stop or asyncio.Event()
     stop_on_signals(stop)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    configure_logging()
     engine = open_store(settings)
     try:
         client = await _connect_when_up(settings, engine, stop)

@@ -53,8 +53,8 @@ from ..store.db import session_scope
 from ..store.engagement import ENGAGEMENT_EVENTS, record_engagement
 from ..store.identity import aliases_of
 from ..store.orders import order_id_of
-from ..store.tables import Contact, ContactAlias, Event, JourneyRun, JourneyVersion, utcnow
-from ..store.versions import active_versions
+from ..store.tables import Contact, ContactAlias, Event, JourneyRun, utcnow
+from ..store.versions import live_versions, specs_of
 from ..workflows.journey import workflow_id
 from ..workflows.kit import JourneyBase
 from ..workflows.types import EngagementSignal, EventSignal, JourneyInput
@@ -76,12 +76,25 @@ _CLAIM_LOCK_KEY = 0x6A6F75726E657972  # "journeyr"
 
 @dataclass(frozen=True)
 class Deployed:
-    """An active journey version, parsed once."""
+    """A journey version, parsed once: the active one starts runs; every version whose
+    runs may be in flight hears the events they listen for."""
 
     journey: Journey
     version: int
     spec: dict[str, Any]
     listens: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Listeners:
+    """The runs in flight of one journey (any of its versions, retired or not) that may
+    react to `events`, found the way the versions' `one_run_per` says."""
+
+    journey_id: str
+    one_run_per: str | None
+    events: frozenset[str]
+    # The active version's trigger: an open run gets that event by signal-with-start.
+    started_by: str | None = None
 
 
 @dataclass
@@ -138,7 +151,9 @@ class Router:
         self.name = name or router_name()
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
-        self._journeys: list[Deployed] = []
+        self._journeys: list[Deployed] = []  # the active versions: what starts runs
+        self._listeners: list[Listeners] = []
+        self._parsed: dict[int, Deployed] = {}  # by version row id: specs never change
         self.python_journeys = list(python_journeys)
         self._loaded_at = 0.0
         self.routed = 0  # events this router delivered and marked routed
@@ -256,27 +271,29 @@ class Router:
         signal = EventSignal(event_id=event.id or 0, name=name)
         for deployed in self._journeys:
             journey = deployed.journey
-            if name == journey.trigger.name:
-                if not journey.trigger.accepts_segment(event.properties or {}):
-                    continue
-                if journey.trigger.where and not await asyncio.to_thread(
-                    self._holds, journey.trigger.where, event
-                ):
-                    continue
-                await self._start(
-                    "JourneyWorkflow",
-                    workflow_id(journey.id, event.contact_id, _run_key(journey, event)),
-                    JourneyInput(
-                        journey=deployed.spec,
-                        version=deployed.version,
-                        contact_id=event.contact_id,
-                        trigger=signal,
-                        history_limit=self.history_limit,
-                    ),
-                )
-            elif name in deployed.listens:
+            if name != journey.trigger.name:
+                continue
+            if not journey.trigger.accepts_segment(event.properties or {}):
+                continue
+            if journey.trigger.where and not await asyncio.to_thread(
+                self._holds, journey.trigger.where, event
+            ):
+                continue
+            await self._start(
+                "JourneyWorkflow",
+                workflow_id(journey.id, event.contact_id, _run_key(journey, event)),
+                JourneyInput(
+                    journey=deployed.spec,
+                    version=deployed.version,
+                    contact_id=event.contact_id,
+                    trigger=signal,
+                    history_limit=self.history_limit,
+                ),
+            )
+        for listeners in self._listeners:
+            if name in listeners.events and name != listeners.started_by:
                 aliases = await self._aliases(event, aliases)
-                for wid in await self._listening_runs(journey, event, aliases):
+                for wid in await self._listening_runs(listeners, event, aliases):
                     await self._signal(wid, "event", signal)
         for cls in self.python_journeys:
             if name == cls.trigger_event:
@@ -302,19 +319,19 @@ class Router:
         return await asyncio.to_thread(self._load_aliases, event.contact_id)
 
     async def _listening_runs(
-        self, journey: Journey, event: Event, aliases: Sequence[str]
+        self, listeners: Listeners, event: Event, aliases: Sequence[str]
     ) -> list[str]:
-        """The runs of `journey` an event of the contact may concern: the one per contact,
+        """The runs of a journey an event of the contact may concern: the one per contact,
         or with `one_run_per`, every active run of the contact (one per order...), and the
         run the event's own key names even when it has not recorded its entry yet."""
         ids = [event.contact_id, *aliases]
-        name = journey.entry.one_run_per
+        journey_id, name = listeners.journey_id, listeners.one_run_per
         if name is None:
-            return [workflow_id(journey.id, c) for c in ids]
-        runs = set(await asyncio.to_thread(self._active_runs, journey.id, ids))
+            return [workflow_id(journey_id, c) for c in ids]
+        runs = set(await asyncio.to_thread(self._active_runs, journey_id, ids))
         key = order_id_of(event.properties or {}, name)
         if key is not None:
-            runs.update(workflow_id(journey.id, c, key) for c in ids)
+            runs.update(workflow_id(journey_id, c, key) for c in ids)
         return sorted(runs)
 
     def _active_runs(self, journey_id: str, contact_ids: list[str]) -> list[str]:
@@ -499,15 +516,39 @@ class Router:
                 )
 
     def _refresh(self) -> None:
-        if time.monotonic() - self._loaded_at < self.interval and self._journeys:
+        """Which versions start runs and which runs hear events, from the store.
+
+        The active versions start runs. Every version whose runs may still be in flight
+        (older versions, retired journeys: `live_versions`) hears the events they wait
+        for, so a retired journey's runs still exit, convert and move on, and finish.
+        """
+        loaded = self._journeys or self._listeners  # nothing deployed yet: look every time
+        if time.monotonic() - self._loaded_at < self.interval and loaded:
             return
         with session_scope(self.engine) as session:
-            rows: list[JourneyVersion] = active_versions(session)
-            deployed = []
-            for row in rows:
-                journey = Journey.model_validate(row.spec)
-                deployed.append(Deployed(journey, row.version, row.spec, listened_events(journey)))
-        self._journeys = deployed
+            live = live_versions(session)
+            new = specs_of(session, (v.id for v in live if v.id not in self._parsed))
+        numbers = {v.id: v.version for v in live}
+        for row_id, spec in new.items():
+            journey = Journey.model_validate(spec)
+            self._parsed[row_id] = Deployed(
+                journey, numbers[row_id], spec, listened_events(journey)
+            )
+        starting: list[Deployed] = []
+        groups: dict[tuple[str, str | None], set[str]] = {}
+        for version in live:
+            deployed = self._parsed[version.id]
+            if version.starts:
+                starting.append(deployed)
+            key = (version.journey_id, deployed.journey.entry.one_run_per)
+            groups.setdefault(key, set()).update(deployed.listens)
+        triggers = {d.journey.id: d.journey.trigger.name for d in starting}
+        self._journeys = starting
+        self._listeners = [
+            Listeners(journey_id, one_run_per, frozenset(events), triggers.get(journey_id))
+            for (journey_id, one_run_per), events in groups.items()
+            if events
+        ]
         self._loaded_at = time.monotonic()
 
     def _holds(self, expression: str, event: Event) -> bool:

@@ -27,12 +27,16 @@ class MissingValue:
     expression: str | None  # as written: event.properties.colour, item.colour, lead
     chain: tuple[Any, ...] = ()  # ("event", "properties", "colour"); () when not a lookup
 
-    def describe(self) -> str:
-        """The generic wording, for sends and previews: what, and how to guard it."""
-        what = self.expression or "a value"
+    def what(self) -> str:
+        """What is missing, as a failed send records it: `undefined variable: event.x`."""
+        return f"undefined variable: {self.expression or 'a value'}"
+
+    def hint(self) -> str:
+        """How to make real sends work: guard the value (never only sample data)."""
+        what = self.expression or "the value"
         return (
-            f"undefined variable {what} (where it may be missing, guard it with "
-            f"`{{% if {what} is defined %}}` or `{what} | default(…)`)"
+            f"where it may be missing, guard it with `{{% if {what} is defined %}}` "
+            f"or `{what} | default(…)`"
         )
 
 

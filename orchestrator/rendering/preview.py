@@ -9,21 +9,27 @@ properties). Whatever is not given comes from the message's sample data.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
 
 from ..store.context import (
+    EventKind,
     cart_context,
     cart_from_events,
     contact_context,
+    event_context,
     latest_cart_event,
+    latest_event,
     products_of,
 )
 from ..store.db import session_scope
+from ..store.identity import aliases_of, load_contact
 from ..store.recommendations import recommendations
-from ..store.tables import Contact, utcnow
+from ..store.tables import Event, utcnow
 from .catalog import CHANNELS
 from .renderer import PUSH_MAX_BYTES, Rendered, Renderer
 from .samples import sample_context
@@ -87,6 +93,14 @@ def event_from_call(data: dict[str, Any], default_name: str) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class PreviewInputs:
+    """The template context, and which event it holds, in words (None: nothing to say)."""
+
+    context: dict[str, Any]
+    event_note: str | None = None
+
+
 def preview_context(
     renderer: Renderer,
     message: str,
@@ -95,14 +109,21 @@ def preview_context(
     journey_file: Path | None = None,
     engine: Engine | None = None,
     trigger_event: str | None = None,
-) -> dict[str, Any]:
-    """The template context for a preview; `contact` is a file path or a contact id."""
+    trigger_kind: EventKind | None = None,
+) -> PreviewInputs:
+    """The template context for a preview; `contact` is a file path or a contact id.
+
+    A contact from the store brings its own latest trigger event (`trigger_kind`: what
+    the journey sending the message starts on), as its send would; the sample event is
+    used when it has none, and `event_file` wins over both.
+    """
     base = sample_context(renderer.message(message), trigger_event, journey_id="preview")
     event = base["event"]
     if event_file is not None:
         event = event_from_call(read_json(event_file, "--event"), event["name"])
     store_cart = None
     store_suggestions = None
+    note = None
     if contact is None:
         person = base["contact"]
     elif Path(contact).is_file():
@@ -113,15 +134,22 @@ def preview_context(
                 f"--contact {contact}: no such file, and no database to look the id up in"
             )
         with session_scope(engine) as session:
-            row = session.get(Contact, contact)
+            row = load_contact(session, contact)  # an alias finds the merged contact
             if row is None:
                 raise PreviewInputError(
                     f"--contact {contact}: no such file, and no contact with that id in the "
                     "store (pass a contact id, or a JSON file with an identify call or traits)"
                 )
-            person = contact_context(row, session)  # with orders, as sends see it
-            latest = latest_cart_event(session, row.id)
-            store_cart = cart_context(session, row.id, latest)
+            person = contact_context(row, session)
+            trigger = None
+            if event_file is None and trigger_kind is not None:
+                ids = [row.id, *aliases_of(session, row.id)]
+                trigger = latest_event(session, ids, trigger_kind)
+                note = _event_note(contact, trigger_kind, trigger)
+            if trigger is not None:
+                event = event_context(trigger)
+            cart_event = trigger or latest_cart_event(session, row.id)
+            store_cart = cart_context(session, row.id, cart_event)
             store_suggestions = recommendations(session, row.id, store_cart["products"], utcnow())
     cart_id = (event.get("properties") or {}).get("cart_id")
     if store_cart is not None and event_file is None:
@@ -131,13 +159,24 @@ def preview_context(
     journey = base["journey"]
     if journey_file is not None:
         journey = {**read_json(journey_file, "--journey"), "id": "preview", "step": "preview"}
-    return {
+    context = {
         "contact": person,
         "event": event,
         "cart": cart,
         "journey": journey,
         "recommendations": store_suggestions or base["recommendations"],
     }
+    return PreviewInputs(context, note)
+
+
+def _event_note(contact: str, kind: EventKind, found: Event | None) -> str:
+    if found is None:
+        return f"event: sample data (contact {contact} has no {kind.describe()} event stored)"
+    when = found.timestamp.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return (
+        f"event: {kind.describe()} of {when} (message id {found.message_id}), "
+        f"the latest of contact {contact}"
+    )
 
 
 def render_all(

@@ -41,7 +41,9 @@ _INLINER = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=Fal
 class RenderError(ValueError):
     """A template that cannot produce a message; `file:line` says where when known.
 
-    `missing` is set for an undefined variable: the expression as written, where.
+    `what` is the problem alone (`undefined variable: event.properties.price`), what a
+    failed send records; `reason` adds the `hint` for the template's author. `missing`
+    is set for an undefined variable: the expression as written, and where.
     """
 
     def __init__(
@@ -49,10 +51,13 @@ class RenderError(ValueError):
         message: str,
         file: str | None = None,
         line: int | None = None,
+        hint: str | None = None,
         missing: MissingValue | None = None,
     ) -> None:
-        super().__init__(f"{file}:{line}: {message}" if file and line else message)
-        self.reason, self.file, self.line = message, file, line
+        reason = f"{message} ({hint})" if hint else message
+        super().__init__(f"{file}:{line}: {reason}" if file and line else reason)
+        self.reason, self.file, self.line = reason, file, line
+        self.what = message
         self.missing = missing
 
 
@@ -194,11 +199,11 @@ class Renderer:
             file, line = self._where(exc.__traceback__, name)
             if found.file is not None and found.file.startswith(str(self.templates_dir)):
                 file, line = found.file, found.line
-            raise RenderError(found.describe(), file, line, found) from exc
+            raise RenderError(found.what(), file, line, found.hint(), found) from exc
         except (TemplateError, ValueError, TypeError, RecursionError, MemoryError) as exc:
             file, line = self._where(exc.__traceback__, name)
-            reason = _describe(exc)
-            raise RenderError(reason, file, line) from exc
+            what, hint = _describe(exc)
+            raise RenderError(what, file, line, hint) from exc
 
     def _where(self, tb: TracebackType | None, name: str) -> tuple[str, int | None]:
         """The innermost template line in a traceback (Jinja rewrites frames to template lines)."""
@@ -301,20 +306,21 @@ def _with_preheader(html: str, preheader: str) -> str:
     return html[: match.end()] + block + html[match.end() :] if match else block + html
 
 
-def _describe(exc: BaseException) -> str:
+def _describe(exc: BaseException) -> tuple[str, str | None]:
+    """What went wrong, and a hint for the template's author (or None)."""
     if isinstance(exc, RecursionError):
-        return "a macro calls itself too deeply (recursion limit reached)"
+        return "a macro calls itself too deeply (recursion limit reached)", None
     if isinstance(exc, MemoryError):
-        return "the template ran out of memory"
+        return "the template ran out of memory", None
     name = type(exc).__name__
     if name == "UndefinedError":  # raised by Python code, not a template's own lookup
-        return f"undefined variable: {exc}"
+        return f"undefined variable: {exc}", None
     if "builtin_function_or_method" in str(exc):
         return (
             f"{exc}: `x.items`, `x.keys` and `x.values` name a mapping's methods, "
             "not its keys; write x['items'] for a key with such a name"
-        )
-    return str(exc)
+        ), None
+    return str(exc), None
 
 
 @lru_cache(maxsize=8)

@@ -6,6 +6,7 @@ Templates get `contact`, `event` (the run's trigger), `cart` and `journey`;
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -158,6 +159,38 @@ def cart_context(session: Session, contact_id: str, trigger: Event | None) -> di
     if trigger is not None and not any(e["id"] == trigger.id for e in events):
         events.append(event_context(trigger))
     return cart_from_events(events, cart_id)
+
+
+@dataclass(frozen=True)
+class EventKind:
+    """The stored events a journey starts on: `track` events of a name (`Segment Entered`
+    of one segment, for segment triggers), or every `identify` call."""
+
+    type: str  # track | identify
+    name: str | None = None
+    segment: str | None = None
+
+    def describe(self) -> str:
+        if self.type != "track":
+            return f"{self.type} call"
+        return f"{self.name} ({self.segment})" if self.segment else str(self.name)
+
+
+def latest_event(
+    session: Session, contact_ids: list[str], kind: EventKind, scan: int = 200
+) -> Event | None:
+    """The most recent event of `kind` sent under any of `contact_ids` (a contact and its
+    aliases); for a segment trigger, among the last `scan` of that name."""
+    query = select(Event).where(col(Event.contact_id).in_(contact_ids), Event.type == kind.type)
+    if kind.type == "track":
+        query = query.where(Event.name == kind.name)
+    query = query.order_by(col(Event.timestamp).desc(), col(Event.id).desc())
+    if kind.segment is None:
+        return session.exec(query.limit(1)).first()
+    for event in session.exec(query.limit(scan)):
+        if (event.properties or {}).get("segment") == kind.segment:
+            return event
+    return None
 
 
 def latest_cart_event(session: Session, contact_id: str) -> Event | None:

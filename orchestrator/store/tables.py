@@ -122,7 +122,12 @@ class Event(SQLModel, table=True):
 
 
 class JourneyVersion(SQLModel, table=True):
-    """A journey as deployed: the validated spec, frozen, numbered per journey."""
+    """A journey as deployed: the validated spec, frozen, numbered per journey.
+
+    `active` marks the version new entries start on, at most one per journey. A journey
+    retired by a deploy (its file is gone) has none: every version is inactive, and the
+    one that was active carries `retired_at`. Its runs in flight finish on their version.
+    """
 
     __tablename__ = "journey_versions"
     __table_args__ = (
@@ -138,6 +143,7 @@ class JourneyVersion(SQLModel, table=True):
     source_path: str | None = Field(default=None, max_length=1024)
     active: bool = True
     deployed_at: datetime = _time(nullable=False, default=utcnow)
+    retired_at: datetime | None = _time(nullable=True)
 
 
 class JourneyRun(SQLModel, table=True):

@@ -3,20 +3,32 @@
 Runs pin the version they entered on, so a deployed spec is never edited in place;
 deploying an edit adds a version and moves the `active` flag to it. New entries start
 on the active version.
+
+A journey whose file is gone is *retired* by the deploy that notices (`retire_others`):
+no version of it is active any more, so no run starts, while its runs in flight keep
+hearing the events they wait for (`live_versions`) and finish on their version.
+Deploying its file again reactivates it.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
 
+from sqlalchemy import case, func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from orchestrator.store.tables import JourneyVersion
+from orchestrator.store.tables import JourneyRun, JourneyVersion, utcnow
 
 # A conflict means another process deployed this journey in between; after it commits,
 # a retry sees its row. More than a few conflicts in a row means something else is wrong.
 _MAX_ATTEMPTS = 5
+# How long a retired journey's runs are listened for whatever the store says: a run
+# started just before the retirement records its entry only once a worker picks it up.
+RETIRED_GRACE = timedelta(days=1)
 
 
 def deploy_journey(
@@ -91,14 +103,44 @@ def _make_only_active(session: Session, row: JourneyVersion) -> None:
         select(JourneyVersion).where(
             JourneyVersion.journey_id == row.journey_id,
             col(JourneyVersion.id) != row.id,
-            col(JourneyVersion.active).is_(True),
+            col(JourneyVersion.active).is_(True) | col(JourneyVersion.retired_at).is_not(None),
         )
     ).all()
-    for other in others:
-        other.active = False
+    for other in others:  # the version active until now, or the one it was retired on
+        other.active, other.retired_at = False, None
     if not row.active:
         row.active = True
+    if row.retired_at is not None:  # deployed again: reactivated
+        row.retired_at = None
     session.flush()
+
+
+def is_retired(session: Session, journey_id: str) -> bool:
+    """Deployed once, and no version of it is active now."""
+    found = session.exec(
+        select(col(JourneyVersion.active)).where(JourneyVersion.journey_id == journey_id)
+    ).all()
+    return bool(found) and not any(found)
+
+
+def retire_others(
+    session: Session, keep: Iterable[str], now: datetime | None = None
+) -> list[JourneyVersion]:
+    """Retire every active journey not in `keep`: new entries stop, runs in flight finish.
+
+    Returns the versions they were retired on. Flushes; the caller commits.
+    """
+    keep = set(keep)
+    rows = [
+        row
+        for row in session.exec(select(JourneyVersion).where(col(JourneyVersion.active).is_(True)))
+        if row.journey_id not in keep
+    ]
+    moment = now or utcnow()
+    for row in rows:
+        row.active, row.retired_at = False, moment
+    session.flush()
+    return sorted(rows, key=lambda r: r.journey_id)
 
 
 def latest_version(session: Session, journey_id: str) -> JourneyVersion | None:
@@ -135,3 +177,146 @@ def get_version(session: Session, journey_id: str, version: int) -> JourneyVersi
             JourneyVersion.journey_id == journey_id, JourneyVersion.version == version
         )
     ).first()
+
+
+@dataclass(frozen=True)
+class LiveVersion:
+    """A version whose runs may be in flight; `starts`: new entries start on it."""
+
+    id: int
+    journey_id: str
+    version: int
+    starts: bool
+
+
+def live_versions(session: Session, now: datetime | None = None) -> list[LiveVersion]:
+    """The versions the router must deliver events to, ordered by journey and version.
+
+    Every version of a journey that is deployed (its older versions may still have runs),
+    and of a retired journey while it may have runs in flight: retired less than
+    `RETIRED_GRACE` ago, or with runs the store has as active. Only the active version
+    (the highest, should two ever be) starts runs. Reads no specs: they never change.
+    """
+    rows = session.exec(
+        select(
+            JourneyVersion.id,
+            JourneyVersion.journey_id,
+            JourneyVersion.version,
+            JourneyVersion.active,
+            JourneyVersion.retired_at,
+        ).order_by(col(JourneyVersion.journey_id), col(JourneyVersion.version))
+    ).all()
+    since = (now or utcnow()) - RETIRED_GRACE
+    starting: dict[str, int] = {}
+    recent: set[str] = set()
+    for _, journey_id, version, active, retired_at in rows:
+        if active:
+            starting[journey_id] = max(version, starting.get(journey_id, version))
+        if retired_at is not None and retired_at > since:
+            recent.add(journey_id)
+    retired = {r[1] for r in rows} - set(starting) - recent
+    live = set(starting) | recent | _with_runs_in_flight(session, retired)
+    return [
+        LiveVersion(row_id, journey_id, version, starting.get(journey_id) == version)
+        for row_id, journey_id, version, _, _ in rows
+        if journey_id in live and row_id is not None
+    ]
+
+
+def _with_runs_in_flight(session: Session, journey_ids: set[str]) -> set[str]:
+    """Those of `journey_ids` with an active run: one index probe each, stops at the first."""
+    if not journey_ids:
+        return set()
+    running = (
+        select(JourneyRun.id)
+        .where(
+            JourneyRun.journey_id == JourneyVersion.journey_id,
+            JourneyRun.status == "active",
+        )
+        .exists()
+    )
+    query = (
+        select(JourneyVersion.journey_id)
+        .where(col(JourneyVersion.journey_id).in_(sorted(journey_ids)), running)
+        .distinct()
+    )
+    return set(session.exec(query))
+
+
+def specs_of(session: Session, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+    """The frozen specs of the versions with these row ids."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    query = select(JourneyVersion.id, JourneyVersion.spec).where(col(JourneyVersion.id).in_(wanted))
+    return {row_id: spec for row_id, spec in session.exec(query) if row_id is not None}
+
+
+@dataclass(frozen=True)
+class JourneySummary:
+    """A deployed journey at a glance (`journeys list`)."""
+
+    journey_id: str
+    status: Literal["active", "retired"]
+    version: int  # the active version; for a retired journey, the one it was retired on
+    source_path: str | None
+    deployed_at: datetime
+    retired_at: datetime | None
+    runs_active: int
+    runs_total: int
+    # Other versions that still have runs in flight: version -> active runs.
+    older_in_flight: dict[int, int] = field(default_factory=dict)
+
+
+def journey_summaries(session: Session) -> list[JourneySummary]:
+    """Every journey ever deployed, active ones first, with its run counts (two queries)."""
+    versions = session.exec(
+        select(
+            JourneyVersion.journey_id,
+            JourneyVersion.version,
+            JourneyVersion.active,
+            JourneyVersion.retired_at,
+            JourneyVersion.source_path,
+            JourneyVersion.deployed_at,
+        ).order_by(col(JourneyVersion.journey_id), col(JourneyVersion.version))
+    ).all()
+    active_runs = func.sum(case((col(JourneyRun.status) == "active", 1), else_=0))
+    counts: dict[tuple[str, int], tuple[int, int]] = {
+        (journey_id, version): (int(running or 0), int(total))
+        for journey_id, version, running, total in session.exec(
+            select(JourneyRun.journey_id, JourneyRun.version, active_runs, func.count()).group_by(
+                col(JourneyRun.journey_id), col(JourneyRun.version)
+            )
+        )
+    }
+    by_journey: dict[str, list[Any]] = {}
+    for row in versions:
+        by_journey.setdefault(row.journey_id, []).append(row)
+    summaries = []
+    for journey_id, rows in by_journey.items():
+        # The active version (the highest, should two ever be), else the one it was
+        # retired on, else its latest.
+        current = (
+            max((r for r in rows if r.active), key=lambda r: r.version, default=None)
+            or max((r for r in rows if r.retired_at), key=lambda r: r.retired_at, default=None)
+            or rows[-1]
+        )
+        running = {r.version: counts.get((journey_id, r.version), (0, 0)) for r in rows}
+        summaries.append(
+            JourneySummary(
+                journey_id=journey_id,
+                status="active" if current.active else "retired",
+                version=current.version,
+                source_path=current.source_path,
+                deployed_at=current.deployed_at,
+                retired_at=current.retired_at,
+                runs_active=sum(active for active, _ in running.values()),
+                runs_total=sum(total for _, total in running.values()),
+                older_in_flight={
+                    version: active
+                    for version, (active, _) in running.items()
+                    if active and version != current.version
+                },
+            )
+        )
+    return sorted(summaries, key=lambda s: (s.status != "active", s.journey_id))

@@ -363,7 +363,8 @@ class JourneyBase:
                         f"retries (the provider may have accepted one): {cause}",
                     ),
                 )
-            workflow.logger.warning("send %s failed: %s", request.step_id, cause)
+            # The send activity logged the failure at WARNING, with journey and contact.
+            workflow.logger.info("send %s failed: %s", request.step_id, cause)
             return t.SendResult(prepared.message_id, "failed", prepared.channel, str(cause))
 
     async def _activity_send(

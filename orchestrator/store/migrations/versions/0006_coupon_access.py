@@ -2,7 +2,7 @@
 
 Codes issued before this migration belong to their contact only.
 
-Revision ID: 0006_coupon_access
+Revision ID: 0006
 Revises: 0005
 Create Date: 2026-11-24
 """
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0006_coupon_access"
+revision: str = "0006"
 down_revision: str | Sequence[str] | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
