@@ -52,7 +52,7 @@ from ..store.context import contact_context, event_context
 from ..store.db import session_scope
 from ..store.engagement import ENGAGEMENT_EVENTS, record_engagement
 from ..store.identity import aliases_of
-from ..store.orders import order_id_of
+from ..store.orders import order_id_of, run_key
 from ..store.tables import Contact, ContactAlias, Event, JourneyRun, JourneyVersion, utcnow
 from ..store.versions import active_versions
 from ..workflows.journey import workflow_id
@@ -526,9 +526,7 @@ def _run_key(journey: Journey, event: Event) -> str | None:
     own, keyed by the event: every order gets its thank-you.
     """
     name = journey.entry.one_run_per
-    if name is None:
-        return None
-    return order_id_of(event.properties or {}, name) or f"event-{event.id}"
+    return None if name is None else run_key(name, event)
 
 
 def _workflow_name(cls: type[JourneyBase]) -> str:
