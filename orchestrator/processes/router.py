@@ -142,6 +142,8 @@ class Router:
         self.python_journeys = list(python_journeys)
         self._loaded_at = 0.0
         self.routed = 0  # events this router delivered and marked routed
+        # Engagement events that named no message of ours or someone else's message.
+        self.engagement_ignored = 0
 
     def wake(self) -> None:
         """Called after a commit so the next sweep starts now, not at the next tick."""
@@ -332,7 +334,8 @@ class Router:
         if not isinstance(message_id, str):
             return
         message = await asyncio.to_thread(record_engagement, self.engine, message_id, kind, event)
-        if message is None:
+        if message is None:  # not ours, or not this contact's: nothing to tell any run
+            self.engagement_ignored += 1
             return
         workflow, step_id, entry_seq = message
         signal = EngagementSignal(
