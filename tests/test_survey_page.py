@@ -203,6 +203,31 @@ async def test_forged_or_unknown_links_are_404_and_store_nothing(
     assert answers(engine) == []
 
 
+async def test_a_client_messageid_like_our_answer_key_does_not_block_the_answer(
+    engine: Engine, person: Recipient
+) -> None:
+    """A track whose messageId is `survey:<message id>` (the key an answer is stored under)
+    is the client's event in the client's namespace: the real answer still gets in."""
+    message_id = add_message(engine, "eve")
+    forged = {
+        "userId": "mallory",
+        "event": "Survey Answered",
+        "messageId": f"survey:{message_id}",
+        "properties": {"score": "ten", "message_id": message_id},
+    }
+    for _ in range(2):  # a client's retry is still one event
+        stored = await person.http.post("/v1/track", auth=("key", ""), json=forged)
+        assert stored.status_code == 200
+    page = await person.open(message_id, 9)
+    assert page.status_code == 200 and "Submit score 9</button>" in page.text
+    done = await person.submit(message_id, 9)
+    assert done.status_code == 200 and "Thank you!" in done.text
+    assert sorted((a.contact_id, a.properties["score"]) for a in answers(engine)) == [
+        ("eve", 9),
+        ("mallory", "ten"),
+    ]
+
+
 # --- from the sent email to the waiting journey -------------------------------------------
 
 JOURNEY = """\

@@ -3,8 +3,9 @@ transaction), inbound SMS, and survey answers from our own pages.
 
 The webhook answers 2xx only after this commits, so a report is either stored with
 everything it implies or not at all (and the provider retries). Replays are found
-by the dedupe key in `events.message_id`; a replay changes nothing, not even
-consent: a STOP delivered again after a START must not opt the person out again.
+by the dedupe key in `events.message_id`, in our own namespace (`origin = internal`:
+no client messageId can take one); a replay changes nothing, not even consent: a
+STOP delivered again after a START must not opt the person out again.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from ..services.privacy import is_erased
 from ..store.consent import lift_channel_opt_out
 from ..store.db import session_scope
 from ..store.suppressions import opt_out, suppress, unsuppress
-from ..store.tables import Contact, Event, Message, utcnow
+from ..store.tables import ORIGIN_INTERNAL, Contact, Event, Message, utcnow
 from .twilio_events import InboundSms
 from .types import Feedback, Outcome
 
@@ -183,7 +184,8 @@ def survey_key(message_id: str) -> str:
 def survey_answer(session: Session, message_id: str) -> int | None:
     """The score already recorded for this message's survey, if any."""
     key = survey_key(message_id)
-    row = session.exec(select(Event).where(Event.message_id == key)).first()
+    query = select(Event).where(Event.origin == ORIGIN_INTERNAL, Event.message_id == key)
+    row = session.exec(query).first()
     return None if row is None else int((row.properties or {}).get("score", 0))
 
 
@@ -250,7 +252,10 @@ def contacts_with_phone(session: Session, phone: str) -> list[Contact]:
 def _existing_keys(session: Session, keys: Iterable[str]) -> set[str]:
     found: set[str] = set()
     for chunk in _chunks(sorted(set(keys))):
-        found.update(session.exec(select(Event.message_id).where(col(Event.message_id).in_(chunk))))
+        query = select(Event.message_id).where(
+            Event.origin == ORIGIN_INTERNAL, col(Event.message_id).in_(chunk)
+        )
+        found.update(session.exec(query))
     return found
 
 
@@ -307,6 +312,7 @@ def _add_event(
     session.add(
         Event(
             message_id=key[:255],
+            origin=ORIGIN_INTERNAL,
             type=kind,
             name=name,
             contact_id=contact_id,
