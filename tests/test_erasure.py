@@ -238,6 +238,51 @@ async def test_export_returns_everything_stored_about_the_contact_through_any_id
     assert "bob" not in json.dumps(found).lower()  # nobody else's data
 
 
+async def test_an_id_with_a_slash_stored_before_it_was_refused_is_still_exported_and_erased(
+    engine: Engine, ts_env: Any
+) -> None:
+    """Ingest now refuses contact ids with '/', which no URL path can carry; ids stored
+    before that stay reachable through `?id=` and the command line."""
+    legacy = "shop/1042"
+    with session_scope(engine) as session:  # as the store kept it before the refusal
+        session.add(Contact(id=legacy, email="legacy@example.com"))
+        session.add(
+            Event(
+                message_id="old-1",
+                type="track",
+                name="Order Completed",
+                contact_id=legacy,
+                timestamp=datetime.now(UTC),
+            )
+        )
+    admin = create_key(engine, "ops", "admin")
+    async with api(engine, ts_env.client) as http:
+        assert (
+            await http.get("/v1/contacts/shop%2F1042", headers=bearer(admin))
+        ).status_code == 404
+        found = await http.get("/v1/contacts", params={"id": legacy}, headers=bearer(admin))
+        assert found.status_code == 200, found.text
+        assert found.json()["contact"]["email"] == "legacy@example.com"
+        assert [e["message_id"] for e in found.json()["events"]] == ["old-1"]
+        exported = await asyncio.to_thread(
+            CliRunner().invoke,
+            main,
+            ["contacts", "export", legacy],
+            env={"DATABASE_URL": engine.url.render_as_string(hide_password=False)},
+        )
+        assert exported.exit_code == 0, exported.output
+        assert json.loads(exported.output)["contact"]["id"] == legacy
+        erased = await http.delete("/v1/contacts", params={"id": legacy}, headers=bearer(admin))
+        assert erased.status_code == 200, erased.text
+        assert erased.json()["found"] is True and erased.json()["erased"]["events"] == 1
+        missing = await http.get("/v1/contacts", params={"id": legacy}, headers=bearer(admin))
+        assert missing.status_code == 404
+        nameless = await http.get("/v1/contacts", headers=bearer(admin))
+        assert nameless.status_code == 400 and nameless.json()["field"] == "id"
+        assert (await http.delete("/v1/contacts", params={"id": legacy})).status_code == 401
+    assert legacy not in dump_tables(engine)
+
+
 # --- erasure in the store ---------------------------------------------------------------
 
 
