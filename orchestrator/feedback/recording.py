@@ -176,6 +176,14 @@ def bare_number(body: str | None) -> int | None:
     return int(text)
 
 
+def asks_question(message: Message, survey_link: str) -> bool:
+    """Whether the message asks for a survey answer: its content carries its own survey
+    link (`/s/<token>`, what a template gets as `message.survey_url`). Every message's
+    links hold the same signed token, so the token alone does not make one a survey."""
+    parts = (message.content or {}).values()
+    return any(isinstance(part, str) and survey_link in part for part in parts)
+
+
 def survey_key(message_id: str) -> str:
     """The dedupe key of a message's survey answer: one answer per message, the first."""
     return f"survey:{message_id}"
@@ -189,21 +197,31 @@ def survey_answer(session: Session, message_id: str) -> int | None:
     return None if row is None else int((row.properties or {}).get("score", 0))
 
 
-def record_survey_answer(engine: Engine, message_id: str, score: int) -> tuple[bool, int] | None:
+def record_survey_answer(
+    engine: Engine, message_id: str, score: int, survey_link: str
+) -> tuple[bool, int] | None:
     """Store `Survey Answered` for the message's contact, unless the message was answered.
 
-    Returns (stored now, the score that counts), or None when the message or its
-    contact is gone. The event is routed like any other (journeys can wait for it).
+    `survey_link` is the message's own survey link (`/s/<token>`), which its content must
+    carry (`asks_question`). Returns (stored now, the score that counts), or None when
+    the message or its contact is gone, or the message asks no question. The event is
+    routed like any other (journeys can wait for it).
     """
-    return _with_retry(engine, lambda session: _record_survey(session, message_id, score))
+    return _with_retry(
+        engine, lambda session: _record_survey(session, message_id, score, survey_link)
+    )
 
 
-def _record_survey(session: Session, message_id: str, score: int) -> tuple[bool, int] | None:
+def _record_survey(
+    session: Session, message_id: str, score: int, survey_link: str
+) -> tuple[bool, int] | None:
+    message = session.get(Message, message_id)
+    if message is None or not asks_question(message, survey_link):
+        return None
     first = survey_answer(session, message_id)
     if first is not None:
         return False, first
-    message = session.get(Message, message_id)
-    if message is None or session.get(Contact, message.contact_id) is None:
+    if session.get(Contact, message.contact_id) is None:
         return None
     properties = {
         "score": score,
