@@ -6,6 +6,7 @@ import asyncio
 import base64
 import binascii
 import hmac
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,8 @@ from ..services.links import MessageLinks
 from ..settings import Settings
 from ..store.keys import key_kind
 from .errors import ApiError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -41,9 +44,10 @@ class ApiContext:
         try:
             return await asyncio.to_thread(fn, *args)
         except OperationalError as exc:  # e.g. SQLite "database is locked"
-            raise ApiError(
-                503, f"database busy, retry later: {exc.orig}", None, **{"Retry-After": "1"}
-            ) from exc
+            # The driver's text names hosts and users: the log gets it, callers (keyless
+            # ones too: this runs before and during authentication) do not.
+            log.warning("database unavailable: %s", exc.orig)
+            raise ApiError(503, "database busy, retry later", None, **{"Retry-After": "1"}) from exc
 
 
 def api_context(request: Request) -> ApiContext:
