@@ -194,6 +194,41 @@ async def test_contact_endpoints_need_a_live_admin_key(engine: Engine) -> None:
     assert row_counts(engine) == before  # nothing erased by the refused calls
 
 
+async def test_an_admin_key_is_taken_only_from_the_authorization_header(engine: Engine) -> None:
+    """Admin keys go as a Bearer token or the HTTP Basic username (docs/privacy.md,
+    docs/loyalty-and-coupons.md), never in a JSON body or X-Write-Key, where proxies and
+    request logs keep them."""
+    plant(engine, "ann", "ann@example.com", "+15550100001", "Ann")
+    admin = create_key(engine, "ops", "admin")
+    before = row_counts(engine)
+    misplaced = "an admin key is accepted only in the Authorization header"
+    async with api(engine, None) as http:
+        for headers in ({"x-write-key": admin}, {}):
+            body = {"writeKey": admin, "points": 5, "order_id": "o-9"}
+            for method, path in (
+                ("GET", "/v1/contacts/ann"),
+                ("GET", "/v1/contacts/ann/points"),
+                ("POST", "/v1/contacts/ann/points/redeem"),
+                ("DELETE", "/v1/contacts/ann"),
+            ):
+                refused = await http.request(method, path, headers=headers, json=body)
+                assert refused.status_code == 401, (method, path, headers, refused.text)
+                if headers or method == "POST":  # offered somewhere: say where it goes
+                    assert misplaced in refused.json()["error"], refused.text
+        # Where a write key is enough, an admin key works too, but also only as a header.
+        call = {"userId": "ann", "event": "Came Back"}
+        for refused in (
+            await http.post("/v1/track", json={**call, "writeKey": admin}),
+            await http.post("/v1/track", json=call, headers={"x-write-key": admin}),
+        ):
+            assert refused.status_code == 401 and misplaced in refused.json()["error"]
+        assert row_counts(engine) == before
+        basic = httpx.BasicAuth(admin, "")
+        assert (await http.get("/v1/contacts/ann", auth=basic)).status_code == 200
+        assert (await http.get("/v1/contacts/ann/points", headers=bearer(admin))).status_code == 200
+        assert (await http.post("/v1/track", json=call, headers=bearer(admin))).status_code == 200
+
+
 async def test_export_returns_everything_stored_about_the_contact_through_any_id(
     engine: Engine,
 ) -> None:
