@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -166,6 +168,23 @@ def test_sqlite_creates_directory_and_sets_pragmas(tmp_path: Path) -> None:
         assert (tmp_path / "nested" / "data" / "journeys.db").is_file()
     finally:
         engine.dispose()
+
+
+def test_sqlite_files_and_their_new_directory_are_for_their_owner_only(tmp_path: Path) -> None:
+    """The store holds contacts, events and messages: no other local user may read it,
+    whatever the umask (022 is the usual one: files 0644, directories 0755)."""
+    previous = os.umask(0o022)
+    engine = make_engine(sqlite_url(tmp_path / "data"))
+    try:
+        migrate(engine)
+        with session_scope(engine) as session:
+            session.add(Contact(id="ann", email="ann@example.com"))
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "data").iterdir()}
+        assert modes == {"journeys.db": 0o600, "journeys.db-wal": 0o600, "journeys.db-shm": 0o600}
+        assert stat.S_IMODE((tmp_path / "data").stat().st_mode) == 0o700
+    finally:
+        engine.dispose()
+        os.umask(previous)
 
 
 def test_in_memory_sqlite_keeps_one_database() -> None:
