@@ -29,12 +29,14 @@ cancellation; the run rows are closed here.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import Engine, delete
 from sqlmodel import Session, col, select
 from temporalio.client import Client
@@ -61,6 +63,8 @@ from ..store.tables import (
     utcnow,
 )
 from ..workflows.journey import workflow_id
+
+log = logging.getLogger(__name__)
 
 ERASED = "erased"  # exit reason of the runs, error of the messages not sent
 TOMBSTONE_PREFIX = "erased-"  # contact ids in the rows kept after an erasure
@@ -253,8 +257,12 @@ def _unrecorded_keyed_runs(session: Session, ids: list[str]) -> list[str]:
     events may have started without a row yet: one per event and id, as the router keys
     them, unless that workflow id has recorded an entry (then it is in `journey_runs`)."""
     keyed: dict[tuple[str, str, str], None] = {}
-    for version in session.exec(select(JourneyVersion)):
-        journey = Journey.model_validate(version.spec)
+    for spec in session.exec(select(JourneyVersion.spec)):
+        try:
+            journey = Journey.model_validate(spec)
+        except ValidationError:  # a version an older release stored: erasure goes on
+            log.warning("erasure: a stored journey version does not load; skipped")
+            continue
         if journey.entry.one_run_per is not None:
             keyed[(journey.id, journey.trigger.name, journey.entry.one_run_per)] = None
     found: list[str] = []
