@@ -47,6 +47,7 @@ from orchestrator.store.tables import (
     Coupon,
     Event,
     JourneyRun,
+    JourneyVersion,
     Message,
     Suppression,
 )
@@ -584,6 +585,9 @@ async def test_erasure_stops_a_run_per_order_that_has_not_recorded_its_entry_yet
     for handle in started:
         assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
     assert bench.runs() == []  # no worker: nothing recorded
+    with session_scope(sqlite_engine) as session:  # a version an older release stored
+        old = {"id": "legacy", "steps": [{"sleep": "1d"}]}
+        session.add(JourneyVersion(journey_id="legacy", version=1, spec_hash="x", spec=old))
     async with api(sqlite_engine, ts_env.client) as http:
         erased = await http.delete(f"/v1/contacts/{SHAPE_USER}", headers=bearer(admin))
     assert erased.status_code == 200, erased.text
