@@ -279,35 +279,42 @@ async def test_an_id_with_a_slash_stored_before_it_was_refused_is_still_exported
 ) -> None:
     """Ingest now refuses contact ids with '/', which no URL path can carry; ids stored
     before that stay reachable through `?id=` and the command line."""
-    legacy = "shop/1042"
-    with session_scope(engine) as session:  # as the store kept it before the refusal
-        session.add(Contact(id=legacy, email="legacy@example.com"))
-        session.add(
-            Event(
-                message_id="old-1",
-                type="track",
-                name="Order Completed",
-                contact_id=legacy,
-                timestamp=datetime.now(UTC),
+    legacy, other = "shop/1042", "shop/2077"
+    with session_scope(engine) as session:  # as the store kept them before the refusal
+        for n, contact_id in enumerate((legacy, other)):
+            session.add(Contact(id=contact_id, email=f"legacy{n}@example.com"))
+            session.add(
+                Event(
+                    message_id=f"old-{n}",
+                    type="track",
+                    name="Order Completed",
+                    contact_id=contact_id,
+                    timestamp=datetime.now(UTC),
+                )
             )
-        )
     admin = create_key(engine, "ops", "admin")
+    environment = {
+        "DATABASE_URL": engine.url.render_as_string(hide_password=False),
+        "TEMPORAL_ADDRESS": ts_env.client.service_client.config.target_host,
+        "TEMPORAL_NAMESPACE": ts_env.client.namespace,
+    }
+
+    def journeys(*args: str) -> Any:
+        return asyncio.to_thread(CliRunner().invoke, main, list(args), env=environment)
+
     async with api(engine, ts_env.client) as http:
         assert (
             await http.get("/v1/contacts/shop%2F1042", headers=bearer(admin))
         ).status_code == 404
         found = await http.get("/v1/contacts", params={"id": legacy}, headers=bearer(admin))
         assert found.status_code == 200, found.text
-        assert found.json()["contact"]["email"] == "legacy@example.com"
-        assert [e["message_id"] for e in found.json()["events"]] == ["old-1"]
-        exported = await asyncio.to_thread(
-            CliRunner().invoke,
-            main,
-            ["contacts", "export", legacy],
-            env={"DATABASE_URL": engine.url.render_as_string(hide_password=False)},
-        )
+        assert found.json()["contact"]["email"] == "legacy0@example.com"
+        assert [e["message_id"] for e in found.json()["events"]] == ["old-0"]
+        exported = await journeys("contacts", "export", legacy)
         assert exported.exit_code == 0, exported.output
         assert json.loads(exported.output)["contact"]["id"] == legacy
+        by_cli = await journeys("contacts", "erase", other, "--yes")
+        assert by_cli.exit_code == 0 and f"contact {other!r} erased" in by_cli.output
         erased = await http.delete("/v1/contacts", params={"id": legacy}, headers=bearer(admin))
         assert erased.status_code == 200, erased.text
         assert erased.json()["found"] is True and erased.json()["erased"]["events"] == 1
@@ -316,7 +323,8 @@ async def test_an_id_with_a_slash_stored_before_it_was_refused_is_still_exported
         nameless = await http.get("/v1/contacts", headers=bearer(admin))
         assert nameless.status_code == 400 and nameless.json()["field"] == "id"
         assert (await http.delete("/v1/contacts", params={"id": legacy})).status_code == 401
-    assert legacy not in dump_tables(engine)
+    dump = dump_tables(engine)
+    assert legacy not in dump and other not in dump
 
 
 # --- erasure in the store ---------------------------------------------------------------

@@ -55,9 +55,9 @@ class SegmentCall(BaseModel):
 
     @field_validator("user_id", "anonymous_id")
     @classmethod
-    def _blank_is_missing(cls, value: str | None, info: ValidationInfo) -> str | None:
+    def _contact_id(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None or not value.strip():
-            return None
+            return None  # blank is missing
         return _usable_id(value, info)
 
     @field_validator("timestamp", "original_timestamp", "sent_at")
