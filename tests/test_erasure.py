@@ -25,7 +25,7 @@ import httpx
 import pytest
 import pytest_asyncio
 from click.testing import CliRunner
-from harness import Bench, tiny_templates, write_journey
+from harness import Bench, own_time_skipping_server, tiny_templates, write_journey
 from sqlalchemy import Engine, func, inspect, text
 from sqlmodel import SQLModel, col, select
 from temporalio.client import Client, WorkflowExecutionStatus
@@ -571,37 +571,42 @@ async def test_erasure_leaves_no_trace_of_the_id_in_any_workflow_id_shape(
 
 
 async def test_erasure_stops_a_run_per_order_that_has_not_recorded_its_entry_yet(
-    sqlite_engine: Engine, ts_env: Any, tmp_path: Path
+    sqlite_engine: Engine, tmp_path: Path
 ) -> None:
     """The router has started `journey:per_order:<id>:<order>`, no worker has run its first
-    step: there is no row naming it, and it must still be stopped (it would write one)."""
-    bench = Bench(
-        ts_env,
-        sqlite_engine,
-        tmp_path / "journeys",
-        tiny_templates(tmp_path / "templates", ("promo",)),
-    )
-    shape_journeys(bench)
-    admin = create_key(sqlite_engine, "ops", "admin")
-    await bench.identify(SHAPE_USER, email=EMAIL)
-    await bench.track(SHAPE_USER, "Order Completed", order_id="o-2002", revenue=20)
-    await bench.track(SHAPE_USER, "Order Completed", revenue=30)  # keyed by its event
-    started = [
-        bench.client.get_workflow_handle(workflow_id("per_order", SHAPE_USER, key))
-        for key in ("o-2002", f"event-{max(e.id or 0 for e in bench_events(bench))}")
-    ]
-    for handle in started:
-        assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
-    assert bench.runs() == []  # no worker: nothing recorded
-    with session_scope(sqlite_engine) as session:  # a version an older release stored
-        old = {"id": "legacy", "steps": [{"sleep": "1d"}]}
-        session.add(JourneyVersion(journey_id="legacy", version=1, spec_hash="x", spec=old))
-    async with api(sqlite_engine, ts_env.client) as http:
-        erased = await http.delete(f"/v1/contacts/{SHAPE_USER}", headers=bearer(admin))
-    assert erased.status_code == 200, erased.text
-    assert erased.json()["runs_stopped"] == 2
-    for handle in started:
-        assert (await handle.describe()).status == WorkflowExecutionStatus.TERMINATED
+    step: there is no row naming it, and it must still be stopped (it would write one).
+
+    On a time-skipping server of its own: a run started where no worker polls holds that
+    server's clock back for good, even once terminated, and later tests' timers with it.
+    """
+    async with own_time_skipping_server() as env:
+        bench = Bench(
+            env,
+            sqlite_engine,
+            tmp_path / "journeys",
+            tiny_templates(tmp_path / "templates", ("promo",)),
+        )
+        shape_journeys(bench)
+        admin = create_key(sqlite_engine, "ops", "admin")
+        await bench.identify(SHAPE_USER, email=EMAIL)
+        await bench.track(SHAPE_USER, "Order Completed", order_id="o-2002", revenue=20)
+        await bench.track(SHAPE_USER, "Order Completed", revenue=30)  # keyed by its event
+        started = [
+            bench.client.get_workflow_handle(workflow_id("per_order", SHAPE_USER, key))
+            for key in ("o-2002", f"event-{max(e.id or 0 for e in bench_events(bench))}")
+        ]
+        for handle in started:
+            assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+        assert bench.runs() == []  # no worker: nothing recorded
+        with session_scope(sqlite_engine) as session:  # a version an older release stored
+            old = {"id": "legacy", "steps": [{"sleep": "1d"}]}
+            session.add(JourneyVersion(journey_id="legacy", version=1, spec_hash="x", spec=old))
+        async with api(sqlite_engine, env.client) as http:
+            erased = await http.delete(f"/v1/contacts/{SHAPE_USER}", headers=bearer(admin))
+        assert erased.status_code == 200, erased.text
+        assert erased.json()["runs_stopped"] == 2
+        for handle in started:
+            assert (await handle.describe()).status == WorkflowExecutionStatus.TERMINATED
 
 
 def bench_events(bench: Bench) -> list[Event]:
