@@ -255,6 +255,10 @@ stamps = st.one_of(
     json_values,
 )
 ids = st.one_of(storable_text.filter(bool), st.integers(), json_values)
+# A contact id goes into URLs: no '/', not '.' or '..' (tests/test_ingestion.py).
+contact_ids = storable_text.filter(str.strip).filter(
+    lambda s: "/" not in s and s not in (".", "..")
+)
 
 
 @st.composite
@@ -382,7 +386,7 @@ def test_any_batch_is_stored_whole_or_not_at_all(client: TestClient, engine: Eng
 def valid_tracks(draw: st.DrawFn) -> dict[str, Any]:
     return {
         "type": "track",
-        "userId": draw(storable_text.filter(str.strip)),
+        "userId": draw(contact_ids),
         "event": draw(st.sampled_from(["Product Added", "Checkout Started", "Order Completed"])),
         "messageId": "",  # set per example: derandomized uuids repeat across examples
         "properties": draw(st.dictionaries(storable_text, storable_values, max_size=4)),
@@ -634,7 +638,8 @@ async def test_text_no_store_can_keep_is_refused_naming_the_field(asgi, engine) 
     fancy = "Zoë 💥 \u2028 " + string.punctuation
     r = await asgi.post(
         "/v1/track",
-        json={"userId": fancy, "event": "X", "properties": {fancy: fancy}},
+        # A contact id holds anything but '/' (it goes into URLs): tests/test_ingestion.py.
+        json={"userId": fancy.replace("/", ""), "event": "X", "properties": {fancy: fancy}},
         headers=basic(CONFIG_KEY),
     )
     assert r.status_code == 200

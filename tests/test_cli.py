@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -74,3 +77,35 @@ def test_production_processes_refuse_to_start_without_a_shared_link_key(
     assert result.exit_code == 1
     assert "JOURNEYS_SECRET_KEY is not set" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("name", ["write_key", "secret_key"])
+def test_the_dev_keys_are_never_readable_by_others_even_after_a_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """`journeys dev` writes its write key and link-signing key into the data directory.
+    Made 0600 only after the write, a key stays world-readable for good if the process
+    dies in between (it is reused as it is on the next start): made private from its
+    first byte, it never is."""
+    from orchestrator.processes.launch import ensure_write_key
+    from orchestrator.services.links import dev_secret
+
+    make = {"write_key": ensure_write_key, "secret_key": dev_secret}[name]
+    data = tmp_path / ".journeys"
+
+    def killed(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt  # Ctrl-C (or a kill) right after the key was written
+
+    previous = os.umask(0o022)
+    try:
+        with monkeypatch.context() as patched:
+            patched.setattr(Path, "chmod", killed)
+            patched.setattr(os, "chmod", killed)
+            with contextlib.suppress(KeyboardInterrupt):
+                make(data)
+        key = make(data)  # the next start reuses what is there
+    finally:
+        os.umask(previous)
+    assert key and (data / name).read_text().strip() == key
+    assert stat.S_IMODE((data / name).stat().st_mode) == 0o600
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700

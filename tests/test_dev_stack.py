@@ -7,7 +7,9 @@ leaves these out.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 import subprocess
 import time
 import uuid
@@ -339,7 +341,17 @@ def test_restart_keeps_the_write_key(tmp_path: Path, stacks: list[DevStack]) -> 
     root = make_project(tmp_path, {"quick_cart": QUICK_CART}, {"quick_reminder": QUICK_REMINDER})
     stack = DevStack(root)
     stacks.append(stack)
-    first = stack.start().write_key
+    previous = os.umask(0o022)  # the usual umask, inherited by `journeys dev`
+    try:
+        first = stack.start().write_key
+    finally:
+        os.umask(previous)
+    # The keys and the store are its owner's only, from their first byte: the data
+    # directory 0700, the files 0600 (SQLite's -wal and -shm copy the database's mode).
+    private = ("write_key", "secret_key", "journeys.db", "journeys.db-wal", "journeys.db-shm")
+    modes = {name: stat.S_IMODE((stack.data_dir / name).stat().st_mode) for name in private}
+    assert modes == dict.fromkeys(private, 0o600)
+    assert stat.S_IMODE(stack.data_dir.stat().st_mode) == 0o700
     stack.stop(group=True)  # Ctrl+C in a terminal: the Temporal server gets it too
     second = stack.start().write_key
     assert second == first

@@ -277,3 +277,72 @@ async def test_after_a_bounce_or_a_spam_report_the_next_email_is_suppressed(
     assert outcome(bench, "complainer")["news"] == ("suppressed", "email")
     assert outcome(bench, "happy")["news"] == ("sent", "email")
     assert outcome(bench, "bouncer")["promo"] == ("bounced", "email")
+
+
+OWN_OPEN_JOURNEY = """
+    id: promo_owner
+    name: Promo, then thanks when opened
+    trigger: { event: Promo Started }
+    steps:
+      - wait_for: { event: Go, timeout: 1d }
+      - send: { id: promo, channel: email, template: promo }
+      - wait_for: { message: promo, engagement: opened, timeout: 2d }
+        then:
+          - send: { id: thanks, channel: email, template: thanks }
+        on_timeout:
+          - send: { id: nudge, channel: email, template: nudge }
+    """
+
+
+async def test_opens_and_clicks_tracked_by_another_contact_change_nothing(
+    bench: Bench, providers: Providers
+) -> None:
+    """A storefront's write key is public: anyone can send `Email Opened` with a message id
+    they saw. It counts only for the message's own contact, also sent under an id it had
+    before signing in (its run, `journey:promo_owner:anon-visit-1`, is signalled)."""
+    journey(bench, OWN_OPEN_JOURNEY)
+    async with bench.worker():
+        await bench.identify("victim", email="victim@example.com")
+        await bench.identify("intruder", email="intruder@example.com")
+        await bench.track("victim", "Promo Started")
+        await bench.track("victim", "Go")
+        # A visitor starts the journey before signing in, then signs in as "member".
+        await bench.track("anon-visit-1", "Promo Started")
+        await bench.identify("member", anonymousId="anon-visit-1", email="member@example.com")
+        await bench.track("member", "Go")
+        victims = await sent(bench, "victim", "promo")
+        members = await sent(bench, "member", "promo")
+        for event in ("Email Opened", "Email Link Clicked"):
+            await providers.track("intruder", event, message_id=victims.id)
+        # The member's open, from a device that still sends the id from before sign-in.
+        await providers.track("anon-visit-1", "Email Opened", message_id=members.id)
+        assert await bench.result("promo_owner", "victim") == "completed"
+        assert await bench.result("promo_owner", "anon-visit-1") == "completed"
+    assert outcome(bench, "victim") == {"promo": ("sent", "email"), "nudge": ("sent", "email")}
+    [promo] = [m for m in bench.messages("victim") if m.step_id == "promo"]
+    assert [e["status"] for e in promo.timeline if e.get("event_id")] == []
+    assert outcome(bench, "member") == {
+        "promo": ("opened", "email"),
+        "thanks": ("sent", "email"),
+    }
+    assert bench.router.engagement_ignored == 2
+
+
+async def test_an_erased_contacts_message_takes_no_engagement(
+    bench: Bench, providers: Providers
+) -> None:
+    from orchestrator.services.privacy import erase_contact
+
+    journey(bench, OWN_OPEN_JOURNEY)
+    async with bench.worker():
+        await bench.identify("gone", email="gone@example.com")
+        await bench.track("gone", "Promo Started")
+        await bench.track("gone", "Go")
+        promo = await sent(bench, "gone", "promo")
+        await erase_contact(bench.engine, bench.client, "gone")
+        # Someone sends the message id again, under the old id or another one.
+        await providers.track("gone", "Email Opened", message_id=promo.id)
+        await providers.track("someone", "Email Link Clicked", message_id=promo.id)
+    [kept] = [m for m in bench.messages() if m.id == promo.id]
+    assert kept.status == "sent"
+    assert [e["status"] for e in kept.timeline if e.get("event_id")] == []

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import textwrap
 import uuid
 from collections.abc import AsyncIterator
@@ -24,9 +25,9 @@ import httpx
 import pytest
 import pytest_asyncio
 from click.testing import CliRunner
-from harness import Bench, tiny_templates, write_journey
+from harness import Bench, own_time_skipping_server, tiny_templates, write_journey
 from sqlalchemy import Engine, func, inspect, text
-from sqlmodel import col, select
+from sqlmodel import SQLModel, col, select
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from channels.base import Channel, OutgoingMessage, Receipt
@@ -41,7 +42,15 @@ from orchestrator.settings import Settings
 from orchestrator.store.db import session_scope
 from orchestrator.store.keys import create_key, revoke_key
 from orchestrator.store.suppressions import suppress, suppressed_addresses, unsuppress
-from orchestrator.store.tables import Contact, JourneyRun, Message, Suppression
+from orchestrator.store.tables import (
+    Contact,
+    Coupon,
+    Event,
+    JourneyRun,
+    JourneyVersion,
+    Message,
+    Suppression,
+)
 from orchestrator.workflows.journey import workflow_id
 
 WRITE_KEY = "write-key"
@@ -186,6 +195,41 @@ async def test_contact_endpoints_need_a_live_admin_key(engine: Engine) -> None:
     assert row_counts(engine) == before  # nothing erased by the refused calls
 
 
+async def test_an_admin_key_is_taken_only_from_the_authorization_header(engine: Engine) -> None:
+    """Admin keys go as a Bearer token or the HTTP Basic username (docs/privacy.md,
+    docs/loyalty-and-coupons.md), never in a JSON body or X-Write-Key, where proxies and
+    request logs keep them."""
+    plant(engine, "ann", "ann@example.com", "+15550100001", "Ann")
+    admin = create_key(engine, "ops", "admin")
+    before = row_counts(engine)
+    misplaced = "an admin key is accepted only in the Authorization header"
+    async with api(engine, None) as http:
+        for headers in ({"x-write-key": admin}, {}):
+            body = {"writeKey": admin, "points": 5, "order_id": "o-9"}
+            for method, path in (
+                ("GET", "/v1/contacts/ann"),
+                ("GET", "/v1/contacts/ann/points"),
+                ("POST", "/v1/contacts/ann/points/redeem"),
+                ("DELETE", "/v1/contacts/ann"),
+            ):
+                refused = await http.request(method, path, headers=headers, json=body)
+                assert refused.status_code == 401, (method, path, headers, refused.text)
+                if headers or method == "POST":  # offered somewhere: say where it goes
+                    assert misplaced in refused.json()["error"], refused.text
+        # Where a write key is enough, an admin key works too, but also only as a header.
+        call = {"userId": "ann", "event": "Came Back"}
+        for refused in (
+            await http.post("/v1/track", json={**call, "writeKey": admin}),
+            await http.post("/v1/track", json=call, headers={"x-write-key": admin}),
+        ):
+            assert refused.status_code == 401 and misplaced in refused.json()["error"]
+        assert row_counts(engine) == before
+        basic = httpx.BasicAuth(admin, "")
+        assert (await http.get("/v1/contacts/ann", auth=basic)).status_code == 200
+        assert (await http.get("/v1/contacts/ann/points", headers=bearer(admin))).status_code == 200
+        assert (await http.post("/v1/track", json=call, headers=bearer(admin))).status_code == 200
+
+
 async def test_export_returns_everything_stored_about_the_contact_through_any_id(
     engine: Engine,
 ) -> None:
@@ -228,6 +272,59 @@ async def test_export_returns_everything_stored_about_the_contact_through_any_id
         ("sms", "unsubscribed"),
     }
     assert "bob" not in json.dumps(found).lower()  # nobody else's data
+
+
+async def test_an_id_with_a_slash_stored_before_it_was_refused_is_still_exported_and_erased(
+    engine: Engine, ts_env: Any
+) -> None:
+    """Ingest now refuses contact ids with '/', which no URL path can carry; ids stored
+    before that stay reachable through `?id=` and the command line."""
+    legacy, other = "shop/1042", "shop/2077"
+    with session_scope(engine) as session:  # as the store kept them before the refusal
+        for n, contact_id in enumerate((legacy, other)):
+            session.add(Contact(id=contact_id, email=f"legacy{n}@example.com"))
+            session.add(
+                Event(
+                    message_id=f"old-{n}",
+                    type="track",
+                    name="Order Completed",
+                    contact_id=contact_id,
+                    timestamp=datetime.now(UTC),
+                )
+            )
+    admin = create_key(engine, "ops", "admin")
+    environment = {
+        "DATABASE_URL": engine.url.render_as_string(hide_password=False),
+        "TEMPORAL_ADDRESS": ts_env.client.service_client.config.target_host,
+        "TEMPORAL_NAMESPACE": ts_env.client.namespace,
+    }
+
+    def journeys(*args: str) -> Any:
+        return asyncio.to_thread(CliRunner().invoke, main, list(args), env=environment)
+
+    async with api(engine, ts_env.client) as http:
+        assert (
+            await http.get("/v1/contacts/shop%2F1042", headers=bearer(admin))
+        ).status_code == 404
+        found = await http.get("/v1/contacts", params={"id": legacy}, headers=bearer(admin))
+        assert found.status_code == 200, found.text
+        assert found.json()["contact"]["email"] == "legacy0@example.com"
+        assert [e["message_id"] for e in found.json()["events"]] == ["old-0"]
+        exported = await journeys("contacts", "export", legacy)
+        assert exported.exit_code == 0, exported.output
+        assert json.loads(exported.output)["contact"]["id"] == legacy
+        by_cli = await journeys("contacts", "erase", other, "--yes")
+        assert by_cli.exit_code == 0 and f"contact {other!r} erased" in by_cli.output
+        erased = await http.delete("/v1/contacts", params={"id": legacy}, headers=bearer(admin))
+        assert erased.status_code == 200, erased.text
+        assert erased.json()["found"] is True and erased.json()["erased"]["events"] == 1
+        missing = await http.get("/v1/contacts", params={"id": legacy}, headers=bearer(admin))
+        assert missing.status_code == 404
+        nameless = await http.get("/v1/contacts", headers=bearer(admin))
+        assert nameless.status_code == 400 and nameless.json()["field"] == "id"
+        assert (await http.delete("/v1/contacts", params={"id": legacy})).status_code == 401
+    dump = dump_tables(engine)
+    assert legacy not in dump and other not in dump
 
 
 # --- erasure in the store ---------------------------------------------------------------
@@ -335,6 +432,186 @@ async def test_erasure_answers_503_and_erases_nothing_while_temporal_is_unreacha
     assert answer.headers["retry-after"] == "30"
     assert "nothing was erased" in answer.json()["error"]
     assert without_keys(dump_tables(sqlite_engine)) == before
+
+
+# --- every workflow id shape ------------------------------------------------------------
+
+# A distinctive id (an email, as some storefronts send) and the anonymous id it signed in
+# from: neither may be left anywhere once erased, in whichever column or shape it went.
+SHAPE_USER = "Quillon.Erasure-Canary7731@Example.org"
+SHAPE_ANON = "anon-quillon-7731-canary"
+SHAPE_IDS = (SHAPE_USER.lower(), SHAPE_ANON)
+SHAPE_SEGMENTS = """\
+buyers:
+  description: Ordered at least once
+  refresh: { every: 6h }
+  orders: { at_least: 1 }
+"""
+
+
+def shape_journeys(bench: Bench) -> None:
+    """One journey per workflow id shape the product makes, each issuing a coupon (a row
+    with the workflow id), sending (a ledger row with the idempotency key) and waiting."""
+    per_order = """\
+        id: per_order
+        name: One run per order
+        trigger: { event: Order Completed }
+        entry: { one_run_per: order_id }
+        steps:
+          - id: points
+            action: { type: award_points, per: 1, of: revenue }
+          - id: code
+            action: { type: issue_coupon, campaign: thanks, prefix: THX, discount: 10% }
+          - send: { id: thanks, channel: email, template: promo }
+          - id: hold
+            wait: 30d
+        """
+    per_contact = """\
+        id: {name}
+        name: One run per contact
+        trigger: {{ event: {event} }}
+        steps:
+          - id: code
+            action: {{ type: issue_coupon, campaign: {name}, prefix: HI, discount: 5% }}
+          - send: {{ id: hello, channel: email, template: promo }}
+          - id: hold
+            wait: 30d
+        """
+    write_journey(bench.journeys_dir, "per_order", textwrap.dedent(per_order))
+    for name, event in (("welcome", "Signed Up"), ("nudge", "Came Back")):
+        body = textwrap.dedent(per_contact.format(name=name, event=event))
+        write_journey(bench.journeys_dir, name, body)
+    (bench.journeys_dir / "segments.yaml").write_text(SHAPE_SEGMENTS)
+    bench.deploy()
+
+
+async def holding(bench: Bench, count: int) -> list[JourneyRun]:
+    """Every run once it has sent its message and waits in `hold`."""
+    give_up = asyncio.get_running_loop().time() + 120
+    while asyncio.get_running_loop().time() < give_up:
+        runs = bench.runs()
+        if len(runs) >= count and all(r.current_step == "hold" for r in runs):
+            return runs
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"runs did not all reach their wait: {[r.current_step for r in runs]}")
+
+
+def id_leaks(text_or_bytes: str | bytes) -> list[str]:
+    low = text_or_bytes.lower()
+    if isinstance(low, bytes):
+        return [c for c in (*SHAPE_IDS, *CANARIES) if c.encode() in low]
+    return [c for c in (*SHAPE_IDS, *CANARIES) if c in low]
+
+
+async def test_erasure_leaves_no_trace_of_the_id_in_any_workflow_id_shape(
+    engine: Engine, ts_env: Any, tmp_path: Path
+) -> None:
+    bench = Bench(
+        ts_env,
+        engine,
+        tmp_path / "journeys",
+        tiny_templates(tmp_path / "templates", ("promo",)),
+        overrides={"marketing_cap": "none", "message_cap": "none"},
+    )
+    shape_journeys(bench)
+    admin = create_key(engine, "ops", "admin")
+    async with bench.worker():
+        # journey:welcome:<anonymous id>: a run started before sign-in, kept under that id.
+        await bench.track(SHAPE_ANON, "Signed Up")
+        await bench.identify(SHAPE_USER, anonymousId=SHAPE_ANON, email=EMAIL, phone=PHONE)
+        await bench.track(SHAPE_USER, "Came Back")  # journey:nudge:<id>
+        # journey:per_order:<id>:<order>, :event-<n> (no order id), :h<hash> (a long id).
+        await bench.track(SHAPE_USER, "Order Completed", order_id="o-1001", revenue=120)
+        await bench.track(SHAPE_USER, "Order Completed", revenue=80)
+        await bench.track(SHAPE_USER, "Order Completed", order_id="x:" + "7" * 120, revenue=5)
+        await bench.identify("control", email=CONTROL_EMAIL)
+        await bench.track("control", "Order Completed", order_id="c-1", revenue=10)
+        runs = await holding(bench, 6)
+        shapes = sorted(
+            re.sub(r":event-\d+$", ":event-<n>", r.workflow_id.replace(SHAPE_USER, "<id>"))
+            for r in runs
+        )
+        assert shapes == [
+            "journey:nudge:<id>",
+            "journey:per_order:<id>:event-<n>",
+            workflow_id("per_order", "<id>", "x:" + "7" * 120),  # :h<hash of the long key>
+            "journey:per_order:<id>:o-1001",
+            "journey:per_order:control:c-1",
+            f"journey:welcome:{SHAPE_ANON}",
+        ]
+        before = dump_tables(engine)
+        # The ids are where the issue found them: keyed runs, their ledger rows and coupons.
+        for table in ("journey_runs", "messages", "coupons", "events", "segment_members"):
+            assert id_leaks("\n".join(r for r in before.splitlines() if r.startswith(table)))
+
+        async with api(engine, ts_env.client) as http:
+            erased = await http.delete(f"/v1/contacts/{SHAPE_USER}", headers=bearer(admin))
+        assert erased.status_code == 200, erased.text
+        assert erased.json()["runs_stopped"] == 5
+        for run in runs:
+            if run.contact_id == "control":
+                await bench.client.get_workflow_handle(run.workflow_id).terminate("test over")
+
+    # Every table the store defines is in the dump, every column of every row.
+    dumped = set(inspect(engine).get_table_names())
+    assert set(SQLModel.metadata.tables) <= dumped
+    dump = dump_tables(engine)
+    assert [line for line in dump.splitlines() if id_leaks(line)] == []
+    assert "control" in dump and CONTROL_EMAIL in dump  # the dump does show what is kept
+    if engine.dialect.name == "sqlite":  # not in free pages or the write-ahead log either
+        assert id_leaks(sqlite_files(engine)) == []
+    with session_scope(engine) as session:
+        kept = session.exec(select(Message).where(col(Message.contact_id).like("erased-%"))).all()
+        coupons = session.exec(select(Coupon).where(col(Coupon.contact_id).like("erased-%"))).all()
+    # The ledger rows stay, each keyed by its run's rewritten workflow id.
+    assert len(kept) == 5 and len(coupons) == 5
+    for row in (*kept, *coupons):
+        assert row.workflow_id and row.workflow_id.startswith(f"journey:{row.journey_id}:erased-")
+        assert row.idempotency_key.startswith(row.workflow_id + ":")
+
+
+async def test_erasure_stops_a_run_per_order_that_has_not_recorded_its_entry_yet(
+    sqlite_engine: Engine, tmp_path: Path
+) -> None:
+    """The router has started `journey:per_order:<id>:<order>`, no worker has run its first
+    step: there is no row naming it, and it must still be stopped (it would write one).
+
+    On a time-skipping server of its own: a run started where no worker polls holds that
+    server's clock back for good, even once terminated, and later tests' timers with it.
+    """
+    async with own_time_skipping_server() as env:
+        bench = Bench(
+            env,
+            sqlite_engine,
+            tmp_path / "journeys",
+            tiny_templates(tmp_path / "templates", ("promo",)),
+        )
+        shape_journeys(bench)
+        admin = create_key(sqlite_engine, "ops", "admin")
+        await bench.identify(SHAPE_USER, email=EMAIL)
+        await bench.track(SHAPE_USER, "Order Completed", order_id="o-2002", revenue=20)
+        await bench.track(SHAPE_USER, "Order Completed", revenue=30)  # keyed by its event
+        started = [
+            bench.client.get_workflow_handle(workflow_id("per_order", SHAPE_USER, key))
+            for key in ("o-2002", f"event-{max(e.id or 0 for e in bench_events(bench))}")
+        ]
+        for handle in started:
+            assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+        assert bench.runs() == []  # no worker: nothing recorded
+        with session_scope(sqlite_engine) as session:  # a version an older release stored
+            old = {"id": "legacy", "steps": [{"sleep": "1d"}]}
+            session.add(JourneyVersion(journey_id="legacy", version=1, spec_hash="x", spec=old))
+        async with api(sqlite_engine, env.client) as http:
+            erased = await http.delete(f"/v1/contacts/{SHAPE_USER}", headers=bearer(admin))
+        assert erased.status_code == 200, erased.text
+        assert erased.json()["runs_stopped"] == 2
+        for handle in started:
+            assert (await handle.describe()).status == WorkflowExecutionStatus.TERMINATED
+
+
+def bench_events(bench: Bench) -> list[Event]:
+    with session_scope(bench.engine) as session:
+        return list(session.exec(select(Event)))
 
 
 # --- 100 live journeys, then erase ----------------------------------------------------

@@ -411,3 +411,34 @@ async def test_a_phone_with_a_line_break_is_refused(api, engine) -> None:  # typ
     assert "line break" in r.json()["error"]
     r = await post(api, "/v1/identify", {"userId": "ann", "traits": {"phone": " +1 555 0100 "}})
     assert r.status_code == 200 and contact(engine, "ann").phone == "+1 555 0100"  # type: ignore[union-attr]
+
+
+async def test_a_contact_id_that_cannot_be_a_url_segment_is_refused_naming_the_field(
+    api, engine
+) -> None:  # type: ignore[no-untyped-def]
+    """Contact ids go into URLs (`/v1/contacts/{id}`: export, erasure, points, push tokens):
+    an id with `/`, or `.` / `..`, could be stored but never reached there."""
+    cases = [
+        ("/v1/identify", {"userId": "shop/1042", "traits": {"email": "a@example.com"}}, "userId"),
+        ("/v1/track", {"anonymousId": "dev/ice", "event": "Product Viewed"}, "anonymousId"),
+        ("/v1/track", {"userId": "..", "event": "Product Viewed"}, "userId"),
+        ("/v1/page", {"userId": ".", "name": "Home"}, "userId"),
+        ("/v1/alias", {"userId": "ok", "previousId": "anon/1"}, "previousId"),
+        ("/v1/batch", {"batch": [{"type": "track", "userId": "u/2", "event": "X"}]},
+         "batch.0.userId"),
+    ]  # fmt: skip
+    for path, body, field in cases:
+        r = await post(api, path, body)
+        assert r.status_code == 400, (body, r.text)
+        assert r.json()["field"] == field, r.json()
+        said = r.json()["error"]
+        assert "'/'" in said and "'.' or '..'" in said and "any other characters" in said, said
+    r = await post(api, "/v1/contacts/%2E%2E/push-tokens", {"token": "t"})
+    assert (r.status_code, r.json()["field"]) == (400, "contact_id")
+    assert events(engine) == []
+    with session_scope(engine) as session:
+        assert session.exec(select(Contact)).all() == []
+    # Every other character is fine: spaces, colons, dots inside, percent signs, scripts.
+    for user in ("shop:1042", "ann b", "a.b", "50%", "Мария", "..."):
+        r = await post(api, "/v1/track", {"userId": user, "event": "X"})
+        assert r.status_code == 200, (user, r.text)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -10,6 +12,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+import sqlalchemy
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -18,6 +21,9 @@ from sqlalchemy import Engine, inspect, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel, select
 
+from orchestrator.api.ingest import store_call
+from orchestrator.api.segment import TrackCall
+from orchestrator.feedback.recording import survey_answer
 from orchestrator.store import versions
 from orchestrator.store.db import (
     alembic_config,
@@ -164,6 +170,23 @@ def test_sqlite_creates_directory_and_sets_pragmas(tmp_path: Path) -> None:
         engine.dispose()
 
 
+def test_sqlite_files_and_their_new_directory_are_for_their_owner_only(tmp_path: Path) -> None:
+    """The store holds contacts, events and messages: no other local user may read it,
+    whatever the umask (022 is the usual one: files 0644, directories 0755)."""
+    previous = os.umask(0o022)
+    engine = make_engine(sqlite_url(tmp_path / "data"))
+    try:
+        migrate(engine)
+        with session_scope(engine) as session:
+            session.add(Contact(id="ann", email="ann@example.com"))
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "data").iterdir()}
+        assert modes == {"journeys.db": 0o600, "journeys.db-wal": 0o600, "journeys.db-shm": 0o600}
+        assert stat.S_IMODE((tmp_path / "data").stat().st_mode) == 0o700
+    finally:
+        engine.dispose()
+        os.umask(previous)
+
+
 def test_in_memory_sqlite_keeps_one_database() -> None:
     engine = make_engine("sqlite://")
     try:
@@ -237,6 +260,54 @@ def test_concurrent_migrate_on_a_fresh_database(db_url: str) -> None:
     finally:
         for engine in engines:
             engine.dispose()
+
+
+def test_existing_events_keep_deduplicating_in_their_namespace_after_0008(db_url: str) -> None:
+    """Rows stored before client messageIds and our keys were separated: ours are found
+    by the shape our code writes, everything else stays the client's."""
+    engine = make_engine(db_url)
+    with engine.begin() as connection:
+        command.upgrade(alembic_config(connection), "0007")
+    stored = [
+        ("sendgrid:ev-1", "Email Opened", {"source": "sendgrid-webhook"}, "internal"),
+        ("twilio:SM1:delivered", "SMS Delivered", {"source": "twilio-webhook"}, "internal"),
+        ("survey:m-1", "Survey Answered", {"source": "survey-page"}, "internal"),
+        ("journey:" + "a1" * 20, "Points Given", {"journey": {"id": "j"}}, "internal"),
+        ("segment:buyers:ann:entered:1", "Segment Entered", {}, "internal"),
+        # A client's track that took an answer's key before the fix: still the client's.
+        ("survey:m-2", "Survey Answered", {"ip": "203.0.113.9"}, "client"),
+        ("segment:promo", "Order Completed", {}, "client"),
+        ("3f0c9c1e-8c43-4f4e-9a55-3c1f0d6c2a10", "Order Completed", {}, "client"),
+    ]
+    columns = ("message_id", "type", "name", "contact_id", "properties", "context")
+    table = sqlalchemy.table(
+        "events",
+        *(sqlalchemy.column(c) for c in columns[:4]),
+        sqlalchemy.column("properties", sqlalchemy.JSON()),
+        sqlalchemy.column("context", sqlalchemy.JSON()),
+        sqlalchemy.column("timestamp", sqlalchemy.DateTime(timezone=True)),
+        sqlalchemy.column("received_at", sqlalchemy.DateTime(timezone=True)),
+    )
+    now = datetime.now(UTC)
+    with engine.begin() as connection:
+        for key, name, context, _ in stored:
+            row = (key, "track", name, "ann", {"score": 9}, context)
+            values = dict(zip(columns, row, strict=True))
+            connection.execute(table.insert().values(**values, timestamp=now, received_at=now))
+    migrate(engine)
+    try:
+        with session_scope(engine) as session:
+            origins = {e.message_id: e.origin for e in session.exec(select(Event))}
+            assert origins == {key: origin for key, _, _, origin in stored}
+            assert survey_answer(session, "m-1") == 9  # answered before: still answered
+            assert survey_answer(session, "m-2") is None  # the client's row blocks nothing
+        retry = TrackCall.model_validate(
+            {"userId": "ann", "event": "Order Completed", "messageId": stored[-1][0]}
+        )
+        assert store_call(engine, retry) is False  # the client's retry dedupes as before
+        assert schema_diff(engine) == []
+    finally:
+        engine.dispose()
 
 
 # --- constraints and types ----------------------------------------------------------

@@ -36,9 +36,16 @@ LINKS = MessageLinks(PUBLIC_URL, "survey-test-secret")
 FORM = {"content-type": "application/x-www-form-urlencoded"}
 
 
-def add_message(engine: Engine, contact_id: str) -> str:
-    """A contact and the NPS email sent to them, as the send pipeline leaves it."""
+def add_message(engine: Engine, contact_id: str, template: str = "nps_survey") -> str:
+    """A contact and the NPS email sent to them (or another message), as the send pipeline
+    leaves it: the rendered content carries the links its template used."""
     message_id = str(uuid.uuid4())
+    links = LINKS.for_message(message_id)
+    if template == "nps_survey":
+        scores = " ".join(f'<a href="{links["survey_url"]}?score={n}">{n}</a>' for n in range(11))
+        content = {"subject": "How did we do?", "html": f"<p>Rate us: {scores}</p>"}
+    else:  # an order thank-you: the message's other links, no question
+        content = {"subject": "Thank you", "html": f'<a href="{links["view_url"]}">View</a>'}
     with session_scope(engine) as session:
         session.add(Contact(id=contact_id, email=f"{contact_id}@example.com"))
         session.add(
@@ -52,8 +59,9 @@ def add_message(engine: Engine, contact_id: str) -> str:
                 contact_id=contact_id,
                 channel="email",
                 adapter="console",
-                template="nps_survey",
+                template=template,
                 recipient=f"{contact_id}@example.com",
+                content=content,
                 status="sent",
             )
         )
@@ -201,6 +209,49 @@ async def test_forged_or_unknown_links_are_404_and_store_nothing(
             )
             assert page.status_code == 404, (method, token)
     assert answers(engine) == []
+
+
+async def test_a_client_messageid_like_our_answer_key_does_not_block_the_answer(
+    engine: Engine, person: Recipient
+) -> None:
+    """A track whose messageId is `survey:<message id>` (the key an answer is stored under)
+    is the client's event in the client's namespace: the real answer still gets in."""
+    message_id = add_message(engine, "eve")
+    forged = {
+        "userId": "mallory",
+        "event": "Survey Answered",
+        "messageId": f"survey:{message_id}",
+        "properties": {"score": "ten", "message_id": message_id},
+    }
+    for _ in range(2):  # a client's retry is still one event
+        stored = await person.http.post("/v1/track", auth=("key", ""), json=forged)
+        assert stored.status_code == 200
+    page = await person.open(message_id, 9)
+    assert page.status_code == 200 and "Submit score 9</button>" in page.text
+    done = await person.submit(message_id, 9)
+    assert done.status_code == 200 and "Thank you!" in done.text
+    assert sorted((a.contact_id, a.properties["score"]) for a in answers(engine)) == [
+        ("eve", 9),
+        ("mallory", "ten"),
+    ]
+
+
+async def test_a_message_that_asks_no_question_takes_no_answer(
+    engine: Engine, person: Recipient
+) -> None:
+    """Every message's links carry the same signed token: an order thank-you's token put in
+    a survey link must not record a score for it."""
+    thanks = add_message(engine, "fay", template="order_thank_you")
+    for method in ("GET", "POST"):
+        page = await person.http.request(
+            method, f"{survey_url(thanks)}?score=0", content="score=0", headers=FORM
+        )
+        assert page.status_code == 404, (method, page.text)
+        assert "This message asks no question" in page.text
+    assert answers(engine) == [] and person.woken == []
+    survey = add_message(engine, "gus")  # the control: a survey on the same page works
+    assert (await person.submit(survey, 8)).status_code == 200
+    assert [a.properties["score"] for a in answers(engine)] == [8]
 
 
 # --- from the sent email to the waiting journey -------------------------------------------

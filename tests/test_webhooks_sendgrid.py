@@ -456,3 +456,27 @@ def test_forged_requests_are_never_accepted(
     assert r.status_code in (401, 403), (how, r.status_code, r.text)
     assert row_counts(sqlite_engine) == (0, 0)
     assert consent(sqlite_engine, "eve") == {}
+
+
+async def test_a_client_messageid_equal_to_our_key_does_not_swallow_the_report(
+    client: httpx.AsyncClient, engine: Engine, ann: str
+) -> None:
+    """Client messageIds and our dedupe keys are separate namespaces: a storefront (or
+    anyone with its public write key) sending `sendgrid:<id>` first takes nothing away."""
+    opened = sendgrid_event("open", ann)
+    track = {
+        "userId": "mallory",
+        "event": "Email Opened",
+        "messageId": f"sendgrid:{opened['sg_event_id']}",
+    }
+    assert (await client.post("/v1/track", auth=(KEY, ""), json=track)).status_code == 200
+    r = await post(client, sendgrid_body(opened))
+    assert r.json() == {"success": True, "stored": 1, "duplicates": 0, "ignored": 0}
+    assert [(e.name, e.contact_id) for e in events(engine)] == [
+        ("Email Opened", "mallory"),
+        ("Email Opened", "ann"),
+    ]
+    # Each namespace still dedupes its own: the client's retry and SendGrid's.
+    assert (await client.post("/v1/track", auth=(KEY, ""), json=track)).status_code == 200
+    assert (await post(client, sendgrid_body(opened))).json()["duplicates"] == 1
+    assert len(events(engine)) == 2

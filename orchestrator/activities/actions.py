@@ -33,7 +33,7 @@ from ..store.db import session_scope
 from ..store.identity import load_contact
 from ..store.orders import order_id_of, refunded_fraction
 from ..store.run_data import RunDataTooLarge, run_data, save_run_data
-from ..store.tables import Contact, Event, utcnow
+from ..store.tables import ORIGIN_INTERNAL, Contact, Event, utcnow
 from ..workflows import types as t
 
 AMOUNT_FALLBACKS = {"revenue": ("revenue", "total", "subtotal")}
@@ -161,10 +161,14 @@ class ActionActivities:
     ) -> dict[str, Any]:
         spec = req.action
         message_id = "journey:" + hashlib.sha256(_key(req).encode()).hexdigest()[:40]
-        if session.exec(select(Event.id).where(Event.message_id == message_id)).first() is None:
+        ours = select(Event.id).where(
+            Event.origin == ORIGIN_INTERNAL, Event.message_id == message_id
+        )
+        if session.exec(ours).first() is None:
             session.add(
                 Event(
                     message_id=message_id,
+                    origin=ORIGIN_INTERNAL,
                     type="track",
                     name=spec["event"],
                     contact_id=contact.id,

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import binascii
 import hmac
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,8 @@ from ..services.links import MessageLinks
 from ..settings import Settings
 from ..store.keys import key_kind
 from .errors import ApiError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -41,9 +44,10 @@ class ApiContext:
         try:
             return await asyncio.to_thread(fn, *args)
         except OperationalError as exc:  # e.g. SQLite "database is locked"
-            raise ApiError(
-                503, f"database busy, retry later: {exc.orig}", None, **{"Retry-After": "1"}
-            ) from exc
+            # The driver's text names hosts and users: the log gets it, callers (keyless
+            # ones too: this runs before and during authentication) do not.
+            log.warning("database unavailable: %s", exc.orig)
+            raise ApiError(503, "database busy, retry later", None, **{"Retry-After": "1"}) from exc
 
 
 def api_context(request: Request) -> ApiContext:
@@ -51,9 +55,18 @@ def api_context(request: Request) -> ApiContext:
     return ctx
 
 
-def offered_keys(request: Request, payload: dict[str, Any] | None = None) -> list[str]:
-    """Every place a Segment-style client may put its key: Basic user, Bearer, body, header."""
-    offered: list[str] = []
+AUTHORIZATION = "authorization"  # the only place an admin key is taken from
+MISPLACED_ADMIN_KEY = (
+    "an admin key is accepted only in the Authorization header (a Bearer token, or the "
+    "HTTP Basic username), never in the body's writeKey or X-Write-Key, where proxies and "
+    "request logs keep it; if it went through such a log, revoke it (journeys keys revoke)"
+)
+
+
+def offered_keys(request: Request, payload: dict[str, Any] | None = None) -> list[tuple[str, str]]:
+    """Every place a Segment-style client may put its key (Basic user, Bearer, body,
+    header), each with where it was: `authorization`, `body` or `x-write-key`."""
+    offered: list[tuple[str, str]] = []
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "basic":
@@ -61,14 +74,14 @@ def offered_keys(request: Request, payload: dict[str, Any] | None = None) -> lis
             decoded = base64.b64decode(value.strip(), validate=True).decode()
         except (binascii.Error, UnicodeDecodeError):
             raise ApiError(401, "malformed Basic authorization header") from None
-        offered.append(decoded.split(":", 1)[0])
+        offered.append((decoded.split(":", 1)[0], AUTHORIZATION))
     elif scheme.lower() == "bearer" and value.strip():
-        offered.append(value.strip())
+        offered.append((value.strip(), AUTHORIZATION))
     if payload is not None and isinstance(payload.get("writeKey"), str):
-        offered.append(payload["writeKey"])
+        offered.append((payload["writeKey"], "body"))
     if request.headers.get("x-write-key"):
-        offered.append(request.headers["x-write-key"])
-    return [k for k in offered if k]
+        offered.append((request.headers["x-write-key"], "x-write-key"))
+    return [(k, place) for k, place in offered if k]
 
 
 async def authenticate(
@@ -76,6 +89,8 @@ async def authenticate(
 ) -> str:
     """A live key of `kind` must be offered (an admin key also passes as a write key).
 
+    Write keys may come from any place Segment-style clients put them; an admin key only
+    from the Authorization header (docs/privacy.md), wherever it is used.
     Returns the key that passed: rate limits count per key.
     """
     offered = offered_keys(request, payload)
@@ -90,15 +105,20 @@ async def authenticate(
             f"missing {kind} key: send it {where}",
             **{"WWW-Authenticate": 'Basic realm="journeys"'},
         )
-    wrong_kind = False
-    for key in offered:
+    wrong_kind = misplaced = False
+    for key, place in offered:
         if any(hmac.compare_digest(key.encode(), known.encode()) for known in ctx.write_keys):
             found: str | None = "write"
         else:
             found = await ctx.db(key_kind, ctx.engine, key)
+        if found == "admin" and place != AUTHORIZATION:
+            misplaced = True
+            continue
         if found == kind or (found == "admin" and kind == "write"):
             return key
         wrong_kind = wrong_kind or found is not None
+    if misplaced:
+        raise ApiError(401, MISPLACED_ADMIN_KEY, **{"WWW-Authenticate": 'Basic realm="journeys"'})
     if wrong_kind:
         raise ApiError(403, "this is a write key; this endpoint needs an admin key")
     raise ApiError(401, f"invalid or revoked {kind} key")

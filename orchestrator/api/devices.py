@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import Engine
 
 from ..store.db import session_scope
-from ..store.identity import canonical_id
+from ..store.identity import canonical_id, contact_id_problem
 from ..store.tables import Contact, utcnow
 from .body import parse_object, read_body
 from .context import api_context, authenticate
@@ -44,6 +44,8 @@ async def add_push_token(request: Request, contact_id: str) -> dict[str, bool]:
     except ValidationError as exc:
         raise ApiError(400, exc.errors()[0]["msg"], "token") from None
     check_contact_id(contact_id)
+    if problem := contact_id_problem(contact_id):  # it may create the contact
+        raise ApiError(400, problem, "contact_id")
     await ctx.db(_add, ctx.engine, contact_id, token)
     return {"success": True}
 

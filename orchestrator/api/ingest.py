@@ -19,7 +19,7 @@ from sqlmodel import Session, col, select
 from ..store.db import session_scope
 from ..store.identity import canonical_id, merge_contacts
 from ..store.orders import record_order_event
-from ..store.tables import Contact, Event, utcnow
+from ..store.tables import ORIGIN_CLIENT, Contact, Event, utcnow
 from .segment import AliasCall, IdentifyCall, SegmentCall
 
 CONTACT_COLUMNS = ("email", "phone")
@@ -47,7 +47,11 @@ def store_call(engine: Engine, call: SegmentCall) -> bool:
 
 def _store(session: Session, calls: Sequence[SegmentCall], received_at: datetime) -> int:
     ids = [c.message_id for c in calls if c.message_id]
-    seen = set(session.exec(select(Event.message_id).where(col(Event.message_id).in_(ids))))
+    # The client's own namespace: our internal keys (`survey:…`) are no retry of theirs.
+    query = select(Event.message_id).where(
+        Event.origin == ORIGIN_CLIENT, col(Event.message_id).in_(ids)
+    )
+    seen = set(session.exec(query))
     new = 0
     for call in calls:
         if call.message_id and call.message_id in seen:
@@ -57,6 +61,7 @@ def _store(session: Session, calls: Sequence[SegmentCall], received_at: datetime
         contact_id = _apply_to_contact(session, call)
         event = Event(
             message_id=call.message_id or f"srv-{uuid.uuid4()}",
+            origin=ORIGIN_CLIENT,
             type=_kind(call),
             name=call.name,
             contact_id=contact_id,

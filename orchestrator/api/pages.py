@@ -13,6 +13,8 @@ preferences. No login, no JavaScript; links carry signed tokens (`orchestrator.s
   message's contact. The first answer counts; later clicks are thanked and change
   nothing. A GET stores nothing for the same reason as `/u`: mail scanners and link
   previews open every one of the eleven links before the recipient sees the email.
+  Only a message that asks (its content carries this survey link) takes an answer:
+  the token of any other message gets a 404 page saying it asks no question.
 
 A token that is not ours, or whose message or contact is gone, gets the same 404
 page whatever the reason, so a guess learns nothing.
@@ -30,7 +32,7 @@ from fastapi.responses import HTMLResponse
 from markupsafe import Markup, escape
 from sqlalchemy import Engine
 
-from ..feedback.recording import record_survey_answer, survey_answer
+from ..feedback.recording import asks_question, record_survey_answer, survey_answer
 from ..store.consent import ChannelConsent, effective_consent, set_consent
 from ..store.db import session_scope
 from ..store.identity import load_contact
@@ -270,7 +272,9 @@ class Survey:
     """The message a survey link came in, and the answer already given to it (if any)."""
 
     message_id: str
+    link: str  # the message's own survey link, `/s/<token>`
     answered: int | None
+    asks: bool = True  # False: the message asks no question (an order thank-you)
 
 
 @router.get("/s/{token}", response_class=HTMLResponse)
@@ -280,6 +284,8 @@ async def survey_page(request: Request, token: str) -> HTMLResponse:
     survey = await _survey(ctx, token)
     if survey is None:
         return _not_found()
+    if not survey.asks:
+        return _no_question()
     if survey.answered is not None:
         return _answered(survey.answered, first=False)
     score, problem = _score(request.query_params.getlist("score"))
@@ -302,6 +308,8 @@ async def answer_survey(request: Request, token: str) -> HTMLResponse:
     survey = await _survey(ctx, token)
     if survey is None:
         return _not_found()
+    if not survey.asks:
+        return _no_question()
     fields = await _form(request)
     if isinstance(fields, HTMLResponse):
         return fields
@@ -310,7 +318,7 @@ async def answer_survey(request: Request, token: str) -> HTMLResponse:
         if survey.answered is not None:
             return _answered(survey.answered, first=False)
         return _no_score(problem)
-    outcome = await ctx.db(record_survey_answer, ctx.engine, survey.message_id, score)
+    outcome = await ctx.db(record_survey_answer, ctx.engine, survey.message_id, score, survey.link)
     if outcome is None:  # the contact was erased since the page was shown
         return _not_found()
     stored, counted = outcome
@@ -330,18 +338,22 @@ async def _form(request: Request) -> dict[str, list[str]] | HTMLResponse:
 
 async def _survey(ctx: ApiContext, token: str) -> Survey | None:
     message_id = ctx.links.message_id(token) if ctx.links is not None else None
-    if not message_id:
+    if not message_id or ctx.links is None:
         return None
-    found: Survey | None = await ctx.db(_load_survey, ctx.engine, message_id)
+    # The link as the message was given it (whatever form this request's token took).
+    link = "/s/" + ctx.links.token(message_id)
+    found: Survey | None = await ctx.db(_load_survey, ctx.engine, message_id, link)
     return found
 
 
-def _load_survey(engine: Engine, message_id: str) -> Survey | None:
+def _load_survey(engine: Engine, message_id: str, link: str) -> Survey | None:
     with session_scope(engine) as session:
         message = session.get(Message, message_id)
         if message is None or load_contact(session, message.contact_id) is None:
             return None
-        return Survey(message.id, survey_answer(session, message.id))
+        if not asks_question(message, link):
+            return Survey(message.id, link, None, asks=False)
+        return Survey(message.id, link, survey_answer(session, message.id))
 
 
 def _score(values: list[str]) -> tuple[int | None, str]:
@@ -438,6 +450,15 @@ def _page(title: str, body: Any, status: int = 200) -> HTMLResponse:
         "<style>{style}</style></head><body><main>{body}</main></body></html>"
     ).format(title=title, style=Markup(STYLE), body=body)
     return HTMLResponse(str(html), status_code=status, headers=PAGE_HEADERS)
+
+
+def _no_question() -> HTMLResponse:
+    """A real message's token, but the message asks nothing: a 404 that says so."""
+    body = Markup(
+        "<h1>Nothing to answer</h1><p>This message asks no question, so this link takes "
+        "no answer. If you meant to rate us, please use the link in our survey email.</p>"
+    )
+    return _page("Nothing to answer", body, 404)
 
 
 def _not_found() -> HTMLResponse:

@@ -10,13 +10,22 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from channels.email import address_problem, unsafe_characters
 
 from ..services.policy import CHANNELS
+from ..store.identity import contact_id_problem
 
 CONSENT_KINDS = ("marketing", "transactional")
+ID_FIELDS = {"user_id": "userId", "anonymous_id": "anonymousId", "previous_id": "previousId"}
 EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
 LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 MAX_PHONE = 32
@@ -57,8 +66,10 @@ class SegmentCall(BaseModel):
 
     @field_validator("user_id", "anonymous_id")
     @classmethod
-    def _blank_is_missing(cls, value: str | None) -> str | None:
-        return value if value is None or value.strip() else None
+    def _contact_id(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None or not value.strip():
+            return None  # blank is missing
+        return _usable_id(value, info)
 
     @field_validator("timestamp", "original_timestamp", "sent_at")
     @classmethod
@@ -178,6 +189,11 @@ class AliasCall(SegmentCall):
 
     previous_id: str = Field(alias="previousId", min_length=1, max_length=255)
 
+    @field_validator("previous_id")
+    @classmethod
+    def _usable(cls, value: str, info: ValidationInfo) -> str:
+        return _usable_id(value, info)
+
     @model_validator(mode="after")
     def _someone(self) -> AliasCall:  # replaces the base check: alias needs userId itself
         if not self.user_id:
@@ -241,6 +257,14 @@ def consent_problem(value: Any) -> str | None:
             if kind not in CONSENT_KINDS or not isinstance(flag, bool):
                 return f"{channel}.{kind}: expected marketing or transactional set to true/false"
     return None
+
+
+def _usable_id(value: str, info: ValidationInfo) -> str:
+    """A contact id the API can reach later; else a ValueError naming the field."""
+    problem = contact_id_problem(value)
+    if problem is not None:
+        raise ValueError(f"{ID_FIELDS.get(info.field_name or '', info.field_name)}: {problem}")
+    return value
 
 
 def _aware(moment: datetime) -> datetime:

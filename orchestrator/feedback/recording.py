@@ -3,8 +3,9 @@ transaction), inbound SMS, and survey answers from our own pages.
 
 The webhook answers 2xx only after this commits, so a report is either stored with
 everything it implies or not at all (and the provider retries). Replays are found
-by the dedupe key in `events.message_id`; a replay changes nothing, not even
-consent: a STOP delivered again after a START must not opt the person out again.
+by the dedupe key in `events.message_id`, in our own namespace (`origin = internal`:
+no client messageId can take one); a replay changes nothing, not even consent: a
+STOP delivered again after a START must not opt the person out again.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from ..services.privacy import is_erased
 from ..store.consent import lift_channel_opt_out
 from ..store.db import session_scope
 from ..store.suppressions import opt_out, suppress, unsuppress
-from ..store.tables import Contact, Event, Message, utcnow
+from ..store.tables import ORIGIN_INTERNAL, Contact, Event, Message, utcnow
 from .twilio_events import InboundSms
 from .types import Feedback, Outcome
 
@@ -175,6 +176,14 @@ def bare_number(body: str | None) -> int | None:
     return int(text)
 
 
+def asks_question(message: Message, survey_link: str) -> bool:
+    """Whether the message asks for a survey answer: its content carries its own survey
+    link (`/s/<token>`, what a template gets as `message.survey_url`). Every message's
+    links hold the same signed token, so the token alone does not make one a survey."""
+    parts = (message.content or {}).values()
+    return any(isinstance(part, str) and survey_link in part for part in parts)
+
+
 def survey_key(message_id: str) -> str:
     """The dedupe key of a message's survey answer: one answer per message, the first."""
     return f"survey:{message_id}"
@@ -183,25 +192,36 @@ def survey_key(message_id: str) -> str:
 def survey_answer(session: Session, message_id: str) -> int | None:
     """The score already recorded for this message's survey, if any."""
     key = survey_key(message_id)
-    row = session.exec(select(Event).where(Event.message_id == key)).first()
+    query = select(Event).where(Event.origin == ORIGIN_INTERNAL, Event.message_id == key)
+    row = session.exec(query).first()
     return None if row is None else int((row.properties or {}).get("score", 0))
 
 
-def record_survey_answer(engine: Engine, message_id: str, score: int) -> tuple[bool, int] | None:
+def record_survey_answer(
+    engine: Engine, message_id: str, score: int, survey_link: str
+) -> tuple[bool, int] | None:
     """Store `Survey Answered` for the message's contact, unless the message was answered.
 
-    Returns (stored now, the score that counts), or None when the message or its
-    contact is gone. The event is routed like any other (journeys can wait for it).
+    `survey_link` is the message's own survey link (`/s/<token>`), which its content must
+    carry (`asks_question`). Returns (stored now, the score that counts), or None when
+    the message or its contact is gone, or the message asks no question. The event is
+    routed like any other (journeys can wait for it).
     """
-    return _with_retry(engine, lambda session: _record_survey(session, message_id, score))
+    return _with_retry(
+        engine, lambda session: _record_survey(session, message_id, score, survey_link)
+    )
 
 
-def _record_survey(session: Session, message_id: str, score: int) -> tuple[bool, int] | None:
+def _record_survey(
+    session: Session, message_id: str, score: int, survey_link: str
+) -> tuple[bool, int] | None:
+    message = session.get(Message, message_id)
+    if message is None or not asks_question(message, survey_link):
+        return None
     first = survey_answer(session, message_id)
     if first is not None:
         return False, first
-    message = session.get(Message, message_id)
-    if message is None or session.get(Contact, message.contact_id) is None:
+    if session.get(Contact, message.contact_id) is None:
         return None
     properties = {
         "score": score,
@@ -250,7 +270,10 @@ def contacts_with_phone(session: Session, phone: str) -> list[Contact]:
 def _existing_keys(session: Session, keys: Iterable[str]) -> set[str]:
     found: set[str] = set()
     for chunk in _chunks(sorted(set(keys))):
-        found.update(session.exec(select(Event.message_id).where(col(Event.message_id).in_(chunk))))
+        query = select(Event.message_id).where(
+            Event.origin == ORIGIN_INTERNAL, col(Event.message_id).in_(chunk)
+        )
+        found.update(session.exec(query))
     return found
 
 
@@ -307,6 +330,7 @@ def _add_event(
     session.add(
         Event(
             message_id=key[:255],
+            origin=ORIGIN_INTERNAL,
             type=kind,
             name=name,
             contact_id=contact_id,

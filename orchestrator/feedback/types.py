@@ -24,8 +24,8 @@ def storable(text: str) -> str:
 class Feedback:
     """One report about one of our messages.
 
-    `dedupe_key` becomes `events.message_id`, whose unique constraint makes a
-    provider's retry (or a replayed request) a no-op.
+    `dedupe_key` becomes `events.message_id` in our own namespace (`origin = internal`),
+    whose unique constraint makes a provider's retry (or a replayed request) a no-op.
     """
 
     dedupe_key: str  # sendgrid:<sg_event_id> | twilio:<MessageSid>:<status>

@@ -24,6 +24,7 @@ from ..api import create_app
 from ..deployment.deploy import deploy
 from ..rendering import Renderer
 from ..services.links import MessageLinks
+from ..services.private_files import private_dir, write_private
 from ..settings import Settings
 from ..store.backlog import routing_backlog
 from ..store.db import make_engine, migrate
@@ -45,15 +46,13 @@ def ensure_write_key(data_dir: Path) -> str:
     path = data_dir / "write_key"
     if path.is_file() and path.read_text().strip():
         return path.read_text().strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
     key = f"dev_{secrets.token_urlsafe(24)}"
-    path.write_text(key + "\n")
-    path.chmod(0o600)
+    write_private(path, key + "\n")  # 0600 from its first byte, in a 0700 directory
     return key
 
 
 def open_store(settings: Settings) -> Engine:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_dir)
     engine = make_engine(settings.resolved_database_url)
     migrate(engine)
     return engine

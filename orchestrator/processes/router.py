@@ -52,7 +52,7 @@ from ..store.context import contact_context, event_context
 from ..store.db import session_scope
 from ..store.engagement import ENGAGEMENT_EVENTS, record_engagement
 from ..store.identity import aliases_of
-from ..store.orders import order_id_of
+from ..store.orders import order_id_of, run_key
 from ..store.tables import Contact, ContactAlias, Event, JourneyRun, utcnow
 from ..store.versions import live_versions, specs_of
 from ..workflows.journey import workflow_id
@@ -157,6 +157,8 @@ class Router:
         self.python_journeys = list(python_journeys)
         self._loaded_at = 0.0
         self.routed = 0  # events this router delivered and marked routed
+        # Engagement events that named no message of ours or someone else's message.
+        self.engagement_ignored = 0
 
     def wake(self) -> None:
         """Called after a commit so the next sweep starts now, not at the next tick."""
@@ -349,7 +351,8 @@ class Router:
         if not isinstance(message_id, str):
             return
         message = await asyncio.to_thread(record_engagement, self.engine, message_id, kind, event)
-        if message is None:
+        if message is None:  # not ours, or not this contact's: nothing to tell any run
+            self.engagement_ignored += 1
             return
         workflow, step_id, entry_seq = message
         signal = EngagementSignal(
@@ -567,9 +570,7 @@ def _run_key(journey: Journey, event: Event) -> str | None:
     own, keyed by the event: every order gets its thank-you.
     """
     name = journey.entry.one_run_per
-    if name is None:
-        return None
-    return order_id_of(event.properties or {}, name) or f"event-{event.id}"
+    return None if name is None else run_key(name, event)
 
 
 def _workflow_name(cls: type[JourneyBase]) -> str:

@@ -40,6 +40,7 @@ from sqlmodel import Session, col, select
 from ..dsl.durations import format_duration
 from ..store.db import session_scope
 from ..store.tables import (
+    ORIGIN_INTERNAL,
     Contact,
     Event,
     SegmentDefinition,
@@ -211,11 +212,12 @@ def _store_events(
         literal({}, JSON()),
         literal(now, UTCDateTime()),
         literal(now, UTCDateTime()),
+        literal(ORIGIN_INTERNAL, String()),  # our key: no client messageId can take it
     ).where(stays)
     columns = ["message_id", "type", "name", "contact_id", "properties", "context"]
     table = Event.__table__  # type: ignore[attr-defined]
     session.exec(  # type: ignore[call-overload]
-        insert(table).from_select([*columns, "timestamp", "received_at"], rows)
+        insert(table).from_select([*columns, "timestamp", "received_at", "origin"], rows)
     )
 
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .private_files import write_private
+
 _SIG_BYTES = 16
 
 
@@ -71,10 +73,8 @@ def dev_secret(data_dir: Path) -> str:
     path = data_dir / "secret_key"
     if path.is_file() and path.read_text().strip():
         return path.read_text().strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
     key = secrets.token_urlsafe(32)
-    path.write_text(key + "\n")
-    path.chmod(0o600)
+    write_private(path, key + "\n")  # 0600 from its first byte, in a 0700 directory
     return key
 
 

@@ -29,19 +29,23 @@ cancellation; the run rows are closed here.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import Engine, delete
 from sqlmodel import Session, col, select
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+from ..dsl.models import IDENTIFY, Journey
 from ..store.db import session_scope
 from ..store.identity import aliases_of, canonical_id
+from ..store.orders import run_key
 from ..store.suppressions import address_digest, pseudonymize
 from ..store.tables import (
     Contact,
@@ -59,6 +63,8 @@ from ..store.tables import (
     utcnow,
 )
 from ..workflows.journey import workflow_id
+
+log = logging.getLogger(__name__)
 
 ERASED = "erased"  # exit reason of the runs, error of the messages not sent
 TOMBSTONE_PREFIX = "erased-"  # contact ids in the rows kept after an erasure
@@ -238,8 +244,50 @@ def plan_erasure(engine: Engine, contact_id: str) -> ErasurePlan:
                 select(JourneyRun.journey_id).where(col(JourneyRun.contact_id).in_(ids)).distinct()
             )
         )
-        candidates = [*open_runs, *(workflow_id(j, i) for j in sorted(journeys) for i in ids)]
+        candidates = [
+            *open_runs,
+            *(workflow_id(j, i) for j in sorted(journeys) for i in ids),
+            *_unrecorded_keyed_runs(session, ids),
+        ]
         return ErasurePlan(contact_id, canonical, ids, list(dict.fromkeys(candidates)), True)
+
+
+def _unrecorded_keyed_runs(session: Session, ids: list[str]) -> list[str]:
+    """Runs of `one_run_per` journeys (`journey:<journey>:<id>:<key>`) the contact's trigger
+    events may have started without a row yet: one per event and id, as the router keys
+    them, unless that workflow id has recorded an entry (then it is in `journey_runs`)."""
+    keyed: dict[tuple[str, str, str], None] = {}
+    for spec in session.exec(select(JourneyVersion.spec)):
+        try:
+            journey = Journey.model_validate(spec)
+        except ValidationError:  # a version an older release stored: erasure goes on
+            log.warning("erasure: a stored journey version does not load; skipped")
+            continue
+        if journey.entry.one_run_per is not None:
+            keyed[(journey.id, journey.trigger.name, journey.entry.one_run_per)] = None
+    found: list[str] = []
+    for journey_id, trigger, one_run_per in keyed:
+        query = select(Event).where(col(Event.contact_id).in_(ids))
+        if trigger == IDENTIFY:
+            query = query.where(Event.type == "identify")
+        else:
+            query = query.where(Event.type == "track", Event.name == trigger)
+        wids = {
+            workflow_id(journey_id, i, run_key(one_run_per, e))
+            for e in session.exec(query)
+            for i in ids
+        }
+        recorded = (
+            set(
+                session.exec(
+                    select(JourneyRun.workflow_id).where(col(JourneyRun.workflow_id).in_(wids))
+                )
+            )
+            if wids
+            else set()
+        )
+        found += sorted(wids - recorded)
+    return found
 
 
 async def stop_runs(client: Client | None, workflow_ids: list[str]) -> int:
@@ -306,7 +354,7 @@ def _erase(session: Session, plan: ErasurePlan) -> dict[str, int]:
         if run.status == "active":
             run.status, run.exit_reason, run.exited_at = "exited", ERASED, now
         run.contact_id = tombs.get(run.contact_id, base)
-        run.workflow_id = _tombstoned(run.workflow_id, tombs)
+        run.workflow_id = _tombstoned(run.workflow_id, run.journey_id, tombs)
         run.data = {}
         run.updated_at = now
     # Every address the contact ever had, before the rows that name them are scrubbed.
@@ -350,9 +398,10 @@ def _erase_commerce(
         coupon.contact_id = tombs.get(coupon.contact_id, base)
         if coupon.workflow_id:
             old_wid = coupon.workflow_id
-            coupon.workflow_id = _tombstoned(old_wid, tombs)
-            if coupon.idempotency_key.startswith(old_wid + ":"):
-                coupon.idempotency_key = coupon.workflow_id + coupon.idempotency_key[len(old_wid) :]
+            coupon.workflow_id = _tombstoned(old_wid, coupon.journey_id or "", tombs)
+            coupon.idempotency_key = _rekeyed(
+                coupon.idempotency_key, old_wid, coupon.workflow_id, tombs
+            )
         if any(cid in coupon.idempotency_key for cid in ids):  # a key made some other way
             coupon.idempotency_key = f"{base}:coupon:{coupon.code}"
         if coupon.redeemed_at is None and (coupon.expires_at is None or coupon.expires_at > now):
@@ -370,9 +419,8 @@ def _erase_commerce(
 def _scrub(message: Message, tombs: dict[str, str], base: str, now: datetime) -> None:
     """Keep the ledger facts (what, when, status, provider id); drop who and what it said."""
     old_wid = message.workflow_id
-    message.workflow_id = _tombstoned(old_wid, tombs)
-    if message.idempotency_key.startswith(old_wid + ":"):
-        message.idempotency_key = message.workflow_id + message.idempotency_key[len(old_wid) :]
+    message.workflow_id = _tombstoned(old_wid, message.journey_id, tombs)
+    message.idempotency_key = _rekeyed(message.idempotency_key, old_wid, message.workflow_id, tombs)
     message.contact_id = tombs.get(message.contact_id, base)
     message.recipient = None
     message.content = {}
@@ -385,12 +433,35 @@ def _scrub(message: Message, tombs: dict[str, str], base: str, now: datetime) ->
     message.timeline = timeline
 
 
-def _tombstoned(wid: str, tombs: dict[str, str]) -> str:
-    """`journey:<journey>:<contact id>` with the id replaced; other ids are left alone."""
+def _tombstoned(wid: str, journey_id: str, tombs: dict[str, str]) -> str:
+    """The workflow id with the contact's id replaced by its tombstone, rebuilt from its
+    parts as `workflow_id` makes them: `journey:<journey>:<id>`, and with `one_run_per`
+    `journey:<journey>:<id>:<key>` (a key holds no ':'). The id may be any of the contact's
+    (a run started under an anonymousId keeps it). An id of another shape keeps no trace
+    of the contact's ids either: each occurrence is replaced."""
+    prefix = workflow_id(journey_id, "")
+    rest = wid[len(prefix) :] if wid.startswith(prefix) else None
     for cid in sorted(tombs, key=len, reverse=True):
-        if wid.endswith(":" + cid):
-            return wid[: -len(cid)] + tombs[cid]
-    return wid
+        if rest == cid:
+            return workflow_id(journey_id, tombs[cid])
+        key = rest[len(cid) + 1 :] if rest and rest.startswith(cid + ":") else ""
+        if key and ":" not in key:
+            return workflow_id(journey_id, tombs[cid], key)
+    return _replaced(wid, tombs)
+
+
+def _rekeyed(key: str, old_wid: str, new_wid: str, tombs: dict[str, str]) -> str:
+    """An idempotency key `<workflow id>:<step>:<entry>` under the rewritten workflow id."""
+    if key.startswith(old_wid + ":"):
+        return new_wid + key[len(old_wid) :]
+    return _replaced(key, tombs)
+
+
+def _replaced(text: str, tombs: dict[str, str]) -> str:
+    """`text` with every occurrence of one of the contact's ids replaced by its tombstone."""
+    for cid in sorted(tombs, key=len, reverse=True):
+        text = text.replace(cid, tombs[cid])
+    return text
 
 
 def _identified(session: Session, ids: list[str]) -> list[dict[str, Any]]:

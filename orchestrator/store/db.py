@@ -21,6 +21,8 @@ from sqlalchemy.engine import URL
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session
 
+from ..services.private_files import touch_private
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 # Arbitrary, fixed 64-bit key: every orchestrator process serializes its migrations on it.
@@ -112,7 +114,9 @@ def _sqlite_engine(url: URL) -> Engine:
         # Each new connection to :memory: is a new, empty database: share one.
         kwargs["poolclass"] = StaticPool
     elif not database.startswith("file:"):
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        # Created 0600 (in a new directory, 0700) before SQLite opens it, which would make
+        # it 0644 under the usual umask; its -wal and -shm files take the database's mode.
+        touch_private(Path(database).expanduser())
     engine = create_engine(
         url,
         # Sessions move between threads (API threadpool, worker activities); the

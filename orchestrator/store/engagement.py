@@ -2,7 +2,8 @@
 
 Engagement arrives as events (Segment's Email and Mobile spec names, from the
 app or from provider webhooks, see `orchestrator/feedback/`); the router records
-it here and signals the run that sent the message.
+it here and signals the run that sent the message. It counts only when the event
+is the message's own contact's (through any of its ids), never for an erased one.
 
 The status climbs one ladder, whatever order the reports arrive in:
 
@@ -25,10 +26,15 @@ The status climbs one ladder, whatever order the reports arrive in:
 
 from __future__ import annotations
 
+import logging
+
 from sqlalchemy import Engine
 
 from .db import session_scope
-from .tables import Event, Message
+from .identity import canonical_id
+from .tables import Contact, Event, Message
+
+log = logging.getLogger(__name__)
 
 # Event names (Segment's Email and Mobile spec, and ours for SMS and failures), and the
 # engagement each one means: the `kind` of the run's `engagement` signal.
@@ -77,10 +83,21 @@ def record_engagement(
     engine: Engine, message_id: str, kind: str, event: Event
 ) -> tuple[str, str, int] | None:
     """Add to the message's timeline, raise its status (never lower it); returns
-    (workflow id, step id, entry seq) of the run that sent it, or None if unknown."""
+    (workflow id, step id, entry seq) of the run that sent it, or None when nothing counts.
+
+    Only the message's own contact engages with it, under any of its ids: the event is
+    ignored when it is about someone else (a storefront's write key is public, and a
+    message id is in every link of the message), or when the message's contact was
+    erased (its row names a tombstone, and no contact).
+    """
     with session_scope(engine) as session:
         message = session.get(Message, message_id, with_for_update=True)
         if message is None:
+            log.debug("engagement event %s names no message of ours", event.id)
+            return None
+        owner = canonical_id(session, message.contact_id)
+        if owner != canonical_id(session, event.contact_id) or session.get(Contact, owner) is None:
+            log.debug("engagement event %s is not from its message's contact: ignored", event.id)
             return None
         entry = {"status": kind, "at": event.timestamp.isoformat(), "event_id": event.id}
         if not any(e.get("event_id") == event.id for e in message.timeline):

@@ -32,6 +32,22 @@ from .tables import (
 HISTORY = (Event, JourneyRun, Message, Order, OrderLine, LoyaltyEntry, Coupon, SegmentMember)
 
 
+def contact_id_problem(contact_id: str) -> str | None:
+    """Why `contact_id` cannot be given to a new contact, or None.
+
+    A contact's id is one segment of the API's URLs (`/v1/contacts/{id}`: export,
+    erasure, points, push tokens), so it cannot hold `/` (a decoded `%2F` is a path
+    separator to every router) nor be `.` or `..` (clients resolve those away).
+    """
+    if "/" in contact_id or contact_id in (".", ".."):
+        return (
+            f"{contact_id!r} cannot be a contact id: ids go into URLs (/v1/contacts/{{id}}), "
+            "so they may not contain '/' or be '.' or '..'; any other characters are "
+            "allowed, 1 to 255 of them"
+        )
+    return None
+
+
 def canonical_id(session: Session, contact_id: str) -> str:
     # A column query, not session.get: a merge re-reads it after taking its locks.
     query = select(ContactAlias.contact_id).where(ContactAlias.alias_id == contact_id)

@@ -60,6 +60,12 @@ def order_id_of(properties: dict[str, Any], name: str = "order_id") -> str | Non
     return text[:255] or None
 
 
+def run_key(one_run_per: str, event: Event) -> str:
+    """The key of the run a trigger starts in a journey with `one_run_per`: the property's
+    value, or the event's own id when it lacks one (every order gets its thank-you)."""
+    return order_id_of(event.properties or {}, one_run_per) or f"event-{event.id}"
+
+
 def _completed(session: Session, event: Event) -> None:
     props = event.properties or {}
     order_id = order_id_of(props) or f"event:{event.id}"

@@ -25,6 +25,12 @@ SQLModel.metadata.naming_convention = {
 }
 
 
+# Who made an event's `message_id` (its dedupe key): the client that sent the call, or
+# the orchestrator itself. Two namespaces, so neither can take the other's keys.
+ORIGIN_CLIENT = "client"
+ORIGIN_INTERNAL = "internal"
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -97,16 +103,28 @@ class ContactAlias(SQLModel, table=True):
 
 
 class Event(SQLModel, table=True):
-    """A Segment call as received; `message_id` makes retries harmless."""
+    """A Segment call as received, or an event we store ourselves; `message_id` makes
+    retries harmless.
+
+    `message_id` is unique per `origin`: `client` keys are the Segment calls' messageIds
+    (`srv-<uuid>` for a call without one); `internal` keys are ours (provider reports
+    `sendgrid:…`/`twilio:…`, survey answers `survey:<message id>`, journey `track` actions,
+    segment entries). A client sending one of our keys as its messageId stores its own
+    event and takes nothing from ours.
+    """
 
     __tablename__ = "events"
     __table_args__ = (
         Index("ix_events_unrouted", "routed_at", "id"),
         Index("ix_events_contact_name", "contact_id", "name"),
+        UniqueConstraint("origin", "message_id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
-    message_id: str = Field(max_length=255, unique=True)
+    message_id: str = Field(max_length=255)
+    origin: str = Field(
+        default=ORIGIN_CLIENT, max_length=16, sa_column_kwargs={"server_default": ORIGIN_CLIENT}
+    )
     type: str = Field(max_length=16)  # track | identify | ...
     name: str | None = Field(default=None, max_length=200)  # the track event's name
     contact_id: str = Field(max_length=255)
