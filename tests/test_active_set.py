@@ -46,7 +46,7 @@ OTHER = """
 # Something else entirely.
 id: other
 name: Other
-trigger: { event: Signed Up }
+trigger: { event: Trial Started }
 steps:
   - send: { id: hello, channel: email, template: other }
 """
@@ -252,7 +252,7 @@ async def test_a_retired_journeys_runs_finish_but_no_new_ones_start(
 
             deploy(engine, demo, templates)  # promo's file is gone: retired
             await bench.identify("bob", email="bob@example.com")
-            await bench.track("bob", "Signed Up")
+            await bench.track("bob", "Trial Started")
             await bench.track("bob", "Signed Up")
             await bench.track("ann", "Order Completed")  # still heard by her run in flight
             assert await bench.result("promo", "ann") == "exited"
