@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import signal
 import socket
 import subprocess
 import time
@@ -354,14 +355,15 @@ def test_restart_keeps_the_write_key(tmp_path: Path, stacks: list[DevStack]) -> 
 def test_ctrl_c_stops_quietly(tmp_path: Path, stacks: list[DevStack]) -> None:
     """Ctrl-C signals the whole foreground process group: the worker still stops before
     the embedded Temporal server, so nothing alarming is printed (the SDK used to log
-    `WARN ... shutdown_worker rpc errored ... connection closed`)."""
+    `WARN ... shutdown_worker rpc errored ... connection closed`). Closing the terminal
+    (SIGHUP to the group) stops it as cleanly."""
     root = make_project(tmp_path, {"quick_cart": QUICK_CART}, {"quick_reminder": QUICK_REMINDER})
     stack = DevStack(root)
     stacks.append(stack)
-    for _ in range(2):
+    for sig in (signal.SIGINT, signal.SIGINT, signal.SIGHUP):
         stack.start()
         time.sleep(1)  # the worker polls
-        assert stack.stop(group=True) == 0  # and nothing is left running
+        assert stack.stop(group=True, sig=sig) == 0  # and nothing is left running
         output = stack.output()
         assert "shutting down..." in output, stack.report()
         for alarming in ("WARN", "ERROR", "Traceback", "error"):
