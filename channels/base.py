@@ -64,6 +64,11 @@ class Channel:
 
     name: ClassVar[str] = ""
     serves: ClassVar[tuple[str, ...]] = ()  # logical channels: email, push, sms
+    # True only when the provider deduplicates on `OutgoingMessage.message_id` (sent as
+    # its idempotency key): a delivery whose outcome is unknown (the worker stopped during
+    # the call) is then sent again with the same id. Otherwise the pipeline records it
+    # `unknown` and never calls the provider for it again.
+    idempotent: ClassVar[bool] = False
 
     @classmethod
     def from_settings(cls, settings: Any) -> Channel:

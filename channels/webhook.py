@@ -138,6 +138,9 @@ class WebhookChannel(Channel):
 
     name: ClassVar[str] = NAME
     serves: ClassVar[tuple[str, ...]] = ("email", "push", "sms")
+    # Receivers deduplicate on `Idempotency-Key` (our message id, the same on every
+    # attempt): a send whose outcome is unknown can safely be made again.
+    idempotent: ClassVar[bool] = True
 
     def __init__(self, *, url: str, secret: str, timeout: float = 10.0) -> None:
         parts = urlsplit(url or "")

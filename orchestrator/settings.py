@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     sms_rate_limit: float | None = Field(default=None, gt=0)
     # Which task queues this worker polls: main (journeys), email, push, sms.
     worker_queues: list[Literal["main", "email", "push", "sms"]] = ["main", "email", "push", "sms"]
+    # Seconds a stopping worker (SIGTERM, SIGINT) lets activities in flight finish and record
+    # what happened before Temporal is told to cancel them; longer than the adapters' own
+    # timeouts (10 s), so a send in progress ends as sent or failed, not unknown.
+    shutdown_grace: float = Field(default=30.0, ge=0)
 
     # Send policy (docs/sending.md).
     marketing_consent: Literal["implied", "explicit"] = "implied"

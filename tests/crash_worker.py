@@ -17,18 +17,22 @@ or patching the pipeline:
 
 Environment (besides the orchestrator's own settings):
 
-    CRASH_WINDOW   a | b | c | d; unset: never crash
-    CRASH_AFTER    crash the n-th time this process reaches the point (default 1)
-    CRASH_LEDGER   "off" for the control run: a deliver that ignores a `sent` row
+    CRASH_WINDOW     a | b | c | d; unset: never crash
+    CRASH_AFTER      crash the n-th time this process reaches the point (default 1)
+    CRASH_LEDGER     "off" for the control run: a deliver that ignores a `sent` row
+    SHUTDOWN_GUARDS  "off" for the control of tests/test_graceful_shutdown.py: deliveries
+                     as they were before graceful shutdown (see `Unguarded`); run it with
+                     JOURNEYS_SHUTDOWN_GRACE=0, the SDK's default
 
 Whatever the mode, an observing interceptor counts each activity's attempts and outcomes
 (`ProviderBackoff`, `TransientChannelError`, ok) and prints them as one `stats:` JSON
 line when the worker stops (SIGTERM), for the tests' figures.
 
-So that a kill lands in one window only, the stretch from a provider call to the commit
-that follows it is serialized by one lock, and the crashing thread takes that lock first:
-no other send is then between "provider accepted" and "marked sent" when the process dies
-(a crash at a random moment would also hit window c for every send inside it).
+So that a kill lands in one window only, the stretch of a delivery from the commit that
+says `sending` to the commit that records its outcome is serialized by one lock, and the
+crashing thread takes that lock first: no other send is then inside its provider call
+when the process dies (a crash at a random moment would also leave every send inside
+that stretch `unknown`).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ import sys
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -79,7 +84,7 @@ class CrashPlan:
         self.after = after
         self.reached: dict[str, int] = dict.fromkeys(WINDOWS, 0)
         self.counting = threading.Lock()
-        # The provider call and the commit after it, one send at a time (see the docstring).
+        # `sending` committed .. outcome committed, one send at a time (see the docstring).
         self.provider = threading.Lock()
         self.local = threading.local()
 
@@ -94,15 +99,26 @@ class CrashPlan:
         print(f"crash: SIGKILL at window {name} (reached {self.after} times)", flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
 
-    # --- the serialized stretch: provider call .. next commit or rollback -----------
+    # --- the serialized stretch: `sending` .. the commit after the provider call -------
 
-    def enter_provider(self) -> None:
-        self.provider.acquire()
-        self.local.holding = True
+    def claim(self) -> None:
+        """A delivery sets `sending`: hold the lock until its outcome is committed."""
+        if not getattr(self.local, "holding", False):
+            self.provider.acquire()
+            self.local.holding = True
+        self.local.called = False
 
-    def leave_provider(self) -> None:
+    def calling(self) -> None:
+        self.local.called = True
+
+    def committed(self) -> None:
+        """The commit of `sending` keeps the lock; the one after the call releases it."""
+        if getattr(self.local, "called", False):
+            self.release()
+
+    def release(self) -> None:
         if getattr(self.local, "holding", False):
-            self.local.holding = False
+            self.local.holding = self.local.called = False
             self.provider.release()
 
 
@@ -118,15 +134,11 @@ class CrashingChannel(Channel):
         self.plan = plan
 
     def send(self, message: OutgoingMessage) -> Receipt:
-        self.plan.enter_provider()
-        try:
-            self.plan.point("b")
-            receipt = self.inner.send(message)
-        except BaseException:
-            self.plan.leave_provider()
-            raise
+        self.plan.calling()
+        self.plan.point("b")
+        receipt = self.inner.send(message)
         self.plan.point("c")
-        return receipt  # the lock is released when the pipeline commits the mark
+        return receipt  # the lock is released when the pipeline commits the outcome
 
 
 class CrashAfterDelivery(temporal_client.Interceptor, Interceptor):
@@ -202,32 +214,59 @@ class WithoutLedger(SendActivities):
         with session_scope(self.engine) as session:
             row = session.get(Message, req.message_id)
             if row is not None and row.status == "sent":
-                row.status = "sending"
+                row.status = "queued"
         return super().deliver_message(req)
 
 
+class Unguarded(SendActivities):
+    """The shutdown control: deliveries without the two guards of a graceful stop.
+
+    - Defined without `no_thread_cancel_exception`: the SDK raises its cancellation inside
+      the delivering thread when the worker stops (right after the provider's answer);
+    - a delivery whose outcome is unknown is retried, and the retry sends again (the row
+      is put back to `queued`), as the pipeline did before it recorded `unknown`.
+    """
+
+    @activity.defn(name=t.DELIVER_MESSAGE)
+    def deliver_message(self, req: t.DeliverRequest) -> t.SendResult:
+        with session_scope(self.engine) as session:
+            row = session.get(Message, req.message_id)
+            if row is not None and row.status in ("sending", "unknown"):
+                row.status = "queued"
+        return super().deliver_message(req)
+
+    def _unknown(self, message_id: str, error: str) -> t.SendResult:
+        raise ApplicationError(f"outcome unknown, retried (control): {error}")
+
+
 def install_database_hooks(plan: CrashPlan) -> None:
-    """Window a, and the end of the serialized stretch, as SQLAlchemy events."""
+    """Window a, and the ends of the serialized stretch, as SQLAlchemy events."""
 
     def before_ledger_insert(*_: Any) -> None:
         plan.point("a")
 
-    def after_transaction(*_: Any) -> None:
-        plan.leave_provider()
+    def status_set(_target: Any, value: Any, *_: Any) -> None:
+        if value == "sending":
+            plan.claim()
 
     event.listen(Message, "before_insert", before_ledger_insert)
-    event.listen(Session, "after_commit", after_transaction)
-    event.listen(Session, "after_soft_rollback", after_transaction)
+    event.listen(Message.status, "set", status_set)
+    event.listen(Session, "after_commit", lambda *_: plan.committed())
+    event.listen(Session, "after_soft_rollback", lambda *_: plan.release())
 
 
-def without_ledger(
-    client: Client, engine: Engine, settings: Settings, adapters: dict[str, Channel]
+def delivering_with(
+    kind: type[SendActivities],
+    client: Client,
+    engine: Engine,
+    settings: Settings,
+    adapters: dict[str, Channel],
 ) -> WorkerGroup:
     """The journeys worker of `build_worker`, and an email worker built as it builds one,
-    but delivering through `WithoutLedger`."""
+    but delivering through `kind` (a control)."""
     main_only = settings.model_copy(update={"worker_queues": ["main"]})
     group = build_worker(client, engine, main_only, adapters)
-    sends = WithoutLedger(
+    sends = kind(
         engine,
         Renderer.from_settings(settings),
         adapters,
@@ -240,6 +279,7 @@ def without_ledger(
         activities=[sends.deliver_message],
         activity_executor=ThreadPoolExecutor(max_workers=16),
         max_task_queue_activities_per_second=settings.rate_limit_for("email"),
+        graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_grace),
     )
     return WorkerGroup([*group.workers, email])
 
@@ -249,6 +289,7 @@ async def main() -> None:
     window = os.environ.get("CRASH_WINDOW") or None
     plan = CrashPlan(window, int(os.environ.get("CRASH_AFTER", "1")))
     ledger_off = os.environ.get("CRASH_LEDGER") == "off"
+    unguarded = os.environ.get("SHUTDOWN_GUARDS") == "off"
     engine = make_engine(settings.resolved_database_url)
     client = await connect(settings)
     adapters = channel_adapters(settings, ["email"])
@@ -262,7 +303,9 @@ async def main() -> None:
     config["interceptors"] = [*config["interceptors"], *interceptors]
     client = Client(**config)
     if ledger_off:
-        group = without_ledger(client, engine, settings, adapters)
+        group = delivering_with(WithoutLedger, client, engine, settings, adapters)
+    elif unguarded:
+        group = delivering_with(Unguarded, client, engine, settings, adapters)
     else:
         group = build_worker(client, engine, settings, adapters)
     stop = asyncio.Event()

@@ -8,9 +8,10 @@ A `DevStack` runs the command in a project folder of its own (with `journeys/` a
     write key: dev_...
 
 Everything the process prints goes to a log file (one per start), quoted in failure
-messages. The process runs in a session of its own, so `kill()` can SIGKILL the whole
-process group - the embedded Temporal dev server too - to simulate a crash, while
-`stop()` is a Ctrl+C-style SIGINT that must end in a clean exit.
+messages. The process runs in a session of its own, so `kill()` can SIGKILL every
+process of that session - the embedded Temporal dev server too, which runs in a
+process group of its own - to simulate a crash, while `stop()` is a Ctrl+C-style
+SIGINT that must end in a clean exit.
 """
 
 from __future__ import annotations
@@ -81,17 +82,31 @@ def journeys_command(*args: str) -> list[str]:
 def run_journeys(
     *args: str, cwd: Path, timeout: float = 60, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run a `journeys` command to completion, capturing its output."""
-    return subprocess.run(
-        journeys_command(*args),
+    """Run a `journeys` command to completion, capturing its output.
+
+    In a session of its own: when it overstays `timeout`, everything it started (an
+    embedded Temporal server too) is killed before `TimeoutExpired` is raised.
+    """
+    command = journeys_command(*args)
+    with subprocess.Popen(
+        command,
         cwd=cwd,
         env=env or subprocess_env(),
         stdin=subprocess.DEVNULL,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
-        check=False,
-    )
+        start_new_session=True,
+    ) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for pid in [process.pid, *_live_members(process.pid)]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            stdout, stderr = process.communicate()
+            raise subprocess.TimeoutExpired(command, timeout, stdout, stderr) from None
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 def tail(path: Path, lines: int = 60) -> str:
@@ -183,17 +198,18 @@ class DevStack:
                 )
             time.sleep(0.1)
 
-    def stop(self, timeout: float = 30, group: bool = False) -> int:
-        """SIGINT: must exit 0 within `timeout` and leave no process behind.
+    def stop(self, timeout: float = 30, group: bool = False, sig: int = signal.SIGINT) -> int:
+        """SIGINT (or `sig`): must exit 0 within `timeout` and leave no process behind.
 
-        `group=True` signals the whole process group, as Ctrl+C in a terminal does: the
-        Temporal dev server then gets the SIGINT too, at the same moment.
+        `group=True` signals the whole foreground process group, as Ctrl+C in a terminal
+        does (the embedded Temporal server has a group of its own and is stopped by
+        `journeys dev` after its worker).
         """
         process = self._running()
         if group:
-            os.killpg(process.pid, signal.SIGINT)
+            os.killpg(process.pid, sig)
         else:
-            process.send_signal(signal.SIGINT)
+            process.send_signal(sig)
         try:
             code = process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -207,11 +223,13 @@ class DevStack:
         return code
 
     def kill(self, timeout: float = 30) -> None:
-        """SIGKILL the whole process group (API, worker and the Temporal dev server): a crash."""
+        """SIGKILL every process of the session (API, worker and the Temporal dev server):
+        a crash of everything."""
         if self.process is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
+        for pid in [self.process.pid, *_live_members(self.process.pid)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         self.process.wait(timeout=timeout)
         self._reaped()
         self._wait_group_gone(timeout)
@@ -221,8 +239,9 @@ class DevStack:
         if self.process is not None and self.process.poll() is None:
             self.kill()
         elif self.process is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.process.pid, signal.SIGKILL)  # stray children, if any
+            for pid in _live_members(self.process.pid):  # stray children, if any
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
             self._reaped()
 
     def __enter__(self) -> DevStack:
@@ -261,12 +280,12 @@ class DevStack:
             self._log = None
 
     def _wait_group_gone(self, timeout: float) -> None:
-        """Wait until no live process is left in the group and our ports are closed."""
+        """Wait until no live process is left in the session and our ports are closed."""
         assert self.process is not None
-        pgid = self.process.pid
+        sid = self.process.pid
         deadline = time.monotonic() + timeout
         while True:
-            left = _live_members(pgid)
+            left = _live_members(sid)
             busy = [p for p in (self.api_port, self.temporal_port, self.ui_port) if port_open(p)]
             if not left and not busy:
                 return
@@ -278,15 +297,16 @@ class DevStack:
             time.sleep(0.1)
 
 
-def _live_members(pgid: int) -> list[int]:
-    """Pids of the group's processes that are not zombies (Linux /proc; else probe)."""
+def _live_members(sid: int) -> list[int]:
+    """Pids of the session's processes that are not zombies (Linux /proc; else probe the
+    leader's group)."""
     proc = Path("/proc")
     if not proc.is_dir():
         try:
-            os.killpg(pgid, 0)
+            os.killpg(sid, 0)
         except (ProcessLookupError, PermissionError):
             return []
-        return [pgid]
+        return [sid]
     live = []
     for entry in proc.iterdir():
         if not entry.name.isdigit():
@@ -295,8 +315,9 @@ def _live_members(pgid: int) -> list[int]:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        # pid (comm) state ppid pgrp ...: comm may hold spaces, so split after the last ')'.
+        # pid (comm) state ppid pgrp session ...: comm may hold spaces, so split after the
+        # last ')'.
         fields = stat.rsplit(")", 1)[-1].split()
-        if len(fields) >= 3 and fields[0] != "Z" and int(fields[2]) == pgid:
+        if len(fields) >= 4 and fields[0] != "Z" and int(fields[3]) == sid:
             live.append(int(entry.name))
     return live

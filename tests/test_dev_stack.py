@@ -7,8 +7,11 @@ leaves these out.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
+import socket
 import stat
 import subprocess
 import time
@@ -19,7 +22,7 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
-from devstack import DevStack, free_ports, run_journeys
+from devstack import DevStack, free_ports, port_open, run_journeys, subprocess_env
 from sqlalchemy import Engine, func
 from sqlmodel import select
 
@@ -359,6 +362,78 @@ def test_restart_keeps_the_write_key(tmp_path: Path, stacks: list[DevStack]) -> 
     with api(stack) as client:  # the key still opens the API
         post(client, "identify", {"userId": "eve", "traits": {"email": "eve@example.com"}})
     stack.stop()
+
+
+def test_ctrl_c_stops_quietly(tmp_path: Path, stacks: list[DevStack]) -> None:
+    """Ctrl-C signals the whole foreground process group: the worker still stops before
+    the embedded Temporal server, so nothing alarming is printed (the SDK used to log
+    `WARN ... shutdown_worker rpc errored ... connection closed`). Closing the terminal
+    (SIGHUP to the group) stops it as cleanly."""
+    root = make_project(tmp_path, {"quick_cart": QUICK_CART}, {"quick_reminder": QUICK_REMINDER})
+    stack = DevStack(root)
+    stacks.append(stack)
+    for sig in (signal.SIGINT, signal.SIGINT, signal.SIGHUP):
+        stack.start()
+        time.sleep(1)  # the worker polls
+        assert stack.stop(group=True, sig=sig) == 0  # and nothing is left running
+        output = stack.output()
+        assert "shutting down..." in output, stack.report()
+        for alarming in ("WARN", "ERROR", "Traceback", "error"):
+            assert alarming not in output, stack.report()
+
+
+@contextlib.contextmanager
+def busy_port() -> Iterator[int]:
+    """A port something listens on, for as long as the block lasts."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def test_dev_exits_at_once_when_the_api_port_is_taken(tmp_path: Path) -> None:
+    root = make_project(tmp_path, {"quick_cart": QUICK_CART}, {"quick_reminder": QUICK_REMINDER})
+    temporal_port, ui_port = free_ports(2)
+    with busy_port() as port:
+        started = time.monotonic()
+        result = run_journeys(
+            "dev",
+            "--port",
+            str(port),
+            "--temporal-port",
+            str(temporal_port),
+            "--temporal-ui-port",
+            str(ui_port),
+            cwd=root,
+            timeout=30,  # it used to hang, deaf to SIGINT and SIGTERM
+        )
+        took = time.monotonic() - started
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: port {port} is in use (127.0.0.1:{port}: Address already in use): "
+        "choose another with --port or JOURNEYS_API_PORT"
+    ), result.stderr
+    assert "Traceback" not in result.stderr and "API:" not in result.stdout
+    assert took < 20, took
+    # Nothing it started is left: the embedded Temporal server never started.
+    assert not (root / ".journeys" / "temporal.db").exists()
+    assert not port_open(temporal_port) and not port_open(ui_port)
+
+
+def test_api_exits_at_once_when_its_port_is_taken(tmp_path: Path) -> None:
+    env = subprocess_env(
+        JOURNEYS_WRITE_KEYS='["k1"]',
+        JOURNEYS_SECRET_KEY="api-secret",
+        TEMPORAL_ADDRESS="127.0.0.1:1",  # connected lazily: never reached here
+        JOURNEYS_DATA_DIR=str(tmp_path / ".journeys"),
+    )
+    with busy_port() as port:
+        result = run_journeys("api", "--port", str(port), cwd=tmp_path, env=env, timeout=30)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: port {port} is in use (127.0.0.1:{port}: Address already in use): "
+        "choose another with --port or JOURNEYS_API_PORT"
+    ), result.stderr
 
 
 def test_dev_refuses_a_folder_without_journeys(tmp_path: Path) -> None:

@@ -16,8 +16,11 @@ import pytest
 import pytest_asyncio
 from fakes.fcm import FakeFCM
 from fakes.sendgrid import FakeSendGrid
+from fakes.server import FakeProvider, Reply, Request
 from fakes.twilio import FakeTwilio
 from harness import Bench, write_journey
+from sqlalchemy import event
+from sqlalchemy.exc import OperationalError
 from sqlmodel import select
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
@@ -28,10 +31,11 @@ from channels.errors import TransientChannelError
 from channels.firebase import FirebaseChannel
 from channels.sendgrid import SendGridChannel
 from channels.twilio import TwilioChannel
+from channels.webhook import WebhookChannel
 from orchestrator.activities.sending import SendActivities
 from orchestrator.rendering import Renderer
 from orchestrator.services.links import MessageLinks
-from orchestrator.store.db import session_scope
+from orchestrator.store.db import make_engine, session_scope
 from orchestrator.store.suppressions import suppress
 from orchestrator.store.tables import Contact, Message, Suppression
 from orchestrator.workflows import types as t
@@ -432,3 +436,142 @@ async def test_a_webhook_that_already_said_delivered_is_not_overwritten(bench: B
     env.run(sends.deliver_message, t.DeliverRequest(prepared.message_id or ""))
     stored = row(bench, "ivy", "offer")
     assert (stored.status, stored.provider_message_id) == ("delivered", "SM1")
+
+
+# --- a provider call without a recorded outcome (the worker stopped or died during it) ----
+
+
+class Died(BaseException):
+    """The worker process ending in the middle of a provider call: nothing after it runs."""
+
+
+def dies_after_the_provider_accepts(message: OutgoingMessage) -> Receipt:
+    raise Died()
+
+
+async def test_a_delivery_whose_outcome_is_unknown_is_never_sent_again(bench: Bench) -> None:
+    """The first attempt's call started and never came back: the retry cannot know whether
+    the provider has the message, so it records `unknown` instead of sending it twice."""
+    dying = Scripted(dies_after_the_provider_accepts)
+    await bench.identify("jo", phone=PHONE)
+    env = ActivityEnvironment()
+    prepared = env.run(activities(bench, {"sms": dying}).prepare_message, sms_request("jo"))
+    with pytest.raises(Died):
+        env.run(
+            activities(bench, {"sms": dying}).deliver_message,
+            t.DeliverRequest(prepared.message_id or ""),
+        )
+    assert row(bench, "jo", "offer").status == "sending"
+
+    accepting = Scripted(lambda m: Receipt(provider_message_id="SM2"))
+    retry = env.run(
+        activities(bench, {"sms": accepting}).deliver_message,
+        t.DeliverRequest(prepared.message_id or ""),
+    )
+    assert accepting.calls == 0, "sent twice"
+    stored = row(bench, "jo", "offer")
+    assert (stored.status, stored.attempts) == ("unknown", 1)
+    assert "outcome unknown" in (stored.error or "") and "not sent again" in (stored.error or "")
+    assert stored.timeline[-1]["status"] == "unknown"
+    # The run goes on as if sent (the call had started): no failure path on another channel.
+    assert retry.status == "sent"
+    # A later delivery report settles it.
+    from orchestrator.store.engagement import next_status
+
+    assert next_status("unknown", "delivered") == "delivered"
+
+
+async def test_a_failure_before_the_provider_call_is_not_unknown(bench: Bench) -> None:
+    """Only "the call started, no outcome recorded" is unknown: a provider that said "not
+    now", or a database failing before the call, leave the message to be sent by the retry."""
+    await bench.identify("kim", phone=PHONE)
+    await bench.identify("lee", phone=OTHER_PHONE)
+    env = ActivityEnvironment()
+    busy_once = Scripted(lambda m: always_busy(m) if busy_once.calls == 1 else Receipt("SM3"))
+    sends = activities(bench, {"sms": busy_once})
+    kim = env.run(sends.prepare_message, sms_request("kim"))
+    with pytest.raises(Exception, match="provider busy"):
+        env.run(sends.deliver_message, t.DeliverRequest(kim.message_id or ""))
+    assert row(bench, "kim", "offer").status == "queued"  # the provider does not have it
+    assert env.run(sends.deliver_message, t.DeliverRequest(kim.message_id or "")).status == "sent"
+    assert busy_once.calls == 2
+    assert (row(bench, "kim", "offer").status, row(bench, "kim", "offer").attempts) == ("sent", 2)
+
+    accepting = Scripted(lambda m: Receipt(provider_message_id="SM4"))
+    sends = activities(bench, {"sms": accepting})
+    lee = env.run(sends.prepare_message, sms_request("lee"))
+    failing = make_engine(bench.engine.url.render_as_string(hide_password=False))
+
+    def disk_full(*_: Any) -> None:  # the commit that would say `sending`
+        raise OperationalError("COMMIT", {}, Exception("database or disk is full"))
+
+    event.listen(failing, "commit", disk_full)
+    broken = activities(bench, {"sms": accepting})
+    broken.engine = failing
+    with pytest.raises(OperationalError, match="disk is full"):
+        env.run(broken.deliver_message, t.DeliverRequest(lee.message_id or ""))
+    failing.dispose()
+    assert row(bench, "lee", "offer").status == "queued"
+    assert env.run(sends.deliver_message, t.DeliverRequest(lee.message_id or "")).status == "sent"
+    assert accepting.calls == 1
+
+
+def broken_sdk(message: OutgoingMessage) -> Receipt:
+    raise KeyError("name")  # e.g. an SDK failing to read an accepted response
+
+
+async def test_an_adapter_failing_unexpectedly_leaves_the_outcome_unknown(bench: Bench) -> None:
+    odd = Scripted(broken_sdk)
+    await bench.identify("max", phone=PHONE)
+    env = ActivityEnvironment()
+    sends = activities(bench, {"sms": odd})
+    prepared = env.run(sends.prepare_message, sms_request("max"))
+    for _ in range(2):  # a retry changes nothing
+        result = env.run(sends.deliver_message, t.DeliverRequest(prepared.message_id or ""))
+        assert result.status == "sent"
+    assert odd.calls == 1
+    stored = row(bench, "max", "offer")
+    assert stored.status == "unknown" and "KeyError" in (stored.error or "")
+
+
+class Receiver(FakeProvider):
+    """A webhook endpoint that deduplicates on Idempotency-Key, as docs/channels/webhook.md
+    asks of receivers."""
+
+    def handle(self, request: Request) -> Reply:
+        return Reply(202, {"id": f"evt-{request.headers['idempotency-key']}"})
+
+
+async def test_an_idempotent_provider_gets_the_unknown_delivery_again_with_the_same_key(
+    bench: Bench,
+) -> None:
+    with Receiver() as receiver:
+        webhook = WebhookChannel(url=receiver.url + "/hook", secret="whsec_0123456789abcdef")
+
+        class DiesAfterTheCall(Channel):
+            name, serves = webhook.name, webhook.serves
+
+            def send(self, message: OutgoingMessage) -> Receipt:
+                webhook.send(message)  # the receiver has it...
+                raise Died()  # ...and the worker is gone before recording it
+
+        await bench.identify("ned", phone=PHONE)
+        env = ActivityEnvironment()
+        prepared = env.run(
+            activities(bench, {"sms": DiesAfterTheCall()}).prepare_message, sms_request("ned")
+        )
+        with pytest.raises(Died):
+            env.run(
+                activities(bench, {"sms": DiesAfterTheCall()}).deliver_message,
+                t.DeliverRequest(prepared.message_id or ""),
+            )
+        result = env.run(
+            activities(bench, {"sms": webhook}).deliver_message,
+            t.DeliverRequest(prepared.message_id or ""),
+        )
+        keys = [r.headers["idempotency-key"] for r in receiver.requests]
+    assert result.status == "sent"
+    assert keys == [prepared.message_id] * 2  # sent again, under the same key
+    stored = row(bench, "ned", "offer")
+    assert (stored.status, stored.attempts) == ("sent", 2)
+    assert "same message id" in stored.timeline[-2]["detail"]

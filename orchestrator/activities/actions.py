@@ -48,7 +48,7 @@ class ActionActivities:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    @activity.defn(name=t.RUN_ACTION)
+    @activity.defn(name=t.RUN_ACTION, no_thread_cancel_exception=True)
     def run_action(self, req: t.ActionRequest) -> t.ActionResult:
         kind = req.action.get("type")
         if kind == "webhook":
@@ -76,7 +76,7 @@ class ActionActivities:
             raise _refused(f"{kind} in step {req.step_id}: {exc}") from None
         return t.ActionResult(ok=True, saved=sorted(values))
 
-    @activity.defn(name=t.SAVE_EVENT)
+    @activity.defn(name=t.SAVE_EVENT, no_thread_cancel_exception=True)
     def save_event(self, req: t.SaveEventRequest) -> None:
         with session_scope(self.engine) as session:
             event = event_context(session.get(Event, req.event_id))

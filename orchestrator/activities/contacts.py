@@ -46,7 +46,7 @@ class ContactActivities:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    @activity.defn(name=t.CHECK_CONDITION)
+    @activity.defn(name=t.CHECK_CONDITION, no_thread_cancel_exception=True)
     def check_condition(self, req: t.ConditionRequest) -> bool:
         with session_scope(self.engine) as session:
             trigger = session.get(Event, req.trigger_event_id) if req.trigger_event_id else None
@@ -62,7 +62,7 @@ class ContactActivities:
             }
         return evaluate(req.expression, context)
 
-    @activity.defn(name=t.NEXT_LOCAL_TIME)
+    @activity.defn(name=t.NEXT_LOCAL_TIME, no_thread_cancel_exception=True)
     def next_local_time(self, req: t.LocalTimeRequest) -> str:
         with session_scope(self.engine) as session:
             contact = load_contact(session, req.contact_id)
@@ -70,7 +70,7 @@ class ContactActivities:
         now = datetime.fromisoformat(req.now)
         return next_occurrence(now, req.time, req.weekdays, zone).isoformat()
 
-    @activity.defn(name=t.UPDATE_CONTACT)
+    @activity.defn(name=t.UPDATE_CONTACT, no_thread_cancel_exception=True)
     def update_contact(self, req: t.UpdateContactRequest) -> None:
         """Set, increment or unset traits; tag and untag. Increments apply once per run
         and step."""

@@ -24,7 +24,7 @@ class RunActivities:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    @activity.defn(name=t.ENTER_RUN)
+    @activity.defn(name=t.ENTER_RUN, no_thread_cancel_exception=True)
     def enter_run(self, req: t.EnterRequest) -> t.EnterResult:
         """Apply re-entry and entry conditions, then record the run (idempotent per trigger)."""
         now = datetime.fromisoformat(req.now) if req.now else utcnow()
@@ -74,7 +74,7 @@ class RunActivities:
             )
             return t.EnterResult(allowed=True, entry_seq=seq)
 
-    @activity.defn(name=t.RECORD_STEP)
+    @activity.defn(name=t.RECORD_STEP, no_thread_cancel_exception=True)
     def record_step(self, update: t.RunUpdate) -> None:
         with session_scope(self.engine) as session:
             run = self._run(session, update)
@@ -82,7 +82,7 @@ class RunActivities:
                 run.current_step = update.step_id
                 run.updated_at = utcnow()
 
-    @activity.defn(name=t.FINISH_RUN)
+    @activity.defn(name=t.FINISH_RUN, no_thread_cancel_exception=True)
     def finish_run(self, update: t.RunUpdate) -> None:
         with session_scope(self.engine) as session:
             run = self._run(session, update)
@@ -91,7 +91,7 @@ class RunActivities:
                 run.exit_reason = update.reason
                 run.exited_at = run.updated_at = utcnow()
 
-    @activity.defn(name=t.RECORD_CONVERSION)
+    @activity.defn(name=t.RECORD_CONVERSION, no_thread_cancel_exception=True)
     def record_conversion(self, req: t.ConversionRequest) -> None:
         with session_scope(self.engine) as session:
             run = self._run(session, t.RunUpdate(req.workflow_id, req.entry_seq))

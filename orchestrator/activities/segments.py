@@ -21,7 +21,7 @@ class SegmentActivities:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    @activity.defn(name=REFRESH_SEGMENT)
+    @activity.defn(name=REFRESH_SEGMENT, no_thread_cancel_exception=True)
     def refresh_segment(self, req: RefreshSegmentRequest) -> RefreshSegmentResult:
         """Refresh as of now; a retry after a commit finds nothing new.
 

@@ -11,8 +11,17 @@ a frequency cap comes back `deferred` with the time to try again, and the
 *workflow* sleeps until then: a durable timer, not a sleep in an activity.
 `deliver_message` runs on the channel's own task queue, whose rate limit is the
 provider's quota shared by every worker, and is the only place a provider is
-called. The one window left open is a crash after the provider accepted and
-before the row says so; `tests/test_send_reliability.py` measures it.
+called.
+
+A delivery is recorded `sending` (committed) just before the provider call, and
+`sent`, `failed`, or `queued` again (the provider said "not now") right after it.
+A later attempt that still finds `sending` cannot know whether the provider got
+the message: the worker died or was stopped during the call. It never calls the
+provider again blindly: an adapter whose provider deduplicates on our message id
+(`Channel.idempotent`) is called again with the same id; for the others the row
+becomes `unknown` and stays so until provider feedback (a delivery report)
+settles it. `tests/test_send_reliability.py` measures those windows and
+`tests/test_graceful_shutdown.py` stops workers in the middle of them.
 """
 
 from __future__ import annotations
@@ -22,12 +31,13 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Session, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
@@ -52,13 +62,18 @@ log = logging.getLogger(__name__)
 
 SENT = ("sent", "delivered", "opened", "clicked", "replied", "bounced")
 NOT_SENT = ("failed", "suppressed", "skipped")
+# The provider call started and its outcome was never recorded (the worker died or was
+# stopped during it): maybe sent, never sent again blindly.
+UNKNOWN = "unknown"
 # Messages that count toward frequency caps: everything that passed policy.
-COUNTED = ("queued", "sending", *SENT)
+COUNTED = ("queued", "sending", UNKNOWN, *SENT)
 MAX_DEFERRALS = 30
 ACCEPTED_UNRECORDED = "AcceptedUnrecorded"  # the provider has it: the workflow counts it sent
 # A provider pause this short is waited out in the activity; a longer one is a retry
 # scheduled by Temporal (next_retry_delay), which frees the worker slot meanwhile.
 GATE_SLEEP_MAX = 5.0
+
+R = TypeVar("R")
 
 
 def addresses(contact: Contact, channel: str) -> list[str]:
@@ -134,12 +149,12 @@ class SendActivities:
 
     # --- activities ----------------------------------------------------------
 
-    @activity.defn(name=t.PREPARE_MESSAGE)
+    @activity.defn(name=t.PREPARE_MESSAGE, no_thread_cancel_exception=True)
     def prepare_message(self, req: t.SendRequest) -> t.SendResult:
         """Ledger row, policy, channel and rendering: `ready` means deliver it next."""
         return self._prepare(req, timing=True)
 
-    @activity.defn(name=t.DELIVER_MESSAGE)
+    @activity.defn(name=t.DELIVER_MESSAGE, no_thread_cancel_exception=True)
     def deliver_message(self, req: t.DeliverRequest) -> t.SendResult:
         """Hand a prepared message to its adapter, at most once per successful attempt.
 
@@ -148,7 +163,7 @@ class SendActivities:
         """
         return self._deliver(req.message_id, req.options, req.policy, _attempt_time())
 
-    @activity.defn(name=t.SEND_MESSAGE)
+    @activity.defn(name=t.SEND_MESSAGE, no_thread_cancel_exception=True)
     def send_message(self, req: t.SendRequest) -> t.SendResult:
         """Runs started before channel queues existed: prepare and deliver in one step.
 
@@ -381,6 +396,19 @@ class SendActivities:
                     type="UnknownMessage",
                     non_retryable=True,
                 )
+            adapter = self.adapters.get(row.channel)
+            again = row.status == "sending"  # an earlier attempt's call has no outcome
+            if again and not (adapter is not None and adapter.idempotent):
+                _set(row, UNKNOWN, _UNKNOWN_DETAIL.format(attempts=row.attempts), check="deliver")
+                log.warning(
+                    "message %s (%s, step %s): the provider call of attempt %d has no recorded "
+                    "outcome; not sending it again (status unknown)",
+                    row.id,
+                    row.workflow_id,
+                    row.step_id,
+                    row.attempts,
+                )
+                return _result(row)
             if row.status not in ("queued", "sending"):
                 return _result(row)  # already sent (a retry) or not sendable
             contact = load_contact(session, row.contact_id)
@@ -416,11 +444,15 @@ class SendActivities:
                 links=self.links.for_message(row.id),
             )
             if no_device is None:
-                # The ledger says "handed to the provider" before the call: a retry that
-                # finds `sending` cannot know whether the provider got it, and resends
-                # (at least once); that window is measured in send-reliability.md.
+                # Committed before the call: "the provider call started". Nothing that can
+                # fail before the call (policy, rendering, the database) leaves it behind.
                 row.status = "sending"
                 row.attempts += 1
+                detail = _SAME_KEY if again else None
+                row.timeline = [
+                    *row.timeline,
+                    _event("sending", attempt=row.attempts, detail=detail),
+                ]
         if no_device is not None:
             raise no_device
         # Error texts go into the workflow history, and so would the provider's exception
@@ -433,10 +465,10 @@ class SendActivities:
             if exc.retry_after:
                 self.gate.pause(adapter.name, exc.retry_after)
             delay = timedelta(seconds=exc.retry_after) if exc.retry_after else None
+            error = f"{adapter.name}: {_redact(exc, *to)}"
+            self._record(self._not_taken, message_id, error)
             raise ApplicationError(
-                f"{adapter.name}: {_redact(exc, *to)}",
-                type="TransientChannelError",
-                next_retry_delay=delay,
+                error, type="TransientChannelError", next_retry_delay=delay
             ) from None  # the cause would go into the history too
         except PermanentChannelError as exc:
             self._refused(message_id, exc)
@@ -444,6 +476,13 @@ class SendActivities:
         except ChannelConfigError as exc:
             self._refused(message_id, PermanentChannelError(str(exc), reason="auth"))
             raise _permanent_error(f"{adapter.name}: {_redact(exc, *to)}") from None
+        except Exception as exc:
+            # Not one of the adapter's typed answers: the call may have reached the
+            # provider (an SDK failing to read an accepted response, a bug), so its
+            # outcome is unknown and it is not retried.
+            error = f"{adapter.name}: {type(exc).__name__}: {_redact(exc, *to)}"
+            log.warning("message %s: the adapter failed unexpectedly", message_id, exc_info=True)
+            return self._record(self._unknown, message_id, error)
         return self._record_acceptance(message_id, receipt)
 
     def _held(
@@ -475,8 +514,9 @@ class SendActivities:
     def _record_acceptance(self, message_id: str, receipt: Receipt) -> t.SendResult:
         """Mark the message sent; the provider has it, so never let this become a resend.
 
-        A failure here would leave the row `sending`, and a retry would call the provider
-        again: try a few times, then end the activity for good as "accepted, unrecorded".
+        A failure here would leave the row `sending`, which a retry would have to record as
+        `unknown`: try a few times, then end the activity for good as "accepted, unrecorded"
+        (the workflow counts it sent).
         """
         for attempt in range(3):
             try:
@@ -500,11 +540,46 @@ class SendActivities:
             assert row is not None
             row.provider_message_id = receipt.provider_message_id[:255]
             row.sent_at = row.sent_at or utcnow()
-            if row.status in ("queued", "sending"):  # a webhook may already have said more
+            # A webhook may already have said more; `unknown`: a retry gave up on this call
+            # while it was still running (start-to-close timeout), and now we know.
+            if row.status in ("queued", "sending", UNKNOWN):
                 row.error = None
                 _set(row, "sent", receipt.status if receipt.status != "sent" else None)
             if receipt.dead_devices:
                 _forget_devices(session, row.contact_id, receipt.dead_devices)
+            return _result(row)
+
+    def _record(self, write: Callable[[str, str], R], message_id: str, error: str) -> R:
+        """Record what a provider call ended in, retrying the write a few times: a row
+        left `sending` would make the next attempt take the message for unknown."""
+        for attempt in range(3):
+            try:
+                return write(message_id, error)
+            except SQLAlchemyError as exc:
+                if attempt == 2:
+                    raise
+                activity.logger.warning("recording the outcome of %s failed: %s", message_id, exc)
+                time.sleep(0.5 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def _not_taken(self, message_id: str, error: str) -> None:
+        """The provider said "not now" (busy, rate limit, connection refused): it does not
+        have the message, so the next attempt sends it."""
+        with session_scope(self.engine) as session:
+            row = session.get(Message, message_id, with_for_update=True)
+            assert row is not None
+            if row.status == "sending":
+                row.status = "queued"
+                row.timeline = [*row.timeline, _event("queued", check="provider", detail=error)]
+            elif row.status == UNKNOWN:  # a retry gave up on this call meanwhile: not sent
+                _set(row, "failed", f"not sent: {error}", check="provider")
+
+    def _unknown(self, message_id: str, error: str) -> t.SendResult:
+        with session_scope(self.engine) as session:
+            row = session.get(Message, message_id, with_for_update=True)
+            assert row is not None
+            if row.status == "sending":
+                _set(row, UNKNOWN, f"outcome unknown: {error}", check="provider")
             return _result(row)
 
     def _refused(self, message_id: str, exc: PermanentChannelError) -> None:
@@ -526,13 +601,19 @@ class SendActivities:
             if exc.dead_devices and exc.reason != "dead_token":
                 _forget_devices(session, row.contact_id, exc.dead_devices)
 
-    @activity.defn(name=t.GIVE_UP_MESSAGE)
+    @activity.defn(name=t.GIVE_UP_MESSAGE, no_thread_cancel_exception=True)
     def give_up_message(self, req: t.GiveUpRequest) -> None:
-        """Delivery retries ran out: the row must not stay `sending` (and capped) forever."""
+        """Delivery retries ran out: the row must not stay `sending` (and capped) forever.
+
+        `sending` here means the last attempt's call has no outcome: `unknown`, not failed.
+        """
         with session_scope(self.engine) as session:
             row = session.get(Message, req.message_id, with_for_update=True)
-            if row is not None and row.status in ("queued", "sending"):
+            if row is not None and row.status == "queued":
                 _set(row, "failed", req.reason, check="deliver")
+            elif row is not None and row.status == "sending":
+                reason = f"{req.reason}; the last attempt's provider call has no outcome"
+                _set(row, UNKNOWN, reason, check="deliver")
 
 
 def _attempt_time() -> datetime:
@@ -570,7 +651,7 @@ def _set(row: Message, status: str, detail: str | None = None, check: str | None
     """Move the row to `status`; a send that failed is logged here, where it is decided
     (every worker, and `journeys dev`, show it)."""
     row.status = status
-    if status in (*NOT_SENT, "deferred"):
+    if status in (*NOT_SENT, "deferred", UNKNOWN):
         row.error = detail
     row.timeline = [*row.timeline, _event(status, check=check, detail=detail)]
     if status == "failed":
@@ -596,9 +677,20 @@ def _defer(row: Message, release: datetime, detail: str, check: str = "frequency
     ]
 
 
+_UNKNOWN_DETAIL = (
+    "outcome unknown: the provider call of attempt {attempts} has no recorded outcome (the "
+    "worker stopped or died during it); not sent again, since the provider may have it"
+)
+_SAME_KEY = "again with the same message id: the provider deduplicates on it"
+
+
 def _result(row: Message) -> t.SendResult:
     if row.status in SENT:
         return t.SendResult(row.id, "sent", row.channel)
+    if row.status == UNKNOWN:
+        # For the run, most likely sent: the call had started. Taking the failure path
+        # (another channel) could message the person twice.
+        return t.SendResult(row.id, "sent", row.channel, row.error)
     if row.status in ("queued", "sending"):
         return t.SendResult(row.id, "ready", row.channel)
     if row.status == "deferred":

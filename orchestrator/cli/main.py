@@ -426,7 +426,7 @@ def router(data_dir: Path | None) -> None:
 @data_dir_option
 def api(port: int | None, data_dir: Path | None) -> None:
     """Run the HTTP API against TEMPORAL_ADDRESS and DATABASE_URL."""
-    from ..processes.launch import run_api
+    from ..processes.launch import ListenError, run_api
     from ..store.keys import list_keys
 
     settings = _settings(api_port=port, data_dir=data_dir)
@@ -439,7 +439,10 @@ def api(port: int | None, data_dir: Path | None) -> None:
             '(or set JOURNEYS_WRITE_KEYS to a JSON list, e.g. ["key1"])'
         )
     _require_secret(settings)
-    asyncio.run(run_api(settings, settings.write_keys))
+    try:
+        asyncio.run(run_api(settings, settings.write_keys))
+    except ListenError as exc:
+        _fail(str(exc))
 
 
 def _store(settings: Settings) -> Any:

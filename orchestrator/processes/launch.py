@@ -1,16 +1,21 @@
 """Running the pieces: worker + router, router alone, API, or all at once (`journeys dev`).
 
-Each entry point is an async function that runs until asked to stop (SIGINT /
-SIGTERM or the `stop` event) and then shuts down in reverse order of start.
+Each entry point is an async function that runs until asked to stop (SIGINT,
+SIGTERM, SIGHUP or the `stop` event) and then shuts down in reverse order of start:
+the API stops accepting, the router releases its claims, the workers stop polling
+and let the activities in flight finish (JOURNEYS_SHUTDOWN_GRACE), and only then
+does the embedded Temporal server stop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import secrets
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,16 +26,16 @@ from sqlalchemy.exc import SQLAlchemyError
 from temporalio.client import Client
 
 from ..api import create_app
-from ..deployment.deploy import deploy
+from ..deployment.deploy import DeployedVersion, deploy
 from ..rendering import Renderer
 from ..services.links import MessageLinks
 from ..services.private_files import private_dir, write_private
 from ..settings import Settings
 from ..store.backlog import routing_backlog
-from ..store.db import make_engine, migrate
+from ..store.db import make_engine, migrate, redact_url
 from .router import MAX_PAUSE, WARN_EVERY, Router
 from .temporal_server import DevServer
-from .worker import build_worker, connect, python_journeys
+from .worker import WorkerGroup, build_worker, connect, python_journeys
 
 
 class _Server(uvicorn.Server):
@@ -39,6 +44,42 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+class ListenError(OSError):
+    """The API cannot listen where it was told to: the message says where and what to change."""
+
+
+def listen(settings: Settings) -> socket.socket:
+    """The API's socket, bound before anything else starts: a port in use is one clear
+    error at once, instead of a server that half starts (uvicorn would exit from inside
+    its task, leaving the rest running and deaf to Ctrl-C)."""
+    host, port = settings.api_host, settings.api_port
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        reason = exc.strerror or str(exc)
+        if exc.errno == errno.EADDRINUSE:
+            raise ListenError(
+                f"port {port} is in use ({host}:{port}: {reason}): "
+                "choose another with --port or JOURNEYS_API_PORT"
+            ) from None
+        raise ListenError(
+            f"cannot listen on {host}:{port} ({reason}): choose another port with --port or "
+            "JOURNEYS_API_PORT, or another address with JOURNEYS_API_HOST"
+        ) from None
+    return sock
+
+
+async def serve_api(server: uvicorn.Server, sock: socket.socket) -> None:
+    """uvicorn on our socket; its `sys.exit` on a failed start becomes an error we can catch."""
+    try:
+        await server.serve(sockets=[sock])
+    except SystemExit as exc:
+        raise ListenError(f"the API did not start (uvicorn exited with {exc.code})") from None
 
 
 def ensure_write_key(data_dir: Path) -> str:
@@ -72,8 +113,9 @@ def configure_logging() -> None:
 
 
 def stop_on_signals(stop: asyncio.Event) -> None:
+    """SIGINT (Ctrl-C), SIGTERM (a deploy) and SIGHUP (the terminal closed) stop cleanly."""
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
 
 
@@ -109,9 +151,11 @@ async def run_dev(
     write_key = ensure_write_key(settings.data_dir)
     engine = open_store(settings)
     server: DevServer | None = None
+    sock: socket.socket | None = None
     try:
         # The folder is the whole project here: its journeys become exactly the active set.
         versions = deploy(engine, settings.journeys_dir, Renderer.from_settings(settings))
+        sock = listen(settings)  # before Temporal starts: nothing to undo if the port is taken
         if settings.temporal_address:
             client = await connect(settings)
             ui = settings.temporal_ui_url or "(managed by your Temporal deployment)"
@@ -129,10 +173,15 @@ async def run_dev(
         if announce:
             for version in versions:
                 print(version.describe(settings.journeys_dir), flush=True)
-        await _serve_all(settings, engine, client, [write_key, *settings.write_keys], stop, ui)
+        await _serve_all(
+            settings, engine, client, [write_key, *settings.write_keys], stop, ui, sock
+        )
     finally:
+        # The workers have stopped by now (their shutdown needs the server to answer).
         if server is not None:
             server.stop()
+        if sock is not None:
+            sock.close()
         engine.dispose()
 
 
@@ -143,6 +192,7 @@ async def _serve_all(
     write_keys: list[str],
     stop: asyncio.Event,
     ui: str,
+    sock: socket.socket,
 ) -> None:
     router = make_router(client, engine, settings)
     app = create_app(
@@ -154,23 +204,24 @@ async def _serve_all(
         )
     )
     worker = build_worker(client, engine, settings)
-    async with worker:
+    async with worker:  # leaving it: polling stops, activities in flight finish
         router_task = asyncio.create_task(router.run())
-        http_task = asyncio.create_task(http.serve())
-        while not http.started and not http_task.done():
-            await asyncio.sleep(0.05)
-        if http_task.done():
-            http_task.result()  # raises why the API could not start (port in use...)
-        print(f"API: http://{settings.api_host}:{settings.api_port}", flush=True)
-        print(f"Temporal UI: {ui}", flush=True)
-        print(f"write key: {write_keys[0]}", flush=True)
-        await stop.wait()
-        print("shutting down...", flush=True)
-        http.should_exit = True
-        await http_task
-        router_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await router_task
+        http_task = asyncio.create_task(serve_api(http, sock))
+        try:
+            while not http.started and not http_task.done():
+                await asyncio.sleep(0.05)
+            if http_task.done():
+                http_task.result()  # raises why the API could not start
+            print(f"API: http://{settings.api_host}:{settings.api_port}", flush=True)
+            print(f"Temporal UI: {ui}", flush=True)
+            print(f"write key: {write_keys[0]}", flush=True)
+            await stop.wait()
+            print("shutting down...", flush=True)
+        finally:
+            http.should_exit = True
+            with contextlib.suppress(ListenError):
+                await http_task
+            await asyncio.gather(stop_router(router, router_task), worker.shutdown())
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
@@ -183,16 +234,40 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     try:
         # Its checkout may be older than what is deployed: it never changes the active set.
         renderer = Renderer.from_settings(settings)
-        deploy(engine, settings.journeys_dir, renderer, retire_missing=False)
+        versions = deploy(engine, settings.journeys_dir, renderer, retire_missing=False)
         client = await connect(settings)
         router = make_router(client, engine, settings) if settings.router else None
-        async with build_worker(client, engine, settings):
+        group = build_worker(client, engine, settings)
+        async with group:
             router_task = asyncio.create_task(router.run()) if router else None
+            print(worker_ready_line(client, group, versions, settings), flush=True)
             await stop.wait()
-            if router and router_task:
-                await stop_router(router, router_task)
+            stopping = time.monotonic()
+            routing = [stop_router(router, router_task)] if router and router_task else []
+            await asyncio.gather(group.shutdown(), *routing)  # polling stops at once
+        print(
+            f"worker {client.identity}: stopped in {time.monotonic() - stopping:.1f} s "
+            f"(activities in flight finished; grace {settings.shutdown_grace:g} s)",
+            flush=True,
+        )
     finally:
         engine.dispose()
+
+
+def worker_ready_line(
+    client: Client, group: WorkerGroup, versions: list[DeployedVersion], settings: Settings
+) -> str:
+    """One line saying what this worker runs and against what, in the router's style."""
+    journeys = [f"{v.journey_id} v{v.version}" for v in versions if v.status == "active"]
+    journeys += [f"{cls.journey_id} (Python)" for cls in python_journeys(settings)]
+    return (
+        f"worker {client.identity}: ready; journeys {', '.join(journeys) or 'none'}; "
+        f"task queues {', '.join(group.task_queues)}; "
+        f"Temporal {client.service_client.config.target_host} "
+        f"(namespace {settings.temporal_namespace}); "
+        f"database {redact_url(settings.resolved_database_url)}; "
+        f"router {'on' if settings.router else 'off'}"
+    )
 
 
 async def run_router(settings: Settings, stop: asyncio.Event | None = None) -> None:
@@ -255,18 +330,19 @@ async def _connect_when_up(
 
 async def run_api(settings: Settings, write_keys: list[str]) -> None:
     """Production API: stateless; events are routed by the workers."""
-    engine = open_store(settings)
-    # Lazy: the API starts, and acknowledges events, while Temporal is unreachable.
-    client = await connect(settings, lazy=True)
-    try:
-        app = create_app(
-            engine,
-            write_keys,
-            client,
-            links=MessageLinks.from_settings(settings),
-            settings=settings,
-        )
-        config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port)
-        await uvicorn.Server(config).serve()
-    finally:
-        engine.dispose()
+    with listen(settings) as sock:  # first: a port in use is reported before anything runs
+        engine = open_store(settings)
+        try:
+            # Lazy: the API starts, and acknowledges events, while Temporal is unreachable.
+            client = await connect(settings, lazy=True)
+            app = create_app(
+                engine,
+                write_keys,
+                client,
+                links=MessageLinks.from_settings(settings),
+                settings=settings,
+            )
+            config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port)
+            await serve_api(uvicorn.Server(config), sock)
+        finally:
+            engine.dispose()

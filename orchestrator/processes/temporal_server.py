@@ -93,8 +93,11 @@ class DevServer:
                 )
         self.db_file.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
+        # A process group of its own: Ctrl-C in a terminal signals the whole foreground
+        # group, and a server stopping at the same moment as our worker makes the worker's
+        # shutdown calls fail (with WARN lines). We stop it ourselves, after the worker.
         self.process = subprocess.Popen(
-            self.command(), stdout=log, stderr=log, stdin=subprocess.DEVNULL
+            self.command(), stdout=log, stderr=log, stdin=subprocess.DEVNULL, process_group=0
         )
         deadline = time.monotonic() + timeout
         while True:

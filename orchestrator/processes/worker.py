@@ -16,6 +16,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from types import TracebackType
 from typing import Any
 
@@ -142,6 +143,15 @@ class WorkerGroup:
                 self._background.append(task)
         return self
 
+    async def shutdown(self) -> None:
+        """Stop polling now, every worker at once, and wait for the activities in flight
+        (up to their grace); `__aexit__` does it too, so this only starts it earlier."""
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        self._background.clear()
+        await asyncio.gather(*(w.shutdown() for w in self.workers))
+
     async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
@@ -158,6 +168,12 @@ class WorkerGroup:
         await asyncio.gather(*(w.run() for w in self.workers))
 
 
+# Threads per worker for the (synchronous) activities, and as many activity slots: a task
+# Temporal hands us is one a thread runs now, not one queued behind the others with its
+# timeout running, which a stopping worker would have to wait for (or start after the stop).
+ACTIVITY_THREADS = 16
+
+
 def build_worker(
     client: Client,
     engine: Engine,
@@ -170,8 +186,11 @@ def build_worker(
     """Workers for the queues in JOURNEYS_WORKER_QUEUES; `options` go to the journeys one.
 
     `workflows` replaces the journey workflow classes (upgrade tests run old code).
+    Stopping them stops polling at once and gives the activities in flight
+    JOURNEYS_SHUTDOWN_GRACE seconds to finish and record their outcome.
     """
     queue = task_queue or settings.task_queue
+    grace = timedelta(seconds=settings.shutdown_grace)
     wanted = settings.worker_queues
     channels = [c for c in ("email", "push", "sms") if c in wanted]
     if adapters is None:  # only the channels this worker delivers on need credentials
@@ -210,8 +229,12 @@ def build_worker(
                     sends.send_message,
                     SegmentActivities(engine).refresh_segment,
                 ],
-                activity_executor=ThreadPoolExecutor(max_workers=16),
-                **options,
+                activity_executor=ThreadPoolExecutor(max_workers=ACTIVITY_THREADS),
+                **{
+                    "max_concurrent_activities": ACTIVITY_THREADS,
+                    "graceful_shutdown_timeout": grace,
+                    **options,
+                },
             )
         )
     for channel in channels:
@@ -220,8 +243,10 @@ def build_worker(
                 client,
                 task_queue=channel_queue(queue, channel),
                 activities=[sends.deliver_message],
-                activity_executor=ThreadPoolExecutor(max_workers=16),
+                activity_executor=ThreadPoolExecutor(max_workers=ACTIVITY_THREADS),
+                max_concurrent_activities=ACTIVITY_THREADS,
                 max_task_queue_activities_per_second=settings.rate_limit_for(channel),
+                graceful_shutdown_timeout=grace,
             )
         )
     on_start: list[Callable[[], Awaitable[asyncio.Task[None] | None]]] = []

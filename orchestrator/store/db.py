@@ -90,7 +90,7 @@ def normalize_url(url: str) -> URL:
     try:
         parsed = make_url(url)
     except Exception as exc:  # sqlalchemy raises ArgumentError; hide it behind our message
-        raise unsupported(f"{_redact(url)!r} is not a database URL") from exc
+        raise unsupported(f"{redact_url(url)!r} is not a database URL") from exc
     if parsed.drivername not in _POSTGRES_DRIVERS | _SQLITE_DRIVERS:
         raise unsupported(f"scheme {parsed.drivername!r} is not supported")
     if parsed.drivername in _POSTGRES_DRIVERS:
@@ -98,8 +98,8 @@ def normalize_url(url: str) -> URL:
     return parsed
 
 
-def _redact(url: str) -> str:
-    """Keep passwords out of error messages and logs."""
+def redact_url(url: str) -> str:
+    """The URL as error messages and logs may show it: the password replaced by ***."""
     try:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:

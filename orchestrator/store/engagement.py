@@ -62,9 +62,11 @@ STATUS_RANK = {
     "replied": 5,
 }
 # Handed to the provider, acceptance not recorded yet: a report that beats the send's
-# bookkeeping moves it on (the send keeps what a webhook already said). A pending or
-# deferred message has not been sent at all, so a report about it changes nothing.
-IN_FLIGHT = frozenset({"queued", "sending"})
+# bookkeeping moves it on (the send keeps what a webhook already said). `unknown` (the
+# worker stopped during the provider call) is settled the same way: a delivery report
+# proves the provider had it. A pending or deferred message has not been sent at all,
+# so a report about it changes nothing.
+IN_FLIGHT = frozenset({"queued", "sending", "unknown"})
 TIMELINE_ONLY = frozenset({"complained", "unsubscribed"})
 
 

@@ -221,7 +221,8 @@ class Message(SQLModel, table=True):
     locale: str | None = Field(default=None, max_length=35)  # the version sent: ru, sr_Latn…
     # pending -> queued (passed policy) -> sending (handed to the adapter) -> sent -> delivered,
     # opened, clicked, bounced, replied; or deferred (quiet hours, cap), suppressed (consent,
-    # suppression list), skipped (frequency cap), failed (render or provider said no).
+    # suppression list), skipped (frequency cap), failed (render or provider said no),
+    # unknown (the worker stopped during the provider call: maybe sent, never resent).
     status: str = Field(default="pending", max_length=16)
     provider_message_id: str | None = Field(default=None, max_length=255)
     error: str | None = None

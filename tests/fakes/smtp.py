@@ -5,12 +5,14 @@
 refuse a recipient, the sender or the message with any reply line (`550 5.1.1 ...`,
 `451 4.3.0 ...`), require AUTH with given credentials, and hang up mid-command.
 It can also speak TLS (STARTTLS or implicit) with a certificate from `make_tls`, a
-throwaway CA the client may be told to trust. `SilentServer` accepts connections
+throwaway CA the client may be told to trust, and answer the end of `DATA` slowly
+(`answer_delay`), as a loaded relay does. `SilentServer` accepts connections
 and never greets, to exercise timeouts.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ipaddress
 import logging
@@ -67,6 +69,8 @@ class SmtpInbox:
         self.sender_reply: str | None = None
         self.data_reply: str | None = None
         self.drop_at: str | None = None
+        self.answer_delay = 0.0
+        self.answering: set[str] = set()  # kept, `250` not sent yet: X-Journeys-Message-Id
         self._lock = threading.Lock()
         kwargs: dict[str, Any] = {}
         if credentials:
@@ -93,6 +97,21 @@ class SmtpInbox:
 
     def reject_data(self, reply: str) -> None:
         self.data_reply = reply
+
+    def slow(self, seconds: float) -> None:
+        """Answer each message `seconds` after its `DATA` ends. The message is kept at the
+        end of `DATA`, as real relays keep it: a client that hangs up (or dies) before the
+        answer has still sent it."""
+        self.answer_delay = seconds
+
+    def by_message_id(self) -> dict[str, int]:
+        """How many times each of our messages arrived (`X-Journeys-Message-Id`)."""
+        counts: dict[str, int] = {}
+        with self._lock:
+            for received in self.messages:
+                key = str(received.message["X-Journeys-Message-Id"] or "")
+                counts[key] = counts.get(key, 0) + 1
+        return counts
 
     def drop_connection(self, at: str = "data") -> None:
         """Hang up without answering `MAIL`, `RCPT`, the end of `DATA` or `QUIT`.
@@ -177,6 +196,15 @@ class SmtpInbox:
                     authenticated_as=session.auth_data if session.authenticated else None,
                 )
             )
+        if self.answer_delay:
+            key = str(parsed["X-Journeys-Message-Id"] or id(parsed))
+            with self._lock:
+                self.answering.add(key)
+            try:
+                await asyncio.sleep(self.answer_delay)
+            finally:
+                with self._lock:
+                    self.answering.discard(key)
         return "250 2.0.0 Queued"
 
     async def handle_QUIT(self, server: SMTP, session: Session, envelope: Envelope) -> str:
