@@ -73,6 +73,7 @@ BLAST = textwrap.dedent(
 def write_project(root: Path) -> None:
     """journeys/ and templates/ as `journeys worker` and `journeys dev` read them."""
     write_journey(root / "journeys", "blast", BLAST)
+    (root / "journeys" / "events.yaml").write_text("Go: {description: the test's own event}\n")
     hello = root / "templates" / "hello"
     hello.mkdir(parents=True)
     (hello / "email.subject").write_text("Hello {{ contact.id }}")
