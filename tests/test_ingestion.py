@@ -442,3 +442,34 @@ async def test_a_contact_id_that_cannot_be_a_url_segment_is_refused_naming_the_f
     for user in ("shop:1042", "ann b", "a.b", "50%", "Мария", "..."):
         r = await post(api, "/v1/track", {"userId": user, "event": "X"})
         assert r.status_code == 200, (user, r.text)
+
+
+async def test_ids_with_control_or_format_characters_are_refused_naming_the_field(
+    api, engine
+) -> None:  # type: ignore[no-untyped-def]
+    """A line break in a userId forged lines in the dev log; an escape sequence in one
+    ran in the terminal of whoever listed runs. Refused like a bad email, 400 naming the
+    field; nothing of the call stored."""
+    forged_log = "lg1\n2026-12-06 05:30:00,000 CRITICAL orchestrator.security: admin key leaked"
+    cases = [
+        ("/v1/identify", {"userId": forged_log, "traits": {"first_name": "X"}}, "userId"),
+        ("/v1/track", {"anonymousId": "a\x1b]0;pwned\x07", "event": "Product Viewed"},
+         "anonymousId"),
+        ("/v1/page", {"userId": "u\r1", "name": "Home"}, "userId"),
+        ("/v1/alias", {"userId": "ok", "previousId": "anon\u202egpj.exe"}, "previousId"),
+        ("/v1/track", {"userId": "zero\u200bwidth", "event": "X"}, "userId"),
+        ("/v1/batch", {"batch": [{"type": "track", "userId": "u\t2", "event": "X"}]},
+         "batch.0.userId"),
+    ]  # fmt: skip
+    for path, body, field in cases:
+        r = await post(api, path, body)
+        assert r.status_code == 400, (body, r.text)
+        assert r.json()["field"] == field, r.json()
+        said = r.json()["error"]
+        assert "control or invisible character U+" in said, said
+        assert "\n" not in said and "\x1b" not in said and "\u202e" not in said, said
+    r = await post(api, "/v1/contacts/ann%0Aforged/push-tokens", {"token": "t"})
+    assert (r.status_code, r.json()["field"]) == (400, "contact_id"), r.text
+    assert events(engine) == []
+    with session_scope(engine) as session:
+        assert session.exec(select(Contact)).all() == []

@@ -9,6 +9,7 @@ and events sent later under it land on the right person.
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 from sqlalchemy import text, update
@@ -32,19 +33,35 @@ from .tables import (
 HISTORY = (Event, JourneyRun, Message, Order, OrderLine, LoyaltyEntry, Coupon, SegmentMember)
 
 
+# Unicode categories an id may not hold: controls (line breaks, ESC, BEL...), invisible
+# formatting (zero-width, bidirectional overrides), line and paragraph separators.
+UNPRINTABLE = frozenset({"Cc", "Cf", "Zl", "Zp"})
+
+
 def contact_id_problem(contact_id: str) -> str | None:
     """Why `contact_id` cannot be given to a new contact, or None.
 
     A contact's id is one segment of the API's URLs (`/v1/contacts/{id}`: export,
     erasure, points, push tokens), so it cannot hold `/` (a decoded `%2F` is a path
-    separator to every router) nor be `.` or `..` (clients resolve those away).
+    separator to every router) nor be `.` or `..` (clients resolve those away). Ids are
+    written to logs and shown in terminals (`journeys runs`), so they cannot hold a
+    control or invisible character either: a line break forges a log line, an escape
+    sequence runs in the terminal of whoever lists runs. The id itself is not quoted
+    back then: it is what could do harm.
     """
     if "/" in contact_id or contact_id in (".", ".."):
         return (
             f"{contact_id!r} cannot be a contact id: ids go into URLs (/v1/contacts/{{id}}), "
             "so they may not contain '/' or be '.' or '..'; any other characters are "
-            "allowed, 1 to 255 of them"
+            "allowed (but no control or invisible ones), 1 to 255 of them"
         )
+    for position, char in enumerate(contact_id, 1):
+        if unicodedata.category(char) in UNPRINTABLE:
+            return (
+                f"contains the control or invisible character U+{ord(char):04X} (character "
+                f"{position}): ids are written to logs and shown in terminals, where it could "
+                "forge a line or run an escape sequence; send the id without it"
+            )
     return None
 
 
