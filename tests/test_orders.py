@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 from sqlmodel import col, select
 
 from orchestrator.api.ingest import store_call, store_calls
-from orchestrator.api.segment import IdentifyCall, TrackCall
+from orchestrator.api.segment import AliasCall, IdentifyCall, TrackCall
 from orchestrator.store.db import session_scope
 from orchestrator.store.tables import Event, Order, OrderLine
 
@@ -110,13 +110,16 @@ def test_an_order_without_an_order_id_is_kept_under_its_event(engine: Engine) ->
 
 
 def test_an_order_placed_as_a_guest_moves_with_the_merge(engine: Engine) -> None:
-    store_call(engine, track_call("anon-1", "Order Completed", order_id="g-1", products=PRODUCTS))
-    store_call(
-        engine,
-        IdentifyCall.model_validate(
-            {"userId": "ann", "anonymousId": "anon-1", "messageId": str(uuid.uuid4())}
-        ),
-    )
+    """A guest who ordered is a customer: a call carrying both ids does not merge it (the
+    public write key could claim anyone's guest orders that way); the shop's server
+    merges it with an alias sent with its admin key."""
+    guest = track_call("anon-1", "Order Completed", order_id="g-1", products=PRODUCTS)
+    store_call(engine, guest.model_copy(update={"user_id": None, "anonymous_id": "anon-1"}))
+    signed_in = {"userId": "ann", "anonymousId": "anon-1", "messageId": str(uuid.uuid4())}
+    store_call(engine, IdentifyCall.model_validate(signed_in))
+    assert [o.contact_id for o in orders(engine)] == ["anon-1"]
+    alias = {"userId": "ann", "previousId": "anon-1", "messageId": str(uuid.uuid4())}
+    store_call(engine, AliasCall.model_validate(alias), admin=True)
     with session_scope(engine) as session:
         owners = set(session.exec(select(OrderLine.contact_id)))
     assert [o.contact_id for o in orders(engine)] == ["ann"]
