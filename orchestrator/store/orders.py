@@ -87,7 +87,7 @@ def _completed(session: Session, event: Event) -> None:
         if not _same_contact(session, owner, event.contact_id):
             # Someone else's order id: by mistake or to squat it (the write key is public).
             log.warning(
-                "Order Completed event %s: order %s is another contact's (first reported by "
+                "Order Completed event %s: order %r is another contact's (first reported by "
                 "event %s): not recorded for this event's contact, its revenue, products and "
                 "coupon left out; the order stays with its first contact",
                 event.id,
@@ -157,7 +157,7 @@ def _refunded(session: Session, event: Event) -> None:
     order = session.exec(select(Order).where(Order.order_id == order_id).with_for_update()).first()
     if order is not None and not _same_contact(session, order.contact_id, event.contact_id):
         log.warning(
-            "Order Refunded event %s: order %s is another contact's; nothing reversed",
+            "Order Refunded event %s: order %r is another contact's; nothing reversed",
             event.id,
             order_id,
         )
