@@ -570,6 +570,12 @@ async def test_a_never_identified_anonymous_visitor_still_follows_the_shopper(ap
     assert alias_row(engine, "never-seen") == "al"
     al = contact(engine, "al")
     assert al is not None and al.push_tokens == ["t"] and al.traits == {"first_name": "Al"}
+    # An app that registers its device before anyone signs in: merged at sign-in too.
+    r = await post(api, "/v1/contacts/anon-app/push-tokens", {"token": "fcm-1"})
+    assert r.status_code == 200
+    r = await post(api, "/v1/identify", {"userId": "cy", "anonymousId": "anon-app"})
+    assert r.status_code == 200 and alias_row(engine, "anon-app") == "cy"
+    assert contact(engine, "cy").push_tokens == ["fcm-1"]  # type: ignore[union-attr]
     # Once a userId, never anonymous again: 'al' cannot be folded into someone else.
     r = await post(api, "/v1/alias", {"previousId": "al", "userId": "bo"})
     assert (r.status_code, r.json()["field"]) == (403, "previousId")
