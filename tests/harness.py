@@ -111,6 +111,15 @@ class Bench:
         store_call(self.engine, call)
         await self.route_all()
 
+    async def track_anonymous(self, anonymous_id: str, event: str, **props: Any) -> None:
+        """A track call of a visitor not signed in (only an `anonymousId`): write keys
+        merge such a contact into the userId it signs in as."""
+        call = TrackCall.model_validate(
+            {"anonymousId": anonymous_id, "event": event, "properties": props, "messageId": _id()}
+        )
+        store_call(self.engine, call)
+        await self.route_all()
+
     async def route_all(self) -> None:
         """Route until nothing is left: routing may store events (segment entries)."""
         for _ in range(10):

@@ -29,6 +29,7 @@ import select
 import socket
 import string
 import tracemalloc
+import unicodedata
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -59,6 +60,7 @@ from sqlmodel import SQLModel
 from orchestrator.api import create_app
 from orchestrator.settings import Settings
 from orchestrator.store.db import make_engine, migrate, session_scope, sqlite_url
+from orchestrator.store.identity import UNPRINTABLE
 from orchestrator.store.keys import create_key
 
 CONFIG_KEY = "wk_fuzz_config_key"
@@ -255,9 +257,14 @@ stamps = st.one_of(
     json_values,
 )
 ids = st.one_of(storable_text.filter(bool), st.integers(), json_values)
-# A contact id goes into URLs: no '/', not '.' or '..' (tests/test_ingestion.py).
+# A contact id goes into URLs: no '/', not '.' or '..'; and into logs and terminals: no
+# control or invisible characters (tests/test_ingestion.py).
 contact_ids = storable_text.filter(str.strip).filter(
-    lambda s: "/" not in s and s not in (".", "..")
+    lambda s: (
+        "/" not in s
+        and s not in (".", "..")
+        and not any(unicodedata.category(c) in UNPRINTABLE for c in s)
+    )
 )
 
 
@@ -408,6 +415,8 @@ def test_valid_calls_are_stored_once_and_one_bad_call_refuses_the_batch(
                 {"type": "fly", "userId": "u"},
                 {"type": "identify", "userId": "u", "traits": {"consent": {"fax": True}}},
                 {"type": "alias", "previousId": "a"},
+                {"type": "track", "userId": "u\n2", "event": "X"},  # a line break in an id
+                {"type": "track", "userId": "u", "event": "Segment Entered"},  # only ours
                 [],
             ]
         ),
@@ -636,10 +645,12 @@ async def test_text_no_store_can_keep_is_refused_naming_the_field(asgi, engine) 
     assert events(engine) == before
     # Everything else Unicode is kept as sent.
     fancy = "Zoë 💥 \u2028 " + string.punctuation
+    # A contact id holds anything but '/' (it goes into URLs) and control or invisible
+    # characters such as U+2028 (logs, terminals): tests/test_ingestion.py.
+    user = fancy.replace("/", "").replace("\u2028", "")
     r = await asgi.post(
         "/v1/track",
-        # A contact id holds anything but '/' (it goes into URLs): tests/test_ingestion.py.
-        json={"userId": fancy.replace("/", ""), "event": "X", "properties": {fancy: fancy}},
+        json={"userId": user, "event": "X", "properties": {fancy: fancy}},
         headers=basic(CONFIG_KEY),
     )
     assert r.status_code == 200

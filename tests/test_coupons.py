@@ -189,16 +189,13 @@ def test_codes_we_did_not_issue_or_that_are_not_valid_never_block_an_order(
     """Every order is stored. An expired code stays unused; so does another contact's
     code: an order event may come from anyone holding the public write key, and must
     not use up (or take the journey credit of) a code that is not the buyer's."""
-    expired = issue(engine, expires_at=NOW + timedelta(seconds=1)).code
+    expired = issue(engine, now=NOW - timedelta(days=2), expires_at=NOW - timedelta(days=1)).code
     wid = "journey:welcome:bob"
     run_row(engine, wid)
     bobs = issue(engine, "bob", workflow_id=wid, entry_seq=1).code
-    later = (NOW + timedelta(days=1)).isoformat()
     for coupon in ("SHOP-OWN-CODE", expired, bobs):
         call = order_completed("ann", order_id=f"o-{coupon}", total=10, coupon=coupon)
-        assert store_call(
-            engine, call.model_copy(update={"timestamp": datetime.fromisoformat(later)})
-        )
+        assert store_call(engine, call)
     with session_scope(engine) as session:
         assert len(session.exec(select(Order)).all()) == 3
     assert the_coupon(engine, expired).redeemed_at is None
@@ -208,6 +205,32 @@ def test_codes_we_did_not_issue_or_that_are_not_valid_never_block_an_order(
     store_call(engine, order_completed("bob", order_id="o-bob", total=10, coupon=bobs))
     assert the_coupon(engine, bobs).redeemed_order_id == "o-bob"
     assert the_run(engine, wid).converted_at is not None
+
+
+def test_a_backdated_order_cannot_use_an_expired_code(engine: Engine) -> None:
+    """The event's `timestamp` is the client's word: an `Order Completed` dated before the
+    code expired must not redeem one that has expired by the time it arrives. The
+    redemption (and the run's conversion) happens at the server's receive time."""
+    wid = "journey:welcome:ann"
+    run_row(engine, wid)
+    issued = NOW - timedelta(days=3)
+    code = issue(
+        engine, now=issued, expires_at=NOW - timedelta(days=1), workflow_id=wid, entry_seq=1
+    ).code
+    backdated = order_completed("ann", order_id="o-old", total=10, coupon=code)
+    assert store_call(engine, backdated.model_copy(update={"timestamp": NOW - timedelta(days=2)}))
+    assert the_coupon(engine, code).redeemed_at is None
+    assert the_run(engine, wid).converted_at is None
+    with session_scope(engine) as session:
+        [order] = session.exec(select(Order)).all()
+    assert order.placed_at == NOW - timedelta(days=2)  # when the shop says it happened
+    # A live code used by an order dated in the past is redeemed now, not back then.
+    live = issue(engine, expires_at=datetime.now(UTC) + timedelta(days=1)).code
+    before = datetime.now(UTC)
+    call = order_completed("ann", order_id="o-live", total=10, coupon=live)
+    store_call(engine, call.model_copy(update={"timestamp": NOW - timedelta(days=30)}))
+    redeemed_at = the_coupon(engine, live).redeemed_at
+    assert redeemed_at is not None and redeemed_at >= before - timedelta(seconds=1)
 
 
 def test_an_order_the_checkout_redeemed_the_code_for_keeps_it(engine: Engine) -> None:

@@ -62,7 +62,7 @@ async def test_an_anonymous_cart_follows_the_shopper_who_signs_in_at_checkout(
     bench: Bench, ts_env
 ) -> None:
     async with bench.worker():
-        await bench.track("anon-7", "Product Added", cart_id="c7", price=12)
+        await bench.track_anonymous("anon-7", "Product Added", cart_id="c7", price=12)
         # At checkout she signs in: the storefront identifies her with both ids.
         await bench.identify("cat", email="cat@example.com", anonymousId="anon-7")
         await ts_env.sleep(timedelta(hours=25))

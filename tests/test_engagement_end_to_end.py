@@ -307,7 +307,7 @@ async def test_opens_and_clicks_tracked_by_another_contact_change_nothing(
         await bench.track("victim", "Promo Started")
         await bench.track("victim", "Go")
         # A visitor starts the journey before signing in, then signs in as "member".
-        await bench.track("anon-visit-1", "Promo Started")
+        await bench.track_anonymous("anon-visit-1", "Promo Started")
         await bench.identify("member", anonymousId="anon-visit-1", email="member@example.com")
         await bench.track("member", "Go")
         victims = await sent(bench, "victim", "promo")

@@ -517,7 +517,7 @@ async def test_erasure_leaves_no_trace_of_the_id_in_any_workflow_id_shape(
     admin = create_key(engine, "ops", "admin")
     async with bench.worker():
         # journey:welcome:<anonymous id>: a run started before sign-in, kept under that id.
-        await bench.track(SHAPE_ANON, "Signed Up")
+        await bench.track_anonymous(SHAPE_ANON, "Signed Up")
         await bench.identify(SHAPE_USER, anonymousId=SHAPE_ANON, email=EMAIL, phone=PHONE)
         await bench.track(SHAPE_USER, "Came Back")  # journey:nudge:<id>
         # journey:per_order:<id>:<order>, :event-<n> (no order id), :h<hash> (a long id).

@@ -18,9 +18,10 @@ from sqlmodel import select
 from orchestrator.api import create_app
 from orchestrator.cli import main
 from orchestrator.settings import Settings
+from orchestrator.store.coupons import issue_coupon
 from orchestrator.store.db import session_scope
 from orchestrator.store.keys import create_key, revoke_key
-from orchestrator.store.tables import Contact, ContactAlias, Event
+from orchestrator.store.tables import Contact, ContactAlias, Event, Order
 
 KEY = "static-write-key"
 
@@ -263,10 +264,12 @@ async def test_a_shared_browser_does_not_merge_two_identified_shoppers(api, engi
     assert alice is not None and alice.email == "alice@example.com"
     assert bob is not None and bob.email is None
     assert [e.contact_id for e in events(engine)] == ["alice", "bob", "alice"]
-    # An explicit alias call still merges two identified contacts.
-    assert (
-        await post(api, "/v1/alias", {"previousId": "bob", "userId": "alice"})
-    ).status_code == 200
+    # An explicit alias still merges two identified contacts, with the shop server's admin
+    # key: the public write key could otherwise take any customer over.
+    merge = {"previousId": "bob", "userId": "alice"}
+    assert (await post(api, "/v1/alias", merge)).status_code == 403
+    admin = create_key(engine, "shop-server", "admin")
+    assert (await api.post("/v1/alias", headers=bearer(admin), json=merge)).status_code == 200
     assert contact(engine, "bob") is None
 
 
@@ -282,7 +285,7 @@ def test_concurrent_merges_leave_one_contact_and_no_loops(engine) -> None:  # ty
         call = AliasCall.model_validate({"previousId": previous, "userId": user})
         for _ in range(5):
             try:
-                store_calls(engine, [call])
+                store_calls(engine, [call], admin=True)  # identified contacts: an admin key
                 return
             except Exception:  # a deadlock or busy database: the client retries
                 continue
@@ -442,3 +445,168 @@ async def test_a_contact_id_that_cannot_be_a_url_segment_is_refused_naming_the_f
     for user in ("shop:1042", "ann b", "a.b", "50%", "Мария", "..."):
         r = await post(api, "/v1/track", {"userId": user, "event": "X"})
         assert r.status_code == 200, (user, r.text)
+
+
+# --- who may merge whom -----------------------------------------------------------------
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def alias_row(engine: Engine, alias_id: str) -> str | None:
+    with session_scope(engine) as session:
+        row = session.get(ContactAlias, alias_id)
+        return row.contact_id if row else None
+
+
+def order_owners(engine: Engine) -> dict[str, str]:
+    with session_scope(engine) as session:
+        return {o.order_id: o.contact_id for o in session.exec(select(Order))}
+
+
+async def test_a_write_key_cannot_alias_an_identified_customer_into_another(api, engine) -> None:  # type: ignore[no-untyped-def]
+    """The public write key aliasing a customer into the attacker's contact would hand over
+    their coupons, points, orders and every later message. Refused with 403 naming
+    `previousId`, nothing of the call (or its batch) stored; an admin key may merge."""
+    await post(api, "/v1/identify", {"userId": "vic", "traits": {"email": "vic@example.com"}})
+    order = {"order_id": "o-6001", "revenue": 300}
+    await post(api, "/v1/track", {"userId": "vic", "event": "Order Completed", "properties": order})
+    with session_scope(engine) as session:
+        code = issue_coupon(
+            session, "vic", campaign="thanks", prefix="THANKS", kind="percent", value=10,
+            idempotency_key="thanks:vic", now=datetime.now(UTC),
+        ).code  # fmt: skip
+    await post(api, "/v1/identify", {"userId": "att", "traits": {"email": "att@evil.example"}})
+    stored = len(events(engine))
+    refused = await post(api, "/v1/alias", {"previousId": "vic", "userId": "att"})
+    assert (refused.status_code, refused.json()["field"]) == (403, "previousId"), refused.text
+    assert refused.json()["code"] == "forbidden"
+    said = refused.json()["error"]
+    assert "'vic' is an identified contact" in said and "admin key" in said, said
+    in_batch = await post(api, "/v1/batch", {"batch": [
+        {"type": "track", "userId": "att", "event": "Cart Viewed"},
+        {"type": "alias", "previousId": "vic", "userId": "att"},
+    ]})  # fmt: skip
+    assert (in_batch.status_code, in_batch.json()["field"]) == (403, "batch.1.previousId")
+    # An alias of the customer is the customer: no way around it.
+    await post(api, "/v1/alias", {"previousId": "vic-old-device", "userId": "vic"})
+    around = await post(api, "/v1/alias", {"previousId": "vic-old-device", "userId": "att"})
+    assert (around.status_code, around.json()["field"]) == (403, "previousId")
+    assert len(events(engine)) == stored + 1  # only vic's own alias call
+    victim = contact(engine, "vic")
+    assert victim is not None and victim.email == "vic@example.com"
+    assert alias_row(engine, "vic") is None and order_owners(engine) == {"o-6001": "vic"}
+    redeem = await api.post(
+        f"/v1/coupons/{code}/redeem", headers=basic(KEY), json={"order_id": "a1", "userId": "att"}
+    )
+    assert (redeem.status_code, redeem.json()["reason"]) == (403, "other_contact")
+    # The shop's server, with an admin key in Authorization, may merge two customers.
+    admin = create_key(engine, "shop-server", "admin")
+    misplaced = await api.post(
+        "/v1/alias", json={"previousId": "vic", "userId": "att", "writeKey": admin}
+    )
+    assert misplaced.status_code == 401 and contact(engine, "vic") is not None
+    merged = await api.post(
+        "/v1/alias", headers=bearer(admin), json={"previousId": "vic", "userId": "att"}
+    )
+    assert merged.status_code == 200, merged.text
+    assert contact(engine, "vic") is None and alias_row(engine, "vic") == "att"
+    assert order_owners(engine) == {"o-6001": "att"}
+
+
+async def test_an_identified_anonymous_id_is_never_merged_by_a_call_carrying_both_ids(
+    api, engine
+) -> None:  # type: ignore[no-untyped-def]
+    """`{userId: att, anonymousId: vic}` on any call used to fold vic into att. Now the
+    call is stored under its userId and vic stays vic, whatever the key: only an explicit
+    alias merges identified contacts."""
+    await post(api, "/v1/identify", {"userId": "vic3", "traits": {"email": "vic3@example.com",
+                                                                 "first_name": "Vic"}})  # fmt: skip
+    await post(api, "/v1/track", {"userId": "vic4", "event": "Product Viewed"})  # a userId only
+    await post(api, "/v1/identify", {"anonymousId": "guest-5", "traits": {"phone": "+15550005"}})
+    await post(api, "/v1/track", {"anonymousId": "guest-6", "event": "Order Completed",
+                                  "properties": {"order_id": "g-6", "revenue": 40}})  # fmt: skip
+    admin = create_key(engine, "shop-server", "admin")
+    for n, victim in enumerate(("vic3", "vic4", "guest-5", "guest-6")):
+        call = {"userId": f"att{n}", "anonymousId": victim, "event": "Page Viewed"}
+        r = await post(api, "/v1/track", call, key=KEY if n % 2 else admin)
+        assert r.status_code == 200, r.text
+        assert contact(engine, victim) is not None and alias_row(engine, victim) is None
+        assert events(engine)[-1].contact_id == f"att{n}"
+    vic3 = contact(engine, "vic3")
+    assert vic3 is not None and vic3.email == "vic3@example.com"
+    assert vic3.traits == {"email": "vic3@example.com", "first_name": "Vic"}
+    assert contact(engine, "att0").email is None  # type: ignore[union-attr]
+    assert order_owners(engine) == {"g-6": "guest-6"}
+    # A guest who ordered (or left a phone) is a customer too: a write key may not alias
+    # them; the shop's server may, with its admin key.
+    r = await post(api, "/v1/alias", {"previousId": "guest-6", "userId": "gail"})
+    assert (r.status_code, r.json()["field"]) == (403, "previousId")
+    r = await api.post(
+        "/v1/alias", headers=bearer(admin), json={"previousId": "guest-6", "userId": "gail"}
+    )
+    assert r.status_code == 200 and order_owners(engine) == {"g-6": "gail"}
+
+
+async def test_a_never_identified_anonymous_visitor_still_follows_the_shopper(api, engine) -> None:  # type: ignore[no-untyped-def]
+    """What write keys may merge: ids only ever sent as an anonymousId, with no email,
+    phone or order, into the userId, by alias or by a call carrying both; and an id never
+    seen. Traits without an address (a name, consent) and device tokens keep it anonymous."""
+    traits = {"first_name": "Al", "consent": {"sms": False}}
+    device = {"device": {"token": "t"}}
+    await post(api, "/v1/identify", {"anonymousId": "anon-a", "context": device, "traits": traits})
+    await post(api, "/v1/track", {"anonymousId": "anon-a", "event": "Product Added"})
+    await post(api, "/v1/track", {"anonymousId": "anon-b", "event": "Product Added"})
+    calls = [
+        ("/v1/alias", {"previousId": "anon-a", "userId": "al"}),
+        ("/v1/track", {"userId": "bo", "anonymousId": "anon-b", "event": "Signed In"}),
+        ("/v1/alias", {"previousId": "never-seen", "userId": "al"}),
+    ]
+    for path, body in calls:
+        r = await post(api, path, body)
+        assert r.status_code == 200, r.text
+    assert (alias_row(engine, "anon-a"), alias_row(engine, "anon-b")) == ("al", "bo")
+    assert alias_row(engine, "never-seen") == "al"
+    al = contact(engine, "al")
+    assert al is not None and al.push_tokens == ["t"] and al.traits == {"first_name": "Al"}
+    # An app that registers its device before anyone signs in: merged at sign-in too.
+    r = await post(api, "/v1/contacts/anon-app/push-tokens", {"token": "fcm-1"})
+    assert r.status_code == 200
+    r = await post(api, "/v1/identify", {"userId": "cy", "anonymousId": "anon-app"})
+    assert r.status_code == 200 and alias_row(engine, "anon-app") == "cy"
+    assert contact(engine, "cy").push_tokens == ["fcm-1"]  # type: ignore[union-attr]
+    # Once a userId, never anonymous again: 'al' cannot be folded into someone else.
+    r = await post(api, "/v1/alias", {"previousId": "al", "userId": "bo"})
+    assert (r.status_code, r.json()["field"]) == (403, "previousId")
+
+
+async def test_ids_with_control_or_format_characters_are_refused_naming_the_field(
+    api, engine
+) -> None:  # type: ignore[no-untyped-def]
+    """A line break in a userId forged lines in the dev log; an escape sequence in one
+    ran in the terminal of whoever listed runs. Refused like a bad email, 400 naming the
+    field; nothing of the call stored."""
+    forged_log = "lg1\n2026-12-06 05:30:00,000 CRITICAL orchestrator.security: admin key leaked"
+    cases = [
+        ("/v1/identify", {"userId": forged_log, "traits": {"first_name": "X"}}, "userId"),
+        ("/v1/track", {"anonymousId": "a\x1b]0;pwned\x07", "event": "Product Viewed"},
+         "anonymousId"),
+        ("/v1/page", {"userId": "u\r1", "name": "Home"}, "userId"),
+        ("/v1/alias", {"userId": "ok", "previousId": "anon\u202egpj.exe"}, "previousId"),
+        ("/v1/track", {"userId": "zero\u200bwidth", "event": "X"}, "userId"),
+        ("/v1/batch", {"batch": [{"type": "track", "userId": "u\t2", "event": "X"}]},
+         "batch.0.userId"),
+    ]  # fmt: skip
+    for path, body, field in cases:
+        r = await post(api, path, body)
+        assert r.status_code == 400, (body, r.text)
+        assert r.json()["field"] == field, r.json()
+        said = r.json()["error"]
+        assert "control or invisible character U+" in said, said
+        assert "\n" not in said and "\x1b" not in said and "\u202e" not in said, said
+    r = await post(api, "/v1/contacts/ann%0Aforged/push-tokens", {"token": "t"})
+    assert (r.status_code, r.json()["field"]) == (400, "contact_id"), r.text
+    assert events(engine) == []
+    with session_scope(engine) as session:
+        assert session.exec(select(Contact)).all() == []

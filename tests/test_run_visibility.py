@@ -251,3 +251,23 @@ def test_last_messages_are_read_in_one_query_however_many_runs(engine: Engine) -
     assert len(found) == 120
     assert {m.outcome for m in found.values()} == {"failed: no"}
     assert len([s for s in statements if "FROM messages" in s]) == 1
+
+
+def test_stored_control_characters_are_shown_escaped_never_sent_to_the_terminal(
+    engine: Engine,
+) -> None:
+    """A contact id stored before ingest refused control characters (or a provider's error
+    text) must not reach the terminal raw: an OSC sequence retitled the window of whoever
+    ran `journeys runs`, a line break forged a row. Shown escaped, one row per run."""
+    osc = "att\x1b]0;pwned\x07"
+    store_run(engine, osc, {"status": "failed", "error": "relay said\r\nX-Forged: yes"})
+    store_run(engine, "bidi\u202etxt.exe", {"status": "sent"})
+    output = runs_cli(engine)
+    assert not any(c in output for c in "\x1b\x07\r\u202e"), repr(output)
+    assert len(output.splitlines()) == 3  # the header and one line per run
+    shown = table(output)
+    assert shown[r"att\x1b]0;pwned\x07"] == r"failed: relay said\r\nX-Forged: yes"
+    assert r"bidi\u202etxt.exe" in shown
+    # JSON output is JSON: its strings carry the characters escaped by the encoder.
+    contacts = {r["contact"] for r in json.loads(runs_cli(engine, "--json"))}
+    assert contacts == {osc, "bidi\u202etxt.exe"}

@@ -77,11 +77,14 @@ def order(
         )
 
 
-def track(engine: Engine, contact_id: str, name: str, ago: timedelta = DAY) -> Event:
+def track(
+    engine: Engine, contact_id: str, name: str, ago: timedelta = DAY, origin: str = "client"
+) -> Event:
     with session_scope(engine) as session:
         count = len(session.exec(select(Event.id)).all())
         event = Event(
             message_id=f"m{count + 1}",
+            origin=origin,
             type="track",
             name=name,
             contact_id=contact_id,
@@ -200,6 +203,19 @@ def test_event_counts_by_name_in_a_window(engine: Engine) -> None:
     assert members(engine, browsers) == {"ann"}
     never = {"event": {"name": "Product Viewed", "exactly": 0}}
     assert members(engine, never) == {"cy"}
+
+
+def test_only_our_own_events_count_for_names_only_we_record(engine: Engine) -> None:
+    """`Survey Answered` a client stored (before the API refused such names) must not
+    put anyone in a segment of survey answerers; ours does. Other names count whoever
+    sent them."""
+    contacts(engine, ann={}, bob={})
+    track(engine, "ann", "Survey Answered", origin="internal")
+    track(engine, "bob", "Survey Answered")  # a client's
+    track(engine, "bob", "Product Viewed", origin="internal")
+    answered = {"event": {"name": "Survey Answered", "at_least": 1}}
+    assert members(engine, answered) == {"ann"}
+    assert members(engine, {"event": {"name": "Product Viewed", "at_least": 1}}) == {"bob"}
 
 
 def test_messages_sent_and_opened_by_channel(engine: Engine) -> None:

@@ -175,7 +175,7 @@ async def test_preferred_channel_then_first_reachable_and_consented(bench: Bench
         """
         id: offer
         name: Personal offer
-        trigger: { event: Segment Entered }
+        trigger: { event: Promotion Viewed }
         steps:
           - send: { id: offer, channel: preferred, template: promo }
         """,
@@ -191,7 +191,7 @@ async def test_preferred_channel_then_first_reachable_and_consented(bench: Bench
         set_contact(bench, "no_app", consent={"email": {"marketing": False}})
         await bench.identify("plain", email="c@example.com", phone="+15550004444")
         for user in ("likes_sms", "no_app", "plain"):
-            await bench.track(user, "Segment Entered")
+            await bench.track(user, "Promotion Viewed")
             await bench.result("offer", user)
     assert outcome(bench, "likes_sms") == {"promo": ("sent", "sms")}
     assert outcome(bench, "no_app") == {"promo": ("sent", "sms")}

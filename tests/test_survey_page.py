@@ -215,7 +215,8 @@ async def test_a_client_messageid_like_our_answer_key_does_not_block_the_answer(
     engine: Engine, person: Recipient
 ) -> None:
     """A track whose messageId is `survey:<message id>` (the key an answer is stored under)
-    is the client's event in the client's namespace: the real answer still gets in."""
+    is the client's event in the client's namespace: the real answer still gets in. A
+    client cannot send `Survey Answered` itself: journeys would believe its score."""
     message_id = add_message(engine, "eve")
     forged = {
         "userId": "mallory",
@@ -223,17 +224,21 @@ async def test_a_client_messageid_like_our_answer_key_does_not_block_the_answer(
         "messageId": f"survey:{message_id}",
         "properties": {"score": "ten", "message_id": message_id},
     }
+    refused = await person.http.post("/v1/track", auth=("key", ""), json=forged)
+    assert (refused.status_code, refused.json()["field"]) == (400, "event")
     for _ in range(2):  # a client's retry is still one event
-        stored = await person.http.post("/v1/track", auth=("key", ""), json=forged)
+        stored = await person.http.post(
+            "/v1/track", auth=("key", ""), json={**forged, "event": "Product Reviewed"}
+        )
         assert stored.status_code == 200
     page = await person.open(message_id, 9)
     assert page.status_code == 200 and "Submit score 9</button>" in page.text
     done = await person.submit(message_id, 9)
     assert done.status_code == 200 and "Thank you!" in done.text
-    assert sorted((a.contact_id, a.properties["score"]) for a in answers(engine)) == [
-        ("eve", 9),
-        ("mallory", "ten"),
-    ]
+    assert sorted((a.contact_id, a.properties["score"]) for a in answers(engine)) == [("eve", 9)]
+    with session_scope(engine) as session:
+        [mallorys] = session.exec(select(Event).where(Event.contact_id == "mallory"))
+    assert (mallorys.name, mallorys.message_id) == ("Product Reviewed", f"survey:{message_id}")
 
 
 async def test_a_message_that_asks_no_question_takes_no_answer(

@@ -116,7 +116,7 @@ class ActionActivities:
             if order_id is not None:  # refunded before the points were given: take them back
                 refunded = refunded_fraction(session, order_id, contact.id)
                 if refunded:
-                    loyalty.reverse_order(session, order_id, refunded, now)
+                    loyalty.reverse_order(session, order_id, contact.id, refunded, now)
         earned, balance = POINTS_KEYS
         return {earned: max(points, 0), balance: loyalty.balance(session, contact.id, now)}
 

@@ -122,3 +122,11 @@ async def authenticate(
     if wrong_kind:
         raise ApiError(403, "this is a write key; this endpoint needs an admin key")
     raise ApiError(401, f"invalid or revoked {kind} key")
+
+
+async def is_admin_key(ctx: ApiContext, key: str) -> bool:
+    """Whether `key`, one `authenticate` let through, is an admin key: then it came in the
+    Authorization header, the only place an admin key passes."""
+    if any(hmac.compare_digest(key.encode(), known.encode()) for known in ctx.write_keys):
+        return False  # configured keys are write keys
+    return await ctx.db(key_kind, ctx.engine, key) == "admin"

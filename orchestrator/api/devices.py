@@ -70,7 +70,10 @@ def _add(engine: Engine, contact_id: str, token: str) -> None:
         cid = canonical_id(session, contact_id)
         contact = session.get(Contact, cid, with_for_update=True)
         if contact is None:
-            contact = Contact(id=cid)
+            # An app may register its token before anyone signs in: a contact holding only
+            # a device token is still an anonymous visitor (mergeable at sign-in), exactly
+            # as the id was before this call. Any call naming it as a userId changes that.
+            contact = Contact(id=cid, anonymous=True)
             session.add(contact)
         tokens = [t for t in contact.push_tokens or [] if t != token]
         contact.push_tokens = [*tokens, token][-MAX_TOKENS:]

@@ -2,7 +2,8 @@
 
 Limits as Segment's: 32 KB per call and per batch item, 500 KB per batch.
 Errors are JSON `{"success": false, "error", "field"}`: 400 for a malformed
-call (nothing of the batch is stored), 401 for a missing or wrong key, 413
+call (nothing of the batch is stored), 401 for a missing or wrong key, 403 for an
+alias of a customer (an identified contact) sent without an admin key, 413
 for a body too large, 429 with Retry-After when a key sends too fast, 503
 with Retry-After when the database is busy.
 """
@@ -17,11 +18,11 @@ from fastapi import APIRouter, Request
 from pydantic import ValidationError
 
 from .body import parse_object, read_body
-from .context import ApiContext, api_context, authenticate
+from .context import ApiContext, api_context, authenticate, is_admin_key
 from .errors import ApiError
-from .ingest import store_calls
+from .ingest import CallRefused, store_calls
 from .ratelimit import RateLimiter
-from .segment import CALLS, FieldProblem, SegmentCall
+from .segment import CALLS, AliasCall, FieldProblem, SegmentCall
 
 MAX_CALL_BYTES = 32 * 1024
 MAX_BATCH_BYTES = 500 * 1024
@@ -70,14 +71,28 @@ async def _limit(request: Request, ctx: ApiContext, key: str, cost: int) -> None
         )
 
 
+async def _store(ctx: ApiContext, key: str, calls: list[SegmentCall], batch: bool = False) -> None:
+    """Commit the calls; an alias the key may not make is a 403 naming its field."""
+    # Only an alias may merge customers, and only with an admin key: ask which key it
+    # is just then (a lookup), not on every call.
+    admin = any(isinstance(c, AliasCall) for c in calls) and await is_admin_key(ctx, key)
+    try:
+        new = await ctx.db(store_calls, ctx.engine, calls, admin)
+    except CallRefused as refused:
+        where = f"batch.{refused.index}." if batch else ""
+        message = f"batch.{refused.index}: {refused.message}" if batch else refused.message
+        raise ApiError(403, message, where + refused.field) from None
+    if new:
+        ctx.stored()
+
+
 async def _ingest(request: Request, kind: str) -> dict[str, bool]:
     ctx = api_context(request)
     payload = parse_object(await read_body(request, MAX_CALL_BYTES))
     key = await authenticate(request, ctx, payload)
     call = _validate(CALLS[kind], payload)
     await _limit(request, ctx, key, 1)
-    if await ctx.db(store_calls, ctx.engine, [call]):
-        ctx.stored()
+    await _store(ctx, key, [call])
     return OK
 
 
@@ -149,8 +164,8 @@ async def batch(request: Request) -> dict[str, bool]:
         raise ApiError(400, f"a batch holds at most {MAX_BATCH_ITEMS} calls", "batch")
     calls = [_batch_item(payload, item, i) for i, item in enumerate(items)]
     await _limit(request, ctx, key, max(len(calls), 1))
-    if calls and await ctx.db(store_calls, ctx.engine, calls):
-        ctx.stored()
+    if calls:
+        await _store(ctx, key, calls, batch=True)
     return OK
 
 

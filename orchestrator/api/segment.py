@@ -21,6 +21,7 @@ from pydantic import (
 
 from channels.email import address_problem, unsafe_characters
 
+from ..feedback.own_events import reserved_name_problem
 from ..services.policy import CHANNELS
 from ..store.identity import contact_id_problem
 
@@ -144,6 +145,15 @@ class IdentifyCall(SegmentCall):
 class TrackCall(SegmentCall):
     event: str = Field(min_length=1, max_length=200)
     properties: dict[str, Any] = {}
+
+    @field_validator("event")
+    @classmethod
+    def _not_ours(cls, event: str) -> str:
+        """Names the orchestrator records itself (`Segment Entered`, `Survey Answered`...)
+        never come from a client: journeys act on them."""
+        if problem := reserved_name_problem(event):
+            raise ValueError(problem)
+        return event
 
     @property
     def name(self) -> str | None:

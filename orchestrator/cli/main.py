@@ -336,6 +336,7 @@ def list_journeys(data_dir: Path | None) -> None:
     runs active and in total, and the file each was deployed from."""
     from ..store.db import session_scope
     from ..store.versions import journey_summaries
+    from .tables import render_table
 
     engine = _existing_store(_settings(data_dir=data_dir))
     with session_scope(engine) as session:
@@ -345,7 +346,7 @@ def list_journeys(data_dir: Path | None) -> None:
         click.echo("no journeys deployed: `journeys dev` or `journeys deploy` deploys journeys/")
         return
     header = ("journey", "status", "version", "older in flight", "runs active", "total", "file")
-    table = [header] + [
+    table = [
         (
             r.journey_id,
             r.status if r.retired_at is None else f"retired {r.retired_at:%Y-%m-%d %H:%M}",
@@ -357,9 +358,7 @@ def list_journeys(data_dir: Path | None) -> None:
         )
         for r in rows
     ]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    for row in table:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    click.echo(render_table(header, table))
 
 
 @main.command("deploy")
@@ -481,6 +480,7 @@ def keys_create(name: str, admin: bool, data_dir: Path | None) -> None:
 def keys_list(data_dir: Path | None) -> None:
     """List keys: name, kind, prefix, when created and last used, revoked or not."""
     from ..store.keys import list_keys
+    from .tables import render_table
 
     engine = _store(_settings(data_dir=data_dir))
     rows = list_keys(engine)
@@ -489,7 +489,7 @@ def keys_list(data_dir: Path | None) -> None:
         click.echo("no keys yet: journeys keys create NAME [--admin]")
         return
     header = ("name", "kind", "prefix", "created", "last used", "state")
-    table = [header] + [
+    table = [
         (
             k.name,
             k.kind,
@@ -500,9 +500,7 @@ def keys_list(data_dir: Path | None) -> None:
         )
         for k in rows
     ]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    for row in table:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    click.echo(render_table(header, table))
 
 
 @keys.command("revoke")
@@ -531,6 +529,7 @@ def segments_list(data_dir: Path | None) -> None:
     """List the deployed segments: members now, last refresh, schedule, description."""
     from ..segments.membership import summaries
     from ..store.db import session_scope
+    from .tables import render_table
 
     engine = _existing_store(_settings(data_dir=data_dir))
     with session_scope(engine) as session:
@@ -540,7 +539,7 @@ def segments_list(data_dir: Path | None) -> None:
         click.echo("no segments deployed: add journeys/segments.yaml (docs/segments.md)")
         return
     header = ("name", "members", "refreshed", "refresh", "description")
-    table = [header] + [
+    table = [
         (
             r.name if r.active else f"{r.name} (removed)",
             str(r.members),
@@ -550,9 +549,7 @@ def segments_list(data_dir: Path | None) -> None:
         )
         for r in rows
     ]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    for row in table:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    click.echo(render_table(header, table))
 
 
 @segments.command("preview")
@@ -571,6 +568,7 @@ def segments_preview(
     from ..segments.membership import preview
     from ..store.db import session_scope
     from ..store.tables import utcnow
+    from .tables import printable
 
     settings = _settings(data_dir=data_dir, journeys_dir=journeys_dir)
     path = settings.journeys_dir / SEGMENTS_FILE
@@ -593,7 +591,8 @@ def segments_preview(
     click.echo(title)
     click.echo(f"{seen.count} contact(s) match now")
     for contact_id, email in seen.sample:
-        click.echo(f"  {contact_id}  {email}" if email else f"  {contact_id}")
+        shown = printable(contact_id)
+        click.echo(f"  {shown}  {printable(email)}" if email else f"  {shown}")
     if 0 < len(seen.sample) < seen.count:
         click.echo(f"  ... showing {len(seen.sample)} of {seen.count} (--sample N for more)")
     click.echo(

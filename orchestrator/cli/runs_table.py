@@ -17,6 +17,7 @@ from sqlmodel import Session, col, select
 
 from ..store.db import session_scope
 from ..store.tables import JourneyRun, Message
+from .tables import render_table
 
 COLUMNS = (
     "journey",
@@ -156,7 +157,7 @@ def render_runs(
     if not rows:
         return "no journey runs"
     messages = messages or {}
-    table = [COLUMNS] + [
+    table = [
         (
             r.journey_id,
             f"v{r.version}",
@@ -170,11 +171,7 @@ def render_runs(
         )
         for r in rows
     ]
-    widths = [max(len(str(row[i])) for row in table) for i in range(len(COLUMNS))]
-    return "\n".join(
-        "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-        for row in table
-    )
+    return render_table(COLUMNS, table)
 
 
 def runs_as_json(

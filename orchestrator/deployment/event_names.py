@@ -28,13 +28,10 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..dsl.loader import LoadedJourney, iter_steps
-from ..dsl.models import SEGMENT_EVENTS, ActionStep, TrackAction, WaitForStep
+from ..dsl.models import ActionStep, TrackAction, WaitForStep
 from ..dsl.problems import JourneyError, Problem
 from ..dsl.source import Source, YamlPath, kind_of, read_source, show
-from ..feedback.recording import SURVEY_ANSWERED
-from ..feedback.sendgrid_events import SIMPLE as SENDGRID_EVENTS
-from ..feedback.twilio_events import INBOUND_EVENTS
-from ..store.engagement import ENGAGEMENT_EVENTS
+from ..feedback.own_events import OWN_EVENTS
 from ..store.tables import Event
 
 TRACKING_PLAN = "events.yaml"
@@ -103,17 +100,6 @@ SEGMENT_SPEC_EVENTS = frozenset(
         "Account Removed User",
         "Trial Started",
         "Trial Ended",
-    }
-)
-# What this orchestrator stores itself: segment refreshes, the survey page, provider
-# webhooks (SendGrid, Twilio: delivery, engagement, inbound SMS).
-OWN_EVENTS = frozenset(
-    {
-        *SEGMENT_EVENTS.values(),
-        SURVEY_ANSWERED,
-        *SENDGRID_EVENTS.values(),
-        *INBOUND_EVENTS.values(),
-        *ENGAGEMENT_EVENTS,
     }
 )
 PLAN_KEYS = ("description", "properties")

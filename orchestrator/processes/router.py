@@ -46,6 +46,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from ..dsl.conditions import evaluate
 from ..dsl.models import IDENTIFY, Journey, WaitForStep
+from ..feedback.own_events import INTERNAL_ONLY
 from ..segments.membership import Change, refresh_for_events
 from ..store.backlog import routing_backlog
 from ..store.context import contact_context, event_context
@@ -53,7 +54,7 @@ from ..store.db import session_scope
 from ..store.engagement import ENGAGEMENT_EVENTS, record_engagement
 from ..store.identity import aliases_of
 from ..store.orders import order_id_of, run_key
-from ..store.tables import Contact, ContactAlias, Event, JourneyRun, utcnow
+from ..store.tables import ORIGIN_INTERNAL, Contact, ContactAlias, Event, JourneyRun, utcnow
 from ..store.versions import live_versions, specs_of
 from ..workflows.journey import workflow_id
 from ..workflows.kit import JourneyBase
@@ -159,6 +160,9 @@ class Router:
         self.routed = 0  # events this router delivered and marked routed
         # Engagement events that named no message of ours or someone else's message.
         self.engagement_ignored = 0
+        # Client events named like ours (`Segment Entered`...), stored before the API
+        # refused them: delivered to no journey.
+        self.reserved_ignored = 0
 
     def wake(self) -> None:
         """Called after a commit so the next sweep starts now, not at the next tick."""
@@ -269,6 +273,18 @@ class Router:
         elif event.type == "track" and event.name:
             name = event.name
         else:
+            return
+        if event.type == "track" and name in INTERNAL_ONLY and event.origin != ORIGIN_INTERNAL:
+            # Only we record these names (segment entries, survey answers, provider
+            # reports; `$identify` is an identify call's): a client's would start, wake,
+            # end or convert runs as if it were ours.
+            self.reserved_ignored += 1
+            log.warning(
+                "event %s: a client event named %r, which only the orchestrator records, "
+                "stored before the API refused such names; delivered to no journey",
+                event.id,
+                name,
+            )
             return
         signal = EventSignal(event_id=event.id or 0, name=name)
         for deployed in self._journeys:

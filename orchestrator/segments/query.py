@@ -37,7 +37,8 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 from sqlmodel import col, select
 
-from ..store.tables import Contact, Event, Message, Order
+from ..feedback.own_events import INTERNAL_ONLY
+from ..store.tables import ORIGIN_INTERNAL, Contact, Event, Message, Order
 from .models import Condition, Count, EventCount, Messages, Opened, Orders, Spent, Trait
 
 OPENED_STATUSES = ("opened", "clicked")  # a click is an open the pixel may have missed
@@ -133,6 +134,10 @@ def _event(event: EventCount, now: datetime, ids: list[str] | None) -> ColumnEle
         col(Event.name) == event.name,
         *_window(col(Event.timestamp), event.within, now),
     ]
+    if event.name in INTERNAL_ONLY:
+        # Only ours count (`Survey Answered`...): a client's stored before the API refused
+        # such names must not put anyone in a segment (docs/ingestion.md).
+        filters.append(col(Event.origin) == ORIGIN_INTERNAL)
     return _count(col(Event.contact_id), filters, event, ids)
 
 

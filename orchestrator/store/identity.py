@@ -5,10 +5,18 @@ Segment sends an `anonymousId` before sign-in and a `userId` after; an
 The anonymous contact is folded into the identified one and its id is kept
 as an alias, so runs started under the anonymous id still find the contact
 and events sent later under it land on the right person.
+
+Who may merge whom: a storefront's write key is public (web shops and apps ship
+it), so it may fold in only a contact that was never identified: only ever sent
+as an `anonymousId`, with no email, phone or order. Folding an identified contact
+(a customer) into another hands over its coupons, points, orders and every later
+message, so only an explicit `alias` sent with an admin key does it; a call that
+merely carries both ids never does (`MergeRefused`, `is_identified`).
 """
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 from sqlalchemy import text, update
@@ -32,19 +40,43 @@ from .tables import (
 HISTORY = (Event, JourneyRun, Message, Order, OrderLine, LoyaltyEntry, Coupon, SegmentMember)
 
 
+# Unicode categories an id may not hold: controls (line breaks, ESC, BEL...), invisible
+# formatting (zero-width, bidirectional overrides), line and paragraph separators.
+UNPRINTABLE = frozenset({"Cc", "Cf", "Zl", "Zp"})
+
+
+class MergeRefused(Exception):
+    """A merge the caller may not make; `field` is the call's field that named the id."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field, self.message = field, message
+
+
 def contact_id_problem(contact_id: str) -> str | None:
     """Why `contact_id` cannot be given to a new contact, or None.
 
     A contact's id is one segment of the API's URLs (`/v1/contacts/{id}`: export,
     erasure, points, push tokens), so it cannot hold `/` (a decoded `%2F` is a path
-    separator to every router) nor be `.` or `..` (clients resolve those away).
+    separator to every router) nor be `.` or `..` (clients resolve those away). Ids are
+    written to logs and shown in terminals (`journeys runs`), so they cannot hold a
+    control or invisible character either: a line break forges a log line, an escape
+    sequence runs in the terminal of whoever lists runs. The id itself is not quoted
+    back then: it is what could do harm.
     """
     if "/" in contact_id or contact_id in (".", ".."):
         return (
             f"{contact_id!r} cannot be a contact id: ids go into URLs (/v1/contacts/{{id}}), "
             "so they may not contain '/' or be '.' or '..'; any other characters are "
-            "allowed, 1 to 255 of them"
+            "allowed (but no control or invisible ones), 1 to 255 of them"
         )
+    for position, char in enumerate(contact_id, 1):
+        if unicodedata.category(char) in UNPRINTABLE:
+            return (
+                f"contains the control or invisible character U+{ord(char):04X} (character "
+                f"{position}): ids are written to logs and shown in terminals, where it could "
+                "forge a line or run an escape sequence; send the id without it"
+            )
     return None
 
 
@@ -64,15 +96,33 @@ def aliases_of(session: Session, contact_id: str) -> list[str]:
     return list(rows)
 
 
-def merge_contacts(session: Session, previous_id: str, into_id: str, implicit: bool = False) -> str:
+def is_identified(session: Session, contact_id: str, contact: Contact | None) -> bool:
+    """Whether `contact_id` (canonical; `contact` its row, None when it has none) is a
+    customer: sent as a userId once, or holding an email, a phone or an order. Only
+    contacts that are none of these are anonymous visitors a write key may merge."""
+    if contact is not None and (not contact.anonymous or contact.email or contact.phone):
+        return True
+    return session.exec(select(Order.id).where(Order.contact_id == contact_id)).first() is not None
+
+
+def merge_contacts(
+    session: Session,
+    previous_id: str,
+    into_id: str,
+    implicit: bool = False,
+    identified_ok: bool = False,
+) -> str:
     """Fold `previous_id` (and its aliases) into `into_id`; returns the surviving id.
 
     Traits already on the identified contact win; push tokens, consent opt-outs and
     history (events, runs, messages, orders, points, coupons, segment stays) move
     over. Merging twice is harmless.
     `implicit` (an identify or track carrying both ids, not an `alias` call) merges
-    only an anonymousId that belongs to no one else: on a shared computer the same
-    anonymousId may come with a second userId, which must not swallow the first.
+    only an anonymous visitor (`is_identified` false) that belongs to no one else: on a
+    shared computer the same anonymousId may come with a second userId, which must not
+    swallow the first, and a call naming a customer's userId as its anonymousId must
+    not either. An explicit alias of an identified contact raises `MergeRefused`
+    unless `identified_ok` (the call came with an admin key).
     """
     for _ in range(5):
         previous, into = canonical_id(session, previous_id), canonical_id(session, into_id)
@@ -85,12 +135,24 @@ def merge_contacts(session: Session, previous_id: str, into_id: str, implicit: b
         return into
     if implicit and previous != previous_id:
         return into  # the anonymousId already belongs to another identified contact
+    old = session.get(Contact, previous, with_for_update=True)
+    if (implicit or not identified_ok) and is_identified(session, previous, old):
+        if implicit:
+            return into  # the call is the userId's; the anonymousId's contact stays its own
+        named = repr(previous_id) if previous == previous_id else f"{previous_id!r} (an id of it)"
+        raise MergeRefused(
+            "previousId",
+            f"previousId {named} is an identified contact (it was sent as a userId, or has "
+            "an email, a phone or orders): a write key merges only anonymous visitors into "
+            "a userId. Merging two customers needs an admin key in the Authorization header "
+            "(journeys keys create NAME --admin), sent from your server",
+        )
     target = session.get(Contact, into, with_for_update=True)
     if target is None:
         target = Contact(id=into)
         session.add(target)
         session.flush()
-    old = session.get(Contact, previous, with_for_update=True)
+    target.anonymous = False  # `into` is a userId
     if old is not None:
         _fold(old, target)
         session.delete(old)

@@ -14,6 +14,7 @@ rows while a balance is being decided.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -127,32 +128,37 @@ def balance(session: Session, contact_id: str, now: datetime) -> int:
     return _balance(session, _lock(session, contact_id), now)
 
 
-def reverse_order(session: Session, order_id: str, fraction: float, now: datetime) -> int:
+def reverse_order(
+    session: Session, order_id: str, contact_id: str, fraction: float, now: datetime
+) -> int:
     """Take back `fraction` (cumulative: 0.5 after a first half refund, 1.0 after the
-    rest) of the points the order earned; returns the points this call took back.
+    rest) of the points the order earned `contact_id` (or its other ids); returns the
+    points this call took back.
 
-    Idempotent per (order, fraction): a repeated call takes nothing more. Taken back in
-    all never exceeds what the order earned minus what of it expired unspent.
+    Only that contact's points: a refund is its sender's, and another contact's points
+    for an order id (a second report of it, by mistake or on purpose) are not theirs to
+    take. Idempotent per (order, contact, fraction): a repeated call takes nothing more.
+    Taken back in all never exceeds what the order earned minus what of it expired unspent.
     """
     if not math.isfinite(fraction) or fraction < 0:
         raise ValueError(f"refund fraction must be between 0 and 1, got {fraction!r}")
     fraction = min(fraction, 1.0)
+    owner = _lock(session, contact_id)
+    earned_here = (LoyaltyEntry.order_id == order_id) & (LoyaltyEntry.contact_id == owner)
     first = session.exec(
-        select(LoyaltyEntry.contact_id)
-        .where(LoyaltyEntry.order_id == order_id, LoyaltyEntry.kind == "earn")
-        .limit(1)
+        select(LoyaltyEntry.id).where(earned_here, LoyaltyEntry.kind == "earn").limit(1)
     ).first()
     if first is None:
-        return 0  # the order earned nothing
-    owner = _lock(session, first)
-    key = f"{REVERSE_KEY}{order_id}:{fraction:.6f}"
+        return 0  # the order earned this contact nothing
+    digest = hashlib.sha256(owner.encode()).hexdigest()[:16]  # keys stay within 500
+    key = f"{REVERSE_KEY}{order_id}:{fraction:.6f}:{digest}"
     if _existing(session, key) is not None:
         return 0
     _write_expiries(session, owner, now)
     totals = dict(
         session.exec(  # type: ignore[call-overload]
             select(LoyaltyEntry.kind, func.sum(LoyaltyEntry.points))
-            .where(LoyaltyEntry.order_id == order_id)
+            .where(earned_here)
             .group_by(LoyaltyEntry.kind)
         ).all()
     )

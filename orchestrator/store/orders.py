@@ -11,10 +11,19 @@ e-commerce v2 properties: `order_id`, `revenue`, `total`, `currency`, `coupon`,
   of ours and the order's contact may use it, is marked redeemed; codes the shop made
   itself, or that it accepted against our rules (another customer's, expired, used),
   are left alone and logged: an order is never refused for its coupon.
+- An order is its contact's (and their other ids'). Events come with the public write
+  key, so a second contact reporting an `order_id` already stored is refused and logged
+  at WARNING: the order, its lines, revenue and coupon are neither attributed to the
+  first contact nor taken from them. The event itself is kept (it is what was sent).
 - `Order Refunded` takes back the order's loyalty points in proportion to what was
-  refunded so far (`revenue` or `total` of every refund of the order, or the sum of
-  its `products`, over the order's revenue). A refund without an amount is a full
-  refund, which also sets `refunded_at`.
+  refunded so far (`revenue` or `total` of every refund of the order by its contact, or
+  the sum of its `products`, over the order's revenue). A refund without an amount is a
+  full refund, which also sets `refunded_at`. A refund of another contact's order
+  changes nothing, and says so in the log.
+
+Time: `placed_at` and `refunded_at` are the event's own time (the shop's word, for
+reports), but whatever is decided "now" (a coupon's expiry, when it was redeemed, the
+points ledger) is the server's receive time: a client's timestamp can be backdated.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ from sqlmodel import Session, col, select
 
 from .context import products_of
 from .coupons import CouponRejected, redeem_coupon
+from .identity import aliases_of, canonical_id
 from .loyalty import reverse_order
 from .tables import Event, Order, OrderLine
 
@@ -69,7 +79,21 @@ def run_key(one_run_per: str, event: Event) -> str:
 def _completed(session: Session, event: Event) -> None:
     props = event.properties or {}
     order_id = order_id_of(props) or f"event:{event.id}"
-    if session.exec(select(Order.id).where(Order.order_id == order_id)).first() is not None:
+    stored = session.exec(
+        select(Order.contact_id, Order.event_id).where(Order.order_id == order_id)
+    ).first()
+    if stored is not None:
+        owner, first_event = stored
+        if not _same_contact(session, owner, event.contact_id):
+            # Someone else's order id: by mistake or to squat it (the write key is public).
+            log.warning(
+                "Order Completed event %s: order %r is another contact's (first reported by "
+                "event %s): not recorded for this event's contact, its revenue, products and "
+                "coupon left out; the order stays with its first contact",
+                event.id,
+                order_id,
+                first_event,
+            )
         return  # the shop re-sent it: the first report stands
     revenue, total = _amount(props.get("revenue")), _amount(props.get("total"))
     coupon = props.get("coupon")
@@ -114,7 +138,7 @@ def _completed(session: Session, event: Event) -> None:
                 session,
                 coupon,
                 order_id=order_id,
-                now=event.timestamp,
+                now=event.received_at,  # not the client's timestamp: it can be backdated
                 contact_id=event.contact_id,
                 revenue=order.revenue,
             )
@@ -131,6 +155,13 @@ def _refunded(session: Session, event: Event) -> None:
         log.warning("Order Refunded event %s has no order_id: nothing reversed", event.id)
         return
     order = session.exec(select(Order).where(Order.order_id == order_id).with_for_update()).first()
+    if order is not None and not _same_contact(session, order.contact_id, event.contact_id):
+        log.warning(
+            "Order Refunded event %s: order %r is another contact's; nothing reversed",
+            event.id,
+            order_id,
+        )
+        return
     fraction = refunded_fraction(session, order_id, event.contact_id)
     if fraction is None:
         log.warning(
@@ -142,21 +173,28 @@ def _refunded(session: Session, event: Event) -> None:
     if order is not None and fraction >= FULL and order.refunded_at is None:
         order.refunded_at = event.timestamp
         session.add(order)
-    reverse_order(session, order_id, 1.0 if fraction >= FULL else fraction, event.timestamp)
+    fraction = 1.0 if fraction >= FULL else fraction
+    reverse_order(session, order_id, event.contact_id, fraction, event.received_at)
 
 
 def refunded_fraction(session: Session, order_id: str, contact_id: str) -> float | None:
-    """How much of the order its stored `Order Refunded` events took back (0 to 1); None
-    for a partial refund of an order whose revenue we do not know.
+    """How much of the order `contact_id`'s stored `Order Refunded` events took back (0 to
+    1); None for a partial refund of an order whose revenue we do not know (or that is
+    another contact's).
 
     Also asked when points are awarded: a refund that arrived before the points were
-    given (a quick cancellation, a worker behind) must still take them back.
+    given (a quick cancellation, a worker behind) must still take them back. Only the
+    contact's own refunds count: anyone may send a refund naming any order id.
     """
+    owner = canonical_id(session, contact_id)
     order = session.exec(select(Order).where(Order.order_id == order_id)).first()
-    owners = {contact_id, *([order.contact_id] if order else [])}
+    if order is not None and canonical_id(session, order.contact_id) != owner:
+        order = None  # not theirs: its revenue is no base for their refunds
     refunds = session.exec(
         select(Event.properties).where(
-            col(Event.contact_id).in_(owners), Event.name == ORDER_REFUNDED, Event.type == "track"
+            col(Event.contact_id).in_({owner, *aliases_of(session, owner)}),
+            Event.name == ORDER_REFUNDED,
+            Event.type == "track",
         )
     )
     amounts = [_refund_amount(p) for p in refunds if order_id_of(p or {}) == order_id]
@@ -168,6 +206,11 @@ def refunded_fraction(session: Session, order_id: str, contact_id: str) -> float
     if base is None or base <= 0:
         return None
     return min(1.0, sum(a for a in amounts if a is not None) / base)
+
+
+def _same_contact(session: Session, a: str, b: str) -> bool:
+    """Whether two contact ids are one person (the same id, or merged)."""
+    return a == b or canonical_id(session, a) == canonical_id(session, b)
 
 
 def _refund_amount(properties: dict[str, Any] | None) -> float | None:

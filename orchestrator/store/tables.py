@@ -84,6 +84,10 @@ class Contact(SQLModel, table=True):
     push_tokens: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     # {"email": {"marketing": true, "transactional": true}, "sms": {...}, "push": {...}}
     consent: dict[str, Any] = _json()
+    # Only ever sent as an anonymousId (never as a userId): with no email, phone or order
+    # either, a write key may merge it into a userId (`store/identity.py`). False unless
+    # ingestion created it from an anonymousId: a contact made any other way is a customer.
+    anonymous: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
     created_at: datetime = _time(nullable=False, default=utcnow)
     updated_at: datetime = _time(nullable=False, default=utcnow)
 
