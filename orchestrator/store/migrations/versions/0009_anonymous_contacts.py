@@ -11,7 +11,7 @@ customer over. The cost is bounded: a visitor browsing anonymously across the up
 is not merged at sign-in (its calls from then on carry both ids and go to the userId;
 an admin alias still merges it).
 
-Revision ID: 0009_anonymous_contacts
+Revision ID: 0009
 Revises: 0008
 Create Date: 2026-12-06
 """
@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0009_anonymous_contacts"
+revision: str = "0009"
 down_revision: str | Sequence[str] | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
