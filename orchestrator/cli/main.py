@@ -302,7 +302,15 @@ def _existing_store(settings: Settings, why: str = "") -> Any:
 @main.command()
 @click.option("--journey", help="Only runs of this journey id.")
 @click.option("--contact", help="Only runs of this contact id.")
-@click.option("--status", help="Only runs with this status (active, completed, exited...).")
+@click.option("--status", help="Only runs with this status: active, completed or exited.")
+@click.option(
+    "--last-message",
+    "last_message",
+    multiple=True,
+    help="Only runs whose last message ended so: sent, delivered, opened, clicked, replied, "
+    "bounced, failed, suppressed, skipped, deferred, unknown, pending, queued, sending, or "
+    "none (no message yet). Repeatable.",
+)
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="JSON, with each last message in full.")
 @data_dir_option
@@ -310,6 +318,7 @@ def runs(
     journey: str | None,
     contact: str | None,
     status: str | None,
+    last_message: tuple[str, ...],
     limit: int,
     as_json: bool,
     data_dir: Path | None,
@@ -317,16 +326,50 @@ def runs(
     """List journey runs, newest first, with how each run's last message ended."""
     import json
 
-    from .runs_table import last_messages, list_runs, render_runs, runs_as_json
+    from .runs_table import (
+        MESSAGE_OUTCOMES,
+        RUN_STATUSES,
+        last_messages,
+        list_runs,
+        render_runs,
+        run_statuses,
+        runs_as_json,
+    )
 
+    unknown = [v for v in last_message if v not in MESSAGE_OUTCOMES]
+    if unknown:
+        _fail(
+            f"--last-message {unknown[0]}: not a way a message ends; use one of "
+            f"{', '.join(MESSAGE_OUTCOMES[:-1])}, or {MESSAGE_OUTCOMES[-1]} (no message yet)"
+        )
     engine = _existing_store(_settings(data_dir=data_dir))
-    rows = list_runs(engine, journey=journey, contact=contact, status=status, limit=limit)
+    if status is not None and status not in RUN_STATUSES:
+        known = run_statuses(engine)  # a Python journey may record statuses of its own
+        if status not in known:
+            engine.dispose()
+            hint = ""
+            if status in MESSAGE_OUTCOMES[:-1]:  # `--status failed`: how the message ended
+                hint = f"; for runs whose last message is {status}: --last-message {status}"
+            _fail(f"--status {status}: runs are {_either(known)}{hint}")
+    rows = list_runs(
+        engine,
+        journey=journey,
+        contact=contact,
+        status=status,
+        limit=limit,
+        last_message=last_message,
+    )
     messages = last_messages(engine, rows)
     engine.dispose()
     if as_json:
         click.echo(json.dumps(runs_as_json(rows, messages), indent=2, ensure_ascii=False))
     else:
         click.echo(render_runs(rows, messages))
+
+
+def _either(values: list[str]) -> str:
+    """`a, b or c`."""
+    return f"{', '.join(values[:-1])} or {values[-1]}" if len(values) > 1 else values[0]
 
 
 @main.command("list")
