@@ -223,8 +223,11 @@ def preview(
     """Render MESSAGE exactly as it would be sent, with SMS segments and push size.
 
     Inputs not given come from the message's sample data (templates/MESSAGE/sample.yaml).
+    A contact from the store brings its latest run of a journey that sends MESSAGE (the
+    run's trigger event and the values its steps kept); what still comes from the
+    sample is said on stderr.
     """
-    from ..deployment import trigger_of
+    from ..deployment import senders_of
     from ..rendering import Renderer, RenderError
     from ..rendering.preview import (
         PREVIEW_MESSAGE_ID,
@@ -239,7 +242,8 @@ def preview(
     engine = None
     if contact is not None and not Path(contact).is_file():
         engine = _existing_store(settings, f"--contact {contact}: no such file, and ")
-    trigger = trigger_of(message, settings.journeys_dir)
+    senders = senders_of(message, settings.journeys_dir)
+    trigger = senders[0].trigger if senders else None
     inputs = preview_context(
         renderer,
         message,
@@ -249,9 +253,10 @@ def preview(
         engine,
         trigger.name if trigger else None,
         _event_kind(trigger) if trigger else None,
+        [journey.id for journey in senders],
     )
-    if inputs.event_note:
-        click.echo(inputs.event_note, err=True)  # stdout stays the message alone
+    for note in inputs.notes:
+        click.echo(note, err=True)  # stdout stays the message alone
     context = inputs.context
     # The preview's message id is not a real message: its links need no real key.
     links = MessageLinks(settings.resolved_public_url, settings.secret_key or "preview")

@@ -4,13 +4,14 @@ send (a layer above the journey language and rendering), then store new versions
 from __future__ import annotations
 
 from .deploy import DeployedVersion, InvalidJourneys, deploy
-from .validation import Validation, trigger_event_of, trigger_of, validate
+from .validation import Validation, senders_of, trigger_event_of, trigger_of, validate
 
 __all__ = [
     "DeployedVersion",
     "InvalidJourneys",
     "Validation",
     "deploy",
+    "senders_of",
     "trigger_event_of",
     "trigger_of",
     "validate",
