@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,31 @@ data_dir_option = click.option(
 journeys_dir_option = click.option(
     "--journeys", "journeys_dir", type=click.Path(path_type=Path), help="Journeys folder."
 )
+
+
+retire_all_option = click.option(
+    "--retire-all",
+    is_flag=True,
+    help="Deploy a folder with no journeys in it, retiring every active journey.",
+)
+
+
+def _journeys_folder(settings: Settings, given: Path | None) -> None:
+    """Fail unless the journeys folder exists, naming where its path came from."""
+    folder = settings.journeys_dir
+    if folder.is_dir():
+        return
+    if given is not None:
+        where = f"--journeys {given}"
+        fix = "pass the folder that holds the journey files (*.yaml)"
+    elif any(name.upper() == "JOURNEYS_JOURNEYS_DIR" for name in os.environ):
+        where = f"JOURNEYS_JOURNEYS_DIR={folder}"
+        fix = "set it to the folder that holds the journey files, or pass --journeys DIR"
+    else:
+        where = f"{folder} (the default)"
+        fix = "run from a directory that holds journeys/ and templates/, or pass --journeys DIR"
+    what = "is a file, not a folder" if folder.exists() else "no such folder"
+    _fail(f"no journeys folder at {where}: {what}; {fix}")
 
 
 @main.command()
@@ -414,8 +440,12 @@ def list_journeys(data_dir: Path | None) -> None:
 @journeys_dir_option
 @click.option("--templates", "templates_dir", type=click.Path(path_type=Path), help="Templates.")
 @data_dir_option
+@retire_all_option
 def deploy_command(
-    journeys_dir: Path | None, templates_dir: Path | None, data_dir: Path | None
+    journeys_dir: Path | None,
+    templates_dir: Path | None,
+    data_dir: Path | None,
+    retire_all: bool,
 ) -> None:
     """Make the journeys folder exactly the deployed set: validate everything, store new
     versions, retire journeys whose file is gone and reactivate those whose file is back.
@@ -427,15 +457,18 @@ def deploy_command(
     from ..rendering import Renderer
 
     settings = _settings(journeys_dir=journeys_dir, templates_dir=templates_dir, data_dir=data_dir)
-    if not settings.journeys_dir.is_dir():
-        _fail(f"no journeys folder at {settings.journeys_dir}: pass --journeys")
+    _journeys_folder(settings, journeys_dir)
     engine = _store(settings)
     try:
-        versions = deploy(engine, settings.journeys_dir, Renderer.from_settings(settings))
+        versions = deploy(
+            engine, settings.journeys_dir, Renderer.from_settings(settings), retire_all=retire_all
+        )
     finally:
         engine.dispose()
     for version in versions:
         click.echo(version.describe(settings.journeys_dir))
+    if not versions:
+        click.echo(f"no journeys in {settings.journeys_dir}: nothing deployed, nothing retired")
 
 
 @main.command()
