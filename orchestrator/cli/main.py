@@ -27,29 +27,37 @@ class _Group(click.Group):
     """Turns configuration and connection errors into one clear line instead of a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        from sqlalchemy.exc import OperationalError
-
-        from channels.errors import ChannelConfigError
-
-        from ..deployment.deploy import InvalidJourneys
-        from ..store.db import MissingDriver
-
         try:
             return super().invoke(ctx)
         except (click.exceptions.Abort, click.exceptions.Exit, click.ClickException):
             raise  # click's own (Ctrl-C at a prompt is a RuntimeError too)
-        except (MissingDriver, ChannelConfigError) as exc:  # a package or setting to add
-            _fail(str(exc))
-        except InvalidJourneys as exc:
-            for problem in exc.problems:
-                click.echo(str(problem), err=True)
-            _fail(f"{len(exc.problems)} problem(s) found; nothing was deployed")
-        except ValueError as exc:
-            _fail(str(exc))
-        except OperationalError as exc:
-            _fail(f"cannot use the database ({exc.orig}); check DATABASE_URL / --data-dir")
-        except RuntimeError as exc:  # Temporal connection errors surface as RuntimeError
-            _fail(f"{exc}; check TEMPORAL_ADDRESS and TEMPORAL_NAMESPACE")
+        except Exception as exc:
+            _explain(exc)  # exits with one line, or returns for what it does not know
+            raise
+
+
+def _explain(exc: Exception) -> None:
+    """The one line for an error a user can fix. Imported only when one happens: a
+    command starts without them (and `journeys dev` takes Ctrl-C from its first line)."""
+    from sqlalchemy.exc import OperationalError
+
+    from channels.errors import ChannelConfigError
+
+    from ..deployment.deploy import InvalidJourneys
+    from ..store.db import MissingDriver
+
+    if isinstance(exc, MissingDriver | ChannelConfigError):  # a package or setting to add
+        _fail(str(exc))
+    if isinstance(exc, InvalidJourneys):
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        _fail(f"{len(exc.problems)} problem(s) found; nothing was deployed")
+    if isinstance(exc, ValueError):
+        _fail(str(exc))
+    if isinstance(exc, OperationalError):
+        _fail(f"cannot use the database ({exc.orig}); check DATABASE_URL / --data-dir")
+    if isinstance(exc, RuntimeError):  # Temporal connection errors surface as RuntimeError
+        _fail(f"{exc}; check TEMPORAL_ADDRESS and TEMPORAL_NAMESPACE")
 
 
 @click.group(cls=_Group)
@@ -102,9 +110,22 @@ def _journeys_folder(settings: Settings, given: Path | None) -> None:
 @click.option("--templates", "templates_dir", type=click.Path(path_type=Path), help="Templates.")
 @click.option("--temporal-port", type=int, help="gRPC port of the embedded Temporal (7233).")
 @click.option("--temporal-ui-port", type=int, help="UI port of the embedded Temporal (8233).")
+@retire_all_option
 def dev(**options: Any) -> None:
     """Run everything locally: Temporal, database, worker and API."""
-    from ..processes.launch import run_dev
+    # First, before the slow imports: Ctrl-C from here on ends the start quietly.
+    from ..processes.stopping import StopRequested, Stops
+
+    stops = Stops.install()
+    try:
+        _dev(stops, options)
+    except StopRequested:
+        click.echo("shutting down...")  # asked to stop before it served: a clean exit
+
+
+def _dev(stops: Any, options: dict[str, Any]) -> None:
+    from ..processes.data_lock import DataDirInUse
+    from ..processes.launch import prepare_dev, run_dev
     from ..processes.temporal_server import TemporalServerError
 
     settings = _settings(
@@ -115,14 +136,15 @@ def dev(**options: Any) -> None:
         temporal_port=options["temporal_port"],
         temporal_ui_port=options["temporal_ui_port"],
     )
-    if not settings.journeys_dir.is_dir():
-        _fail(
-            f"no journeys folder at {settings.journeys_dir}: run from a directory that holds "
-            "journeys/ and templates/, or pass --journeys"
-        )
+    _journeys_folder(settings, options["journeys_dir"])
     try:
-        asyncio.run(run_dev(settings))
-    except (TemporalServerError, OSError) as exc:
+        start = prepare_dev(settings, stops, retire_all=options["retire_all"])
+        try:
+            with stops.to_loop():
+                asyncio.run(run_dev(settings, start, stops))
+        finally:
+            start.close()
+    except (TemporalServerError, DataDirInUse, OSError) as exc:
         _fail(str(exc))
 
 
