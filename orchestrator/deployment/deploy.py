@@ -122,8 +122,9 @@ def plan_deploy(
         with session_scope(engine) as session:
             active = sorted({row.journey_id for row in active_versions(session)})
         if active:
-            more = f" and {len(active) - 5} more" if len(active) > 5 else ""
-            shown = ", ".join(active[:5]) + more
+            if len(active) > 8:  # a line, not a page
+                active = [*active[:5], f"{len(active) - 5} more"]
+            shown = ", ".join(active)
             raise NoJourneys(
                 f"{journeys_dir} has no journeys: deploying it would retire every active "
                 f"journey ({shown}); nothing was deployed. Check the folder "
