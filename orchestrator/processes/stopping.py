@@ -56,10 +56,6 @@ class Stops:
             signal.signal(sig, stops._on_signal)
         return stops
 
-    @property
-    def requested(self) -> bool:
-        return self.signum is not None
-
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self.signum is None:
             self.signum = signum
