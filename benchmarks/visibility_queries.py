@@ -6,6 +6,9 @@ the others with none — and measures:
 
 - `journeys runs`: the newest 50 runs and their last messages (`last_messages`), with
   the number of queries on `messages`;
+- `journeys runs --last-message S`: the same page filtered by how the last message
+  ended, when every run matches (`failed`) and when none does (`sent`: every run is
+  looked at);
 - the router's refresh: `live_versions` (which versions start runs, which still have
   runs to signal), what every router does once per `JOURNEYS_ROUTER_INTERVAL`.
 
@@ -141,6 +144,18 @@ def main() -> None:
             f"journeys runs: {page:.1f} ms for the newest 50 runs, of which their last "
             f"messages {messages:.1f} ms in {on_messages} query"
         )
+
+        for outcome in ("failed", "sent"):
+            found = len(list_runs(engine, limit=50, last_message=[outcome]))
+            took = median_seconds(
+                lambda o=outcome: last_messages(
+                    engine, list_runs(engine, limit=50, last_message=[o])
+                )
+            )
+            print(
+                f"journeys runs --last-message {outcome}: {took * 1000:.1f} ms "
+                f"({found} runs listed)"
+            )
 
         def refresh() -> list[Any]:
             with session_scope(engine) as session:

@@ -159,8 +159,8 @@ class DevStack:
             *self.extra_args,
         )
 
-    def start(self, timeout: float = 90) -> DevStack:
-        """Start and wait until the API, UI and write key are announced."""
+    def spawn(self) -> subprocess.Popen[bytes]:
+        """Start without waiting for it to serve (a test may catch it while it starts)."""
         assert self.process is None or self.process.poll() is not None, "already running"
         self.starts += 1
         self.api_url = self.ui_url = self.write_key = ""
@@ -175,6 +175,12 @@ class DevStack:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        return self.process
+
+    def start(self, timeout: float = 90) -> DevStack:
+        """Start and wait until the API, UI and write key are announced."""
+        self.spawn()
+        assert self.process is not None
         deadline = time.monotonic() + timeout
         while True:
             found = {k: p.search(self.output()) for k, p in _ANNOUNCED.items()}
@@ -221,6 +227,33 @@ class DevStack:
         assert code == 0, f"`journeys dev` exited with code {code} on SIGINT\n{self.report()}"
         self._wait_group_gone(timeout)
         return code
+
+    def wait_exit(self, timeout: float = 30, ports: bool = True) -> int:
+        """Its exit code, once it and everything it started are gone (and, with `ports`,
+        its ports closed: not when another process was given the same ones)."""
+        assert self.process is not None, "not started"
+        try:
+            code = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(
+                f"`journeys dev` did not exit within {timeout:.0f}s\n{self.report()}"
+            ) from None
+        self._reaped()
+        self._wait_group_gone(timeout, ports)
+        return code
+
+    def commands(self) -> list[str]:
+        """The command lines of the processes it runs now (itself, the Temporal server)."""
+        if self.process is None:
+            return []
+        found = []
+        for pid in _live_members(self.process.pid):
+            with contextlib.suppress(OSError):
+                found.append(
+                    Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+                )
+        return found
 
     def kill(self, timeout: float = 30) -> None:
         """SIGKILL every process of the session (API, worker and the Temporal dev server):
@@ -279,14 +312,15 @@ class DevStack:
             self._log.close()
             self._log = None
 
-    def _wait_group_gone(self, timeout: float) -> None:
+    def _wait_group_gone(self, timeout: float, ports: bool = True) -> None:
         """Wait until no live process is left in the session and our ports are closed."""
         assert self.process is not None
         sid = self.process.pid
         deadline = time.monotonic() + timeout
         while True:
             left = _live_members(sid)
-            busy = [p for p in (self.api_port, self.temporal_port, self.ui_port) if port_open(p)]
+            mine = (self.api_port, self.temporal_port, self.ui_port) if ports else ()
+            busy = [p for p in mine if port_open(p)]
             if not left and not busy:
                 return
             if time.monotonic() > deadline:

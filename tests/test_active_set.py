@@ -333,6 +333,97 @@ def test_journeys_deploy_and_list(workdir: Path) -> None:
     assert listed[2][4:] == ["v1", "-", "1", "2", "journeys/promo.yaml"]
 
 
+def test_journeys_deploy_says_which_journeys_came_back(workdir: Path) -> None:
+    tiny_templates(Path("templates"), MESSAGES)
+    folder(Path("journeys"), promo=PROMO, other=OTHER)
+    env = {"DATABASE_URL": f"sqlite:///{workdir}/journeys.db"}
+
+    def journeys(*args: str) -> list[str]:
+        result = CliRunner().invoke(main, list(args), env=env)
+        assert result.exit_code == 0, result.output
+        return result.stdout.splitlines()
+
+    journeys("deploy")
+    folder(Path("journeys"), other=OTHER)
+    assert journeys("deploy")[-1] == "journey: promo v1 retired: not in journeys"
+    folder(Path("journeys"), promo=PROMO, other=OTHER)
+    assert journeys("deploy") == [
+        "journey: other v1 (journeys/other.yaml)",
+        "journey: promo v1 reactivated (journeys/promo.yaml)",
+    ]
+    assert journeys("deploy") == [  # active already: nothing to say about it
+        "journey: other v1 (journeys/other.yaml)",
+        "journey: promo v1 (journeys/promo.yaml)",
+    ]
+
+
+def test_deploying_a_folder_without_journeys_retires_nothing_unless_asked(
+    workdir: Path,
+) -> None:
+    """The review's `journeys deploy --journeys /tmp/emptyj` retired all seven journeys."""
+    tiny_templates(Path("templates"), MESSAGES)
+    folder(Path("journeys"), promo=PROMO, other=OTHER)
+    Path("empty").mkdir()
+    env = {"DATABASE_URL": f"sqlite:///{workdir}/journeys.db"}
+    assert CliRunner().invoke(main, ["deploy"], env=env).exit_code == 0
+    engine = make_engine(env["DATABASE_URL"])
+
+    result = CliRunner().invoke(main, ["deploy", "--journeys", "empty"], env=env)
+
+    assert result.exit_code == 1, result.output
+    assert result.stdout == ""
+    assert result.stderr.strip() == (
+        "error: empty has no journeys: deploying it would retire every active journey "
+        "(other, promo); nothing was deployed. Check the folder (--journeys DIR), or pass "
+        "--retire-all if retiring them all is what you mean"
+    )
+    assert active(engine) == [("other", 1), ("promo", 1)]
+
+    result = CliRunner().invoke(main, ["deploy", "--journeys", "empty", "--retire-all"], env=env)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        "journey: other v1 retired: not in empty",
+        "journey: promo v1 retired: not in empty",
+    ]
+    assert active(engine) == []
+    # Nothing active: an empty folder has nothing to retire, and says so.
+    result = CliRunner().invoke(main, ["deploy", "--journeys", "empty"], env=env)
+    assert (result.exit_code, result.stdout.strip()) == (
+        0,
+        "no journeys in empty: nothing deployed, nothing retired",
+    )
+    engine.dispose()
+
+
+def test_journeys_deploy_names_the_folder_it_could_not_find(workdir: Path) -> None:
+    """`--journeys journey` used to say "no journeys folder at journey: pass --journeys"."""
+    env = {"DATABASE_URL": f"sqlite:///{workdir}/journeys.db"}
+    Path("journeys").rmdir()
+    Path("notes.yaml").write_text("id: x\n")
+
+    def refused(*args: str, **more: str) -> str:
+        result = CliRunner().invoke(main, list(args), env={**env, **more})
+        assert result.exit_code == 1, result.output
+        return result.stderr.strip()
+
+    assert refused("deploy", "--journeys", "journey") == (
+        "error: no journeys folder at --journeys journey: no such folder; "
+        "pass the folder that holds the journey files (*.yaml)"
+    )
+    assert refused("deploy", "--journeys", "notes.yaml") == (
+        "error: no journeys folder at --journeys notes.yaml: is a file, not a folder; "
+        "pass the folder that holds the journey files (*.yaml)"
+    )
+    assert refused("deploy") == (
+        "error: no journeys folder at journeys (the default): no such folder; "
+        "run from a directory that holds journeys/ and templates/, or pass --journeys DIR"
+    )
+    assert refused("deploy", JOURNEYS_JOURNEYS_DIR="shop/journeys") == (
+        "error: no journeys folder at JOURNEYS_JOURNEYS_DIR=shop/journeys: no such folder; "
+        "set it to the folder that holds the journey files, or pass --journeys DIR"
+    )
+
+
 def test_journeys_list_with_nothing_deployed(workdir: Path) -> None:
     result = CliRunner().invoke(
         main, ["list"], env={"DATABASE_URL": f"sqlite:///{workdir}/journeys.db"}

@@ -21,7 +21,7 @@ from sqlmodel import Session
 from orchestrator.cli import main
 from orchestrator.rendering.samples import EVENT_PROPERTIES
 from orchestrator.store.db import make_engine, migrate, sqlite_url
-from orchestrator.store.tables import Contact, ContactAlias, Event
+from orchestrator.store.tables import Contact, ContactAlias, Event, JourneyRun
 
 LAYOUT = """\
 <!doctype html>
@@ -560,3 +560,136 @@ def test_a_segment_trigger_uses_the_entry_into_its_own_segment(workdir: Path) ->
         "event: Segment Entered (vips) of 2026-03-13 15:30:00 UTC (message id m-vips), "
         "the latest of contact u1"
     ]
+
+
+# --- The journey values: the contact's own run, or samples said to be ------------------------
+
+THANKS = {
+    "email.subject": "You earned {{ journey.points_earned }} points",
+    "email.text": (
+        "Order {{ event.properties.order_id }}: {{ journey.points_earned }} points, "
+        "{{ journey.points_balance }} in all. Your code: {{ journey.coupon_code }}"
+    ),
+    "sample.yaml": (
+        "event:\n  properties: {order_id: sample-1, revenue: 148}\n"
+        "journey:\n  points_earned: 148\n  points_balance: 1540\n"
+        "  coupon_code: THANKS-7QX2K9PM\n"
+    ),
+}
+ORDER_JOURNEY = (
+    "id: post_purchase\nname: Thanks\ntrigger: {event: Order Completed}\n"
+    "entry: {one_run_per: order_id}\n"
+    "steps:\n  - send: {channel: email, template: thanks}\n"
+)
+
+
+def store_run(
+    contact: Contact, orders: list[tuple[str, float, datetime, dict[str, Any] | None]]
+) -> str:
+    """A store holding `contact`, an `Order Completed` per order (id, revenue, when,
+    values its post_purchase run kept, or None for no run). Returns the --data-dir."""
+    engine = make_engine(sqlite_url(Path("store")))
+    migrate(engine)
+    with Session(engine) as session:
+        session.add(contact)
+        for n, (order_id, revenue, when, data) in enumerate(orders):
+            event = Event(
+                message_id=f"m-{order_id}",
+                type="track",
+                name="Order Completed",
+                contact_id=contact.id,
+                properties={"order_id": order_id, "revenue": revenue},
+                timestamp=when,
+            )
+            session.add(event)
+            session.flush()
+            if data is not None:
+                session.add(
+                    JourneyRun(
+                        workflow_id=f"journey:post_purchase:{contact.id}:{order_id}",
+                        entry_seq=n + 1,
+                        journey_id="post_purchase",
+                        version=1,
+                        contact_id=contact.id,
+                        trigger_event_id=event.id,
+                        data=data,
+                        entered_at=when,
+                    )
+                )
+        session.commit()
+    engine.dispose()
+    return "store"
+
+
+def test_a_stored_contact_gets_the_values_its_own_run_kept(workdir: Path) -> None:
+    """The review's `journeys preview order_thank_you --contact ann`: Ann's email said
+    59 points and her own code, not the sample's 148 and THANKS-7QX2K9PM."""
+    data_dir = store_run(
+        Contact(id="ann", traits={"first_name": "Ann"}),
+        [
+            ("o1", 59.9, AT, {"points_earned": 59, "coupon_code": "THANKS-JQJ3BNG9"}),
+            ("o2", 12.0, AT + timedelta(hours=1), None),  # no run (yet): not the one shown
+        ],
+    )
+    write_message("thanks", THANKS)
+    Path("journeys/post_purchase.yaml").write_text(ORDER_JOURNEY, encoding="utf-8")
+
+    result = preview("thanks", "--contact", "ann", "--data-dir", data_dir)
+
+    out = shown(result)
+    assert "Subject:   You earned 59 points" in out
+    assert "Order o1: 59 points, 1540 in all. Your code: THANKS-JQJ3BNG9" in out
+    run = "run post_purchase #1 of ann (entered 2026-03-14 15:30:00 UTC)"
+    assert result.stderr.splitlines() == [
+        "event: Order Completed of 2026-03-14 15:30:00 UTC (message id m-o1), "
+        f"the trigger of {run}",
+        f"journey: points_earned, coupon_code from {run}; "
+        "samples from templates/thanks/sample.yaml: points_balance",
+    ]
+
+
+def test_without_a_run_the_journey_values_are_said_to_be_samples(workdir: Path) -> None:
+    data_dir = store_run(Contact(id="ann", traits={}), [("o1", 59.9, AT, None)])
+    write_message("thanks", THANKS)
+    Path("journeys/post_purchase.yaml").write_text(ORDER_JOURNEY, encoding="utf-8")
+    ann = write_json("ann.json", {"first_name": "Ann"})
+
+    result = preview("thanks", "--contact", "ann", "--data-dir", data_dir)
+
+    assert "Order o1: 148 points" in shown(result)
+    assert result.stderr.splitlines()[1] == (
+        "journey: samples from templates/thanks/sample.yaml, not real values "
+        "(contact ann has no run of post_purchase): points_earned, points_balance, coupon_code"
+    )
+
+    result = preview("thanks", "--contact", ann)
+    assert "148 points" in shown(result)
+    assert result.stderr.splitlines() == [
+        "journey: samples from templates/thanks/sample.yaml, not real values "
+        "(a contact from a file has no runs): points_earned, points_balance, coupon_code"
+    ]
+
+    values = write_json(
+        "values.json", {"points_earned": 7, "points_balance": 8, "coupon_code": "X"}
+    )
+    result = preview("thanks", "--contact", ann, "--journey", values)
+    assert "7 points, 8 in all. Your code: X" in shown(result)
+    assert result.stderr == ""  # the values given are the ones shown
+
+
+def test_the_header_writes_the_locale_as_its_folder_is_named(workdir: Path) -> None:
+    write_message(
+        "news",
+        {
+            "email.subject": "News",
+            "email.text": "Hello",
+            "sr-Latn/email.subject": "Vesti",
+            "sr-Latn/email.text": "Zdravo",
+        },
+    )
+    contact = write_json("mila.json", {"first_name": "Mila", "locale": "sr_Latn_RS"})
+
+    out = shown(preview("news", "--contact", contact))
+
+    assert out.splitlines()[0] == "== news · email · sr-Latn"
+    assert "Subject:   Vesti" in out

@@ -17,6 +17,7 @@ test_ci_runs_the_readme_test_command).
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
@@ -311,6 +312,35 @@ def test_the_message_folder_shown_is_the_shipped_one() -> None:
         for word in line.split("#")[0].split()
     }
     assert names == {p.name for p in folder.iterdir()}
+
+
+def test_the_tours_cart_reaches_the_reminder_with_its_link(project: Project) -> None:
+    """The tour's Product Added carries the cart link as the templates read it: the
+    reminder sends Ann back to her cart, not to the shop's home page (it sent `url`,
+    the product's page in Segment's spec, where the templates read `cart_url`)."""
+    bodies = {}
+    for block in blocks():
+        if block.section != TOUR or block.lang != "bash":
+            continue
+        for command in commands(block):
+            words = shlex.split(command.text)
+            if words[0] == "curl" and "-d" in words:
+                call = json.loads(words[words.index("-d") + 1])
+                bodies[call.get("event") or words[words.index("-d") - 1].rsplit("/", 1)[-1]] = call
+    identify, added = bodies["identify"], bodies["Product Added"]
+    (project.root / "ann.json").write_text(json.dumps(identify))
+    (project.root / "added.json").write_text(json.dumps(added))
+    cart_link = added["properties"].get("cart_url")
+    assert cart_link, added
+
+    status, printed = project.shell().run(
+        ".venv/bin/journeys preview cart_reminder --contact ann.json --event added.json "
+        "--channel email --channel push"
+    )
+
+    assert status == 0, printed
+    assert f"Return to your cart: {cart_link}" in printed, printed
+    assert f"Link: {cart_link}" in printed, printed
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 from harness import Bench, write_journey, write_message
 from sqlalchemy import Engine, event
+from sqlmodel import select
 
 from channels.base import Channel, OutgoingMessage, Receipt
 from channels.errors import PermanentChannelError
@@ -215,8 +216,9 @@ def test_runs_show_each_way_a_last_message_ends(engine: Engine) -> None:
     assert shown["sent"] == "opened"
     assert shown["suppressed"] == "suppressed: email address on the suppression list (bounced)"
     assert shown["skipped"] == "skipped: marketing cap reached: 3/24h"
+    # The time says its zone: 07:00 UTC is the 08:00 the quiet hours end at in Belgrade.
     assert shown["deferred"] == (
-        "deferred until 2026-11-23 07:00 (quiet hours 21:00-08:00 in Europe/Belgrade)"
+        "deferred until 2026-11-23 07:00 UTC (quiet hours 21:00-08:00 in Europe/Belgrade)"
     )
     assert shown["nothing"] == "-"
     assert shown["later"] == "sent"
@@ -271,3 +273,77 @@ def test_stored_control_characters_are_shown_escaped_never_sent_to_the_terminal(
     # JSON output is JSON: its strings carry the characters escaped by the encoder.
     contacts = {r["contact"] for r in json.loads(runs_cli(engine, "--json"))}
     assert contacts == {osc, "bidi\u202etxt.exe"}
+
+
+def refused_runs(engine: Engine, *args: str) -> str:
+    """The one error line of a `journeys runs` that refuses its options."""
+    url = engine.url.render_as_string(hide_password=False)
+    result = CliRunner().invoke(main, ["runs", *args], env={"DATABASE_URL": url})
+    assert result.exit_code == 1, result.output
+    assert result.stdout == "", result.stdout
+    [line] = result.stderr.strip().splitlines()
+    return line
+
+
+def test_runs_filter_by_how_the_last_message_ended(engine: Engine) -> None:
+    """The review's `journeys runs --status failed`: what it meant is this."""
+    store_run(engine, "ann", {"status": "failed", "error": "template offer: no price"})
+    store_run(engine, "bob", {"status": "sent"})
+    store_run(engine, "cid", {"status": "failed", "error": "no address"}, {"status": "sent"})
+    store_run(engine, "dan")
+    store_run(engine, "eve", {"status": "failed", "error": "render"})
+    store_run(engine, "eve", {"status": "opened"}, entry=2)
+    store_run(engine, "fay", {"status": "failed", "error": "no address"}, entry=3)
+
+    def contacts(*args: str) -> list[str]:
+        output = runs_cli(engine, *args)
+        if output.strip() == "no journey runs":
+            return []
+        return [line.split()[2] for line in output.splitlines()[1:]]
+
+    # Only the last message counts, per entry; newest first.
+    assert contacts("--last-message", "failed") == ["fay", "eve", "ann"]
+    assert contacts("--last-message", "sent") == ["cid", "bob"]
+    assert contacts("--last-message", "sent", "--last-message", "opened") == [
+        "eve",
+        "cid",
+        "bob",
+    ]
+    assert contacts("--last-message", "none") == ["dan"]
+    assert contacts("--last-message", "failed", "--contact", "eve") == ["eve"]
+    assert contacts("--last-message", "failed", "--status", "completed") == []
+    # The limit counts the runs that match, not the runs before filtering.
+    assert contacts("--last-message", "failed", "--limit", "2") == ["fay", "eve"]
+    [failed] = json.loads(
+        runs_cli(engine, "--last-message", "failed", "--contact", "ann", "--json")
+    )
+    assert failed["last_message"]["outcome"] == "failed: template offer: no price"
+
+
+def test_runs_refuse_a_status_or_outcome_they_do_not_know(engine: Engine) -> None:
+    store_run(engine, "ann", {"status": "failed", "error": "no address"})
+    assert refused_runs(engine, "--status", "failed") == (
+        "error: --status failed: runs are active, completed or exited; "
+        "for runs whose last message is failed: --last-message failed"
+    )
+    assert refused_runs(engine, "--status", "actve") == (
+        "error: --status actve: runs are active, completed or exited"
+    )
+    assert refused_runs(engine, "--last-message", "faild") == (
+        "error: --last-message faild: not a way a message ends; use one of sent, delivered, "
+        "opened, clicked, replied, bounced, failed, suppressed, skipped, deferred, unknown, "
+        "pending, queued, sending, or none (no message yet)"
+    )
+    # A status a hand-written Python journey recorded is one the store has: accepted.
+    with session_scope(engine) as session:
+        run = session.exec(select(JourneyRun)).one()
+        run.status = "escalated"
+    assert runs_cli(engine, "--status", "escalated").splitlines()[1].split()[:4] == [
+        "promo",
+        "v1",
+        "ann",
+        "escalated",
+    ]
+    assert refused_runs(engine, "--status", "failed").startswith(
+        "error: --status failed: runs are active, completed, exited or escalated;"
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,29 +27,37 @@ class _Group(click.Group):
     """Turns configuration and connection errors into one clear line instead of a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        from sqlalchemy.exc import OperationalError
-
-        from channels.errors import ChannelConfigError
-
-        from ..deployment.deploy import InvalidJourneys
-        from ..store.db import MissingDriver
-
         try:
             return super().invoke(ctx)
         except (click.exceptions.Abort, click.exceptions.Exit, click.ClickException):
             raise  # click's own (Ctrl-C at a prompt is a RuntimeError too)
-        except (MissingDriver, ChannelConfigError) as exc:  # a package or setting to add
-            _fail(str(exc))
-        except InvalidJourneys as exc:
-            for problem in exc.problems:
-                click.echo(str(problem), err=True)
-            _fail(f"{len(exc.problems)} problem(s) found; nothing was deployed")
-        except ValueError as exc:
-            _fail(str(exc))
-        except OperationalError as exc:
-            _fail(f"cannot use the database ({exc.orig}); check DATABASE_URL / --data-dir")
-        except RuntimeError as exc:  # Temporal connection errors surface as RuntimeError
-            _fail(f"{exc}; check TEMPORAL_ADDRESS and TEMPORAL_NAMESPACE")
+        except Exception as exc:
+            _explain(exc)  # exits with one line, or returns for what it does not know
+            raise
+
+
+def _explain(exc: Exception) -> None:
+    """The one line for an error a user can fix. Imported only when one happens: a
+    command starts without them (and `journeys dev` takes Ctrl-C from its first line)."""
+    from sqlalchemy.exc import OperationalError
+
+    from channels.errors import ChannelConfigError
+
+    from ..deployment.deploy import InvalidJourneys
+    from ..store.db import MissingDriver
+
+    if isinstance(exc, MissingDriver | ChannelConfigError):  # a package or setting to add
+        _fail(str(exc))
+    if isinstance(exc, InvalidJourneys):
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        _fail(f"{len(exc.problems)} problem(s) found; nothing was deployed")
+    if isinstance(exc, ValueError):
+        _fail(str(exc))
+    if isinstance(exc, OperationalError):
+        _fail(f"cannot use the database ({exc.orig}); check DATABASE_URL / --data-dir")
+    if isinstance(exc, RuntimeError):  # Temporal connection errors surface as RuntimeError
+        _fail(f"{exc}; check TEMPORAL_ADDRESS and TEMPORAL_NAMESPACE")
 
 
 @click.group(cls=_Group)
@@ -67,6 +76,31 @@ journeys_dir_option = click.option(
 )
 
 
+retire_all_option = click.option(
+    "--retire-all",
+    is_flag=True,
+    help="Deploy a folder with no journeys in it, retiring every active journey.",
+)
+
+
+def _journeys_folder(settings: Settings, given: Path | None) -> None:
+    """Fail unless the journeys folder exists, naming where its path came from."""
+    folder = settings.journeys_dir
+    if folder.is_dir():
+        return
+    if given is not None:
+        where = f"--journeys {given}"
+        fix = "pass the folder that holds the journey files (*.yaml)"
+    elif any(name.upper() == "JOURNEYS_JOURNEYS_DIR" for name in os.environ):
+        where = f"JOURNEYS_JOURNEYS_DIR={folder}"
+        fix = "set it to the folder that holds the journey files, or pass --journeys DIR"
+    else:
+        where = f"{folder} (the default)"
+        fix = "run from a directory that holds journeys/ and templates/, or pass --journeys DIR"
+    what = "is a file, not a folder" if folder.exists() else "no such folder"
+    _fail(f"no journeys folder at {where}: {what}; {fix}")
+
+
 @main.command()
 @click.option("--port", type=int, help="API port (default 8000).")
 @data_dir_option
@@ -76,9 +110,22 @@ journeys_dir_option = click.option(
 @click.option("--templates", "templates_dir", type=click.Path(path_type=Path), help="Templates.")
 @click.option("--temporal-port", type=int, help="gRPC port of the embedded Temporal (7233).")
 @click.option("--temporal-ui-port", type=int, help="UI port of the embedded Temporal (8233).")
+@retire_all_option
 def dev(**options: Any) -> None:
     """Run everything locally: Temporal, database, worker and API."""
-    from ..processes.launch import run_dev
+    # First, before the slow imports: Ctrl-C from here on ends the start quietly.
+    from ..processes.stopping import StopRequested, Stops
+
+    stops = Stops.install()
+    try:
+        _dev(stops, options)
+    except StopRequested:
+        click.echo("shutting down...")  # asked to stop before it served: a clean exit
+
+
+def _dev(stops: Any, options: dict[str, Any]) -> None:
+    from ..processes.data_lock import DataDirInUse
+    from ..processes.launch import prepare_dev, run_dev
     from ..processes.temporal_server import TemporalServerError
 
     settings = _settings(
@@ -89,14 +136,15 @@ def dev(**options: Any) -> None:
         temporal_port=options["temporal_port"],
         temporal_ui_port=options["temporal_ui_port"],
     )
-    if not settings.journeys_dir.is_dir():
-        _fail(
-            f"no journeys folder at {settings.journeys_dir}: run from a directory that holds "
-            "journeys/ and templates/, or pass --journeys"
-        )
+    _journeys_folder(settings, options["journeys_dir"])
     try:
-        asyncio.run(run_dev(settings))
-    except (TemporalServerError, OSError) as exc:
+        start = prepare_dev(settings, stops, retire_all=options["retire_all"])
+        try:
+            with stops.to_loop():
+                asyncio.run(run_dev(settings, start, stops))
+        finally:
+            start.close()
+    except (TemporalServerError, DataDirInUse, OSError) as exc:
         _fail(str(exc))
 
 
@@ -223,8 +271,11 @@ def preview(
     """Render MESSAGE exactly as it would be sent, with SMS segments and push size.
 
     Inputs not given come from the message's sample data (templates/MESSAGE/sample.yaml).
+    A contact from the store brings its latest run of a journey that sends MESSAGE (the
+    run's trigger event and the values its steps kept); what still comes from the
+    sample is said on stderr.
     """
-    from ..deployment import trigger_of
+    from ..deployment import senders_of
     from ..rendering import Renderer, RenderError
     from ..rendering.preview import (
         PREVIEW_MESSAGE_ID,
@@ -239,7 +290,8 @@ def preview(
     engine = None
     if contact is not None and not Path(contact).is_file():
         engine = _existing_store(settings, f"--contact {contact}: no such file, and ")
-    trigger = trigger_of(message, settings.journeys_dir)
+    senders = senders_of(message, settings.journeys_dir)
+    trigger = senders[0].trigger if senders else None
     inputs = preview_context(
         renderer,
         message,
@@ -249,9 +301,10 @@ def preview(
         engine,
         trigger.name if trigger else None,
         _event_kind(trigger) if trigger else None,
+        [journey.id for journey in senders],
     )
-    if inputs.event_note:
-        click.echo(inputs.event_note, err=True)  # stdout stays the message alone
+    for note in inputs.notes:
+        click.echo(note, err=True)  # stdout stays the message alone
     context = inputs.context
     # The preview's message id is not a real message: its links need no real key.
     links = MessageLinks(settings.resolved_public_url, settings.secret_key or "preview")
@@ -302,7 +355,15 @@ def _existing_store(settings: Settings, why: str = "") -> Any:
 @main.command()
 @click.option("--journey", help="Only runs of this journey id.")
 @click.option("--contact", help="Only runs of this contact id.")
-@click.option("--status", help="Only runs with this status (active, completed, exited...).")
+@click.option("--status", help="Only runs with this status: active, completed or exited.")
+@click.option(
+    "--last-message",
+    "last_message",
+    multiple=True,
+    help="Only runs whose last message ended so: sent, delivered, opened, clicked, replied, "
+    "bounced, failed, suppressed, skipped, deferred, unknown, pending, queued, sending, or "
+    "none (no message yet). Repeatable.",
+)
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="JSON, with each last message in full.")
 @data_dir_option
@@ -310,6 +371,7 @@ def runs(
     journey: str | None,
     contact: str | None,
     status: str | None,
+    last_message: tuple[str, ...],
     limit: int,
     as_json: bool,
     data_dir: Path | None,
@@ -317,16 +379,50 @@ def runs(
     """List journey runs, newest first, with how each run's last message ended."""
     import json
 
-    from .runs_table import last_messages, list_runs, render_runs, runs_as_json
+    from .runs_table import (
+        MESSAGE_OUTCOMES,
+        RUN_STATUSES,
+        last_messages,
+        list_runs,
+        render_runs,
+        run_statuses,
+        runs_as_json,
+    )
 
+    unknown = [v for v in last_message if v not in MESSAGE_OUTCOMES]
+    if unknown:
+        _fail(
+            f"--last-message {unknown[0]}: not a way a message ends; use one of "
+            f"{', '.join(MESSAGE_OUTCOMES[:-1])}, or {MESSAGE_OUTCOMES[-1]} (no message yet)"
+        )
     engine = _existing_store(_settings(data_dir=data_dir))
-    rows = list_runs(engine, journey=journey, contact=contact, status=status, limit=limit)
+    if status is not None and status not in RUN_STATUSES:
+        known = run_statuses(engine)  # a Python journey may record statuses of its own
+        if status not in known:
+            engine.dispose()
+            hint = ""
+            if status in MESSAGE_OUTCOMES[:-1]:  # `--status failed`: how the message ended
+                hint = f"; for runs whose last message is {status}: --last-message {status}"
+            _fail(f"--status {status}: runs are {_either(known)}{hint}")
+    rows = list_runs(
+        engine,
+        journey=journey,
+        contact=contact,
+        status=status,
+        limit=limit,
+        last_message=last_message,
+    )
     messages = last_messages(engine, rows)
     engine.dispose()
     if as_json:
         click.echo(json.dumps(runs_as_json(rows, messages), indent=2, ensure_ascii=False))
     else:
         click.echo(render_runs(rows, messages))
+
+
+def _either(values: list[str]) -> str:
+    """`a, b or c`."""
+    return f"{', '.join(values[:-1])} or {values[-1]}" if len(values) > 1 else values[0]
 
 
 @main.command("list")
@@ -365,8 +461,12 @@ def list_journeys(data_dir: Path | None) -> None:
 @journeys_dir_option
 @click.option("--templates", "templates_dir", type=click.Path(path_type=Path), help="Templates.")
 @data_dir_option
+@retire_all_option
 def deploy_command(
-    journeys_dir: Path | None, templates_dir: Path | None, data_dir: Path | None
+    journeys_dir: Path | None,
+    templates_dir: Path | None,
+    data_dir: Path | None,
+    retire_all: bool,
 ) -> None:
     """Make the journeys folder exactly the deployed set: validate everything, store new
     versions, retire journeys whose file is gone and reactivate those whose file is back.
@@ -378,15 +478,18 @@ def deploy_command(
     from ..rendering import Renderer
 
     settings = _settings(journeys_dir=journeys_dir, templates_dir=templates_dir, data_dir=data_dir)
-    if not settings.journeys_dir.is_dir():
-        _fail(f"no journeys folder at {settings.journeys_dir}: pass --journeys")
+    _journeys_folder(settings, journeys_dir)
     engine = _store(settings)
     try:
-        versions = deploy(engine, settings.journeys_dir, Renderer.from_settings(settings))
+        versions = deploy(
+            engine, settings.journeys_dir, Renderer.from_settings(settings), retire_all=retire_all
+        )
     finally:
         engine.dispose()
     for version in versions:
         click.echo(version.describe(settings.journeys_dir))
+    if not versions:
+        click.echo(f"no journeys in {settings.journeys_dir}: nothing deployed, nothing retired")
 
 
 @main.command()

@@ -7,12 +7,13 @@ that went out. The messages of the listed runs are read in one query per 500 run
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import ColumnElement, Engine, and_, exists, or_
+from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from ..store.db import session_scope
@@ -35,6 +36,20 @@ MAX_OUTCOME = 80
 _CHUNK = 500  # runs per query: bound parameters stay far below every database's limit
 _SENT = ("sent", "delivered", "opened", "clicked", "replied", "bounced")
 _WHY = ("failed", "suppressed", "skipped")
+# How runs end (`journeys runs --status`); a hand-written Python journey may record others.
+RUN_STATUSES = ("active", "completed", "exited")
+# How a run's last message ended (`--last-message`): its status, or `none` (no message yet).
+NO_MESSAGE = "none"
+MESSAGE_OUTCOMES = (
+    *_SENT,
+    *_WHY,
+    "deferred",
+    "unknown",
+    "pending",
+    "queued",
+    "sending",
+    NO_MESSAGE,
+)
 
 
 @dataclass(frozen=True)
@@ -54,7 +69,7 @@ class LastMessage:
         """`sent`, `failed: template x: undefined variable: …`, `deferred until …`."""
         if self.status == "deferred" and self.until:
             moment = datetime.fromisoformat(self.until).astimezone(UTC)
-            text = f"deferred until {moment:%Y-%m-%d %H:%M}"  # UTC, as the other columns
+            text = f"deferred until {moment:%Y-%m-%d %H:%M} UTC"  # as the other columns
             return f"{text} ({self.reason})" if self.reason else text
         if self.status in _WHY and self.reason:
             return f"{self.status}: {self.reason}"
@@ -73,13 +88,22 @@ class LastMessage:
         }
 
 
+def run_statuses(engine: Engine) -> list[str]:
+    """The statuses `--status` accepts: ours, and any other the store holds."""
+    with session_scope(engine) as session:
+        stored = session.exec(select(JourneyRun.status).distinct()).all()
+    return [*RUN_STATUSES, *sorted(set(stored) - set(RUN_STATUSES))]
+
+
 def list_runs(
     engine: Engine,
     journey: str | None = None,
     contact: str | None = None,
     status: str | None = None,
     limit: int = 50,
+    last_message: Sequence[str] = (),
 ) -> list[JourneyRun]:
+    """Newest first; `last_message`: only runs whose last message ended so (or `none`)."""
     query = select(JourneyRun)
     if journey:
         query = query.where(JourneyRun.journey_id == journey)
@@ -87,12 +111,46 @@ def list_runs(
         query = query.where(JourneyRun.contact_id == contact)
     if status:
         query = query.where(JourneyRun.status == status)
+    if last_message:
+        query = query.where(_last_message_in(last_message))
     query = query.order_by(JourneyRun.entered_at.desc(), JourneyRun.id.desc()).limit(limit)  # type: ignore[attr-defined,union-attr]
     with session_scope(engine) as session:
         rows = list(session.exec(query))
         for row in rows:
             session.expunge(row)
         return rows
+
+
+def _last_message_in(outcomes: Sequence[str]) -> ColumnElement[bool]:
+    """The run's last message (the latest by creation, then id, as `last_messages` reads
+    it) has one of these statuses; `none`: the run has no message. Read through the
+    messages' contact index, one run at a time, so a page stops at its limit."""
+    mine, later = aliased(Message), aliased(Message)
+
+    def same_run(message: Any, run: Any) -> ColumnElement[bool]:
+        return and_(
+            message.contact_id == run.contact_id,
+            message.workflow_id == run.workflow_id,
+            message.entry_seq == run.entry_seq,
+        )
+
+    # Against `mine`, not the run: a subquery correlates with the one just around it.
+    newer = exists().where(
+        same_run(later, mine),
+        or_(
+            later.created_at > mine.created_at,
+            and_(later.created_at == mine.created_at, later.id > mine.id),
+        ),
+    )
+    statuses = [o for o in outcomes if o != NO_MESSAGE]
+    found = []
+    if statuses:
+        found.append(
+            exists().where(same_run(mine, JourneyRun), col(mine.status).in_(statuses), ~newer)
+        )
+    if NO_MESSAGE in outcomes:
+        found.append(~exists().where(same_run(mine, JourneyRun)))
+    return or_(*found)
 
 
 def last_messages(engine: Engine, runs: Iterable[JourneyRun]) -> dict[tuple[str, int], LastMessage]:

@@ -28,25 +28,29 @@ from ..segments.membership import store_segments
 from ..store.db import session_scope
 from ..store.versions import active_versions, deploy_journey, is_retired, retire_others
 from .event_names import store_names
-from .validation import validate
+from .validation import Validation, validate
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class DeployedVersion:
-    """A journey as a deploy left it: `active` (its file was deployed) or `retired` (its
-    file is gone; `version` is the one it was retired on, `path` where its file was)."""
+    """A journey as a deploy left it: `active` (its file was deployed; `reactivated` when
+    it had been retired) or `retired` (its file is gone; `version` is the one it was
+    retired on, `path` where its file was)."""
 
     journey_id: str
     version: int
     path: str
     status: Literal["active", "retired"] = "active"
+    reactivated: bool = False
 
     def describe(self, folder: Path) -> str:
         """What `journeys dev` and `journeys deploy` print for it."""
         if self.status == "retired":  # its runs in flight finish
             return f"journey: {self.journey_id} v{self.version} retired: not in {folder}"
+        if self.reactivated:  # retired by an earlier deploy, its file is back
+            return f"journey: {self.journey_id} v{self.version} reactivated ({self.path})"
         return f"journey: {self.journey_id} v{self.version} ({self.path})"
 
 
@@ -56,35 +60,92 @@ class InvalidJourneys(Exception):
         self.problems = problems
 
 
+class NoJourneys(ValueError):
+    """A folder without a single journey, deployed as the active set, would retire every
+    active journey: most likely the wrong folder (a typo in --journeys, a checkout in
+    progress), so it takes `retire_all` to mean it."""
+
+
+@dataclass(frozen=True)
+class DeployPlan:
+    """A validated folder, ready to store: what `plan_deploy` checked and `apply_deploy`
+    writes, so a caller may do other checks between the two (`journeys dev` starts the
+    Temporal server there: a start that fails then has changed nothing)."""
+
+    journeys_dir: Path
+    validation: Validation
+    retire_missing: bool
+
+
 def deploy(
     engine: Engine,
     journeys_dir: Path,
     templates: Path | Renderer,
     *,
     retire_missing: bool = True,
+    retire_all: bool = False,
 ) -> list[DeployedVersion]:
     """All or nothing: one invalid journey (or message that does not render), or one
     problem in segments.yaml, and nothing is. Warnings (an event name nothing is known
     to send) are logged and do not stop it.
 
     `retire_missing` (`journeys dev`, `journeys deploy`): the folder's journeys become
-    exactly the active set, the others are retired and listed last. Without it
-    (`journeys worker`) the active set is left as it is; see the module docstring.
+    exactly the active set, the others are retired and listed last; a folder with no
+    journey at all is refused while journeys are active, unless `retire_all`. Without
+    `retire_missing` (`journeys worker`) the active set is left as it is; see the
+    module docstring.
+    """
+    plan = plan_deploy(
+        engine, journeys_dir, templates, retire_missing=retire_missing, retire_all=retire_all
+    )
+    return apply_deploy(engine, plan)
+
+
+def plan_deploy(
+    engine: Engine,
+    journeys_dir: Path,
+    templates: Path | Renderer,
+    *,
+    retire_missing: bool = True,
+    retire_all: bool = False,
+) -> DeployPlan:
+    """Validate the folder and what deploying it would do; writes nothing.
+
+    Raises InvalidJourneys with every problem, or NoJourneys (see `deploy`).
     """
     renderer = Renderer(templates) if isinstance(templates, Path) else templates
     received, _ = store_names(engine)
     result = validate([journeys_dir], renderer, received_events=received)
     if result.problems:
         raise InvalidJourneys(result.problems)
+    if retire_missing and not result.journeys and not retire_all:
+        with session_scope(engine) as session:
+            active = sorted({row.journey_id for row in active_versions(session)})
+        if active:
+            if len(active) > 8:  # a line, not a page
+                active = [*active[:5], f"{len(active) - 5} more"]
+            shown = ", ".join(active)
+            raise NoJourneys(
+                f"{journeys_dir} has no journeys: deploying it would retire every active "
+                f"journey ({shown}); nothing was deployed. Check the folder "
+                "(--journeys DIR), or pass --retire-all if retiring them all is what you mean"
+            )
     for warning in result.warnings:
         log.warning("%s", warning)
+    return DeployPlan(journeys_dir, result, retire_missing)
+
+
+def apply_deploy(engine: Engine, plan: DeployPlan) -> list[DeployedVersion]:
+    """Store what `plan_deploy` validated: new versions, retirements, segments."""
+    result, journeys_dir, retire_missing = plan.validation, plan.journeys_dir, plan.retire_missing
     deployed = []
     for item in result.journeys:
         spec = item.journey.model_dump(mode="json", by_alias=True)
         # One session each: deploy_journey rolls its session back when it loses a race
         # with another process, which must not undo the journeys deployed before it.
         with session_scope(engine) as session:
-            if not retire_missing and is_retired(session, item.journey.id):
+            retired = is_retired(session, item.journey.id)
+            if retired and not retire_missing:
                 log.warning(
                     "journey %s is retired and stays retired, although %s is back: "
                     "`journeys deploy` reactivates it",
@@ -93,7 +154,9 @@ def deploy(
                 )
                 continue
             row = deploy_journey(session, item.journey.id, spec, item.spec_hash, str(item.path))
-            deployed.append(DeployedVersion(row.journey_id, row.version, str(item.path)))
+            deployed.append(
+                DeployedVersion(row.journey_id, row.version, str(item.path), reactivated=retired)
+            )
     in_folder = {item.journey.id for item in result.journeys}
     with session_scope(engine) as session:
         if retire_missing:

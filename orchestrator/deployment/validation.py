@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..dsl.loader import LoadedJourney, load_journeys, referenced_templates
-from ..dsl.models import Trigger
+from ..dsl.models import Journey, Trigger
 from ..dsl.problems import Problem, sorted_problems
 from ..rendering import Renderer
 from ..segments.loader import SEGMENTS_FILE, LoadedSegment, load_segments
@@ -99,13 +99,16 @@ def validate(
     return result
 
 
+def senders_of(message: str, journeys_dir: Path) -> list[Journey]:
+    """The journeys of the folder that send `message`, in file order."""
+    loaded, _ = load_journeys([journeys_dir]) if journeys_dir.is_dir() else ([], [])
+    return [item.journey for item in loaded if message in referenced_templates([item.path])]
+
+
 def trigger_of(message: str, journeys_dir: Path) -> Trigger | None:
     """The trigger of the first journey that sends `message` (in file order)."""
-    loaded, _ = load_journeys([journeys_dir]) if journeys_dir.is_dir() else ([], [])
-    for item in loaded:
-        if message in referenced_templates([item.path]):
-            return item.journey.trigger
-    return None
+    senders = senders_of(message, journeys_dir)
+    return senders[0].trigger if senders else None
 
 
 def trigger_event_of(message: str, journeys_dir: Path) -> str | None:

@@ -5,6 +5,12 @@ SIGTERM, SIGHUP or the `stop` event) and then shuts down in reverse order of sta
 the API stops accepting, the router releases its claims, the workers stop polling
 and let the activities in flight finish (JOURNEYS_SHUTDOWN_GRACE), and only then
 does the embedded Temporal server stop.
+
+`journeys dev` starts in two parts. `prepare_dev` checks everything that can refuse
+the start while nothing has changed yet: the data directory's lock, the API port
+(bound), the Temporal ports, the journeys (validated, not stored). `run_dev` then
+starts the Temporal server, connects, and only then deploys and serves. A stop
+signal at any point ends the start quietly (`stopping.py`).
 """
 
 from __future__ import annotations
@@ -14,10 +20,10 @@ import contextlib
 import errno
 import logging
 import secrets
-import signal
 import socket
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvicorn
@@ -25,17 +31,21 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from temporalio.client import Client
 
+from channels.base import Channel
+
 from ..api import create_app
-from ..deployment.deploy import DeployedVersion, deploy
+from ..deployment.deploy import DeployedVersion, DeployPlan, apply_deploy, deploy, plan_deploy
 from ..rendering import Renderer
 from ..services.links import MessageLinks
 from ..services.private_files import private_dir, write_private
 from ..settings import Settings
 from ..store.backlog import routing_backlog
 from ..store.db import make_engine, migrate, redact_url
+from .data_lock import DataDirLock
 from .router import MAX_PAUSE, WARN_EVERY, Router
+from .stopping import STOP_SIGNALS, Stops, unless_stopped
 from .temporal_server import DevServer
-from .worker import WorkerGroup, build_worker, connect, python_journeys
+from .worker import WorkerGroup, build_worker, channel_adapters, connect, python_journeys
 
 
 class _Server(uvicorn.Server):
@@ -71,6 +81,9 @@ def listen(settings: Settings) -> socket.socket:
             f"cannot listen on {host}:{port} ({reason}): choose another port with --port or "
             "JOURNEYS_API_PORT, or another address with JOURNEYS_API_HOST"
         ) from None
+    # Listening already: from here on no other process can take the port (a bound socket
+    # that does not listen would not stop one that also sets SO_REUSEADDR).
+    sock.listen(2048)  # uvicorn's backlog
     return sock
 
 
@@ -115,7 +128,7 @@ def configure_logging() -> None:
 def stop_on_signals(stop: asyncio.Event) -> None:
     """SIGINT (Ctrl-C), SIGTERM (a deploy) and SIGHUP (the terminal closed) stop cleanly."""
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
 
 
@@ -141,25 +154,46 @@ async def stop_router(router: Router, task: asyncio.Task[None]) -> None:
             await task
 
 
-async def run_dev(
-    settings: Settings, stop: asyncio.Event | None = None, announce: bool = True
-) -> None:
-    """Temporal (embedded unless TEMPORAL_ADDRESS), store, worker, router and API."""
-    stop = stop or asyncio.Event()
-    stop_on_signals(stop)
-    configure_logging()
-    write_key = ensure_write_key(settings.data_dir)
-    engine = open_store(settings)
+@dataclass
+class DevStart:
+    """What `prepare_dev` checked and holds until `journeys dev` exits."""
+
+    lock: DataDirLock
+    sock: socket.socket
+    engine: Engine
+    plan: DeployPlan
+    adapters: dict[str, Channel]
     server: DevServer | None = None
-    sock: socket.socket | None = None
-    try:
-        # The folder is the whole project here: its journeys become exactly the active set.
-        versions = deploy(engine, settings.journeys_dir, Renderer.from_settings(settings))
-        sock = listen(settings)  # before Temporal starts: nothing to undo if the port is taken
-        if settings.temporal_address:
-            client = await connect(settings)
-            ui = settings.temporal_ui_url or "(managed by your Temporal deployment)"
-        else:
+    _closed: bool = field(default=False, repr=False)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self.server is not None:
+            self.server.stop()  # after the workers: their shutdown needs it to answer
+        self.sock.close()
+        self.engine.dispose()
+        self.lock.release()
+
+
+def prepare_dev(settings: Settings, stops: Stops, retire_all: bool = False) -> DevStart:
+    """Everything that can refuse to start `journeys dev`, before anything changes.
+
+    In this order: the data directory's lock (one `journeys dev` per directory), the
+    API's socket (bound and listening), the embedded Temporal server's binary and ports,
+    the channel adapters' settings, the store (migrated) and the journeys (validated;
+    `run_dev` stores them once Temporal is up). A stop signal interrupts it anywhere
+    but in the migrations (`stops.held()`).
+    """
+    configure_logging()
+    with contextlib.ExitStack() as undo:
+        lock = DataDirLock(settings.data_dir).acquire()
+        undo.callback(lock.release)
+        sock = listen(settings)
+        undo.callback(sock.close)
+        server = None
+        if not settings.temporal_address:
             server = DevServer(
                 db_file=settings.data_dir / "temporal.db",
                 port=settings.temporal_port,
@@ -167,33 +201,65 @@ async def run_dev(
                 synchronous=settings.temporal_sqlite_synchronous,
                 log_file=settings.data_dir / "temporal.log",
             )
-            await server.start()
-            client = await connect(settings, server.address)
+            server.check()
+        # Those of the channels this worker delivers on, as build_worker would make them.
+        channels = [c for c in ("email", "push", "sms") if c in settings.worker_queues]
+        adapters = channel_adapters(settings, channels)
+        python_journeys(settings)  # importable, or a clear error now
+        with stops.held():
+            engine = open_store(settings)
+        undo.callback(engine.dispose)
+        # The folder is the whole project here: its journeys become exactly the active set.
+        plan = plan_deploy(
+            engine,
+            settings.journeys_dir,
+            Renderer.from_settings(settings),
+            retire_all=retire_all,
+        )
+        undo.pop_all()
+    return DevStart(lock, sock, engine, plan, adapters, server)
+
+
+async def run_dev(settings: Settings, start: DevStart, stops: Stops, announce: bool = True) -> None:
+    """Temporal (embedded unless TEMPORAL_ADDRESS), then the deploy, worker, router and API.
+
+    A stop before it serves raises StopRequested once what started has stopped.
+    """
+    stop = asyncio.Event()
+    stops.attach(stop)
+    server = start.server
+    try:
+        if server is not None:
+            await unless_stopped(stop, stops, server.start())
+            client = await unless_stopped(stop, stops, connect(settings, server.address))
             ui = server.ui_url
+        else:
+            client = await unless_stopped(stop, stops, connect(settings))
+            ui = settings.temporal_ui_url or "(managed by your Temporal deployment)"
+        write_key = ensure_write_key(settings.data_dir)
+        versions = apply_deploy(start.engine, start.plan)
         if announce:
             for version in versions:
                 print(version.describe(settings.journeys_dir), flush=True)
         await _serve_all(
-            settings, engine, client, [write_key, *settings.write_keys], stop, ui, sock
+            settings, start, client, [write_key, *settings.write_keys], stop, stops, ui
         )
     finally:
         # The workers have stopped by now (their shutdown needs the server to answer).
         if server is not None:
             server.stop()
-        if sock is not None:
-            sock.close()
-        engine.dispose()
 
 
 async def _serve_all(
     settings: Settings,
-    engine: Engine,
+    start: DevStart,
     client: Client,
     write_keys: list[str],
     stop: asyncio.Event,
+    stops: Stops,
     ui: str,
-    sock: socket.socket,
 ) -> None:
+    engine = start.engine
     router = make_router(client, engine, settings)
     app = create_app(
         engine, write_keys, client, router.wake, MessageLinks.from_settings(settings), settings
@@ -203,15 +269,17 @@ async def _serve_all(
             app, host=settings.api_host, port=settings.api_port, log_level="warning", lifespan="off"
         )
     )
-    worker = build_worker(client, engine, settings)
+    worker = build_worker(client, engine, settings, start.adapters)
     async with worker:  # leaving it: polling stops, activities in flight finish
         router_task = asyncio.create_task(router.run())
-        http_task = asyncio.create_task(serve_api(http, sock))
+        http_task = asyncio.create_task(serve_api(http, start.sock))
         try:
-            while not http.started and not http_task.done():
+            while not http.started and not http_task.done() and not stop.is_set():
                 await asyncio.sleep(0.05)
             if http_task.done():
                 http_task.result()  # raises why the API could not start
+            if stop.is_set():  # asked to stop while starting: no announcement
+                raise stops.stopped()
             print(f"API: http://{settings.api_host}:{settings.api_port}", flush=True)
             print(f"Temporal UI: {ui}", flush=True)
             print(f"write key: {write_keys[0]}", flush=True)

@@ -41,8 +41,18 @@ def find_binary(name: str = "temporal") -> Path:
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Nothing answers on the port, and it can be bound as the server will bind it
+    (SO_REUSEADDR: a port left in TIME_WAIT by a server that just stopped is free)."""
+    with socket.socket() as probe:
+        if probe.connect_ex((host, port)) == 0:
+            return False
     with socket.socket() as sock:
-        return sock.connect_ex((host, port)) != 0
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 @dataclass
@@ -83,14 +93,23 @@ class DevServer:
             "warn",
         ]
 
-    async def start(self, timeout: float = 60) -> Client:
-        for port, what in ((self.port, "gRPC"), (self.ui_port, "UI")):
+    def check(self) -> None:
+        """Raise why the server could not start: its binary missing, or a port taken.
+        `journeys dev` asks before it changes anything."""
+        find_binary()
+        for port, what, option in (
+            (self.port, "gRPC", "--temporal-port or JOURNEYS_TEMPORAL_PORT"),
+            (self.ui_port, "UI", "--temporal-ui-port or JOURNEYS_TEMPORAL_UI_PORT"),
+        ):
             if not port_is_free(port):
                 raise TemporalServerError(
-                    f"port {port} for the Temporal {what} is already in use; stop what uses it, "
-                    "choose other ports (--temporal-port / JOURNEYS_TEMPORAL_PORT, "
-                    "JOURNEYS_TEMPORAL_UI_PORT) or set TEMPORAL_ADDRESS to use that server"
+                    f"port {port} for the Temporal {what} is already in use: choose another "
+                    f"with {option}, or set TEMPORAL_ADDRESS if a Temporal server you mean "
+                    "to use listens there"
                 )
+
+    async def start(self, timeout: float = 60) -> Client:
+        self.check()  # again: a port may have been taken since
         self.db_file.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         # A process group of its own: Ctrl-C in a terminal signals the whole foreground

@@ -4,6 +4,11 @@ Inputs are what marketers and developers already have at hand: a contact id
 from the store, or a JSON file holding a Segment `identify` call (or just a
 traits object); a JSON file holding a Segment `track` call (or just its
 properties). Whatever is not given comes from the message's sample data.
+
+A contact from the store brings what its real send would use: the run of a journey
+that sends the message (its trigger event, and the values its steps kept: points,
+coupon code…), else its latest trigger event. What still comes from `sample.yaml`
+is said on stderr, so a preview is never taken for the real message by mistake.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlmodel import Session, col, select
 
 from ..store.context import (
     EventKind,
@@ -29,8 +35,9 @@ from ..store.context import (
 from ..store.db import session_scope
 from ..store.identity import aliases_of, load_contact
 from ..store.recommendations import recommendations
-from ..store.tables import Event, utcnow
-from .catalog import CHANNELS
+from ..store.tables import Event, JourneyRun, utcnow
+from . import locales
+from .catalog import CHANNELS, SAMPLE_FILE
 from .renderer import PUSH_MAX_BYTES, Rendered, Renderer
 from .samples import sample_context
 
@@ -95,10 +102,16 @@ def event_from_call(data: dict[str, Any], default_name: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class PreviewInputs:
-    """The template context, and which event it holds, in words (None: nothing to say)."""
+    """The template context, and where its event and journey values came from, in words
+    (None: nothing to say)."""
 
     context: dict[str, Any]
     event_note: str | None = None
+    journey_note: str | None = None
+
+    @property
+    def notes(self) -> list[str]:
+        return [n for n in (self.event_note, self.journey_note) if n]
 
 
 def preview_context(
@@ -110,12 +123,15 @@ def preview_context(
     engine: Engine | None = None,
     trigger_event: str | None = None,
     trigger_kind: EventKind | None = None,
+    senders: list[str] | None = None,
 ) -> PreviewInputs:
     """The template context for a preview; `contact` is a file path or a contact id.
 
-    A contact from the store brings its own latest trigger event (`trigger_kind`: what
-    the journey sending the message starts on), as its send would; the sample event is
-    used when it has none, and `event_file` wins over both.
+    A contact from the store brings its latest run of a journey that sends the message
+    (`senders`: their ids), as its send would: the run's trigger event and the journey
+    values its steps kept, over the sample's. Without such a run, its own latest trigger
+    event (`trigger_kind`: what the journey sending the message starts on), or the
+    sample event when it has none. `event_file` and `journey_file` win over both.
     """
     base = sample_context(renderer.message(message), trigger_event, journey_id="preview")
     event = base["event"]
@@ -124,6 +140,7 @@ def preview_context(
     store_cart = None
     store_suggestions = None
     note = None
+    run: JourneyRun | None = None
     if contact is None:
         person = base["contact"]
     elif Path(contact).is_file():
@@ -141,11 +158,18 @@ def preview_context(
                     "store (pass a contact id, or a JSON file with an identify call or traits)"
                 )
             person = contact_context(row, session)
+            ids = [row.id, *aliases_of(session, row.id)]
+            run = latest_run(session, ids, senders or [])
+            if run is not None:
+                session.expunge(run)
             trigger = None
-            if event_file is None and trigger_kind is not None:
-                ids = [row.id, *aliases_of(session, row.id)]
-                trigger = latest_event(session, ids, trigger_kind)
-                note = _event_note(contact, trigger_kind, trigger)
+            if event_file is None:
+                if run is not None and run.trigger_event_id is not None:
+                    trigger = session.get(Event, run.trigger_event_id)
+                    note = _run_event_note(run, trigger) if trigger is not None else None
+                if trigger is None and trigger_kind is not None:
+                    trigger = latest_event(session, ids, trigger_kind)
+                    note = _event_note(contact, trigger_kind, trigger)
             if trigger is not None:
                 event = event_context(trigger)
             cart_event = trigger or latest_cart_event(session, row.id)
@@ -157,8 +181,11 @@ def preview_context(
     else:
         cart = cart_from_events([event], cart_id)
     journey = base["journey"]
+    journey_note = None
     if journey_file is not None:
         journey = {**read_json(journey_file, "--journey"), "id": "preview", "step": "preview"}
+    elif contact is not None:
+        journey, journey_note = _journey_values(renderer, message, journey, contact, run, senders)
     context = {
         "contact": person,
         "event": event,
@@ -166,7 +193,66 @@ def preview_context(
         "journey": journey,
         "recommendations": store_suggestions or base["recommendations"],
     }
-    return PreviewInputs(context, note)
+    return PreviewInputs(context, note, journey_note)
+
+
+def latest_run(session: Session, contact_ids: list[str], journeys: list[str]) -> JourneyRun | None:
+    """The contact's (or an alias's) most recent run of one of `journeys`."""
+    if not journeys:
+        return None
+    query = (
+        select(JourneyRun)
+        .where(
+            col(JourneyRun.contact_id).in_(contact_ids),
+            col(JourneyRun.journey_id).in_(journeys),
+        )
+        .order_by(col(JourneyRun.entered_at).desc(), col(JourneyRun.id).desc())
+    )
+    return session.exec(query.limit(1)).first()
+
+
+def _journey_values(
+    renderer: Renderer,
+    message: str,
+    sample: dict[str, Any],
+    contact: str,
+    run: JourneyRun | None,
+    senders: list[str] | None,
+) -> tuple[dict[str, Any], str | None]:
+    """The run's values over the sample's, and a note saying which are which."""
+    own = dict(run.data or {}) if run is not None else {}
+    journey = {**sample, **own}
+    if run is not None:
+        journey["id"] = run.journey_id
+    sampled = [k for k in sample if k not in ("id", "step") and k not in own]
+    real = f"{', '.join(own)} from {_run_name(run)}" if run is not None and own else None
+    if not sampled:
+        return journey, f"journey: {real}" if real else None
+    samples = f"samples from {renderer.message(message).folder / SAMPLE_FILE}"
+    if real:
+        return journey, f"journey: {real}; {samples}: {', '.join(sampled)}"
+    if run is not None:
+        why = f"{_run_name(run)} has not kept them yet"
+    elif Path(contact).is_file():
+        why = "a contact from a file has no runs"
+    elif senders:
+        why = f"contact {contact} has no run of {' or '.join(senders)}"
+    else:
+        why = f"no journey in the journeys folder sends {message}"
+    return journey, f"journey: {samples}, not real values ({why}): {', '.join(sampled)}"
+
+
+def _run_name(run: JourneyRun) -> str:
+    when = run.entered_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"run {run.journey_id} #{run.entry_seq} of {run.contact_id} (entered {when})"
+
+
+def _run_event_note(run: JourneyRun, found: Event) -> str:
+    when = found.timestamp.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    what = found.name or f"{found.type} call"
+    return (
+        f"event: {what} of {when} (message id {found.message_id}), the trigger of {_run_name(run)}"
+    )
 
 
 def _event_note(contact: str, kind: EventKind, found: Event | None) -> str:
@@ -209,7 +295,8 @@ def render_all(
 def describe(rendered: Rendered, html_out: Path | None = None) -> str:
     """A terminal report of one rendered channel."""
     parts = rendered.parts
-    lines = [f"== {rendered.template} · {rendered.channel} · {rendered.locale}"]
+    # The locale as folders and docs write it (sr-Latn), not Babel's sr_Latn.
+    lines = [f"== {rendered.template} · {rendered.channel} · {locales.language(rendered.locale)}"]
     if rendered.channel == "email":
         lines.append(f"Subject:   {parts['subject']}")
         if parts.get("preheader"):
