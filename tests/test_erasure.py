@@ -230,6 +230,42 @@ async def test_an_admin_key_is_taken_only_from_the_authorization_header(engine: 
         assert (await http.post("/v1/track", json=call, headers=bearer(admin))).status_code == 200
 
 
+async def test_a_misplaced_admin_key_is_refused_even_next_to_a_valid_write_key(
+    engine: Engine,
+) -> None:
+    """Every key a call offers is looked at: an admin key in the body or X-Write-Key is
+    refused also when a valid write key comes first (the Basic username)."""
+    admin = create_key(engine, "ops", "admin")
+    before = row_counts(engine)
+    misplaced = "an admin key is accepted only in the Authorization header"
+    basic = httpx.BasicAuth(WRITE_KEY, "")
+    call = {"userId": "ann", "event": "Came Back"}
+    async with api(engine, None) as http:
+        for refused in (
+            await http.post("/v1/track", json={**call, "writeKey": admin}, auth=basic),
+            await http.post("/v1/track", json=call, headers={"x-write-key": admin}, auth=basic),
+            await http.post(
+                "/v1/batch",
+                json={"batch": [{"type": "track", **call}], "writeKey": admin},
+                auth=basic,
+            ),
+            await http.post(
+                "/v1/identify", json={"userId": "ann", "writeKey": admin}, headers=bearer(WRITE_KEY)
+            ),
+        ):
+            assert refused.status_code == 401, refused.text
+            assert misplaced in refused.json()["error"], refused.text
+        assert row_counts(engine) == before
+        # A write key offered twice, or an admin key in its place next to a write key, pass.
+        for accepted in (
+            await http.post("/v1/track", json={**call, "writeKey": WRITE_KEY}, auth=basic),
+            await http.post(
+                "/v1/track", json={**call, "writeKey": WRITE_KEY}, headers=bearer(admin)
+            ),
+        ):
+            assert accepted.status_code == 200, accepted.text
+
+
 async def test_export_returns_everything_stored_about_the_contact_through_any_id(
     engine: Engine,
 ) -> None:
