@@ -34,6 +34,9 @@ class ApiContext:
     on_stored: Callable[[], None] | None = None  # the router's wake-up after a commit
     links: MessageLinks | None = None
     settings: Settings = field(default_factory=Settings)
+    # Ids of the hand-written journeys (JOURNEYS_PYTHON_JOURNEYS): they have no deployed
+    # version, and erasure must know the workflow ids their runs take.
+    python_journeys: list[str] = field(default_factory=list)
 
     def stored(self) -> None:
         if self.on_stored is not None:
