@@ -2,10 +2,12 @@
 what a recipient address may be.
 
 `address_problem` is the one check of an email address: the API refuses an identify
-whose `traits.email` fails it. `unsafe_characters` is its part that matters to a
-sender: a line break (or another control character) in an address could add mail
-headers, so the send pipeline and every email adapter refuse such an address, also
-one stored before ingestion checked it.
+whose `traits.email` fails it. `header_problem` is its part that matters to a sender:
+a line break (or another control character) in an address could add mail headers,
+and an RFC 2047 encoded word (`=?utf-8?q?...?=`) is shown decoded by mail programs
+(`=?utf-8?q?ceo=40bank.example=2C_cfo=40bank.example?=@evil.example` reads as
+"ceo@bank.example, cfo@bank.example@evil.example"), so the send pipeline and every email
+adapter refuse such an address, also one stored before ingestion checked it.
 """
 
 from __future__ import annotations
@@ -51,6 +53,21 @@ def unsafe_characters(value: str) -> str | None:
     return None
 
 
+def header_problem(value: str) -> str | None:
+    """Why the email address `value` cannot go into a mail header as it is, or None: a line
+    break or control character (`unsafe_characters`), or an RFC 2047 encoded word, which
+    is for display names and text, never part of an address (RFC 2047 section 5), and which
+    mail programs would show decoded, as other addresses for one. Never quotes the value."""
+    if (unsafe := unsafe_characters(value)) is not None:
+        return unsafe
+    if "=?" in value:
+        return (
+            "it contains an encoded word ('=?', RFC 2047), which mail programs show "
+            "decoded, as other addresses for one"
+        )
+    return None
+
+
 def address_problem(value: object) -> str | None:
     """Why `value` is not one plain email address such as ann@example.com, or None.
 
@@ -61,7 +78,7 @@ def address_problem(value: object) -> str | None:
     """
     if not isinstance(value, str):
         return "it is not text: send the address as a string, like ann@example.com"
-    if (unsafe := unsafe_characters(value)) is not None:
+    if (unsafe := header_problem(value)) is not None:
         return unsafe
     if any(char in value for char in ",;<>"):
         return "it is more than one address, or has a name: send only the address"
@@ -108,9 +125,10 @@ def _domain_problem(domain: str) -> str | None:
 
 
 def recipient(message: OutgoingMessage, provider: str) -> str:
-    """The address to send to, or `invalid_recipient` when it could inject headers: an
-    adapter must never hand a provider a line break in an address."""
-    problem = unsafe_characters(message.to)
+    """The address to send to, or `invalid_recipient` when it could inject headers or show
+    as something else: an adapter never hands a provider a line break or an encoded word
+    in an address."""
+    problem = header_problem(message.to)
     if problem is not None:
         raise PermanentChannelError(
             f"the recipient address cannot be used: {problem}",

@@ -218,7 +218,9 @@ class SmtpChannel(Channel):
         mime = EmailMessage(policy=POLICY)
         try:
             mime["From"] = from_value
-            mime["To"] = message.to.strip()
+            # The one addr-spec the envelope goes to, nothing else: the header must name
+            # exactly it (`recipient` refused encoded words, which would show decoded).
+            mime["To"] = to
             mime["Subject"] = message.content.get("subject", "")
             mime["Date"] = format_datetime(datetime.now(UTC))
             mime["Message-ID"] = message_id_header(message.message_id, from_addr)
@@ -240,6 +242,12 @@ class SmtpChannel(Channel):
             raise PermanentChannelError(
                 f"cannot build the email: {exc}", provider=NAME, reason="bad_payload"
             ) from exc
+        if [address.addr_spec for address in mime["To"].addresses] != [to]:
+            raise PermanentChannelError(
+                "the recipient address would show in the To header as something else",
+                provider=NAME,
+                reason="invalid_recipient",
+            )
         return mime, from_addr, to
 
     def _deliver(self, mime: EmailMessage, envelope_from: str, envelope_to: str) -> None:

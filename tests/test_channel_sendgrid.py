@@ -261,6 +261,8 @@ def test_invalid_recipient_is_reported_as_such(fake: FakeSendGrid) -> None:
         "ann@example.com\nBcc: x@evil.example",
         "ann@example.com\u2028Bcc: x@evil.example",
         "ann@example.com\x0b",
+        # An RFC 2047 encoded word: mail programs show it decoded, as two addresses.
+        "=?utf-8?q?ceo=40bank.example=2C_cfo=40bank.example?=@evil.example",
     ],
 )
 def test_a_recipient_that_could_carry_a_header_is_refused_before_any_request(

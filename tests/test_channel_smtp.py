@@ -351,6 +351,8 @@ def test_a_server_that_never_answers_times_out_as_transient() -> None:
         "ann@example.com\u2028Bcc: x@evil.example",
         "ann@example.com\x0bBcc: x@evil.example",
         "ann@exa\x00mple.com",
+        # An RFC 2047 encoded word: mail programs show it decoded, as two addresses.
+        "=?utf-8?q?ceo=40bank.example=2C_cfo=40bank.example?=@evil.example",
     ],
 )
 def test_a_recipient_that_is_not_one_address_is_refused_before_connecting(

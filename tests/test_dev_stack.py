@@ -364,6 +364,43 @@ def test_restart_keeps_the_write_key(tmp_path: Path, stacks: list[DevStack]) -> 
     stack.stop()
 
 
+def test_temporal_files_are_private_in_an_existing_data_dir_open_to_others(
+    tmp_path: Path, stacks: list[DevStack]
+) -> None:
+    """`--data-dir` an existing folder others can open: every file `journeys dev` makes in
+    it is still its owner's only, the embedded Temporal server's too (temporal.db holds
+    contact ids), also those an earlier release left readable, and the folder's mode is
+    reported, not changed."""
+    root = make_project(tmp_path, {"quick_cart": QUICK_CART}, {"quick_reminder": QUICK_REMINDER})
+    data = tmp_path / "shared-data"
+    data.mkdir(mode=0o755)
+    data.chmod(0o755)
+    (data / "temporal.log").touch(mode=0o644)  # as an earlier release left it
+    (data / "temporal.log").chmod(0o644)
+    stack = DevStack(root, data_dir=data)
+    stacks.append(stack)
+    previous = os.umask(0o022)  # the usual umask, inherited by `journeys dev`
+    try:
+        stack.start()
+    finally:
+        os.umask(previous)
+    with api(stack) as client:  # something for Temporal to write
+        post(client, "track", {"userId": "tess", "event": "Product Added"})
+    files = ("temporal.db", "temporal.db-wal", "temporal.db-shm", "temporal.log")
+    files += ("journeys.db", "journeys.db-wal", "journeys.db-shm", "write_key", "secret_key")
+    modes = {name: oct(stat.S_IMODE((data / name).stat().st_mode)) for name in files}
+    assert modes == dict.fromkeys(files, oct(0o600)), stack.report()
+    assert stat.S_IMODE(data.stat().st_mode) == 0o755  # the operator's choice stays
+    output = stack.output()
+    assert f"{data} is open to other users (mode 755)" in output, stack.report()
+    assert f"chmod 700 {data}" in output, stack.report()
+    stack.stop()
+    (data / "temporal.db").chmod(0o644)  # as an earlier release left it
+    stack.start()
+    assert stat.S_IMODE((data / "temporal.db").stat().st_mode) == 0o600
+    stack.stop()
+
+
 def test_ctrl_c_stops_quietly(tmp_path: Path, stacks: list[DevStack]) -> None:
     """Ctrl-C signals the whole foreground process group: the worker still stops before
     the embedded Temporal server, so nothing alarming is printed (the SDK used to log

@@ -11,12 +11,15 @@ canaries: that is the control showing the dump would see a leak.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import os
 import re
+import sqlite3
 import textwrap
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,7 +28,13 @@ import httpx
 import pytest
 import pytest_asyncio
 from click.testing import CliRunner
-from harness import Bench, own_time_skipping_server, tiny_templates, write_journey
+from harness import (
+    Bench,
+    end_open_runs,
+    own_time_skipping_server,
+    tiny_templates,
+    write_journey,
+)
 from sqlalchemy import Engine, func, inspect, text
 from sqlmodel import SQLModel, col, select
 from temporalio.client import Client, WorkflowExecutionStatus
@@ -90,13 +99,16 @@ def sqlite_files(engine: Engine) -> bytes:
     return b"".join(p.read_bytes() for p in (path, Path(f"{path}-wal")) if p.exists())
 
 
-def api(engine: Engine, client: Client | None) -> httpx.AsyncClient:
+def api(
+    engine: Engine, client: Client | None, python_journeys: Sequence[str] = ()
+) -> httpx.AsyncClient:
     app = create_app(
         engine,
         [WRITE_KEY],
         client=client,
         links=MessageLinks("https://crm.shop.example", "erasure-test-secret"),
         settings=Settings(),
+        python_journeys=python_journeys,
     )
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api")
 
@@ -228,6 +240,42 @@ async def test_an_admin_key_is_taken_only_from_the_authorization_header(engine: 
         assert (await http.get("/v1/contacts/ann", auth=basic)).status_code == 200
         assert (await http.get("/v1/contacts/ann/points", headers=bearer(admin))).status_code == 200
         assert (await http.post("/v1/track", json=call, headers=bearer(admin))).status_code == 200
+
+
+async def test_a_misplaced_admin_key_is_refused_even_next_to_a_valid_write_key(
+    engine: Engine,
+) -> None:
+    """Every key a call offers is looked at: an admin key in the body or X-Write-Key is
+    refused also when a valid write key comes first (the Basic username)."""
+    admin = create_key(engine, "ops", "admin")
+    before = row_counts(engine)
+    misplaced = "an admin key is accepted only in the Authorization header"
+    basic = httpx.BasicAuth(WRITE_KEY, "")
+    call = {"userId": "ann", "event": "Came Back"}
+    async with api(engine, None) as http:
+        for refused in (
+            await http.post("/v1/track", json={**call, "writeKey": admin}, auth=basic),
+            await http.post("/v1/track", json=call, headers={"x-write-key": admin}, auth=basic),
+            await http.post(
+                "/v1/batch",
+                json={"batch": [{"type": "track", **call}], "writeKey": admin},
+                auth=basic,
+            ),
+            await http.post(
+                "/v1/identify", json={"userId": "ann", "writeKey": admin}, headers=bearer(WRITE_KEY)
+            ),
+        ):
+            assert refused.status_code == 401, refused.text
+            assert misplaced in refused.json()["error"], refused.text
+        assert row_counts(engine) == before
+        # A write key offered twice, or an admin key in its place next to a write key, pass.
+        for accepted in (
+            await http.post("/v1/track", json={**call, "writeKey": WRITE_KEY}, auth=basic),
+            await http.post(
+                "/v1/track", json={**call, "writeKey": WRITE_KEY}, headers=bearer(admin)
+            ),
+        ):
+            assert accepted.status_code == 200, accepted.text
 
 
 async def test_export_returns_everything_stored_about_the_contact_through_any_id(
@@ -477,7 +525,21 @@ def shape_journeys(bench: Bench) -> None:
           - id: hold
             wait: 30d
         """
+    # Keyed by a property that is personal data itself: the email of each identify.
+    per_email = """\
+        id: per_email
+        name: One run per email address
+        trigger: { identify: true, where: event.properties.email != null }
+        entry: { one_run_per: email }
+        steps:
+          - id: code
+            action: { type: issue_coupon, campaign: hello, prefix: EM, discount: 5% }
+          - send: { id: hello, channel: email, template: promo }
+          - id: hold
+            wait: 30d
+        """
     write_journey(bench.journeys_dir, "per_order", textwrap.dedent(per_order))
+    write_journey(bench.journeys_dir, "per_email", textwrap.dedent(per_email))
     for name, event in (("welcome", "Signed Up"), ("nudge", "Came Back")):
         body = textwrap.dedent(per_contact.format(name=name, event=event))
         write_journey(bench.journeys_dir, name, body)
@@ -526,13 +588,15 @@ async def test_erasure_leaves_no_trace_of_the_id_in_any_workflow_id_shape(
         await bench.track(SHAPE_USER, "Order Completed", order_id="x:" + "7" * 120, revenue=5)
         await bench.identify("control", email=CONTROL_EMAIL)
         await bench.track("control", "Order Completed", order_id="c-1", revenue=10)
-        runs = await holding(bench, 6)
+        runs = await holding(bench, 8)
         shapes = sorted(
             re.sub(r":event-\d+$", ":event-<n>", r.workflow_id.replace(SHAPE_USER, "<id>"))
             for r in runs
         )
         assert shapes == [
             "journey:nudge:<id>",
+            f"journey:per_email:<id>:{EMAIL}",  # journey:per_email:<id>:<email>
+            f"journey:per_email:control:{CONTROL_EMAIL}",
             "journey:per_order:<id>:event-<n>",
             workflow_id("per_order", "<id>", "x:" + "7" * 120),  # :h<hash of the long key>
             "journey:per_order:<id>:o-1001",
@@ -547,7 +611,7 @@ async def test_erasure_leaves_no_trace_of_the_id_in_any_workflow_id_shape(
         async with api(engine, ts_env.client) as http:
             erased = await http.delete(f"/v1/contacts/{SHAPE_USER}", headers=bearer(admin))
         assert erased.status_code == 200, erased.text
-        assert erased.json()["runs_stopped"] == 5
+        assert erased.json()["runs_stopped"] == 6
         for run in runs:
             if run.contact_id == "control":
                 await bench.client.get_workflow_handle(run.workflow_id).terminate("test over")
@@ -564,7 +628,7 @@ async def test_erasure_leaves_no_trace_of_the_id_in_any_workflow_id_shape(
         kept = session.exec(select(Message).where(col(Message.contact_id).like("erased-%"))).all()
         coupons = session.exec(select(Coupon).where(col(Coupon.contact_id).like("erased-%"))).all()
     # The ledger rows stay, each keyed by its run's rewritten workflow id.
-    assert len(kept) == 5 and len(coupons) == 5
+    assert len(kept) == 6 and len(coupons) == 6
     for row in (*kept, *coupons):
         assert row.workflow_id and row.workflow_id.startswith(f"journey:{row.journey_id}:erased-")
         assert row.idempotency_key.startswith(row.workflow_id + ":")
@@ -573,8 +637,9 @@ async def test_erasure_leaves_no_trace_of_the_id_in_any_workflow_id_shape(
 async def test_erasure_stops_a_run_per_order_that_has_not_recorded_its_entry_yet(
     sqlite_engine: Engine, tmp_path: Path
 ) -> None:
-    """The router has started `journey:per_order:<id>:<order>`, no worker has run its first
-    step: there is no row naming it, and it must still be stopped (it would write one).
+    """The router has started `journey:per_order:<id>:<order>` (and the identify's
+    `journey:per_email:<id>:<email>`), no worker has run its first step: there is no row
+    naming them, and they must still be stopped (they would write one).
 
     On a time-skipping server of its own: a run started where no worker polls holds that
     server's clock back for good, even once terminated, and later tests' timers with it.
@@ -595,6 +660,9 @@ async def test_erasure_stops_a_run_per_order_that_has_not_recorded_its_entry_yet
             bench.client.get_workflow_handle(workflow_id("per_order", SHAPE_USER, key))
             for key in ("o-2002", f"event-{max(e.id or 0 for e in bench_events(bench))}")
         ]
+        started.append(
+            bench.client.get_workflow_handle(workflow_id("per_email", SHAPE_USER, EMAIL))
+        )
         for handle in started:
             assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
         assert bench.runs() == []  # no worker: nothing recorded
@@ -604,7 +672,7 @@ async def test_erasure_stops_a_run_per_order_that_has_not_recorded_its_entry_yet
         async with api(sqlite_engine, env.client) as http:
             erased = await http.delete(f"/v1/contacts/{SHAPE_USER}", headers=bearer(admin))
         assert erased.status_code == 200, erased.text
-        assert erased.json()["runs_stopped"] == 2
+        assert erased.json()["runs_stopped"] == 3
         for handle in started:
             assert (await handle.describe()).status == WorkflowExecutionStatus.TERMINATED
 
@@ -612,6 +680,237 @@ async def test_erasure_stops_a_run_per_order_that_has_not_recorded_its_entry_yet
 def bench_events(bench: Bench) -> list[Event]:
     with session_scope(bench.engine) as session:
         return list(session.exec(select(Event)))
+
+
+async def status(bench: Bench, wid: str) -> WorkflowExecutionStatus | None:
+    return (await bench.client.get_workflow_handle(wid).describe()).status
+
+
+@contextlib.asynccontextmanager
+async def running(bench: Bench) -> AsyncIterator[None]:
+    """The bench's worker; on the way out, a failure's too, every run the store knows of
+    is terminated: the next test reusing an id must not find it (and signal it)."""
+    try:
+        async with bench.worker():
+            yield
+    finally:
+        await end_open_runs(bench)
+
+
+def shape_bench(env: Any, engine: Engine, tmp_path: Path, journeys: bool = True) -> Bench:
+    """A bench without frequency caps, with the `shape_journeys` deployed (or none)."""
+    bench = Bench(
+        env,
+        engine,
+        tmp_path / "journeys",
+        tiny_templates(tmp_path / "templates", ("promo",)),
+        overrides={"marketing_cap": "none", "message_cap": "none"},
+    )
+    if journeys:
+        shape_journeys(bench)
+    return bench
+
+
+async def test_erasing_an_id_with_a_colon_leaves_the_keyed_run_it_looks_like_alone(
+    engine: Engine, ts_env: Any, tmp_path: Path
+) -> None:
+    """`bob:o1` is a contact of its own (docs suggest ids like `shop:1042`), and also what
+    Bob's run for order o1 is named after: `journey:per_order:bob:o1`. Erasing `bob:o1`
+    must not stop Bob's run."""
+    bench = shape_bench(ts_env, engine, tmp_path)
+    admin = create_key(engine, "ops", "admin")
+    async with running(bench):
+        await bench.track("bob", "Order Completed", order_id="o1", revenue=50)
+        await bench.identify("bob:o1", first_name="X")
+        [run] = await holding(bench, 1)
+        assert (run.workflow_id, run.contact_id) == ("journey:per_order:bob:o1", "bob")
+        async with api(engine, ts_env.client) as http:
+            erased = await http.delete("/v1/contacts/bob:o1", headers=bearer(admin))
+            assert erased.status_code == 200, erased.text
+            assert erased.json()["found"] is True
+            assert erased.json()["runs_stopped"] == 0
+            assert await status(bench, run.workflow_id) == WorkflowExecutionStatus.RUNNING
+            assert [(r.contact_id, r.status) for r in bench.runs()] == [("bob", "active")]
+            # Bob's own erasure does stop it.
+            erased = await http.delete("/v1/contacts/bob", headers=bearer(admin))
+        assert erased.json()["runs_stopped"] == 1, erased.text
+        assert await status(bench, run.workflow_id) == WorkflowExecutionStatus.TERMINATED
+
+
+THANKS = """\
+id: thanks
+name: Thanks for the order
+trigger: {{ event: Order Completed }}
+{entry}
+steps:
+  - send: {{ id: hello, channel: email, template: promo }}
+  - id: hold
+    wait: 30d
+"""
+
+
+async def test_erasure_stops_the_runs_of_every_versions_shape_and_only_the_contacts_own(
+    engine: Engine, ts_env: Any, tmp_path: Path
+) -> None:
+    """A journey that gained `one_run_per` in its second version has runs of both shapes:
+    `journey:thanks:dan` (v1) and `journey:thanks:dan:o7` (v2). Erasing Dan stops both;
+    erasing `bob:o1`, whose v1-shaped id is Bob's v2 run, stops neither Bob's run nor
+    anything else."""
+    bench = shape_bench(ts_env, engine, tmp_path, journeys=False)
+    write_journey(bench.journeys_dir, "thanks", THANKS.format(entry=""))
+    bench.deploy()
+    admin = create_key(engine, "ops", "admin")
+    async with running(bench):
+        await bench.track("dan", "Order Completed", order_id="o5", revenue=10)
+        await holding(bench, 1)
+        write_journey(
+            bench.journeys_dir, "thanks", THANKS.format(entry="entry: { one_run_per: order_id }")
+        )
+        bench.deploy()
+        await bench.track("bob", "Order Completed", order_id="o1", revenue=50)
+        await bench.track("dan", "Order Completed", order_id="o7", revenue=70)
+        await bench.identify("bob:o1", first_name="X")
+        runs = await holding(bench, 3)
+        assert sorted((r.workflow_id, r.version) for r in runs) == [
+            ("journey:thanks:bob:o1", 2),
+            ("journey:thanks:dan", 1),
+            ("journey:thanks:dan:o7", 2),
+        ]
+        async with api(engine, ts_env.client) as http:
+            not_bob = await http.delete("/v1/contacts/bob:o1", headers=bearer(admin))
+            assert not_bob.json()["runs_stopped"] == 0, not_bob.text
+            for run in runs:
+                assert await status(bench, run.workflow_id) == WorkflowExecutionStatus.RUNNING
+            dan = await http.delete("/v1/contacts/dan", headers=bearer(admin))
+        assert dan.json()["runs_stopped"] == 2, dan.text
+        for run in runs:
+            expected = (
+                WorkflowExecutionStatus.TERMINATED
+                if run.contact_id == "dan"
+                else WorkflowExecutionStatus.RUNNING
+            )
+            assert await status(bench, run.workflow_id) == expected, run.workflow_id
+
+
+async def test_erasure_stops_a_python_journeys_run_that_has_not_recorded_its_entry_yet(
+    sqlite_engine: Engine, tmp_path: Path
+) -> None:
+    """A hand-written journey (JOURNEYS_PYTHON_JOURNEYS) has no deployed version: the router
+    has started `journey:vip_welcome:<id>`, no worker has recorded it, and it must be stopped."""
+    async with own_time_skipping_server() as env:
+        bench = Bench(
+            env,
+            sqlite_engine,
+            tmp_path / "journeys",
+            tiny_templates(tmp_path / "templates", ("promo",)),
+            python_journeys=["examples.python_journey.vip_welcome:VipWelcome"],
+        )
+        admin = create_key(sqlite_engine, "ops", "admin")
+        await bench.identify("vic", email="vic@example.com")
+        await bench.track("vic", "VIP Joined")
+        handle = bench.handle("vip_welcome", "vic")
+        assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+        assert bench.runs() == []  # no worker: nothing recorded
+        async with api(sqlite_engine, env.client, python_journeys=["vip_welcome"]) as http:
+            erased = await http.delete("/v1/contacts/vic", headers=bearer(admin))
+        assert erased.status_code == 200, erased.text
+        assert erased.json()["runs_stopped"] == 1
+        assert (await handle.describe()).status == WorkflowExecutionStatus.TERMINATED
+
+
+# --- a busy database ----------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def locked(engine: Engine, table: str, contact_id: str) -> Iterator[None]:
+    """Another connection holds a lock the erasure needs: SQLite's write lock (what any
+    writer in the middle of a transaction holds), or on PostgreSQL `table`'s rows of
+    `contact_id`."""
+    if engine.dialect.name == "sqlite":
+        other = sqlite3.connect(engine.url.database or "", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        return
+    with engine.connect() as connection:
+        query = f'SELECT 1 FROM "{table}" WHERE contact_id = :id FOR UPDATE'
+        if table == "contacts":
+            query = 'SELECT 1 FROM "contacts" WHERE id = :id FOR UPDATE'
+        assert connection.execute(text(query), {"id": contact_id}).first() is not None
+        try:
+            yield
+        finally:
+            connection.rollback()
+
+
+DRIVER_TEXT = ("database is locked", "lock timeout", "LockNotAvailable")
+
+
+async def test_an_erasure_on_a_busy_database_stops_nothing_and_a_retry_completes_it(
+    engine: Engine, ts_env: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    bench = shape_bench(ts_env, engine, tmp_path)
+    admin = create_key(engine, "ops", "admin")
+    async with running(bench), api(engine, ts_env.client) as http:
+        await bench.track("lockv2", "Order Completed", order_id="o9901", revenue=10)
+        [run] = await holding(bench, 1)
+        # The key is touched (last used) at most once a minute: now, not while locked.
+        assert (await http.get("/v1/contacts/lockv2", headers=bearer(admin))).status_code == 200
+        with caplog.at_level(logging.WARNING), locked(engine, "contacts", "lockv2"):
+            delete = http.delete("/v1/contacts/lockv2", headers=bearer(admin))
+            busy = await asyncio.wait_for(delete, timeout=40)
+        assert busy.status_code == 503, busy.text
+        assert busy.headers["retry-after"]
+        assert "nothing was stopped or erased" in busy.json()["error"]
+        # The driver's words (on PostgreSQL they can name hosts and users) go to the log only.
+        assert not any(words in busy.text for words in DRIVER_TEXT), busy.text
+        assert any(words in caplog.text for words in DRIVER_TEXT), caplog.text
+        # True: the run goes on, its row is as it was.
+        assert await status(bench, run.workflow_id) == WorkflowExecutionStatus.RUNNING
+        assert [r.status for r in bench.runs("lockv2")] == ["active"]
+
+        retry = await http.delete("/v1/contacts/lockv2", headers=bearer(admin))
+        assert retry.status_code == 200, retry.text
+        assert (retry.json()["runs_stopped"], retry.json()["erased"]["journey_runs"]) == (1, 1)
+    assert await status(bench, run.workflow_id) == WorkflowExecutionStatus.TERMINATED
+    [kept] = bench.runs()
+    assert (kept.status, kept.exit_reason) == ("exited", "erased")
+
+
+async def test_an_erasure_that_fails_after_stopping_the_runs_says_so_and_a_retry_completes_it(
+    engine: Engine, ts_env: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """On PostgreSQL a row the erasure rewrites can be locked by another transaction after
+    the runs were stopped (on SQLite the erasure holds the write lock from the start)."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite: the erasure takes the write lock before it stops anything")
+    bench = shape_bench(ts_env, engine, tmp_path)
+    admin = create_key(engine, "ops", "admin")
+    async with running(bench), api(engine, ts_env.client) as http:
+        await bench.track("lockv3", "Order Completed", order_id="o9902", revenue=10)
+        [run] = await holding(bench, 1)
+        assert (await http.get("/v1/contacts/lockv3", headers=bearer(admin))).status_code == 200
+        with caplog.at_level(logging.WARNING), locked(engine, "journey_runs", "lockv3"):
+            delete = http.delete("/v1/contacts/lockv3", headers=bearer(admin))
+            busy = await asyncio.wait_for(delete, timeout=40)
+        assert busy.status_code == 503, busy.text
+        error = busy.json()["error"]
+        assert "1 journey(s) of the contact were stopped" in error, error
+        assert "not erased yet" in error and "retry" in error, error
+        assert not any(words in busy.text for words in DRIVER_TEXT), busy.text
+        assert any(words in caplog.text for words in DRIVER_TEXT), caplog.text
+        assert await status(bench, run.workflow_id) == WorkflowExecutionStatus.TERMINATED
+        assert [r.status for r in bench.runs("lockv3")] == ["active"]  # not erased: true
+
+        retry = await http.delete("/v1/contacts/lockv3", headers=bearer(admin))
+        assert retry.status_code == 200, retry.text
+        assert retry.json()["found"] is True and retry.json()["erased"]["journey_runs"] == 1
+    [kept] = bench.runs()
+    assert (kept.status, kept.exit_reason) == ("exited", "erased")
+    assert "lockv3" not in dump_tables(engine)
 
 
 # --- 100 live journeys, then erase ----------------------------------------------------

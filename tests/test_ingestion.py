@@ -358,6 +358,11 @@ NOT_ONE_ADDRESS = {
     "zero-width space": ("x\u200b@example.com", "control character U+200B"),
     "two addresses": ("a@example.com, b@example.net", "more than one address"),
     "a display name": ("Ann <ann@example.com>", "more than one address, or has a name"),
+    # RFC 2047: mail programs show it decoded, as "ceo@bank.example, cfo@bank.example@…".
+    "an encoded word": (
+        "=?utf-8?q?ceo=40bank.example=2C_cfo=40bank.example?=@evil.example",
+        "an encoded word",
+    ),
     "a space": ("ann smith@example.com", "a space"),
     "no at": ("ann.example.com", "exactly one @"),
     "two ats": ("ann@@example.com", "exactly one @"),

@@ -43,7 +43,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from channels.base import Channel, OutgoingMessage, Receipt
-from channels.email import unsafe_characters
+from channels.email import header_problem, unsafe_characters
 from channels.errors import ChannelConfigError, PermanentChannelError, TransientChannelError
 
 from ..rendering import Renderer, RenderError
@@ -79,12 +79,13 @@ R = TypeVar("R")
 def addresses(contact: Contact, channel: str) -> list[str]:
     """The contact's addresses on `channel`: one email or number, every push token.
 
-    An email or number with a line break or control character (stored before ingestion
-    refused them) is no address: it never reaches an adapter.
+    An email or number with a line break or control character, or an email with an
+    encoded word (stored before ingestion refused them), is no address: it never reaches
+    an adapter.
     """
     if channel in ("email", "sms"):
         found = contact.email if channel == "email" else contact.phone
-        return [found] if found and unsafe_characters(found) is None else []
+        return [found] if found and _address_problem(channel, found) is None else []
     if channel == "push":
         return list(contact.push_tokens or [])
     return []
@@ -93,10 +94,15 @@ def addresses(contact: Contact, channel: str) -> list[str]:
 def no_address(contact: Contact, channel: str) -> str:
     """Why `addresses` found none: there is none, or the one on file cannot be used."""
     found = {"email": contact.email, "sms": contact.phone}.get(channel)
-    problem = unsafe_characters(found) if found else None
+    problem = _address_problem(channel, found) if found else None
     if problem is None:
         return f"no {channel} address"
     return f"the {channel} address on file cannot be used ({problem}); fix it with an identify"
+
+
+def _address_problem(channel: str, address: str) -> str | None:
+    """Why an address on file cannot go into a message to `channel` as it is, or None."""
+    return header_problem(address) if channel == "email" else unsafe_characters(address)
 
 
 def candidates(choice: str | list[str], contact: Contact) -> list[str]:

@@ -14,7 +14,7 @@ afterwards, from the events table (see `processes/router.py`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from fastapi import FastAPI
 from sqlalchemy import Engine
@@ -34,15 +34,23 @@ def create_app(
     on_stored: Callable[[], None] | None = None,
     links: MessageLinks | None = None,
     settings: Settings | None = None,
+    python_journeys: Sequence[str] = (),
 ) -> FastAPI:
     """`write_keys` are accepted besides the hashed keys in the store.
 
     `on_stored` is called after each new commit (the router's wake-up); `links`
-    verifies the signed tokens in message links.
+    verifies the signed tokens in message links; `python_journeys` are the ids of the
+    hand-written journeys, whose runs an erasure stops too.
     """
     app = FastAPI(title="journeys", version="0.1.0", docs_url="/docs", redoc_url=None)
     app.state.ctx = ApiContext(
-        engine, list(write_keys), client, on_stored, links, settings or Settings()
+        engine,
+        list(write_keys),
+        client,
+        on_stored,
+        links,
+        settings or Settings(),
+        list(python_journeys),
     )
     app.add_exception_handler(ApiError, api_error_response)
     for module in (events, devices, contacts, commerce, webhooks, pages, health):

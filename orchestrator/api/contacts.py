@@ -13,9 +13,14 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from sqlalchemy.exc import OperationalError
 
-from ..services.privacy import TemporalUnavailable, erase_contact, export_contact
+from ..services.privacy import (
+    ErasureIncomplete,
+    StoreBusy,
+    TemporalUnavailable,
+    erase_contact,
+    export_contact,
+)
 from .context import api_context, authenticate
 from .devices import check_contact_id
 from .errors import ApiError
@@ -72,14 +77,9 @@ async def _erase(request: Request, asked: str | None) -> dict[str, Any]:
     await authenticate(request, ctx, kind="admin")
     contact_id = _given(asked)
     try:
-        result = await erase_contact(ctx.engine, ctx.client, contact_id)
+        result = await erase_contact(ctx.engine, ctx.client, contact_id, ctx.python_journeys)
     except TemporalUnavailable as exc:
         raise ApiError(503, str(exc), **{"Retry-After": RETRY_ERASURE_AFTER}) from exc
-    except OperationalError as exc:  # e.g. SQLite "database is locked": nothing committed
-        raise ApiError(
-            503,
-            f"database busy, nothing was erased; retry later: {exc.orig}",
-            None,
-            **{"Retry-After": "1"},
-        ) from exc
+    except (StoreBusy, ErasureIncomplete) as exc:  # says what was done; the driver's text is logged
+        raise ApiError(503, str(exc), None, **{"Retry-After": "1"}) from exc
     return {"success": True, **result.as_dict()}

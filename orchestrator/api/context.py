@@ -34,6 +34,9 @@ class ApiContext:
     on_stored: Callable[[], None] | None = None  # the router's wake-up after a commit
     links: MessageLinks | None = None
     settings: Settings = field(default_factory=Settings)
+    # Ids of the hand-written journeys (JOURNEYS_PYTHON_JOURNEYS): they have no deployed
+    # version, and erasure must know the workflow ids their runs take.
+    python_journeys: list[str] = field(default_factory=list)
 
     def stored(self) -> None:
         if self.on_stored is not None:
@@ -90,7 +93,9 @@ async def authenticate(
     """A live key of `kind` must be offered (an admin key also passes as a write key).
 
     Write keys may come from any place Segment-style clients put them; an admin key only
-    from the Authorization header (docs/privacy.md), wherever it is used.
+    from the Authorization header (docs/privacy.md), wherever it is used. Every offered
+    key is classified before any passes: an admin key elsewhere refuses the call also
+    when a valid key comes first (it has gone where proxies and logs keep it).
     Returns the key that passed: rate limits count per key.
     """
     offered = offered_keys(request, payload)
@@ -105,21 +110,13 @@ async def authenticate(
             f"missing {kind} key: send it {where}",
             **{"WWW-Authenticate": 'Basic realm="journeys"'},
         )
-    wrong_kind = misplaced = False
-    for key, place in offered:
-        if any(hmac.compare_digest(key.encode(), known.encode()) for known in ctx.write_keys):
-            found: str | None = "write"
-        else:
-            found = await ctx.db(key_kind, ctx.engine, key)
-        if found == "admin" and place != AUTHORIZATION:
-            misplaced = True
-            continue
+    kinds = [(key, place, await _kind_of(ctx, key)) for key, place in offered]
+    if any(found == "admin" and place != AUTHORIZATION for _, place, found in kinds):
+        raise ApiError(401, MISPLACED_ADMIN_KEY, **{"WWW-Authenticate": 'Basic realm="journeys"'})
+    for key, _, found in kinds:
         if found == kind or (found == "admin" and kind == "write"):
             return key
-        wrong_kind = wrong_kind or found is not None
-    if misplaced:
-        raise ApiError(401, MISPLACED_ADMIN_KEY, **{"WWW-Authenticate": 'Basic realm="journeys"'})
-    if wrong_kind:
+    if any(found is not None for _, _, found in kinds):
         raise ApiError(403, "this is a write key; this endpoint needs an admin key")
     raise ApiError(401, f"invalid or revoked {kind} key")
 
@@ -127,6 +124,12 @@ async def authenticate(
 async def is_admin_key(ctx: ApiContext, key: str) -> bool:
     """Whether `key`, one `authenticate` let through, is an admin key: then it came in the
     Authorization header, the only place an admin key passes."""
+    return await _kind_of(ctx, key) == "admin"
+
+
+async def _kind_of(ctx: ApiContext, key: str) -> str | None:
+    """'write' or 'admin' for a live key (configured or stored), None for any other."""
     if any(hmac.compare_digest(key.encode(), known.encode()) for known in ctx.write_keys):
-        return False  # configured keys are write keys
-    return await ctx.db(key_kind, ctx.engine, key) == "admin"
+        return "write"
+    result: str | None = await ctx.db(key_kind, ctx.engine, key)
+    return result

@@ -785,10 +785,19 @@ def contacts_erase(contact_id: str, yes: bool, data_dir: Path | None) -> None:
     Runs are stopped through TEMPORAL_ADDRESS (or the `journeys dev` server); when
     Temporal cannot be reached nothing is erased. Erasing again is harmless.
     """
-    from ..processes.worker import connect
-    from ..services.privacy import TemporalUnavailable, erase_contact
+    from ..processes.worker import connect, python_journeys
+    from ..services.privacy import (
+        ErasureIncomplete,
+        StoreBusy,
+        TemporalUnavailable,
+        erase_contact,
+    )
 
     settings = _settings(data_dir=data_dir)
+    try:  # their runs are stopped too: their ids are needed
+        hand_written = [cls.journey_id for cls in python_journeys(settings)]
+    except ValueError as exc:
+        _fail(f"{exc}: nothing was erased")
     engine = _existing_store(settings)
     if not yes:
         try:
@@ -809,11 +818,11 @@ def contacts_erase(contact_id: str, yes: bool, data_dir: Path | None) -> None:
                 f"cannot reach Temporal ({exc}): nothing was erased; check TEMPORAL_ADDRESS "
                 "and TEMPORAL_NAMESPACE, or start `journeys dev`"
             ) from exc
-        return await erase_contact(engine, client, contact_id)
+        return await erase_contact(engine, client, contact_id, hand_written)
 
     try:
         result = asyncio.run(erase())
-    except TemporalUnavailable as exc:
+    except (TemporalUnavailable, StoreBusy, ErasureIncomplete) as exc:
         _fail(str(exc))
     finally:
         engine.dispose()

@@ -262,7 +262,13 @@ async def _serve_all(
     engine = start.engine
     router = make_router(client, engine, settings)
     app = create_app(
-        engine, write_keys, client, router.wake, MessageLinks.from_settings(settings), settings
+        engine,
+        write_keys,
+        client,
+        router.wake,
+        MessageLinks.from_settings(settings),
+        settings,
+        python_journeys=[cls.journey_id for cls in router.python_journeys],
     )
     http = _Server(
         uvicorn.Config(
@@ -409,6 +415,8 @@ async def run_api(settings: Settings, write_keys: list[str]) -> None:
                 client,
                 links=MessageLinks.from_settings(settings),
                 settings=settings,
+                # Erasure stops their runs too: it must know their ids.
+                python_journeys=[cls.journey_id for cls in python_journeys(settings)],
             )
             config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port)
             await serve_api(uvicorn.Server(config), sock)

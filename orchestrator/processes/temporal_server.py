@@ -3,11 +3,14 @@
 It persists to a SQLite file in the data directory, so waiting journeys
 survive a restart. WAL journal mode roughly doubles its throughput here;
 `synchronous` is a setting (see docs/operations.md for the trade-off).
+Its files hold contact ids (in workflow ids and inputs): the server runs with umask
+077, so its database, write-ahead log and log are 0600 whatever the directory's mode.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import socket
 import subprocess
@@ -16,8 +19,11 @@ import sysconfig
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from temporalio.client import Client
+
+from ..services.private_files import FILE_MODE, PRIVATE_UMASK, private_dir
 
 
 class TemporalServerError(RuntimeError):
@@ -53,6 +59,13 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
         except OSError:
             return False
     return True
+
+
+def _private_log(path: Path) -> IO[bytes]:
+    """The server's log, appended to, 0600 from its first byte (and made so if older)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
+    os.fchmod(fd, FILE_MODE)
+    return os.fdopen(fd, "ab")
 
 
 @dataclass
@@ -110,14 +123,25 @@ class DevServer:
 
     async def start(self, timeout: float = 60) -> Client:
         self.check()  # again: a port may have been taken since
-        self.db_file.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
+        private_dir(self.db_file.parent)
+        for made_before in (self.db_file, *(Path(f"{self.db_file}{s}") for s in ("-wal", "-shm"))):
+            if made_before.is_file():  # by a release that left them 0644
+                made_before.chmod(FILE_MODE)
+        log = _private_log(self.log_file) if self.log_file else subprocess.DEVNULL
         # A process group of its own: Ctrl-C in a terminal signals the whole foreground
         # group, and a server stopping at the same moment as our worker makes the worker's
         # shutdown calls fail (with WARN lines). We stop it ourselves, after the worker.
+        # Umask 077: the files it creates (temporal.db, -wal, -shm) are its owner's only.
         self.process = subprocess.Popen(
-            self.command(), stdout=log, stderr=log, stdin=subprocess.DEVNULL, process_group=0
+            self.command(),
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            process_group=0,
+            umask=PRIVATE_UMASK,
         )
+        if log is not subprocess.DEVNULL:
+            log.close()  # the child has its own copy
         deadline = time.monotonic() + timeout
         while True:
             if self.process.poll() is not None:

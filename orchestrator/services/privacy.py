@@ -1,8 +1,10 @@
 """Export and erasure of one contact's personal data (GDPR Art. 15, 17 and 20).
 
-Export gathers everything stored about a contact and its aliases. Erasure first
-stops the contact's journeys in Temporal, then, in one database transaction,
-deletes the contact, its aliases and events and scrubs what must stay:
+Export gathers everything stored about a contact and its aliases. Erasure runs in
+one database transaction that takes its lock first (SQLite's write lock, the contact's
+row on PostgreSQL), so a busy database fails it before anything changed; in it, it
+stops the contact's journeys in Temporal, then deletes the contact, its aliases and
+events and scrubs what must stay:
 
 - `messages` rows stay as the send ledger (counts, provider ids, idempotency)
   without recipient, content, locale, error text or policy details;
@@ -17,7 +19,16 @@ deletes the contact, its aliases and events and scrubs what must stay:
 
 Contact ids in the rows that stay (also inside workflow ids and idempotency keys)
 are replaced by a random tombstone (`erased-<hex>`): a userId may itself be personal
-(an email), and a hash of it could be reversed by guessing.
+(an email), and a hash of it could be reversed by guessing. The run key of a
+`one_run_per` journey's workflow id is a value of the contact's events (an email, an
+order id): it is replaced too, by `k1`, `k2`... (the same key by the same one, so the
+ledger rows of a run still share its workflow id).
+
+A run is stopped only when it is the contact's: the candidates are the workflow ids
+each journey's versions make (`journey:<journey>:<id>`, and `...:<key>` with
+`one_run_per`), and each one's start input in Temporal must name one of the contact's
+ids. Ids may contain ':', so `journey:j:bob:o1` may be Bob's run for order o1 as well
+as the run of contact `bob:o1`.
 
 Runs are *terminated*, not cancelled: termination takes effect in the Temporal
 server at once, whether or not a worker is polling, and no more workflow code runs
@@ -31,14 +42,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import Engine, delete
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlmodel import Session, col, select
+from temporalio.api.history.v1 import WorkflowExecutionStartedEventAttributes
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -70,6 +83,10 @@ ERASED = "erased"  # exit reason of the runs, error of the messages not sent
 TOMBSTONE_PREFIX = "erased-"  # contact ids in the rows kept after an erasure
 TERMINATE_REASON = "contact erased"  # recorded in the workflow history: no personal data
 STOP_CONCURRENCY = 16
+RPC_TIMEOUT = timedelta(seconds=10)  # per Temporal call: the store stays locked meanwhile
+# PostgreSQL: how long a statement of the erasure waits for a row another transaction
+# holds (SQLite waits its busy_timeout for the write lock) before failing as busy.
+LOCK_TIMEOUT = "5s"
 # Timeline keys that say what happened, not to whom: `detail` can quote an address,
 # a timezone or a provider's bounce text, so it does not survive erasure.
 TIMELINE_KEYS = ("status", "at", "check", "result", "until", "event_id")
@@ -81,6 +98,25 @@ class TemporalUnavailable(Exception):
     """The contact's runs could not be stopped, so nothing was erased; try again later."""
 
 
+class StoreBusy(Exception):
+    """The erasure could not lock the database: nothing was stopped or erased."""
+
+    def __init__(self) -> None:
+        super().__init__("the database is busy: nothing was stopped or erased; retry later")
+
+
+class ErasureIncomplete(Exception):
+    """The contact's runs were stopped, then the database failed: its data is not erased
+    yet. Erasing again completes it (the stopped runs are not running any more)."""
+
+    def __init__(self, stopped: int) -> None:
+        self.stopped = stopped
+        super().__init__(
+            f"{stopped} journey(s) of the contact were stopped, but its data is not erased "
+            "yet: the database failed; retry the erasure to complete it"
+        )
+
+
 @dataclass(frozen=True)
 class ErasurePlan:
     """Who is erased and which workflows may run for them, read before anything changes."""
@@ -88,7 +124,7 @@ class ErasurePlan:
     asked: str
     canonical: str
     ids: list[str]  # the canonical id, then its aliases
-    workflow_ids: list[str]  # runs to stop: open ones, and every journey x id that could be
+    workflow_ids: list[str]  # runs that may be the contact's: open ones, unrecorded ones
     found: bool
 
 
@@ -200,72 +236,133 @@ def _commerce(session: Session, ids: list[str]) -> dict[str, Any]:
 # --- erasure --------------------------------------------------------------------
 
 
-async def erase_contact(engine: Engine, client: Client | None, contact_id: str) -> ErasureResult:
+async def erase_contact(
+    engine: Engine, client: Client | None, contact_id: str, python_journeys: Iterable[str] = ()
+) -> ErasureResult:
     """Stop the contact's runs, then erase its personal data; safe to repeat.
 
-    Raises `TemporalUnavailable` (nothing erased) when runs may exist and Temporal
-    cannot be reached; database errors propagate.
+    `python_journeys`: the ids of the hand-written journeys, which have no deployed
+    version telling their workflow ids. Raises `StoreBusy` (nothing stopped or erased)
+    when the database cannot be locked, `TemporalUnavailable` (nothing erased) when runs
+    may exist and Temporal cannot be reached, `ErasureIncomplete` when the database
+    failed after the runs were stopped (erasing again completes it).
     """
-    plan = await asyncio.to_thread(plan_erasure, engine, contact_id)
-    if not plan.found:
-        return ErasureResult(contact_id, found=False)
-    stopped = await stop_runs(client, plan.workflow_ids)
-    erased = await asyncio.to_thread(erase_rows, engine, plan)
+    loop = asyncio.get_running_loop()
+
+    def stop(plan: ErasurePlan) -> int:  # from the transaction's thread, the store locked
+        return asyncio.run_coroutine_threadsafe(stop_runs(client, plan), loop).result()
+
+    return await asyncio.to_thread(_erase_locked, engine, contact_id, tuple(python_journeys), stop)
+
+
+def _erase_locked(
+    engine: Engine,
+    contact_id: str,
+    python_journeys: tuple[str, ...],
+    stop: Callable[[ErasurePlan], int],
+) -> ErasureResult:
+    """Lock, plan, stop, erase, in one transaction: the lock comes first, so a busy
+    database fails the erasure before anything is stopped."""
+    with Session(engine, expire_on_commit=False) as session:  # closing rolls back the rest
+        try:
+            _lock_store(session)
+            plan = _plan(session, contact_id, python_journeys)
+            if plan.found:
+                session.get(Contact, plan.canonical, with_for_update=True)
+        except OperationalError as exc:  # SQLite "database is locked", a lock timeout
+            log.warning("erasure: the database is busy, nothing was stopped: %s", exc.orig)
+            raise StoreBusy() from exc
+        if not plan.found:
+            return ErasureResult(contact_id, found=False)
+        stopped = stop(plan)
+        try:
+            erased = _erase(session, plan)
+            session.commit()
+        except SQLAlchemyError as exc:
+            log.warning(
+                "erasure: %d run(s) stopped, then the database failed, nothing erased: %s",
+                stopped,
+                getattr(exc, "orig", None) or type(exc).__name__,
+            )
+            raise ErasureIncomplete(stopped) from exc
+    _checkpoint(engine)
     return ErasureResult(contact_id, True, stopped, erased)
 
 
-def plan_erasure(engine: Engine, contact_id: str) -> ErasurePlan:
+def _lock_store(session: Session) -> None:
+    """Take the erasure's lock before anything is read: SQLite's write lock (waiting
+    busy_timeout for it), or on PostgreSQL a bound on every lock wait that follows."""
+    connection = session.connection()
+    if connection.dialect.name == "sqlite":
+        # Deleted text is zeroed in the file, not left in free pages.
+        connection.exec_driver_sql("PRAGMA secure_delete=ON")
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    elif connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+
+
+def plan_erasure(
+    engine: Engine, contact_id: str, python_journeys: Iterable[str] = ()
+) -> ErasurePlan:
     with session_scope(engine) as session:
-        canonical = canonical_id(session, contact_id)
-        ids = list(dict.fromkeys([canonical, *aliases_of(session, canonical), contact_id]))
-        found = (
-            session.get(Contact, canonical) is not None
-            or len(ids) > 1
-            or any(
-                session.exec(
-                    select(model.id).where(col(model.contact_id).in_(ids)).limit(1)
-                ).first()
-                is not None
-                for model in (Event, Message, JourneyRun, Order, LoyaltyEntry, SegmentMember)
-            )
-        )
-        if not found:
-            return ErasurePlan(contact_id, canonical, ids, [], False)
-        open_runs = session.exec(
-            select(JourneyRun.workflow_id).where(
-                col(JourneyRun.contact_id).in_(ids), JourneyRun.status == "active"
-            )
-        )
-        # A run the router started but whose entry is not recorded yet has no row:
-        # every journey's workflow id for every id of the contact is stopped as well.
-        journeys = set(session.exec(select(JourneyVersion.journey_id).distinct()))
-        journeys |= set(
-            session.exec(
-                select(JourneyRun.journey_id).where(col(JourneyRun.contact_id).in_(ids)).distinct()
-            )
-        )
-        candidates = [
-            *open_runs,
-            *(workflow_id(j, i) for j in sorted(journeys) for i in ids),
-            *_unrecorded_keyed_runs(session, ids),
-        ]
-        return ErasurePlan(contact_id, canonical, ids, list(dict.fromkeys(candidates)), True)
+        return _plan(session, contact_id, tuple(python_journeys))
 
 
-def _unrecorded_keyed_runs(session: Session, ids: list[str]) -> list[str]:
-    """Runs of `one_run_per` journeys (`journey:<journey>:<id>:<key>`) the contact's trigger
-    events may have started without a row yet: one per event and id, as the router keys
-    them, unless that workflow id has recorded an entry (then it is in `journey_runs`)."""
+def _plan(session: Session, contact_id: str, python_journeys: tuple[str, ...]) -> ErasurePlan:
+    canonical = canonical_id(session, contact_id)
+    ids = list(dict.fromkeys([canonical, *aliases_of(session, canonical), contact_id]))
+    found = (
+        session.get(Contact, canonical) is not None
+        or len(ids) > 1
+        or any(
+            session.exec(select(model.id).where(col(model.contact_id).in_(ids)).limit(1)).first()
+            is not None
+            for model in (Event, Message, JourneyRun, Order, LoyaltyEntry, SegmentMember)
+        )
+    )
+    if not found:
+        return ErasurePlan(contact_id, canonical, ids, [], False)
+    open_runs = session.exec(
+        select(JourneyRun.workflow_id).where(
+            col(JourneyRun.contact_id).in_(ids), JourneyRun.status == "active"
+        )
+    )
+    # A run the router started but whose entry is not recorded yet has no row: the
+    # workflow ids the contact's runs would have, in each journey's shapes, are
+    # candidates too (`stop_runs` stops only those whose start names the contact).
+    candidates = [*open_runs, *_unrecorded_runs(session, ids, python_journeys)]
+    return ErasurePlan(contact_id, canonical, ids, list(dict.fromkeys(candidates)), True)
+
+
+def _unrecorded_runs(
+    session: Session, ids: list[str], python_journeys: tuple[str, ...]
+) -> list[str]:
+    """The workflow ids the contact's runs may have without a row yet, in the shapes the
+    journeys actually use: `journey:<journey>:<id>` for a version without `one_run_per`
+    and for a hand-written journey (configured, or known from the contact's rows), and
+    for a version with it `journey:<journey>:<id>:<key>`, one per trigger event and id as
+    the router keys them, unless that workflow id has recorded an entry."""
+    plain: dict[str, None] = dict.fromkeys(python_journeys)
     keyed: dict[tuple[str, str, str], None] = {}
-    for spec in session.exec(select(JourneyVersion.spec)):
+    versioned: set[str] = set()
+    for journey_id, spec in session.exec(select(JourneyVersion.journey_id, JourneyVersion.spec)):
+        versioned.add(journey_id)
         try:
             journey = Journey.model_validate(spec)
-        except ValidationError:  # a version an older release stored: erasure goes on
-            log.warning("erasure: a stored journey version does not load; skipped")
+        except ValidationError:  # a version an older release stored: its shape is unknown
+            log.warning("erasure: a stored journey version does not load; its plain run id tried")
+            plain[journey_id] = None
             continue
-        if journey.entry.one_run_per is not None:
+        if journey.entry.one_run_per is None:
+            plain[journey.id] = None
+        else:
             keyed[(journey.id, journey.trigger.name, journey.entry.one_run_per)] = None
-    found: list[str] = []
+    # Hand-written journeys the contact has run (they have no version).
+    ran = session.exec(
+        select(JourneyRun.journey_id).where(col(JourneyRun.contact_id).in_(ids)).distinct()
+    )
+    plain.update(dict.fromkeys(j for j in ran if j not in versioned))
+    found = [workflow_id(j, i) for j in sorted(plain) for i in ids]
     for journey_id, trigger, one_run_per in keyed:
         query = select(Event).where(col(Event.contact_id).in_(ids))
         if trigger == IDENTIFY:
@@ -290,9 +387,10 @@ def _unrecorded_keyed_runs(session: Session, ids: list[str]) -> list[str]:
     return found
 
 
-async def stop_runs(client: Client | None, workflow_ids: list[str]) -> int:
-    """Terminate each workflow that is still running; returns how many were."""
-    if not workflow_ids:
+async def stop_runs(client: Client | None, plan: ErasurePlan) -> int:
+    """Terminate each candidate workflow that is running and is the contact's (its start
+    input names one of the contact's ids); returns how many were."""
+    if not plan.workflow_ids:
         return 0
     if client is None:
         raise TemporalUnavailable(
@@ -300,11 +398,18 @@ async def stop_runs(client: Client | None, workflow_ids: list[str]) -> int:
             "nothing was erased; retry when Temporal is reachable"
         )
     gate = asyncio.Semaphore(STOP_CONCURRENCY)
+    ids = set(plan.ids)
 
     async def stop(wid: str) -> int:
         async with gate:
             try:
-                await client.get_workflow_handle(wid).terminate(reason=TERMINATE_REASON)
+                started = await _start_of(client, wid)
+                if started is None or await _started_for(client, started) not in ids:
+                    return 0  # another contact's run whose id has the same shape
+                # The run read, or the one it continued as: not a run started after.
+                first_run = started.first_execution_run_id or None
+                handle = client.get_workflow_handle(wid, first_execution_run_id=first_run)
+                await handle.terminate(reason=TERMINATE_REASON, rpc_timeout=RPC_TIMEOUT)
             except RPCError as exc:
                 if exc.status == RPCStatusCode.NOT_FOUND:  # never started, or already over
                     return 0
@@ -318,32 +423,85 @@ async def stop_runs(client: Client | None, workflow_ids: list[str]) -> int:
                 ) from exc
             return 1
 
-    results = await asyncio.gather(*(stop(w) for w in workflow_ids), return_exceptions=True)
+    results = await asyncio.gather(*(stop(w) for w in plan.workflow_ids), return_exceptions=True)
     for result in results:
         if isinstance(result, BaseException):
             raise result
     return sum(r for r in results if isinstance(r, int))
 
 
+async def _start_of(client: Client, wid: str) -> WorkflowExecutionStartedEventAttributes | None:
+    """The first event of the workflow's latest run: how it was started, with what input."""
+    events = client.get_workflow_handle(wid).fetch_history_events(
+        page_size=1, rpc_timeout=RPC_TIMEOUT
+    )
+    async for event in events:
+        if event.HasField("workflow_execution_started_event_attributes"):
+            return event.workflow_execution_started_event_attributes
+        break
+    return None
+
+
+async def _started_for(client: Client, started: WorkflowExecutionStartedEventAttributes) -> Any:
+    """The contact id in a run's start input (`JourneyInput.contact_id`), or None."""
+    try:
+        values = await client.data_converter.decode(started.input.payloads)
+    except Exception:  # not ours to read: not provably the contact's either
+        log.warning("erasure: a run's start input does not decode; that run is not stopped")
+        return None
+    first = values[0] if values else None
+    return first.get("contact_id") if isinstance(first, dict) else None
+
+
 def erase_rows(engine: Engine, plan: ErasurePlan) -> dict[str, int]:
-    """Delete or scrub every row about the contact, in one transaction; rows per table."""
-    sqlite = engine.dialect.name == "sqlite"
+    """Delete or scrub every row about the contact, in one transaction; rows per table.
+    The database part of `erase_contact`, for a contact with no runs to stop."""
     with session_scope(engine) as session:
-        if sqlite:  # deleted text is zeroed in the file, not left in free pages
-            session.connection().exec_driver_sql("PRAGMA secure_delete=ON")
+        _lock_store(session)
         erased = _erase(session, plan)
-    if sqlite:
-        # Old page images stay in the write-ahead log until a checkpoint; best effort
-        # (a long reader elsewhere can hold it back until the next automatic one).
+    _checkpoint(engine)
+    return erased
+
+
+def _checkpoint(engine: Engine) -> None:
+    """SQLite keeps old page images in the write-ahead log until a checkpoint: truncate
+    it now. Best effort (a long reader elsewhere can hold it back until the next
+    automatic one); the erasure is committed whatever happens here."""
+    if engine.dialect.name != "sqlite":
+        return
+    try:
         with engine.connect() as connection:
             connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-    return erased
+    except OperationalError as exc:
+        log.warning("erasure: the write-ahead log was not truncated: %s", exc.orig)
+
+
+@dataclass
+class Tombstones:
+    """What replaces the contact's ids and its runs' keys in the rows that stay."""
+
+    ids: dict[str, str]  # each of the contact's ids -> its tombstone
+    base: str  # the canonical id's tombstone
+    keys: dict[str, str] = field(default_factory=dict)  # run key -> k1, k2...
+
+    @classmethod
+    def new(cls, ids: list[str]) -> Tombstones:
+        base = f"{TOMBSTONE_PREFIX}{uuid.uuid4().hex}"
+        return cls({cid: base if n == 0 else f"{base}-{n}" for n, cid in enumerate(ids)}, base)
+
+    def of(self, contact_id: str) -> str:
+        return self.ids.get(contact_id, self.base)
+
+    def key(self, key: str) -> str:
+        """The run key's replacement: the same for the same key, in every table."""
+        if key not in self.keys:
+            self.keys[key] = f"k{len(self.keys) + 1}"
+        return self.keys[key]
 
 
 def _erase(session: Session, plan: ErasurePlan) -> dict[str, int]:
     ids = plan.ids
-    base = f"{TOMBSTONE_PREFIX}{uuid.uuid4().hex}"
-    tombs = {cid: base if n == 0 else f"{base}-{n}" for n, cid in enumerate(ids)}
+    tombs = Tombstones.new(ids)
     contact = session.get(Contact, plan.canonical, with_for_update=True)
     # Rows written under an alias were moved to the canonical id when it was merged;
     # either way their contact id is one of `ids`.
@@ -353,18 +511,18 @@ def _erase(session: Session, plan: ErasurePlan) -> dict[str, int]:
     for run in runs:
         if run.status == "active":
             run.status, run.exit_reason, run.exited_at = "exited", ERASED, now
-        run.contact_id = tombs.get(run.contact_id, base)
+        run.contact_id = tombs.of(run.contact_id)
         run.workflow_id = _tombstoned(run.workflow_id, run.journey_id, tombs)
         run.data = {}
         run.updated_at = now
     # Every address the contact ever had, before the rows that name them are scrubbed.
     addresses = _addresses(contact, messages, _identified(session, ids))
     for message in messages:
-        _scrub(message, tombs, base, now)
+        _scrub(message, tombs, now)
     suppressions = sum(
         pseudonymize(session, channel, found) for channel, found in addresses.items()
     )
-    commerce = _erase_commerce(session, ids, tombs, base, now)
+    commerce = _erase_commerce(session, ids, tombs, now)
     events = _delete(session, Event, col(Event.contact_id).in_(ids))
     aliases = _delete(
         session,
@@ -385,17 +543,17 @@ def _erase(session: Session, plan: ErasurePlan) -> dict[str, int]:
 
 
 def _erase_commerce(
-    session: Session, ids: list[str], tombs: dict[str, str], base: str, now: datetime
+    session: Session, ids: list[str], tombs: Tombstones, now: datetime
 ) -> dict[str, int]:
     """Orders and coupons stay under the tombstone; points and segment stays go."""
     orders = list(session.exec(select(Order).where(col(Order.contact_id).in_(ids))))
     for order in orders:
-        order.contact_id = tombs.get(order.contact_id, base)
+        order.contact_id = tombs.of(order.contact_id)
     for line in session.exec(select(OrderLine).where(col(OrderLine.contact_id).in_(ids))):
-        line.contact_id = tombs.get(line.contact_id, base)
+        line.contact_id = tombs.of(line.contact_id)
     coupons = list(session.exec(select(Coupon).where(col(Coupon.contact_id).in_(ids))))
     for coupon in coupons:
-        coupon.contact_id = tombs.get(coupon.contact_id, base)
+        coupon.contact_id = tombs.of(coupon.contact_id)
         if coupon.workflow_id:
             old_wid = coupon.workflow_id
             coupon.workflow_id = _tombstoned(old_wid, coupon.journey_id or "", tombs)
@@ -403,7 +561,7 @@ def _erase_commerce(
                 coupon.idempotency_key, old_wid, coupon.workflow_id, tombs
             )
         if any(cid in coupon.idempotency_key for cid in ids):  # a key made some other way
-            coupon.idempotency_key = f"{base}:coupon:{coupon.code}"
+            coupon.idempotency_key = f"{tombs.base}:coupon:{coupon.code}"
         if coupon.redeemed_at is None and (coupon.expires_at is None or coupon.expires_at > now):
             coupon.expires_at = now  # nobody may use it now; the code stays taken
     return {
@@ -416,12 +574,12 @@ def _erase_commerce(
     }
 
 
-def _scrub(message: Message, tombs: dict[str, str], base: str, now: datetime) -> None:
+def _scrub(message: Message, tombs: Tombstones, now: datetime) -> None:
     """Keep the ledger facts (what, when, status, provider id); drop who and what it said."""
     old_wid = message.workflow_id
     message.workflow_id = _tombstoned(old_wid, message.journey_id, tombs)
     message.idempotency_key = _rekeyed(message.idempotency_key, old_wid, message.workflow_id, tombs)
-    message.contact_id = tombs.get(message.contact_id, base)
+    message.contact_id = tombs.of(message.contact_id)
     message.recipient = None
     message.content = {}
     message.locale = None
@@ -433,34 +591,35 @@ def _scrub(message: Message, tombs: dict[str, str], base: str, now: datetime) ->
     message.timeline = timeline
 
 
-def _tombstoned(wid: str, journey_id: str, tombs: dict[str, str]) -> str:
-    """The workflow id with the contact's id replaced by its tombstone, rebuilt from its
-    parts as `workflow_id` makes them: `journey:<journey>:<id>`, and with `one_run_per`
-    `journey:<journey>:<id>:<key>` (a key holds no ':'). The id may be any of the contact's
-    (a run started under an anonymousId keeps it). An id of another shape keeps no trace
-    of the contact's ids either: each occurrence is replaced."""
+def _tombstoned(wid: str, journey_id: str, tombs: Tombstones) -> str:
+    """The workflow id rebuilt from its parts as `workflow_id` makes them, with the
+    contact's id replaced by its tombstone: `journey:<journey>:<id>`, and with
+    `one_run_per` `journey:<journey>:<id>:<key>` (a key holds no ':'), whose key is a
+    value of the contact's events (an email...) and is replaced too. The id may be any of
+    the contact's (a run started under an anonymousId keeps it). An id of another shape
+    keeps no trace of the contact's ids either: each occurrence is replaced."""
     prefix = workflow_id(journey_id, "")
     rest = wid[len(prefix) :] if wid.startswith(prefix) else None
-    for cid in sorted(tombs, key=len, reverse=True):
+    for cid in sorted(tombs.ids, key=len, reverse=True):
         if rest == cid:
-            return workflow_id(journey_id, tombs[cid])
+            return workflow_id(journey_id, tombs.ids[cid])
         key = rest[len(cid) + 1 :] if rest and rest.startswith(cid + ":") else ""
         if key and ":" not in key:
-            return workflow_id(journey_id, tombs[cid], key)
+            return workflow_id(journey_id, tombs.ids[cid], tombs.key(key))
     return _replaced(wid, tombs)
 
 
-def _rekeyed(key: str, old_wid: str, new_wid: str, tombs: dict[str, str]) -> str:
+def _rekeyed(key: str, old_wid: str, new_wid: str, tombs: Tombstones) -> str:
     """An idempotency key `<workflow id>:<step>:<entry>` under the rewritten workflow id."""
     if key.startswith(old_wid + ":"):
         return new_wid + key[len(old_wid) :]
     return _replaced(key, tombs)
 
 
-def _replaced(text: str, tombs: dict[str, str]) -> str:
+def _replaced(text: str, tombs: Tombstones) -> str:
     """`text` with every occurrence of one of the contact's ids replaced by its tombstone."""
-    for cid in sorted(tombs, key=len, reverse=True):
-        text = text.replace(cid, tombs[cid])
+    for cid in sorted(tombs.ids, key=len, reverse=True):
+        text = text.replace(cid, tombs.ids[cid])
     return text
 
 
