@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -463,15 +464,38 @@ def erase_rows(engine: Engine, plan: ErasurePlan) -> dict[str, int]:
     return erased
 
 
-def _checkpoint(engine: Engine) -> None:
-    """SQLite keeps old page images in the write-ahead log until a checkpoint: truncate
-    it now. Best effort (a long reader elsewhere can hold it back until the next
-    automatic one); the erasure is committed whatever happens here."""
+def _checkpoint(engine: Engine, patience: float = 5.0) -> None:
+    """Rewrite the SQLite file without the erased rows' old bytes, then empty its log.
+
+    `secure_delete` zeroes what a deletion frees, but SQLite leaves old cell bytes in
+    the unused middle of the pages it rebuilds (seen: an earlier version of a message
+    row, with its address), and earlier page images stay in the write-ahead log.
+    `VACUUM` writes live rows only; the checkpoint then copies every page of the log
+    into the file. A checkpoint that a reader's snapshot holds back copies only the
+    pages before it, so it is retried until the whole log is copied (readers last
+    milliseconds). Best effort: the erasure is committed whatever happens here.
+    PostgreSQL keeps dead row versions until it vacuums (docs/privacy.md).
+    """
     if engine.dialect.name != "sqlite":
         return
     try:
         with engine.connect() as connection:
-            connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+            connection.exec_driver_sql("VACUUM")
+    except OperationalError as exc:  # busy beyond busy_timeout
+        log.warning("erasure: VACUUM did not run (%s); old bytes stay until the next", exc.orig)
+    deadline = time.monotonic() + patience
+    try:
+        while True:
+            with engine.connect() as connection:
+                busy, frames, copied = connection.exec_driver_sql(
+                    "PRAGMA wal_checkpoint(TRUNCATE)"
+                ).one()
+            if not busy and frames == copied:
+                return
+            if time.monotonic() >= deadline:
+                log.warning("erasure: a reader held the write-ahead log; it empties later")
+                return
+            time.sleep(0.05)
     except OperationalError as exc:
         log.warning("erasure: the write-ahead log was not truncated: %s", exc.orig)
 
