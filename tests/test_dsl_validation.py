@@ -495,6 +495,45 @@ BROKEN = [
         ],
         id="trigger-where-and-entry-if-read-roots-they-do-not-see",
     ),
+    pytest.param(
+        "id: cart\nname: Cart\n"
+        'trigger: {event: Product Added, where: trigger.product_id == "sku-1"}\n'
+        "steps: [exit]\n",
+        [
+            # The advice is the lookup that works, not `event.product_id` (itself wrong).
+            "j.yaml:3:40: trigger.product_id is always null in trigger.where, which sees "
+            "only contact and event: the event being tested is the trigger, write "
+            "event.properties.product_id",
+        ],
+        id="trigger-in-trigger-where-is-corrected-to-the-key-that-exists",
+    ),
+    pytest.param(
+        "id: signup\nname: Signup\n"
+        "trigger: {identify: true, where: event.traits.consent.email.marketing == true}\n"
+        "entry: {if: trigger.traits.plan == 'pro'}\n"
+        "steps: [exit]\n",
+        [
+            "j.yaml:3:34: unknown key 'traits' in event.traits.consent.email.marketing "
+            "(expected one of: id, name, type, properties, context, timestamp, products); "
+            "an identify call's traits are its properties: did you mean "
+            "event.properties.consent.email.marketing?",
+            "j.yaml:4:13: unknown key 'traits' in trigger.traits.plan (expected one of: id, "
+            "name, type, properties, context, timestamp, products); an identify call's "
+            "traits are its properties: did you mean trigger.properties.plan?",
+        ],
+        id="identify-traits-are-its-properties",
+    ),
+    pytest.param(
+        "id: cart\nname: Cart\ntrigger: {event: Product Added}\n"
+        "goal: {event: Order Completed, within: 1d, where: event.traits.vip == true}\n"
+        "steps: [exit]\n",
+        [
+            "j.yaml:4:51: unknown key 'traits' in event.traits.vip (expected one of: id, "
+            "name, type, properties, context, timestamp, products); did you mean "
+            "contact.traits.vip?",
+        ],
+        id="a-track-event-has-no-traits-the-contact-has",
+    ),
 ]
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from ..dsl.context_check import journey_keys, unknown_key
 from ..dsl.loader import LoadedJourney, iter_steps
-from ..dsl.models import SendStep
+from ..dsl.models import IDENTIFY, SendStep
 from ..dsl.problems import Problem
 from ..dsl.roots import CART_KEYS, TEMPLATE_JOURNEY_KEYS, free_keys, record_keys
 from ..rendering.catalog import BRAND_FILE, CHANNELS, PARTS, SAMPLE_FILE, Message, Variant
@@ -174,7 +174,15 @@ def explain_missing(missing: MissingValue, facts: _Facts, renderer: Renderer) ->
     if root in ("contact", "event", "cart"):
         fixed = record_keys(root) or CART_KEYS
         if key not in fixed:
-            text = unknown_key(key, expression or "", fixed, free=free_keys(root), at=[root])
+            text = unknown_key(
+                key,
+                expression or "",
+                fixed,
+                free=free_keys(root),
+                at=[root],
+                rest=list(chain[2:]),
+                identify=root == "event" and sender is not None and sender.trigger == IDENTIFY,
+            )
             return f"{head}: real sends never have it: {text}"
         free = free_keys(root)
         if key in free and len(chain) > 2:

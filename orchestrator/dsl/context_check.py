@@ -32,6 +32,8 @@ from .models import (
 )
 from .problems import Problem
 from .roots import (
+    EVENT_UNDER_TEST,
+    KEY_SYNONYMS,
     POINTS_KEYS,
     ROOTS,
     SAVED_EVENT_KEYS,
@@ -118,7 +120,7 @@ def check_condition_keys(
             continue  # reported by the models already
         lines = text.strip().splitlines()
         for chain, node in _chains(tree):
-            message = chain_problem(chain, site.site, site.kept)
+            message = chain_problem(chain, site.site, site.kept, journey.trigger.identify)
             if message is not None:
                 offset = _char_offset(lines, node.lineno, node.col_offset)
                 line, column = source.text_position(site.path, offset)
@@ -126,17 +128,26 @@ def check_condition_keys(
     return problems
 
 
-def chain_problem(chain: list[Any], site: str, kept: Kept) -> str | None:
-    """What is wrong with reading `chain` (["trigger", "product_id"]) at `site`, if anything."""
+def chain_problem(chain: list[Any], site: str, kept: Kept, identify: bool = False) -> str | None:
+    """What is wrong with reading `chain` (["trigger", "product_id"]) at `site`, if anything.
+
+    `identify`: the journey starts on an identify call, whose traits are the trigger's
+    `properties` (so `trigger.traits.x` means `trigger.properties.x`).
+    """
     root = chain[0]
     written = expression(chain)
     if root not in SITE_ROOTS[site]:
         *first, last = SITE_ROOTS[site]
         sees = f"{', '.join(first)} and {last}"
         if root == "trigger" and site == "trigger.where":
+            # The same lookup on `event`, as it should be written (and corrected, if the
+            # key is wrong there too: `trigger.product_id` is `event.properties.product_id`).
+            fixed = ["event", *chain[1:]]
+            meant = meant_chains(fixed, site, kept, identify)
+            write = expression(fixed) if meant is None else " or ".join(meant[:1])
             return (
                 f"{written} is always null in trigger.where, which sees only {sees}: "
-                f"the event being tested is the trigger, write {expression(['event', *chain[1:]])}"
+                f"the event being tested is the trigger, write {write}"
             )
         return (
             f"{written} is always null in {site}, which sees only {sees} "
@@ -163,7 +174,37 @@ def chain_problem(chain: list[Any], site: str, kept: Kept) -> str | None:
     fixed = record_keys(root)
     if key in fixed:
         return None
-    return unknown_key(key, written, fixed, free=free_keys(root), at=[root])
+    return unknown_key(
+        key,
+        written,
+        fixed,
+        free=free_keys(root),
+        at=[root],
+        rest=chain[2:],
+        identify=identify and refers_to_trigger(root, site),
+    )
+
+
+def meant_chains(chain: list[Any], site: str, kept: Kept, identify: bool = False) -> list[str] | None:
+    """None when `chain` is right at `site`; else what was probably meant, best first."""
+    if chain_problem(chain, site, kept, identify) is None:
+        return None
+    if chain[0] in ("contact", "event", "trigger") and len(chain) > 1:
+        return key_guesses(
+            chain[1],
+            record_keys(chain[0]),
+            free=free_keys(chain[0]),
+            at=[chain[0]],
+            rest=chain[2:],
+            identify=identify and refers_to_trigger(chain[0], site),
+        )
+    return []
+
+
+def refers_to_trigger(root: str, site: str) -> bool:
+    """Whether `root` is the run's trigger at `site` (`event` is, except where a `where:`
+    tests another event: a goal's or a wait_for's)."""
+    return root == "trigger" or (root == "event" and site not in EVENT_UNDER_TEST)
 
 
 def unknown_key(
@@ -174,23 +215,51 @@ def unknown_key(
     free: tuple[str, ...] = (),
     at: list[str] | None = None,
     lead: str = "expected one of",
+    rest: list[Any] | tuple[Any, ...] = (),
+    identify: bool = False,
 ) -> str:
-    """An unknown key, the valid ones, and what was probably meant: the same key in
-    another case, else a close spelling and the key under the root's free data
-    (`trigger.properties.product_id` for `trigger.product_id`)."""
+    """An unknown key, the valid ones, and what was probably meant (`key_guesses`)."""
     text = f"unknown key {key!r} in {written} ({lead}: {', '.join(valid)})"
-    prefix = at or []
-    same = next((c for c in valid if c.casefold() == key.casefold()), None)
-    if same is not None:
-        return f"{text}; did you mean {expression([*prefix, same])}?"
-    close = _close(key, valid)
-    guesses = [expression([*prefix, c]) for c in close]
-    near = close and difflib.SequenceMatcher(None, key, close[0]).ratio() >= 0.85
-    if free and not near:  # `product_id` is not `products`: free data comes first
-        guesses.insert(0, expression([*prefix, free[0], key]))
+    guesses = key_guesses(key, valid, free=free, at=at, rest=rest, identify=identify)
     if not guesses:
         return text
+    if identify and key == "traits":
+        return f"{text}; an identify call's traits are its properties: did you mean {guesses[0]}?"
     return f"{text}; did you mean {' or '.join(guesses)}?"
+
+
+def key_guesses(
+    key: str,
+    valid: tuple[str, ...],
+    *,
+    free: tuple[str, ...] = (),
+    at: list[str] | None = None,
+    rest: list[Any] | tuple[Any, ...] = (),
+    identify: bool = False,
+) -> list[str]:
+    """What a lookup of `key` (followed by `rest`) probably meant, best first: the same
+    key in another case, the key another platform calls it by (`cart.items` is
+    `cart.products`), an identify's traits under its properties, else a close spelling
+    and the key under the root's free data (`trigger.properties.product_id` for
+    `trigger.product_id`), the rest of the lookup kept."""
+    prefix = at or []
+    if key == "traits" and prefix[:1] in (["event"], ["trigger"]):
+        # An identify call's traits are its properties; other events carry none.
+        if identify:
+            return [expression([*prefix, "properties", *rest])]
+        return [expression(["contact", "traits", *rest])]
+    same = next((c for c in valid if c.casefold() == key.casefold()), None)
+    if same is not None:
+        return [expression([*prefix, same, *rest])]
+    synonym = KEY_SYNONYMS.get(key)
+    if synonym in valid:
+        return [expression([*prefix, synonym, *rest])]
+    close = _close(key, valid)
+    guesses = [expression([*prefix, c, *rest]) for c in close]
+    near = close and difflib.SequenceMatcher(None, key, close[0]).ratio() >= 0.85
+    if free and not near:  # `product_id` is not `products`: free data comes first
+        guesses.insert(0, expression([*prefix, free[0], key, *rest]))
+    return guesses
 
 
 def did_you_mean(name: str, known: Any) -> str | None:
