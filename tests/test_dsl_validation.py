@@ -184,7 +184,8 @@ BROKEN = [
               - if: contact.traits.age = 18
                 then: [exit]
         """,
-        "j.yaml:6:32: invalid condition 'contact.traits.age = 18': invalid syntax",
+        "j.yaml:6:32: invalid condition 'contact.traits.age = 18': a single = does not "
+        "compare; write == to test equality (contact.traits.age == 18)",
     ),
     case(
         "unknown-name-in-condition",
