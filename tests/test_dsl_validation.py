@@ -350,6 +350,24 @@ BROKEN = [
               timezone: Europe/Pariss
         """,
         "j.yaml:7:17: unknown timezone 'Europe/Pariss': expected an IANA name such as "
+        "Europe/Paris, America/New_York or UTC; did you mean Europe/Paris?",
+    ),
+    case(
+        "misspelt-timezones-get-what-was-meant",
+        """\
+        steps:
+          - wait_until: {time: "09:00", timezone: Europe/Belgrad}
+          - wait_until: {time: "09:00", timezone: Belgrade}
+          - wait_until: {time: "09:00", timezone: america/new_york}
+          - wait_until: {time: "09:00", timezone: Atlantis/Capital}
+        """,
+        "j.yaml:5:43: unknown timezone 'Europe/Belgrad': expected an IANA name such as "
+        "Europe/Paris, America/New_York or UTC; did you mean Europe/Belgrade?",
+        "j.yaml:6:43: unknown timezone 'Belgrade': expected an IANA name such as "
+        "Europe/Paris, America/New_York or UTC; did you mean Europe/Belgrade?",
+        "j.yaml:7:43: unknown timezone 'america/new_york': expected an IANA name such as "
+        "Europe/Paris, America/New_York or UTC; did you mean America/New_York?",
+        "j.yaml:8:43: unknown timezone 'Atlantis/Capital': expected an IANA name such as "
         "Europe/Paris, America/New_York or UTC",
     ),
     case(
