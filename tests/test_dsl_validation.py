@@ -241,7 +241,8 @@ BROKEN = [
         steps:
           - send: {channel: email, template: welcom}
         """,
-        "j.yaml:5:38: template 'welcom' not found: no folder templates/welcom/",
+        "j.yaml:5:38: template 'welcom' not found: no folder templates/welcom/; did you mean "
+        "'welcome'?",
     ),
     case(
         "template-missing-a-channel-part",

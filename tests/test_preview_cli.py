@@ -306,7 +306,18 @@ def test_channel_the_message_does_not_have(workdir: Path) -> None:
 
 def test_unknown_message(workdir: Path) -> None:
     line = refused(preview("nope"))
-    assert line.startswith("error: no message 'nope'")
+    assert line == "error: no message 'nope': no folder templates/nope/"
+
+
+def test_a_misspelt_message_gets_the_one_meant(workdir: Path) -> None:
+    write_message("welcome", {"email.subject": "Hi", "email.text": "Hello"})
+    write_message("_partials", {"welcome.text": "a partial, never a message"})
+    line = refused(preview("welcom"))
+    assert (
+        line == "error: no message 'welcom': no folder templates/welcom/; did you mean 'welcome'?"
+    )
+    line = refused(preview("Welcome"))
+    assert line.endswith("did you mean 'welcome'?")
 
 
 def test_contact_id_without_a_database(workdir: Path) -> None:

@@ -263,7 +263,7 @@ def check_journey_templates(item: LoadedJourney, renderer: Renderer) -> list[Pro
         message = renderer.message(name)
         where = (*path, "send", "template")
         if not message.exists():
-            message_text = f"template {name!r} not found: no folder {message.folder}/"
+            message_text = f"template {name!r} not found: {message.missing()}"
             problems.append(item.problem(where, message_text))
             continue
         default = message.variants()[0]

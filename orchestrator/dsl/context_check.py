@@ -185,7 +185,9 @@ def chain_problem(chain: list[Any], site: str, kept: Kept, identify: bool = Fals
     )
 
 
-def meant_chains(chain: list[Any], site: str, kept: Kept, identify: bool = False) -> list[str] | None:
+def meant_chains(
+    chain: list[Any], site: str, kept: Kept, identify: bool = False
+) -> list[str] | None:
     """None when `chain` is right at `site`; else what was probably meant, best first."""
     if chain_problem(chain, site, kept, identify) is None:
         return None

@@ -18,6 +18,7 @@ Folders starting with `_` are shared and never messages.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,6 +80,16 @@ class Message:
     def exists(self) -> bool:
         return not self.name.startswith("_") and self.folder.is_dir()
 
+    def missing(self) -> str:
+        """Why a message that does not exist is not found, and the one probably meant."""
+        text = f"no folder {self.folder}/"
+        names = message_names(self.templates_dir)
+        by_key = {n.casefold().replace("-", "_"): n for n in names}
+        key = self.name.casefold().replace("-", "_")
+        close = difflib.get_close_matches(key, list(by_key), n=1, cutoff=0.75)
+        guess = by_key.get(key) or (by_key[close[0]] if close else None)
+        return f"{text}; did you mean {guess!r}?" if guess else text
+
     def variants(self) -> list[Variant]:
         """The default version first, then each translation folder named by a locale."""
         found = [Variant(self.name, None, self.folder, self.templates_dir)]
@@ -112,6 +123,13 @@ class Message:
                 return variant
         root = by_locale[None]
         return root if root.complete(channel) else None
+
+
+def message_names(templates_dir: Path) -> list[str]:
+    """The messages of a templates folder: its sub-folders not starting with `_`."""
+    if not templates_dir.is_dir():
+        return []
+    return sorted(p.name for p in templates_dir.iterdir() if p.is_dir() and p.name[0] != "_")
 
 
 class LocalizedLoader(BaseLoader):

@@ -114,7 +114,7 @@ class Renderer:
         """Render every part of `template` for `channel` in the contact's best locale."""
         message = self.message(template)
         if not message.exists():
-            raise RenderError(f"template {template!r} not found in {self.templates_dir}/")
+            raise RenderError(f"template {template!r} not found: {message.missing()}")
         contact = context.get("contact") or {}
         requested = locale or contact.get("locale")
         variant = message.choose(locales.chain(requested, self.default_locale), channel)
