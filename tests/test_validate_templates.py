@@ -382,7 +382,7 @@ def test_translation_with_only_a_subject_would_send_the_default(workdir: Path) -
     write_message("welcome", {**WELCOME, "ru/email.subject": "Добро пожаловать"})
     assert_one_problem(
         validate(),
-        "templates/welcome/ru:1:1",
+        "templates/welcome/ru/",
         "the ru version of 'welcome' has no email.html or email.text",
         "ru contacts would get the default email instead",
     )
@@ -392,9 +392,42 @@ def test_folder_that_is_not_a_locale_tag(workdir: Path) -> None:
     write_journey("welcome")
     write_message("welcome", {**WELCOME, "russian/email.subject": "Привет"})
     write_message("welcome", {"russian/email.text": "Привет"})
+    # A folder has no line: `:1:1` would send an editor to nothing.
     assert_one_problem(
-        validate(), "templates/welcome/russian:1:1", "folder 'russian' is not a locale tag"
+        validate(), "templates/welcome/russian/", "folder 'russian' is not a locale tag"
     )
+
+
+@pytest.mark.parametrize(
+    ("stray", "meant"),
+    [
+        ("email.preheder", "did you mean email.preheader?"),
+        ("email.subjet", "did you mean email.subject?"),
+        ("email.body", "did you mean email.html or email.text?"),
+        ("push.url", "did you mean push.link?"),
+        ("sms.text", "did you mean sms.body?"),
+        ("ru/email.txt", "did you mean email.text?"),
+        ("ru/sample.yaml", "the message's templates/welcome/sample.yaml serves every version"),
+        ("notes.md", "rename it to one of email.subject, "),
+    ],
+)
+def test_a_file_that_is_no_part_is_an_error_not_a_silently_missing_part(
+    workdir: Path, stray: str, meant: str
+) -> None:
+    """`email.preheder` was never rendered: validate passed, and every email went out
+    without its preheader."""
+    write_journey("welcome")
+    write_message("welcome", {**WELCOME, "ru/email.subject": "Привет", "ru/email.text": "Привет"})
+    write_message("welcome", {stray: "Don't miss our spring sale", ".DS_Store": ""})
+    line = assert_one_problem(
+        validate(), f"templates/welcome/{stray}", "so it is never used", meant
+    )
+    assert "email.preheader" in line or "sample.yaml" in line  # what a folder may hold
+    # A message no journey sends yet is checked the same way.
+    Path("journeys/welcome.yaml").unlink()
+    write_journey("other", journey_id="other")
+    write_message("other", WELCOME)
+    assert f"templates/welcome/{stray}: " in validate().stdout
 
 
 @pytest.mark.parametrize(

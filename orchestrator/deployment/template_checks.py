@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..dsl.context_check import journey_keys, unknown_key
@@ -28,7 +29,16 @@ from ..dsl.loader import LoadedJourney, iter_steps
 from ..dsl.models import IDENTIFY, SendStep
 from ..dsl.problems import Problem
 from ..dsl.roots import CART_KEYS, TEMPLATE_JOURNEY_KEYS, free_keys, record_keys
-from ..rendering.catalog import BRAND_FILE, CHANNELS, PARTS, SAMPLE_FILE, Message, Variant
+from ..rendering.catalog import (
+    BRAND_FILE,
+    CHANNELS,
+    PART_FILES,
+    PARTS,
+    SAMPLE_FILE,
+    Message,
+    Variant,
+    part_meant,
+)
 from ..rendering.expressions import MissingValue
 from ..rendering.renderer import Renderer, RenderError
 from ..rendering.samples import SampleError, load_sample, sample_context
@@ -79,15 +89,14 @@ def check_message(
     except SampleError as exc:
         return [Problem(exc.file, exc.line, 1, exc.reason)]
     problems = [
-        Problem(
-            str(folder),
-            1,
-            1,
+        Problem.whole(
+            folder,
             f"folder {folder.name!r} is not a locale tag "
             "(expected a language like ru, sr-Latn, ar or pt-BR); it is ignored",
         )
         for folder in message.stray_folders()
     ]
+    problems += [_stray_file(file) for file in message.stray_files()]
     reported: set[tuple[str, str]] = set()
     for channel in (c for c in CHANNELS if c in set(channels)):
         for variant in message.variants():
@@ -98,6 +107,23 @@ def check_message(
                 )
             problems += found
     return problems
+
+
+def _stray_file(file: Path) -> Problem:
+    """A file of a message folder that is no part: it would never be sent."""
+    meant = part_meant(file.name)
+    parts = f"{', '.join(PART_FILES)} and {SAMPLE_FILE}"
+    if file.name == SAMPLE_FILE:  # in a translation folder
+        return Problem.whole(
+            file,
+            f"a translation has no {SAMPLE_FILE} of its own, so it is never used: the "
+            f"message's {file.parent.parent / SAMPLE_FILE} serves every version",
+        )
+    if meant:
+        advice = f"did you mean {' or '.join(meant)}? (a message folder holds {parts})"
+    else:
+        advice = f"rename it to one of {parts}, or move it out of the message folder"
+    return Problem.whole(file, f"not a part of a message, so it is never used: {advice}")
 
 
 def _as_real(context: dict[str, Any], sender: Sender | None) -> dict[str, Any]:
@@ -122,10 +148,8 @@ def _check_variant(
             return []  # the default version's gaps are the journey loader's to report
         missing = " and ".join(variant.missing(channel))
         return [
-            Problem(
-                str(variant.folder),
-                1,
-                1,
+            Problem.whole(
+                variant.folder,
                 f"the {variant.locale} version of {message.name!r} has no {missing}: "
                 f"{variant.locale} contacts would get the default {channel} instead",
             )

@@ -38,6 +38,23 @@ REQUIRED: dict[str, tuple[tuple[str, ...], ...]] = {
     "sms": (("body",),),
 }
 CHANNELS = tuple(PARTS)
+PART_FILES = tuple(f"{channel}.{part}" for channel, parts in PARTS.items() for part in parts)
+# What a part is often called elsewhere: `email.body` is email.html or email.text.
+PART_SYNONYMS = {
+    "email.body": ("email.html", "email.text"),
+    "email.txt": ("email.text",),
+    "email.htm": ("email.html",),
+    "email.title": ("email.subject",),
+    "email.preview": ("email.preheader",),
+    "push.url": ("push.link",),
+    "push.deeplink": ("push.link",),
+    "push.text": ("push.body",),
+    "push.message": ("push.body",),
+    "push.subject": ("push.title",),
+    "sms.text": ("sms.body",),
+    "sms.message": ("sms.body",),
+    "sample.yml": ("sample.yaml",),
+}
 SAMPLE_FILE = "sample.yaml"
 BRAND_FILE = "_brand.yaml"
 
@@ -105,6 +122,20 @@ class Message:
             p for p in self.folder.iterdir() if p.is_dir() and locales.canonical(p.name) is None
         )
 
+    def stray_files(self) -> list[Path]:
+        """Files of the message's versions that are no part (`email.preheder`, `push.url`):
+        never rendered, so most likely a misspelt part. Hidden files are left alone."""
+        names = set(PART_FILES)
+        found = []
+        for variant in self.variants():
+            allowed = names | ({SAMPLE_FILE} if variant.locale is None else set())
+            found += [
+                p
+                for p in variant.folder.iterdir()
+                if p.is_file() and p.name not in allowed and not p.name.startswith(".")
+            ]
+        return sorted(found)
+
     def channels(self) -> list[str]:
         """Channels any version of the message is complete for."""
         return [c for c in CHANNELS if any(v.complete(c) for v in self.variants())]
@@ -123,6 +154,17 @@ class Message:
                 return variant
         root = by_locale[None]
         return root if root.complete(channel) else None
+
+
+def part_meant(name: str) -> tuple[str, ...]:
+    """The part (or sample file) a stray file name probably meant, if any."""
+    key = name.casefold()
+    if key in PART_SYNONYMS:
+        return PART_SYNONYMS[key]
+    known = [*PART_FILES, SAMPLE_FILE]
+    if key in known:  # `Email.Subject`: only the case differs
+        return (key,)
+    return tuple(difflib.get_close_matches(key, known, n=1, cutoff=0.75))
 
 
 def message_names(templates_dir: Path) -> list[str]:
