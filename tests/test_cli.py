@@ -45,6 +45,43 @@ def test_validate_names_a_missing_path(tmp_path: Path) -> None:
     assert "no such file or folder" in result.output
 
 
+def test_validate_refuses_a_folder_with_no_journey_naming_it(tmp_path: Path) -> None:
+    """`journeys validate docs` said "0 journey(s) valid" and passed: a wrong path looked
+    like a clean project (and deploying an empty folder retires every journey)."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "journeys.md").write_text("# The journey language\n")
+    (docs / "segments.yaml").write_text("vip: {trait: {name: vip, equals: true}}\n")
+    empty = tmp_path / "emptyj"
+    empty.mkdir()
+    for folder in (docs, empty):
+        result = CliRunner().invoke(main, ["validate", str(folder)])
+        assert result.exit_code == 1, result.output
+        assert result.stdout.splitlines() == [
+            f"{folder}/: no journey in this folder: a journey is a .yaml or .yml file "
+            "(besides segments.yaml and events.yaml) with id, name, trigger and steps"
+        ]
+        assert "1 problem(s) found" in result.stderr
+
+
+def test_deploy_of_a_folder_with_no_journey_changes_nothing(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    journeys = tmp_path / "journeys"
+    journeys.mkdir()
+    (journeys / "a.yaml").write_text(
+        "id: a\nname: A\ntrigger: {event: Order Completed}\nsteps: [{wait: 1h}]\n"
+    )
+    deploy = ["deploy", "--journeys", str(journeys), "--data-dir", str(data)]
+    assert CliRunner().invoke(main, deploy).exit_code == 0
+    empty = tmp_path / "emptyj"
+    empty.mkdir()
+    result = CliRunner().invoke(main, ["deploy", "--journeys", str(empty), "--data-dir", str(data)])
+    assert result.exit_code == 1
+    assert f"{empty}/: no journey in this folder" in result.stderr
+    listed = CliRunner().invoke(main, ["list", "--data-dir", str(data)])
+    assert listed.stdout.splitlines()[1].split()[:2] == ["a", "active"]
+
+
 def test_runs_with_an_unsupported_database_url_is_one_clear_line(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("DATABASE_URL", "mysql://db/x")
     result = CliRunner().invoke(main, ["runs"])

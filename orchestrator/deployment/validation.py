@@ -69,21 +69,31 @@ def validate(
         result.events.declared |= declared
         result.problems += problems
     segment_files = [p for p in targets if p.is_file() and p.name == SEGMENTS_FILE]
-    folders = [p for p in targets if p.is_dir()]
-    result.segment_files = segment_files + [
-        p / SEGMENTS_FILE for p in folders if (p / SEGMENTS_FILE).is_file()
-    ]
+    journey_targets = [p for p in targets if p not in segment_files + result.events.plans]
+    # The segments a journey's trigger may name are those of the segments.yaml of the
+    # folder it is deployed from: the folder validated, or the folder of a file validated
+    # on its own (present or not, as `journeys deploy` of that folder would see it).
+    scopes = {p if p.is_dir() else p.parent for p in journey_targets}
+    scopes |= {p.parent for p in segment_files}
+    result.segment_files = [p / SEGMENTS_FILE for p in sorted(scopes)]
+    result.segment_files = [p for p in result.segment_files if p.is_file()]
+    names: dict[Path, set[str] | None] = {folder: set() for folder in scopes}
     for file in result.segment_files:
         found, problems = load_segments(file)
         result.segments += found
         result.problems += problems
-    segment_problems = bool(result.problems)
-    journey_targets = [p for p in targets if p not in segment_files + result.events.plans]
-    # Triggers are checked against the segments whenever a folder or segments.yaml is given.
-    names = None
-    if (folders or segment_files) and not segment_problems:
-        names = {s.name for s in result.segments}
-    journeys, problems = load_journeys(journey_targets, names) if journey_targets else ([], [])
+        # A broken segments.yaml is reported; its triggers are not checked against it.
+        names[file.parent] = None if problems else {s.name for s in found}
+    folders = [p for p in journey_targets if p.is_dir()]
+
+    def segments_of(file: Path) -> set[str] | None:
+        """The segment names of the folder `file` is deployed from."""
+        scope = next((f for f in folders if f in file.parents), file.parent)
+        return names.get(scope)
+
+    journeys, problems = (
+        load_journeys(journey_targets, segments_of) if journey_targets else ([], [])
+    )
     for item in journeys:
         found = check_journey_templates(item, renderer)
         problems += sorted_problems(found, str(item.path))

@@ -24,14 +24,14 @@ import hashlib
 import json
 import re
 import zoneinfo
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from .context_check import check_condition_keys
+from .context_check import check_condition_keys, did_you_mean
 from .models import (
     ID_PATTERN,
     ActionStep,
@@ -74,19 +74,34 @@ def load_journey(path: Path) -> LoadedJourney:
     return _load(path)
 
 
+# The segment names a journey file's triggers may use (None: not checked).
+SegmentNames = Collection[str] | Callable[[Path], Collection[str] | None] | None
+
+
 def load_journeys(
-    paths: Iterable[Path], segments: Collection[str] | None = None
+    paths: Iterable[Path], segments: SegmentNames = None
 ) -> tuple[list[LoadedJourney], list[Problem]]:
     """Load files and directories of journeys; return the good ones and all problems.
 
     A directory contributes its `*.yaml`/`*.yml` files recursively, sorted,
-    except `segments.yaml` and `events.yaml`. A journey id seen twice is a problem of the
-    second file, which is then left out. With `segments` (the names segments.yaml
-    defines), a trigger naming any other segment is a problem.
+    except `segments.yaml` and `events.yaml`; one that has none is a problem (a
+    journeys folder with no journey is a mistaken path, and deploying it would retire
+    every journey). A journey id seen twice is a problem of the second file, which is
+    then left out. With `segments` (the names segments.yaml defines, or a function
+    giving those a file's triggers may use), a trigger naming any other segment is a
+    problem.
     """
     loaded: list[LoadedJourney] = []
     problems: list[Problem] = []
     owners: dict[str, LoadedJourney] = {}
+    paths = list(paths)
+    for folder in (p for p in paths if p.is_dir()):
+        if next(_journey_files([folder]), None) is None:
+            message = (
+                "no journey in this folder: a journey is a .yaml or .yml file "
+                f"(besides {' and '.join(SKIPPED_FILES)}) with id, name, trigger and steps"
+            )
+            problems.append(Problem.whole(folder, message))
     for file in _journey_files(paths):
         try:
             item = _load(file)
@@ -94,14 +109,13 @@ def load_journeys(
             problems.extend(exc.problems)
             continue
         wanted = item.journey.trigger.segment
-        if segments is not None and wanted is not None and wanted not in segments:
-            known = ", ".join(sorted(segments)) or "none"
-            problems.append(
-                item.problem(
-                    ("trigger", "segment"),
-                    f"unknown segment {wanted!r}: segments.yaml defines {known}",
-                )
-            )
+        names = segments(file) if callable(segments) else segments
+        if names is not None and wanted is not None and wanted not in names:
+            known = ", ".join(sorted(names)) or "none"
+            guess = did_you_mean(wanted, names)
+            meant = f"; did you mean {guess!r}?" if guess else ""
+            message = f"unknown segment {wanted!r}: segments.yaml defines {known}{meant}"
+            problems.append(item.problem(("trigger", "segment"), message))
             continue
         first = owners.setdefault(item.journey.id, item)
         if first is not item:
