@@ -162,7 +162,7 @@ SAFETY = [
     ),
     (
         'lower(contact.traits.tier) = "=gold" or event.name = "Order Completed"',
-        "invalid condition 'lower(contact.traits.tier) = \"=gold\" or event.name = \"Order "
+        'invalid condition \'lower(contact.traits.tier) = "=gold" or event.name = "Order '
         "Completed\"': a single = does not compare; write == to test equality "
         '(lower(contact.traits.tier) == "=gold" or event.name == "Order Completed")',
     ),

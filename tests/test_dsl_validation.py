@@ -515,6 +515,54 @@ BROKEN = [
         ],
         id="trigger-where-and-entry-if-read-roots-they-do-not-see",
     ),
+    # A schema mistake hides nothing else: the checks past the schema run on the rest.
+    case(
+        "a-schema-mistake-hides-no-other-problem",
+        """\
+        entry:
+          re_entry: after 3 days
+        steps:
+          - wait_until: {time: "09:30", timezone: Europe/Belgrad}
+          - branch:
+              - if: contact.tier == "gold"
+                then: [exit]
+          - wait: 30
+          - action: {type: update_contact, set: {_score: 1}}
+        """,
+        "j.yaml:5:13: invalid duration '3 days': expected a number with a unit s, m, h, d or "
+        "w, such as 30m, 24h, 2d or 1d12h",
+        "j.yaml:7:43: unknown timezone 'Europe/Belgrad': expected an IANA name such as "
+        "Europe/Paris, America/New_York or UTC; did you mean Europe/Belgrade?",
+        "j.yaml:9:13: unknown key 'tier' in contact.tier (expected one of: id, email, phone, "
+        "locale, timezone, traits, first_name, last_name, name, consent, orders, "
+        "last_order_at); did you mean contact.traits.tier?",
+        "j.yaml:11:11: invalid duration 30: add its unit, e.g. 30d, 30h or 30m (s, m, h, d or w)",
+        "j.yaml:12:42: invalid trait name '_score': expected a name not starting with '_' "
+        "(those are ours), like vip",
+    ),
+    case(
+        "a-step-set-aside-for-its-mistake-is-not-held-against-the-others",
+        """\
+        steps:
+          - action: {type: issue_coupon, campaign: c, prefix: c, discount: 5%}
+          - send: {id: offer, channel: fax, template: welcome}
+          - wait_for: {message: offer, timeout: 1d}
+          - branch:
+              - if: journey.coupon_code != null and contact.vip
+                then: [exit]
+          - wait_for: {message: nothing_sent, timeout: 1d}
+        """,
+        # The coupon and the send are wrong, not the wait_for on `offer` nor the read of
+        # the code; what is wrong besides is still found.
+        "j.yaml:5:55: invalid prefix 'c': expected 1-16 capital letters or digits, like THANKS",
+        "j.yaml:6:32: invalid value 'fax' for channel (expected one of: email, push, sms, "
+        "preferred)",
+        "j.yaml:9:45: unknown key 'vip' in contact.vip (expected one of: id, email, phone, "
+        "locale, timezone, traits, first_name, last_name, name, consent, orders, "
+        "last_order_at); did you mean contact.traits.vip?",
+        "j.yaml:11:24: wait_for refers to message 'nothing_sent', but no earlier send step has "
+        "that id (known: none)",
+    ),
     pytest.param(
         "id: cart\nname: Cart\n"
         'trigger: {event: Product Added, where: trigger.product_id == "sku-1"}\n'

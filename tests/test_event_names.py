@@ -107,6 +107,10 @@ def test_a_name_nothing_resembles_says_where_to_declare_it(project: Path) -> Non
 
 
 def test_the_tracking_plan_is_checked_itself_at_file_line_column(project: Path) -> None:
+    Path("journeys/hello.yaml").write_text(
+        "id: hello\nname: Hello\ntrigger: {event: Signed Up}\n"
+        "steps:\n  - send: {channel: email, template: hello}\n"
+    )
     Path(PLAN).write_text(
         "Order Shipped:\n  descripton: typo\nReturn Requested:\n  properties: 3\nOrder Delivered:\n"
     )
@@ -195,6 +199,9 @@ def test_shipped_journeys_pass_strict_validation(
     monkeypatch.chdir(ROOT)
     monkeypatch.delenv("DATABASE_URL", raising=False)
     monkeypatch.setenv("JOURNEYS_DATA_DIR", str(ROOT / ".no-store-here"))
+    if not any(folder.glob("*.yaml")):  # its journeys are Python classes (and run so)
+        python = '["examples.python_journey.vip_welcome:VipWelcome"]'
+        monkeypatch.setenv("JOURNEYS_PYTHON_JOURNEYS", python)
     result = validate("--strict", str(folder), "--templates", str(ROOT / "templates"))
     assert result.exit_code == 0, result.output
 

@@ -17,7 +17,13 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..dsl.loader import LoadedJourney, load_journeys, referenced_templates
+from ..dsl.loader import (
+    SKIPPED_FILES,
+    LoadedJourney,
+    journey_files,
+    load_journeys,
+    referenced_templates,
+)
 from ..dsl.models import Trigger
 from ..dsl.problems import Problem, sorted_problems
 from ..rendering import Renderer
@@ -50,6 +56,7 @@ def validate(
     *,
     unsent: bool = False,
     received_events: Collection[str] | None = None,
+    expect_journeys: bool = False,
 ) -> Validation:
     """Check journey files and folders, their `segments.yaml` and `events.yaml`, and the
     messages they send.
@@ -59,6 +66,9 @@ def validate(
     no journey sends yet are rendered as well (a marketer often writes them first).
     `received_events` are the event names the store has received (None: no store was
     consulted), known besides the spec's, ours, the tracking plan's and `track`'s.
+    With `expect_journeys` (no Python journey is configured), a folder with no journey
+    file is an error naming it: a mistaken path (`journeys validate docs`) must not
+    pass as a clean project.
     """
     targets = list(targets)
     result = Validation()
@@ -94,6 +104,8 @@ def validate(
     journeys, problems = (
         load_journeys(journey_targets, segments_of) if journey_targets else ([], [])
     )
+    if expect_journeys:
+        problems += [_no_journey(folder) for folder in folders if not any(journey_files([folder]))]
     for item in journeys:
         found = check_journey_templates(item, renderer)
         problems += sorted_problems(found, str(item.path))
@@ -107,6 +119,14 @@ def validate(
     result.problems = [p for p in everything if not p.is_warning]
     result.warnings = [p for p in everything if p.is_warning]
     return result
+
+
+def _no_journey(folder: Path) -> Problem:
+    return Problem.whole(
+        folder,
+        "no journey in this folder: a journey is a .yaml or .yml file (besides "
+        f"{' and '.join(SKIPPED_FILES)}) with id, name, trigger and steps",
+    )
 
 
 def trigger_of(message: str, journeys_dir: Path) -> Trigger | None:

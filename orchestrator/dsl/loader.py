@@ -46,6 +46,7 @@ from .models import (
 )
 from .problems import JourneyError, Problem, sorted_problems
 from .pydantic_errors import IDENTIFIER_TEXT, translate_errors
+from .salvage import Salvaged, salvage
 from .source import Source, YamlPath, read_source
 
 SKIPPED_FILES = ("segments.yaml", "events.yaml")  # segments; the tracking plan
@@ -84,25 +85,15 @@ def load_journeys(
     """Load files and directories of journeys; return the good ones and all problems.
 
     A directory contributes its `*.yaml`/`*.yml` files recursively, sorted,
-    except `segments.yaml` and `events.yaml`; one that has none is a problem (a
-    journeys folder with no journey is a mistaken path, and deploying it would retire
-    every journey). A journey id seen twice is a problem of the second file, which is
-    then left out. With `segments` (the names segments.yaml defines, or a function
-    giving those a file's triggers may use), a trigger naming any other segment is a
-    problem.
+    except `segments.yaml` and `events.yaml`. A journey id seen twice is a problem of the
+    second file, which is then left out. With `segments` (the names segments.yaml
+    defines, or a function giving those a file's triggers may use), a trigger naming
+    any other segment is a problem.
     """
     loaded: list[LoadedJourney] = []
     problems: list[Problem] = []
     owners: dict[str, LoadedJourney] = {}
-    paths = list(paths)
-    for folder in (p for p in paths if p.is_dir()):
-        if next(_journey_files([folder]), None) is None:
-            message = (
-                "no journey in this folder: a journey is a .yaml or .yml file "
-                f"(besides {' and '.join(SKIPPED_FILES)}) with id, name, trigger and steps"
-            )
-            problems.append(Problem.whole(folder, message))
-    for file in _journey_files(paths):
+    for file in journey_files(paths):
         try:
             item = _load(file)
         except JourneyError as exc:
@@ -133,7 +124,7 @@ def load_journeys(
 def referenced_templates(paths: Iterable[Path]) -> set[str]:
     """Every message the journey files name, including files that do not validate."""
     names: set[str] = set()
-    for file in _journey_files(paths):
+    for file in journey_files(paths):
         try:
             names |= _templates_in(read_source(file).data)
         except JourneyError:
@@ -161,12 +152,22 @@ def _load(path: Path) -> LoadedJourney:
     source = read_source(path)
     try:
         journey = Journey.model_validate(source.data)
+        schema: list[Problem] = []
+        valid = Salvaged(journey)
     except ValidationError as exc:
-        raise JourneyError(sorted_problems(translate_errors(exc, source), source.file)) from None
-    problems = _check_ids(journey, source)
+        # Every other check still runs on what is valid: all the file's problems at once.
+        schema = translate_errors(exc, source)
+        salvaged = salvage(source.data)
+        if salvaged is None:
+            problems = sorted_problems(schema + bare_durations(source), source.file)
+            raise JourneyError(problems) from None
+        valid = salvaged
+    journey = valid.journey
+    problems = schema + _check_ids(journey, source)
     journey = journey.model_copy(update={"steps": _with_ids(journey.steps, ("steps",))})
-    problems += _check_references(journey, source)
-    problems += check_condition_keys(journey, source, list(iter_steps(journey.steps, ("steps",))))
+    problems += _check_references(journey, source, valid.left_out_ids)
+    steps = list(iter_steps(journey.steps, ("steps",)))
+    problems += check_condition_keys(journey, source, steps, complete=valid.complete)
     problems += _check_timezones(journey, source)
     problems += _check_trait_names(journey, source)
     problems += bare_durations(source)
@@ -175,7 +176,8 @@ def _load(path: Path) -> LoadedJourney:
     return LoadedJourney(journey=journey, path=path, spec_hash=spec_hash(journey), source=source)
 
 
-def _journey_files(paths: Iterable[Path]) -> Iterator[Path]:
+def journey_files(paths: Iterable[Path]) -> Iterator[Path]:
+    """The journey files of files and folders (see `load_journeys`), each once."""
     seen: set[Path] = set()
     for path in paths:
         if path.is_dir():
@@ -295,8 +297,11 @@ def _check_ids(journey: Journey, source: Source) -> list[Problem]:
     return problems
 
 
-def _check_references(journey: Journey, source: Source) -> list[Problem]:
-    """`wait_for.message` names a send step written before it in the file."""
+def _check_references(
+    journey: Journey, source: Source, left_out: Collection[str] = ()
+) -> list[Problem]:
+    """`wait_for.message` names a send step written before it in the file (or one set
+    aside for a mistake of its own, `left_out`: already reported)."""
     sends: dict[str, tuple[int, int]] = {}
     waits: list[tuple[YamlPath, str]] = []
     for path, step in iter_steps(journey.steps, ("steps",)):
@@ -308,7 +313,7 @@ def _check_references(journey: Journey, source: Source) -> list[Problem]:
     for path, message_id in waits:
         here = source.position(path)
         earlier = [n for n, where in sends.items() if where < here and re.match(ID_PATTERN, n)]
-        if message_id in earlier:
+        if message_id in earlier or message_id in left_out:
             continue
         target = (*path, "wait_for", "message")
         if message_id in sends:

@@ -278,7 +278,6 @@ for _name, _value in list(vars(Undefined).items()) + list(vars(StrictUndefined).
         setattr(LoudUndefined, _name, LoudUndefined._fail_with_undefined_error)
 
 
-
 class SafeEnvironment(ImmutableSandboxedEnvironment):
     """The environment every message template renders in."""
 
