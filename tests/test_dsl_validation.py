@@ -560,7 +560,7 @@ BROKEN = [
         "j.yaml:9:45: unknown key 'vip' in contact.vip (expected one of: id, email, phone, "
         "locale, timezone, traits, first_name, last_name, name, consent, orders, "
         "last_order_at); did you mean contact.traits.vip?",
-        "j.yaml:11:24: wait_for refers to message 'nothing_sent', but no earlier send step has "
+        "j.yaml:11:25: wait_for refers to message 'nothing_sent', but no earlier send step has "
         "that id (known: none)",
     ),
     pytest.param(

@@ -278,6 +278,7 @@ for _name, _value in list(vars(Undefined).items()) + list(vars(StrictUndefined).
         setattr(LoudUndefined, _name, LoudUndefined._fail_with_undefined_error)
 
 
+
 class SafeEnvironment(ImmutableSandboxedEnvironment):
     """The environment every message template renders in."""
 
