@@ -347,6 +347,22 @@ def test_undefined_variable_is_reported_at_its_line(workdir: Path) -> None:
     assert "nickname" in line
 
 
+def test_preview_explains_an_unknown_key_as_validate_does(workdir: Path) -> None:
+    write_message(
+        "news",
+        {
+            "email.subject": "News",
+            "sms.body": "{% for i in cart.items %}{{ i.name }}{% endfor %} in your cart",
+        },
+    )
+    line = refused(preview("news", "--channel", "sms"))
+    assert line == (
+        "error: templates/news/sms.body:1: undefined variable cart.items: real sends never "
+        "have it: unknown key 'items' in cart.items (expected one of: id, products, "
+        "item_count, total, currency, url); did you mean cart.products?"
+    )
+
+
 # --- A contact from the store ---------------------------------------------------------------
 
 

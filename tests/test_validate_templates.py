@@ -185,17 +185,58 @@ def test_product_added_trigger_has_realistic_sample_event_and_cart(workdir: Path
     assert_valid(validate())
 
 
-def test_cart_items_is_the_mappings_method_and_is_reported_at_its_line(workdir: Path) -> None:
-    """In Jinja `cart.items` is dict.items, not a key: a located problem, never a blank list."""
+CART_KEYS = "(expected one of: id, products, item_count, total, currency, url)"
+
+
+@pytest.mark.parametrize("written", ["cart.items", "cart['items']"])
+def test_cart_items_is_reported_at_its_line_with_the_key_that_exists(
+    workdir: Path, written: str
+) -> None:
+    """`cart.items` (Shopify's name) read Python's dict.items and was explained in Python
+    jargon; `cart['items']`, the documented cure, failed the same way."""
     write_journey("cart_x", trigger="Product Added", journey_id="cart")
     write_message(
         "cart_x",
         {
             "email.subject": "Your cart",
-            "email.text": "Your cart:\n{% for item in cart.items %}{{ item.name }}{% endfor %}",
+            "email.text": f"Your cart:\n{{% for item in {written} %}}{{{{ item.name }}}}"
+            "{% endfor %}",
         },
     )
-    assert_one_problem(validate(), "templates/cart_x/email.text:2:1", "items")
+    line = assert_one_problem(validate(), "templates/cart_x/email.text:2:1")
+    assert line == (
+        "templates/cart_x/email.text:2:1: undefined variable cart.items: real sends never "
+        f"have it: unknown key 'items' in cart.items {CART_KEYS}; did you mean cart.products?"
+    )
+    assert "builtin_function_or_method" not in line
+
+
+def test_a_key_named_like_a_mapping_method_is_read_with_brackets(workdir: Path) -> None:
+    write_journey("order_x", trigger="Order Completed", journey_id="order")
+    write_message(
+        "order_x",
+        {
+            "email.subject": "Your order",
+            "email.text": "{% for i in event.properties['items'] %}{{ i }}{% endfor %}\n"
+            "{% for i in event.properties.items %}{{ i }}{% endfor %}",
+            "sample.yaml": "event: {properties: {items: [a, b]}}\n",
+        },
+    )
+    assert_one_problem(
+        validate(),
+        "templates/order_x/email.text:2:1",
+        "event.properties.items is the items() method every mapping has, not its 'items' "
+        "key: write event.properties['items'] to read the key",
+    )
+    # Calling the methods still works: `.items()`, `.get(...)`.
+    write_message(
+        "order_x",
+        {
+            "email.text": "{% for k, v in event.properties.items() %}{{ k }}{% endfor %}"
+            "{{ event.properties.get('items') | length }}"
+        },
+    )
+    assert_valid(validate())
 
 
 def test_other_triggers_need_sample_yaml_for_their_properties(workdir: Path) -> None:

@@ -232,6 +232,7 @@ def preview(
     Inputs not given come from the message's sample data (templates/MESSAGE/sample.yaml).
     """
     from ..deployment import trigger_of
+    from ..deployment.template_checks import explained
     from ..rendering import Renderer, RenderError
     from ..rendering.preview import (
         PREVIEW_MESSAGE_ID,
@@ -272,7 +273,7 @@ def preview(
             locale,
         )
     except RenderError as exc:
-        _fail(str(exc))
+        _fail(explained(renderer, message, exc))
     for item in rendered:
         if item.channel == "email" and html_out is not None and item.parts.get("html"):
             html_out.write_text(item.parts["html"], encoding="utf-8")

@@ -177,9 +177,25 @@ def _check_variant(
     return []
 
 
+def explained(renderer: Renderer, name: str, error: RenderError) -> str:
+    """A render error of message `name` as `journeys validate` words it (`journeys
+    preview` says the same): an undefined variable with the key probably meant."""
+    reason = error.reason
+    if error.missing is not None and error.missing.expression is not None:
+        message = renderer.message(name)
+        try:
+            sample = load_sample(message)
+        except SampleError:
+            sample = {}
+        reason = explain_missing(error.missing, _Facts(message, None, sample), renderer)
+    return f"{error.file}:{error.line}: {reason}" if error.file and error.line else reason
+
+
 def explain_missing(missing: MissingValue, facts: _Facts, renderer: Renderer) -> str:
     """An undefined variable, and what makes real sends work (not only validation)."""
     expression, chain = missing.expression, missing.chain
+    if missing.shadowed:  # `x.items` where x has an 'items' key
+        return f"{missing.what()}: {missing.hint()}"
     head = f"undefined variable {expression}"
     sample = f"{facts.message.folder / SAMPLE_FILE}"
     root = chain[0] if chain else None

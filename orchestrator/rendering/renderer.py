@@ -315,11 +315,6 @@ def _describe(exc: BaseException) -> tuple[str, str | None]:
     name = type(exc).__name__
     if name == "UndefinedError":  # raised by Python code, not a template's own lookup
         return f"undefined variable: {exc}", None
-    if "builtin_function_or_method" in str(exc):
-        return (
-            f"{exc}: `x.items`, `x.keys` and `x.values` name a mapping's methods, "
-            "not its keys; write x['items'] for a key with such a name"
-        ), None
     return str(exc), None
 
 
