@@ -401,6 +401,36 @@ def test_a_partial_reached_through_the_layout_is_reported_at_the_line_that_leads
     ]
 
 
+@pytest.mark.parametrize(
+    "partial",
+    [
+        '{% set note = "Free returns within 30 days" %}<p class="note">{{ note }}</p>',
+        '{% set note = "Free returns within " ~ days ~ " days" %}<p>{{ note }}</p>',
+        '{% macro note(text="Free returns within 30 days") %}<p>{{ text }}</p>{% endmacro %}'
+        "{{ note() }}",
+        '{% for line in ["Free returns", "Fast delivery"] %}<li>{{ line }}</li>{% endfor %}',
+        "<p>{{ days }} {{ days | plural(one='day', other='days') }}</p>",
+    ],
+    ids=["set", "set-concat", "macro-default", "loop-over-a-list", "plural"],
+)
+def test_english_a_partial_holds_in_a_string_needs_a_translation_too(
+    workdir: Path, partial: str
+) -> None:
+    """The words of a partial are often in strings it sets and prints: they reach the
+    Russian email in English just like plain text does."""
+    write_journey("welcome")
+    html = '{% with days=30 %}{% include "_partials/returns.html" %}{% endwith %}'
+    write_message("welcome", {**WELCOME, "ru/email.subject": "Привет", "ru/email.html": html})
+    Path("templates/_partials").mkdir()
+    Path("templates/_partials/returns.html").write_text(partial)
+    assert problems(validate()) == [
+        "templates/welcome/ru/email.html:1:1: warning: the ru version of 'welcome' uses "
+        "_partials/returns.html, which has no ru translation: ru contacts would read its "
+        "English text; add _partials/ru/returns.html",
+        "1 journey(s) valid",
+    ]
+
+
 def test_a_partial_of_only_markup_and_variables_needs_no_translation(workdir: Path) -> None:
     """A button whose label the message passes in has no words of its own."""
     write_journey("welcome")
@@ -412,8 +442,10 @@ def test_a_partial_of_only_markup_and_variables_needs_no_translation(workdir: Pa
     Path("templates/_partials").mkdir()
     Path("templates/_partials/button.html").write_text(
         "{#- A button: set url and label first -#}\n"
-        "<table align=\"{{ 'right' if message.dir == 'rtl' else 'left' }}\"><tr>"
-        '<td><a href="{{ url }}">{{ label }}</a>&nbsp;&rarr;</td></tr></table>'
+        "{% set side = 'right' if message.dir == 'rtl' else 'left' %}"
+        '{% set link = url ~ "?utm_source=email" %}'
+        '<table align="{{ side }}"><tr>'
+        '<td><a href="{{ link }}">{{ label }}</a>&nbsp;&rarr;</td></tr></table>'
     )
     assert_valid(validate("--strict"))
 
