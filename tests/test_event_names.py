@@ -177,6 +177,50 @@ def test_names_the_store_received_are_known(project: Path) -> None:
     assert "not checked against the store" not in result.stderr
 
 
+def received(*names: str) -> None:
+    """A store in the default data dir that has received a track event of each name."""
+    Path(".journeys").mkdir(exist_ok=True)
+    engine = make_engine(f"sqlite:///{Path('.journeys/journeys.db').resolve()}")
+    migrate(engine)
+    now = datetime(2026, 3, 1, tzinfo=UTC)
+    with session_scope(engine) as session:
+        session.add(Contact(id="ann"))
+        for i, name in enumerate(names):
+            session.add(
+                Event(
+                    message_id=f"m{i}",
+                    type="track",
+                    name=name,
+                    contact_id="ann",
+                    timestamp=now,
+                    received_at=now,
+                )
+            )
+    engine.dispose()
+
+
+def test_a_received_near_miss_of_a_known_name_still_warns(project: Path) -> None:
+    """One track of `Order Complete` from anyone (a storefront's write key may be public)
+    made `exit_on: [Order Complete]` pass --strict."""
+    Path("journeys/cart.yaml").write_text(
+        "id: cart\nname: Cart\ntrigger: {event: Product Added}\nexit_on: [Order Complete]\n"
+        "steps:\n  - send: {channel: email, template: hello}\n"
+    )
+    received("Order Complete", "Loyalty Tier Changed")
+    result = validate("--strict")
+    assert result.exit_code == 1
+    assert result.stdout.splitlines()[0] == (
+        "journeys/cart.yaml:4:11: warning: event 'Order Complete' was received by the store, "
+        "but is not a Segment spec event, one of ours, tracked by a journey or declared in "
+        "journeys/events.yaml; did you mean 'Order Completed'? (anyone with a write key can "
+        "send any name: if your storefront really sends 'Order Complete', declare it in "
+        "journeys/events.yaml)"
+    )
+    # A shop whose storefront really sends it says so in its tracking plan.
+    Path(PLAN).write_text("Order Complete:\n  description: our legacy checkout's name\n")
+    assert validate("--strict").exit_code == 0
+
+
 def test_deploy_refuses_on_errors_only_and_knows_what_its_store_received(
     project: Path, sqlite_engine: Engine
 ) -> None:

@@ -28,14 +28,9 @@ from ..dsl.models import Trigger
 from ..dsl.problems import Problem, sorted_problems
 from ..rendering import Renderer
 from ..segments.loader import SEGMENTS_FILE, LoadedSegment, load_segments
-from .event_names import (
-    KnownEvents,
-    check_event_names,
-    load_tracking_plan,
-    tracked_events,
-    tracking_plan_files,
-)
+from .event_names import KnownEvents, check_event_names, tracked_events
 from .template_checks import check_journey_templates, check_unsent_messages
+from .tracking_plan import load_tracking_plan, tracking_plan_files
 
 
 @dataclass
@@ -75,8 +70,8 @@ def validate(
     result.events.received = set(received_events) if received_events is not None else None
     result.events.plans = tracking_plan_files(targets)
     for file in result.events.plans:
-        declared, problems = load_tracking_plan(file)
-        result.events.declared |= declared
+        planned, problems = load_tracking_plan(file)
+        result.events.planned.update(planned)
         result.problems += problems
     segment_files = [p for p in targets if p.is_file() and p.name == SEGMENTS_FILE]
     journey_targets = [p for p in targets if p not in segment_files + result.events.plans]
