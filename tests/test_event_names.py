@@ -221,6 +221,90 @@ def test_a_received_near_miss_of_a_known_name_still_warns(project: Path) -> None
     assert validate("--strict").exit_code == 0
 
 
+DELIVERY = """\
+id: reviews
+name: Reviews
+trigger: {event: Order Completed}
+steps:
+  - wait_for:
+      event: Order Delivered
+      where: event.properties.orderid == trigger.properties.order_id
+      timeout: 30d
+  - wait_for:
+      event: [Order Delivered, Return Requested]
+      where: event.properties.order_id != null and event.properties.carier != "dhl"
+      timeout: 30d
+  - wait_for: {event: Order Shipped, where: event.properties.anything == 1, timeout: 1d}
+  - send: {channel: email, template: hello}
+"""
+
+
+def test_a_property_the_tracking_plan_does_not_list_for_the_event_is_a_warning(
+    project: Path,
+) -> None:
+    """`where: event.properties.orderid == …` on `Order Delivered` (declared with
+    `order_id`) passed --strict and never held."""
+    Path("journeys/reviews.yaml").write_text(DELIVERY)
+    Path(PLAN).write_text(
+        "Order Delivered:\n  properties:\n    order_id: the order's id\n"
+        "    carrier: {description: who delivered it}\n"
+        "Return Requested:\n  properties: [order_id]\n"
+        "Order Shipped:\n"  # lists no properties: any may be read
+    )
+    result = validate("--strict")
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == [
+        "journeys/reviews.yaml:7:14: warning: event.properties.orderid is always null: "
+        "journeys/events.yaml lists no property 'orderid' for 'Order Delivered' (it lists: "
+        "carrier, order_id); did you mean event.properties.order_id?",
+        "journeys/reviews.yaml:11:52: warning: event.properties.carier is always null: "
+        "journeys/events.yaml lists no property 'carier' for 'Order Delivered' or 'Return "
+        "Requested' (it lists: carrier, order_id); did you mean event.properties.carrier?",
+    ]
+    # `trigger.properties.order_id` is not checked: the plan does not list Order Completed's
+    # properties. Once it does, a misspelt one there is caught too.
+    Path(PLAN).write_text(
+        Path(PLAN).read_text() + "Order Completed:\n  properties: [orderId, revenue]\n"
+    )
+    assert (
+        "journeys/reviews.yaml:7:42: warning: trigger.properties.order_id is always null: "
+        "journeys/events.yaml lists no property 'order_id' for 'Order Completed' (it lists: "
+        "orderId, revenue); did you mean trigger.properties.orderId?"
+    ) in validate().stdout.splitlines()
+
+
+def test_a_message_reading_a_property_the_plan_does_not_list_is_a_warning(
+    project: Path,
+) -> None:
+    Path("journeys/delivered.yaml").write_text(
+        "id: delivered\nname: Delivered\ntrigger: {event: Order Delivered}\n"
+        "steps:\n  - send: {channel: email, template: delivered}\n"
+    )
+    Path(PLAN).write_text("Order Delivered:\n  properties: [order_id, carrier]\n")
+    write_message(
+        "delivered",
+        {
+            "email.subject": "Order {{ event.properties.order_id }} delivered",
+            # A guarded typo would silently never show; `.get` reads a key too.
+            "email.text": "{% if event.properties.carier is defined %}By {{ "
+            "event.properties.carier }}{% endif %}\n{{ event.properties.get('ordr_id') }}",
+            "ru/email.subject": "Заказ {{ event.properties['order_id'] }} доставлен",
+            "ru/email.text": "Ваш заказ доставлен",
+            "sample.yaml": "event: {properties: {order_id: '1'}}\n",
+        },
+    )
+    result = validate()
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[:2] == [
+        "templates/delivered/email.text:1:1: warning: event.properties.carier is never set: "
+        "journeys/events.yaml lists no property 'carier' for 'Order Delivered' (it lists: "
+        "carrier, order_id); did you mean event.properties.carrier?",
+        "templates/delivered/email.text:2:1: warning: event.properties.ordr_id is never set: "
+        "journeys/events.yaml lists no property 'ordr_id' for 'Order Delivered' (it lists: "
+        "carrier, order_id); did you mean event.properties.order_id?",
+    ]
+
+
 def test_deploy_refuses_on_errors_only_and_knows_what_its_store_received(
     project: Path, sqlite_engine: Engine
 ) -> None:

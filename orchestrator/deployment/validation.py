@@ -7,8 +7,9 @@ event names against what can arrive (`event_names.py`). A directory brings its o
 `segments.yaml` and `events.yaml`, so validating a folder and deploying it can never
 disagree.
 
-Errors stop a deploy; warnings (an event name nothing is known to send, a partial a
-translation falls back on) are printed and only fail `journeys validate --strict`.
+Errors stop a deploy; warnings (an event name nothing is known to send, a property the
+tracking plan does not list, an optional property a message shows unguarded, a partial
+a translation falls back on) are printed and only fail `journeys validate --strict`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from ..dsl.problems import Problem, sorted_problems
 from ..rendering import Renderer
 from ..segments.loader import SEGMENTS_FILE, LoadedSegment, load_segments
 from .event_names import KnownEvents, check_event_names, tracked_events
+from .event_properties import check_condition_properties, check_template_properties
 from .template_checks import check_journey_templates, check_unsent_messages
 from .tracking_plan import load_tracking_plan, tracking_plan_files
 
@@ -110,6 +112,8 @@ def validate(
         problems += check_unsent_messages(renderer, referenced_templates(targets))
     result.events.tracked = tracked_events(journeys)
     problems += check_event_names(journeys, result.segment_files, result.events)
+    problems += check_condition_properties(journeys, result.events)
+    problems += check_template_properties(journeys, renderer, result.events)
     everything = [*problems, *result.problems]
     result.problems = [p for p in everything if not p.is_warning]
     result.warnings = [p for p in everything if p.is_warning]

@@ -53,6 +53,17 @@ class ConditionSite:
     path: YamlPath  # of the condition's text
     site: str  # a key of SITE_ROOTS
     kept: Kept  # what `journey` holds when it is evaluated
+    events: tuple[str, ...] = ()  # the event names `event` may be there
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """A key chain a condition reads, and where it is written."""
+
+    site: ConditionSite
+    chain: list[Any]  # ["event", "properties", "order_id"]
+    line: int
+    column: int
 
 
 def kept_by(step: Step) -> Kept:
@@ -87,32 +98,32 @@ def condition_sites(
 ) -> Iterator[ConditionSite]:
     """Every condition of a journey, with where it is and what it can see."""
     everything = journey_keys(source, steps, None)
+    trigger = (journey.trigger.name,)
     if journey.trigger.where:
-        yield ConditionSite(("trigger", "where"), "trigger.where", {})
+        yield ConditionSite(("trigger", "where"), "trigger.where", {}, trigger)
     if journey.entry.if_:
-        yield ConditionSite(("entry", "if"), "entry.if", {})
+        yield ConditionSite(("entry", "if"), "entry.if", {}, trigger)
     if journey.goal is not None and journey.goal.where:
-        yield ConditionSite(("goal", "where"), "goal.where", everything)
+        goal = (journey.goal.event,)
+        yield ConditionSite(("goal", "where"), "goal.where", everything, goal)
     for path, step in steps:
         kept = journey_keys(source, steps, path)
         if isinstance(step, WaitForStep) and step.wait_for.where:
-            yield ConditionSite((*path, "wait_for", "where"), "wait_for.where", kept)
+            where = (*path, "wait_for", "where")
+            yield ConditionSite(where, "wait_for.where", kept, step.wait_for.events)
         elif isinstance(step, BranchStep):
             for j, _case in enumerate(step.branch):
-                yield ConditionSite((*path, "branch", j, "if"), "branch", kept)
+                yield ConditionSite((*path, "branch", j, "if"), "branch", kept, trigger)
         elif isinstance(step, ActionStep) and isinstance(step.action, AwardPointsAction):
             for k, _multiplier in enumerate(step.action.multipliers):
-                yield ConditionSite((*path, "action", "multipliers", k, "if"), "multiplier", kept)
+                where = (*path, "action", "multipliers", k, "if")
+                yield ConditionSite(where, "multiplier", kept, trigger)
 
 
-def check_condition_keys(
-    journey: Journey, source: Source, steps: list[tuple[YamlPath, Step]], *, complete: bool = True
-) -> list[Problem]:
-    """Every lookup of a key its root never has, at the expression's file:line:column.
-
-    Without `complete` (a step was set aside for a mistake of its own), what steps keep
-    on the run is not known, so `journey.*` lookups are not checked."""
-    problems = []
+def condition_lookups(
+    journey: Journey, source: Source, steps: list[tuple[YamlPath, Step]]
+) -> Iterator[Lookup]:
+    """Every key chain every condition of the journey reads, at its file position."""
     for site in condition_sites(journey, source, steps):
         text = _text_at(source.data, site.path)
         if not isinstance(text, str):
@@ -123,13 +134,26 @@ def check_condition_keys(
             continue  # reported by the models already
         lines = text.strip().splitlines()
         for chain, node in _chains(tree):
-            if not complete and chain[0] == "journey" and "journey" in SITE_ROOTS[site.site]:
-                continue
-            message = chain_problem(chain, site.site, site.kept, journey.trigger.identify)
-            if message is not None:
-                offset = _char_offset(lines, node.lineno, node.col_offset)
-                line, column = source.text_position(site.path, offset)
-                problems.append(Problem(source.file, line, column, message))
+            offset = _char_offset(lines, node.lineno, node.col_offset)
+            line, column = source.text_position(site.path, offset)
+            yield Lookup(site, chain, line, column)
+
+
+def check_condition_keys(
+    journey: Journey, source: Source, steps: list[tuple[YamlPath, Step]], *, complete: bool = True
+) -> list[Problem]:
+    """Every lookup of a key its root never has, at the expression's file:line:column.
+
+    Without `complete` (a step was set aside for a mistake of its own), what steps keep
+    on the run is not known, so `journey.*` lookups are not checked."""
+    problems = []
+    for found in condition_lookups(journey, source, steps):
+        chain, site = found.chain, found.site
+        if not complete and chain[0] == "journey" and "journey" in SITE_ROOTS[site.site]:
+            continue
+        message = chain_problem(chain, site.site, site.kept, journey.trigger.identify)
+        if message is not None:
+            problems.append(Problem(source.file, found.line, found.column, message))
     return problems
 
 

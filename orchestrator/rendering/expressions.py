@@ -94,6 +94,33 @@ def _lookups(env: Environment, file: str, undefined: LoudUndefined) -> list[tupl
     return found
 
 
+def property_reads(env: Environment, file: Path, root: tuple[str, ...]) -> list[tuple[int, str]]:
+    """(line, key) of each key a template reads right under `root` (("event",
+    "properties")): `event.properties.price`, `event.properties["price"]` and
+    `event.properties.get("price")`. Empty when the file cannot be read or parsed."""
+    try:
+        tree = env.parse(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, TemplateSyntaxError):
+        return []
+    found: dict[tuple[int, str], None] = {}
+    getters: set[int] = set()  # the `.get` of `x.get("a")`: a method, not a key
+    for call in tree.find_all(nodes.Call):
+        getter = call.node
+        if isinstance(getter, nodes.Getattr) and getter.attr == "get":
+            getters.add(id(getter))
+            if _chain(getter.node) == root and call.args:
+                arg = call.args[0]
+                if isinstance(arg, nodes.Const) and isinstance(arg.value, str):
+                    found[(call.lineno, arg.value)] = None
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        chain = _chain(node)
+        if chain is None or id(node) in getters or len(chain) != len(root) + 1:
+            continue
+        if chain[: len(root)] == root and isinstance(chain[-1], str):
+            found[(node.lineno, chain[-1])] = None
+    return sorted(found)
+
+
 def _line(found: tuple[int, Any]) -> int:
     return found[0]
 
