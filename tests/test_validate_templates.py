@@ -64,6 +64,18 @@ def assert_one_problem(result: Result, where: str, *words: str) -> str:
     return lines[0]
 
 
+def assert_one_warning(result: Result, where: str, *words: str) -> str:
+    """`journeys validate --strict` failed on a single warning at `where`."""
+    assert result.exit_code == 1, result.output
+    lines = problems(result)
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"{where}: warning: "), lines[0]
+    for word in words:
+        assert word in lines[0], lines[0]
+    assert "1 warning(s) found; --strict fails on warnings" in result.stderr
+    return lines[0]
+
+
 WELCOME = {"email.subject": "Welcome, {{ contact.first_name }}", "email.text": "Hi\nthere"}
 
 
@@ -163,8 +175,9 @@ def test_undefined_value_handed_to_a_partial_is_reported_where_the_message_wrote
         "sample data has no 'colours' under event.properties, and real sends fail where the "
         "'Product Added' event lacks it: guard it with `{% if event.properties.colours is "
         "defined %}` or `event.properties.colours | default(…)`; or, if every 'Product "
-        "Added' event carries it, add it to templates/welcome/sample.yaml so validate can "
-        "render it"
+        "Added' event carries it, mark it required in journeys/events.yaml (Product Added: "
+        "properties: colours: {required: true}) and add it to templates/welcome/sample.yaml "
+        "so validate can render it"
     ]
 
 
@@ -182,7 +195,11 @@ def test_product_added_trigger_has_realistic_sample_event_and_cart(workdir: Path
         },
     )
     assert not Path("templates/cart_x/sample.yaml").exists()
-    assert_valid(validate())
+    # What the message shows unguarded, every Product Added of this shop carries.
+    Path("journeys/events.yaml").write_text(
+        "Product Added:\n  properties:\n    name: {required: true}\n    price: {required: true}\n"
+    )
+    assert_valid(validate("--strict"))
 
 
 CART_KEYS = "(expected one of: id, products, item_count, total, currency, url)"
@@ -233,7 +250,7 @@ def test_a_key_named_like_a_mapping_method_is_read_with_brackets(workdir: Path) 
         "order_x",
         {
             "email.text": "{% for k, v in event.properties.items() %}{{ k }}{% endfor %}"
-            "{{ event.properties.get('items') | length }}"
+            "{{ event.properties.get('items', []) | length }}"
         },
     )
     assert_valid(validate())
@@ -242,10 +259,22 @@ def test_a_key_named_like_a_mapping_method_is_read_with_brackets(workdir: Path) 
 def test_other_triggers_need_sample_yaml_for_their_properties(workdir: Path) -> None:
     write_journey("welcome", trigger="Signed Up")
     write_message("welcome", {**WELCOME, "email.text": "Your plan: {{ event.properties.plan }}"})
-    assert_one_problem(validate(), "templates/welcome/email.text:1:1", "undefined variable", "plan")
+    line = assert_one_problem(
+        validate(), "templates/welcome/email.text:1:1", "undefined variable", "plan"
+    )
+    assert line.endswith(
+        "or, if every 'Signed Up' event carries it, mark it required in journeys/events.yaml "
+        "(Signed Up: properties: plan: {required: true}) and add it to "
+        "templates/welcome/sample.yaml so validate can render it"
+    )
 
+    # A sample value alone: real Signed Up events without a plan would still fail.
     write_message("welcome", {"sample.yaml": "event:\n  properties:\n    plan: pro\n"})
-    assert_valid(validate())
+    assert_one_warning(
+        validate("--strict"), "templates/welcome/email.text:1:1", "event.properties.plan may"
+    )
+    Path("journeys/events.yaml").write_text("Signed Up:\n  properties: {plan: {required: true}}\n")
+    assert_valid(validate("--strict"))
 
 
 # --- Channel limits ------------------------------------------------------------------------
@@ -288,6 +317,110 @@ def test_subject_that_renders_two_lines_is_refused(workdir: Path) -> None:
 
 
 # --- Where a syntax error is --------------------------------------------------------------
+
+
+# --- Optional trigger properties -----------------------------------------------------------
+
+BROWSE = {
+    "email.subject": "Still thinking about {{ event.properties.name }}?",
+    "email.text": "Hi {{ contact.first_name or 'there' }},\n\n"
+    "{{ event.properties.name }} is {{ event.properties.price | money }}.",
+}
+
+
+def optional(expression: str, event: str) -> str:
+    """The advice of the warning for an unguarded optional property of the trigger."""
+    prop = expression.rsplit(".", 1)[1]
+    return (
+        f"{expression} may be missing: the Segment spec makes every property of {event!r} "
+        "optional, and this message fails to send without it; guard it with "
+        f"`{{% if {expression} is defined %}}` or `{expression} | default(…)`, or, if every "
+        f"{event!r} event your storefront sends has it, mark it required in "
+        f"journeys/events.yaml ({event}: properties: {prop}: {{required: true}})"
+    )
+
+
+def test_an_optional_trigger_property_shown_without_a_guard_is_a_warning(workdir: Path) -> None:
+    """The README's own failure: a Product Viewed journey showing the price validated
+    (the sample Product Viewed has a price), then every real view without one failed."""
+    write_journey("browse", trigger="Product Viewed", journey_id="browse")
+    write_message("browse", BROWSE)
+    result = validate("--strict")
+    assert result.exit_code == 1
+    assert problems(result) == [
+        "templates/browse/email.subject:1:1: warning: "
+        + optional("event.properties.name", "Product Viewed"),
+        "templates/browse/email.text:3:1: warning: "
+        + optional("event.properties.name", "Product Viewed"),
+        "templates/browse/email.text:3:1: warning: "
+        + optional("event.properties.price", "Product Viewed"),
+    ]
+    assert "3 warning(s) found; --strict fails on warnings" in result.stderr
+
+    # Guarded, it sends without them; a value the sample gives is still checked.
+    write_message(
+        "browse",
+        {
+            "email.subject": "Still thinking about {{ event.properties.name | default('it') }}?",
+            "email.text": "{% set p = event.properties %}{% if p.price is defined %}"
+            "{{ p.get('name') or 'It' }} is {{ p.price | money }}.{% endif %}",
+        },
+    )
+    assert_valid(validate("--strict"))
+
+
+def test_a_property_the_tracking_plan_marks_required_needs_no_guard(workdir: Path) -> None:
+    write_journey("browse", trigger="Product Viewed", journey_id="browse")
+    write_message("browse", BROWSE)
+    Path("journeys/events.yaml").write_text(
+        "Product Viewed:\n  properties:\n    name: {required: true}\n"
+        "    price:\n      description: the price shown on the page\n      required: true\n"
+        "    currency: three letters\n"
+    )
+    assert_valid(validate("--strict"))
+
+
+def test_an_unguarded_property_under_another_guard_is_still_found(workdir: Path) -> None:
+    """`{% if order_id %}…{{ props.revenue }}…` fails on an order with an id and no
+    revenue: each optional property is also taken away on its own."""
+    write_journey("thanks", trigger="Order Completed", journey_id="thanks")
+    write_message(
+        "thanks",
+        {
+            "email.subject": "Thank you",
+            "email.text": "{% set props = event.properties %}\n"
+            "{% if props.get('order_id') %}Order {{ props.order_id }}: "
+            "{{ props.revenue | money }}{% endif %}",
+        },
+    )
+    line = assert_one_warning(validate("--strict"), "templates/thanks/email.text:2:1")
+    assert line.startswith(
+        "templates/thanks/email.text:2:1: warning: props.revenue (the trigger's 'revenue') "
+        "may be missing: the Segment spec makes every property of 'Order Completed' optional"
+    )
+
+
+def test_an_identify_journey_is_told_to_read_the_contact(workdir: Path) -> None:
+    Path("journeys/hello.yaml").write_text(
+        "id: hello\nname: Hello\ntrigger: {identify: true}\n"
+        "steps:\n  - send: {channel: email, template: hello}\n"
+    )
+    write_message(
+        "hello",
+        {
+            "email.subject": "Hi {{ event.properties.first_name }}",
+            "email.text": "Hello",
+            "sample.yaml": "event: {properties: {first_name: Ann}}\n",
+        },
+    )
+    line = assert_one_warning(validate("--strict"), "templates/hello/email.subject:1:1")
+    assert line.endswith(
+        "event.properties.first_name may be missing: an identify call has only the traits "
+        "it sends, and this message fails to send without it; guard it with "
+        "`{% if event.properties.first_name is defined %}` or "
+        "`event.properties.first_name | default(…)`, or read contact.traits.first_name, "
+        "which keeps what earlier calls sent"
+    )
 
 
 def test_syntax_error_in_a_shared_partial_is_reported_at_the_partial(workdir: Path) -> None:

@@ -14,17 +14,19 @@ even behind `{% if … is defined %}`, where it would silently never show).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from jinja2 import Environment
 
 from ..dsl.context_check import condition_lookups, did_you_mean, expression
 from ..dsl.loader import LoadedJourney, iter_steps, referenced_templates
+from ..dsl.models import IDENTIFY, Trigger
 from ..dsl.problems import Problem
 from ..dsl.roots import EVENT_UNDER_TEST
 from ..rendering import Renderer
 from ..rendering.catalog import PART_FILES
 from ..rendering.expressions import property_reads
-from .event_names import KnownEvents
+from .event_names import OWN_EVENT_PROPERTIES, OWN_EVENTS, SEGMENT_SPEC_EVENTS, KnownEvents
 
 
 def check_condition_properties(
@@ -50,6 +52,46 @@ def check_condition_properties(
             if text is not None:
                 problems.append(Problem(str(item.path), found.line, found.column, text, "warning"))
     return problems
+
+
+@dataclass(frozen=True)
+class TriggerProperties:
+    """What every trigger event of a journey carries (`required`), and what to tell a
+    marketer whose message shows one of the others without a guard."""
+
+    event: str  # the trigger's event name ('$identify' for identify calls)
+    required: frozenset[str]
+    plan: str  # the tracking plan file that would declare one required
+    why: str  # why the others may be missing
+
+    def advice(self, prop: str) -> str:
+        """How to make a send that shows `prop` work for every trigger event."""
+        if self.event == IDENTIFY:
+            return f"or read contact.traits.{prop}, which keeps what earlier calls sent"
+        return (
+            f"or, if every {self.event!r} event your storefront sends has it, mark it "
+            f"required in {self.plan} ({self.event}: properties: {prop}: {{required: true}})"
+        )
+
+
+def trigger_properties(trigger: Trigger, known: KnownEvents, plan: str) -> TriggerProperties:
+    """The properties every event that starts a journey with `trigger` carries: those the
+    tracking plan marks `required`, and those we always record with our own events."""
+    name = trigger.name
+    if trigger.identify:
+        why = "an identify call has only the traits it sends"
+        return TriggerProperties(name, frozenset(), plan, why)
+    planned = known.planned.get(name)
+    required = OWN_EVENT_PROPERTIES.get(name, frozenset()) | (
+        planned.required if planned is not None else frozenset()
+    )
+    if planned is None and name in SEGMENT_SPEC_EVENTS:
+        why = f"the Segment spec makes every property of {name!r} optional"
+    elif planned is None and name in OWN_EVENTS:
+        why = f"we do not record it with every {name!r}"
+    else:
+        why = f"{plan} does not mark it required for {name!r} events"
+    return TriggerProperties(name, required, plan, why)
 
 
 def check_template_properties(

@@ -78,6 +78,14 @@ def check_partial_translations(
     return problems
 
 
+def used_templates(variant: Variant, channel: str, part: str, default_locale: str) -> list[Path]:
+    """The shared layouts and partials a part of `variant` uses, directly or through
+    others, as they resolve for its locale."""
+    tags = locales.chain(variant.locale or default_locale, default_locale)
+    start = variant.folder / f"{channel}.{part}"
+    return [use.file for use in _uses(variant.templates_dir, start, tags)]
+
+
 def _warning(variant: Variant, use: _Use, tag: str, language: str) -> Problem:
     label = tag.replace("_", "-")
     through = f" (through {', '.join(use.through)})" if use.through else ""

@@ -30,7 +30,11 @@ from ..dsl.problems import Problem, sorted_problems
 from ..rendering import Renderer
 from ..segments.loader import SEGMENTS_FILE, LoadedSegment, load_segments
 from .event_names import KnownEvents, check_event_names, tracked_events
-from .event_properties import check_condition_properties, check_template_properties
+from .event_properties import (
+    check_condition_properties,
+    check_template_properties,
+    trigger_properties,
+)
 from .template_checks import check_journey_templates, check_unsent_messages
 from .tracking_plan import load_tracking_plan, tracking_plan_files
 
@@ -104,7 +108,10 @@ def validate(
     if expect_journeys:
         problems += [_no_journey(folder) for folder in folders if not any(journey_files([folder]))]
     for item in journeys:
-        found = check_journey_templates(item, renderer)
+        plan = result.events.plan_file(item.path.parent)
+        found = check_journey_templates(
+            item, renderer, trigger_properties(item.journey.trigger, result.events, plan)
+        )
         problems += sorted_problems(found, str(item.path))
         if not any(not p.is_warning for p in found):
             result.journeys.append(item)

@@ -123,8 +123,14 @@ class Renderer:
         return self.render_variant(variant, channel, context, requested)
 
     def render_variant(
-        self, variant: Variant, channel: str, context: dict[str, Any], requested: str | None
+        self,
+        variant: Variant,
+        channel: str,
+        context: dict[str, Any],
+        requested: str | None,
+        only: str | None = None,
     ) -> Rendered:
+        """Render `variant` for `channel` (`only`: that one part, for checks of a part)."""
         tag = variant.locale or self.default_locale
         env = self._environment(tuple(locales.chain(tag, self.default_locale)))
         context, dropped = without_unsafe_links(context)  # data's links: http(s) only
@@ -134,7 +140,7 @@ class Renderer:
         parts: dict[str, str] = {}
         files: dict[str, str] = {}
         for part in PARTS[channel]:
-            if not variant.has(channel, part):
+            if not variant.has(channel, part) or only not in (None, part):
                 continue
             name = variant.template_name(channel, part)
             files[part] = str(self.templates_dir / name)
