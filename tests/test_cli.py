@@ -51,15 +51,15 @@ def test_validate_refuses_a_folder_with_no_journey_naming_it(tmp_path: Path) -> 
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "journeys.md").write_text("# The journey language\n")
-    (docs / "segments.yaml").write_text("vip: {trait: {name: vip, equals: true}}\n")
     empty = tmp_path / "emptyj"
     empty.mkdir()
     for folder in (docs, empty):
         result = CliRunner().invoke(main, ["validate", str(folder)])
         assert result.exit_code == 1, result.output
         assert result.stdout.splitlines() == [
-            f"{folder}/: no journey in this folder: a journey is a .yaml or .yml file "
-            "(besides segments.yaml and events.yaml) with id, name, trigger and steps"
+            f"{folder}/: no journey in this folder: a journey is a .yaml or .yml file with "
+            "id, name, trigger and steps (and a journeys folder may hold segments.yaml and "
+            "events.yaml)"
         ]
         assert "1 problem(s) found" in result.stderr
     # Hand-written journeys may leave the YAML folder empty (examples/python_journey).

@@ -107,10 +107,6 @@ def test_a_name_nothing_resembles_says_where_to_declare_it(project: Path) -> Non
 
 
 def test_the_tracking_plan_is_checked_itself_at_file_line_column(project: Path) -> None:
-    Path("journeys/hello.yaml").write_text(
-        "id: hello\nname: Hello\ntrigger: {event: Signed Up}\n"
-        "steps:\n  - send: {channel: email, template: hello}\n"
-    )
     Path(PLAN).write_text(
         "Order Shipped:\n  descripton: typo\nReturn Requested:\n  properties: 3\nOrder Delivered:\n"
     )

@@ -68,8 +68,8 @@ def validate(
     `received_events` are the event names the store has received (None: no store was
     consulted), known besides the spec's, ours, the tracking plan's and `track`'s.
     With `expect_journeys` (no Python journey is configured), a folder with no journey
-    file is an error naming it: a mistaken path (`journeys validate docs`) must not
-    pass as a clean project.
+    file (nor segments.yaml or events.yaml) is an error naming it: a mistaken path
+    (`journeys validate docs`) must not pass as a clean project.
     """
     targets = list(targets)
     result = Validation()
@@ -106,7 +106,7 @@ def validate(
         load_journeys(journey_targets, segments_of) if journey_targets else ([], [])
     )
     if expect_journeys:
-        problems += [_no_journey(folder) for folder in folders if not any(journey_files([folder]))]
+        problems += [_no_journey(folder) for folder in folders if _not_journeys(folder)]
     for item in journeys:
         plan = result.events.plan_file(item.path.parent)
         found = check_journey_templates(
@@ -127,11 +127,18 @@ def validate(
     return result
 
 
+def _not_journeys(folder: Path) -> bool:
+    """A folder with no journey, segments.yaml or events.yaml: a mistaken path."""
+    return not any(journey_files([folder])) and not any(
+        (folder / name).is_file() for name in SKIPPED_FILES
+    )
+
+
 def _no_journey(folder: Path) -> Problem:
     return Problem.whole(
         folder,
-        "no journey in this folder: a journey is a .yaml or .yml file (besides "
-        f"{' and '.join(SKIPPED_FILES)}) with id, name, trigger and steps",
+        "no journey in this folder: a journey is a .yaml or .yml file with id, name, "
+        f"trigger and steps (and a journeys folder may hold {' and '.join(SKIPPED_FILES)})",
     )
 
 
