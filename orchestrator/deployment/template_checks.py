@@ -12,7 +12,11 @@ that wrote it, and the advice says what makes *real* sends work: sample data onl
 stands in for what real sends have. So the sample never supplies keys a real send
 lacks (a `contact` or `event` key no contact or event has, a `journey` key no step
 before the send keeps): those are removed before rendering, and a template that
-reads one is an error, not a pass.
+reads one is an error, not a pass. Nor does a real trigger carry every property the
+sample gives it: each message a journey sends is rendered again without the
+trigger's optional properties, and one it shows unguarded is a warning
+(`_check_optional_properties`). A file of a message folder that is no part
+(`email.preheder`) is an error: it would silently never be sent.
 
 This sits above both the journey language and rendering: neither needs the other.
 """
