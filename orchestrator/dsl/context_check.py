@@ -173,7 +173,7 @@ def chain_problem(chain: list[Any], site: str, kept: Kept, identify: bool = Fals
             # key is wrong there too: `trigger.product_id` is `event.properties.product_id`).
             fixed = ["event", *chain[1:]]
             meant = meant_chains(fixed, site, kept, identify)
-            write = expression(fixed) if meant is None else " or ".join(meant[:1])
+            write = meant[0] if meant else expression(fixed)
             return (
                 f"{written} is always null in trigger.where, which sees only {sees}: "
                 f"the event being tested is the trigger, write {write}"
