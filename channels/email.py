@@ -69,7 +69,8 @@ def header_problem(value: str) -> str | None:
 
 
 def address_problem(value: object) -> str | None:
-    """Why `value` is not one plain email address such as ann@example.com, or None.
+    """Why `value` is not one plain email address such as ann@example.com, or None: the
+    fact alone, so that the caller's advice (what to send instead) is said once.
 
     Strict on purpose: one addr-spec, no display name, a dotted domain of host-name
     labels (international ones in their Unicode or xn-- form), no quoted local parts or
@@ -77,15 +78,15 @@ def address_problem(value: object) -> str | None:
     whitespace is the caller's to strip.
     """
     if not isinstance(value, str):
-        return "it is not text: send the address as a string, like ann@example.com"
+        return "it is not text"
     if (unsafe := header_problem(value)) is not None:
         return unsafe
     if any(char in value for char in ",;<>"):
-        return "it is more than one address, or has a name: send only the address"
+        return "it is more than one address, or has a name"
     if any(char.isspace() for char in value):
         return "it contains a space"
     if value.count("@") != 1:
-        return "it needs exactly one @, as in ann@example.com"
+        return "it needs exactly one @"
     if len(value) > MAX_ADDRESS:
         return f"it is longer than {MAX_ADDRESS} characters"
     local, domain = value.split("@")

@@ -45,6 +45,30 @@ def test_validate_names_a_missing_path(tmp_path: Path) -> None:
     assert "no such file or folder" in result.output
 
 
+def test_validate_refuses_a_folder_with_no_journey_naming_it(tmp_path: Path) -> None:
+    """`journeys validate docs` said "0 journey(s) valid" and passed: a wrong path looked
+    like a clean project (and deploying an empty folder retires every journey)."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "journeys.md").write_text("# The journey language\n")
+    empty = tmp_path / "emptyj"
+    empty.mkdir()
+    for folder in (docs, empty):
+        result = CliRunner().invoke(main, ["validate", str(folder)])
+        assert result.exit_code == 1, result.output
+        assert result.stdout.splitlines() == [
+            f"{folder}/: no journey in this folder: a journey is a .yaml or .yml file with "
+            "id, name, trigger and steps (and a journeys folder may hold segments.yaml and "
+            "events.yaml)"
+        ]
+        assert "1 problem(s) found" in result.stderr
+    # Hand-written journeys may leave the YAML folder empty (examples/python_journey).
+    python = CliRunner().invoke(
+        main, ["validate", str(empty)], env={"JOURNEYS_PYTHON_JOURNEYS": '["m:VipWelcome"]'}
+    )
+    assert python.exit_code == 0, python.output
+
+
 def test_runs_with_an_unsupported_database_url_is_one_clear_line(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("DATABASE_URL", "mysql://db/x")
     result = CliRunner().invoke(main, ["runs"])

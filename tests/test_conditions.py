@@ -155,7 +155,18 @@ SAFETY = [
         "unknown name 'os': expected one of contact, event, trigger, journey or true, false, null",
     ),
     ("import os", "invalid condition 'import os': invalid syntax"),
-    ("contact.x = 1", "invalid condition 'contact.x = 1': invalid syntax"),
+    (
+        "contact.x = 1",
+        "invalid condition 'contact.x = 1': a single = does not compare; write == to test "
+        "equality (contact.x == 1)",
+    ),
+    (
+        'lower(contact.traits.tier) = "=gold" or event.name = "Order Completed"',
+        'invalid condition \'lower(contact.traits.tier) = "=gold" or event.name = "Order '
+        "Completed\"': a single = does not compare; write == to test equality "
+        '(lower(contact.traits.tier) == "=gold" or event.name == "Order Completed")',
+    ),
+    ("contact.x = = 1", "invalid condition 'contact.x = = 1': invalid syntax"),
     ("contact; 1", "invalid condition 'contact; 1': invalid syntax"),
     ("x" * 1001, "condition is longer than 1000 characters"),
 ]

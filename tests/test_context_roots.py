@@ -95,3 +95,29 @@ def test_actions_keep_on_the_run_exactly_the_keys_validation_lets_templates_read
     assert run(coupon).saved == sorted(coupon_keys("gift"))
     points = {"type": "award_points", "points": 10, "per": 1, "of": "revenue", "multipliers": []}
     assert run(points).saved == sorted(POINTS_KEYS)
+
+
+def test_an_identify_calls_traits_are_what_its_event_properties_hold(
+    sqlite_engine: Engine,
+) -> None:
+    """`journeys validate` tells a marketer who writes `event.traits.consent…` in an
+    identify-triggered journey to write `event.properties.consent…`: it must hold for a
+    real identify call."""
+    from orchestrator.api.ingest import store_call
+    from orchestrator.api.segment import IdentifyCall
+    from orchestrator.dsl.conditions import evaluate
+
+    call = IdentifyCall.model_validate(
+        {
+            "userId": "ann",
+            "traits": {"email": "ann@example.com", "consent": {"email": {"marketing": True}}},
+        }
+    )
+    assert store_call(sqlite_engine, call)
+    with session_scope(sqlite_engine) as session:
+        stored = session.get(Event, 1)
+        assert stored is not None and stored.type == "identify"
+        event = event_context(stored)
+    advised = "event.properties.consent.email.marketing == true"
+    assert evaluate(advised, {"event": event, "trigger": event})
+    assert not evaluate("event.properties.traits.consent.email.marketing == true", {"event": event})

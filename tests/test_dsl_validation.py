@@ -184,7 +184,8 @@ BROKEN = [
               - if: contact.traits.age = 18
                 then: [exit]
         """,
-        "j.yaml:6:32: invalid condition 'contact.traits.age = 18': invalid syntax",
+        "j.yaml:6:32: invalid condition 'contact.traits.age = 18': a single = does not "
+        "compare; write == to test equality (contact.traits.age == 18)",
     ),
     case(
         "unknown-name-in-condition",
@@ -240,7 +241,8 @@ BROKEN = [
         steps:
           - send: {channel: email, template: welcom}
         """,
-        "j.yaml:5:38: template 'welcom' not found: no folder templates/welcom/",
+        "j.yaml:5:38: template 'welcom' not found: no folder templates/welcom/; did you mean "
+        "'welcome'?",
     ),
     case(
         "template-missing-a-channel-part",
@@ -349,6 +351,24 @@ BROKEN = [
               timezone: Europe/Pariss
         """,
         "j.yaml:7:17: unknown timezone 'Europe/Pariss': expected an IANA name such as "
+        "Europe/Paris, America/New_York or UTC; did you mean Europe/Paris?",
+    ),
+    case(
+        "misspelt-timezones-get-what-was-meant",
+        """\
+        steps:
+          - wait_until: {time: "09:00", timezone: Europe/Belgrad}
+          - wait_until: {time: "09:00", timezone: Belgrade}
+          - wait_until: {time: "09:00", timezone: america/new_york}
+          - wait_until: {time: "09:00", timezone: Atlantis/Capital}
+        """,
+        "j.yaml:5:43: unknown timezone 'Europe/Belgrad': expected an IANA name such as "
+        "Europe/Paris, America/New_York or UTC; did you mean Europe/Belgrade?",
+        "j.yaml:6:43: unknown timezone 'Belgrade': expected an IANA name such as "
+        "Europe/Paris, America/New_York or UTC; did you mean Europe/Belgrade?",
+        "j.yaml:7:43: unknown timezone 'america/new_york': expected an IANA name such as "
+        "Europe/Paris, America/New_York or UTC; did you mean America/New_York?",
+        "j.yaml:8:43: unknown timezone 'Atlantis/Capital': expected an IANA name such as "
         "Europe/Paris, America/New_York or UTC",
     ),
     case(
@@ -494,6 +514,93 @@ BROKEN = [
             "contact, event and trigger (no step has kept anything on the run yet)",
         ],
         id="trigger-where-and-entry-if-read-roots-they-do-not-see",
+    ),
+    # A schema mistake hides nothing else: the checks past the schema run on the rest.
+    case(
+        "a-schema-mistake-hides-no-other-problem",
+        """\
+        entry:
+          re_entry: after 3 days
+        steps:
+          - wait_until: {time: "09:30", timezone: Europe/Belgrad}
+          - branch:
+              - if: contact.tier == "gold"
+                then: [exit]
+          - wait: 30
+          - action: {type: update_contact, set: {_score: 1}}
+        """,
+        "j.yaml:5:13: invalid duration '3 days': expected a number with a unit s, m, h, d or "
+        "w, such as 30m, 24h, 2d or 1d12h",
+        "j.yaml:7:43: unknown timezone 'Europe/Belgrad': expected an IANA name such as "
+        "Europe/Paris, America/New_York or UTC; did you mean Europe/Belgrade?",
+        "j.yaml:9:13: unknown key 'tier' in contact.tier (expected one of: id, email, phone, "
+        "locale, timezone, traits, first_name, last_name, name, consent, orders, "
+        "last_order_at); did you mean contact.traits.tier?",
+        "j.yaml:11:11: invalid duration 30: add its unit, e.g. 30d, 30h or 30m (s, m, h, d or w)",
+        "j.yaml:12:42: invalid trait name '_score': expected a name not starting with '_' "
+        "(those are ours), like vip",
+    ),
+    case(
+        "a-step-set-aside-for-its-mistake-is-not-held-against-the-others",
+        """\
+        steps:
+          - action: {type: issue_coupon, campaign: c, prefix: c, discount: 5%}
+          - send: {id: offer, channel: fax, template: welcome}
+          - wait_for: {message: offer, timeout: 1d}
+          - branch:
+              - if: journey.coupon_code != null and contact.vip
+                then: [exit]
+          - wait_for: {message: nothing_sent, timeout: 1d}
+        """,
+        # The coupon and the send are wrong, not the wait_for on `offer` nor the read of
+        # the code; what is wrong besides is still found.
+        "j.yaml:5:55: invalid prefix 'c': expected 1-16 capital letters or digits, like THANKS",
+        "j.yaml:6:32: invalid value 'fax' for channel (expected one of: email, push, sms, "
+        "preferred)",
+        "j.yaml:9:45: unknown key 'vip' in contact.vip (expected one of: id, email, phone, "
+        "locale, timezone, traits, first_name, last_name, name, consent, orders, "
+        "last_order_at); did you mean contact.traits.vip?",
+        "j.yaml:11:25: wait_for refers to message 'nothing_sent', but no earlier send step has "
+        "that id (known: none)",
+    ),
+    pytest.param(
+        "id: cart\nname: Cart\n"
+        'trigger: {event: Product Added, where: trigger.product_id == "sku-1"}\n'
+        "steps: [exit]\n",
+        [
+            # The advice is the lookup that works, not `event.product_id` (itself wrong).
+            "j.yaml:3:40: trigger.product_id is always null in trigger.where, which sees "
+            "only contact and event: the event being tested is the trigger, write "
+            "event.properties.product_id",
+        ],
+        id="trigger-in-trigger-where-is-corrected-to-the-key-that-exists",
+    ),
+    pytest.param(
+        "id: signup\nname: Signup\n"
+        "trigger: {identify: true, where: event.traits.consent.email.marketing == true}\n"
+        "entry: {if: trigger.traits.plan == 'pro'}\n"
+        "steps: [exit]\n",
+        [
+            "j.yaml:3:34: unknown key 'traits' in event.traits.consent.email.marketing "
+            "(expected one of: id, name, type, properties, context, timestamp, products); "
+            "an identify call's traits are its properties: did you mean "
+            "event.properties.consent.email.marketing?",
+            "j.yaml:4:13: unknown key 'traits' in trigger.traits.plan (expected one of: id, "
+            "name, type, properties, context, timestamp, products); an identify call's "
+            "traits are its properties: did you mean trigger.properties.plan?",
+        ],
+        id="identify-traits-are-its-properties",
+    ),
+    pytest.param(
+        "id: cart\nname: Cart\ntrigger: {event: Product Added}\n"
+        "goal: {event: Order Completed, within: 1d, where: event.traits.vip == true}\n"
+        "steps: [exit]\n",
+        [
+            "j.yaml:4:51: unknown key 'traits' in event.traits.vip (expected one of: id, "
+            "name, type, properties, context, timestamp, products); did you mean "
+            "contact.traits.vip?",
+        ],
+        id="a-track-event-has-no-traits-the-contact-has",
     ),
 ]
 

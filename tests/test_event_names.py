@@ -173,6 +173,137 @@ def test_names_the_store_received_are_known(project: Path) -> None:
     assert "not checked against the store" not in result.stderr
 
 
+def received(*names: str) -> None:
+    """A store in the default data dir that has received a track event of each name."""
+    Path(".journeys").mkdir(exist_ok=True)
+    engine = make_engine(f"sqlite:///{Path('.journeys/journeys.db').resolve()}")
+    migrate(engine)
+    now = datetime(2026, 3, 1, tzinfo=UTC)
+    with session_scope(engine) as session:
+        session.add(Contact(id="ann"))
+        for i, name in enumerate(names):
+            session.add(
+                Event(
+                    message_id=f"m{i}",
+                    type="track",
+                    name=name,
+                    contact_id="ann",
+                    timestamp=now,
+                    received_at=now,
+                )
+            )
+    engine.dispose()
+
+
+def test_a_received_near_miss_of_a_known_name_still_warns(project: Path) -> None:
+    """One track of `Order Complete` from anyone (a storefront's write key may be public)
+    made `exit_on: [Order Complete]` pass --strict."""
+    Path("journeys/cart.yaml").write_text(
+        "id: cart\nname: Cart\ntrigger: {event: Product Added}\nexit_on: [Order Complete]\n"
+        "steps:\n  - send: {channel: email, template: hello}\n"
+    )
+    received("Order Complete", "Loyalty Tier Changed")
+    result = validate("--strict")
+    assert result.exit_code == 1
+    assert result.stdout.splitlines()[0] == (
+        "journeys/cart.yaml:4:11: warning: event 'Order Complete' was received by the store, "
+        "but is not a Segment spec event, one of ours, tracked by a journey or declared in "
+        "journeys/events.yaml; did you mean 'Order Completed'? (anyone with a write key can "
+        "send any name: if your storefront really sends 'Order Complete', declare it in "
+        "journeys/events.yaml)"
+    )
+    # A shop whose storefront really sends it says so in its tracking plan.
+    Path(PLAN).write_text("Order Complete:\n  description: our legacy checkout's name\n")
+    assert validate("--strict").exit_code == 0
+
+
+DELIVERY = """\
+id: reviews
+name: Reviews
+trigger: {event: Order Completed}
+steps:
+  - wait_for:
+      event: Order Delivered
+      where: event.properties.orderid == trigger.properties.order_id
+      timeout: 30d
+  - wait_for:
+      event: [Order Delivered, Return Requested]
+      where: event.properties.order_id != null and event.properties.carier != "dhl"
+      timeout: 30d
+  - wait_for: {event: Order Shipped, where: event.properties.anything == 1, timeout: 1d}
+  - send: {channel: email, template: hello}
+"""
+
+
+def test_a_property_the_tracking_plan_does_not_list_for_the_event_is_a_warning(
+    project: Path,
+) -> None:
+    """`where: event.properties.orderid == …` on `Order Delivered` (declared with
+    `order_id`) passed --strict and never held."""
+    Path("journeys/reviews.yaml").write_text(DELIVERY)
+    Path(PLAN).write_text(
+        "Order Delivered:\n  properties:\n    order_id: the order's id\n"
+        "    carrier: {description: who delivered it}\n"
+        "Return Requested:\n  properties: [order_id]\n"
+        "Order Shipped:\n"  # lists no properties: any may be read
+    )
+    result = validate("--strict")
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == [
+        "journeys/reviews.yaml:7:14: warning: event.properties.orderid is always null: "
+        "journeys/events.yaml lists no property 'orderid' for 'Order Delivered' (it lists: "
+        "carrier, order_id); did you mean event.properties.order_id?",
+        "journeys/reviews.yaml:11:52: warning: event.properties.carier is always null: "
+        "journeys/events.yaml lists no property 'carier' for 'Order Delivered' or 'Return "
+        "Requested' (it lists: carrier, order_id); did you mean event.properties.carrier?",
+    ]
+    # `trigger.properties.order_id` is not checked: the plan does not list Order Completed's
+    # properties. Once it does, a misspelt one there is caught too.
+    Path(PLAN).write_text(
+        Path(PLAN).read_text() + "Order Completed:\n  properties: [orderId, revenue]\n"
+    )
+    assert (
+        "journeys/reviews.yaml:7:42: warning: trigger.properties.order_id is always null: "
+        "journeys/events.yaml lists no property 'order_id' for 'Order Completed' (it lists: "
+        "orderId, revenue); did you mean trigger.properties.orderId?"
+    ) in validate().stdout.splitlines()
+
+
+def test_a_message_reading_a_property_the_plan_does_not_list_is_a_warning(
+    project: Path,
+) -> None:
+    Path("journeys/delivered.yaml").write_text(
+        "id: delivered\nname: Delivered\ntrigger: {event: Order Delivered}\n"
+        "steps:\n  - send: {channel: email, template: delivered}\n"
+    )
+    Path(PLAN).write_text(
+        "Order Delivered:\n  properties:\n    order_id: {required: true}\n    carrier:\n"
+    )
+    write_message(
+        "delivered",
+        {
+            "email.subject": "Order {{ event.properties.order_id }} delivered",
+            # A guarded typo would silently never show; `.get` reads a key too.
+            "email.text": "{% if event.properties.carier is defined %}By {{ "
+            "event.properties.carier }}{% endif %}\n{{ event.properties.get('ordr_id') }}",
+            "ru/email.subject": "Заказ {{ event.properties['order_id'] }} доставлен",
+            "ru/email.text": "Ваш заказ доставлен",
+            "sample.yaml": "event: {properties: {order_id: '1'}}\n",
+        },
+    )
+    result = validate()
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        "templates/delivered/email.text:1:1: warning: event.properties.carier is never set: "
+        "journeys/events.yaml lists no property 'carier' for 'Order Delivered' (it lists: "
+        "carrier, order_id); did you mean event.properties.carrier?",
+        "templates/delivered/email.text:2:1: warning: event.properties.ordr_id is never set: "
+        "journeys/events.yaml lists no property 'ordr_id' for 'Order Delivered' (it lists: "
+        "carrier, order_id); did you mean event.properties.order_id?",
+        "1 journey(s) valid",
+    ]
+
+
 def test_deploy_refuses_on_errors_only_and_knows_what_its_store_received(
     project: Path, sqlite_engine: Engine
 ) -> None:
@@ -195,6 +326,9 @@ def test_shipped_journeys_pass_strict_validation(
     monkeypatch.chdir(ROOT)
     monkeypatch.delenv("DATABASE_URL", raising=False)
     monkeypatch.setenv("JOURNEYS_DATA_DIR", str(ROOT / ".no-store-here"))
+    if not any(folder.glob("*.yaml")):  # its journeys are Python classes (and run so)
+        python = '["examples.python_journey.vip_welcome:VipWelcome"]'
+        monkeypatch.setenv("JOURNEYS_PYTHON_JOURNEYS", python)
     result = validate("--strict", str(folder), "--templates", str(ROOT / "templates"))
     assert result.exit_code == 0, result.output
 

@@ -382,6 +382,14 @@ async def test_an_email_that_is_not_one_address_is_refused_naming_the_field(api,
         assert r.json()["field"] == "traits.email", name
         assert r.json()["error"].startswith("traits.email is not one email address: "), name
         assert why in r.json()["error"], (name, r.json()["error"])
+        # The advice comes once: "send only the address (send just the address, …)" did not.
+        assert r.json()["error"].count("the address") == 1, (name, r.json()["error"])
+        assert r.json()["error"].count("ann@example.com") == 1, (name, r.json()["error"])
+    r = await post(api, "/v1/identify", {"userId": "ann", "traits": {"email": "Ann <a@b.example>"}})
+    assert r.json()["error"] == (
+        "traits.email is not one email address: it is more than one address, or has a name "
+        "(send just the address, as text, like ann@example.com; an empty string removes it)"
+    )
     # RudderStack sends identify traits as context.traits; a batch names the call.
     injected = NOT_ONE_ADDRESS["header injection"][0]
     r = await post(

@@ -173,7 +173,45 @@ def test_a_trigger_naming_a_segment_segments_yaml_lacks_is_refused(
     )
     with pytest.raises(InvalidJourneys) as caught:
         deploy(sqlite_engine, journeys, None)  # type: ignore[arg-type]
-    assert [str(p) for p in caught.value.problems] == [
+    expected = (
         f"{journeys / 'vip.yaml'}:3:20: unknown segment 'big_spender': segments.yaml "
-        "defines big_spenders"
+        "defines big_spenders; did you mean 'big_spenders'?"
+    )
+    assert [str(p) for p in caught.value.problems] == [expected]
+
+
+def test_a_journey_file_validated_alone_uses_the_segments_of_its_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`journeys validate --strict journeys/big_spenders.yaml` passed with `segment:
+    big_spender`, which `journeys validate journeys/` (and deploy) refuses."""
+    from click.testing import CliRunner
+
+    from orchestrator.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    Path("journeys").mkdir()
+    Path("templates").mkdir()
+    Path("journeys/vip.yaml").write_text(HEAD + "trigger: {segment: big_spender}\nsteps: [exit]\n")
+    Path("journeys/other.yaml").write_text(
+        HEAD.replace("welcome", "other") + "trigger: {segment: big_spenders}\nsteps: [exit]\n"
+    )
+    Path("journeys/segments.yaml").write_text(
+        "big_spenders:\n  spent: { more_than: 5000, within: 30d }\n"
+    )
+    problem = (
+        "journeys/vip.yaml:3:20: unknown segment 'big_spender': segments.yaml defines "
+        "big_spenders; did you mean 'big_spenders'?"
+    )
+    for target in ("journeys/vip.yaml", "journeys"):
+        result = CliRunner().invoke(main, ["validate", "--strict", target])
+        assert result.exit_code == 1, result.output
+        assert result.stdout.splitlines() == [problem]
+    alone = CliRunner().invoke(main, ["validate", "--strict", "journeys/other.yaml"])
+    assert alone.exit_code == 0, alone.output
+    # Without a segments.yaml in its folder, no segment exists for it to start on.
+    Path("journeys/segments.yaml").unlink()
+    result = CliRunner().invoke(main, ["validate", "journeys/other.yaml"])
+    assert result.stdout.splitlines() == [
+        "journeys/other.yaml:3:20: unknown segment 'big_spenders': segments.yaml defines none"
     ]

@@ -306,7 +306,18 @@ def test_channel_the_message_does_not_have(workdir: Path) -> None:
 
 def test_unknown_message(workdir: Path) -> None:
     line = refused(preview("nope"))
-    assert line.startswith("error: no message 'nope'")
+    assert line == "error: no message 'nope': no folder templates/nope/"
+
+
+def test_a_misspelt_message_gets_the_one_meant(workdir: Path) -> None:
+    write_message("welcome", {"email.subject": "Hi", "email.text": "Hello"})
+    write_message("_partials", {"welcome.text": "a partial, never a message"})
+    line = refused(preview("welcom"))
+    assert (
+        line == "error: no message 'welcom': no folder templates/welcom/; did you mean 'welcome'?"
+    )
+    line = refused(preview("Welcome"))
+    assert line.endswith("did you mean 'welcome'?")
 
 
 def test_contact_id_without_a_database(workdir: Path) -> None:
@@ -334,6 +345,22 @@ def test_undefined_variable_is_reported_at_its_line(workdir: Path) -> None:
     line = refused(preview("news"))
     assert line.startswith("error: templates/news/email.text:2: undefined variable")
     assert "nickname" in line
+
+
+def test_preview_explains_an_unknown_key_as_validate_does(workdir: Path) -> None:
+    write_message(
+        "news",
+        {
+            "email.subject": "News",
+            "sms.body": "{% for i in cart.items %}{{ i.name }}{% endfor %} in your cart",
+        },
+    )
+    line = refused(preview("news", "--channel", "sms"))
+    assert line == (
+        "error: templates/news/sms.body:1: undefined variable cart.items: real sends never "
+        "have it: unknown key 'items' in cart.items (expected one of: id, products, "
+        "item_count, total, currency, url); did you mean cart.products?"
+    )
 
 
 # --- A contact from the store ---------------------------------------------------------------

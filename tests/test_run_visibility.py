@@ -64,8 +64,14 @@ async def test_a_product_viewed_without_the_price_shows_failed_with_its_reason(
     write_message("viewed", VIEWED, templates)
     bench = Bench(ts_env, engine, tmp_path / "journeys", templates)
     write_journey(bench.journeys_dir, "product_viewed", PRODUCT_VIEWED)
-    bench.deploy()  # the sample has a price: validation passes
     caplog.set_level(logging.WARNING)
+    bench.deploy()  # it deploys, warning that a view without a price (or name) fails
+    deployed = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [m.split(": warning: ")[1].split(" may be missing")[0] for m in deployed] == [
+        "event.properties.name",  # email.subject
+        "event.properties.price",  # email.text
+    ]
+    caplog.clear()
     async with bench.worker():
         await bench.identify("ann", email="ann@example.com")
         await bench.identify("bob", email="bob@example.com")
@@ -113,7 +119,8 @@ async def test_a_provider_refusal_is_logged_once_without_a_traceback(
     write_message("viewed", VIEWED, templates)
     bench = Bench(ts_env, sqlite_engine, tmp_path / "journeys", templates)
     write_journey(bench.journeys_dir, "product_viewed", PRODUCT_VIEWED)
-    bench.deploy()
+    bench.deploy()  # (warns about the unguarded name and price: the test above)
+    caplog.clear()
     caplog.set_level(logging.WARNING)
     async with bench.worker({"email": Refusing()}):
         await bench.identify("cy", email="cy@example.com")

@@ -6,8 +6,14 @@ turns a 1-segment GSM-7 message into a 3-segment UCS-2 one, and each segment is 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from orchestrator.deployment import trigger_event_of
+from orchestrator.rendering import Renderer
+from orchestrator.rendering.catalog import message_names
+from orchestrator.rendering.samples import sample_context
 from orchestrator.rendering.sms import (
     GSM_BASIC,
     GSM_EXTENSION,
@@ -117,3 +123,37 @@ def test_describe() -> None:
 
 def test_twilio_body_cap() -> None:
     assert MAX_SMS_CHARACTERS == 1600
+
+
+# --- the shipped messages keep the length their comments promise -----------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def shipped_sms() -> list[tuple[str, str | None]]:
+    renderer = Renderer(ROOT / "templates")
+    return [
+        (name, variant.locale)
+        for name in message_names(ROOT / "templates")
+        for variant in renderer.message(name).variants()
+        if variant.has("sms", "body")
+    ]
+
+
+@pytest.mark.parametrize(("name", "locale"), shipped_sms(), ids=lambda v: str(v))
+def test_shipped_sms_fit_the_segments_their_comments_promise(name: str, locale: str | None) -> None:
+    """Every shipped SMS says it fits one GSM-7 segment (the default version) or two
+    UCS-2 ones (translations). `cart_reminder/sr-Latn` said two and previewed at three;
+    a cart of a dozen items and a long recovery link must fit too."""
+    renderer = Renderer(ROOT / "templates")
+    message = renderer.message(name)
+    variant = next(v for v in message.variants() if v.locale == locale)
+    context = sample_context(message, trigger_event_of(name, ROOT / "journeys"))
+    carts = [context["cart"]]
+    if context["cart"]["products"]:  # the longest plural forms, the sample's long link
+        carts.append({**context["cart"], "item_count": 12, "url": "https://" + "x" * 47})
+    for cart in carts:
+        rendered = renderer.render_variant(variant, "sms", {**context, "cart": cart}, locale)
+        assert rendered.sms is not None
+        promised = 1 if locale is None else 2
+        assert rendered.sms.segments <= promised, (rendered.parts["body"], rendered.sms.describe())

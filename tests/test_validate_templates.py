@@ -64,6 +64,18 @@ def assert_one_problem(result: Result, where: str, *words: str) -> str:
     return lines[0]
 
 
+def assert_one_warning(result: Result, where: str, *words: str) -> str:
+    """`journeys validate --strict` failed on a single warning at `where`."""
+    assert result.exit_code == 1, result.output
+    lines = problems(result)
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"{where}: warning: "), lines[0]
+    for word in words:
+        assert word in lines[0], lines[0]
+    assert "1 warning(s) found; --strict fails on warnings" in result.stderr
+    return lines[0]
+
+
 WELCOME = {"email.subject": "Welcome, {{ contact.first_name }}", "email.text": "Hi\nthere"}
 
 
@@ -163,8 +175,9 @@ def test_undefined_value_handed_to_a_partial_is_reported_where_the_message_wrote
         "sample data has no 'colours' under event.properties, and real sends fail where the "
         "'Product Added' event lacks it: guard it with `{% if event.properties.colours is "
         "defined %}` or `event.properties.colours | default(…)`; or, if every 'Product "
-        "Added' event carries it, add it to templates/welcome/sample.yaml so validate can "
-        "render it"
+        "Added' event carries it, mark it required in journeys/events.yaml (Product Added: "
+        "properties: colours: {required: true}) and add it to templates/welcome/sample.yaml "
+        "so validate can render it"
     ]
 
 
@@ -182,29 +195,86 @@ def test_product_added_trigger_has_realistic_sample_event_and_cart(workdir: Path
         },
     )
     assert not Path("templates/cart_x/sample.yaml").exists()
-    assert_valid(validate())
+    # What the message shows unguarded, every Product Added of this shop carries.
+    Path("journeys/events.yaml").write_text(
+        "Product Added:\n  properties:\n    name: {required: true}\n    price: {required: true}\n"
+    )
+    assert_valid(validate("--strict"))
 
 
-def test_cart_items_is_the_mappings_method_and_is_reported_at_its_line(workdir: Path) -> None:
-    """In Jinja `cart.items` is dict.items, not a key: a located problem, never a blank list."""
+CART_KEYS = "(expected one of: id, products, item_count, total, currency, url)"
+
+
+@pytest.mark.parametrize("written", ["cart.items", "cart['items']"])
+def test_cart_items_is_reported_at_its_line_with_the_key_that_exists(
+    workdir: Path, written: str
+) -> None:
+    """`cart.items` (Shopify's name) read Python's dict.items and was explained in Python
+    jargon; `cart['items']`, the documented cure, failed the same way."""
     write_journey("cart_x", trigger="Product Added", journey_id="cart")
     write_message(
         "cart_x",
         {
             "email.subject": "Your cart",
-            "email.text": "Your cart:\n{% for item in cart.items %}{{ item.name }}{% endfor %}",
+            "email.text": f"Your cart:\n{{% for item in {written} %}}{{{{ item.name }}}}"
+            "{% endfor %}",
         },
     )
-    assert_one_problem(validate(), "templates/cart_x/email.text:2:1", "items")
+    line = assert_one_problem(validate(), "templates/cart_x/email.text:2:1")
+    assert line == (
+        "templates/cart_x/email.text:2:1: undefined variable cart.items: real sends never "
+        f"have it: unknown key 'items' in cart.items {CART_KEYS}; did you mean cart.products?"
+    )
+    assert "builtin_function_or_method" not in line
+
+
+def test_a_key_named_like_a_mapping_method_is_read_with_brackets(workdir: Path) -> None:
+    write_journey("order_x", trigger="Order Completed", journey_id="order")
+    write_message(
+        "order_x",
+        {
+            "email.subject": "Your order",
+            "email.text": "{% for i in event.properties['items'] %}{{ i }}{% endfor %}\n"
+            "{% for i in event.properties.items %}{{ i }}{% endfor %}",
+            "sample.yaml": "event: {properties: {items: [a, b]}}\n",
+        },
+    )
+    assert_one_problem(
+        validate(),
+        "templates/order_x/email.text:2:1",
+        "event.properties.items is the items() method every mapping has, not its 'items' "
+        "key: write event.properties['items'] to read the key",
+    )
+    # Calling the methods still works: `.items()`, `.get(...)`.
+    write_message(
+        "order_x",
+        {
+            "email.text": "{% for k, v in event.properties.items() %}{{ k }}{% endfor %}"
+            "{{ event.properties.get('items', []) | length }}"
+        },
+    )
+    assert_valid(validate())
 
 
 def test_other_triggers_need_sample_yaml_for_their_properties(workdir: Path) -> None:
     write_journey("welcome", trigger="Signed Up")
     write_message("welcome", {**WELCOME, "email.text": "Your plan: {{ event.properties.plan }}"})
-    assert_one_problem(validate(), "templates/welcome/email.text:1:1", "undefined variable", "plan")
+    line = assert_one_problem(
+        validate(), "templates/welcome/email.text:1:1", "undefined variable", "plan"
+    )
+    assert line.endswith(
+        "or, if every 'Signed Up' event carries it, mark it required in journeys/events.yaml "
+        "(Signed Up: properties: plan: {required: true}) and add it to "
+        "templates/welcome/sample.yaml so validate can render it"
+    )
 
+    # A sample value alone: real Signed Up events without a plan would still fail.
     write_message("welcome", {"sample.yaml": "event:\n  properties:\n    plan: pro\n"})
-    assert_valid(validate())
+    assert_one_warning(
+        validate("--strict"), "templates/welcome/email.text:1:1", "event.properties.plan may"
+    )
+    Path("journeys/events.yaml").write_text("Signed Up:\n  properties: {plan: {required: true}}\n")
+    assert_valid(validate("--strict"))
 
 
 # --- Channel limits ------------------------------------------------------------------------
@@ -247,6 +317,110 @@ def test_subject_that_renders_two_lines_is_refused(workdir: Path) -> None:
 
 
 # --- Where a syntax error is --------------------------------------------------------------
+
+
+# --- Optional trigger properties -----------------------------------------------------------
+
+BROWSE = {
+    "email.subject": "Still thinking about {{ event.properties.name }}?",
+    "email.text": "Hi {{ contact.first_name or 'there' }},\n\n"
+    "{{ event.properties.name }} is {{ event.properties.price | money }}.",
+}
+
+
+def optional(expression: str, event: str) -> str:
+    """The advice of the warning for an unguarded optional property of the trigger."""
+    prop = expression.rsplit(".", 1)[1]
+    return (
+        f"{expression} may be missing: the Segment spec makes every property of {event!r} "
+        "optional, and this message fails to send without it; guard it with "
+        f"`{{% if {expression} is defined %}}` or `{expression} | default(…)`, or, if every "
+        f"{event!r} event your storefront sends has it, mark it required in "
+        f"journeys/events.yaml ({event}: properties: {prop}: {{required: true}})"
+    )
+
+
+def test_an_optional_trigger_property_shown_without_a_guard_is_a_warning(workdir: Path) -> None:
+    """The README's own failure: a Product Viewed journey showing the price validated
+    (the sample Product Viewed has a price), then every real view without one failed."""
+    write_journey("browse", trigger="Product Viewed", journey_id="browse")
+    write_message("browse", BROWSE)
+    result = validate("--strict")
+    assert result.exit_code == 1
+    assert problems(result) == [
+        "templates/browse/email.subject:1:1: warning: "
+        + optional("event.properties.name", "Product Viewed"),
+        "templates/browse/email.text:3:1: warning: "
+        + optional("event.properties.name", "Product Viewed"),
+        "templates/browse/email.text:3:1: warning: "
+        + optional("event.properties.price", "Product Viewed"),
+    ]
+    assert "3 warning(s) found; --strict fails on warnings" in result.stderr
+
+    # Guarded, it sends without them; a value the sample gives is still checked.
+    write_message(
+        "browse",
+        {
+            "email.subject": "Still thinking about {{ event.properties.name | default('it') }}?",
+            "email.text": "{% set p = event.properties %}{% if p.price is defined %}"
+            "{{ p.get('name') or 'It' }} is {{ p.price | money }}.{% endif %}",
+        },
+    )
+    assert_valid(validate("--strict"))
+
+
+def test_a_property_the_tracking_plan_marks_required_needs_no_guard(workdir: Path) -> None:
+    write_journey("browse", trigger="Product Viewed", journey_id="browse")
+    write_message("browse", BROWSE)
+    Path("journeys/events.yaml").write_text(
+        "Product Viewed:\n  properties:\n    name: {required: true}\n"
+        "    price:\n      description: the price shown on the page\n      required: true\n"
+        "    currency: three letters\n"
+    )
+    assert_valid(validate("--strict"))
+
+
+def test_an_unguarded_property_under_another_guard_is_still_found(workdir: Path) -> None:
+    """`{% if order_id %}…{{ props.revenue }}…` fails on an order with an id and no
+    revenue: each optional property is also taken away on its own."""
+    write_journey("thanks", trigger="Order Completed", journey_id="thanks")
+    write_message(
+        "thanks",
+        {
+            "email.subject": "Thank you",
+            "email.text": "{% set props = event.properties %}\n"
+            "{% if props.get('order_id') %}Order {{ props.order_id }}: "
+            "{{ props.revenue | money }}{% endif %}",
+        },
+    )
+    line = assert_one_warning(validate("--strict"), "templates/thanks/email.text:2:1")
+    assert line.startswith(
+        "templates/thanks/email.text:2:1: warning: props.revenue (the trigger's 'revenue') "
+        "may be missing: the Segment spec makes every property of 'Order Completed' optional"
+    )
+
+
+def test_an_identify_journey_is_told_to_read_the_contact(workdir: Path) -> None:
+    Path("journeys/hello.yaml").write_text(
+        "id: hello\nname: Hello\ntrigger: {identify: true}\n"
+        "steps:\n  - send: {channel: email, template: hello}\n"
+    )
+    write_message(
+        "hello",
+        {
+            "email.subject": "Hi {{ event.properties.first_name }}",
+            "email.text": "Hello",
+            "sample.yaml": "event: {properties: {first_name: Ann}}\n",
+        },
+    )
+    line = assert_one_warning(validate("--strict"), "templates/hello/email.subject:1:1")
+    assert line.endswith(
+        "event.properties.first_name may be missing: an identify call has only the traits "
+        "it sends, and this message fails to send without it; guard it with "
+        "`{% if event.properties.first_name is defined %}` or "
+        "`event.properties.first_name | default(…)`, or read contact.traits.first_name, "
+        "which keeps what earlier calls sent"
+    )
 
 
 def test_syntax_error_in_a_shared_partial_is_reported_at_the_partial(workdir: Path) -> None:
@@ -360,6 +534,36 @@ def test_a_partial_reached_through_the_layout_is_reported_at_the_line_that_leads
     ]
 
 
+@pytest.mark.parametrize(
+    "partial",
+    [
+        '{% set note = "Free returns within 30 days" %}<p class="note">{{ note }}</p>',
+        '{% set note = "Free returns within " ~ days ~ " days" %}<p>{{ note }}</p>',
+        '{% macro note(text="Free returns within 30 days") %}<p>{{ text }}</p>{% endmacro %}'
+        "{{ note() }}",
+        '{% for line in ["Free returns", "Fast delivery"] %}<li>{{ line }}</li>{% endfor %}',
+        "<p>{{ days }} {{ days | plural(one='day', other='days') }}</p>",
+    ],
+    ids=["set", "set-concat", "macro-default", "loop-over-a-list", "plural"],
+)
+def test_english_a_partial_holds_in_a_string_needs_a_translation_too(
+    workdir: Path, partial: str
+) -> None:
+    """The words of a partial are often in strings it sets and prints: they reach the
+    Russian email in English just like plain text does."""
+    write_journey("welcome")
+    html = '{% with days=30 %}{% include "_partials/returns.html" %}{% endwith %}'
+    write_message("welcome", {**WELCOME, "ru/email.subject": "Привет", "ru/email.html": html})
+    Path("templates/_partials").mkdir()
+    Path("templates/_partials/returns.html").write_text(partial)
+    assert problems(validate()) == [
+        "templates/welcome/ru/email.html:1:1: warning: the ru version of 'welcome' uses "
+        "_partials/returns.html, which has no ru translation: ru contacts would read its "
+        "English text; add _partials/ru/returns.html",
+        "1 journey(s) valid",
+    ]
+
+
 def test_a_partial_of_only_markup_and_variables_needs_no_translation(workdir: Path) -> None:
     """A button whose label the message passes in has no words of its own."""
     write_journey("welcome")
@@ -371,8 +575,10 @@ def test_a_partial_of_only_markup_and_variables_needs_no_translation(workdir: Pa
     Path("templates/_partials").mkdir()
     Path("templates/_partials/button.html").write_text(
         "{#- A button: set url and label first -#}\n"
-        "<table align=\"{{ 'right' if message.dir == 'rtl' else 'left' }}\"><tr>"
-        '<td><a href="{{ url }}">{{ label }}</a>&nbsp;&rarr;</td></tr></table>'
+        "{% set side = 'right' if message.dir == 'rtl' else 'left' %}"
+        '{% set link = url ~ "?utm_source=email" %}'
+        '<table align="{{ side }}"><tr>'
+        '<td><a href="{{ link }}">{{ label }}</a>&nbsp;&rarr;</td></tr></table>'
     )
     assert_valid(validate("--strict"))
 
@@ -382,7 +588,7 @@ def test_translation_with_only_a_subject_would_send_the_default(workdir: Path) -
     write_message("welcome", {**WELCOME, "ru/email.subject": "Добро пожаловать"})
     assert_one_problem(
         validate(),
-        "templates/welcome/ru:1:1",
+        "templates/welcome/ru/",
         "the ru version of 'welcome' has no email.html or email.text",
         "ru contacts would get the default email instead",
     )
@@ -392,9 +598,42 @@ def test_folder_that_is_not_a_locale_tag(workdir: Path) -> None:
     write_journey("welcome")
     write_message("welcome", {**WELCOME, "russian/email.subject": "Привет"})
     write_message("welcome", {"russian/email.text": "Привет"})
+    # A folder has no line: `:1:1` would send an editor to nothing.
     assert_one_problem(
-        validate(), "templates/welcome/russian:1:1", "folder 'russian' is not a locale tag"
+        validate(), "templates/welcome/russian/", "folder 'russian' is not a locale tag"
     )
+
+
+@pytest.mark.parametrize(
+    ("stray", "meant"),
+    [
+        ("email.preheder", "did you mean email.preheader?"),
+        ("email.subjet", "did you mean email.subject?"),
+        ("email.body", "did you mean email.html or email.text?"),
+        ("push.url", "did you mean push.link?"),
+        ("sms.text", "did you mean sms.body?"),
+        ("ru/email.txt", "did you mean email.text?"),
+        ("ru/sample.yaml", "the message's templates/welcome/sample.yaml serves every version"),
+        ("notes.md", "rename it to one of email.subject, "),
+    ],
+)
+def test_a_file_that_is_no_part_is_an_error_not_a_silently_missing_part(
+    workdir: Path, stray: str, meant: str
+) -> None:
+    """`email.preheder` was never rendered: validate passed, and every email went out
+    without its preheader."""
+    write_journey("welcome")
+    write_message("welcome", {**WELCOME, "ru/email.subject": "Привет", "ru/email.text": "Привет"})
+    write_message("welcome", {stray: "Don't miss our spring sale", ".DS_Store": ""})
+    line = assert_one_problem(
+        validate(), f"templates/welcome/{stray}", "so it is never used", meant
+    )
+    assert "email.preheader" in line or "sample.yaml" in line  # what a folder may hold
+    # A message no journey sends yet is checked the same way.
+    Path("journeys/welcome.yaml").unlink()
+    write_journey("other", journey_id="other")
+    write_message("other", WELCOME)
+    assert f"templates/welcome/{stray}: " in validate().stdout
 
 
 @pytest.mark.parametrize(

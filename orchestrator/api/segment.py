@@ -236,7 +236,7 @@ def checked_addresses(traits: dict[str, Any], where: str) -> dict[str, Any]:
     if email not in (None, "") and (problem := address_problem(email)):
         raise FieldProblem(
             f"{where}.email",
-            f"is not one email address: {problem} (send just the address, like "
+            f"is not one email address: {problem} (send just the address, as text, like "
             "ann@example.com; an empty string removes it)",
         )
     phone = found.get("phone")

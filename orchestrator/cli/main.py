@@ -174,7 +174,14 @@ def validate(
     renderer = Renderer.from_settings(settings)
     received, not_consulted = _received_events(settings)
     # The whole project: messages no journey sends yet are checked too.
-    result = validate_files(targets, renderer, unsent=not paths, received_events=received)
+    result = validate_files(
+        targets,
+        renderer,
+        unsent=not paths,
+        received_events=received,
+        # Hand-written journeys (JOURNEYS_PYTHON_JOURNEYS) may leave the YAML folder empty.
+        expect_journeys=not settings.python_journeys,
+    )
     problems, loaded, segments = result.problems, result.journeys, result.segments
     for problem in [*problems, *result.warnings]:  # what must be fixed first, first
         click.echo(str(problem))
@@ -276,6 +283,7 @@ def preview(
     sample is said on stderr.
     """
     from ..deployment import senders_of
+    from ..deployment.template_checks import explained
     from ..rendering import Renderer, RenderError
     from ..rendering.preview import (
         PREVIEW_MESSAGE_ID,
@@ -318,7 +326,7 @@ def preview(
             locale,
         )
     except RenderError as exc:
-        _fail(str(exc))
+        _fail(explained(renderer, message, exc))
     for item in rendered:
         if item.channel == "email" and html_out is not None and item.parts.get("html"):
             html_out.write_text(item.parts["html"], encoding="utf-8")

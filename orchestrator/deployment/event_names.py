@@ -7,9 +7,12 @@ people who bought). A name is known when it is
 - a Segment spec event (e-commerce v2, email, mobile, B2B SaaS: `SEGMENT_SPEC_EVENTS`),
 - one this orchestrator records itself (`OWN_EVENTS`: segment entries, survey
   answers, SMS replies, email and push engagement),
-- declared in the shop's tracking plan, `events.yaml` beside the journeys,
+- declared in the shop's tracking plan, `events.yaml` beside the journeys
+  (`tracking_plan.py`),
 - emitted by a `track` action of a journey being validated, or
-- among the names the store has received (when a store is there to ask).
+- among the names the store has received (when a store is there to ask), unless it is
+  a near miss of one of the above: anyone with a write key can send `Order Complete`
+  once, which must not make `exit_on: [Order Complete]` pass.
 
 Any other name is a warning with a "did you mean" (the same name in another case or
 spelling): `journeys validate` passes, `journeys validate --strict` does not.
@@ -28,13 +31,13 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..dsl.loader import LoadedJourney, iter_steps
-from ..dsl.models import ActionStep, TrackAction, WaitForStep
+from ..dsl.models import SEGMENT_EVENTS, ActionStep, TrackAction, WaitForStep
 from ..dsl.problems import JourneyError, Problem
-from ..dsl.source import Source, YamlPath, kind_of, read_source, show
+from ..dsl.source import Source, YamlPath, read_source
 from ..feedback.own_events import OWN_EVENTS
+from ..feedback.recording import SURVEY_ANSWERED
 from ..store.tables import Event
-
-TRACKING_PLAN = "events.yaml"
+from .tracking_plan import TRACKING_PLAN, PlannedEvent
 
 # segmentio/segment-docs, src/connections/spec: ecommerce/v2.md, email.md, mobile.md,
 # b2b-saas.md (the standard names a storefront or its tools send).
@@ -102,7 +105,11 @@ SEGMENT_SPEC_EVENTS = frozenset(
         "Trial Ended",
     }
 )
-PLAN_KEYS = ("description", "properties")
+# What our own events always carry (the rest of their properties may be missing).
+OWN_EVENT_PROPERTIES: dict[str, frozenset[str]] = {
+    **{name: frozenset({"segment"}) for name in SEGMENT_EVENTS.values()},
+    SURVEY_ANSWERED: frozenset({"score", "message_id", "template", "channel", "journey_id"}),
+}
 
 
 @dataclass
@@ -110,20 +117,27 @@ class KnownEvents:
     """Every event name a journey may rely on, and where the list came from."""
 
     tracked: set[str] = field(default_factory=set)  # by a journey's `track` action
-    declared: set[str] = field(default_factory=set)  # in a tracking plan
+    planned: dict[str, PlannedEvent] = field(default_factory=dict)  # in a tracking plan
     received: set[str] | None = None  # by the store; None: not consulted
     plans: list[Path] = field(default_factory=list)
     checked: int = 0  # how many event names the journeys and segments wait for
     unknown: int = 0  # how many of them nothing is known to send
 
+    @property
+    def declared(self) -> set[str]:
+        return set(self.planned)
+
+    def vouched(self) -> set[str]:
+        """Names known from the spec, ours, a `track` action or the plan: anyone with a
+        write key can make the store receive a name, so that alone vouches for nothing."""
+        return {*SEGMENT_SPEC_EVENTS, *OWN_EVENTS, *self.tracked, *self.planned}
+
     def names(self) -> set[str]:
-        return {
-            *SEGMENT_SPEC_EVENTS,
-            *OWN_EVENTS,
-            *self.tracked,
-            *self.declared,
-            *(self.received or ()),
-        }
+        return {*self.vouched(), *(self.received or ())}
+
+    def plan_file(self, folder: Path) -> str:
+        """Where a name or property is declared: the plan read, else `events.yaml` there."""
+        return str(self.plans[0] if self.plans else folder / TRACKING_PLAN)
 
 
 def received_event_names(engine: Engine) -> set[str]:
@@ -143,92 +157,6 @@ def store_names(engine: Engine | None) -> tuple[set[str] | None, str | None]:
     except SQLAlchemyError as exc:
         reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
         return None, f"cannot read its events ({reason})"
-
-
-def tracking_plan_files(targets: Iterable[Path]) -> list[Path]:
-    """The `events.yaml` of each folder validated, or beside each journey file."""
-    found: dict[Path, None] = {}
-    for target in targets:
-        if target.is_file() and target.name == TRACKING_PLAN:
-            found[target] = None
-        elif target.is_dir() and (target / TRACKING_PLAN).is_file():
-            found[target / TRACKING_PLAN] = None
-        elif target.is_file() and (target.parent / TRACKING_PLAN).is_file():
-            found[target.parent / TRACKING_PLAN] = None
-    return list(found)
-
-
-def load_tracking_plan(path: Path) -> tuple[set[str], list[Problem]]:
-    """The event names `path` declares, and every mistake in it at its file:line:column.
-
-    The file maps each name to nothing, or to a `description` and `properties`
-    (a list of names, or a mapping of names to what they mean)::
-
-        Order Delivered:
-          description: The carrier delivered the order (from our shipping webhook)
-          properties: [order_id, carrier]
-    """
-    try:
-        if not path.read_text(encoding="utf-8").strip():
-            return set(), []
-        source = read_source(path)
-    except (JourneyError, OSError, UnicodeDecodeError) as exc:
-        if isinstance(exc, JourneyError):
-            return set(), exc.problems
-        return set(), [Problem(str(path), 1, 1, f"cannot read the file: {exc}")]
-    if not isinstance(source.data, dict):
-        message = (
-            f"expected a mapping of event names to their descriptions, got "
-            f"{kind_of(source.data)}; e.g.\nOrder Delivered:\n  properties: [order_id]"
-        )
-        return set(), [source.problem((), message)]
-    names: set[str] = set()
-    problems: list[Problem] = []
-    for name, spec in source.data.items():
-        problems += _plan_entry(source, name, spec)
-        if isinstance(name, str) and name.strip():
-            names.add(name)
-    return names, problems
-
-
-def _plan_entry(source: Source, name: Any, spec: Any) -> list[Problem]:
-    if not isinstance(name, str) or not name.strip() or len(name) > 200:
-        message = (
-            f"invalid event name {show(name)}: expected the name as sent, like Order Delivered"
-        )
-        return [source.problem((name,), message, key=True)]
-    if spec is None:
-        return []
-    if not isinstance(spec, dict):
-        message = (
-            f"event {name!r}: expected nothing, or a mapping with description and "
-            f"properties, got {kind_of(spec)}"
-        )
-        return [source.problem((name,), message)]
-    problems = []
-    for key, value in spec.items():
-        where = (name, key)
-        if key not in PLAN_KEYS:
-            message = (
-                f"unknown key {show(key)} in event {name!r} (expected one of: "
-                f"{', '.join(PLAN_KEYS)})"
-            )
-            problems.append(source.problem(where, message, key=True))
-        elif key == "description" and not isinstance(value, str):
-            message = f"description of {name!r}: expected text, got {kind_of(value)}"
-            problems.append(source.problem(where, message))
-        elif key == "properties" and not _property_names(value):
-            message = (
-                f"properties of {name!r}: expected a list of property names or a mapping "
-                f"of names to what they mean, got {kind_of(value)}"
-            )
-            problems.append(source.problem(where, message))
-    return problems
-
-
-def _property_names(value: Any) -> bool:
-    keys = list(value) if isinstance(value, list | dict) else None
-    return keys is not None and all(isinstance(k, str) and k for k in keys)
 
 
 def tracked_events(journeys: Iterable[LoadedJourney]) -> set[str]:
@@ -284,28 +212,46 @@ def segment_references(path: Path) -> Iterator[tuple[Source, YamlPath, str]]:
 def check_event_names(
     journeys: Collection[LoadedJourney], segment_files: Iterable[Path], known: KnownEvents
 ) -> list[Problem]:
-    """A warning for each event name nothing is known to send."""
-    names = known.names()
-
-    def plan(folder: Path) -> str:
-        return str(known.plans[0] if known.plans else folder / TRACKING_PLAN)
-
+    """A warning for each event name nothing is known to send, and for each name only the
+    store vouches for that is a near miss of a known one (`Order Complete`)."""
+    references = [
+        (item.source, path, name, item.path.parent)
+        for item in journeys
+        for path, name in journey_references(item)
+    ]
+    references += [
+        (source, path, name, file.parent)
+        for file in segment_files
+        for source, path, name in segment_references(file)
+    ]
     problems = []
-    for item in journeys:
-        for path, name in journey_references(item):
-            known.checked += 1
-            if name not in names:
-                known.unknown += 1
-                text = unknown_event(name, names, plan(item.path.parent))
-                problems.append(item.problem(path, text).as_warning())
-    for file in segment_files:
-        for source, path, name in segment_references(file):
-            known.checked += 1
-            if name not in names:
-                known.unknown += 1
-                text = unknown_event(name, names, plan(file.parent))
-                problems.append(source.problem(path, text).as_warning())
+    for source, path, name, folder in references:
+        known.checked += 1
+        text = name_problem(name, known, known.plan_file(folder))
+        if text is not None:
+            known.unknown += 1
+            problems.append(source.problem(path, text).as_warning())
     return problems
+
+
+def name_problem(name: str, known: KnownEvents, plan: str) -> str | None:
+    """What is wrong with waiting for event `name`, if anything."""
+    vouched = known.vouched()
+    if name in vouched:
+        return None
+    if name in (known.received or ()):
+        guess = closest_event(name, vouched)
+        if guess is None:
+            return None
+        # One track call with any name makes the store "know" it; a typo of a known name
+        # must not pass because someone (or something) sent that typo once.
+        return (
+            f"event {name!r} was received by the store, but is not a Segment spec event, "
+            f"one of ours, tracked by a journey or declared in {plan}; did you mean "
+            f"{guess!r}? (anyone with a write key can send any name: if your storefront "
+            f"really sends {name!r}, declare it in {plan})"
+        )
+    return unknown_event(name, known.names(), plan)
 
 
 def unknown_event(name: str, known: Collection[str], plan: str) -> str:

@@ -8,7 +8,8 @@ variables (a button whose label the message passes in) is language-neutral and
 needs no translation.
 
 The rule for "words of its own": what the partial writes itself (the text between
-its tags, and quoted strings it prints, like `default("You're receiving…")`), once
+its tags, and quoted strings it prints, like `default("You're receiving…")`, directly
+or through a name it set, `{% set note = "Free returns within 30 days" %}{{ note }}`), once
 Jinja comments and statements, HTML tags and their attributes, HTML comments,
 `<style>`/`<script>` contents and entities (`&nbsp;`) are left out, has a letter.
 """
@@ -75,6 +76,14 @@ def check_partial_translations(
             seen.add(key)
             problems.append(_warning(variant, use, tag, default.english_name or default_locale))
     return problems
+
+
+def used_templates(variant: Variant, channel: str, part: str, default_locale: str) -> list[Path]:
+    """The shared layouts and partials a part of `variant` uses, directly or through
+    others, as they resolve for its locale."""
+    tags = locales.chain(variant.locale or default_locale, default_locale)
+    start = variant.folder / f"{channel}.{part}"
+    return [use.file for use in _uses(variant.templates_dir, start, tags)]
 
 
 def _warning(variant: Variant, use: _Use, tag: str, language: str) -> Problem:
@@ -146,31 +155,73 @@ def has_words(file: Path) -> bool:
     tree = _parse(file)
     if tree is None:
         return False
+    printed = _Printed(_assignments(tree))
     pieces: list[str] = []
     for output in tree.find_all(nodes.Output):
         for child in output.nodes:
             if isinstance(child, nodes.TemplateData):
                 pieces.append(child.data)
             else:
-                pieces.append(" ".join(_printed(child)) or "\x00")
+                pieces.append(" ".join(printed(child)) or "\x00")
     text = _MARKUP.sub(" ", "".join(pieces))
     return bool(_LETTER.search(text))
 
 
-def _printed(node: nodes.Node) -> list[str]:
-    """The quoted strings an output expression may print as they are."""
-    match node:
-        case nodes.Const(value=str() as value):
-            return [value]
-        case nodes.CondExpr():
-            return [*_printed(node.expr1), *(_printed(node.expr2) if node.expr2 else [])]
-        case nodes.Concat():
-            return [s for child in node.nodes for s in _printed(child)]
-        case nodes.Filter(name="default" | "d"):
-            inner = _printed(node.node) if node.node is not None else []
-            return [*inner, *(s for arg in node.args[:1] for s in _printed(arg))]
-        case nodes.Filter() if node.node is not None:
-            return _printed(node.node)
-        case nodes.Or():
-            return [*_printed(node.left), *_printed(node.right)]
-    return []
+def _assignments(tree: nodes.Template) -> dict[str, list[nodes.Expr]]:
+    """What each name may hold, as the template sets it: `{% set note = "Free returns" %}`,
+    `{% with label="Shop now" %}`, a macro's defaults, a loop over a literal list."""
+    found: dict[str, list[nodes.Expr]] = {}
+
+    def bind(target: nodes.Node, value: nodes.Expr) -> None:
+        if isinstance(target, nodes.Name):
+            found.setdefault(target.name, []).append(value)
+
+    for node in tree.find_all(nodes.Assign):
+        bind(node.target, node.node)
+    for node in tree.find_all(nodes.With):
+        for target, value in zip(node.targets, node.values, strict=False):
+            bind(target, value)
+    for node in tree.find_all(nodes.Macro):
+        with_defaults = node.args[len(node.args) - len(node.defaults) :]
+        for arg, default in zip(with_defaults, node.defaults, strict=True):
+            bind(arg, default)
+    for node in tree.find_all(nodes.For):
+        if isinstance(node.iter, nodes.List | nodes.Tuple):
+            for item in node.iter.items:
+                bind(node.target, item)
+    return found
+
+
+class _Printed:
+    """The quoted strings an output expression may print as they are: written in it, or
+    held by a name it prints (`{% set note = "Free returns within 30 days" %}{{ note }}`)."""
+
+    def __init__(self, assigned: dict[str, list[nodes.Expr]]) -> None:
+        self.assigned = assigned
+        self.following: set[str] = set()  # names being followed (`{% set a = a ~ "x" %}`)
+
+    def __call__(self, node: nodes.Node) -> list[str]:
+        match node:
+            case nodes.Const(value=str() as value):
+                return [value]
+            case nodes.Name(name=name) if name in self.assigned and name not in self.following:
+                self.following.add(name)
+                try:
+                    return [s for value in self.assigned[name] for s in self(value)]
+                finally:
+                    self.following.discard(name)
+            case nodes.CondExpr():
+                return [*self(node.expr1), *(self(node.expr2) if node.expr2 else [])]
+            case nodes.Concat():
+                return [s for child in node.nodes for s in self(child)]
+            case nodes.Filter(name="default" | "d"):
+                inner = self(node.node) if node.node is not None else []
+                return [*inner, *(s for arg in node.args[:1] for s in self(arg))]
+            case nodes.Filter(name="plural"):  # plural(one="item", other="items")
+                inner = self(node.node) if node.node is not None else []
+                return [*inner, *(s for kw in node.kwargs for s in self(kw.value))]
+            case nodes.Filter() if node.node is not None:
+                return self(node.node)
+            case nodes.Or():
+                return [*self(node.left), *self(node.right)]
+        return []

@@ -12,7 +12,11 @@ that wrote it, and the advice says what makes *real* sends work: sample data onl
 stands in for what real sends have. So the sample never supplies keys a real send
 lacks (a `contact` or `event` key no contact or event has, a `journey` key no step
 before the send keeps): those are removed before rendering, and a template that
-reads one is an error, not a pass.
+reads one is an error, not a pass. Nor does a real trigger carry every property the
+sample gives it: each message a journey sends is rendered again without the
+trigger's optional properties, and one it shows unguarded is a warning
+(`_check_optional_properties`). A file of a message folder that is no part
+(`email.preheder`) is an error: it would silently never be sent.
 
 This sits above both the journey language and rendering: neither needs the other.
 """
@@ -21,18 +25,30 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..dsl.context_check import journey_keys, unknown_key
 from ..dsl.loader import LoadedJourney, iter_steps
-from ..dsl.models import SendStep
+from ..dsl.models import IDENTIFY, SendStep
 from ..dsl.problems import Problem
 from ..dsl.roots import CART_KEYS, TEMPLATE_JOURNEY_KEYS, free_keys, record_keys
-from ..rendering.catalog import BRAND_FILE, CHANNELS, PARTS, SAMPLE_FILE, Message, Variant
+from ..rendering.catalog import (
+    BRAND_FILE,
+    CHANNELS,
+    PART_FILES,
+    PARTS,
+    SAMPLE_FILE,
+    Message,
+    Variant,
+    part_meant,
+)
 from ..rendering.expressions import MissingValue
 from ..rendering.renderer import Renderer, RenderError
 from ..rendering.samples import SampleError, load_sample, sample_context
-from .partial_translations import check_partial_translations
+from ..store.context import products_of
+from .event_properties import TriggerProperties
+from .partial_translations import check_partial_translations, used_templates
 
 # What every template sees besides the roots conditions have.
 TEMPLATE_ROOTS = ("contact", "event", "cart", "journey", "recommendations", "message", "brand")
@@ -46,6 +62,8 @@ class Sender:
     line: int  # of its send step
     trigger: str  # the trigger's event name
     journey_keys: frozenset[str]  # under `journey` at every send of the message
+    # What every trigger event carries (None: not known, so not checked).
+    properties: TriggerProperties | None = None
 
 
 @dataclass(frozen=True)
@@ -79,25 +97,42 @@ def check_message(
     except SampleError as exc:
         return [Problem(exc.file, exc.line, 1, exc.reason)]
     problems = [
-        Problem(
-            str(folder),
-            1,
-            1,
+        Problem.whole(
+            folder,
             f"folder {folder.name!r} is not a locale tag "
             "(expected a language like ru, sr-Latn, ar or pt-BR); it is ignored",
         )
         for folder in message.stray_folders()
     ]
+    problems += [_stray_file(file) for file in message.stray_files()]
     reported: set[tuple[str, str]] = set()
     for channel in (c for c in CHANNELS if c in set(channels)):
         for variant in message.variants():
             found = _check_variant(renderer, facts, variant, channel, base)
             if not found and variant.complete(channel):
-                found = check_partial_translations(
+                found = _check_optional_properties(renderer, facts, variant, channel, base)
+                found += check_partial_translations(
                     variant, channel, renderer.default_locale, reported
                 )
             problems += found
     return problems
+
+
+def _stray_file(file: Path) -> Problem:
+    """A file of a message folder that is no part: it would never be sent."""
+    meant = part_meant(file.name)
+    parts = f"{', '.join(PART_FILES)} and {SAMPLE_FILE}"
+    if file.name == SAMPLE_FILE:  # in a translation folder
+        return Problem.whole(
+            file,
+            f"a translation has no {SAMPLE_FILE} of its own, so it is never used: the "
+            f"message's {file.parent.parent / SAMPLE_FILE} serves every version",
+        )
+    if meant:
+        advice = f"did you mean {' or '.join(meant)}? (a message folder holds {parts})"
+    else:
+        advice = f"rename it to one of {parts}, or move it out of the message folder"
+    return Problem.whole(file, f"not a part of a message, so it is never used: {advice}")
 
 
 def _as_real(context: dict[str, Any], sender: Sender | None) -> dict[str, Any]:
@@ -122,16 +157,25 @@ def _check_variant(
             return []  # the default version's gaps are the journey loader's to report
         missing = " and ".join(variant.missing(channel))
         return [
-            Problem(
-                str(variant.folder),
-                1,
-                1,
+            Problem.whole(
+                variant.folder,
                 f"the {variant.locale} version of {message.name!r} has no {missing}: "
                 f"{variant.locale} contacts would get the default {channel} instead",
             )
         ]
     tag = variant.locale or renderer.default_locale
-    context = {
+    try:
+        renderer.render_variant(variant, channel, _variant_context(base, channel, tag), tag)
+    except RenderError as exc:
+        reason = exc.reason
+        if exc.missing is not None and exc.missing.expression is not None:
+            reason = explain_missing(exc.missing, facts, renderer)
+        return [Problem(exc.file or str(variant.folder), exc.line or 1, 1, reason)]
+    return []
+
+
+def _variant_context(base: dict[str, Any], channel: str, tag: str) -> dict[str, Any]:
+    return {
         **base,
         "contact": {**base["contact"], "locale": tag},
         "message": {
@@ -143,19 +187,113 @@ def _check_variant(
             "survey_url": "https://example.com/s/sample",
         },
     }
-    try:
-        renderer.render_variant(variant, channel, context, tag)
-    except RenderError as exc:
-        reason = exc.reason
-        if exc.missing is not None and exc.missing.expression is not None:
-            reason = explain_missing(exc.missing, facts, renderer)
-        return [Problem(exc.file or str(variant.folder), exc.line or 1, 1, reason)]
-    return []
+
+
+def _check_optional_properties(
+    renderer: Renderer, facts: _Facts, variant: Variant, channel: str, base: dict
+) -> list[Problem]:
+    """A warning for each optional trigger property the version shows without a guard.
+
+    The sample gives the trigger every property (Segment's e-commerce shapes, and
+    `sample.yaml`), but real events carry only what the storefront sends. So each part
+    is rendered again without each optional property it names (its text or a partial's
+    must name it to read it), the others present, and once more with none of them,
+    adding back each whose absence fails it: every property it shows unguarded is
+    reported where it is first written.
+    """
+    known = facts.sender.properties if facts.sender is not None else None
+    full = base["event"].get("properties") or {}
+    optional = [k for k in full if k not in known.required] if known is not None else []
+    if known is None or not optional:
+        return []
+    tag = variant.locale or renderer.default_locale
+
+    def render(part: str, properties: dict[str, Any]) -> RenderError | None:
+        event = {**base["event"], "properties": properties, "products": products_of(properties)}
+        context = _variant_context({**base, "event": event}, channel, tag)
+        try:
+            renderer.render_variant(variant, channel, context, tag, only=part)
+        except RenderError as exc:
+            return exc
+        return None
+
+    def warning(error: RenderError, prop: str | None) -> Problem:
+        text = _optional_text(error, prop, known, optional)
+        return Problem(error.file or str(variant.folder), error.line or 1, 1, text, "warning")
+
+    problems: list[Problem] = []
+    for part in (p for p in PARTS[channel] if variant.has(channel, p)):
+        files = [variant.folder / f"{channel}.{part}"]
+        files += used_templates(variant, channel, part, renderer.default_locale)
+        source = "\n".join(f.read_text(encoding="utf-8", errors="replace") for f in files)
+        for prop in (k for k in optional if k in source):  # one absent, the others there
+            error = render(part, {k: v for k, v in full.items() if k != prop})
+            if error is not None and _absent_property(error.missing, {prop}) == prop:
+                problems.append(warning(error, prop))
+        kept = {k: v for k, v in full.items() if k in known.required}
+        for _ in range(len(full) + 1):  # all of them absent
+            error = render(part, kept)
+            if error is None:
+                break
+            prop = _absent_property(error.missing, set(full) - set(kept))
+            problems.append(warning(error, prop))
+            if prop is None:
+                break
+            kept[prop] = full[prop]
+    return list(dict.fromkeys(problems))  # each once (a partial two parts use, both passes)
+
+
+def _absent_property(missing: MissingValue | None, absent: set[str]) -> str | None:
+    """Which of the `absent` trigger properties a failed render was missing, if it says."""
+    chain = missing.chain if missing is not None else ()
+    if chain[:2] == ("event", "properties") and len(chain) > 2 and chain[2] in absent:
+        return str(chain[2])
+    if chain[:2] == ("event", "products") and "products" in absent:
+        return "products"
+    if chain and isinstance(chain[-1], str) and chain[-1] in absent:
+        return chain[-1]  # read through a name: `{% set p = event.properties %}{{ p.price }}`
+    return None
+
+
+def _optional_text(
+    error: RenderError, prop: str | None, known: TriggerProperties, optional: list[str]
+) -> str:
+    if prop is None:
+        absent = ", ".join(sorted(optional))
+        return (
+            f"fails to send when a {known.event!r} event lacks the properties it may lack "
+            f"({absent}): {error.reason}"
+        )
+    written = error.missing.expression if error.missing is not None else None
+    shown = f"event.properties.{prop}" if prop != "products" else "event.products"
+    expression = written or shown
+    about = "" if expression.startswith(shown) else f" (the trigger's {prop!r})"
+    return (
+        f"{expression}{about} may be missing: {known.why}, and this message fails to send "
+        f"without it; guard it with `{{% if {expression} is defined %}}` or "
+        f"`{expression} | default(…)`, {known.advice(prop)}"
+    )
+
+
+def explained(renderer: Renderer, name: str, error: RenderError) -> str:
+    """A render error of message `name` as `journeys validate` words it (`journeys
+    preview` says the same): an undefined variable with the key probably meant."""
+    reason = error.reason
+    if error.missing is not None and error.missing.expression is not None:
+        message = renderer.message(name)
+        try:
+            sample = load_sample(message)
+        except SampleError:
+            sample = {}
+        reason = explain_missing(error.missing, _Facts(message, None, sample), renderer)
+    return f"{error.file}:{error.line}: {reason}" if error.file and error.line else reason
 
 
 def explain_missing(missing: MissingValue, facts: _Facts, renderer: Renderer) -> str:
     """An undefined variable, and what makes real sends work (not only validation)."""
     expression, chain = missing.expression, missing.chain
+    if missing.shadowed:  # `x.items` where x has an 'items' key
+        return f"{missing.what()}: {missing.hint()}"
     head = f"undefined variable {expression}"
     sample = f"{facts.message.folder / SAMPLE_FILE}"
     root = chain[0] if chain else None
@@ -174,7 +312,15 @@ def explain_missing(missing: MissingValue, facts: _Facts, renderer: Renderer) ->
     if root in ("contact", "event", "cart"):
         fixed = record_keys(root) or CART_KEYS
         if key not in fixed:
-            text = unknown_key(key, expression or "", fixed, free=free_keys(root), at=[root])
+            text = unknown_key(
+                key,
+                expression or "",
+                fixed,
+                free=free_keys(root),
+                at=[root],
+                rest=list(chain[2:]),
+                identify=root == "event" and sender is not None and sender.trigger == IDENTIFY,
+            )
             return f"{head}: real sends never have it: {text}"
         free = free_keys(root)
         if key in free and len(chain) > 2:
@@ -184,6 +330,15 @@ def explain_missing(missing: MissingValue, facts: _Facts, renderer: Renderer) ->
                 if root == "event" and sender
                 else f"every {root} has it"
             )
+            known = sender.properties if root == "event" and sender else None
+            if known is not None and known.event != IDENTIFY and key == "properties":
+                # A sample value alone would only move the failure to the optional pass.
+                return (
+                    f"{head}: the sample data has no {chain[2]!r} under {root}.{key}, and "
+                    f"real sends fail where {what} lacks it: {guard}; or, if {every}, mark "
+                    f"it required in {known.plan} ({known.event}: properties: {chain[2]}: "
+                    f"{{required: true}}) and add it to {sample} so validate can render it"
+                )
             return (
                 f"{head}: the sample data has no {chain[2]!r} under {root}.{key}, and real "
                 f"sends fail where {what} lacks it: {guard}; or, if {every}, add it to "
@@ -233,8 +388,12 @@ def check_unsent_messages(renderer: Renderer, sent: set[str]) -> list[Problem]:
     return problems
 
 
-def check_journey_templates(item: LoadedJourney, renderer: Renderer) -> list[Problem]:
-    """Each send's message exists, has the parts its channels need, and renders."""
+def check_journey_templates(
+    item: LoadedJourney, renderer: Renderer, properties: TriggerProperties | None = None
+) -> list[Problem]:
+    """Each send's message exists, has the parts its channels need, and renders, also
+    when the trigger lacks the properties it may lack (`properties`: what every trigger
+    event of the journey carries; None: not checked)."""
     journey = item.journey
     problems: list[Problem] = []
     wanted: dict[str, set[str]] = {}
@@ -250,12 +409,13 @@ def check_journey_templates(item: LoadedJourney, renderer: Renderer) -> list[Pro
             first.line if first else item.source.position(path)[0],
             journey.trigger.name,
             kept & first.journey_keys if first else kept,  # what every send has
+            properties,
         )
         name, channel = step.send.template, step.send.channel
         message = renderer.message(name)
         where = (*path, "send", "template")
         if not message.exists():
-            message_text = f"template {name!r} not found: no folder {message.folder}/"
+            message_text = f"template {name!r} not found: {message.missing()}"
             problems.append(item.problem(where, message_text))
             continue
         default = message.variants()[0]

@@ -7,8 +7,9 @@ event names against what can arrive (`event_names.py`). A directory brings its o
 `segments.yaml` and `events.yaml`, so validating a folder and deploying it can never
 disagree.
 
-Errors stop a deploy; warnings (an event name nothing is known to send, a partial a
-translation falls back on) are printed and only fail `journeys validate --strict`.
+Errors stop a deploy; warnings (an event name nothing is known to send, a property the
+tracking plan does not list, an optional property a message shows unguarded, a partial
+a translation falls back on) are printed and only fail `journeys validate --strict`.
 """
 
 from __future__ import annotations
@@ -17,19 +18,25 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..dsl.loader import LoadedJourney, load_journeys, referenced_templates
+from ..dsl.loader import (
+    SKIPPED_FILES,
+    LoadedJourney,
+    journey_files,
+    load_journeys,
+    referenced_templates,
+)
 from ..dsl.models import Journey, Trigger
 from ..dsl.problems import Problem, sorted_problems
 from ..rendering import Renderer
 from ..segments.loader import SEGMENTS_FILE, LoadedSegment, load_segments
-from .event_names import (
-    KnownEvents,
-    check_event_names,
-    load_tracking_plan,
-    tracked_events,
-    tracking_plan_files,
+from .event_names import KnownEvents, check_event_names, tracked_events
+from .event_properties import (
+    check_condition_properties,
+    check_template_properties,
+    trigger_properties,
 )
 from .template_checks import check_journey_templates, check_unsent_messages
+from .tracking_plan import load_tracking_plan, tracking_plan_files
 
 
 @dataclass
@@ -50,6 +57,7 @@ def validate(
     *,
     unsent: bool = False,
     received_events: Collection[str] | None = None,
+    expect_journeys: bool = False,
 ) -> Validation:
     """Check journey files and folders, their `segments.yaml` and `events.yaml`, and the
     messages they send.
@@ -59,33 +67,51 @@ def validate(
     no journey sends yet are rendered as well (a marketer often writes them first).
     `received_events` are the event names the store has received (None: no store was
     consulted), known besides the spec's, ours, the tracking plan's and `track`'s.
+    With `expect_journeys` (no Python journey is configured), a folder with no journey
+    file (nor segments.yaml or events.yaml) is an error naming it: a mistaken path
+    (`journeys validate docs`) must not pass as a clean project.
     """
     targets = list(targets)
     result = Validation()
     result.events.received = set(received_events) if received_events is not None else None
     result.events.plans = tracking_plan_files(targets)
     for file in result.events.plans:
-        declared, problems = load_tracking_plan(file)
-        result.events.declared |= declared
+        planned, problems = load_tracking_plan(file)
+        result.events.planned.update(planned)
         result.problems += problems
     segment_files = [p for p in targets if p.is_file() and p.name == SEGMENTS_FILE]
-    folders = [p for p in targets if p.is_dir()]
-    result.segment_files = segment_files + [
-        p / SEGMENTS_FILE for p in folders if (p / SEGMENTS_FILE).is_file()
-    ]
+    journey_targets = [p for p in targets if p not in segment_files + result.events.plans]
+    # The segments a journey's trigger may name are those of the segments.yaml of the
+    # folder it is deployed from: the folder validated, or the folder of a file validated
+    # on its own (present or not, as `journeys deploy` of that folder would see it).
+    scopes = {p if p.is_dir() else p.parent for p in journey_targets}
+    scopes |= {p.parent for p in segment_files}
+    result.segment_files = [p / SEGMENTS_FILE for p in sorted(scopes)]
+    result.segment_files = [p for p in result.segment_files if p.is_file()]
+    names: dict[Path, set[str] | None] = {folder: set() for folder in scopes}
     for file in result.segment_files:
         found, problems = load_segments(file)
         result.segments += found
         result.problems += problems
-    segment_problems = bool(result.problems)
-    journey_targets = [p for p in targets if p not in segment_files + result.events.plans]
-    # Triggers are checked against the segments whenever a folder or segments.yaml is given.
-    names = None
-    if (folders or segment_files) and not segment_problems:
-        names = {s.name for s in result.segments}
-    journeys, problems = load_journeys(journey_targets, names) if journey_targets else ([], [])
+        # A broken segments.yaml is reported; its triggers are not checked against it.
+        names[file.parent] = None if problems else {s.name for s in found}
+    folders = [p for p in journey_targets if p.is_dir()]
+
+    def segments_of(file: Path) -> set[str] | None:
+        """The segment names of the folder `file` is deployed from."""
+        scope = next((f for f in folders if f in file.parents), file.parent)
+        return names.get(scope)
+
+    journeys, problems = (
+        load_journeys(journey_targets, segments_of) if journey_targets else ([], [])
+    )
+    if expect_journeys:
+        problems += [_no_journey(folder) for folder in folders if _not_journeys(folder)]
     for item in journeys:
-        found = check_journey_templates(item, renderer)
+        plan = result.events.plan_file(item.path.parent)
+        found = check_journey_templates(
+            item, renderer, trigger_properties(item.journey.trigger, result.events, plan)
+        )
         problems += sorted_problems(found, str(item.path))
         if not any(not p.is_warning for p in found):
             result.journeys.append(item)
@@ -93,6 +119,8 @@ def validate(
         problems += check_unsent_messages(renderer, referenced_templates(targets))
     result.events.tracked = tracked_events(journeys)
     problems += check_event_names(journeys, result.segment_files, result.events)
+    problems += check_condition_properties(journeys, result.events)
+    problems += check_template_properties(journeys, renderer, result.events)
     everything = [*problems, *result.problems]
     result.problems = [p for p in everything if not p.is_warning]
     result.warnings = [p for p in everything if p.is_warning]
@@ -103,6 +131,21 @@ def senders_of(message: str, journeys_dir: Path) -> list[Journey]:
     """The journeys of the folder that send `message`, in file order."""
     loaded, _ = load_journeys([journeys_dir]) if journeys_dir.is_dir() else ([], [])
     return [item.journey for item in loaded if message in referenced_templates([item.path])]
+
+
+def _not_journeys(folder: Path) -> bool:
+    """A folder with no journey, segments.yaml or events.yaml: a mistaken path."""
+    return not any(journey_files([folder])) and not any(
+        (folder / name).is_file() for name in SKIPPED_FILES
+    )
+
+
+def _no_journey(folder: Path) -> Problem:
+    return Problem.whole(
+        folder,
+        "no journey in this folder: a journey is a .yaml or .yml file with id, name, "
+        f"trigger and steps (and a journeys folder may hold {' and '.join(SKIPPED_FILES)})",
+    )
 
 
 def trigger_of(message: str, journeys_dir: Path) -> Trigger | None:

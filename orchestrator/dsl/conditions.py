@@ -16,7 +16,9 @@ dicts; nothing is ever passed to `eval`, attribute access is a dict lookup
 from __future__ import annotations
 
 import ast
+import io
 import operator
+import tokenize
 from functools import lru_cache
 from typing import Any
 
@@ -73,11 +75,45 @@ def parse(text: str) -> ast.expr:
     try:
         tree = ast.parse(text.strip(), mode="eval").body
     except SyntaxError as exc:
+        compared = _with_double_equals(text.strip())
+        if compared is not None:  # `tier = "gold"`: the comparison is `==`
+            offset, fixed = compared
+            raise ConditionError(
+                f"invalid condition {text!r}: a single = does not compare; "
+                f"write == to test equality ({fixed})",
+                offset,
+            ) from None
         raise ConditionError(
             f"invalid condition {text!r}: {exc.msg}", max((exc.offset or 1) - 1, 0)
         ) from None
     _check(tree)
     return tree
+
+
+def _with_double_equals(text: str) -> tuple[int, str] | None:
+    """When `text` parses once every lone `=` (outside strings) is `==`: the offset of
+    the first, and the text so corrected."""
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
+    except (tokenize.TokenError, SyntaxError):
+        return None
+    lines = text.splitlines(keepends=True)
+    starts = [sum(len(line) for line in lines[:i]) for i in range(len(lines))]
+    found = [
+        starts[t.start[0] - 1] + t.start[1]
+        for t in tokens
+        if t.type == tokenize.OP and t.string == "="
+    ]
+    if not found:
+        return None
+    fixed = text
+    for offset in reversed(found):
+        fixed = fixed[:offset] + "==" + fixed[offset + 1 :]
+    try:
+        ast.parse(fixed, mode="eval")
+    except SyntaxError:
+        return None
+    return found[0], fixed
 
 
 def _check(node: ast.AST) -> None:

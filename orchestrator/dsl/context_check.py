@@ -32,6 +32,8 @@ from .models import (
 )
 from .problems import Problem
 from .roots import (
+    EVENT_UNDER_TEST,
+    KEY_SYNONYMS,
     POINTS_KEYS,
     ROOTS,
     SAVED_EVENT_KEYS,
@@ -51,6 +53,17 @@ class ConditionSite:
     path: YamlPath  # of the condition's text
     site: str  # a key of SITE_ROOTS
     kept: Kept  # what `journey` holds when it is evaluated
+    events: tuple[str, ...] = ()  # the event names `event` may be there
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """A key chain a condition reads, and where it is written."""
+
+    site: ConditionSite
+    chain: list[Any]  # ["event", "properties", "order_id"]
+    line: int
+    column: int
 
 
 def kept_by(step: Step) -> Kept:
@@ -85,29 +98,32 @@ def condition_sites(
 ) -> Iterator[ConditionSite]:
     """Every condition of a journey, with where it is and what it can see."""
     everything = journey_keys(source, steps, None)
+    trigger = (journey.trigger.name,)
     if journey.trigger.where:
-        yield ConditionSite(("trigger", "where"), "trigger.where", {})
+        yield ConditionSite(("trigger", "where"), "trigger.where", {}, trigger)
     if journey.entry.if_:
-        yield ConditionSite(("entry", "if"), "entry.if", {})
+        yield ConditionSite(("entry", "if"), "entry.if", {}, trigger)
     if journey.goal is not None and journey.goal.where:
-        yield ConditionSite(("goal", "where"), "goal.where", everything)
+        goal = (journey.goal.event,)
+        yield ConditionSite(("goal", "where"), "goal.where", everything, goal)
     for path, step in steps:
         kept = journey_keys(source, steps, path)
         if isinstance(step, WaitForStep) and step.wait_for.where:
-            yield ConditionSite((*path, "wait_for", "where"), "wait_for.where", kept)
+            where = (*path, "wait_for", "where")
+            yield ConditionSite(where, "wait_for.where", kept, step.wait_for.events)
         elif isinstance(step, BranchStep):
             for j, _case in enumerate(step.branch):
-                yield ConditionSite((*path, "branch", j, "if"), "branch", kept)
+                yield ConditionSite((*path, "branch", j, "if"), "branch", kept, trigger)
         elif isinstance(step, ActionStep) and isinstance(step.action, AwardPointsAction):
             for k, _multiplier in enumerate(step.action.multipliers):
-                yield ConditionSite((*path, "action", "multipliers", k, "if"), "multiplier", kept)
+                where = (*path, "action", "multipliers", k, "if")
+                yield ConditionSite(where, "multiplier", kept, trigger)
 
 
-def check_condition_keys(
+def condition_lookups(
     journey: Journey, source: Source, steps: list[tuple[YamlPath, Step]]
-) -> list[Problem]:
-    """Every lookup of a key its root never has, at the expression's file:line:column."""
-    problems = []
+) -> Iterator[Lookup]:
+    """Every key chain every condition of the journey reads, at its file position."""
     for site in condition_sites(journey, source, steps):
         text = _text_at(source.data, site.path)
         if not isinstance(text, str):
@@ -118,25 +134,49 @@ def check_condition_keys(
             continue  # reported by the models already
         lines = text.strip().splitlines()
         for chain, node in _chains(tree):
-            message = chain_problem(chain, site.site, site.kept)
-            if message is not None:
-                offset = _char_offset(lines, node.lineno, node.col_offset)
-                line, column = source.text_position(site.path, offset)
-                problems.append(Problem(source.file, line, column, message))
+            offset = _char_offset(lines, node.lineno, node.col_offset)
+            line, column = source.text_position(site.path, offset)
+            yield Lookup(site, chain, line, column)
+
+
+def check_condition_keys(
+    journey: Journey, source: Source, steps: list[tuple[YamlPath, Step]], *, complete: bool = True
+) -> list[Problem]:
+    """Every lookup of a key its root never has, at the expression's file:line:column.
+
+    Without `complete` (a step was set aside for a mistake of its own), what steps keep
+    on the run is not known, so `journey.*` lookups are not checked."""
+    problems = []
+    for found in condition_lookups(journey, source, steps):
+        chain, site = found.chain, found.site
+        if not complete and chain[0] == "journey" and "journey" in SITE_ROOTS[site.site]:
+            continue
+        message = chain_problem(chain, site.site, site.kept, journey.trigger.identify)
+        if message is not None:
+            problems.append(Problem(source.file, found.line, found.column, message))
     return problems
 
 
-def chain_problem(chain: list[Any], site: str, kept: Kept) -> str | None:
-    """What is wrong with reading `chain` (["trigger", "product_id"]) at `site`, if anything."""
+def chain_problem(chain: list[Any], site: str, kept: Kept, identify: bool = False) -> str | None:
+    """What is wrong with reading `chain` (["trigger", "product_id"]) at `site`, if anything.
+
+    `identify`: the journey starts on an identify call, whose traits are the trigger's
+    `properties` (so `trigger.traits.x` means `trigger.properties.x`).
+    """
     root = chain[0]
     written = expression(chain)
     if root not in SITE_ROOTS[site]:
         *first, last = SITE_ROOTS[site]
         sees = f"{', '.join(first)} and {last}"
         if root == "trigger" and site == "trigger.where":
+            # The same lookup on `event`, as it should be written (and corrected, if the
+            # key is wrong there too: `trigger.product_id` is `event.properties.product_id`).
+            fixed = ["event", *chain[1:]]
+            meant = meant_chains(fixed, site, kept, identify)
+            write = meant[0] if meant else expression(fixed)
             return (
                 f"{written} is always null in trigger.where, which sees only {sees}: "
-                f"the event being tested is the trigger, write {expression(['event', *chain[1:]])}"
+                f"the event being tested is the trigger, write {write}"
             )
         return (
             f"{written} is always null in {site}, which sees only {sees} "
@@ -163,7 +203,39 @@ def chain_problem(chain: list[Any], site: str, kept: Kept) -> str | None:
     fixed = record_keys(root)
     if key in fixed:
         return None
-    return unknown_key(key, written, fixed, free=free_keys(root), at=[root])
+    return unknown_key(
+        key,
+        written,
+        fixed,
+        free=free_keys(root),
+        at=[root],
+        rest=chain[2:],
+        identify=identify and refers_to_trigger(root, site),
+    )
+
+
+def meant_chains(
+    chain: list[Any], site: str, kept: Kept, identify: bool = False
+) -> list[str] | None:
+    """None when `chain` is right at `site`; else what was probably meant, best first."""
+    if chain_problem(chain, site, kept, identify) is None:
+        return None
+    if chain[0] in ("contact", "event", "trigger") and len(chain) > 1:
+        return key_guesses(
+            chain[1],
+            record_keys(chain[0]),
+            free=free_keys(chain[0]),
+            at=[chain[0]],
+            rest=chain[2:],
+            identify=identify and refers_to_trigger(chain[0], site),
+        )
+    return []
+
+
+def refers_to_trigger(root: str, site: str) -> bool:
+    """Whether `root` is the run's trigger at `site` (`event` is, except where a `where:`
+    tests another event: a goal's or a wait_for's)."""
+    return root == "trigger" or (root == "event" and site not in EVENT_UNDER_TEST)
 
 
 def unknown_key(
@@ -174,23 +246,51 @@ def unknown_key(
     free: tuple[str, ...] = (),
     at: list[str] | None = None,
     lead: str = "expected one of",
+    rest: list[Any] | tuple[Any, ...] = (),
+    identify: bool = False,
 ) -> str:
-    """An unknown key, the valid ones, and what was probably meant: the same key in
-    another case, else a close spelling and the key under the root's free data
-    (`trigger.properties.product_id` for `trigger.product_id`)."""
+    """An unknown key, the valid ones, and what was probably meant (`key_guesses`)."""
     text = f"unknown key {key!r} in {written} ({lead}: {', '.join(valid)})"
-    prefix = at or []
-    same = next((c for c in valid if c.casefold() == key.casefold()), None)
-    if same is not None:
-        return f"{text}; did you mean {expression([*prefix, same])}?"
-    close = _close(key, valid)
-    guesses = [expression([*prefix, c]) for c in close]
-    near = close and difflib.SequenceMatcher(None, key, close[0]).ratio() >= 0.85
-    if free and not near:  # `product_id` is not `products`: free data comes first
-        guesses.insert(0, expression([*prefix, free[0], key]))
+    guesses = key_guesses(key, valid, free=free, at=at, rest=rest, identify=identify)
     if not guesses:
         return text
+    if identify and key == "traits":
+        return f"{text}; an identify call's traits are its properties: did you mean {guesses[0]}?"
     return f"{text}; did you mean {' or '.join(guesses)}?"
+
+
+def key_guesses(
+    key: str,
+    valid: tuple[str, ...],
+    *,
+    free: tuple[str, ...] = (),
+    at: list[str] | None = None,
+    rest: list[Any] | tuple[Any, ...] = (),
+    identify: bool = False,
+) -> list[str]:
+    """What a lookup of `key` (followed by `rest`) probably meant, best first: the same
+    key in another case, the key another platform calls it by (`cart.items` is
+    `cart.products`), an identify's traits under its properties, else a close spelling
+    and the key under the root's free data (`trigger.properties.product_id` for
+    `trigger.product_id`), the rest of the lookup kept."""
+    prefix = at or []
+    if key == "traits" and prefix[:1] in (["event"], ["trigger"]):
+        # An identify call's traits are its properties; other events carry none.
+        if identify:
+            return [expression([*prefix, "properties", *rest])]
+        return [expression(["contact", "traits", *rest])]
+    same = next((c for c in valid if c.casefold() == key.casefold()), None)
+    if same is not None:
+        return [expression([*prefix, same, *rest])]
+    synonym = KEY_SYNONYMS.get(key)
+    if synonym in valid:
+        return [expression([*prefix, synonym, *rest])]
+    close = _close(key, valid)
+    guesses = [expression([*prefix, c, *rest]) for c in close]
+    near = close and difflib.SequenceMatcher(None, key, close[0]).ratio() >= 0.85
+    if free and not near:  # `product_id` is not `products`: free data comes first
+        guesses.insert(0, expression([*prefix, free[0], key, *rest]))
+    return guesses
 
 
 def did_you_mean(name: str, known: Any) -> str | None:

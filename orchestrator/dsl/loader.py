@@ -18,18 +18,20 @@ names the store has seen) is checked a layer up, in `orchestrator.deployment`.
 
 from __future__ import annotations
 
+import difflib
+import functools
 import hashlib
 import json
 import re
 import zoneinfo
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from .context_check import check_condition_keys
+from .context_check import check_condition_keys, did_you_mean
 from .models import (
     ID_PATTERN,
     ActionStep,
@@ -44,6 +46,7 @@ from .models import (
 )
 from .problems import JourneyError, Problem, sorted_problems
 from .pydantic_errors import IDENTIFIER_TEXT, translate_errors
+from .salvage import Salvaged, salvage
 from .source import Source, YamlPath, read_source
 
 SKIPPED_FILES = ("segments.yaml", "events.yaml")  # segments; the tracking plan
@@ -72,34 +75,38 @@ def load_journey(path: Path) -> LoadedJourney:
     return _load(path)
 
 
+# The segment names a journey file's triggers may use (None: not checked).
+SegmentNames = Collection[str] | Callable[[Path], Collection[str] | None] | None
+
+
 def load_journeys(
-    paths: Iterable[Path], segments: Collection[str] | None = None
+    paths: Iterable[Path], segments: SegmentNames = None
 ) -> tuple[list[LoadedJourney], list[Problem]]:
     """Load files and directories of journeys; return the good ones and all problems.
 
     A directory contributes its `*.yaml`/`*.yml` files recursively, sorted,
     except `segments.yaml` and `events.yaml`. A journey id seen twice is a problem of the
     second file, which is then left out. With `segments` (the names segments.yaml
-    defines), a trigger naming any other segment is a problem.
+    defines, or a function giving those a file's triggers may use), a trigger naming
+    any other segment is a problem.
     """
     loaded: list[LoadedJourney] = []
     problems: list[Problem] = []
     owners: dict[str, LoadedJourney] = {}
-    for file in _journey_files(paths):
+    for file in journey_files(paths):
         try:
             item = _load(file)
         except JourneyError as exc:
             problems.extend(exc.problems)
             continue
         wanted = item.journey.trigger.segment
-        if segments is not None and wanted is not None and wanted not in segments:
-            known = ", ".join(sorted(segments)) or "none"
-            problems.append(
-                item.problem(
-                    ("trigger", "segment"),
-                    f"unknown segment {wanted!r}: segments.yaml defines {known}",
-                )
-            )
+        names = segments(file) if callable(segments) else segments
+        if names is not None and wanted is not None and wanted not in names:
+            known = ", ".join(sorted(names)) or "none"
+            guess = did_you_mean(wanted, names)
+            meant = f"; did you mean {guess!r}?" if guess else ""
+            message = f"unknown segment {wanted!r}: segments.yaml defines {known}{meant}"
+            problems.append(item.problem(("trigger", "segment"), message))
             continue
         first = owners.setdefault(item.journey.id, item)
         if first is not item:
@@ -117,7 +124,7 @@ def load_journeys(
 def referenced_templates(paths: Iterable[Path]) -> set[str]:
     """Every message the journey files name, including files that do not validate."""
     names: set[str] = set()
-    for file in _journey_files(paths):
+    for file in journey_files(paths):
         try:
             names |= _templates_in(read_source(file).data)
         except JourneyError:
@@ -145,12 +152,22 @@ def _load(path: Path) -> LoadedJourney:
     source = read_source(path)
     try:
         journey = Journey.model_validate(source.data)
+        schema: list[Problem] = []
+        valid = Salvaged(journey)
     except ValidationError as exc:
-        raise JourneyError(sorted_problems(translate_errors(exc, source), source.file)) from None
-    problems = _check_ids(journey, source)
+        # Every other check still runs on what is valid: all the file's problems at once.
+        schema = translate_errors(exc, source)
+        salvaged = salvage(source.data)
+        if salvaged is None:
+            problems = sorted_problems(schema + bare_durations(source), source.file)
+            raise JourneyError(problems) from None
+        valid = salvaged
+    journey = valid.journey
+    problems = schema + _check_ids(journey, source)
     journey = journey.model_copy(update={"steps": _with_ids(journey.steps, ("steps",))})
-    problems += _check_references(journey, source)
-    problems += check_condition_keys(journey, source, list(iter_steps(journey.steps, ("steps",))))
+    problems += _check_references(journey, source, valid.left_out_ids)
+    steps = list(iter_steps(journey.steps, ("steps",)))
+    problems += check_condition_keys(journey, source, steps, complete=valid.complete)
     problems += _check_timezones(journey, source)
     problems += _check_trait_names(journey, source)
     problems += bare_durations(source)
@@ -159,7 +176,8 @@ def _load(path: Path) -> LoadedJourney:
     return LoadedJourney(journey=journey, path=path, spec_hash=spec_hash(journey), source=source)
 
 
-def _journey_files(paths: Iterable[Path]) -> Iterator[Path]:
+def journey_files(paths: Iterable[Path]) -> Iterator[Path]:
+    """The journey files of files and folders (see `load_journeys`), each once."""
     seen: set[Path] = set()
     for path in paths:
         if path.is_dir():
@@ -279,8 +297,11 @@ def _check_ids(journey: Journey, source: Source) -> list[Problem]:
     return problems
 
 
-def _check_references(journey: Journey, source: Source) -> list[Problem]:
-    """`wait_for.message` names a send step written before it in the file."""
+def _check_references(
+    journey: Journey, source: Source, left_out: Collection[str] = ()
+) -> list[Problem]:
+    """`wait_for.message` names a send step written before it in the file (or one set
+    aside for a mistake of its own, `left_out`: already reported)."""
     sends: dict[str, tuple[int, int]] = {}
     waits: list[tuple[YamlPath, str]] = []
     for path, step in iter_steps(journey.steps, ("steps",)):
@@ -292,7 +313,7 @@ def _check_references(journey: Journey, source: Source) -> list[Problem]:
     for path, message_id in waits:
         here = source.position(path)
         earlier = [n for n, where in sends.items() if where < here and re.match(ID_PATTERN, n)]
-        if message_id in earlier:
+        if message_id in earlier or message_id in left_out:
             continue
         target = (*path, "wait_for", "message")
         if message_id in sends:
@@ -374,5 +395,28 @@ def _check_timezones(journey: Journey, source: Source) -> list[Problem]:
                     f"unknown timezone {name!r}: expected an IANA name such as "
                     "Europe/Paris, America/New_York or UTC"
                 )
+                guess = closest_timezone(name)
+                if guess is not None:
+                    message += f"; did you mean {guess}?"
                 problems.append(source.problem((*path, "wait_until", "timezone"), message))
     return problems
+
+
+def closest_timezone(name: str) -> str | None:
+    """The IANA name meant by `name`: another case (`europe/berlin`), the city alone
+    (`Belgrade`), else the closest spelling (`Europe/Belgrad`)."""
+    zones = _timezones()
+    key = name.strip().replace(" ", "_").casefold()
+    by_key = {zone.casefold(): zone for zone in zones}
+    if key in by_key:
+        return by_key[key]
+    cities = [z for z in zones if "/" in z and z.rsplit("/", 1)[1].casefold() == key]
+    if len(cities) == 1:
+        return cities[0]
+    close = difflib.get_close_matches(key, list(by_key), n=1, cutoff=0.8)
+    return by_key[close[0]] if close else None
+
+
+@functools.cache
+def _timezones() -> tuple[str, ...]:
+    return tuple(sorted(zoneinfo.available_timezones()))

@@ -7,6 +7,7 @@ fixes a file in one pass; the compiler-style text lets editors jump to it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 Severity = Literal["error", "warning"]
@@ -14,7 +15,8 @@ Severity = Literal["error", "warning"]
 
 @dataclass(frozen=True)
 class Problem:
-    """One mistake in a journey or template file; line and column are 1-based.
+    """One mistake in a journey or template file; line and column are 1-based (0: the
+    file or folder as a whole).
 
     An error stops a deploy. A warning is something that is likely a mistake but may
     be right (an event name no spec, tracking plan or store knows): `journeys
@@ -29,7 +31,16 @@ class Problem:
 
     def __str__(self) -> str:
         label = "warning: " if self.severity == "warning" else ""
+        if self.line == 0:  # a folder, or a file as a whole: no line to point at
+            return f"{self.file}: {label}{self.message}"
         return f"{self.file}:{self.line}:{self.column}: {label}{self.message}"
+
+    @classmethod
+    def whole(cls, path: Path, message: str, severity: Severity = "error") -> Problem:
+        """A problem of a folder or file as a whole: printed `templates/welcome/russian/:`,
+        with no line (a folder has none, and `:1:1` would send an editor nowhere)."""
+        name = f"{path}/" if path.is_dir() else str(path)
+        return cls(name, 0, 0, message, severity)
 
     @property
     def is_warning(self) -> bool:

@@ -173,6 +173,11 @@ def _condition_shift(source: Source, path: YamlPath, offset: int) -> int:
     return quote + len(node.value) - len(node.value.lstrip()) + offset
 
 
+def raw_path(loc: tuple[Any, ...], data: Any) -> YamlPath:
+    """The path in the YAML data of the deepest node a pydantic error's `loc` reaches."""
+    return _locate(loc, data).path
+
+
 def _locate(loc: tuple[Any, ...], data: Any) -> _Place:
     """Walk `loc` through the models and the raw data side by side.
 

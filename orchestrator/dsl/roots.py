@@ -35,6 +35,8 @@ CONTACT_KEYS = (
 EVENT_KEYS = ("id", "name", "type", "properties", "context", "timestamp", "products")
 # cart_from_events(...): the contact's current cart (templates only).
 CART_KEYS = ("id", "products", "item_count", "total", "currency", "url")
+# What other platforms call a key (Shopify's `cart.items`, `line_items`): a "did you mean".
+KEY_SYNONYMS = {"items": "products", "line_items": "products", "lines": "products"}
 # Keys under which any name may be read: what storefronts send.
 FREE_KEYS = {"contact": ("traits", "consent"), "event": ("properties", "context")}
 
@@ -58,6 +60,11 @@ SITE_ROOTS: dict[str, tuple[str, ...]] = {
     "branch": ROOTS,
     "multiplier": ROOTS,
 }
+
+
+# Where `event` is not the trigger but the event a `where:` tests (a goal's, a wait_for's).
+# Everywhere else `event` is the run's trigger, as is `trigger`.
+EVENT_UNDER_TEST = frozenset({"goal.where", "wait_for.where"})
 
 
 def coupon_keys(save_as: str) -> tuple[str, ...]:

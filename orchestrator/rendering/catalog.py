@@ -18,6 +18,7 @@ Folders starting with `_` are shared and never messages.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,23 @@ REQUIRED: dict[str, tuple[tuple[str, ...], ...]] = {
     "sms": (("body",),),
 }
 CHANNELS = tuple(PARTS)
+PART_FILES = tuple(f"{channel}.{part}" for channel, parts in PARTS.items() for part in parts)
+# What a part is often called elsewhere: `email.body` is email.html or email.text.
+PART_SYNONYMS = {
+    "email.body": ("email.html", "email.text"),
+    "email.txt": ("email.text",),
+    "email.htm": ("email.html",),
+    "email.title": ("email.subject",),
+    "email.preview": ("email.preheader",),
+    "push.url": ("push.link",),
+    "push.deeplink": ("push.link",),
+    "push.text": ("push.body",),
+    "push.message": ("push.body",),
+    "push.subject": ("push.title",),
+    "sms.text": ("sms.body",),
+    "sms.message": ("sms.body",),
+    "sample.yml": ("sample.yaml",),
+}
 SAMPLE_FILE = "sample.yaml"
 BRAND_FILE = "_brand.yaml"
 
@@ -79,6 +97,16 @@ class Message:
     def exists(self) -> bool:
         return not self.name.startswith("_") and self.folder.is_dir()
 
+    def missing(self) -> str:
+        """Why a message that does not exist is not found, and the one probably meant."""
+        text = f"no folder {self.folder}/"
+        names = message_names(self.templates_dir)
+        by_key = {n.casefold().replace("-", "_"): n for n in names}
+        key = self.name.casefold().replace("-", "_")
+        close = difflib.get_close_matches(key, list(by_key), n=1, cutoff=0.75)
+        guess = by_key.get(key) or (by_key[close[0]] if close else None)
+        return f"{text}; did you mean {guess!r}?" if guess else text
+
     def variants(self) -> list[Variant]:
         """The default version first, then each translation folder named by a locale."""
         found = [Variant(self.name, None, self.folder, self.templates_dir)]
@@ -93,6 +121,20 @@ class Message:
         return sorted(
             p for p in self.folder.iterdir() if p.is_dir() and locales.canonical(p.name) is None
         )
+
+    def stray_files(self) -> list[Path]:
+        """Files of the message's versions that are no part (`email.preheder`, `push.url`):
+        never rendered, so most likely a misspelt part. Hidden files are left alone."""
+        names = set(PART_FILES)
+        found = []
+        for variant in self.variants():
+            allowed = names | ({SAMPLE_FILE} if variant.locale is None else set())
+            found += [
+                p
+                for p in variant.folder.iterdir()
+                if p.is_file() and p.name not in allowed and not p.name.startswith(".")
+            ]
+        return sorted(found)
 
     def channels(self) -> list[str]:
         """Channels any version of the message is complete for."""
@@ -112,6 +154,24 @@ class Message:
                 return variant
         root = by_locale[None]
         return root if root.complete(channel) else None
+
+
+def part_meant(name: str) -> tuple[str, ...]:
+    """The part (or sample file) a stray file name probably meant, if any."""
+    key = name.casefold()
+    if key in PART_SYNONYMS:
+        return PART_SYNONYMS[key]
+    known = [*PART_FILES, SAMPLE_FILE]
+    if key in known:  # `Email.Subject`: only the case differs
+        return (key,)
+    return tuple(difflib.get_close_matches(key, known, n=1, cutoff=0.75))
+
+
+def message_names(templates_dir: Path) -> list[str]:
+    """The messages of a templates folder: its sub-folders not starting with `_`."""
+    if not templates_dir.is_dir():
+        return []
+    return sorted(p.name for p in templates_dir.iterdir() if p.is_dir() and p.name[0] != "_")
 
 
 class LocalizedLoader(BaseLoader):

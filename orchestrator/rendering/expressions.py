@@ -15,7 +15,7 @@ from typing import Any
 from jinja2 import Environment, TemplateSyntaxError, nodes
 from jinja2.utils import missing
 
-from .sandbox import LoudUndefined
+from .sandbox import LoudUndefined, MappingMethod
 
 
 @dataclass(frozen=True)
@@ -26,13 +26,22 @@ class MissingValue:
     line: int | None
     expression: str | None  # as written: event.properties.colour, item.colour, lead
     chain: tuple[Any, ...] = ()  # ("event", "properties", "colour"); () when not a lookup
+    # `x.items` read the mapping's method although `x` has an 'items' key (`x['items']`).
+    shadowed: bool = False
 
     def what(self) -> str:
         """What is missing, as a failed send records it: `undefined variable: event.x`."""
+        if self.shadowed and self.chain:
+            name = self.chain[-1]
+            return (
+                f"{self.expression} is the {name}() method every mapping has, not its {name!r} key"
+            )
         return f"undefined variable: {self.expression or 'a value'}"
 
     def hint(self) -> str:
         """How to make real sends work: guard the value (never only sample data)."""
+        if self.shadowed and self.chain:
+            return f"write {_text(self.chain[:-1])}[{self.chain[-1]!r}] to read the key"
         what = self.expression or "the value"
         return (
             f"where it may be missing, guard it with `{{% if {what} is defined %}}` "
@@ -55,11 +64,12 @@ def missing_value(
     # Two lookups of the same name: the one whose container is the one that lacked
     # it, when that can be told from the top-level context.
     owner = undefined._undefined_obj
+    shadowed = isinstance(undefined, MappingMethod) and undefined.has_key
     for found, chain in lookups:
         if owner is not missing and _resolve(chain[:-1], context) is owner:
-            return MissingValue(file, found, _text(chain), chain)
+            return MissingValue(file, found, _text(chain), chain, shadowed)
     found, chain = lookups[0]
-    return MissingValue(file, found, _text(chain), chain)
+    return MissingValue(file, found, _text(chain), chain, shadowed)
 
 
 def _lookups(env: Environment, file: str, undefined: LoudUndefined) -> list[tuple[int, Any]]:
@@ -82,6 +92,33 @@ def _lookups(env: Environment, file: str, undefined: LoudUndefined) -> list[tupl
         if chain is not None and (node.lineno, chain) not in found:
             found.append((node.lineno, chain))
     return found
+
+
+def property_reads(env: Environment, file: Path, root: tuple[str, ...]) -> list[tuple[int, str]]:
+    """(line, key) of each key a template reads right under `root` (("event",
+    "properties")): `event.properties.price`, `event.properties["price"]` and
+    `event.properties.get("price")`. Empty when the file cannot be read or parsed."""
+    try:
+        tree = env.parse(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, TemplateSyntaxError):
+        return []
+    found: dict[tuple[int, str], None] = {}
+    getters: set[int] = set()  # the `.get` of `x.get("a")`: a method, not a key
+    for call in tree.find_all(nodes.Call):
+        getter = call.node
+        if isinstance(getter, nodes.Getattr) and getter.attr == "get":
+            getters.add(id(getter))
+            if _chain(getter.node) == root and call.args:
+                arg = call.args[0]
+                if isinstance(arg, nodes.Const) and isinstance(arg.value, str):
+                    found[(call.lineno, arg.value)] = None
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        chain = _chain(node)
+        if chain is None or id(node) in getters or len(chain) != len(root) + 1:
+            continue
+        if chain[: len(root)] == root and isinstance(chain[-1], str):
+            found[(node.lineno, chain[-1])] = None
+    return sorted(found)
 
 
 def _line(found: tuple[int, Any]) -> int:

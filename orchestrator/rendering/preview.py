@@ -276,7 +276,7 @@ def render_all(
     """Every channel the message has (or those asked for), as the send activity renders it."""
     found = renderer.message(message)
     if not found.exists():
-        raise PreviewInputError(f"no message {message!r}: no folder {found.folder}/")
+        raise PreviewInputError(f"no message {message!r}: {found.missing()}")
     available = found.channels()
     wanted = channels or available
     for channel in wanted:

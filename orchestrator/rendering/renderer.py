@@ -114,7 +114,7 @@ class Renderer:
         """Render every part of `template` for `channel` in the contact's best locale."""
         message = self.message(template)
         if not message.exists():
-            raise RenderError(f"template {template!r} not found in {self.templates_dir}/")
+            raise RenderError(f"template {template!r} not found: {message.missing()}")
         contact = context.get("contact") or {}
         requested = locale or contact.get("locale")
         variant = message.choose(locales.chain(requested, self.default_locale), channel)
@@ -123,8 +123,14 @@ class Renderer:
         return self.render_variant(variant, channel, context, requested)
 
     def render_variant(
-        self, variant: Variant, channel: str, context: dict[str, Any], requested: str | None
+        self,
+        variant: Variant,
+        channel: str,
+        context: dict[str, Any],
+        requested: str | None,
+        only: str | None = None,
     ) -> Rendered:
+        """Render `variant` for `channel` (`only`: that one part, for checks of a part)."""
         tag = variant.locale or self.default_locale
         env = self._environment(tuple(locales.chain(tag, self.default_locale)))
         context, dropped = without_unsafe_links(context)  # data's links: http(s) only
@@ -134,7 +140,7 @@ class Renderer:
         parts: dict[str, str] = {}
         files: dict[str, str] = {}
         for part in PARTS[channel]:
-            if not variant.has(channel, part):
+            if not variant.has(channel, part) or only not in (None, part):
                 continue
             name = variant.template_name(channel, part)
             files[part] = str(self.templates_dir / name)
@@ -315,11 +321,6 @@ def _describe(exc: BaseException) -> tuple[str, str | None]:
     name = type(exc).__name__
     if name == "UndefinedError":  # raised by Python code, not a template's own lookup
         return f"undefined variable: {exc}", None
-    if "builtin_function_or_method" in str(exc):
-        return (
-            f"{exc}: `x.items`, `x.keys` and `x.values` name a mapping's methods, "
-            "not its keys; write x['items'] for a key with such a name"
-        ), None
     return str(exc), None
 
 

@@ -45,6 +45,7 @@ from jinja2.runtime import Context, markup_join, str_join
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 from jinja2.visitor import NodeTransformer
 
+_MAPPING_METHODS = frozenset(name for name in dir(dict) if not name.startswith("_"))
 MAX_VALUE_CHARS = 256 * 1024  # the largest string or list a template may build
 MAX_WIDTH = 10_000  # padding / batch sizes / format widths a template may ask for
 MAX_INT_BITS = 4096  # the largest integer arithmetic may produce
@@ -278,6 +279,30 @@ for _name, _value in list(vars(Undefined).items()) + list(vars(StrictUndefined).
         setattr(LoudUndefined, _name, LoudUndefined._fail_with_undefined_error)
 
 
+class MappingMethod(LoudUndefined):
+    """`cart.items`: a mapping's method (`items`, `keys`, `get`…) reached by a dotted name.
+
+    Jinja reads `x.items` as the method, so `{% for i in cart.items %}` iterated a
+    method ("'builtin_function_or_method' object is not iterable") where a key was
+    meant. Called (`x.items()`, `x.get("a")`), it is the method; used any other way it
+    is a missing value, reported by name and line like any other (`has_key`: the
+    mapping has a key of that name, which `x['items']` reads).
+    """
+
+    __slots__ = ("_method", "has_key")
+    # What the sandbox and Jinja's call machinery ask a callable (never undefined here).
+    unsafe_callable = False
+    alters_data = False
+    jinja_pass_arg = None
+
+    def __init__(self, method: Callable[..., Any], has_key: bool, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._method = method
+        self.has_key = has_key
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._method(*args, **kwargs)
+
 
 class SafeEnvironment(ImmutableSandboxedEnvironment):
     """The environment every message template renders in."""
@@ -324,10 +349,17 @@ class SafeEnvironment(ImmutableSandboxedEnvironment):
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         tick()
-        return super().getattr(obj, attribute)
+        value = super().getattr(obj, attribute)
+        mapping_method = attribute in _MAPPING_METHODS and not isinstance(value, Undefined)
+        if isinstance(obj, dict) and mapping_method and callable(value):
+            return MappingMethod(value, attribute in obj, obj=obj, name=attribute)
+        return value
 
     def getitem(self, obj: Any, argument: Any) -> Any:
         tick()
+        if isinstance(obj, dict) and isinstance(argument, str) and argument not in obj:
+            # `cart['items']` is a key or nothing: never the mapping's method.
+            return self.undefined(obj=obj, name=argument)
         return super().getitem(obj, argument)
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
