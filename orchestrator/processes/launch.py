@@ -106,7 +106,8 @@ def ensure_write_key(data_dir: Path) -> str:
 
 
 def open_store(settings: Settings) -> Engine:
-    private_dir(settings.data_dir)
+    if settings.database_url is None:  # the SQLite store lives in the data dir
+        private_dir(settings.data_dir)
     engine = make_engine(settings.resolved_database_url)
     migrate(engine)
     return engine
