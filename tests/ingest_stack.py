@@ -376,6 +376,8 @@ def store_counts(engine: Engine, message_ids: list[str]) -> dict[str, int]:
         "runs completed": runs["completed"],
         "messages": len(messages),
         "messages sent": sum(m[1] == "sent" for m in messages),
+        # The provider call a worker was killed in: never repeated (docs/send-reliability.md).
+        "messages unknown": sum(m[1] == "unknown" for m in messages),
         "duplicate messages": sum(n - 1 for n in per_contact.values()),
         "resent (attempts > 1)": sum(m[2] > 1 for m in messages),
     }

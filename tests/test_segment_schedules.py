@@ -223,6 +223,7 @@ async def test_a_schedule_an_operator_paused_stays_paused_across_worker_starts(
     described = await stage.schedule(stage.big).describe()
     state = described.schedule.state
     assert (state.paused, state.note) == (True, "paused during the migration -- ops")
+
     def started(info: Any) -> int:  # runs started, or skipped as one was still running
         return info.num_actions + info.num_actions_skipped_overlap
 
