@@ -20,7 +20,6 @@ spelling): `journeys validate` passes, `journeys validate --strict` does not.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from ..dsl.problems import JourneyError, Problem
 from ..dsl.source import Source, YamlPath, read_source
 from ..feedback.own_events import OWN_EVENTS
 from ..feedback.recording import SURVEY_ANSWERED
+from ..services.spelling import closest_name
 from ..store.tables import Event
 from .tracking_plan import TRACKING_PLAN, PlannedEvent
 
@@ -267,11 +267,7 @@ def unknown_event(name: str, known: Collection[str], plan: str) -> str:
 
 def closest_event(name: str, known: Collection[str]) -> str | None:
     """The known name written another way (case, `_`, spaces), else the closest spelling."""
-    by_key = {_key(k): k for k in sorted(known)}
-    if _key(name) in by_key:
-        return by_key[_key(name)]
-    close = difflib.get_close_matches(_key(name), list(by_key), n=1, cutoff=0.8)
-    return by_key[close[0]] if close else None
+    return closest_name(name, sorted(known), key=_key, cutoff=0.8)
 
 
 def _key(name: str) -> str:

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from ..services.spelling import closest_name
 from .conditions import ConditionError, parse
 from .models import (
     ActionStep,
@@ -285,7 +286,7 @@ def key_guesses(
     synonym = KEY_SYNONYMS.get(key)
     if synonym in valid:
         return [expression([*prefix, synonym, *rest])]
-    close = _close(key, valid)
+    close = [c for c in [closest_name(key, valid)] if c is not None]
     guesses = [expression([*prefix, c, *rest]) for c in close]
     near = close and difflib.SequenceMatcher(None, key, close[0]).ratio() >= 0.85
     if free and not near:  # `product_id` is not `products`: free data comes first
@@ -295,16 +296,7 @@ def key_guesses(
 
 def did_you_mean(name: str, known: Any) -> str | None:
     """The known name differing only in case, else the closest spelling, else None."""
-    known = list(known)
-    for candidate in known:
-        if candidate.casefold() == name.casefold():
-            return candidate
-    close = _close(name, known)
-    return close[0] if close else None
-
-
-def _close(name: str, known: Any) -> list[str]:
-    return difflib.get_close_matches(name, list(known), n=1, cutoff=0.75)
+    return closest_name(name, known)
 
 
 def expression(chain: list[Any]) -> str:

@@ -18,12 +18,12 @@ Folders starting with `_` are shared and never messages.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
 from jinja2 import BaseLoader, Environment, FileSystemLoader, TemplateNotFound
 
+from ..services.spelling import closest_name
 from . import locales
 
 PARTS = {
@@ -100,11 +100,11 @@ class Message:
     def missing(self) -> str:
         """Why a message that does not exist is not found, and the one probably meant."""
         text = f"no folder {self.folder}/"
-        names = message_names(self.templates_dir)
-        by_key = {n.casefold().replace("-", "_"): n for n in names}
-        key = self.name.casefold().replace("-", "_")
-        close = difflib.get_close_matches(key, list(by_key), n=1, cutoff=0.75)
-        guess = by_key.get(key) or (by_key[close[0]] if close else None)
+        guess = closest_name(
+            self.name,
+            message_names(self.templates_dir),
+            key=lambda n: n.casefold().replace("-", "_"),
+        )
         return f"{text}; did you mean {guess!r}?" if guess else text
 
     def variants(self) -> list[Variant]:
@@ -161,10 +161,8 @@ def part_meant(name: str) -> tuple[str, ...]:
     key = name.casefold()
     if key in PART_SYNONYMS:
         return PART_SYNONYMS[key]
-    known = [*PART_FILES, SAMPLE_FILE]
-    if key in known:  # `Email.Subject`: only the case differs
-        return (key,)
-    return tuple(difflib.get_close_matches(key, known, n=1, cutoff=0.75))
+    meant = closest_name(key, [*PART_FILES, SAMPLE_FILE])  # `Email.Subject`: the case
+    return (meant,) if meant else ()
 
 
 def message_names(templates_dir: Path) -> list[str]:
