@@ -114,8 +114,7 @@ def plan_deploy(
     Raises InvalidJourneys with every problem, or NoJourneys (see `deploy`).
     """
     renderer = Renderer(templates) if isinstance(templates, Path) else templates
-    received, _ = store_names(engine)
-    result = validate([journeys_dir], renderer, received_events=received)
+    result = validate([journeys_dir], renderer, read_received_events=lambda: store_names(engine)[0])
     if result.problems:
         raise InvalidJourneys(result.problems)
     if retire_missing and not result.journeys and not retire_all:

@@ -14,7 +14,7 @@ a translation falls back on) are printed and only fail `journeys validate --stri
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,7 +56,7 @@ def validate(
     renderer: Renderer,
     *,
     unsent: bool = False,
-    received_events: Collection[str] | None = None,
+    read_received_events: Callable[[], set[str] | None] | None = None,
     expect_journeys: bool = False,
 ) -> Validation:
     """Check journey files and folders, their `segments.yaml` and `events.yaml`, and the
@@ -65,15 +65,16 @@ def validate(
     A folder's `segments.yaml` (present or not) decides which segment triggers are
     valid; a `segments.yaml` named on its own is checked too. With `unsent`, messages
     no journey sends yet are rendered as well (a marketer often writes them first).
-    `received_events` are the event names the store has received (None: no store was
-    consulted), known besides the spec's, ours, the tracking plan's and `track`'s.
+    `read_received_events` reads the event names the store has received (None: no
+    store to consult), known besides the spec's, ours, the tracking plan's and
+    `track`'s; it is called only if a name needs it.
     With `expect_journeys` (no Python journey is configured), a folder with no journey
     file (nor segments.yaml or events.yaml) is an error naming it: a mistaken path
     (`journeys validate docs`) must not pass as a clean project.
     """
     targets = list(targets)
     result = Validation()
-    result.events.received = set(received_events) if received_events is not None else None
+    result.events.read_store = read_received_events
     result.events.plans = tracking_plan_files(targets)
     for file in result.events.plans:
         planned, problems = load_tracking_plan(file)
