@@ -181,6 +181,21 @@ def test_undefined_value_handed_to_a_partial_is_reported_where_the_message_wrote
     ]
 
 
+def test_a_misspelt_property_is_told_the_one_the_event_has_first(workdir: Path) -> None:
+    """`event.properties.nmae` where the sample Product Added has `name`: the advice to
+    declare it required must not come alone, or the typo ends up declared as a property."""
+    write_journey("cart_x", trigger="Product Added", journey_id="cart")
+    write_message(
+        "cart_x",
+        {"email.subject": "Your cart", "email.text": "Still want it?\n{{ event.properties.nmae }}"},
+    )
+    line = assert_one_problem(validate(), "templates/cart_x/email.text:2:1")
+    assert line.startswith(
+        "templates/cart_x/email.text:2:1: undefined variable event.properties.nmae (did you "
+        "mean event.properties.name?): the sample data has no 'nmae' under event.properties"
+    ), line
+
+
 def test_product_added_trigger_has_realistic_sample_event_and_cart(workdir: Path) -> None:
     write_journey("cart_x", trigger="Product Added", journey_id="cart")
     write_message(

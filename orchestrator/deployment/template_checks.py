@@ -46,6 +46,7 @@ from ..rendering.catalog import (
 from ..rendering.expressions import MissingValue
 from ..rendering.renderer import Renderer, RenderError
 from ..rendering.samples import SampleError, load_sample, sample_context
+from ..services.spelling import closest_name
 from ..store.context import products_of
 from .event_properties import TriggerProperties
 from .partial_translations import check_partial_translations, used_templates
@@ -164,12 +165,13 @@ def _check_variant(
             )
         ]
     tag = variant.locale or renderer.default_locale
+    context = _variant_context(base, channel, tag)
     try:
-        renderer.render_variant(variant, channel, _variant_context(base, channel, tag), tag)
+        renderer.render_variant(variant, channel, context, tag)
     except RenderError as exc:
         reason = exc.reason
         if exc.missing is not None and exc.missing.expression is not None:
-            reason = explain_missing(exc.missing, facts, renderer)
+            reason = explain_missing(exc.missing, facts, renderer, context)
         return [Problem(exc.file or str(variant.folder), exc.line or 1, 1, reason)]
     return []
 
@@ -275,6 +277,22 @@ def _optional_text(
     )
 
 
+def _sibling_meant(
+    chain: tuple[Any, ...], context: dict[str, Any] | None, sender: Sender | None
+) -> str:
+    """` (did you mean event.properties.name?)` when the sample data or the tracking
+    plan has a key spelt close to the missing one, else nothing."""
+    root, key, name = chain[0], chain[1], chain[2]
+    if not isinstance(name, str):
+        return ""
+    data = ((context or {}).get(root) or {}).get(key)
+    siblings = set(data) if isinstance(data, dict) else set()
+    if root == "event" and sender is not None and sender.properties is not None:
+        siblings |= sender.properties.required
+    guess = closest_name(name, siblings - {name})
+    return f" (did you mean {root}.{key}.{guess}?)" if guess else ""
+
+
 def explained(renderer: Renderer, name: str, error: RenderError) -> str:
     """A render error of message `name` as `journeys validate` words it (`journeys
     preview` says the same): an undefined variable with the key probably meant."""
@@ -289,8 +307,15 @@ def explained(renderer: Renderer, name: str, error: RenderError) -> str:
     return f"{error.file}:{error.line}: {reason}" if error.file and error.line else reason
 
 
-def explain_missing(missing: MissingValue, facts: _Facts, renderer: Renderer) -> str:
-    """An undefined variable, and what makes real sends work (not only validation)."""
+def explain_missing(
+    missing: MissingValue,
+    facts: _Facts,
+    renderer: Renderer,
+    context: dict[str, Any] | None = None,
+) -> str:
+    """An undefined variable, and what makes real sends work (not only validation).
+    `context` is what the message was rendered with: a misspelt property
+    (`event.properties.nmae`) is told the one it has, before any other advice."""
     expression, chain = missing.expression, missing.chain
     if missing.shadowed:  # `x.items` where x has an 'items' key
         return f"{missing.what()}: {missing.hint()}"
@@ -324,6 +349,7 @@ def explain_missing(missing: MissingValue, facts: _Facts, renderer: Renderer) ->
             return f"{head}: real sends never have it: {text}"
         free = free_keys(root)
         if key in free and len(chain) > 2:
+            head += _sibling_meant(chain, context, facts.sender)
             what = f"the {sender.trigger!r} event" if root == "event" and sender else f"the {root}"
             every = (
                 f"every {sender.trigger!r} event carries it"
