@@ -181,6 +181,25 @@ def test_undefined_value_handed_to_a_partial_is_reported_where_the_message_wrote
     ]
 
 
+def test_a_mistake_in_each_part_is_reported_at_once(workdir: Path) -> None:
+    """The subject's mistake used to hide the text's until it was fixed."""
+    write_journey("cart_x", trigger="Product Added", journey_id="cart")
+    write_message(
+        "cart_x",
+        {
+            "email.subject": "{{ contact.frist_name }}, your cart",
+            "email.text": "Still want it?\n{{ contact.nickname }}",
+        },
+    )
+    found = problems(validate())
+    assert [line.split(": ")[0] for line in found] == [
+        "templates/cart_x/email.subject:1:1",
+        "templates/cart_x/email.text:2:1",
+    ], found
+    assert "did you mean contact.first_name?" in found[0]
+    assert "did you mean contact.traits.nickname?" in found[1]
+
+
 def test_a_misspelt_property_is_told_the_one_the_event_has_first(workdir: Path) -> None:
     """`event.properties.nmae` where the sample Product Added has `name`: the advice to
     declare it required must not come alone, or the typo ends up declared as a property."""

@@ -168,12 +168,25 @@ def _check_variant(
     context = _variant_context(base, channel, tag)
     try:
         renderer.render_variant(variant, channel, context, tag)
+        return []
     except RenderError as exc:
-        reason = exc.reason
-        if exc.missing is not None and exc.missing.expression is not None:
-            reason = explain_missing(exc.missing, facts, renderer, context)
-        return [Problem(exc.file or str(variant.folder), exc.line or 1, 1, reason)]
-    return []
+        errors = [exc]
+    # Each part alone as well: a mistake in the text must not wait for the subject's fix.
+    for part in (p for p in PARTS[channel] if variant.has(channel, p)):
+        try:
+            renderer.render_variant(variant, channel, context, tag, only=part)
+        except RenderError as exc:
+            errors.append(exc)
+    problems: list[Problem] = []
+    for error in errors:
+        reason = error.reason
+        if error.missing is not None and error.missing.expression is not None:
+            reason = explain_missing(error.missing, facts, renderer, context)
+        problem = Problem(error.file or str(variant.folder), error.line or 1, 1, reason)
+        # Once per place: a part alone may word a whole-message check (size) otherwise.
+        if (problem.file, problem.line) not in {(p.file, p.line) for p in problems}:
+            problems.append(problem)
+    return problems
 
 
 def _variant_context(base: dict[str, Any], channel: str, tag: str) -> dict[str, Any]:
