@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import re
 import signal
 import socket
@@ -40,17 +41,36 @@ _ANNOUNCED = {
 
 
 def free_ports(count: int) -> list[int]:
-    """`count` distinct TCP ports free on the loopback right now (held together while picked)."""
-    sockets = []
+    """`count` distinct TCP ports free on the loopback right now (held together while picked).
+
+    Picked below the kernel's ephemeral range: outgoing connections and every `bind(0)`
+    draw from that range, so a port picked there could be taken again before the process
+    given it binds it. A Temporal dev server failed to start so in CI: its own internal
+    services, which bind port 0, took the frontend port we had picked for it.
+    """
+    low = _ephemeral_low()
+    sockets: list[socket.socket] = []
     try:
-        for _ in range(count):
+        while len(sockets) < count:
             sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
+            try:
+                sock.bind(("127.0.0.1", random.randrange(max(1024, low - 12000), low)))
+            except OSError:  # in use: pick again
+                sock.close()
+                continue
             sockets.append(sock)
         return [s.getsockname()[1] for s in sockets]
     finally:
         for sock in sockets:
             sock.close()
+
+
+def _ephemeral_low() -> int:
+    """The lowest port the kernel hands out by itself (Linux's default is 32768)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def port_open(port: int) -> bool:
