@@ -45,8 +45,8 @@ def free_ports(count: int) -> list[int]:
 
     Picked below the kernel's ephemeral range: outgoing connections and every `bind(0)`
     draw from that range, so a port picked there could be taken again before the process
-    given it binds it. A Temporal dev server failed to start so in CI: its own internal
-    services, which bind port 0, took the frontend port we had picked for it.
+    given it binds it. A Temporal dev server failed to start so in CI ("address already in
+    use" on the frontend port picked for it; its own internal services bind port 0 too).
     """
     low = _ephemeral_low()
     sockets: list[socket.socket] = []
