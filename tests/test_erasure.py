@@ -42,6 +42,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from channels.base import Channel, OutgoingMessage, Receipt
 from channels.console import ConsoleChannel
 from channels.errors import PermanentChannelError
+from orchestrator.analytics import trail
 from orchestrator.api import create_app
 from orchestrator.api.ingest import store_call
 from orchestrator.api.segment import IdentifyCall, TrackCall
@@ -136,16 +137,27 @@ def plant(engine: Engine, user: str, email: str, phone: str, name: str) -> None:
     track(engine, user, "Order Completed", order_id="o1", email=email, shipping_name=name)
     wid = workflow_id("promo", user)
     with session_scope(engine) as session:
-        session.add(
-            JourneyRun(
-                workflow_id=wid,
-                entry_seq=1,
-                journey_id="promo",
-                version=1,
-                contact_id=user,
-                current_step="wait",
-                data={"gift_card_for": name},
-            )
+        run = JourneyRun(
+            workflow_id=wid,
+            entry_seq=1,
+            journey_id="promo",
+            version=1,
+            contact_id=user,
+            current_step="wait",
+            data={"gift_card_for": name},
+        )
+        session.add(run)
+        session.flush()
+        # The run's trail: its rows name the contact (ids, key) and the order it converted.
+        at = datetime(2026, 6, 1, 10, tzinfo=UTC)
+        trail.record(session, run, trail.ENTERED, at, outcome="entry 1")
+        trail.record(
+            session,
+            run,
+            trail.GOAL,
+            at,
+            outcome="o1",
+            detail={"event_id": 1, "order_id": f"o1 for {email}", "revenue": 10.0},
         )
         session.add(
             Message(
@@ -400,6 +412,7 @@ async def test_erasure_leaves_no_canary_in_any_table_and_keeps_honouring_suppres
         "events": 2,
         "messages": 1,
         "journey_runs": 1,
+        "run_trail": 2,
         "suppressions": 2,
         "orders": 1,
         "loyalty_entries": 0,

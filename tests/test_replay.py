@@ -123,6 +123,13 @@ def test_the_corpus_holds_runs_from_each_generation() -> None:
     ]
 
 
+def test_the_corpus_holds_runs_that_record_their_trail() -> None:
+    trail = [p for p in HISTORIES if p.stem.startswith("trail__")]
+    assert {"split", "branch", "wait_for", "send"} <= set().union(*map(step_kinds, trail))
+    used = [name for path in trail for name in activity_types(path)]
+    assert "prepare_message" in used and "deliver_message" in used
+
+
 def test_the_corpus_holds_playbook_runs() -> None:
     playbook = [p for p in HISTORIES if p.stem.startswith("playbook__")]
     used = {name for path in playbook for name in activity_types(path)}

@@ -46,6 +46,8 @@ TABLES = {
     "events",
     "journey_versions",
     "journey_runs",
+    "run_trail",
+    "journey_counts",
     "messages",
     "suppressions",
     "api_keys",

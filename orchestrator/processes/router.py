@@ -44,6 +44,7 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from ..analytics.attribution import attribute_conversion, goal_event_names
 from ..dsl.conditions import evaluate
 from ..dsl.models import IDENTIFY, Journey, WaitForStep
 from ..feedback.own_events import INTERNAL_ONLY
@@ -155,6 +156,7 @@ class Router:
         self._journeys: list[Deployed] = []  # the active versions: what starts runs
         self._listeners: list[Listeners] = []
         self._parsed: dict[int, Deployed] = {}  # by version row id: specs never change
+        self._goal_events: frozenset[str] = frozenset()  # any version's goal, for attribution
         self.python_journeys = list(python_journeys)
         self._loaded_at = 0.0
         self.routed = 0  # events this router delivered and marked routed
@@ -328,6 +330,13 @@ class Router:
                     await self._signal(workflow_id(cls.journey_id, contact_id), "event", signal)
         if name in ENGAGEMENT_EVENTS:
             await self._engagement(event, ENGAGEMENT_EVENTS[name])
+        if name in self._goal_events and event.type == "track":
+            await asyncio.to_thread(self._attribute, event)
+
+    def _attribute(self, event: Event) -> None:
+        """Goal events convert runs whether or not they are still running."""
+        with session_scope(self.engine) as session:
+            attribute_conversion(session, event)
 
     async def _aliases(self, event: Event, known: Sequence[str] | None) -> Sequence[str]:
         """Runs started under an id later merged into this contact (an anonymousId) keep that
@@ -547,6 +556,7 @@ class Router:
         with session_scope(self.engine) as session:
             live = live_versions(session)
             new = specs_of(session, (v.id for v in live if v.id not in self._parsed))
+            self._goal_events = goal_event_names(session)
         numbers = {v.id: v.version for v in live}
         for row_id, spec in new.items():
             journey = Journey.model_validate(spec)

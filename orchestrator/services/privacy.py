@@ -9,7 +9,8 @@ events and scrubs what must stay:
 - `messages` rows stay as the send ledger (counts, provider ids, idempotency)
   without recipient, content, locale, error text or policy details;
 - `journey_runs` rows stay for journey statistics, exited with reason `erased`,
-  without their `data`;
+  without their `data`; `run_trail` rows stay (what each step decided) without the
+  events and orders they named; the counters (`journey_counts`) name nobody;
 - suppressions of the contact's addresses stay as `sha256:` digests, so a bounce
   or complaint keeps being honoured without the plaintext address;
 - `orders` and `order_lines` stay for revenue and "also bought" figures (they hold
@@ -74,6 +75,7 @@ from ..store.tables import (
     OrderLine,
     SegmentMember,
     Suppression,
+    TrailEntry,
     utcnow,
 )
 from ..workflows.journey import workflow_id
@@ -186,6 +188,14 @@ def export_contact(engine: Engine, contact_id: str) -> dict[str, Any] | None:
             "events": [e.model_dump(mode="json", exclude=set(EVENT_PRIVATE)) for e in events],
             "messages": [m.model_dump(mode="json") for m in messages],
             "journey_runs": [r.model_dump(mode="json") for r in runs],
+            "run_trail": [
+                t.model_dump(mode="json", exclude={"id", "key"})
+                for t in session.exec(
+                    select(TrailEntry)
+                    .where(col(TrailEntry.contact_id).in_(ids))
+                    .order_by(col(TrailEntry.at), col(TrailEntry.id))
+                )
+            ],
             **_commerce(session, ids),
             "suppressions": [
                 s.model_dump(mode="json", exclude={"id"})
@@ -318,7 +328,15 @@ def _plan(session: Session, contact_id: str, python_journeys: tuple[str, ...]) -
         or any(
             session.exec(select(model.id).where(col(model.contact_id).in_(ids)).limit(1)).first()
             is not None
-            for model in (Event, Message, JourneyRun, Order, LoyaltyEntry, SegmentMember)
+            for model in (
+                Event,
+                Message,
+                JourneyRun,
+                TrailEntry,
+                Order,
+                LoyaltyEntry,
+                SegmentMember,
+            )
         )
     )
     if not found:
@@ -543,6 +561,9 @@ def _erase(session: Session, plan: ErasurePlan) -> dict[str, int]:
     addresses = _addresses(contact, messages, _identified(session, ids))
     for message in messages:
         _scrub(message, tombs, now)
+    trail = list(session.exec(select(TrailEntry).where(col(TrailEntry.contact_id).in_(ids))))
+    for entry in trail:
+        _scrub_trail(entry, tombs)
     suppressions = sum(
         pseudonymize(session, channel, found) for channel, found in addresses.items()
     )
@@ -561,6 +582,7 @@ def _erase(session: Session, plan: ErasurePlan) -> dict[str, int]:
         "events": events,
         "messages": len(messages),
         "journey_runs": len(runs),
+        "run_trail": len(trail),
         "suppressions": suppressions,
         **commerce,
     }
@@ -613,6 +635,16 @@ def _scrub(message: Message, tombs: Tombstones, now: datetime) -> None:
         message.status, message.error = "failed", ERASED
         timeline.append({"status": "failed", "at": now.isoformat(), "check": ERASED})
     message.timeline = timeline
+
+
+def _scrub_trail(entry: TrailEntry, tombs: Tombstones) -> None:
+    """Keep what the run did (for the journey's numbers); drop whose run it was."""
+    old_wid = entry.workflow_id
+    entry.workflow_id = _tombstoned(old_wid, entry.journey_id, tombs)
+    entry.key = _rekeyed(entry.key, old_wid, entry.workflow_id, tombs)
+    entry.contact_id = tombs.of(entry.contact_id)
+    revenue = (entry.detail or {}).get("revenue")
+    entry.detail = {"revenue": revenue} if revenue is not None else {}
 
 
 def _tombstoned(wid: str, journey_id: str, tombs: Tombstones) -> str:

@@ -176,6 +176,10 @@ class JourneyRun(SQLModel, table=True):
         UniqueConstraint("workflow_id", "entry_seq"),
         Index("ix_runs_contact_status", "contact_id", "status"),
         Index("ix_runs_journey_status", "journey_id", "status"),
+        # `journeys stats`: who waits at which step now, counted from the index alone.
+        Index("ix_runs_journey_active_step", "journey_id", "status", "entered_at", "current_step"),
+        # One order converts one run of a journey (NULLs never collide).
+        UniqueConstraint("journey_id", "conversion_event_id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -191,11 +195,70 @@ class JourneyRun(SQLModel, table=True):
     exit_reason: str | None = Field(default=None, max_length=200)
     converted_at: datetime | None = _time(nullable=True)
     revenue: float | None = None
+    # The goal event that converted the run: a run converts once, an order converts one run.
+    conversion_event_id: int | None = None
     # Values earlier steps produced for later ones (coupon code, points earned…): `journey.*`.
     data: dict[str, Any] = _json()
     entered_at: datetime = _time(nullable=False, default=utcnow)
     updated_at: datetime = _time(nullable=False, default=utcnow)
     exited_at: datetime | None = _time(nullable=True)
+
+
+class TrailEntry(SQLModel, table=True):
+    """One thing that happened to a run, and why: the trail `journeys explain` tells.
+
+    `kind` is entered | refused | step | branch | split | wait | send | goal | exit;
+    `outcome` is what was decided (a case, a variant, the event or `timeout`, a send's
+    status, the exit status) and `reason` says why in words. `key` makes writing it again
+    (an activity retried) harmless. No personal data beyond the contact and run ids,
+    which erasure rewrites.
+    """
+
+    __tablename__ = "run_trail"
+    __table_args__ = (
+        Index("ix_run_trail_contact", "contact_id", "at"),
+        Index("ix_run_trail_run", "workflow_id", "entry_seq"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(max_length=700, unique=True)
+    workflow_id: str = Field(max_length=400)
+    entry_seq: int  # 0 for a refused entry: no run was made
+    journey_id: str = Field(max_length=63)
+    version: int
+    contact_id: str = Field(max_length=255)
+    step_id: str | None = Field(default=None, max_length=200)
+    kind: str = Field(max_length=16)
+    outcome: str | None = Field(default=None, max_length=200)
+    reason: str | None = Field(default=None, max_length=500)
+    detail: dict[str, Any] = _json()
+    at: datetime = _time(nullable=False)
+
+
+class JourneyCount(SQLModel, table=True):
+    """A counter kept on write: how many runs entered by day reached, took, sent, opened…
+
+    Bucketed by the UTC day the runs *entered* (a cohort), so every number of one period
+    is about the same people: of those who entered in March, so many got the reminder,
+    so many opened it, so many bought. `step_id` is "" for the journey itself. `amount`
+    and `amount_sq` sum revenue (and its square, for intervals) where the metric has one.
+    Stats read a few hundred of these rows, never the runs or messages themselves.
+    `shard` spreads the bumps of one counter over a few rows, so concurrent transactions
+    on PostgreSQL do not queue on one row lock; readers sum over it.
+    """
+
+    __tablename__ = "journey_counts"
+
+    journey_id: str = Field(primary_key=True, max_length=63)
+    version: int = Field(primary_key=True)
+    day: str = Field(primary_key=True, max_length=10)  # YYYY-MM-DD, UTC
+    step_id: str = Field(primary_key=True, max_length=200)
+    metric: str = Field(primary_key=True, max_length=250)
+    channel: str = Field(primary_key=True, max_length=32)
+    shard: int = Field(default=0, primary_key=True)
+    count: int = 0
+    amount: float = 0.0
+    amount_sq: float = 0.0
 
 
 class Message(SQLModel, table=True):

@@ -22,6 +22,7 @@ with workflow.unsafe.imports_passed_through():
     import orchestrator.workflows.types as t
 
     from ..dsl import models as m
+    from ..dsl.durations import format_duration
     from .kit import ContinueAsNew, JourneyBase, JourneyExit
 
 
@@ -59,6 +60,8 @@ class JourneyWorkflow(JourneyBase):
         self.exit_on = tuple(spec.exit_on)
         if spec.goal is not None:
             self.goal_event, self.goal_within = spec.goal.event, spec.goal.within
+            if spec.goal.after != "entry":  # the store measures from the last message
+                self.goal_within = None
             self.goal_where = spec.goal.where
         self.history_limit = input.history_limit
         self._policy = spec.policy.model_dump(mode="json")
@@ -154,13 +157,33 @@ class JourneyWorkflow(JourneyBase):
                 spec.events, spec.timeout, spec.where, deadline=deadline
             )
             hit = signal is not None
-            if signal is not None and spec.save_as:
-                await self.save_event(spec.save_as, signal.event_id)
+            if signal is not None:
+                self.decide(
+                    "wait",
+                    step.id,
+                    f"event:{signal.name}",
+                    f"{signal.name} arrived",
+                    {"event_id": signal.event_id},
+                )
+                if spec.save_as:
+                    await self.save_event(spec.save_as, signal.event_id)
+            else:
+                names = " or ".join(spec.events)
+                self.decide(
+                    "wait", step.id, "timeout", f"no {names} within {format_duration(spec.timeout)}"
+                )
         else:
             assert spec.message is not None
             hit = await self.wait_for_engagement(
                 spec.message, spec.engagement, spec.timeout, deadline=deadline
             )
+            what = f"message {spec.message} {spec.engagement}"
+            if hit:
+                self.decide("wait", step.id, f"engaged:{spec.engagement}", what)
+            else:
+                self.decide(
+                    "wait", step.id, "timeout", f"not {what} within {format_duration(spec.timeout)}"
+                )
         branch = "then" if hit else "on_timeout"
         await self._run_list(getattr(step, branch), [*path, branch], None)
 
@@ -201,8 +224,10 @@ class JourneyWorkflow(JourneyBase):
             return
         for case_index, case in enumerate(step.branch):
             if await self.check(case.if_):
+                self.decide("branch", step.id, f"case {case_index + 1}", f"{case.if_} is true")
                 await self._run_list(case.then, [*path, "branch", case_index], None)
                 return
+        self.decide("branch", step.id, "else", "no case's condition is true")
         await self._run_list(step.else_, [*path, "else"], None)
 
     async def _split(self, step: m.SplitStep, path: list[Any], resume: list[Any] | None) -> None:
@@ -210,11 +235,12 @@ class JourneyWorkflow(JourneyBase):
             variant = resume[1]
             await self._run_list(step.split[variant].then, [*path, "split", variant], resume[2:])
             return
-        bucket = split_bucket(
-            self.journey_id, step.id, self.contact_id, sum(v.weight for v in step.split)
-        )
+        total = sum(v.weight for v in step.split)
+        bucket = split_bucket(self.journey_id, step.id, self.contact_id, total)
         for variant_index, variant in enumerate(step.split):
             if bucket < variant.weight:
+                why = f"weight {variant.weight} of {total}, the same for this contact every time"
+                self.decide("split", step.id, variant.variant, why)
                 await self._run_list(variant.then, [*path, "split", variant_index], None)
                 return
             bucket -= variant.weight

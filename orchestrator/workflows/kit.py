@@ -123,6 +123,9 @@ class JourneyBase:
         # because to the marketer the steps in between (sends, actions) take no time.
         self._recent: list[t.EventSignal] = []
         self._since = workflow.now()
+        # Decisions since the last record: the next step's record (or the exit's) carries
+        # them to the trail, so the trail costs no extra command in the history.
+        self._decisions: list[t.Decision] = []
 
     # --- signals -----------------------------------------------------------
 
@@ -200,6 +203,18 @@ class JourneyBase:
         await self._record(
             t.RunUpdate(self.workflow_id, self.state.entry_seq, None, status, reason)
         )
+
+    def decide(
+        self,
+        kind: str,
+        step_id: str,
+        outcome: str,
+        reason: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """Note a decision for the run's trail (`branch`, `split`, `wait`, `send`)."""
+        now = workflow.now().isoformat()
+        self._decisions.append(t.Decision(kind, step_id, outcome, now, reason, detail or {}))
 
     async def run_journey(
         self, contact_id: str, trigger: t.EventSignal, body: Callable[[], Awaitable[None]]
@@ -314,6 +329,13 @@ class JourneyBase:
             result = await self._activity_send(t.SEND_MESSAGE, request, SENDING)
         if result.message_id:
             self.state.sent[step_id] = result.message_id
+        self.decide(
+            "send",
+            step_id,
+            result.status,
+            result.error,
+            {"message_id": result.message_id, "channel": result.channel},
+        )
         return result
 
     async def _prepare_and_deliver(self, request: t.SendRequest) -> t.SendResult:
@@ -521,7 +543,9 @@ class JourneyBase:
         self.state.converted = True
         await self._bookkeeping(
             t.RECORD_CONVERSION,
-            t.ConversionRequest(self.workflow_id, self.state.entry_seq, signal.event_id),
+            t.ConversionRequest(
+                self.workflow_id, self.state.entry_seq, signal.event_id, workflow.now().isoformat()
+            ),
         )
 
     def _history_is_long(self) -> bool:
@@ -532,6 +556,8 @@ class JourneyBase:
         )
 
     async def _record(self, update: t.RunUpdate) -> None:
+        update.at = workflow.now().isoformat()
+        update.decisions, self._decisions = self._decisions, []
         await self._bookkeeping(t.RECORD_STEP if update.status is None else t.FINISH_RUN, update)
 
     async def _bookkeeping(self, name: str, arg: Any, result_type: type | None = None) -> Any:

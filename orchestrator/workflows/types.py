@@ -98,12 +98,28 @@ class EnterResult:
 
 
 @dataclass
+class Decision:
+    """What a run decided and why: a branch case, a split variant, how a wait ended,
+    what became of a send. Carried to the store by the next step's (or the exit's) record,
+    so recording the trail adds no command to the workflow's history."""
+
+    kind: str  # branch | split | wait | send
+    step_id: str
+    outcome: str  # "case 1", "else", a variant, "event:Order Completed", "timeout", "sent"…
+    at: str  # workflow time, ISO
+    reason: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class RunUpdate:
     workflow_id: str
     entry_seq: int
     step_id: str | None = None
     status: str | None = None  # completed | exited | failed | skipped
     reason: str | None = None
+    at: str | None = None  # workflow time, ISO (None from runs started before the trail)
+    decisions: list[Decision] = field(default_factory=list)
 
 
 @dataclass
@@ -111,6 +127,7 @@ class ConversionRequest:
     workflow_id: str
     entry_seq: int
     event_id: int
+    now: str | None = None  # workflow time: the goal window is measured in journey time
 
 
 @dataclass

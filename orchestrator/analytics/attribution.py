@@ -1,0 +1,194 @@
+"""Conversions that do not need the run alive: a goal event within `goal.within` of the
+entry (or of the run's last message) converts a run, once, with the order's revenue.
+
+The router applies it to every goal event it routes; a run that sees the event itself
+(`exit_on`, a live goal) asks for the same attribution, so both paths agree:
+
+- per journey, the goal event converts the run that entered most recently before it
+  and is still in its window (and passes `goal.where`): one order, one run;
+- a run converts once (the first goal event in its window);
+- measured in journey time: the event's timestamp, or the run's clock when the run
+  itself saw the event.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from ..dsl.conditions import evaluate
+from ..dsl.durations import format_duration
+from ..dsl.models import Goal
+from ..store.context import contact_context, event_context
+from ..store.identity import aliases_of, canonical_id, load_contact
+from ..store.tables import Event, JourneyRun, JourneyVersion, Message, utcnow
+from . import trail
+from .counts import JOURNEY
+
+# Parsed goals by (journey, version, spec hash): a deployed version's spec never changes.
+_GOALS: dict[tuple[str, int, str], Goal | None] = {}
+
+
+def goals(session: Session) -> dict[tuple[str, int], Goal]:
+    """Every deployed version's goal, by (journey, version)."""
+    v = JourneyVersion
+    rows = list(session.exec(select(v.id, v.journey_id, v.version, v.spec_hash)))
+    missing = {row_id: (j, n, h) for row_id, j, n, h in rows if (j, n, h) not in _GOALS}
+    if missing:
+        specs = session.exec(select(v.id, v.spec).where(col(v.id).in_(list(missing))))
+        for row_id, spec in specs:
+            raw = (spec or {}).get("goal")
+            _GOALS[missing[row_id]] = Goal.model_validate(raw) if raw else None
+    found: dict[tuple[str, int], Goal] = {}
+    for _, journey_id, version, spec_hash in rows:
+        goal = _GOALS.get((journey_id, version, spec_hash))
+        if goal is not None:
+            found[(journey_id, version)] = goal
+    return found
+
+
+def goal_event_names(session: Session) -> frozenset[str]:
+    return frozenset(goal.event for goal in goals(session).values())
+
+
+def attribute_conversion(
+    session: Session,
+    event: Event,
+    journey_ids: set[str] | None = None,
+    at: datetime | None = None,
+    unlisted: tuple[str, Goal] | None = None,
+) -> list[JourneyRun]:
+    """Convert, per journey, the run this goal event belongs to; returns the runs converted.
+
+    `unlisted`: (journey, goal) of a hand-written Python journey, which has no deployed
+    version to read its goal from (its runs are version 0).
+    """
+    wanted = {
+        key: goal
+        for key, goal in goals(session).items()
+        if goal.event == event.name and (journey_ids is None or key[0] in journey_ids)
+    }
+    if unlisted is not None and not any(j == unlisted[0] for j, _ in wanted):
+        wanted[(unlisted[0], 0)] = unlisted[1]
+    if not wanted or event.id is None:
+        return []
+    moment = _aware(at or event.timestamp)
+    owner = canonical_id(session, event.contact_id)
+    ids = [owner, *aliases_of(session, owner)]
+    if event.contact_id not in ids:
+        ids.append(event.contact_id)
+    journeys = {journey_id for journey_id, _ in wanted}
+    query = select(JourneyRun).where(
+        col(JourneyRun.contact_id).in_(ids),
+        col(JourneyRun.journey_id).in_(journeys),
+        col(JourneyRun.converted_at).is_(None),
+        col(JourneyRun.entered_at) <= moment,
+    )
+    if all(goal.after == "entry" for goal in wanted.values()):
+        longest = max(goal.within for goal in wanted.values())
+        query = query.where(col(JourneyRun.entered_at) >= moment - timedelta(seconds=longest))
+    done = set(
+        session.exec(
+            select(JourneyRun.journey_id).where(
+                col(JourneyRun.journey_id).in_(journeys),
+                JourneyRun.conversion_event_id == event.id,
+            )
+        )
+    )
+    converted: list[JourneyRun] = []
+    for run in session.exec(
+        query.order_by(col(JourneyRun.entered_at).desc(), col(JourneyRun.id).desc())
+    ):
+        goal = wanted.get((run.journey_id, run.version))
+        if goal is None or run.journey_id in done:
+            continue
+        start = _window_start(session, run, goal)
+        if start is None or moment - start > timedelta(seconds=goal.within):
+            continue
+        if goal.where and not _holds(session, goal.where, run, event):
+            continue
+        if _convert(session, run, event, goal, moment):
+            converted.append(run)
+        done.add(run.journey_id)
+    return converted
+
+
+def revenue_of(event: Event) -> float | None:
+    props = event.properties or {}
+    revenue = props.get("revenue", props.get("total"))
+    if isinstance(revenue, bool) or not isinstance(revenue, int | float):
+        return None
+    return float(revenue)
+
+
+def _convert(session: Session, run: JourneyRun, event: Event, goal: Goal, moment: datetime) -> bool:
+    revenue = revenue_of(event)
+    try:
+        with session.begin_nested():
+            result = session.execute(
+                update(JourneyRun)
+                .where(col(JourneyRun.id) == run.id, col(JourneyRun.converted_at).is_(None))
+                .values(
+                    converted_at=moment,
+                    revenue=revenue,
+                    conversion_event_id=event.id,
+                    updated_at=utcnow(),
+                )
+            )
+    except IntegrityError:  # another process gave this order to another run meanwhile
+        return False
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    session.refresh(run)
+    order_id = (event.properties or {}).get("order_id")
+    since = "the last message" if goal.after == "last_message" else "entry"
+    counters = [(JOURNEY, "converted")]
+    counters += [
+        (step, f"split:{variant}:converted") for step, variant in trail.split_variants(session, run)
+    ]
+    trail.record(
+        session,
+        run,
+        trail.GOAL,
+        moment,
+        outcome=str(order_id) if order_id is not None else event.name,
+        reason=f"{event.name} within {format_duration(goal.within)} of {since}",
+        detail={"event_id": event.id, "order_id": order_id, "revenue": revenue},
+        counters=counters,
+        amount=revenue or 0.0,
+    )
+    return True
+
+
+def _window_start(session: Session, run: JourneyRun, goal: Goal) -> datetime | None:
+    if goal.after == "entry":
+        return _aware(run.entered_at)
+    # `queued_at` is journey time (when the message passed policy); only messages sent.
+    last = session.exec(
+        select(func.max(Message.queued_at)).where(
+            Message.contact_id == run.contact_id,
+            Message.workflow_id == run.workflow_id,
+            Message.entry_seq == run.entry_seq,
+            col(Message.sent_at).is_not(None),
+        )
+    ).first()
+    return _aware(last) if last is not None else None
+
+
+def _holds(session: Session, expression: str, run: JourneyRun, event: Event) -> bool:
+    trigger = session.get(Event, run.trigger_event_id) if run.trigger_event_id else None
+    context: dict[str, Any] = {
+        "contact": contact_context(load_contact(session, run.contact_id), session),
+        "event": event_context(event),
+        "trigger": event_context(trigger),
+        "journey": dict(run.data or {}),
+    }
+    return evaluate(expression, context)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

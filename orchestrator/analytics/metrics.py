@@ -1,0 +1,112 @@
+"""Journey numbers for Prometheus, from the same counters `journeys stats` reads.
+
+Fleet-wide and exact: the counters are written in the store by every worker, router and
+API process in the transactions that make the changes, so any API replica's `/metrics`
+shows the same totals, never one process's share, and a retried activity never
+counts twice. Labels are journeys, channels, statuses and fixed reason words; never
+contacts, steps or free text (Prometheus naming: `../shared/CONVENTIONS.md`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from sqlalchemy import func, or_
+from sqlmodel import Session, col, select
+
+from ..store.tables import JourneyCount, JourneyRun
+from .counts import JOURNEY
+from .message_counts import ENGAGEMENTS, SEND_OUTCOMES
+
+MESSAGE_STATUSES = frozenset({*SEND_OUTCOMES, *ENGAGEMENTS})
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str
+    kind: str  # counter | gauge
+    help: str
+    labels: dict[str, str]
+    value: float
+
+
+HELP = {
+    "journeys_messages_total": "Messages by journey, channel and status reached "
+    "(each message counted once per status; engagement unique per message).",
+    "journeys_sends_not_sent_total": "Sends suppressed or skipped, by reason "
+    "(consent, suppression_list, frequency_cap, deferred_too_often).",
+    "journeys_sends_deferred_total": "Sends deferred at least once, by reason "
+    "(quiet_hours, frequency_cap).",
+    "journeys_runs_entered_total": "Runs that entered the journey.",
+    "journeys_runs_refused_total": "Entries refused, by reason (re_entry, entry_if, erased).",
+    "journeys_runs_finished_total": "Runs that ended, by status (completed, exited, failed).",
+    "journeys_runs_converted_total": "Runs converted by their goal event.",
+    "journeys_revenue_attributed_total": "Revenue of the orders that converted runs, "
+    "in the orders' own currency units, as the shop reported them.",
+    "journeys_runs_active": "Runs in the journey now.",
+}
+
+
+def journey_samples(session: Session) -> Iterator[Sample]:
+    c = JourneyCount
+    rows = session.exec(
+        select(c.journey_id, c.metric, c.channel, func.sum(c.count), func.sum(c.amount))
+        .where(or_(c.step_id == JOURNEY, col(c.metric).startswith("message:")))
+        .group_by(col(c.journey_id), col(c.metric), col(c.channel))
+        .order_by(col(c.journey_id), col(c.metric), col(c.channel))
+    )
+    for journey, metric, channel, count, amount in rows:
+        sample = _sample(journey, metric, channel, int(count or 0), float(amount or 0))
+        if sample is not None:
+            yield from sample
+    active = session.exec(
+        select(JourneyRun.journey_id, func.count())
+        .where(JourneyRun.status == "active")
+        .group_by(col(JourneyRun.journey_id))
+        .order_by(col(JourneyRun.journey_id))
+    )
+    for journey, n in active:
+        yield _s("journeys_runs_active", {"journey": journey}, n, "gauge")
+
+
+def _sample(
+    journey: str, metric: str, channel: str, count: int, amount: float
+) -> list[Sample] | None:
+    j = {"journey": journey}
+    kind, _, rest = metric.partition(":")
+    if kind == "message":
+        status, _, reason = rest.partition(":")
+        if status == "deferred":
+            return [
+                _s(
+                    "journeys_sends_deferred_total",
+                    {**j, "channel": channel, "reason": reason},
+                    count,
+                )
+            ]
+        if reason and status in ("suppressed", "skipped"):
+            labels = {**j, "channel": channel, "status": status, "reason": reason}
+            return [_s("journeys_sends_not_sent_total", labels, count)]
+        if status in MESSAGE_STATUSES and not reason:
+            return [
+                _s("journeys_messages_total", {**j, "channel": channel, "status": status}, count)
+            ]
+        return None
+    match kind:
+        case "entered":
+            return [_s("journeys_runs_entered_total", j, count)]
+        case "refused":
+            return [_s("journeys_runs_refused_total", {**j, "reason": rest}, count)]
+        case "finished":
+            return [_s("journeys_runs_finished_total", {**j, "status": rest}, count)]
+        case "converted":
+            return [
+                _s("journeys_runs_converted_total", j, count),
+                _s("journeys_revenue_attributed_total", j, amount),
+            ]
+    return None
+
+
+def _s(name: str, labels: dict[str, str], value: float, kind: str = "counter") -> Sample:
+    return Sample(name, kind, HELP[name], labels, value)

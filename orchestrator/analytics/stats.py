@@ -1,0 +1,482 @@
+"""`JourneyStats`: what one journey did, step by step, message by message, variant by
+variant. The one reporting model: `journeys stats`, `GET /v1/journeys/{id}/stats`,
+`/metrics`, the dashboard and the simulator's report all read it.
+
+Numbers come from the counters kept on write (`journey_counts`, a few hundred rows per
+journey) plus one indexed count of the runs waiting now. A period (`since`, `until`,
+whole UTC days, both included) selects the runs that *entered* in it, and every number
+is about those runs: what they reached, were sent, opened, bought.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from ..dsl import models as m
+from ..store.tables import JourneyCount, JourneyRun, JourneyVersion
+from ..store.versions import get_version
+from . import significance as sig
+from .counts import JOURNEY
+from .message_counts import ENGAGEMENTS
+
+NOT_SENT = ("failed", "suppressed", "skipped")
+
+
+@dataclass
+class StepStats:
+    step_id: str
+    kind: str  # wait | wait_until | wait_for | send | branch | split | action | exit
+    depth: int  # 0 for top-level steps, 1 inside a branch, a split or a wait's outcome
+    reached: int = 0
+    waiting_now: int = 0
+    # What the step decided: `case 1`/`else`, a variant, `event:<name>`/`timeout`, a
+    # send's `sent`/`failed`/`suppressed`/`skipped`.
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class MessageStats:
+    step_id: str
+    template: str | None
+    sent: int = 0
+    delivered: int = 0
+    opened: int = 0
+    clicked: int = 0
+    bounced: int = 0
+    complained: int = 0
+    unsubscribed: int = 0
+    replied: int = 0
+    unknown: int = 0  # the worker stopped during the provider call: maybe sent
+    not_sent: dict[str, int] = field(default_factory=dict)  # failed, suppressed, skipped
+    deferred: dict[str, int] = field(default_factory=dict)  # quiet_hours, frequency_cap
+    by_channel: dict[str, int] = field(default_factory=dict)  # sent, per channel
+    rates: dict[str, float | None] = field(default_factory=dict)
+
+
+@dataclass
+class Comparison:
+    """A variant against the split's first (control) variant."""
+
+    against: str
+    rate_difference: float
+    rate_interval: tuple[float, float]
+    rate_significant: bool
+    revenue_per_entrant_difference: float
+    revenue_interval: tuple[float, float] | None
+    revenue_significant: bool
+    verdict: str
+
+
+@dataclass
+class VariantStats:
+    variant: str
+    weight: int | None
+    entrants: int
+    conversions: int
+    conversion_rate: float | None
+    revenue: float
+    revenue_per_entrant: float | None
+    comparison: Comparison | None = None
+
+
+@dataclass
+class SplitStats:
+    step_id: str
+    variants: list[VariantStats]
+    warning: str | None = None
+
+
+@dataclass
+class JourneyStats:
+    journey_id: str
+    name: str | None
+    version: int | None  # the version asked for, None = every version
+    versions: list[int]
+    since: str | None
+    until: str | None
+    entered: int = 0
+    active: int = 0
+    finished: dict[str, int] = field(default_factory=dict)  # completed, exited, failed
+    exits: dict[str, int] = field(default_factory=dict)  # why runs exited
+    refused: dict[str, int] = field(default_factory=dict)  # re_entry, entry_if, erased
+    converted: int = 0
+    conversion_rate: float | None = None
+    revenue: float = 0.0
+    revenue_per_entrant: float | None = None
+    steps: list[StepStats] = field(default_factory=list)
+    messages: list[MessageStats] = field(default_factory=list)
+    splits: list[SplitStats] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class JourneyHeadline:
+    """One journey in the list: `journeys stats` without a journey, `GET /v1/journeys`."""
+
+    journey_id: str
+    status: str  # active | retired
+    version: int
+    versions: list[int]
+    entered: int
+    active: int
+    converted: int
+    conversion_rate: float | None
+    revenue: float
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class UnknownJourney(LookupError):
+    pass
+
+
+def journey_stats(
+    session: Session,
+    journey_id: str,
+    since: date | None = None,
+    until: date | None = None,
+    version: int | None = None,
+) -> JourneyStats:
+    versions = _versions(session, journey_id)
+    if not versions:
+        raise UnknownJourney(f"no journey {journey_id!r} was ever deployed")
+    if version is not None and version not in versions:
+        raise UnknownJourney(
+            f"journey {journey_id!r} has no version {version}; it has "
+            + ", ".join(str(v) for v in versions)
+        )
+    spec_row = get_version(session, journey_id, version if version is not None else versions[-1])
+    journey = m.Journey.model_validate(spec_row.spec) if spec_row is not None else None
+    stats = JourneyStats(
+        journey_id=journey_id,
+        name=journey.name if journey else None,
+        version=version,
+        versions=versions,
+        since=since.isoformat() if since else None,
+        until=until.isoformat() if until else None,
+    )
+    counters = _counters(session, journey_id, since, until, version)
+    _journey_level(stats, counters.get(JOURNEY, {}))
+    waiting = _waiting(session, journey_id, since, until, version)
+    stats.active = sum(waiting.values())
+    stats.steps = _steps(journey, counters, waiting)
+    stats.messages = _messages(journey, counters)
+    stats.splits = _splits(journey, counters)
+    return stats
+
+
+def headlines(
+    session: Session, since: date | None = None, until: date | None = None
+) -> list[JourneyHeadline]:
+    """Every journey ever deployed, active ones first: counters and the active-runs index,
+    never a scan of the runs."""
+    v = JourneyVersion
+    by_journey: dict[str, list[Any]] = {}
+    for row in session.exec(
+        select(v.journey_id, v.version, v.active, v.retired_at).order_by(
+            col(v.journey_id), col(v.version)
+        )
+    ):
+        by_journey.setdefault(row.journey_id, []).append(row)
+    found = []
+    for journey_id, rows in by_journey.items():
+        active = [r for r in rows if r.active]
+        retired = [r for r in rows if r.retired_at is not None]
+        current = (
+            max(active, key=lambda r: r.version)
+            if active
+            else max(retired, key=lambda r: r.retired_at)
+            if retired
+            else rows[-1]
+        )
+        level = _counters(session, journey_id, since, until, None, JOURNEY).get(JOURNEY, {})
+        entered, converted = _n(level, "entered"), _n(level, "converted")
+        found.append(
+            JourneyHeadline(
+                journey_id=journey_id,
+                status="active" if active else "retired",
+                version=current.version,
+                versions=[r.version for r in rows],
+                entered=entered,
+                active=sum(_waiting(session, journey_id, since, until, None).values()),
+                converted=converted,
+                conversion_rate=_ratio(converted, entered),
+                revenue=round(_amount(level, "converted"), 2),
+            )
+        )
+    return sorted(found, key=lambda h: (h.status != "active", h.journey_id))
+
+
+# --- reading -----------------------------------------------------------------
+
+# {step: {(metric, channel): (count, amount, amount_sq)}}
+Counters = dict[str, dict[tuple[str, str], tuple[int, float, float]]]
+
+
+def _counters(
+    session: Session,
+    journey_id: str,
+    since: date | None,
+    until: date | None,
+    version: int | None,
+    step_id: str | None = None,
+) -> Counters:
+    c = JourneyCount
+    query = select(
+        c.step_id,
+        c.metric,
+        c.channel,
+        func.sum(c.count),
+        func.sum(c.amount),
+        func.sum(c.amount_sq),
+    ).where(c.journey_id == journey_id)
+    if version is not None:
+        query = query.where(c.version == version)
+    if since is not None:
+        query = query.where(col(c.day) >= since.isoformat())
+    if until is not None:
+        query = query.where(col(c.day) <= until.isoformat())
+    if step_id is not None:
+        query = query.where(c.step_id == step_id)
+    query = query.group_by(col(c.step_id), col(c.metric), col(c.channel))
+    found: Counters = {}
+    for step, metric, channel, count, amount, squares in session.exec(query):
+        found.setdefault(step, {})[(metric, channel)] = (
+            int(count or 0),
+            float(amount or 0),
+            float(squares or 0),
+        )
+    return found
+
+
+def _waiting(
+    session: Session,
+    journey_id: str,
+    since: date | None,
+    until: date | None,
+    version: int | None,
+) -> dict[str, int]:
+    """Active runs by the step they are at (from the index on journey, status, entry)."""
+    r = JourneyRun
+    query = select(r.current_step, func.count()).where(
+        r.journey_id == journey_id, r.status == "active"
+    )
+    if since is not None:
+        query = query.where(col(r.entered_at) >= datetime.combine(since, time(), UTC))
+    if until is not None:
+        end = datetime.combine(until + timedelta(days=1), time(), UTC)
+        query = query.where(col(r.entered_at) < end)
+    if version is not None:
+        query = query.where(r.version == version)
+    query = query.group_by(col(r.current_step))
+    return {step or "": int(n) for step, n in session.exec(query)}
+
+
+def _versions(session: Session, journey_id: str) -> list[int]:
+    query = select(JourneyVersion.version).where(JourneyVersion.journey_id == journey_id)
+    return sorted(session.exec(query))
+
+
+# --- shaping -----------------------------------------------------------------
+
+
+def _n(level: dict[tuple[str, str], tuple[int, float, float]], metric: str) -> int:
+    return sum(v[0] for (name, _), v in level.items() if name == metric)
+
+
+def _amount(level: dict[tuple[str, str], tuple[int, float, float]], metric: str) -> float:
+    return sum(v[1] for (name, _), v in level.items() if name == metric)
+
+
+def _with_prefix(
+    level: dict[tuple[str, str], tuple[int, float, float]], prefix: str
+) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for (name, _), (count, _, _) in level.items():
+        if name.startswith(prefix):
+            key = name[len(prefix) :]
+            found[key] = found.get(key, 0) + count
+    return found
+
+
+def _ratio(part: float, whole: float) -> float | None:
+    return round(part / whole, 6) if whole else None
+
+
+def _journey_level(
+    stats: JourneyStats, level: dict[tuple[str, str], tuple[int, float, float]]
+) -> None:
+    stats.entered = _n(level, "entered")
+    stats.finished = _with_prefix(level, "finished:")
+    stats.exits = _with_prefix(level, "exit:")
+    stats.refused = _with_prefix(level, "refused:")
+    stats.converted = _n(level, "converted")
+    stats.revenue = round(_amount(level, "converted"), 2)
+    stats.conversion_rate = _ratio(stats.converted, stats.entered)
+    per = _ratio(stats.revenue, stats.entered)
+    stats.revenue_per_entrant = round(per, 2) if per is not None else None
+
+
+def _walk(steps: list[Any], depth: int = 0) -> list[tuple[Any, int]]:
+    found: list[tuple[Any, int]] = []
+    for step in steps:
+        found.append((step, depth))
+        for attr in ("then", "on_timeout", "else_", "on_failure"):
+            found += _walk(getattr(step, attr, None) or [], depth + 1)
+        for case in getattr(step, "branch", None) or getattr(step, "split", None) or []:
+            found += _walk(case.then, depth + 1)
+    return found
+
+
+_KINDS = {
+    m.WaitStep: "wait",
+    m.WaitUntilStep: "wait_until",
+    m.WaitForStep: "wait_for",
+    m.BranchStep: "branch",
+    m.SplitStep: "split",
+    m.SendStep: "send",
+    m.ActionStep: "action",
+    m.ExitStep: "exit",
+}
+
+
+def _steps(
+    journey: m.Journey | None, counters: Counters, waiting: dict[str, int]
+) -> list[StepStats]:
+    listed = _walk(journey.steps) if journey else []
+    steps = [StepStats(str(s.id), _KINDS.get(type(s), "step"), depth) for s, depth in listed]
+    known = {s.step_id for s in steps}
+    # Steps of other versions that appear in the counters or have runs waiting.
+    for step_id in sorted((set(counters) | set(waiting)) - known - {JOURNEY}):
+        steps.append(StepStats(step_id, "step", 0))
+    for step in steps:
+        level = counters.get(step.step_id, {})
+        step.reached = _n(level, "reached")
+        step.waiting_now = waiting.get(step.step_id, 0)
+        for kind in ("branch", "split", "wait", "send"):
+            for outcome, count in _with_prefix(level, f"{kind}:").items():
+                if not outcome.endswith(":converted"):
+                    step.outcomes[outcome] = step.outcomes.get(outcome, 0) + count
+    return steps
+
+
+def _messages(journey: m.Journey | None, counters: Counters) -> list[MessageStats]:
+    templates = {
+        str(s.id): s.send.template
+        for s, _ in (_walk(journey.steps) if journey else [])
+        if isinstance(s, m.SendStep)
+    }
+    step_ids = list(templates)
+    for step_id, level in sorted(counters.items()):
+        if step_id not in templates and any(k[0].startswith("message:") for k in level):
+            step_ids.append(step_id)
+    found = []
+    for step_id in step_ids:
+        level = counters.get(step_id, {})
+        stats = MessageStats(step_id, templates.get(step_id))
+        for kind in ("sent", "unknown", *ENGAGEMENTS):
+            setattr(stats, kind, _n(level, f"message:{kind}"))
+        stats.not_sent = {k: n for k in NOT_SENT if (n := _n(level, f"message:{k}"))}
+        stats.deferred = _with_prefix(level, "message:deferred:")
+        stats.by_channel = {
+            channel: count
+            for (name, channel), (count, _, _) in sorted(level.items())
+            if name == "message:sent" and channel
+        }
+        stats.rates = {
+            "delivery": _ratio(stats.delivered, stats.sent),
+            "open": _ratio(stats.opened, stats.delivered),
+            "click": _ratio(stats.clicked, stats.delivered),
+            "click_to_open": _ratio(stats.clicked, stats.opened),
+            "bounce": _ratio(stats.bounced, stats.sent),
+            "complaint": _ratio(stats.complained, stats.delivered),
+            "unsubscribe": _ratio(stats.unsubscribed, stats.delivered),
+            "reply": _ratio(stats.replied, stats.delivered),
+        }
+        found.append(stats)
+    return found
+
+
+def _splits(journey: m.Journey | None, counters: Counters) -> list[SplitStats]:
+    splits = []
+    for step, _ in _walk(journey.steps) if journey else []:
+        if not isinstance(step, m.SplitStep):
+            continue
+        level = counters.get(str(step.id), {})
+        variants = []
+        for v in step.split:
+            entrants = _n(level, f"split:{v.variant}")
+            conversions = _n(level, f"split:{v.variant}:converted")
+            revenue = _amount(level, f"split:{v.variant}:converted")
+            per = _ratio(revenue, entrants)
+            variants.append(
+                VariantStats(
+                    variant=v.variant,
+                    weight=v.weight,
+                    entrants=entrants,
+                    conversions=conversions,
+                    conversion_rate=_ratio(conversions, entrants),
+                    revenue=round(revenue, 2),
+                    revenue_per_entrant=round(per, 2) if per is not None else None,
+                )
+            )
+        squares = {
+            v.variant: sum(
+                val[2] for (name, _), val in level.items() if name == f"split:{v.variant}:converted"
+            )
+            for v in step.split
+        }
+        control = variants[0]
+        warning = None
+        small = [v.variant for v in variants if sig.too_few(v.conversions, v.entrants)]
+        if small:
+            warning = (
+                f"too few to tell yet ({', '.join(small)}): each variant needs at least "
+                f"{sig.MIN_ENTRANTS} entrants and {sig.MIN_OUTCOMES} conversions and "
+                f"{sig.MIN_OUTCOMES} non-conversions before a difference means much"
+            )
+        for v in variants[1:]:
+            v.comparison = _compare(v, control, squares, small=bool(small))
+        splits.append(SplitStats(str(step.id), variants, warning))
+    return splits
+
+
+def _compare(
+    v: VariantStats, control: VariantStats, squares: dict[str, float], small: bool
+) -> Comparison:
+    d, interval = sig.rate_difference(
+        v.conversions, v.entrants, control.conversions, control.entrants
+    )
+    rd, rinterval = sig.mean_difference(
+        v.revenue,
+        squares[v.variant],
+        v.entrants,
+        control.revenue,
+        squares[control.variant],
+        control.entrants,
+    )
+    if small:
+        verdict = "not enough data yet"
+    elif interval.excludes_zero:
+        better, worse = (v.variant, control.variant) if d > 0 else (control.variant, v.variant)
+        verdict = f"{better} converts better than {worse}, 95 % sure"
+    else:
+        verdict = f"no clear difference between {v.variant} and {control.variant} yet"
+    return Comparison(
+        against=control.variant,
+        rate_difference=round(d, 6),
+        rate_interval=(round(interval.low, 6), round(interval.high, 6)),
+        rate_significant=interval.excludes_zero,
+        revenue_per_entrant_difference=round(rd, 2),
+        revenue_interval=(round(rinterval.low, 2), round(rinterval.high, 2)) if rinterval else None,
+        revenue_significant=bool(rinterval and rinterval.excludes_zero),
+        verdict=verdict,
+    )

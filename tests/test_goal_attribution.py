@@ -1,0 +1,187 @@
+"""Conversions that do not need the run alive, the trail's idempotency, and the goal
+mistakes `journeys validate` catches."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest_asyncio
+from harness import Bench, tiny_templates, write_journey
+from sqlalchemy import Engine
+from sqlmodel import select
+
+from orchestrator.activities.runs import RunActivities
+from orchestrator.deployment.validation import validate
+from orchestrator.rendering import Renderer
+from orchestrator.store.db import session_scope
+from orchestrator.store.tables import Contact, JourneyCount, JourneyRun, TrailEntry
+from orchestrator.workflows import types as t
+
+
+@pytest_asyncio.fixture
+async def bench(ts_env, sqlite_engine, tmp_path: Path) -> AsyncIterator[Bench]:  # type: ignore[no-untyped-def]
+    yield Bench(
+        ts_env, sqlite_engine, tmp_path / "journeys", tiny_templates(tmp_path / "t", ("hello",))
+    )
+
+
+def journey(bench: Bench, text: str) -> None:
+    spec = textwrap.dedent(text)
+    write_journey(bench.journeys_dir, spec.split("id:", 1)[1].split()[0], spec)
+    bench.deploy()
+
+
+async def test_after_last_message_counts_from_the_last_send_not_the_entry(bench: Bench) -> None:
+    journey(
+        bench,
+        """
+        id: slow
+        name: Slow nurture
+        trigger: { event: Signed Up }
+        goal: { event: Order Completed, within: 3d, after: last_message }
+        steps:
+          - wait: 5d
+          - send: { id: hi, channel: email, template: hello }
+        """,
+    )
+    async with bench.worker():
+        for user in ("early", "late"):
+            await bench.identify(user, email=f"{user}@example.com")
+            await bench.track(user, "Signed Up")
+            assert await bench.result("slow", user) == "completed"
+        sent = {m.contact_id: m.queued_at for m in bench.messages()}
+        assert all(sent.values())
+        # 7 days after entry (2 after the message): counts; 4 days after the message: not.
+        await bench.track(
+            "early", "Order Completed", at=sent["early"] + timedelta(days=2), revenue=10
+        )
+        await bench.track(
+            "late", "Order Completed", at=sent["late"] + timedelta(days=4), revenue=10
+        )
+    runs = {r.contact_id: r for r in bench.runs()}
+    assert runs["early"].revenue == 10 and runs["early"].converted_at is not None
+    assert runs["late"].converted_at is None
+
+
+async def test_one_order_converts_the_latest_run_in_its_window_and_where_applies_late(
+    bench: Bench,
+) -> None:
+    journey(
+        bench,
+        """
+        id: per_cart
+        name: Per cart
+        trigger: { event: Cart Created }
+        entry: { one_run_per: cart_id }
+        goal: { event: Order Completed, within: 10d, where: "event.properties.revenue > 0" }
+        steps:
+          - send: { id: hi, channel: email, template: hello }
+        """,
+    )
+    async with bench.worker():
+        await bench.identify("kim", email="kim@example.com")
+        await bench.track("kim", "Cart Created", cart_id="c1")
+        await bench.track("kim", "Cart Created", cart_id="c2")
+        await bench.route_all()
+        for _ in range(100):  # both runs ran their one step and ended
+            if [r.status for r in bench.runs("kim")] == ["completed", "completed"]:
+                break
+            await bench.env.sleep(timedelta(seconds=1))
+        first, second = bench.runs("kim")
+        later = max(first.entered_at, second.entered_at) + timedelta(hours=1)
+        await bench.track("kim", "Order Completed", at=later, revenue=0)  # fails `where`
+        await bench.track("kim", "Order Completed", at=later, order_id="k1", revenue=70)
+    first, second = bench.runs("kim")
+    newest, older = (second, first) if second.entered_at >= first.entered_at else (first, second)
+    assert newest.revenue == 70 and older.converted_at is None
+    with session_scope(bench.engine) as session:
+        goals = list(session.exec(select(TrailEntry).where(TrailEntry.kind == "goal")))
+    assert [(g.workflow_id, g.outcome) for g in goals] == [(newest.workflow_id, "k1")]
+
+
+def test_recording_a_step_twice_writes_one_trail_row_and_counts_once(
+    sqlite_engine: Engine,
+) -> None:
+    now = datetime(2026, 12, 1, 9, tzinfo=UTC)
+    with session_scope(sqlite_engine) as session:
+        session.add(Contact(id="ivy"))
+        session.add(
+            JourneyRun(
+                workflow_id="journey:j:ivy",
+                entry_seq=1,
+                journey_id="j",
+                version=1,
+                contact_id="ivy",
+                entered_at=now,
+            )
+        )
+    decision = t.Decision("split", "ab", "b", now.isoformat(), "weight 1 of 2")
+    update = t.RunUpdate("journey:j:ivy", 1, "next", at=now.isoformat(), decisions=[decision])
+    activities = RunActivities(sqlite_engine)
+    activities.record_step(update)
+    activities.record_step(update)  # the activity retried after its commit
+    with session_scope(sqlite_engine) as session:
+        rows = [(r.step_id, r.kind, r.outcome) for r in session.exec(select(TrailEntry))]
+        counts = {(c.step_id, c.metric): c.count for c in session.exec(select(JourneyCount))}
+    assert sorted(rows) == [("ab", "split", "b"), ("next", "step", None)]
+    assert counts == {("ab", "split:b"): 1, ("next", "reached"): 1}
+
+
+def test_validate_catches_goal_mistakes(tmp_path: Path) -> None:
+    templates = tiny_templates(tmp_path / "t", ("hello",))
+    folder = tmp_path / "journeys"
+    write_journey(
+        folder,
+        "quiet",
+        textwrap.dedent(
+            """\
+            id: quiet
+            name: Quiet
+            trigger: { event: Signed Up }
+            goal: { event: Order Completed, within: 3d, after: last_message }
+            steps:
+              - wait: 1d
+            """
+        ),
+    )
+    write_journey(
+        folder,
+        "padded",
+        textwrap.dedent(
+            """\
+            id: padded
+            name: Padded
+            trigger: { event: Signed Up }
+            goal: { event: Order Completed, within: 14d }
+            steps:
+              - send: { id: hi, channel: email, template: hello }
+              - wait: 13d
+            """
+        ),
+    )
+    result = validate([folder], Renderer(templates))
+    errors = [str(p) for p in result.problems]
+    warnings = [str(p) for p in result.warnings]
+    assert any(
+        "quiet.yaml:4:" in e
+        and "goal.after is last_message, but this journey sends no message" in e
+        for e in errors
+    ), errors
+    assert any(
+        "padded.yaml:7:" in w and "ends with `wait: 1w6d`" in w and "remove the wait" in w
+        for w in warnings
+    ), warnings
+
+
+def test_a_default_goal_keeps_the_spec_hash_journeys_were_deployed_with() -> None:
+    from orchestrator.dsl.models import Goal
+
+    default = Goal.model_validate({"event": "Order Completed", "within": "14d"})
+    assert "after" not in default.model_dump(mode="json")  # no new version on upgrade
+    later = Goal.model_validate(
+        {"event": "Order Completed", "within": "14d", "after": "last_message"}
+    )
+    assert later.model_dump(mode="json")["after"] == "last_message"
