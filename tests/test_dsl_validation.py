@@ -82,7 +82,7 @@ BROKEN = [
         steps: [exit]
         """,
         "j.yaml:4:1: unknown key 'descripton' in the journey (expected one of: id, name, "
-        "description, trigger, entry, exit_on, goal, policy, sender, steps)",
+        "description, trigger, entry, exit_on, goal, policy, sender, tracking, steps)",
     ),
     case(
         "bad-quiet-hours-and-capped-choice",

@@ -21,6 +21,7 @@ from sqlalchemy import Engine
 from orchestrator.deployment.template_checks import check_message
 from orchestrator.rendering import Renderer
 from orchestrator.rendering.samples import sample_context
+from orchestrator.services.links import MessageLinks
 from orchestrator.store.context import product
 from orchestrator.store.db import session_scope
 from orchestrator.store.recommendations import recommendations
@@ -217,7 +218,10 @@ async def test_the_cart_reminder_shows_what_buyers_of_her_cart_also_bought(
     assert email.status == "sent", email.error
     html, text = unescape(email.content["html"]), email.content["text"]
     assert "You may also like" in html and "You may also like" in text
-    assert "Linen pillow" in html and "https://shop.example/p/pillow" in html
+    # The suggestion links to its product through our click redirect.
+    pillow = email.content["links"].index("https://shop.example/p/pillow")
+    links = MessageLinks.from_settings(bench.settings)
+    assert "Linen pillow" in html and links.click_url(email.id, pillow) in html
     assert "Reading lamp" in html and "Reading lamp" in text  # viewed, not bought
     cart, suggestions = html.split("You may also like", 1)
     assert "Linen throw" in cart and "Linen throw" not in suggestions  # never suggested

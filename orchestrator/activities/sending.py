@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import object_session
 from sqlmodel import Session, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
@@ -46,7 +47,9 @@ from channels.base import Channel, OutgoingMessage, Receipt
 from channels.email import header_problem, unsafe_characters
 from channels.errors import ChannelConfigError, PermanentChannelError, TransientChannelError
 
+from ..analytics.message_counts import count_deferral, count_status
 from ..rendering import Renderer, RenderError
+from ..services.click_links import track_clicks
 from ..services.links import MessageLinks
 from ..services.policy import Cap, QuietHours, cap_release, consent_refusal, zone_of
 from ..settings import Settings
@@ -375,6 +378,7 @@ class SendActivities:
             where = _template_file(exc, self.renderer.templates_dir)
             _set(row, "failed", f"template {req.template}: {exc.what}{where}", check="render")
             return
+        rendered = track_clicks(session, rendered, row, run, self.links, self.settings)
         for dropped in rendered.dropped_links:  # data links that were not http(s)
             _check(row, "links", "dropped", str(dropped))
             activity.logger.warning("message %s: link %s", row.id, dropped)
@@ -660,6 +664,8 @@ def _set(row: Message, status: str, detail: str | None = None, check: str | None
     if status in (*NOT_SENT, "deferred", UNKNOWN):
         row.error = detail
     row.timeline = [*row.timeline, _event(status, check=check, detail=detail)]
+    if (session := object_session(row)) is not None:
+        count_status(session, row, status, check)  # type: ignore[arg-type]
     if status == "failed":
         log.warning(
             "send failed: journey %s, step %s, contact %s: %s",
@@ -681,6 +687,8 @@ def _defer(row: Message, release: datetime, detail: str, check: str = "frequency
         *row.timeline,
         _event("deferred", check=check, detail=detail, until=release.isoformat()),
     ]
+    if (session := object_session(row)) is not None:
+        count_deferral(session, row, check)  # type: ignore[arg-type]
 
 
 _UNKNOWN_DETAIL = (

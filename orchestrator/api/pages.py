@@ -15,6 +15,10 @@ preferences. No login, no JavaScript; links carry signed tokens (`orchestrator.s
   previews open every one of the eleven links before the recipient sees the email.
   Only a message that asks (its content carries this survey link) takes an answer:
   the token of any other message gets a 404 page saying it asks no question.
+- `GET /c/{token}`: a tracked link (`orchestrator.services.click_links`): records the
+  click (`Email Link Clicked`, `SMS Link Clicked`, `Push Link Clicked`) and redirects
+  to the link's URL, kept on the message row. `HEAD` (link checkers) and browser
+  prefetches are redirected too and record nothing.
 
 A token that is not ours, or whose message or contact is gone, gets the same 404
 page whatever the reason, so a guess learns nothing.
@@ -25,14 +29,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 from markupsafe import Markup, escape
 from sqlalchemy import Engine
 
-from ..feedback.recording import asks_question, record_survey_answer, survey_answer
+from ..feedback.recording import asks_question, follow_click, record_survey_answer, survey_answer
 from ..store.consent import ChannelConsent, effective_consent, set_consent
 from ..store.db import session_scope
 from ..store.identity import load_contact
@@ -399,6 +403,65 @@ def _answered(score: int, first: bool) -> HTMLResponse:
             "(<strong>{} out of 10</strong>); only the first answer counts.</p>"
         ).format(score)
     return _page("Thank you", body)
+
+
+# --- tracked links --------------------------------------------------------------------
+
+# The redirect: never cached (each click is one), and the recipient's address bar, which
+# holds our token, is not sent to the site the link leads to.
+REDIRECT_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Robots-Tag": "noindex",
+}
+# Browsers say so when they fetch a page nobody asked to see yet.
+PREFETCH_HEADERS = ("purpose", "sec-purpose", "x-purpose", "x-moz")
+URL_CHARACTERS = "".join(chr(c) for c in range(0x21, 0x7F))  # printable ASCII, no space
+
+
+@router.api_route("/c/{token}", methods=["GET", "HEAD"], response_class=HTMLResponse)
+async def follow_link(request: Request, token: str) -> Response:
+    """Record the click (a GET; a HEAD or a prefetch records nothing) and redirect."""
+    ctx = api_context(request)
+    target = ctx.links.click_target(token) if ctx.links is not None else None
+    if target is None:
+        return _not_found()
+    message_id, index = target
+    count = request.method == "GET" and not _prefetch(request)
+    click = await ctx.db(follow_click, ctx.engine, message_id, index, count)
+    location = _location(click.url) if click is not None else None
+    if click is None or location is None:
+        return _not_found()
+    if click.stored:
+        ctx.stored()
+    return Response(status_code=302, headers={"Location": location, **REDIRECT_HEADERS})
+
+
+def _prefetch(request: Request) -> bool:
+    said = " ".join(request.headers.get(name, "") for name in PREFETCH_HEADERS).lower()
+    return "prefetch" in said or "preview" in said
+
+
+def _location(url: str) -> str | None:
+    """`url` as a Location header carries it: ASCII, the host in IDNA (`xn--`), other
+    characters percent-encoded as UTF-8 (what a browser sends for the link)."""
+    if url.isascii():
+        return url
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if not netloc.isascii():
+        try:
+            host = (parts.hostname or "").encode("idna").decode("ascii")
+        except UnicodeError:
+            return None
+        netloc = host if parts.port is None else f"{host}:{parts.port}"
+
+    def encoded(text: str) -> str:
+        return quote(text, safe=URL_CHARACTERS)
+
+    return urlunsplit(
+        (parts.scheme, netloc, encoded(parts.path), encoded(parts.query), encoded(parts.fragment))
+    )
 
 
 # --- shared ---------------------------------------------------------------------------

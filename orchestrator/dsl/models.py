@@ -123,9 +123,23 @@ class Entry(Model):
 
 
 class Goal(Model):
+    """A goal event within `within` of the entry (or of the run's last message, with
+    `after: last_message`) converts the run, once, with its revenue, even after the run
+    has ended: no step needs to keep the run alive for it."""
+
     event: EventName
     within: Duration
     where: Condition | None = None
+    after: Literal["entry", "last_message"] = "entry"
+
+    @model_serializer(mode="wrap")
+    def _spec(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # `after` came later: left out of the frozen spec while it is the default, so
+        # journeys deployed before it keep their spec hash (no new version on upgrade).
+        data: dict[str, Any] = handler(self)
+        if self.after == "entry":
+            data.pop("after", None)
+        return data
 
 
 # --- steps -----------------------------------------------------------------
@@ -554,6 +568,29 @@ class Sender(Model):
     push: PushSender = PushSender()
 
 
+class Utm(Model):
+    """UTM parameters added to the links of the journey's messages: `utm_source` is
+    this; `utm_medium` the channel, `utm_campaign` the journey id, `utm_content` the
+    send step's id. A parameter a link already has is kept as it is."""
+
+    source: Annotated[
+        str,
+        _pattern_check(
+            r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}",
+            "utm source",
+            "letters, digits, _ . or -, starting with a letter or digit, like shop_emails",
+        ),
+    ]
+
+
+class Tracking(Model):
+    """Links in this journey's messages: our click redirect (`clicks`, on by default;
+    JOURNEYS_CLICK_TRACKING=false turns it off everywhere) and UTM parameters."""
+
+    clicks: Annotated[bool, Field(strict=True)] = True
+    utm: Utm | None = None
+
+
 class Journey(Model):
     """One journey file."""
 
@@ -566,7 +603,17 @@ class Journey(Model):
     goal: Goal | None = None
     policy: JourneyPolicy = JourneyPolicy()
     sender: Sender = Sender()
+    tracking: Tracking = Tracking()
     steps: Annotated[list[Step], Field(min_length=1)]
+
+    @model_serializer(mode="wrap")
+    def _spec(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # `tracking` came later: left out of the frozen spec while it is the default, so
+        # journeys deployed before it keep their spec hash (no new version on upgrade).
+        data: dict[str, Any] = handler(self)
+        if self.tracking == Tracking():
+            data.pop("tracking", None)
+        return data
 
 
 for _model in (WaitForStep, BranchCase, BranchStep, SplitVariant, SendStep, ActionStep, Journey):

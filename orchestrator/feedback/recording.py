@@ -1,5 +1,5 @@
 """Feedback into the store: provider reports (events, suppressions and consent in one
-transaction), inbound SMS, and survey answers from our own pages.
+transaction), inbound SMS, and survey answers and link clicks from our own pages.
 
 The webhook answers 2xx only after this commits, so a report is either stored with
 everything it implies or not at all (and the provider retries). Replays are found
@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -20,10 +21,13 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from ..rendering.safe_links import link_problem
+from ..services.links import TRACKED_LINKS
 from ..services.policy import normalize_address
 from ..services.privacy import is_erased
 from ..store.consent import lift_channel_opt_out
 from ..store.db import session_scope
+from ..store.identity import load_contact
 from ..store.suppressions import opt_out, suppress, unsuppress
 from ..store.tables import ORIGIN_INTERNAL, Contact, Event, Message, utcnow
 from .twilio_events import InboundSms
@@ -38,6 +42,12 @@ ANSWERABLE = ("sent", "delivered", "opened", "clicked", "replied")
 # routed (nothing to deliver), it only makes a replay of that request a no-op.
 RECEIPT = "feedback"
 SURVEY_ANSWERED = "Survey Answered"
+# What a click on a tracked link (`/c/<token>`) records, per channel of the message.
+LINK_CLICKED = {
+    "email": "Email Link Clicked",
+    "sms": "SMS Link Clicked",
+    "push": "Push Link Clicked",
+}
 NUMBER_REPLY = re.compile(r"\d{1,9}")  # a longer run of digits is no answer (a phone number?)
 
 T = TypeVar("T")
@@ -243,6 +253,71 @@ def _record_survey(
         source="survey-page",
     )
     return True, score
+
+
+@dataclass(frozen=True)
+class Click:
+    """Where a tracked link leads, and whether following it stored a click now."""
+
+    url: str
+    stored: bool
+
+
+def click_key(message_id: str, index: int, at: datetime) -> str:
+    """The dedupe key of a click: a double submit within the same second is one click."""
+    return f"click:{message_id}:{index}:{int(at.timestamp())}"
+
+
+def follow_click(engine: Engine, message_id: str, index: int, count: bool) -> Click | None:
+    """The URL of link `index` of a message, recording the click when `count` (a GET)
+    as `Email Link Clicked` / `SMS Link Clicked` / `Push Link Clicked` for its contact.
+
+    None when the message is gone, has no such link, or the link stored there is not an
+    absolute http(s) URL (checked again here: nothing else is ever redirected to). The
+    click of an erased contact's message is followed and not recorded.
+    """
+    return _with_retry(engine, lambda session: _follow(session, message_id, index, count))
+
+
+def _follow(session: Session, message_id: str, index: int, count: bool) -> Click | None:
+    message = session.get(Message, message_id)
+    links = (message.content or {}).get(TRACKED_LINKS) if message is not None else None
+    if message is None or not isinstance(links, list) or not 0 <= index < len(links):
+        return None
+    stored = links[index]
+    url = link_problem(stored)[0] if isinstance(stored, str) else None
+    if url is None:
+        return None
+    name = LINK_CLICKED.get(message.channel)
+    if not count or name is None or is_erased(message.contact_id):
+        return Click(url, stored=False)
+    if load_contact(session, message.contact_id) is None:  # erased, or never stored
+        return Click(url, stored=False)
+    now = utcnow()
+    key = click_key(message.id, index, now)
+    if _existing_keys(session, [key]):
+        return Click(url, stored=False)
+    properties = {
+        "message_id": message.id,
+        "url": url,
+        "link_index": index,
+        "channel": message.channel,
+        "source": "redirect",
+        "journey_id": message.journey_id,
+        "template": message.template,
+    }
+    _add_event(
+        session,
+        key,
+        name,
+        message.contact_id,
+        properties,
+        now,
+        now,
+        message.channel,
+        source="click-redirect",
+    )
+    return Click(url, stored=True)
 
 
 def contacts_with_phone(session: Session, phone: str) -> list[Contact]:

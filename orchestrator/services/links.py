@@ -1,9 +1,17 @@
 """Signed, opaque links a message carries: unsubscribe, preferences, view in browser,
-survey answers.
+survey answers, and the click-tracking redirect (`/c/`) its own links go through.
 
 The token names only our random message id plus an HMAC, so a link reveals
 nothing about the contact (RFC 8058 asks for opaque identifiers) and cannot be
 forged or pointed at another message. The message row leads to the contact.
+
+A click token names the message and the link's index within it (the URLs are on the
+message row, `content["links"]`), signed under its own HMAC domain: a `/u/` token is no
+`/c/` token, nor the reverse. It is kept short for SMS: the message id's 16 bytes (a
+UUID), the index's one and a 7-byte signature make 32 base64url characters, so
+`https://shop.example.com/c/<token>` is 59. Seven bytes are plenty here: a guess must be
+sent to the API to be tried, and a forged token could only lead to a link the message
+already holds.
 """
 
 from __future__ import annotations
@@ -11,7 +19,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import secrets
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +29,12 @@ from typing import Any
 from .private_files import write_private
 
 _SIG_BYTES = 16
+_CLICK_SIG_BYTES = 7
+# Links per message the redirect can name (one byte of index); more are left as they are.
+MAX_TRACKED_LINKS = 256
+# Where a message row keeps the URLs its click tokens name, in index order: `content[...]`.
+TRACKED_LINKS = "links"
+_TOKEN_CHARACTERS = re.compile(r"[A-Za-z0-9_-]{1,200}")
 
 
 def _b64(data: bytes) -> str:
@@ -63,9 +79,65 @@ class MessageLinks:
             "survey_url": f"{base}/s/{token}",
         }
 
+    # --- click tracking ------------------------------------------------------------
+
+    def click_token(self, message_id: str, index: int) -> str:
+        """The token of link `index` (0-255) of a message: 32 characters for a UUID id."""
+        if not 0 <= index < MAX_TRACKED_LINKS:
+            raise ValueError(f"link index {index} is outside 0-{MAX_TRACKED_LINKS - 1}")
+        kind, packed = _packed_id(message_id)
+        body = packed + bytes([index])
+        return _b64(body + self._click_sign(kind, body))
+
+    def click_url(self, message_id: str, index: int) -> str:
+        return f"{self.public_url.rstrip('/')}/c/{self.click_token(message_id, index)}"
+
+    def click_target(self, token: str) -> tuple[str, int] | None:
+        """(message id, link index) a click token names, or None when we did not make it."""
+        if not _TOKEN_CHARACTERS.fullmatch(token):
+            return None
+        try:
+            raw = _unb64(token)
+        except (ValueError, TypeError):
+            return None
+        if _b64(raw) != token or len(raw) < 2 + _CLICK_SIG_BYTES:
+            return None  # one spelling per token: no padding, no stray bits
+        body, sig = raw[:-_CLICK_SIG_BYTES], raw[-_CLICK_SIG_BYTES:]
+        packed, index = body[:-1], body[-1]
+        for kind in (b"u", b"t") if len(packed) == 16 else (b"t",):
+            if hmac.compare_digest(sig, self._click_sign(kind, body)):
+                message_id = str(uuid.UUID(bytes=packed)) if kind == b"u" else packed.decode()
+                return message_id, index
+        return None
+
+    def points_here(self, url: str) -> bool:
+        """Whether `url` is one of our own links (the API's public address): those are
+        never rewritten for click tracking."""
+        base = self.public_url.rstrip("/")
+        if not url.lower().startswith(base.lower()):
+            return False
+        rest = url[len(base) :]
+        return rest == "" or rest[0] in "/?#"
+
     def _sign(self, body: bytes) -> bytes:
         key = self.secret.encode()
         return hmac.new(key, b"message-link:" + body, hashlib.sha256).digest()[:_SIG_BYTES]
+
+    def _click_sign(self, kind: bytes, body: bytes) -> bytes:
+        key, domain = self.secret.encode(), b"click-link:" + kind + b":"
+        return hmac.new(key, domain + body, hashlib.sha256).digest()[:_CLICK_SIG_BYTES]
+
+
+def _packed_id(message_id: str) -> tuple[bytes, bytes]:
+    """A message id as few bytes as it takes: a UUID's 16 (kind `u`), else its text's
+    (kind `t`; the kind is signed, so the two forms never pass for each other)."""
+    try:
+        parsed = uuid.UUID(message_id)
+    except ValueError:
+        parsed = None
+    if parsed is not None and str(parsed) == message_id:
+        return b"u", parsed.bytes
+    return b"t", message_id.encode()
 
 
 def dev_secret(data_dir: Path) -> str:

@@ -27,9 +27,11 @@ The status climbs one ladder, whatever order the reports arrive in:
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from sqlalchemy import Engine
 
+from ..analytics.message_counts import count_engagement
 from .db import session_scope
 from .identity import canonical_id
 from .tables import Contact, Event, Message
@@ -42,6 +44,8 @@ ENGAGEMENT_EVENTS = {
     "Email Delivered": "delivered",
     "Email Opened": "opened",
     "Email Link Clicked": "clicked",
+    "SMS Link Clicked": "clicked",
+    "Push Link Clicked": "clicked",
     "Email Bounced": "bounced",
     "Email Blocked": "bounced",  # the receiving server refused it (reputation, policy)
     "Email Dropped": "bounced",  # SendGrid did not send it (its own suppression lists)
@@ -101,8 +105,16 @@ def record_engagement(
         if owner != canonical_id(session, event.contact_id) or session.get(Contact, owner) is None:
             log.debug("engagement event %s is not from its message's contact: ignored", event.id)
             return None
-        entry = {"status": kind, "at": event.timestamp.isoformat(), "event_id": event.id}
+        entry: dict[str, Any] = {
+            "status": kind,
+            "at": event.timestamp.isoformat(),
+            "event_id": event.id,
+        }
         if not any(e.get("event_id") == event.id for e in message.timeline):
+            if message.status in IN_FLIGHT or message.status in STATUS_RANK:  # it was sent
+                implied = count_engagement(session, message, kind)
+                if implied:
+                    entry["implies"] = implied
             message.timeline = [*message.timeline, entry]
         message.status = next_status(message.status, kind)
         return message.workflow_id, message.step_id, message.entry_seq
