@@ -28,6 +28,9 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    # `journeys worker` and `journeys router` serve /metrics on this port when set (on
+    # api_host): the journey counters, as the API's /metrics has them.
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
     write_keys: list[str] = []  # extra accepted write keys (comma-separated JSON list)
     # Calls per second per write key (a batch counts its calls); more get 429. Unset = no limit.
     ingest_rate_limit: float | None = Field(default=None, gt=0)
@@ -91,6 +94,9 @@ class Settings(BaseSettings):
     # Links in messages (unsubscribe, preferences, view in browser) point here.
     public_url: str | None = None  # default: the API address
     secret_key: str | None = None  # signs those links; `journeys dev` keeps one in data_dir
+    # Links in messages go through our redirect, `<public url>/c/<token>`, which records
+    # the click (docs/sending.md, "Click tracking"); false: links are sent as rendered.
+    click_tracking: bool = True
 
     # --- Provider feedback webhooks (orchestrator/api/webhooks.py, docs/webhooks.md) ---
     # SendGrid's Signed Event Webhook "Verification Key" (base64 DER, as SendGrid shows it).

@@ -34,7 +34,7 @@ from typing import Any
 
 import httpx
 import pytest
-from devstack import DevStack, journeys_command, subprocess_env, tail
+from devstack import DevStack, free_ports, journeys_command, subprocess_env, tail
 from fakes.smtp import SmtpInbox
 from harness import Bench, write_journey
 from sqlalchemy import Engine, func, make_url, text
@@ -45,6 +45,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
+from orchestrator.analytics.counts import Cohort, bump
 from orchestrator.api.ingest import store_call
 from orchestrator.api.segment import IdentifyCall, TrackCall
 from orchestrator.deployment.deploy import deploy
@@ -456,9 +457,19 @@ async def test_journeys_worker_says_when_it_is_ready_and_when_it_has_stopped(
         JOURNEYS_SECRET_KEY="lines",
         JOURNEYS_DATA_DIR=str(tmp_path / ".journeys"),
     )
+    env["JOURNEYS_METRICS_PORT"] = str(metrics_port := free_ports(1)[0])
+    engine = make_engine(db_url)
+    migrate(engine)
+    with session_scope(engine) as session:  # three entries, as the workers would count them
+        bump(session, Cohort("blast", 1, "2026-12-01"), "entered", count=3)
+    engine.dispose()
     worker = Process(tmp_path, journeys_command("worker"), env, "worker")
     await worker.start()
     await worker.wait_ready(": ready;")
+    async with httpx.AsyncClient() as http:  # the journey counters, as the API has them
+        scraped = (await http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
+    assert 'journeys_up{component="database"} 1' in scraped.splitlines(), scraped
+    assert 'journeys_runs_entered_total{journey="blast"} 3' in scraped.splitlines(), scraped
     code, _ = await worker.stop(signal.SIGTERM)
     lines = worker.log.read_text().splitlines()
     assert code == 0, worker.output()
@@ -470,7 +481,7 @@ async def test_journeys_worker_says_when_it_is_ready_and_when_it_has_stopped(
     assert f"Temporal {address} (namespace default);" in ready[0]
     shown = make_url(db_url).render_as_string(hide_password=True)
     assert f"database {shown};" in ready[0] and "s3cret-pw" not in worker.log.read_text()
-    assert ready[0].endswith("router on")
+    assert ready[0].endswith(f"router on; metrics :{metrics_port}/metrics")
     stopped = [line for line in lines if ": stopped in " in line]
     assert len(stopped) == 1 and stopped[0].startswith(ready[0].split(":")[0] + ":"), lines
     assert lines[-1] == stopped[0], lines  # the last thing it says

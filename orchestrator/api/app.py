@@ -3,10 +3,11 @@
 - `events`: Segment-compatible ingestion (identify, track, page, screen, group, alias, batch);
 - `devices`: push tokens of a contact;
 - `contacts`: export and erasure (admin key);
+- `reports`: journey stats and contact timelines (admin key);
 - `commerce`: coupon checks and redemption, loyalty points (write key);
 - `webhooks`: provider feedback (SendGrid, Twilio);
 - `pages`: what recipients open from a message (view in browser, unsubscribe, preferences);
-- `health`: `/health` and `/metrics`.
+- `health`: `/health` and `/metrics` (also the journey numbers, from the counters).
 
 A call is acknowledged only after it is committed; routing to Temporal happens
 afterwards, from the events table (see `processes/router.py`).
@@ -22,7 +23,7 @@ from temporalio.client import Client
 
 from ..services.links import MessageLinks
 from ..settings import Settings
-from . import commerce, contacts, devices, events, health, pages, webhooks
+from . import commerce, contacts, devices, events, health, pages, reports, webhooks
 from .context import ApiContext
 from .errors import ApiError, api_error_response
 
@@ -53,6 +54,7 @@ def create_app(
         list(python_journeys),
     )
     app.add_exception_handler(ApiError, api_error_response)
-    for module in (events, devices, contacts, commerce, webhooks, pages, health):
+    # `reports` before `contacts`: /v1/contacts/{id}/timeline is not a contact id.
+    for module in (events, devices, reports, contacts, commerce, webhooks, pages, health):
         app.include_router(module.router)
     return app

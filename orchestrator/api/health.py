@@ -19,11 +19,12 @@ import time
 from datetime import timedelta
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import Engine, text
 from temporalio.client import Client
 
+from ..analytics.metrics import Sample, journey_samples
 from ..store.backlog import (
     DRAIN_WINDOW,
     RoutedCount,
@@ -31,6 +32,7 @@ from ..store.backlog import (
     count_routed,
     routing_backlog,
 )
+from ..store.db import session_scope
 from .context import api_context
 
 router = APIRouter(tags=["operations"])
@@ -87,7 +89,59 @@ async def metrics(request: Request) -> PlainTextResponse:
                 f"Events routed per second, averaged over the last {b.window:g} s.",
                 b.drain_rate,
             )
+        await _add_journey_samples(request, ctx.engine, out)
     return PlainTextResponse(out.text(), media_type=PROMETHEUS_TEXT)
+
+
+def create_metrics_app(engine: Engine) -> FastAPI:
+    """`/metrics` alone, for `journeys worker` and `journeys router` (JOURNEYS_METRICS_PORT):
+    whether the database answers, and the journey counters."""
+    app = FastAPI(title="journeys metrics", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.engine = engine
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def worker_metrics(request: Request) -> PlainTextResponse:
+        out = Exposition()
+        database = await _check_database(engine) == "ok"
+        up = "1 when the part answers, 0 when it does not."
+        out.add("journeys_up", "gauge", up, int(database), 'component="database"')
+        if database:
+            await _add_journey_samples(request, engine, out)
+        return PlainTextResponse(out.text(), media_type=PROMETHEUS_TEXT)
+
+    return app
+
+
+async def _add_journey_samples(request: Request, engine: Engine, out: Exposition) -> None:
+    try:
+        samples = await _journey_samples(request, engine)
+    except Exception:  # the store is slow or gone: the scrape still reports the rest
+        log.warning("metrics: reading the journey counters failed", exc_info=True)
+        samples = []
+    for sample in samples:
+        labels = ",".join(f'{k}="{_label(v)}"' for k, v in sample.labels.items())
+        out.add(sample.name, sample.kind, sample.help, sample.value, labels)
+
+
+JOURNEY_METRICS_EVERY = 15.0  # seconds a scrape may reuse the last reading of the counters
+
+
+async def _journey_samples(request: Request, engine: Engine) -> list[Sample]:
+    state = request.app.state
+    cached: tuple[float, list[Sample]] | None = getattr(state, "journey_samples", None)
+    if cached is None or time.monotonic() - cached[0] > JOURNEY_METRICS_EVERY:
+
+        def read() -> list[Sample]:
+            with session_scope(engine) as session:
+                return list(journey_samples(session))
+
+        cached = state.journey_samples = (time.monotonic(), await _in_thread(read))
+    return cached[1]
+
+
+def _label(value: str) -> str:
+    """A label value as the exposition format escapes it."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 BACKLOG_HELP = "Events stored and not yet routed to Temporal."

@@ -847,3 +847,6 @@ def contacts_erase(contact_id: str, yes: bool, data_dir: Path | None) -> None:
     rows = ", ".join(f"{table} {count}" for table, count in result.erased.items())
     click.echo(f"contact {contact_id!r} erased: {result.runs_stopped} running journey(s) stopped")
     click.echo(f"rows erased or scrubbed: {rows}")
+
+
+from . import reports as _reports  # noqa: E402,F401  (registers `stats` and `explain`)

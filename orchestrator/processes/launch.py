@@ -22,7 +22,7 @@ import logging
 import secrets
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +34,7 @@ from temporalio.client import Client
 from channels.base import Channel
 
 from ..api import create_app
+from ..api.health import create_metrics_app
 from ..deployment.deploy import DeployedVersion, DeployPlan, apply_deploy, deploy, plan_deploy
 from ..rendering import Renderer
 from ..services.links import MessageLinks
@@ -60,11 +61,13 @@ class ListenError(OSError):
     """The API cannot listen where it was told to: the message says where and what to change."""
 
 
-def listen(settings: Settings) -> socket.socket:
+def listen(
+    settings: Settings, port: int | None = None, how: str = "--port or JOURNEYS_API_PORT"
+) -> socket.socket:
     """The API's socket, bound before anything else starts: a port in use is one clear
     error at once, instead of a server that half starts (uvicorn would exit from inside
     its task, leaving the rest running and deaf to Ctrl-C)."""
-    host, port = settings.api_host, settings.api_port
+    host, port = settings.api_host, port or settings.api_port
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
     try:
@@ -74,12 +77,11 @@ def listen(settings: Settings) -> socket.socket:
         reason = exc.strerror or str(exc)
         if exc.errno == errno.EADDRINUSE:
             raise ListenError(
-                f"port {port} is in use ({host}:{port}: {reason}): "
-                "choose another with --port or JOURNEYS_API_PORT"
+                f"port {port} is in use ({host}:{port}: {reason}): choose another with {how}"
             ) from None
         raise ListenError(
-            f"cannot listen on {host}:{port} ({reason}): choose another port with --port or "
-            "JOURNEYS_API_PORT, or another address with JOURNEYS_API_HOST"
+            f"cannot listen on {host}:{port} ({reason}): choose another port with {how}, "
+            "or another address with JOURNEYS_API_HOST"
         ) from None
     # Listening already: from here on no other process can take the port (a bound socket
     # that does not listen would not stop one that also sets SO_REUSEADDR).
@@ -313,7 +315,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
         client = await connect(settings)
         router = make_router(client, engine, settings) if settings.router else None
         group = build_worker(client, engine, settings)
-        async with group:
+        async with group, serve_metrics(engine, settings):
             router_task = asyncio.create_task(router.run()) if router else None
             print(worker_ready_line(client, group, versions, settings), flush=True)
             await stop.wait()
@@ -342,7 +344,37 @@ def worker_ready_line(
         f"(namespace {settings.temporal_namespace}); "
         f"database {redact_url(settings.resolved_database_url)}; "
         f"router {'on' if settings.router else 'off'}"
+        + (f"; metrics :{settings.metrics_port}/metrics" if settings.metrics_port else "")
     )
+
+
+@contextlib.asynccontextmanager
+async def serve_metrics(engine: Engine, settings: Settings) -> AsyncIterator[None]:
+    """`/metrics` on JOURNEYS_METRICS_PORT while the block runs (nothing when unset)."""
+    if not settings.metrics_port:
+        yield
+        return
+    server = _Server(
+        uvicorn.Config(
+            create_metrics_app(engine),
+            host=settings.api_host,
+            port=settings.metrics_port,
+            log_level="warning",
+            lifespan="off",
+        )
+    )
+    sock = listen(settings, settings.metrics_port, "JOURNEYS_METRICS_PORT")
+    task = asyncio.create_task(serve_api(server, sock))
+    try:
+        while not server.started and not task.done():
+            await asyncio.sleep(0.05)
+        if task.done():
+            task.result()  # why it could not start
+        yield
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(ListenError):
+            await task
 
 
 async def run_router(settings: Settings, stop: asyncio.Event | None = None) -> None:
@@ -364,13 +396,14 @@ async def run_router(settings: Settings, stop: asyncio.Event | None = None) -> N
             f"(namespace {settings.temporal_namespace}, task queue {settings.task_queue})",
             flush=True,
         )
-        task = asyncio.create_task(router.run())
-        stopped = asyncio.create_task(stop.wait())
-        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        stopped.cancel()
-        if task.done():
-            task.result()  # raises why the router ended
-        await stop_router(router, task)
+        async with serve_metrics(engine, settings):
+            task = asyncio.create_task(router.run())
+            stopped = asyncio.create_task(stop.wait())
+            await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            if task.done():
+                task.result()  # raises why the router ended
+            await stop_router(router, task)
     finally:
         engine.dispose()
 
