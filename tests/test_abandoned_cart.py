@@ -8,6 +8,8 @@ from datetime import timedelta
 import pytest_asyncio
 from harness import Bench, save_histories, shipped_journeys
 
+from orchestrator.services.links import MessageLinks
+
 
 @pytest_asyncio.fixture
 async def bench(ts_env, sqlite_engine, request, tmp_path) -> AsyncIterator[Bench]:  # type: ignore[no-untyped-def]
@@ -75,8 +77,58 @@ async def test_not_bought_not_opened_gets_email_then_push_two_days_later(
         "title": "Your cart is waiting",
         "body": "Green bag is still in your cart. Tap to finish your order.",
         "image": "https://www.example.com/static/email/fernwood-logo.png",  # no product image
-        "link": "https://www.example.com",  # the storefront sent no cart_url
+        # A tap goes through our click redirect (link 0 of the message), which leads to...
+        "link": MessageLinks.from_settings(bench.settings).click_url(push.id, 0),
+        "links": ["https://www.example.com"],  # ...the shop: the storefront sent no cart_url
     }
     assert "--- push to tok-1" in bench.console.getvalue()
     [run] = bench.runs("cy")
-    assert (run.status, run.current_step) == ("completed", "attribution_window")
+    assert (run.status, run.current_step) == ("completed", "reminder_push")
+
+
+async def test_an_order_after_the_run_ended_converts_it_once_and_the_next_cart_enters_again(
+    bench: Bench, ts_env
+) -> None:
+    async with bench.worker():
+        await bench.identify("dee", email="dee@example.com", first_name="Dee")
+        await bench.track("dee", "Product Added", name="Scarf", price=30)
+        await ts_env.sleep(timedelta(hours=25))
+        [email] = bench.messages("dee")
+        await bench.track("dee", "Email Opened", message_id=email.id)
+        assert await bench.result("abandoned_cart", "dee") == "completed"  # no padding wait
+        [run] = bench.runs("dee")
+        assert run.converted_at is None
+        # Days after the run ended, within the goal's 14 days: it converts, once.
+        await bench.track(
+            "dee",
+            "Order Completed",
+            at=run.entered_at + timedelta(days=5),
+            order_id="d1",
+            revenue=30.0,
+        )
+        await bench.track(
+            "dee",
+            "Order Completed",
+            at=run.entered_at + timedelta(days=6),
+            order_id="d2",
+            revenue=99.0,
+        )
+        [run] = bench.runs("dee")
+        assert (run.status, run.revenue) == ("completed", 30.0)
+        # A week on, a new cart starts a new run (re_entry: after 7d), nothing holds it.
+        await ts_env.sleep(timedelta(days=7))
+        await bench.track("dee", "Product Added", name="Gloves", price=25)
+        await ts_env.sleep(timedelta(hours=1))
+        first, second = bench.runs("dee")
+        assert (second.entry_seq, second.status) == (2, "active")
+        # An order 15 days after the first entry is the second run's, not the first's.
+        await bench.track(
+            "dee",
+            "Order Completed",
+            at=run.entered_at + timedelta(days=15),
+            order_id="d3",
+            revenue=25.0,
+        )
+        first, second = bench.runs("dee")
+        assert (first.revenue, second.revenue) == (30.0, 25.0)
+        assert await bench.result("abandoned_cart", "dee") == "exited"

@@ -35,6 +35,7 @@ from .event_properties import (
     check_template_properties,
     trigger_properties,
 )
+from .goal_checks import check_goals
 from .template_checks import check_journey_templates, check_unsent_messages
 from .tracking_plan import load_tracking_plan, tracking_plan_files
 
@@ -121,6 +122,7 @@ def validate(
     result.events.tracked = tracked_events(journeys)
     problems += check_event_names(journeys, result.segment_files, result.events)
     problems += check_condition_properties(journeys, result.events)
+    problems += check_goals(journeys)
     problems += check_template_properties(journeys, renderer, result.events)
     everything = [*problems, *result.problems]
     result.problems = [p for p in everything if not p.is_warning]
