@@ -42,7 +42,9 @@ TOUR = "A five-minute tour"
 TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(\.\d+)?([+-]\d{2}:\d{2}|Z)?")
 FAILURE = re.compile(r"^error: |\d+ problem\(s\) found")
 # Listings a reader may run again; everything else changes something and runs once.
-READ_ONLY = re.compile(r"^(\.venv/bin/journeys (runs|keys list)\b|curl (?!.*(\s-d\s|--data|-X)))")
+READ_ONLY = re.compile(
+    r"^(\.venv/bin/journeys (runs|keys list|stats|explain)\b|curl (?!.*(\s-d\s|--data|-X)))"
+)
 
 
 # --- reading the README --------------------------------------------------------------
