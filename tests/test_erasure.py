@@ -56,6 +56,7 @@ from orchestrator.store.tables import (
     Contact,
     Coupon,
     Event,
+    JourneyCount,
     JourneyRun,
     JourneyVersion,
     Message,
@@ -421,6 +422,9 @@ async def test_erasure_leaves_no_canary_in_any_table_and_keeps_honouring_suppres
     }
     assert (again.status_code, again.json()["found"]) == (200, False)  # idempotent
     assert export.status_code == 404
+    with session_scope(engine) as session:  # the journey's numbers: one run ended, erased
+        counted = {c.metric: c.count for c in session.exec(select(JourneyCount))}
+    assert counted == {"finished:exited": 1, "exit:erased": 1}
 
     dump = dump_tables(engine)
     assert leaks(dump) == []

@@ -57,6 +57,7 @@ from temporalio.api.history.v1 import WorkflowExecutionStartedEventAttributes
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+from ..analytics.counts import Cohort, bump
 from ..dsl.models import IDENTIFY, Journey
 from ..store.db import session_scope
 from ..store.identity import aliases_of, canonical_id
@@ -553,6 +554,9 @@ def _erase(session: Session, plan: ErasurePlan) -> dict[str, int]:
     for run in runs:
         if run.status == "active":
             run.status, run.exit_reason, run.exited_at = "exited", ERASED, now
+            cohort = Cohort.of(run)  # the journey's numbers: the run ended, erased
+            bump(session, cohort, "finished:exited")
+            bump(session, cohort, f"exit:{ERASED}")
         run.contact_id = tombs.of(run.contact_id)
         run.workflow_id = _tombstoned(run.workflow_id, run.journey_id, tombs)
         run.data = {}
