@@ -97,6 +97,11 @@ class Settings(BaseSettings):
     # Links in messages go through our redirect, `<public url>/c/<token>`, which records
     # the click (docs/sending.md, "Click tracking"); false: links are sent as rendered.
     click_tracking: bool = True
+    # Hosts whose links are tracked (a host and its subdomains, e.g. ["shop.example"]);
+    # links elsewhere are sent as rendered, so a link a storefront event put in a message
+    # (a `cart_url`, a product `url`: public write key) never hides a foreign host behind
+    # ours. Empty: every host (development). Set it in production.
+    click_tracking_domains: list[str] = []
 
     # --- Provider feedback webhooks (orchestrator/api/webhooks.py, docs/webhooks.md) ---
     # SendGrid's Signed Event Webhook "Verification Key" (base64 DER, as SendGrid shows it).

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -34,7 +34,7 @@ from orchestrator.feedback.own_events import INTERNAL_ONLY
 from orchestrator.feedback.recording import click_key
 from orchestrator.rendering import Renderer
 from orchestrator.rendering.sms import sms_length
-from orchestrator.services.click_links import LinkRewriter, with_utm
+from orchestrator.services.click_links import LinkRewriter, host_allowed, with_utm
 from orchestrator.services.links import MessageLinks
 from orchestrator.services.privacy import erase_contact
 from orchestrator.settings import Settings
@@ -354,6 +354,24 @@ def test_the_setting_turns_click_tracking_off_everywhere(store: Store) -> None:
     assert "links" not in row.content
 
 
+def test_only_links_to_the_shops_domains_are_tracked_when_it_names_them(store: Store) -> None:
+    """A link a storefront event put in the message (public write key) to another host
+    is sent as it is: our redirect never hides a foreign host behind the shop's domain."""
+    store.deploy()
+    for user, domains, tracked in (("ann", ["example.com"], True), ("bob", ["shop.ex"], False)):
+        settings = Settings(
+            marketing_cap="none", message_cap="none", click_tracking_domains=domains
+        )
+        row = store.prepare(user, "sms", settings=settings)
+        assert ("links" in row.content) is tracked, (domains, row.content)
+        assert (CART in row.content["body"]) is not tracked
+    assert host_allowed("https://www.example.com/x", ["example.com"])
+    assert host_allowed("https://EXAMPLE.com./x", ["example.com"])
+    assert not host_allowed("https://evil-example.com/x", ["example.com"])
+    assert not host_allowed("https://example.com.evil.net/x", ["example.com"])
+    assert host_allowed("https://anything.net/", [])
+
+
 def test_hand_written_journeys_get_the_defaults(store: Store) -> None:
     row = store.prepare("ann", "sms", version=0)  # a Python journey: no deployed version
     assert row.content["links"] == [CART]
@@ -467,13 +485,17 @@ async def test_a_click_is_recorded_once_and_redirects(engine: Engine, person: Re
     with mock.patch("orchestrator.feedback.recording.utcnow", return_value=now):
         page = await person.click(LINKS.click_url(message_id, 1))
         again = await person.click(LINKS.click_url(message_id, 1))  # a double submit
+    later = now + timedelta(minutes=50)  # a loop on the link within the hour: one event
+    with mock.patch("orchestrator.feedback.recording.utcnow", return_value=later):
+        for _ in range(3):
+            await person.click(LINKS.click_url(message_id, 1))
     assert (page.status_code, page.headers["location"]) == (302, target)
     assert page.headers["cache-control"] == "no-store"
     assert page.headers["referrer-policy"] == "no-referrer"
     assert (again.status_code, again.headers["location"]) == (302, target)
     [event] = clicks(engine)
     assert (event.name, event.contact_id, event.origin) == ("Email Link Clicked", "ann", "internal")
-    assert event.message_id == click_key(message_id, 1, now) == f"click:{message_id}:1:1903867200"
+    assert event.message_id == click_key(message_id, 1, now) == f"click:{message_id}:1:528852"
     assert event.properties == {
         "message_id": message_id,
         "url": target,

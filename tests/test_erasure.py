@@ -152,12 +152,13 @@ def plant(engine: Engine, user: str, email: str, phone: str, name: str) -> None:
         # The run's trail: its rows name the contact (ids, key) and the order it converted.
         at = datetime(2026, 6, 1, 10, tzinfo=UTC)
         trail.record(session, run, trail.ENTERED, at, outcome="entry 1")
+        trail.record(session, run, trail.SEND, at, "offer", "failed", f"rejected: {email} refused")
         trail.record(
             session,
             run,
             trail.GOAL,
             at,
-            outcome="o1",
+            outcome=f"o1-{name}",
             detail={"event_id": 1, "order_id": f"o1 for {email}", "revenue": 10.0},
         )
         session.add(
@@ -413,7 +414,7 @@ async def test_erasure_leaves_no_canary_in_any_table_and_keeps_honouring_suppres
         "events": 2,
         "messages": 1,
         "journey_runs": 1,
-        "run_trail": 2,
+        "run_trail": 3,
         "suppressions": 2,
         "orders": 1,
         "loyalty_entries": 0,

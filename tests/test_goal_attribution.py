@@ -185,3 +185,76 @@ def test_a_default_goal_keeps_the_spec_hash_journeys_were_deployed_with() -> Non
         {"event": "Order Completed", "within": "14d", "after": "last_message"}
     )
     assert later.model_dump(mode="json")["after"] == "last_message"
+
+
+# --- what converts nothing: the write key that sends orders is public ------------------
+
+
+def goal_store(engine: Engine) -> None:
+    """A deployed journey with a 14-day goal, and runs that entered ten days ago."""
+    from orchestrator.store.versions import deploy_journey
+
+    spec = {
+        "id": "shop",
+        "name": "Shop",
+        "trigger": {"event": "Cart Created"},
+        "goal": {"event": "Order Completed", "within": 14 * 86400},
+        "steps": [{"wait": 60, "id": "steps.0"}],
+    }
+    with session_scope(engine) as session:
+        deploy_journey(session, "shop", spec, "hash-1", None)
+        for user, key in (("gus", ""), ("hal", ""), ("ida", ":c1"), ("ida", ":c2")):
+            session.add(Contact(id=user)) if key != ":c2" else None
+            session.add(
+                JourneyRun(
+                    workflow_id=f"journey:shop:{user}{key}",
+                    entry_seq=1,
+                    journey_id="shop",
+                    version=1,
+                    contact_id=user,
+                    entered_at=datetime.now(UTC) - timedelta(days=10, minutes=int(key == ":c2")),
+                    status="completed",
+                )
+            )
+
+
+def order(engine: Engine, user: str, at: datetime, **props: object) -> list[JourneyRun]:
+    from orchestrator.analytics.attribution import attribute_conversion
+    from orchestrator.api.ingest import store_call
+    from orchestrator.api.segment import TrackCall
+
+    message_id = f"m-{user}-{at.timestamp()}-{hash(str(props.get('revenue')))}"
+    call = {"userId": user, "event": "Order Completed", "properties": props}
+    store_call(
+        engine,
+        TrackCall.model_validate({**call, "messageId": message_id, "timestamp": at.isoformat()}),
+    )
+    with session_scope(engine) as session:
+        from orchestrator.store.tables import Event
+
+        event = session.exec(select(Event).where(Event.message_id == message_id)).one()
+        return [r.contact_id for r in attribute_conversion(session, event)]  # type: ignore[misc]
+
+
+def test_late_resent_and_absurd_orders_convert_nothing_or_carry_no_revenue(
+    sqlite_engine: Engine,
+) -> None:
+    goal_store(sqlite_engine)
+    now = datetime.now(UTC)
+    # Reported three days after it happened (inside the window then): backdated, no credit.
+    assert order(sqlite_engine, "gus", now - timedelta(days=3), order_id="g1", revenue=5) == []
+    assert order(sqlite_engine, "gus", now - timedelta(hours=1), order_id="g2", revenue=5) == [
+        "gus"
+    ]
+    # A revenue no shop has: the run converts, without it (and routing goes on).
+    assert order(sqlite_engine, "hal", now, order_id="h1", revenue=10**400) == ["hal"]
+    # One order re-sent: the first report converts one of Ida's two runs, the copy nothing.
+    assert order(sqlite_engine, "ida", now, order_id="i1", revenue=70) == ["ida"]
+    assert order(sqlite_engine, "ida", now, order_id="i1", revenue=70.0) == []
+    with session_scope(sqlite_engine) as session:
+        runs = {r.workflow_id: r for r in session.exec(select(JourneyRun))}
+    assert runs["journey:shop:gus"].revenue == 5
+    assert runs["journey:shop:hal"].converted_at is not None
+    assert runs["journey:shop:hal"].revenue is None
+    ida = [runs["journey:shop:ida:c1"], runs["journey:shop:ida:c2"]]
+    assert sorted(r.revenue or 0 for r in ida) == [0, 70]

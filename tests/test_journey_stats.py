@@ -250,7 +250,9 @@ async def test_the_api_and_metrics_show_the_same_numbers(bench: Bench) -> None:
         assert bad.status_code == 400 and "YYYY-MM-DD" in bad.text
         missing = await http.get("/v1/journeys/nope/stats", auth=auth)
         assert missing.status_code == 404 and "nope" in missing.text
-        text = (await http.get("/metrics")).text
+        public = (await http.get("/metrics")).text  # the API's port is public
+        assert "journeys_up" in public and "journeys_runs_entered_total" not in public
+        text = (await http.get("/metrics", auth=auth)).text
     for line in (
         'journeys_runs_entered_total{journey="promo"} 8',
         'journeys_runs_converted_total{journey="promo"} 4',

@@ -549,12 +549,15 @@ class SendActivities:
             row = session.get(Message, message_id, with_for_update=True)
             assert row is not None
             row.provider_message_id = receipt.provider_message_id[:255]
+            first = row.sent_at is None
             row.sent_at = row.sent_at or utcnow()
             # A webhook may already have said more; `unknown`: a retry gave up on this call
             # while it was still running (start-to-close timeout), and now we know.
             if row.status in ("queued", "sending", UNKNOWN):
                 row.error = None
                 _set(row, "sent", receipt.status if receipt.status != "sent" else None)
+            elif first:  # a delivery report came first: still sent, and counted so
+                count_status(session, row, "sent")
             if receipt.dead_devices:
                 _forget_devices(session, row.contact_id, receipt.dead_devices)
             return _result(row)

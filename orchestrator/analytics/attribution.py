@@ -13,6 +13,7 @@ The router applies it to every goal event it routes; a run that sees the event i
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,9 +26,16 @@ from ..dsl.durations import format_duration
 from ..dsl.models import Goal
 from ..store.context import contact_context, event_context
 from ..store.identity import aliases_of, canonical_id, load_contact
-from ..store.tables import Event, JourneyRun, JourneyVersion, Message, utcnow
+from ..store.orders import order_id_of
+from ..store.tables import Event, JourneyRun, JourneyVersion, Message, Order, utcnow
 from . import trail
 from .counts import JOURNEY
+
+# The largest revenue one conversion may carry; more is a mistake or an attack.
+MAX_REVENUE = 1e12
+# A goal event reported this long after its timestamp converts nothing.
+LATE = timedelta(days=1)
+ORDER_COMPLETED = "Order Completed"
 
 # Parsed goals by (journey, version, spec hash): a deployed version's spec never changes.
 _GOALS: dict[tuple[str, int, str], Goal | None] = {}
@@ -74,7 +82,7 @@ def attribute_conversion(
     }
     if unlisted is not None and not any(j == unlisted[0] for j, _ in wanted):
         wanted[(unlisted[0], 0)] = unlisted[1]
-    if not wanted or event.id is None:
+    if not wanted or event.id is None or not _credible(session, event):
         return []
     moment = _aware(at or event.timestamp)
     owner = canonical_id(session, event.contact_id)
@@ -118,11 +126,32 @@ def attribute_conversion(
 
 
 def revenue_of(event: Event) -> float | None:
+    """The event's `revenue` (else `total`) when it is a sane amount: finite, not negative,
+    below `MAX_REVENUE` (a client's 1e400 must neither crash routing nor poison sums)."""
     props = event.properties or {}
     revenue = props.get("revenue", props.get("total"))
     if isinstance(revenue, bool) or not isinstance(revenue, int | float):
         return None
-    return float(revenue)
+    try:
+        amount = float(revenue)
+    except OverflowError:
+        return None
+    return amount if math.isfinite(amount) and 0 <= amount <= MAX_REVENUE else None
+
+
+def _credible(session: Session, event: Event) -> bool:
+    """Whether a goal event may convert anything. Not a report more than `LATE` after the
+    fact (its timestamp is the client's: a backdated order must not reach into a closed
+    window), nor an `Order Completed` for an order reported before (the shop re-sent it)
+    or first reported by another contact (the write key is public)."""
+    received, happened = _aware(event.received_at), _aware(event.timestamp)
+    if received - happened > LATE:
+        return False
+    if event.name != ORDER_COMPLETED:
+        return True
+    order_id = order_id_of(event.properties or {}) or f"event:{event.id}"
+    first = session.exec(select(Order.event_id).where(Order.order_id == order_id)).first()
+    return first is None or first == event.id
 
 
 def _convert(session: Session, run: JourneyRun, event: Event, goal: Goal, moment: datetime) -> bool:

@@ -33,7 +33,8 @@ from ..store.backlog import (
     routing_backlog,
 )
 from ..store.db import session_scope
-from .context import api_context
+from .context import api_context, authenticate
+from .errors import ApiError
 
 router = APIRouter(tags=["operations"])
 log = logging.getLogger(__name__)
@@ -89,8 +90,22 @@ async def metrics(request: Request) -> PlainTextResponse:
                 f"Events routed per second, averaged over the last {b.window:g} s.",
                 b.drain_rate,
             )
-        await _add_journey_samples(request, ctx.engine, out)
+        # Conversions and revenue are the shop's business: only for an admin key here (this
+        # port is public: recipients' links land on it); JOURNEYS_METRICS_PORT serves them
+        # to an internal scraper without one.
+        if await _is_admin(request):
+            await _add_journey_samples(request, ctx.engine, out)
     return PlainTextResponse(out.text(), media_type=PROMETHEUS_TEXT)
+
+
+async def _is_admin(request: Request) -> bool:
+    if "authorization" not in request.headers:
+        return False
+    try:
+        await authenticate(request, api_context(request), kind="admin")
+    except ApiError:
+        return False
+    return True
 
 
 def create_metrics_app(engine: Engine) -> FastAPI:
@@ -128,15 +143,19 @@ JOURNEY_METRICS_EVERY = 15.0  # seconds a scrape may reuse the last reading of t
 
 async def _journey_samples(request: Request, engine: Engine) -> list[Sample]:
     state = request.app.state
-    cached: tuple[float, list[Sample]] | None = getattr(state, "journey_samples", None)
-    if cached is None or time.monotonic() - cached[0] > JOURNEY_METRICS_EVERY:
+    lock = getattr(state, "journey_samples_lock", None)
+    if lock is None:
+        lock = state.journey_samples_lock = asyncio.Lock()
+    async with lock:  # one reading at a time: concurrent scrapes wait for it, not repeat it
+        cached: tuple[float, list[Sample]] | None = getattr(state, "journey_samples", None)
+        if cached is None or time.monotonic() - cached[0] > JOURNEY_METRICS_EVERY:
 
-        def read() -> list[Sample]:
-            with session_scope(engine) as session:
-                return list(journey_samples(session))
+            def read() -> list[Sample]:
+                with session_scope(engine) as session:
+                    return list(journey_samples(session))
 
-        cached = state.journey_samples = (time.monotonic(), await _in_thread(read))
-    return cached[1]
+            cached = state.journey_samples = (time.monotonic(), await _in_thread(read))
+        return cached[1]
 
 
 def _label(value: str) -> str:

@@ -263,9 +263,15 @@ class Click:
     stored: bool
 
 
+# Clicks on one link of one message within this many seconds are one click (one event):
+# reports count unique clicks anyway, and an unauthenticated link must not let a loop
+# store an event (and route a signal) per request.
+CLICK_WINDOW = 3600
+
+
 def click_key(message_id: str, index: int, at: datetime) -> str:
-    """The dedupe key of a click: a double submit within the same second is one click."""
-    return f"click:{message_id}:{index}:{int(at.timestamp())}"
+    """The dedupe key of a click: one per link of a message per `CLICK_WINDOW`."""
+    return f"click:{message_id}:{index}:{int(at.timestamp()) // CLICK_WINDOW}"
 
 
 def follow_click(engine: Engine, message_id: str, index: int, count: bool) -> Click | None:

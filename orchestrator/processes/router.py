@@ -35,7 +35,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Select, or_, text, update
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import aliased
 from sqlmodel import col, select
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
@@ -334,9 +334,18 @@ class Router:
             await asyncio.to_thread(self._attribute, event)
 
     def _attribute(self, event: Event) -> None:
-        """Goal events convert runs whether or not they are still running."""
-        with session_scope(self.engine) as session:
-            attribute_conversion(session, event)
+        """Goal events convert runs whether or not they are still running.
+
+        A failure is logged, not raised: an event that cannot be attributed must not hold
+        back the contact's later events (a database outage fails routing itself anyway).
+        """
+        try:
+            with session_scope(self.engine) as session:
+                attribute_conversion(session, event)
+        except OperationalError:
+            raise  # the database is down or busy: retry the event with the others
+        except Exception:
+            log.exception("event %s: attributing the conversion failed; routed anyway", event.id)
 
     async def _aliases(self, event: Event, known: Sequence[str] | None) -> Sequence[str]:
         """Runs started under an id later merged into this contact (an anonymousId) keep that

@@ -36,7 +36,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import parse_qsl, quote
+from urllib.parse import parse_qsl, quote, urlsplit
 
 from pydantic import ValidationError
 from sqlmodel import Session, select
@@ -67,6 +67,7 @@ class LinkRewriter:
     decorate: Callable[[str], str] = lambda url: url  # adds UTM parameters
     redirect: Callable[[int], str] | None = None  # link index -> our redirect; None: no clicks
     own: Callable[[str], bool] = lambda url: False  # our own links, left as they are
+    trackable: Callable[[str], bool] = lambda url: True  # hosts our redirect may lead to
     links: list[str] = field(default_factory=list)
     _indexes: dict[str, int] = field(default_factory=dict)
 
@@ -89,7 +90,7 @@ class LinkRewriter:
         if target is None or self.own(target):
             return None  # not an absolute http(s) URL, or one of our own links
         target = self.decorate(target)
-        if self.redirect is None:
+        if self.redirect is None or not self.trackable(target):
             return target
         index = self._indexes.get(target)
         if index is None:
@@ -127,6 +128,17 @@ class LinkRewriter:
         if replacement is None:
             return match.group()
         return replacement + match.group()[len(url) :]
+
+
+def host_allowed(url: str, domains: list[str]) -> bool:
+    """Whether our redirect may lead to `url`: its host is one of `domains` or under one
+    (any host when `domains` is empty)."""
+    if not domains:
+        return True
+    host = (urlsplit(url).hostname or "").rstrip(".").lower()
+    return any(
+        host == d or host.endswith("." + d) for d in (d.strip(".").lower() for d in domains) if d
+    )
 
 
 def _without_trailing_punctuation(url: str) -> str:
@@ -218,6 +230,7 @@ def track_clicks(
         decorate=lambda url: with_utm(url, utm),
         redirect=(lambda index: links.click_url(message.id, index)) if clicks else None,
         own=links.points_here,
+        trackable=lambda url: host_allowed(url, settings.click_tracking_domains),
     )
     parts = rewriter.parts(channel, rendered.parts)
     if rewriter.links:

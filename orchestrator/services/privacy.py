@@ -649,6 +649,10 @@ def _scrub_trail(entry: TrailEntry, tombs: Tombstones) -> None:
     entry.contact_id = tombs.of(entry.contact_id)
     revenue = (entry.detail or {}).get("revenue")
     entry.detail = {"revenue": revenue} if revenue is not None else {}
+    if entry.kind == "send":  # a provider's or renderer's words may quote the person
+        entry.reason = None
+    if entry.kind == "goal":  # the order id
+        entry.outcome = None
 
 
 def _tombstoned(wid: str, journey_id: str, tombs: Tombstones) -> str:

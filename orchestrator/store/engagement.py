@@ -71,6 +71,9 @@ STATUS_RANK = {
 # proves the provider had it. A pending or deferred message has not been sent at all,
 # so a report about it changes nothing.
 IN_FLIGHT = frozenset({"queued", "sending", "unknown"})
+# Reports of one kind a message's timeline keeps (the first ones): a message clicked a
+# thousand times must not grow a row that every later report rewrites.
+TIMELINE_REPEATS = 20
 TIMELINE_ONLY = frozenset({"complained", "unsubscribed"})
 
 
@@ -110,7 +113,10 @@ def record_engagement(
             "at": event.timestamp.isoformat(),
             "event_id": event.id,
         }
-        if not any(e.get("event_id") == event.id for e in message.timeline):
+        same_kind = sum(1 for e in message.timeline if e.get("status") == kind)
+        if same_kind < TIMELINE_REPEATS and not any(
+            e.get("event_id") == event.id for e in message.timeline
+        ):
             if message.status in IN_FLIGHT or message.status in STATUS_RANK:  # it was sent
                 implied = count_engagement(session, message, kind)
                 if implied:
