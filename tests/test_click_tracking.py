@@ -597,6 +597,22 @@ async def test_non_ascii_links_are_sent_encoded(engine: Engine, person: Recipien
     )
 
 
+async def test_hosts_map_as_browsers_map_them_or_are_not_redirected_to(
+    engine: Engine, person: Recipient
+) -> None:
+    links = [
+        "https://faß.de/",  # UTS 46: xn--fa-hia.de (IDNA 2003 would make it fass.de)
+        "https://evil.example\uff3c.shop.example/",  # a full-width backslash: not a host
+        "https://a\u3000b.example/",  # an ideographic space
+    ]
+    message_id = add_message(engine, "ann", links)
+    page = await person.click(LINKS.click_url(message_id, 0))
+    assert page.headers["location"] == "https://xn--fa-hia.de/"
+    for index in (1, 2):
+        page = await person.click(LINKS.click_url(message_id, index))
+        assert page.status_code == 404 and "location" not in page.headers
+
+
 async def test_an_erased_contacts_click_records_nothing(engine: Engine, person: Recipient) -> None:
     # A message kept under a tombstone whose links are still there: the recipient gets
     # where the link leads; nothing about them is stored.

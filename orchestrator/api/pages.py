@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
 
+import idna
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from markupsafe import Markup, escape
@@ -442,6 +443,11 @@ def _prefetch(request: Request) -> bool:
     return "prefetch" in said or "preview" in said
 
 
+_DNS_NAME = re.compile(
+    r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*\.?"
+)
+
+
 def _location(url: str) -> str | None:
     """`url` as a Location header carries it: ASCII, the host in IDNA (`xn--`), other
     characters percent-encoded as UTF-8 (what a browser sends for the link)."""
@@ -450,9 +456,15 @@ def _location(url: str) -> str | None:
     parts = urlsplit(url)
     netloc = parts.netloc
     if not netloc.isascii():
+        # UTS 46 non-transitional, as browsers map hosts: Python's own "idna" codec is
+        # IDNA 2003, which turns faß.de into fass.de (another domain). A host that does not
+        # map, or maps to anything but a DNS name (a full-width backslash becomes `\`,
+        # which a browser reads as the end of the host), is not redirected to.
         try:
-            host = (parts.hostname or "").encode("idna").decode("ascii")
-        except UnicodeError:
+            host = idna.encode(parts.hostname or "", uts46=True, transitional=False).decode()
+        except (idna.IDNAError, UnicodeError, ValueError):
+            return None
+        if not _DNS_NAME.fullmatch(host):
             return None
         netloc = host if parts.port is None else f"{host}:{parts.port}"
 
