@@ -203,7 +203,9 @@ def goal_store(engine: Engine) -> None:
     }
     with session_scope(engine) as session:
         deploy_journey(session, "shop", spec, "hash-1", None)
-        for user, key in (("gus", ""), ("hal", ""), ("ida", ":c1"), ("ida", ":c2")):
+        runs = [("gus", "", 10), ("hal", "", 10), ("ida", ":c1", 10), ("ida", ":c2", 10)]
+        runs += [("kay", "", 1 / 24), ("lou", "", 10)]
+        for user, key, days in runs:
             session.add(Contact(id=user)) if key != ":c2" else None
             session.add(
                 JourneyRun(
@@ -212,13 +214,17 @@ def goal_store(engine: Engine) -> None:
                     journey_id="shop",
                     version=1,
                     contact_id=user,
-                    entered_at=datetime.now(UTC) - timedelta(days=10, minutes=int(key == ":c2")),
-                    status="completed",
+                    entered_at=datetime.now(UTC) - timedelta(days=days, minutes=int(key == ":c2")),
+                    status="completed" if user not in ("kay", "lou") else "active",
                 )
             )
 
 
-def order(engine: Engine, user: str, at: datetime, **props: object) -> list[JourneyRun]:
+def order(
+    engine: Engine, user: str, at: datetime, seen: datetime | None = None, **props: object
+) -> list[JourneyRun]:
+    """Store an order stamped `at`; attribute it as the router does, or (`seen`) as a
+    live run that saw it at `seen` by its own clock does."""
     from orchestrator.analytics.attribution import attribute_conversion
     from orchestrator.api.ingest import store_call
     from orchestrator.api.segment import TrackCall
@@ -233,7 +239,8 @@ def order(engine: Engine, user: str, at: datetime, **props: object) -> list[Jour
         from orchestrator.store.tables import Event
 
         event = session.exec(select(Event).where(Event.message_id == message_id)).one()
-        return [r.contact_id for r in attribute_conversion(session, event)]  # type: ignore[misc]
+        found = attribute_conversion(session, event, at=seen)
+        return [r.contact_id for r in found]  # type: ignore[misc]
 
 
 def test_late_resent_and_absurd_orders_convert_nothing_or_carry_no_revenue(
@@ -251,6 +258,11 @@ def test_late_resent_and_absurd_orders_convert_nothing_or_carry_no_revenue(
     # One order re-sent: the first report converts one of Ida's two runs, the copy nothing.
     assert order(sqlite_engine, "ida", now, order_id="i1", revenue=70) == ["ida"]
     assert order(sqlite_engine, "ida", now, order_id="i1", revenue=70.0) == []
+    # Seen by a live run just now, but stamped before the run began (2 h late): not its
+    # doing. Stamped five days ahead: outside the window, whoever's clock saw it.
+    assert order(sqlite_engine, "kay", now - timedelta(hours=2), now, revenue=9) == []
+    assert order(sqlite_engine, "lou", now + timedelta(days=5), now, revenue=9) == []
+    assert order(sqlite_engine, "lou", now, now, order_id="l2", revenue=8) == ["lou"]
     with session_scope(sqlite_engine) as session:
         runs = {r.workflow_id: r for r in session.exec(select(JourneyRun))}
     assert runs["journey:shop:gus"].revenue == 5

@@ -8,7 +8,8 @@ The router applies it to every goal event it routes; a run that sees the event i
   and is still in its window (and passes `goal.where`): one order, one run;
 - a run converts once (the first goal event in its window);
 - measured in journey time: the event's timestamp, or the run's clock when the run
-  itself saw the event.
+  itself saw the event; an event stamped before the run began (beyond a clock skew)
+  converts nothing, whoever sees it.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ MAX_REVENUE = 1e12
 # A goal event reported this long after its timestamp converts nothing.
 LATE = timedelta(days=1)
 ORDER_COMPLETED = "Order Completed"
+# How far a client's clock may be behind ours when it stamps an event.
+CLOCK_SKEW = timedelta(minutes=5)
 
 # Parsed goals by (journey, version, spec hash): a deployed version's spec never changes.
 _GOALS: dict[tuple[str, int, str], Goal | None] = {}
@@ -84,7 +87,8 @@ def attribute_conversion(
         wanted[(unlisted[0], 0)] = unlisted[1]
     if not wanted or event.id is None or not _credible(session, event):
         return []
-    moment = _aware(at or event.timestamp)
+    # The run's clock when it saw the event, unless the event says it happened later.
+    moment = max(_aware(at), _aware(event.timestamp)) if at else _aware(event.timestamp)
     owner = canonical_id(session, event.contact_id)
     ids = [owner, *aliases_of(session, owner)]
     if event.contact_id not in ids:
@@ -114,6 +118,8 @@ def attribute_conversion(
         goal = wanted.get((run.journey_id, run.version))
         if goal is None or run.journey_id in done:
             continue
+        if _aware(event.timestamp) < _aware(run.entered_at) - CLOCK_SKEW:
+            continue  # it happened before the run began: a late report, not this run's doing
         start = _window_start(session, run, goal)
         if start is None or moment - start > timedelta(seconds=goal.within):
             continue
