@@ -262,7 +262,9 @@ def test_late_resent_and_absurd_orders_convert_nothing_or_carry_no_revenue(
     # doing. Stamped five days ahead: outside the window, whoever's clock saw it.
     assert order(sqlite_engine, "kay", now - timedelta(hours=2), now, revenue=9) == []
     assert order(sqlite_engine, "lou", now + timedelta(days=5), now, revenue=9) == []
-    assert order(sqlite_engine, "lou", now, now, order_id="l2", revenue=8) == ["lou"]
+    assert order(sqlite_engine, "lou", now, now, order_id="l2", revenue="8", currency="usd") == [
+        "lou"
+    ]
     with session_scope(sqlite_engine) as session:
         runs = {r.workflow_id: r for r in session.exec(select(JourneyRun))}
     assert runs["journey:shop:gus"].revenue == 5
@@ -270,3 +272,10 @@ def test_late_resent_and_absurd_orders_convert_nothing_or_carry_no_revenue(
     assert runs["journey:shop:hal"].revenue is None
     ida = [runs["journey:shop:ida:c1"], runs["journey:shop:ida:c2"]]
     assert sorted(r.revenue or 0 for r in ida) == [0, 70]
+    assert runs["journey:shop:lou"].revenue == 8  # sent as text, read as the orders table does
+    from orchestrator.analytics.stats import journey_stats
+
+    with session_scope(sqlite_engine) as session:
+        stats = journey_stats(session, "shop")
+    # Amounts in different currencies are kept apart: 5 + 70 named none, 8 were dollars.
+    assert (stats.converted, stats.revenue_by_currency) == (4, {"": 75.0, "USD": 8.0})

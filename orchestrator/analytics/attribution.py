@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from sqlalchemy import func, update
@@ -135,14 +136,22 @@ def revenue_of(event: Event) -> float | None:
     """The event's `revenue` (else `total`) when it is a sane amount: finite, not negative,
     below `MAX_REVENUE` (a client's 1e400 must neither crash routing nor poison sums)."""
     props = event.properties or {}
-    revenue = props.get("revenue", props.get("total"))
-    if isinstance(revenue, bool) or not isinstance(revenue, int | float):
+    revenue = props.get("revenue")
+    if revenue is None or revenue == "":
+        revenue = props.get("total")
+    if isinstance(revenue, bool) or not isinstance(revenue, int | float | str):
         return None
-    try:
-        amount = float(revenue)
-    except OverflowError:
+    try:  # shops send "80" and "80.50" too, as the orders table reads them
+        amount = float(Decimal(str(revenue).strip()))
+    except (InvalidOperation, ValueError, OverflowError):
         return None
     return amount if math.isfinite(amount) and 0 <= amount <= MAX_REVENUE else None
+
+
+def currency_of(event: Event) -> str:
+    """The order's currency as sent (`USD`), "" when it names none or not as text."""
+    currency = (event.properties or {}).get("currency")
+    return currency.strip().upper()[:8] if isinstance(currency, str) else ""
 
 
 def _credible(session: Session, event: Event) -> bool:
@@ -181,7 +190,7 @@ def _convert(session: Session, run: JourneyRun, event: Event, goal: Goal, moment
     session.refresh(run)
     order_id = (event.properties or {}).get("order_id")
     since = "the last message" if goal.after == "last_message" else "entry"
-    counters = [(JOURNEY, "converted")]
+    counters = [(JOURNEY, "converted"), (JOURNEY, f"converted:currency:{currency_of(event)}")]
     counters += [
         (step, f"split:{variant}:converted") for step, variant in trail.split_variants(session, run)
     ]
@@ -192,7 +201,12 @@ def _convert(session: Session, run: JourneyRun, event: Event, goal: Goal, moment
         moment,
         outcome=str(order_id) if order_id is not None else event.name,
         reason=f"{event.name} within {format_duration(goal.within)} of {since}",
-        detail={"event_id": event.id, "order_id": order_id, "revenue": revenue},
+        detail={
+            "event_id": event.id,
+            "order_id": order_id,
+            "revenue": revenue,
+            "currency": currency_of(event) or None,
+        },
         counters=counters,
         amount=revenue or 0.0,
     )

@@ -42,8 +42,8 @@ HELP = {
     "journeys_runs_refused_total": "Entries refused, by reason (re_entry, entry_if, erased).",
     "journeys_runs_finished_total": "Runs that ended, by status (completed, exited, failed).",
     "journeys_runs_converted_total": "Runs converted by their goal event.",
-    "journeys_revenue_attributed_total": "Revenue of the orders that converted runs, "
-    "in the orders' own currency units, as the shop reported them.",
+    "journeys_revenue_attributed_total": "Revenue of the orders that converted runs, by the "
+    "currency the orders named (empty: none named).",
     "journeys_runs_active": "Runs in the journey now.",
 }
 
@@ -66,8 +66,10 @@ def journey_samples(session: Session) -> Iterator[Sample]:
         .group_by(col(JourneyRun.journey_id))
         .order_by(col(JourneyRun.journey_id))
     )
-    for journey, n in active:
-        yield _s("journeys_runs_active", {"journey": journey}, n, "gauge")
+    running = dict(active.all())
+    known = session.exec(select(JourneyCount.journey_id).distinct()).all()
+    for journey in sorted({*known, *running}):  # 0 too: a gauge that vanishes goes stale
+        yield _s("journeys_runs_active", {"journey": journey}, running.get(journey, 0), "gauge")
 
 
 def _sample(
@@ -100,11 +102,11 @@ def _sample(
             return [_s("journeys_runs_refused_total", {**j, "reason": rest}, count)]
         case "finished":
             return [_s("journeys_runs_finished_total", {**j, "status": rest}, count)]
-        case "converted":
-            return [
-                _s("journeys_runs_converted_total", j, count),
-                _s("journeys_revenue_attributed_total", j, amount),
-            ]
+        case "converted" if not rest:
+            return [_s("journeys_runs_converted_total", j, count)]
+        case "converted":  # converted:currency:<code>, "" when the orders named none
+            currency = rest.removeprefix("currency:")
+            return [_s("journeys_revenue_attributed_total", {**j, "currency": currency}, amount)]
     return None
 
 

@@ -11,13 +11,14 @@ is about those runs: what they reached, were sent, opened, bought.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time
 from typing import Any
 
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from ..dsl import models as m
+from ..dsl.durations import format_duration
 from ..store.tables import JourneyCount, JourneyRun, JourneyVersion
 from ..store.versions import get_version
 from . import significance as sig
@@ -32,6 +33,7 @@ class StepStats:
     step_id: str
     kind: str  # wait | wait_until | wait_for | send | branch | split | action | exit
     depth: int  # 0 for top-level steps, 1 inside a branch, a split or a wait's outcome
+    label: str = ""  # what the step does, in words: "send cart_reminder by email"
     reached: int = 0
     waiting_now: int = 0
     # What the step decided: `case 1`/`else`, a variant, `event:<name>`/`timeout`, a
@@ -53,6 +55,8 @@ class MessageStats:
     replied: int = 0
     unknown: int = 0  # the worker stopped during the provider call: maybe sent
     not_sent: dict[str, int] = field(default_factory=dict)  # failed, suppressed, skipped
+    # why, where the reason is a fixed word: "suppressed: consent", "skipped: frequency_cap"
+    not_sent_reasons: dict[str, int] = field(default_factory=dict)
     deferred: dict[str, int] = field(default_factory=dict)  # quiet_hours, frequency_cap
     by_channel: dict[str, int] = field(default_factory=dict)  # sent, per channel
     rates: dict[str, float | None] = field(default_factory=dict)
@@ -89,6 +93,7 @@ class SplitStats:
     step_id: str
     variants: list[VariantStats]
     warning: str | None = None
+    versions: list[int] = field(default_factory=list)  # the versions its entrants ran
 
 
 @dataclass
@@ -104,10 +109,14 @@ class JourneyStats:
     finished: dict[str, int] = field(default_factory=dict)  # completed, exited, failed
     exits: dict[str, int] = field(default_factory=dict)  # why runs exited
     refused: dict[str, int] = field(default_factory=dict)  # re_entry, entry_if, erased
+    goal: str | None = None  # the goal event; None: the journey has no goal to convert
     converted: int = 0
     conversion_rate: float | None = None
-    revenue: float = 0.0
+    revenue: float | None = 0.0
     revenue_per_entrant: float | None = None
+    # Revenue by the currency the orders named ("" when they named none): amounts in
+    # different currencies are not added up by anyone who reads this.
+    revenue_by_currency: dict[str, float] = field(default_factory=dict)
     steps: list[StepStats] = field(default_factory=list)
     messages: list[MessageStats] = field(default_factory=list)
     splits: list[SplitStats] = field(default_factory=list)
@@ -121,6 +130,8 @@ class JourneyHeadline:
     """One journey in the list: `journeys stats` without a journey, `GET /v1/journeys`."""
 
     journey_id: str
+    name: str | None
+    goal: str | None
     status: str  # active | retired
     version: int
     versions: list[int]
@@ -128,7 +139,7 @@ class JourneyHeadline:
     active: int
     converted: int
     conversion_rate: float | None
-    revenue: float
+    revenue: float | None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -164,12 +175,23 @@ def journey_stats(
         until=until.isoformat() if until else None,
     )
     counters = _counters(session, journey_id, since, until, version)
+    stats.goal = journey.goal.event if journey and journey.goal else None
     _journey_level(stats, counters.get(JOURNEY, {}))
     waiting = _waiting(session, journey_id, since, until, version)
     stats.active = sum(waiting.values())
     stats.steps = _steps(journey, counters, waiting)
     stats.messages = _messages(journey, counters)
     stats.splits = _splits(journey, counters)
+    if version is None:
+        for split in stats.splits:
+            split.versions = _split_versions(session, journey_id, split.step_id, since, until)
+            if len(split.versions) > 1:
+                pooled = ", ".join(str(n) for n in split.versions)
+                note = (
+                    f"pools versions {pooled}, whose weights or steps may differ: compare "
+                    "within one (--version N)"
+                )
+                split.warning = f"{split.warning}; {note}" if split.warning else note
     return stats
 
 
@@ -181,7 +203,7 @@ def headlines(
     v = JourneyVersion
     by_journey: dict[str, list[Any]] = {}
     for row in session.exec(
-        select(v.journey_id, v.version, v.active, v.retired_at).order_by(
+        select(v.id, v.journey_id, v.version, v.active, v.retired_at).order_by(
             col(v.journey_id), col(v.version)
         )
     ):
@@ -199,17 +221,21 @@ def headlines(
         )
         level = _counters(session, journey_id, since, until, None, JOURNEY).get(JOURNEY, {})
         entered, converted = _n(level, "entered"), _n(level, "converted")
+        spec = session.exec(select(v.spec).where(v.id == current.id)).one()
+        goal = (spec.get("goal") or {}).get("event")
         found.append(
             JourneyHeadline(
                 journey_id=journey_id,
+                name=spec.get("name"),
+                goal=goal,
                 status="active" if active else "retired",
                 version=current.version,
                 versions=[r.version for r in rows],
                 entered=entered,
                 active=sum(_waiting(session, journey_id, since, until, None).values()),
                 converted=converted,
-                conversion_rate=_ratio(converted, entered),
-                revenue=round(_amount(level, "converted"), 2),
+                conversion_rate=_ratio(converted, entered) if goal or converted else None,
+                revenue=round(_amount(level, "converted"), 2) if goal or converted else None,
             )
         )
     return sorted(found, key=lambda h: (h.status != "active", h.journey_id))
@@ -272,12 +298,30 @@ def _waiting(
     if since is not None:
         query = query.where(col(r.entered_at) >= datetime.combine(since, time(), UTC))
     if until is not None:
-        end = datetime.combine(until + timedelta(days=1), time(), UTC)
-        query = query.where(col(r.entered_at) < end)
+        query = query.where(col(r.entered_at) <= datetime.combine(until, time.max, UTC))
     if version is not None:
         query = query.where(r.version == version)
     query = query.group_by(col(r.current_step))
     return {step or "": int(n) for step, n in session.exec(query)}
+
+
+def _split_versions(
+    session: Session, journey_id: str, step_id: str, since: date | None, until: date | None
+) -> list[int]:
+    """The versions whose runs went through a split (from its counters)."""
+    c = JourneyCount
+    query = select(c.version).where(
+        c.journey_id == journey_id, c.step_id == step_id, col(c.metric).startswith("split:")
+    )
+    if since is not None:
+        query = query.where(col(c.day) >= since.isoformat())
+    if until is not None:
+        query = query.where(col(c.day) <= until.isoformat())
+    return sorted(set(session.exec(query.distinct())))
+
+
+def journey_exists(session: Session, journey_id: str) -> bool:
+    return bool(_versions(session, journey_id))
 
 
 def _versions(session: Session, journey_id: str) -> list[int]:
@@ -307,6 +351,17 @@ def _with_prefix(
     return found
 
 
+def _amounts_with_prefix(
+    level: dict[tuple[str, str], tuple[int, float, float]], prefix: str
+) -> dict[str, float]:
+    found: dict[str, float] = {}
+    for (name, _), (_, amount, _) in level.items():
+        if name.startswith(prefix):
+            key = name[len(prefix) :]
+            found[key] = found.get(key, 0.0) + amount
+    return found
+
+
 def _ratio(part: float, whole: float) -> float | None:
     return round(part / whole, 6) if whole else None
 
@@ -319,10 +374,17 @@ def _journey_level(
     stats.exits = _with_prefix(level, "exit:")
     stats.refused = _with_prefix(level, "refused:")
     stats.converted = _n(level, "converted")
+    if stats.goal is None and not stats.converted:  # nothing to convert: not a 0 % journey
+        stats.revenue = None
+        return
     stats.revenue = round(_amount(level, "converted"), 2)
     stats.conversion_rate = _ratio(stats.converted, stats.entered)
     per = _ratio(stats.revenue, stats.entered)
     stats.revenue_per_entrant = round(per, 2) if per is not None else None
+    stats.revenue_by_currency = {
+        currency: round(amount, 2)
+        for currency, amount in sorted(_amounts_with_prefix(level, "converted:currency:").items())
+    }
 
 
 def _walk(steps: list[Any], depth: int = 0) -> list[tuple[Any, int]]:
@@ -348,15 +410,46 @@ _KINDS = {
 }
 
 
+def describe(step: Any) -> str:
+    """What a step does, in the words of its YAML: "send cart_reminder by email"."""
+    match step:
+        case m.WaitStep():
+            return f"wait {format_duration(step.wait)}"
+        case m.WaitUntilStep():
+            days = f" on {', '.join(step.wait_until.weekdays)}" if step.wait_until.weekdays else ""
+            return f"wait until {step.wait_until.time}{days}"
+        case m.WaitForStep():
+            spec, up_to = step.wait_for, format_duration(step.wait_for.timeout)
+            if spec.message is not None:
+                return f"wait up to {up_to} for message {spec.message} to be {spec.engagement}"
+            return f"wait up to {up_to} for {' or '.join(spec.events)}"
+        case m.BranchStep():
+            cases = len(step.branch)
+            return f"branch: {cases} case{'s' if cases > 1 else ''}, else"
+        case m.SplitStep():
+            return "split: " + ", ".join(f"{v.variant} {v.weight}" for v in step.split)
+        case m.SendStep():
+            channel = step.send.channel
+            by = " or ".join(channel) if isinstance(channel, list) else channel
+            return f"send {step.send.template} by {by}"
+        case m.ActionStep():
+            return str(getattr(step.action, "type", "action")).replace("_", " ")
+        case m.ExitStep():
+            return "exit"
+    return ""
+
+
 def _steps(
     journey: m.Journey | None, counters: Counters, waiting: dict[str, int]
 ) -> list[StepStats]:
     listed = _walk(journey.steps) if journey else []
-    steps = [StepStats(str(s.id), _KINDS.get(type(s), "step"), depth) for s, depth in listed]
+    steps = [
+        StepStats(str(s.id), _KINDS.get(type(s), "step"), depth, describe(s)) for s, depth in listed
+    ]
     known = {s.step_id for s in steps}
     # Steps of other versions that appear in the counters or have runs waiting.
     for step_id in sorted((set(counters) | set(waiting)) - known - {JOURNEY}):
-        steps.append(StepStats(step_id, "step", 0))
+        steps.append(StepStats(step_id, "step", 0, "a step of another version"))
     for step in steps:
         level = counters.get(step.step_id, {})
         step.reached = _n(level, "reached")
@@ -385,21 +478,29 @@ def _messages(journey: m.Journey | None, counters: Counters) -> list[MessageStat
         for kind in ("sent", "unknown", *ENGAGEMENTS):
             setattr(stats, kind, _n(level, f"message:{kind}"))
         stats.not_sent = {k: n for k in NOT_SENT if (n := _n(level, f"message:{k}"))}
+        stats.not_sent_reasons = {
+            f"{k}: {why}": n
+            for k in ("suppressed", "skipped")
+            for why, n in sorted(_with_prefix(level, f"message:{k}:").items())
+        }
         stats.deferred = _with_prefix(level, "message:deferred:")
         stats.by_channel = {
             channel: count
             for (name, channel), (count, _, _) in sorted(level.items())
             if name == "message:sent" and channel
         }
+        # Engagement over the messages not known to have bounced: channels that never
+        # report a delivery (SMTP, push, the console) would make "of delivered" 100 %.
+        reached = stats.sent - stats.bounced
         stats.rates = {
             "delivery": _ratio(stats.delivered, stats.sent),
-            "open": _ratio(stats.opened, stats.delivered),
-            "click": _ratio(stats.clicked, stats.delivered),
+            "open": _ratio(stats.opened, reached),
+            "click": _ratio(stats.clicked, reached),
             "click_to_open": _ratio(stats.clicked, stats.opened),
             "bounce": _ratio(stats.bounced, stats.sent),
-            "complaint": _ratio(stats.complained, stats.delivered),
-            "unsubscribe": _ratio(stats.unsubscribed, stats.delivered),
-            "reply": _ratio(stats.replied, stats.delivered),
+            "complaint": _ratio(stats.complained, reached),
+            "unsubscribe": _ratio(stats.unsubscribed, reached),
+            "reply": _ratio(stats.replied, reached),
         }
         found.append(stats)
     return found
@@ -463,13 +564,20 @@ def _compare(
         squares[control.variant],
         control.entrants,
     )
+    revenue_clear = bool(rinterval and rinterval.excludes_zero)
     if small:
         verdict = "not enough data yet"
-    elif interval.excludes_zero:
-        better, worse = (v.variant, control.variant) if d > 0 else (control.variant, v.variant)
-        verdict = f"{better} converts better than {worse}, 95 % sure"
     else:
-        verdict = f"no clear difference between {v.variant} and {control.variant} yet"
+        if interval.excludes_zero:
+            better, worse = (v.variant, control.variant) if d > 0 else (control.variant, v.variant)
+            verdict = f"{better} converts better than {worse}, 95 % sure"
+        else:
+            verdict = (
+                f"no clear difference in conversion between {v.variant} and {control.variant} yet"
+            )
+        if revenue_clear:
+            more = v.variant if rd > 0 else control.variant
+            verdict += f"; {more} brings more revenue per entrant, 95 % sure"
     return Comparison(
         against=control.variant,
         rate_difference=round(d, 6),
@@ -477,6 +585,6 @@ def _compare(
         rate_significant=interval.excludes_zero,
         revenue_per_entrant_difference=round(rd, 2),
         revenue_interval=(round(rinterval.low, 2), round(rinterval.high, 2)) if rinterval else None,
-        revenue_significant=bool(rinterval and rinterval.excludes_zero),
+        revenue_significant=revenue_clear,
         verdict=verdict,
     )

@@ -30,6 +30,9 @@ from ..store.tables import Contact, Coupon, Event, LoyaltyEntry, Message, TrailE
 from .trail import trail_of
 
 DEFAULT_EVENTS = 200  # the newest events told; journeys and messages are always all told
+MAX_EVENTS = 5000
+# A message's statuses on its way out, told only when they carry a reason.
+QUIET_STATUSES = frozenset({"pending", "queued", "sending"})
 
 
 @dataclass
@@ -108,11 +111,8 @@ def _events(session: Session, ids: list[str], limit: int, out: list[Moment]) -> 
     for e in rows:
         name = e.name if e.type == "track" else e.type
         props = e.properties or {}
-        bits = [
-            f"{k}={props[k]}"
-            for k in ("order_id", "revenue", "product_id", "cart_id")
-            if k in props
-        ]
+        keys = ("order_id", "revenue", "currency", "product_id", "cart_id", "url")
+        bits = [f"{k}={props[k]}" for k in keys if k in props]
         out.append(
             Moment(
                 _iso(e.timestamp),
@@ -167,6 +167,10 @@ def _message_moments(message: Message) -> list[Moment]:
     for e in message.timeline or []:
         status = e.get("status", "")
         check, result, why = e.get("check"), e.get("result"), e.get("detail")
+        if result == "pass" and check != "channel":
+            continue  # a check that let the message through: the story is what stopped it
+        if result is None and status in QUIET_STATUSES and not why:
+            continue  # the pipeline's own steps
         if result == "pass" and check == "channel":
             text = f"{name}: channel {why}"
         elif result is not None:

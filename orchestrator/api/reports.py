@@ -9,20 +9,21 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from typing import Any
 
 from fastapi import APIRouter, Request
 
-from ..analytics.stats import UnknownJourney, headlines, journey_stats
-from ..analytics.story import DEFAULT_EVENTS, contact_story
+from ..analytics.stats import UnknownJourney, headlines, journey_exists, journey_stats
+from ..analytics.story import DEFAULT_EVENTS, MAX_EVENTS, contact_story
 from ..store.db import session_scope
 from .context import api_context, authenticate
 from .devices import check_contact_id
 from .errors import ApiError
 
 router = APIRouter(tags=["reports"])
-MAX_EVENTS = 5000
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 @router.get("/v1/journeys")
@@ -46,15 +47,16 @@ async def stats(
     journey_id: str,
     since: str | None = None,
     until: str | None = None,
-    version: int | None = None,
+    version: str | None = None,
 ) -> dict[str, Any]:
     ctx = api_context(request)
     await authenticate(request, ctx, kind="admin")
     first, last = _period(since, until)
+    number = _number(version, "version", 1, 10**9) if version is not None else None
 
     def read() -> dict[str, Any]:
         with session_scope(ctx.engine) as session:
-            return journey_stats(session, journey_id, first, last, version).to_json()
+            return journey_stats(session, journey_id, first, last, number).to_json()
 
     try:
         return {"success": True, "stats": await ctx.db(read)}
@@ -67,17 +69,18 @@ async def timeline(
     request: Request,
     contact_id: str,
     journey: str | None = None,
-    events: int = DEFAULT_EVENTS,
+    events: str | None = None,
 ) -> dict[str, Any]:
     ctx = api_context(request)
     await authenticate(request, ctx, kind="admin")
     check_contact_id(contact_id)
-    if not 0 <= events <= MAX_EVENTS:
-        raise ApiError(400, f"events must be between 0 and {MAX_EVENTS}", "events")
+    count = _number(events, "events", 0, MAX_EVENTS) if events is not None else DEFAULT_EVENTS
 
     def read() -> dict[str, Any] | None:
         with session_scope(ctx.engine) as session:
-            story = contact_story(session, contact_id, journey, events)
+            if journey is not None and not journey_exists(session, journey):
+                raise ApiError(404, f"no journey {journey!r} was ever deployed", "journey")
+            story = contact_story(session, contact_id, journey, count)
         return story.to_json() if story.exists or story.moments else None
 
     found = await ctx.db(read)
@@ -97,6 +100,14 @@ def _day(text: str | None, name: str) -> date | None:
     if text is None:
         return None
     try:
+        if not _DAY.fullmatch(text):
+            raise ValueError(text)
         return date.fromisoformat(text)
     except ValueError:
         raise ApiError(400, f"{name} must be a day as YYYY-MM-DD, not {text!r}", name) from None
+
+
+def _number(text: str, name: str, low: int, high: int) -> int:
+    if not text.isascii() or not text.isdigit() or not low <= int(text) <= high:
+        raise ApiError(400, f"{name} must be a whole number from {low} to {high}", name)
+    return int(text)

@@ -17,9 +17,10 @@ from ..analytics.stats import (
     JourneyStats,
     UnknownJourney,
     headlines,
+    journey_exists,
     journey_stats,
 )
-from ..analytics.story import DEFAULT_EVENTS, contact_story
+from ..analytics.story import DEFAULT_EVENTS, MAX_EVENTS, contact_story
 from ..store.db import session_scope
 from .main import _existing_store, _fail, _settings, data_dir_option, main
 from .tables import printable, render_table
@@ -81,7 +82,7 @@ def stats(
 @click.option("--journey", help="Only this journey's part of the story.")
 @click.option(
     "--events",
-    type=click.IntRange(min=0),
+    type=click.IntRange(min=0, max=MAX_EVENTS),
     default=DEFAULT_EVENTS,
     show_default=True,
     help="How many of the newest events to tell.",
@@ -97,6 +98,8 @@ def explain(
     engine = _existing_store(_settings(data_dir=data_dir))
     try:
         with session_scope(engine) as session:
+            if journey is not None and not journey_exists(session, journey):
+                _fail(f"no journey {journey!r} was ever deployed (see `journeys list`)")
             story = contact_story(session, contact, journey, events)
     finally:
         engine.dispose()
@@ -134,7 +137,16 @@ def _counts(values: dict[str, int]) -> str:
 def render_headlines(rows: list[JourneyHeadline]) -> str:
     if not rows:
         return "no journey deployed yet (journeys deploy)"
-    header = ("journey", "status", "version", "entered", "active", "converted", "rate", "revenue")
+    header = (
+        "journey",
+        "status",
+        "version",
+        "entered",
+        "in it now",
+        "converted",
+        "conversion",
+        "revenue",
+    )
     return render_table(
         header,
         [
@@ -144,7 +156,7 @@ def render_headlines(rows: list[JourneyHeadline]) -> str:
                 r.version,
                 r.entered,
                 r.active,
-                r.converted,
+                r.converted if r.goal or r.converted else "no goal",
                 _pct(r.conversion_rate),
                 _money(r.revenue),
             )
@@ -156,21 +168,26 @@ def render_headlines(rows: list[JourneyHeadline]) -> str:
 def render_stats(s: JourneyStats) -> str:
     which = f"version {s.version}" if s.version else "all versions"
     period = _period(s.since, s.until)
+    if s.goal is None and not s.converted:
+        outcome = "no goal (add `goal:` to count conversions)"
+    else:
+        outcome = (
+            f"converted {s.converted} ({_pct(s.conversion_rate)}) · revenue "
+            f"{_revenue(s)} ({_money(s.revenue_per_entrant)} per entrant)"
+        )
     out = [
         printable(f"{s.journey_id}: {s.name or ''} ({which}; {period})"),
-        f"entered {s.entered} · active now {s.active} · converted {s.converted} "
-        f"({_pct(s.conversion_rate)}) · revenue {_money(s.revenue)} "
-        f"({_money(s.revenue_per_entrant)} per entrant)",
-        f"finished: {_counts(s.finished)} · exits: {_counts(s.exits)} · "
-        f"not entered: {_counts(s.refused)}",
+        f"entered {s.entered} · in the journey now {s.active} · {outcome}",
+        f"finished: {_counts(s.finished)} · why they left: {_counts(s.exits)} · "
+        f"not let in: {_counts(s.refused)}",
         "",
         "Steps",
         render_table(
-            ("step", "kind", "reached", "waiting now", "outcomes"),
+            ("step", "what it does", "reached", "waiting now", "outcomes"),
             [
                 (
-                    "  " * st.depth + st.step_id,
-                    st.kind,
+                    "  " * st.depth + _step_name(st.step_id),
+                    st.label or st.kind,
                     st.reached,
                     st.waiting_now,
                     _counts(st.outcomes),
@@ -180,7 +197,11 @@ def render_stats(s: JourneyStats) -> str:
         ),
     ]
     if s.messages:
-        out += ["", "Messages (unique per message; rates of delivered, bounces of sent)"]
+        out += [
+            "",
+            "Messages (each counted once per message; bounces of sent, the other rates of "
+            "sent and not bounced)",
+        ]
         out.append(
             render_table(
                 (
@@ -207,7 +228,7 @@ def render_stats(s: JourneyStats) -> str:
                         ms.complained,
                         f"{ms.unsubscribed} ({_pct(ms.rates['unsubscribe'])})",
                         ms.replied,
-                        _counts(ms.not_sent),
+                        _not_sent(ms.not_sent, ms.not_sent_reasons),
                         _counts(ms.deferred),
                     )
                     for ms in s.messages
@@ -220,14 +241,13 @@ def render_stats(s: JourneyStats) -> str:
         rows = []
         for v in split.variants:
             c = v.comparison
-            diff = (
-                "-"
-                if c is None
-                else (
-                    f"{c.rate_difference * 100:+.1f} pts "
-                    f"[{c.rate_interval[0] * 100:+.1f}, {c.rate_interval[1] * 100:+.1f}]"
-                )
-            )
+            diff, rdiff = "-", "-"
+            if c is not None:
+                low, high = c.rate_interval
+                diff = f"{c.rate_difference * 100:+.1f} pts [{low * 100:+.1f}, {high * 100:+.1f}]"
+                rdiff = f"{c.revenue_per_entrant_difference:+,.2f}"
+                if c.revenue_interval is not None:
+                    rdiff += f" [{c.revenue_interval[0]:+,.2f}, {c.revenue_interval[1]:+,.2f}]"
             rows.append(
                 (
                     v.variant,
@@ -236,6 +256,7 @@ def render_stats(s: JourneyStats) -> str:
                     _pct(v.conversion_rate),
                     _money(v.revenue_per_entrant),
                     diff,
+                    rdiff,
                     "" if c is None else c.verdict,
                 )
             )
@@ -243,11 +264,12 @@ def render_stats(s: JourneyStats) -> str:
             render_table(
                 (
                     "variant",
-                    "entrants",
+                    "entries",
                     "converted",
-                    "rate",
-                    "revenue/entrant",
-                    "difference (95 % interval)",
+                    "conversion",
+                    "revenue/entry",
+                    "conversion vs first (95 %)",
+                    "revenue/entry vs first (95 %)",
                     "verdict",
                 ),
                 rows,
@@ -256,6 +278,30 @@ def render_stats(s: JourneyStats) -> str:
         if split.warning:
             out.append(f"warning: {split.warning}")
     return "\n".join(out)
+
+
+def _revenue(s: JourneyStats) -> str:
+    """The total, or each currency's when the orders named more than one."""
+    named = {k: v for k, v in s.revenue_by_currency.items() if v}
+    if len(named) > 1:
+        return " + ".join(f"{_money(v)} {k or '(no currency)'}" for k, v in named.items())
+    (only,) = named or {"": 0.0}
+    return f"{_money(s.revenue)} {only}".rstrip()
+
+
+def _step_name(step_id: str) -> str:
+    """A step's own id; the ones the loader made up (`steps.2.then.0`) say nothing."""
+    return "·" if step_id.startswith("steps.") else step_id
+
+
+def _not_sent(counts: dict[str, int], reasons: dict[str, int]) -> str:
+    if not counts:
+        return "-"
+    parts = []
+    for kind, n in counts.items():
+        why = [f"{r.split(': ', 1)[1]} {m}" for r, m in reasons.items() if r.startswith(kind)]
+        parts.append(f"{kind} {n}" + (f" ({', '.join(why)})" if why else ""))
+    return ", ".join(parts)
 
 
 def _period(since: str | None, until: str | None) -> str:

@@ -239,7 +239,7 @@ class JourneyWorkflow(JourneyBase):
         bucket = split_bucket(self.journey_id, step.id, self.contact_id, total)
         for variant_index, variant in enumerate(step.split):
             if bucket < variant.weight:
-                why = f"weight {variant.weight} of {total}, the same for this contact every time"
+                why = f"weight {variant.weight} of {total}, drawn from the contact's id"
                 self.decide("split", step.id, variant.variant, why)
                 await self._run_list(variant.then, [*path, "split", variant_index], None)
                 return
