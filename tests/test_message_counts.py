@@ -11,6 +11,7 @@ from sqlmodel import select
 
 from channels.base import Receipt
 from orchestrator.activities.sending import SendActivities
+from orchestrator.analytics.message_counts import count_engagement
 from orchestrator.store.db import session_scope
 from orchestrator.store.engagement import record_engagement
 from orchestrator.store.tables import Contact, Event, JourneyCount, JourneyRun, Message
@@ -65,7 +66,7 @@ def report(engine: Engine, message_id: str, kind: str, n: int) -> None:
     with session_scope(engine) as session:
         stored = session.exec(select(Event).where(Event.message_id == f"m{n}")).one()
         session.expunge(stored)
-    record_engagement(engine, message_id, kind, stored)
+    record_engagement(engine, message_id, kind, stored, count_engagement)
 
 
 def counted(engine: Engine) -> dict[str, int]:

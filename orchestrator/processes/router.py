@@ -45,6 +45,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from ..analytics.attribution import attribute_conversion, goal_event_names
+from ..analytics.message_counts import count_engagement
 from ..dsl.conditions import evaluate
 from ..dsl.models import IDENTIFY, Journey, WaitForStep
 from ..feedback.own_events import INTERNAL_ONLY
@@ -384,7 +385,9 @@ class Router:
         message_id = props.get("message_id") or props.get("email_id")
         if not isinstance(message_id, str):
             return
-        message = await asyncio.to_thread(record_engagement, self.engine, message_id, kind, event)
+        message = await asyncio.to_thread(
+            record_engagement, self.engine, message_id, kind, event, count_engagement
+        )
         if message is None:  # not ours, or not this contact's: nothing to tell any run
             self.engagement_ignored += 1
             return

@@ -27,11 +27,12 @@ The status climbs one ladder, whatever order the reports arrive in:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlmodel import Session
 
-from ..analytics.message_counts import count_engagement
 from .db import session_scope
 from .identity import canonical_id
 from .tables import Contact, Event, Message
@@ -88,8 +89,14 @@ def next_status(current: str, kind: str) -> str:
     return kind if STATUS_RANK[kind] > STATUS_RANK[current] else current
 
 
+# Counts an engagement on a message the first time its kind (or what it implies) is seen
+# and returns what it implied (`analytics.message_counts.count_engagement`): passed in, so
+# the store does not reach up into the reporting layer.
+Counter = Callable[[Session, Message, str], list[str]]
+
+
 def record_engagement(
-    engine: Engine, message_id: str, kind: str, event: Event
+    engine: Engine, message_id: str, kind: str, event: Event, count: Counter | None = None
 ) -> tuple[str, str, int] | None:
     """Add to the message's timeline, raise its status (never lower it); returns
     (workflow id, step id, entry seq) of the run that sent it, or None when nothing counts.
@@ -117,8 +124,9 @@ def record_engagement(
         if same_kind < TIMELINE_REPEATS and not any(
             e.get("event_id") == event.id for e in message.timeline
         ):
-            if message.status in IN_FLIGHT or message.status in STATUS_RANK:  # it was sent
-                implied = count_engagement(session, message, kind)
+            sent = message.status in IN_FLIGHT or message.status in STATUS_RANK
+            if count is not None and sent:
+                implied = count(session, message, kind)
                 if implied:
                     entry["implies"] = implied
             message.timeline = [*message.timeline, entry]
