@@ -343,22 +343,25 @@ def _amount(level: dict[tuple[str, str], tuple[int, float, float]], metric: str)
 def _with_prefix(
     level: dict[tuple[str, str], tuple[int, float, float]], prefix: str
 ) -> dict[str, int]:
-    found: dict[str, int] = {}
-    for (name, _), (count, _, _) in level.items():
-        if name.startswith(prefix):
-            key = name[len(prefix) :]
-            found[key] = found.get(key, 0) + count
-    return found
+    """Counts of the metrics named `prefix<key>`, by key."""
+    return {k: int(v) for k, v in _sums_with_prefix(level, prefix, 0).items()}
 
 
 def _amounts_with_prefix(
     level: dict[tuple[str, str], tuple[int, float, float]], prefix: str
 ) -> dict[str, float]:
+    """Amounts (revenue) of the metrics named `prefix<key>`, by key."""
+    return _sums_with_prefix(level, prefix, 1)
+
+
+def _sums_with_prefix(
+    level: dict[tuple[str, str], tuple[int, float, float]], prefix: str, column: int
+) -> dict[str, float]:
     found: dict[str, float] = {}
-    for (name, _), (_, amount, _) in level.items():
+    for (name, _), values in level.items():
         if name.startswith(prefix):
             key = name[len(prefix) :]
-            found[key] = found.get(key, 0.0) + amount
+            found[key] = found.get(key, 0) + values[column]
     return found
 
 
