@@ -126,6 +126,17 @@ def test_points_spent_first_are_the_oldest_so_the_newer_expiring_ones_expire(
     assert (expired.idempotency_key, expired.created_at) == (f"expire:{expiring.id}", days(31))
 
 
+def test_the_balance_read_for_a_story_writes_nothing_and_agrees(engine: Engine) -> None:
+    earn(engine, "ann", 50, days(0))
+    earn(engine, "ann", 100, days(1), expires_at=days(31))
+    spend(engine, "ann", 80, days(2))
+    with session_scope(engine) as session:
+        seen = [loyalty.balance_seen(session, "ann", days(d)) for d in (30, 31, 400)]
+    assert seen == [70, 0, 0]
+    assert ledger(engine, "ann") == [("earn", 50), ("earn", 100), ("redeem", -80)]  # no expiry
+    assert balance(engine, "ann", days(31)) == 0  # the writing one agrees, and writes it
+
+
 def test_each_earning_expires_with_what_is_left_of_it(engine: Engine) -> None:
     earn(engine, "ann", 100, days(0), expires_at=days(30))
     earn(engine, "ann", 100, days(1), expires_at=days(60))

@@ -106,3 +106,38 @@ def test_a_report_about_a_message_never_sent_counts_nothing(sqlite_engine: Engin
     message_id = setup(sqlite_engine, "suppressed")
     report(sqlite_engine, message_id, "opened", 1)
     assert counted(sqlite_engine) == {}
+
+
+def test_folding_old_days_into_one_shard_keeps_every_count(engine: Engine) -> None:
+    from orchestrator.analytics.counts import Cohort, bump, fold_shards
+
+    old, recent = Cohort("j", 1, "2026-11-01"), Cohort("j", 1, "2026-12-05")
+    with session_scope(engine) as session:
+        for _ in range(40):  # spread over the shards at random
+            bump(session, old, "converted", amount=10.0)
+            bump(session, recent, "converted", amount=1.0)
+        bump(session, old, "message:sent", "hi", "email")
+
+    def rows() -> list[tuple[str, str, int, int, float, float]]:
+        with session_scope(engine) as session:
+            return sorted(
+                (c.day, c.metric, c.shard, c.count, c.amount, c.amount_sq)
+                for c in session.exec(select(JourneyCount))
+            )
+
+    before = rows()
+    assert len({r[2] for r in before if r[0] == "2026-11-01"}) > 1  # several shards
+    with session_scope(engine) as session:
+        assert fold_shards(session, "2026-12-01", limit=3) == 3  # a batch at a time
+    with session_scope(engine) as session:
+        while fold_shards(session, "2026-12-01", limit=3):
+            pass
+    after = rows()
+    old_rows = [r for r in after if r[0] == "2026-11-01"]
+    assert old_rows == [
+        ("2026-11-01", "converted", 0, 40, 400.0, 4000.0),
+        ("2026-11-01", "message:sent", 0, 1, 0.0, 0.0),
+    ]
+    assert [r for r in after if r[0] == "2026-12-05"] == [
+        r for r in before if r[0] == "2026-12-05"
+    ]  # recent days keep their shards

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import delete, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, select
 
@@ -89,3 +90,58 @@ def bump(
         },
     )
     session.execute(statement)
+
+
+# Days older than this many are folded into one shard: their counters change rarely
+# (a late open, a late order), and the reads of a long-lived journey stay small.
+FOLD_AFTER_DAYS = 2
+
+
+def fold_shards(session: Session, before: str, limit: int = 5000) -> int:
+    """Move the counts of days before `before` (YYYY-MM-DD) from shards 1..N into shard 0;
+    returns how many rows were folded (call again while it returns `limit`).
+
+    DELETE ... RETURNING takes each row once: a concurrent bump of a deleted row inserts
+    a fresh row (folded next time), so nothing is lost, and two routers folding at once
+    fold different rows.
+    """
+    table: Any = JourneyCount.__table__  # type: ignore[attr-defined]
+    keys = ["journey_id", "version", "day", "step_id", "metric", "channel", "shard"]
+    picked = (
+        select(*(table.c[k] for k in keys))
+        .where(table.c.day < before, table.c.shard != 0)
+        .limit(limit)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        picked = picked.with_for_update(skip_locked=True)
+    chosen = tuple(table.c[k] for k in keys)
+    rows = session.execute(
+        delete(table)
+        .where(tuple_(*chosen).in_(picked))
+        .returning(
+            *(table.c[k] for k in keys[:-1]), table.c.count, table.c.amount, table.c.amount_sq
+        )
+    ).all()
+    sums: dict[tuple[Any, ...], list[float]] = {}
+    for row in rows:
+        total = sums.setdefault(tuple(row[:6]), [0, 0.0, 0.0])
+        total[0] += row.count
+        total[1] += row.amount
+        total[2] += row.amount_sq
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    for key, (count, amount, squares) in sums.items():
+        values = dict(zip(keys[:-1], key, strict=True))
+        statement = insert(table).values(
+            **values, shard=0, count=int(count), amount=amount, amount_sq=squares
+        )
+        statement = statement.on_conflict_do_update(
+            index_elements=keys,
+            set_={
+                "count": table.c.count + statement.excluded.count,
+                "amount": table.c.amount + statement.excluded.amount,
+                "amount_sq": table.c.amount_sq + statement.excluded.amount_sq,
+            },
+        )
+        session.execute(statement)
+    return len(rows)

@@ -25,7 +25,7 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from ..store.identity import aliases_of, canonical_id
-from ..store.loyalty import balance
+from ..store.loyalty import balance_seen
 from ..store.tables import Contact, Coupon, Event, LoyaltyEntry, Message, TrailEntry, utcnow
 from .trail import trail_of
 
@@ -84,7 +84,7 @@ def contact_story(
         contact_id=owner,
         ids=ids,
         exists=contact is not None,
-        points=balance(session, owner, utcnow()) if contact is not None else 0,
+        points=balance_seen(session, owner, utcnow()) if contact is not None else 0,
         moments=moments,
         events_shown=shown,
         events_total=total,

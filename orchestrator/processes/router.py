@@ -45,6 +45,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from ..analytics.attribution import attribute_conversion, goal_event_names
+from ..analytics.counts import FOLD_AFTER_DAYS, fold_shards
 from ..analytics.message_counts import count_engagement
 from ..dsl.conditions import evaluate
 from ..dsl.models import IDENTIFY, Journey, WaitForStep
@@ -71,6 +72,8 @@ RPC_TIMEOUT = timedelta(seconds=10)
 # A claim starts deliveries only while this much of its lease is left, so a call in
 # flight ends before another router may take the events over.
 LEASE_MARGIN = RPC_TIMEOUT.total_seconds() + 2
+FOLD_EVERY = 3600.0  # seconds between folds of the journey counters (`counts.fold_shards`)
+FOLD_BATCH = 5000
 MAX_PAUSE = 2.0  # longest wait between attempts while Temporal or the database is down
 WARN_EVERY = 10.0  # seconds between warnings while it stays down
 # Arbitrary, fixed 64-bit key: PostgreSQL routers take their claims one at a time on it.
@@ -158,6 +161,7 @@ class Router:
         self._listeners: list[Listeners] = []
         self._parsed: dict[int, Deployed] = {}  # by version row id: specs never change
         self._goal_events: frozenset[str] = frozenset()  # any version's goal, for attribution
+        self._folded_at = 0.0
         self.python_journeys = list(python_journeys)
         self._loaded_at = 0.0
         self.routed = 0  # events this router delivered and marked routed
@@ -197,9 +201,24 @@ class Router:
                 with contextlib.suppress(TimeoutError):  # wake-ups are no use until it is back
                     await asyncio.wait_for(self._stopped.wait(), timeout=pause)
                 continue
+            if time.monotonic() - self._folded_at > FOLD_EVERY:
+                await asyncio.to_thread(self._fold)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.interval)
             self._wake.clear()
+
+    def _fold(self) -> None:
+        """Fold the journey counters of past days into one shard each (`counts.fold_shards`),
+        a batch at a time; a failure is logged and tried again at the next fold."""
+        self._folded_at = time.monotonic()
+        before = (utcnow() - timedelta(days=FOLD_AFTER_DAYS)).date().isoformat()
+        try:
+            for _ in range(100):
+                with session_scope(self.engine) as session:
+                    if fold_shards(session, before, FOLD_BATCH) < FOLD_BATCH:
+                        return
+        except Exception:
+            log.warning("folding the journey counters failed; trying again later", exc_info=True)
 
     async def sweep(self) -> int:
         """Claim one batch of unrouted events, oldest first, and deliver it; returns how many."""

@@ -128,6 +128,18 @@ def balance(session: Session, contact_id: str, now: datetime) -> int:
     return _balance(session, _lock(session, contact_id), now)
 
 
+def balance_seen(session: Session, contact_id: str, now: datetime) -> int:
+    """The balance `balance` would give, read without writing the expiries that are due
+    (no write lock: `journeys explain` must not queue behind the workers)."""
+    owner = canonical_id(session, contact_id)
+    entries = list(session.exec(select(LoyaltyEntry).where(LoyaltyEntry.contact_id == owner)))
+    lots = remaining_lots(entries)
+    expired = sum(
+        lot.left for lot in lots.values() if lot.expires_at is not None and lot.expires_at <= now
+    )
+    return sum(e.points for e in entries) - expired
+
+
 def reverse_order(
     session: Session, order_id: str, contact_id: str, fraction: float, now: datetime
 ) -> int:

@@ -248,6 +248,8 @@ class JourneyCount(SQLModel, table=True):
     """
 
     __tablename__ = "journey_counts"
+    # A journey's own numbers (step "") without its steps' rows, and a period of any step.
+    __table_args__ = (Index("ix_journey_counts_step_day", "journey_id", "step_id", "day"),)
 
     journey_id: str = Field(primary_key=True, max_length=63)
     version: int = Field(primary_key=True)

@@ -73,6 +73,9 @@ def upgrade() -> None:
             name="pk_journey_counts",
         ),
     )
+    op.create_index(
+        "ix_journey_counts_step_day", "journey_counts", ["journey_id", "step_id", "day"]
+    )
     with op.batch_alter_table("journey_runs") as batch:
         batch.add_column(sa.Column("conversion_event_id", sa.Integer(), nullable=True))
         batch.create_unique_constraint(
