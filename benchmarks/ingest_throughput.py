@@ -3,6 +3,7 @@
     python benchmarks/ingest_throughput.py [--events N] [--concurrency C]
                                            [--synchronous normal|full] [--compare-synchronous]
                                            [--rounds R] [--bytecode-cache] [--only SIDE]
+                                           [--trail-cost]
 
 One fresh embedded dev server (`DevServer`: SQLite WAL, a temporary data dir)
 and one fresh SQLite store. Two measurements, one after the other:
@@ -27,6 +28,10 @@ ms per event of the Temporal server, this process and the HTTP client. With
 --rounds R the pair is measured R times on the same server and the median ratio
 counts (the machine is shared: compare within one run). --compare-synchronous
 measures only the baseline, on a fresh server with synchronous=normal then full.
+--trail-cost measures only the product, R rounds (default 3) on one server, each round
+once with the run trail and its counters recorded (the normal code) and once with them
+switched off in this process, alternating which goes first; it prints both rates, the
+median ratio off / on and whether recording costs <= 10 % of the throughput.
 Results and their reading: docs/benchmarks.md. Exit code 0 always.
 """
 
@@ -60,7 +65,7 @@ if str(HERE) not in sys.path:  # bench_workflow / bench_probe, also when importe
 import bench_probe  # noqa: E402
 import uvicorn  # noqa: E402
 from bench_workflow import BenchWaitWorkflow  # noqa: E402
-from sqlalchemy import Engine, func  # noqa: E402
+from sqlalchemy import Engine, func, text  # noqa: E402
 from sqlmodel import select  # noqa: E402
 from temporalio.client import Client  # noqa: E402
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter  # noqa: E402
@@ -77,6 +82,7 @@ from orchestrator.store.db import make_engine, migrate, session_scope, sqlite_ur
 from orchestrator.store.tables import Event, JourneyRun  # noqa: E402
 
 TARGET_RATIO = 0.5
+TARGET_TRAIL_COST = 0.10  # recording the trail may cost at most 10 % of the throughput
 JOURNEY_ID = "bench_wait"
 JOURNEY_YAML = f"""\
 id: {JOURNEY_ID}
@@ -281,6 +287,7 @@ async def run_product(
     server_pid: int | None = None,
 ) -> Result:
     journeys_dir = data_dir / "journeys"
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # the store's folder is private
     journeys_dir.mkdir(parents=True, exist_ok=True)
     (journeys_dir / f"{JOURNEY_ID}.yaml").write_text(JOURNEY_YAML)
     settings = Settings(
@@ -604,6 +611,109 @@ def server_and_worker_cpu(result: Result) -> float:
     return result.cpu.get("Temporal server", 0.0) + result.cpu.get("benchmark process", 0.0)
 
 
+# --- the trail's cost ------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def trail_off() -> Iterator[None]:
+    """Record no trail rows and bump no counters in this process (the worker runs here):
+    `trail.record` and `trail.record_refusal` answer True without writing, `counts.bump`
+    does nothing, also where a module imported them by name. Restored on exit."""
+    from orchestrator.activities import runs
+    from orchestrator.analytics import attribution, counts, message_counts, trail
+
+    def record(*args: Any, **kwargs: Any) -> bool:
+        return True
+
+    def bump(*args: Any, **kwargs: Any) -> None:
+        return None
+
+    replacements = {
+        id(trail.record): record,
+        id(trail.record_refusal): record,
+        id(counts.bump): bump,
+    }
+    modules = [runs, attribution, counts, message_counts, trail]
+    modules += [m for name, m in sys.modules.items() if name.startswith("orchestrator.")]
+    saved: list[tuple[Any, str, Any]] = []
+    for module in dict.fromkeys(modules):  # once each, in order
+        for name, value in list(vars(module).items()):
+            if id(value) in replacements:
+                saved.append((module, name, value))
+                setattr(module, name, replacements[id(value)])
+    try:
+        yield
+    finally:
+        for module, name, value in reversed(saved):
+            setattr(module, name, value)
+
+
+def reporting_rows(data_dir: Path) -> tuple[int, int]:
+    """(trail rows, counter rows) in the product's store, to show what a round wrote."""
+    engine = make_engine(sqlite_url(data_dir))
+    try:
+        with engine.connect() as connection:
+            trail_rows = connection.execute(text("SELECT count(*) FROM run_trail")).scalar()
+            counters = connection.execute(text("SELECT count(*) FROM journey_counts")).scalar()
+            return int(trail_rows or 0), int(counters or 0)
+    finally:
+        engine.dispose()
+
+
+async def compare_trail(args: argparse.Namespace, tmp: Path, options: dict[str, Any]) -> None:
+    rates: dict[bool, list[float]] = {True: [], False: []}
+    cpu: dict[bool, list[float]] = {True: [], False: []}
+    ratios = []
+    async with dev_server(args.synchronous, tmp, args.dynamic_config) as (client, pid):
+        print(f"Temporal dev server: SQLite WAL, synchronous={args.synchronous}", flush=True)
+        for round_ in range(args.rounds):
+            print(f"--- round {round_ + 1} of {args.rounds}", flush=True)
+            # ABBA: on first in odd rounds, off first in even ones, so drift cancels out.
+            order = (True, False) if round_ % 2 == 0 else (False, True)
+            found: dict[bool, Result] = {}
+            for on in order:
+                label = "trail on" if on else "trail off"
+                print(f"product, {label}...", flush=True)
+                data_dir = tmp / f"store-{round_}-{'on' if on else 'off'}"
+                with contextlib.nullcontext() if on else trail_off():
+                    result = await run_product(
+                        client,
+                        data_dir,
+                        args.events,
+                        args.concurrency,
+                        args.warmup,
+                        options,
+                        pid,
+                    )
+                result.label = f"product, {label}"
+                print(describe(result), flush=True)
+                trail_rows, counter_rows = await asyncio.to_thread(reporting_rows, data_dir)
+                print(f"    written: {trail_rows} trail rows, {counter_rows} counter rows")
+                found[on] = result
+                rates[on].append(result.rate)
+                cpu[on].append(server_and_worker_cpu(result) * 1000 / result.events)
+            ratios.append(found[False].rate / found[True].rate)
+            print(f"ratio off/on: {ratios[-1]:.3f}", flush=True)
+    ratio = median(ratios)
+    cost = 1 - 1 / ratio
+    met = "MET" if cost <= TARGET_TRAIL_COST else "NOT MET"
+    cpu_on, cpu_off = median(cpu[True]), median(cpu[False])
+    print(
+        f"trail on {median(rates[True]):.1f} events/s, trail off {median(rates[False]):.1f} "
+        f"events/s (medians of {args.rounds}); ratio off/on per round "
+        + ", ".join(f"{r:.3f}" for r in ratios)
+        + f", median {ratio:.3f}"
+    )
+    print(
+        f"CPU ms per event (Temporal server + our process): on {cpu_on:.1f}, off {cpu_off:.1f}"
+        f" ({(cpu_on - cpu_off) / cpu_on:+.1%} of on)"
+    )
+    print(
+        f"trail cost: {cost:.1%} of ingest-to-start throughput   "
+        f"target <= {TARGET_TRAIL_COST:.0%}: {met}"
+    )
+
+
 async def main(args: argparse.Namespace) -> None:
     print(
         f"ingest throughput: {args.events} events, {args.concurrency} in flight, "
@@ -625,6 +735,8 @@ async def main(args: argparse.Namespace) -> None:
         )
         if args.compare_synchronous:
             await compare_synchronous(args, Path(tmp), options)
+        elif args.trail_cost:
+            await compare_trail(args, Path(tmp), options)
         else:
             await compare_product(args, Path(tmp), options)
     for message, count in ignored.items():
@@ -661,7 +773,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="extra dev server dynamic config value (repeatable), for experiments",
     )
     parser.add_argument(
-        "--rounds", type=int, default=1, help="repeat the comparison; the median ratio counts"
+        "--rounds",
+        type=int,
+        help="repeat the comparison; the median ratio counts (default 1, 3 with --trail-cost)",
+    )
+    parser.add_argument(
+        "--trail-cost",
+        action="store_true",
+        help="product only, trail recorded and not, alternately: what the trail costs",
     )
     parser.add_argument(
         "--bytecode-cache",
@@ -670,7 +789,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--verbose", action="store_true", help="keep the SDK's warnings")
     parser.add_argument("--loadgen", help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.rounds is None:
+        args.rounds = 3 if args.trail_cost else 1
+    return args
 
 
 if __name__ == "__main__":
