@@ -14,9 +14,7 @@ The router applies it to every goal event it routes; a run that sees the event i
 
 from __future__ import annotations
 
-import math
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from sqlalchemy import func, update
@@ -28,7 +26,7 @@ from ..dsl.durations import format_duration
 from ..dsl.models import Goal
 from ..store.context import contact_context, event_context
 from ..store.identity import aliases_of, canonical_id, load_contact
-from ..store.orders import order_id_of
+from ..store.orders import amount_of, order_id_of
 from ..store.tables import Event, JourneyRun, JourneyVersion, Message, Order, utcnow
 from . import trail
 from .counts import JOURNEY
@@ -139,13 +137,10 @@ def revenue_of(event: Event) -> float | None:
     revenue = props.get("revenue")
     if revenue is None or revenue == "":
         revenue = props.get("total")
-    if isinstance(revenue, bool) or not isinstance(revenue, int | float | str):
+    if isinstance(revenue, dict | list):
         return None
-    try:  # shops send "80" and "80.50" too, as the orders table reads them
-        amount = float(Decimal(str(revenue).strip()))
-    except (InvalidOperation, ValueError, OverflowError):
-        return None
-    return amount if math.isfinite(amount) and 0 <= amount <= MAX_REVENUE else None
+    amount = amount_of(revenue)  # "80" and "80.50" too, as the orders table reads them
+    return amount if amount is not None and 0 <= amount <= MAX_REVENUE else None
 
 
 def currency_of(event: Event) -> str:

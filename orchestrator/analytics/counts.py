@@ -65,7 +65,6 @@ def bump(
 ) -> None:
     """Add `count` (and `amount`, with its square) to one counter: an upsert, so two
     processes bumping the same counter both count."""
-    table: Any = JourneyCount.__table__  # type: ignore[attr-defined]
     values = {
         "journey_id": cohort.journey_id,
         "version": cohort.version,
@@ -78,18 +77,7 @@ def bump(
         "amount": amount,
         "amount_sq": amount * amount,
     }
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(table).values(**values)
-    statement = statement.on_conflict_do_update(
-        index_elements=["journey_id", "version", "day", "step_id", "metric", "channel", "shard"],
-        set_={
-            "count": table.c.count + statement.excluded.count,
-            "amount": table.c.amount + statement.excluded.amount,
-            "amount_sq": table.c.amount_sq + statement.excluded.amount_sq,
-        },
-    )
-    session.execute(statement)
+    _add(session, values)
 
 
 # Days older than this many are folded into one shard: their counters change rarely
@@ -106,7 +94,7 @@ def fold_shards(session: Session, before: str, limit: int = 5000) -> int:
     fold different rows.
     """
     table: Any = JourneyCount.__table__  # type: ignore[attr-defined]
-    keys = ["journey_id", "version", "day", "step_id", "metric", "channel", "shard"]
+    keys = KEYS
     picked = (
         select(*(table.c[k] for k in keys))
         .where(table.c.day < before, table.c.shard != 0)
@@ -128,20 +116,33 @@ def fold_shards(session: Session, before: str, limit: int = 5000) -> int:
         total[0] += row.count
         total[1] += row.amount
         total[2] += row.amount_sq
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     for key, (count, amount, squares) in sums.items():
-        values = dict(zip(keys[:-1], key, strict=True))
-        statement = insert(table).values(
-            **values, shard=0, count=int(count), amount=amount, amount_sq=squares
+        values = dict(zip(KEYS[:-1], key, strict=True))
+        _add(
+            session,
+            {**values, "shard": 0, "count": int(count), "amount": amount, "amount_sq": squares},
         )
-        statement = statement.on_conflict_do_update(
-            index_elements=keys,
-            set_={
-                "count": table.c.count + statement.excluded.count,
-                "amount": table.c.amount + statement.excluded.amount,
-                "amount_sq": table.c.amount_sq + statement.excluded.amount_sq,
-            },
-        )
-        session.execute(statement)
     return len(rows)
+
+
+# A counter's key: its row is (key, count, amount, amount_sq).
+KEYS = ("journey_id", "version", "day", "step_id", "metric", "channel", "shard")
+
+
+def dialect_insert(session: Session) -> Any:
+    """The INSERT of the session's database, with its ON CONFLICT clauses."""
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
+def _add(session: Session, values: dict[str, Any]) -> None:
+    """Add a row's count, amount and amount_sq to the counter with its key (an upsert)."""
+    table: Any = JourneyCount.__table__  # type: ignore[attr-defined]
+    statement = dialect_insert(session)(table).values(**values)
+    statement = statement.on_conflict_do_update(
+        index_elements=list(KEYS),
+        set_={
+            column: table.c[column] + statement.excluded[column]
+            for column in ("count", "amount", "amount_sq")
+        },
+    )
+    session.execute(statement)

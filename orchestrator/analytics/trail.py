@@ -12,11 +12,10 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
 from ..store.tables import JourneyRun, TrailEntry
-from .counts import JOURNEY, Cohort, bump
+from .counts import JOURNEY, Cohort, bump, dialect_insert
 
 # Decision kinds and the counter each outcome goes to (at the decision's step).
 ENTERED = "entered"
@@ -28,7 +27,6 @@ WAIT = "wait"
 SEND = "send"
 GOAL = "goal"
 EXIT = "exit"
-DECISIONS = frozenset({BRANCH, SPLIT, WAIT, SEND})
 
 
 def record(
@@ -148,9 +146,9 @@ def trail_of(
 
 def _insert(session: Session, values: dict[str, Any]) -> bool:
     table: Any = TrailEntry.__table__  # type: ignore[attr-defined]
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     statement = (
-        insert(table).values(**values).on_conflict_do_nothing(index_elements=["key"])
+        dialect_insert(session)(table)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["key"])
     ).returning(table.c.id)
     return session.execute(statement).first() is not None

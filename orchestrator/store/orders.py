@@ -95,7 +95,7 @@ def _completed(session: Session, event: Event) -> None:
                 first_event,
             )
         return  # the shop re-sent it: the first report stands
-    revenue, total = _amount(props.get("revenue")), _amount(props.get("total"))
+    revenue, total = amount_of(props.get("revenue")), amount_of(props.get("total"))
     coupon = props.get("coupon")
     coupon = coupon.strip()[:64] or None if isinstance(coupon, str) else None
     currency = props.get("currency")
@@ -120,8 +120,8 @@ def _completed(session: Session, event: Event) -> None:
                 contact_id=event.contact_id,
                 product_id=str(product_id)[:255],
                 name=_text(item.get("name"), 500),
-                price=_amount(item.get("price")),
-                quantity=_amount(item.get("quantity")) or 1,
+                price=amount_of(item.get("price")),
+                quantity=amount_of(item.get("quantity")) or 1,
                 url=_text(item.get("url"), 2000),
                 image_url=_text(item.get("image"), 2000),
                 placed_at=event.timestamp,
@@ -197,7 +197,7 @@ def refunded_fraction(session: Session, order_id: str, contact_id: str) -> float
             Event.type == "track",
         )
     )
-    amounts = [_refund_amount(p) for p in refunds if order_id_of(p or {}) == order_id]
+    amounts = [_refundamount_of(p) for p in refunds if order_id_of(p or {}) == order_id]
     if not amounts:
         return 0.0
     if any(a is None for a in amounts):
@@ -213,18 +213,19 @@ def _same_contact(session: Session, a: str, b: str) -> bool:
     return a == b or canonical_id(session, a) == canonical_id(session, b)
 
 
-def _refund_amount(properties: dict[str, Any] | None) -> float | None:
+def _refundamount_of(properties: dict[str, Any] | None) -> float | None:
     """This refund's amount; None for a full refund (no amount given)."""
     props = properties or {}
     for name in ("revenue", "total"):
-        amount = _amount(props.get(name))
+        amount = amount_of(props.get(name))
         if amount is not None:
             return abs(amount)  # some shops send refunds as negative amounts
     lines = [p["total"] for p in products_of(props) if p["total"] is not None]
     return abs(sum(lines)) if lines else None
 
 
-def _amount(value: Any) -> float | None:
+def amount_of(value: Any) -> float | None:
+    """An amount as shops send it (a number, or a number as text), when finite."""
     if isinstance(value, bool) or value is None:
         return None
     try:
