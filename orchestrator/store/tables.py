@@ -14,6 +14,8 @@ from sqlalchemy import JSON, Column, DateTime, Dialect, Index, UniqueConstraint,
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
+from .clock import utcnow
+
 # Named constraints can be dropped or altered by later migrations, also on SQLite
 # (batch mode cannot address an unnamed constraint). Must be set before the tables below.
 SQLModel.metadata.naming_convention = {
@@ -31,8 +33,6 @@ ORIGIN_CLIENT = "client"
 ORIGIN_INTERNAL = "internal"
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
