@@ -29,6 +29,7 @@ from ..store.identity import aliases_of, canonical_id, load_contact
 from ..store.orders import amount_of, order_id_of
 from ..store.tables import Event, JourneyRun, JourneyVersion, Message, Order, utcnow
 from . import trail
+from .conversion_time import PREFIX, bucket_of
 from .counts import JOURNEY
 
 # The largest revenue one conversion may carry; more is a mistake or an attack.
@@ -185,7 +186,11 @@ def _convert(session: Session, run: JourneyRun, event: Event, goal: Goal, moment
     session.refresh(run)
     order_id = (event.properties or {}).get("order_id")
     since = "the last message" if goal.after == "last_message" else "entry"
-    counters = [(JOURNEY, "converted"), (JOURNEY, f"converted:currency:{currency_of(event)}")]
+    counters = [
+        (JOURNEY, "converted"),
+        (JOURNEY, f"converted:currency:{currency_of(event)}"),
+        (JOURNEY, PREFIX + bucket_of((moment - _aware(run.entered_at)).total_seconds())),
+    ]
     counters += [
         (step, f"split:{variant}:converted") for step, variant in trail.split_variants(session, run)
     ]

@@ -21,6 +21,7 @@ from ..dsl import models as m
 from ..dsl.durations import format_duration
 from ..store.tables import JourneyCount, JourneyRun, JourneyVersion
 from ..store.versions import get_version
+from . import conversion_time
 from . import significance as sig
 from .counts import JOURNEY
 from .message_counts import ENGAGEMENTS
@@ -117,6 +118,9 @@ class JourneyStats:
     # Revenue by the currency the orders named ("" when they named none): amounts in
     # different currencies are not added up by anyone who reads this.
     revenue_by_currency: dict[str, float] = field(default_factory=dict)
+    # Runs converted, by how long after entry (`conversion_time.BUCKETS`), and the median's.
+    time_to_convert: dict[str, int] = field(default_factory=dict)
+    median_time_to_convert: str | None = None
     steps: list[StepStats] = field(default_factory=list)
     messages: list[MessageStats] = field(default_factory=list)
     splits: list[SplitStats] = field(default_factory=list)
@@ -388,6 +392,8 @@ def _journey_level(
         currency: round(amount, 2)
         for currency, amount in sorted(_amounts_with_prefix(level, "converted:currency:").items())
     }
+    stats.time_to_convert = conversion_time.ordered(_with_prefix(level, conversion_time.PREFIX))
+    stats.median_time_to_convert = conversion_time.median_bucket(stats.time_to_convert)
 
 
 def _walk(steps: list[Any], depth: int = 0) -> list[tuple[Any, int]]:
