@@ -82,7 +82,8 @@ BROKEN = [
         steps: [exit]
         """,
         "j.yaml:4:1: unknown key 'descripton' in the journey (expected one of: id, name, "
-        "description, trigger, entry, exit_on, goal, policy, sender, tracking, steps)",
+        "description, trigger, entry, exit_on, goal, policy, sender, tracking, steps, "
+        "invariants)",
     ),
     case(
         "bad-quiet-hours-and-capped-choice",

@@ -4,8 +4,8 @@ The journey language (`dsl`) checks each file on its own terms; this layer adds
 what needs more than the language: every message a journey sends is rendered in
 every locale, triggers are checked against the segments of `segments.yaml`, and
 event names against what can arrive (`event_names.py`). A directory brings its own
-`segments.yaml` and `events.yaml`, so validating a folder and deploying it can never
-disagree.
+`segments.yaml`, `events.yaml` and `invariants.yaml` (what `journeys simulate` checks),
+so validating a folder and deploying it can never disagree.
 
 Errors stop a deploy; warnings (an event name nothing is known to send, a property the
 tracking plan does not list, an optional property a message shows unguarded, a partial
@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..dsl.invariants import INVARIANTS_FILE, read_invariants
 from ..dsl.loader import (
     SKIPPED_FILES,
     LoadedJourney,
@@ -37,7 +38,7 @@ from .event_properties import (
 )
 from .goal_checks import check_goals
 from .template_checks import check_journey_templates, check_unsent_messages
-from .tracking_plan import load_tracking_plan, tracking_plan_files
+from .tracking_plan import TRACKING_PLAN, load_tracking_plan, tracking_plan_files
 
 
 @dataclass
@@ -82,7 +83,13 @@ def validate(
         result.events.planned.update(planned)
         result.problems += problems
     segment_files = [p for p in targets if p.is_file() and p.name == SEGMENTS_FILE]
-    journey_targets = [p for p in targets if p not in segment_files + result.events.plans]
+    rule_files = [p for p in targets if p.is_file() and p.name == INVARIANTS_FILE]
+    rule_files += [p / INVARIANTS_FILE for p in targets if (p / INVARIANTS_FILE).is_file()]
+    for file in rule_files:
+        result.problems += read_invariants(file)[1]
+    journey_targets = [
+        p for p in targets if p not in segment_files + result.events.plans + rule_files
+    ]
     # The segments a journey's trigger may name are those of the segments.yaml of the
     # folder it is deployed from: the folder validated, or the folder of a file validated
     # on its own (present or not, as `journeys deploy` of that folder would see it).
@@ -137,7 +144,8 @@ def senders_of(message: str, journeys_dir: Path) -> list[Journey]:
 
 
 def _not_journeys(folder: Path) -> bool:
-    """A folder with no journey, segments.yaml or events.yaml: a mistaken path."""
+    """A folder with no journey, segments.yaml, events.yaml or invariants.yaml: a
+    mistaken path."""
     return not any(journey_files([folder])) and not any(
         (folder / name).is_file() for name in SKIPPED_FILES
     )
@@ -147,7 +155,8 @@ def _no_journey(folder: Path) -> Problem:
     return Problem.whole(
         folder,
         "no journey in this folder: a journey is a .yaml or .yml file with id, name, "
-        f"trigger and steps (and a journeys folder may hold {' and '.join(SKIPPED_FILES)})",
+        "trigger and steps (and a journeys folder may hold "
+        f"{SEGMENTS_FILE} and {TRACKING_PLAN})",
     )
 
 

@@ -7,6 +7,9 @@ that started the run, so a goal can match the order of *that* cart)::
     journey.vars.variant in ["a", "b"]
     event.properties.cart_id == trigger.properties.cart_id
 
+Other places reuse the language over roots of their own (`roots=`): invariants
+read `message`, `run`, `contact` and `order` (docs/invariants.md).
+
 We parse with `ast` and *interpret* a whitelist of node types over plain
 dicts; nothing is ever passed to `eval`, attribute access is a dict lookup
 (never `getattr`), so there is no path to Python objects. A missing key is
@@ -69,7 +72,8 @@ def check_condition(text: str) -> str:
 
 
 @lru_cache(maxsize=4096)
-def parse(text: str) -> ast.expr:
+def parse(text: str, roots: tuple[str, ...] = ROOTS) -> ast.expr:
+    """The checked tree of `text`, whose names may be `roots` (and true, false, null)."""
     if len(text) > MAX_LENGTH:
         raise ConditionError(f"condition is longer than {MAX_LENGTH} characters")
     try:
@@ -86,7 +90,7 @@ def parse(text: str) -> ast.expr:
         raise ConditionError(
             f"invalid condition {text!r}: {exc.msg}", max((exc.offset or 1) - 1, 0)
         ) from None
-    _check(tree)
+    _check(tree, roots)
     return tree
 
 
@@ -116,50 +120,50 @@ def _with_double_equals(text: str) -> tuple[int, str] | None:
     return found[0], fixed
 
 
-def _check(node: ast.AST) -> None:
+def _check(node: ast.AST, roots: tuple[str, ...]) -> None:
     match node:
         case ast.Constant(value=v) if isinstance(v, str | int | float | bool) or v is None:
             pass
         case ast.Name(id=name):
-            if name not in ROOTS and name not in CONSTANTS:
+            if name not in roots and name not in CONSTANTS:
                 raise ConditionError(
-                    f"unknown name {name!r}: expected one of {', '.join(ROOTS)} "
+                    f"unknown name {name!r}: expected one of {', '.join(roots)} "
                     "or true, false, null",
                     node.col_offset,
                 )
         case ast.Attribute(value=value, attr=attr):
             if attr.startswith("_"):
                 raise ConditionError(f"attribute {attr!r} is not allowed", node.col_offset)
-            _check(value)
+            _check(value, roots)
         case ast.Subscript(value=value, slice=ast.Constant(value=key)) if isinstance(
             key, str | int
         ):
-            _check(value)
+            _check(value, roots)
         case ast.Compare(left=left, ops=ops, comparators=rest) if all(
             type(op) in _COMPARE for op in ops
         ):
             for child in (left, *rest):
-                _check(child)
+                _check(child, roots)
         case ast.BoolOp(values=values):
             for child in values:
-                _check(child)
+                _check(child, roots)
         case ast.UnaryOp(op=ast.Not() | ast.USub(), operand=operand):
-            _check(operand)
+            _check(operand, roots)
         case ast.BinOp(left=left, op=op, right=right) if type(op) in _ARITHMETIC:
-            _check(left)
-            _check(right)
+            _check(left, roots)
+            _check(right, roots)
         case ast.List(elts=elts) | ast.Tuple(elts=elts):
             for child in elts:
-                _check(child)
+                _check(child, roots)
         case ast.Call(func=ast.Name(id=fn), args=args, keywords=[]) if fn in FUNCTIONS:
             if len(args) != 1:
                 raise ConditionError(f"{fn}() takes exactly one argument", node.col_offset)
-            _check(args[0])
+            _check(args[0], roots)
         case ast.Call(func=ast.Name(id=fn), args=args, keywords=[]) if fn in VARIADIC:
             if not 1 <= len(args) <= 10:
                 raise ConditionError(f"{fn}() takes 1 to 10 arguments", node.col_offset)
             for arg in args:
-                _check(arg)
+                _check(arg, roots)
         case ast.Call():
             raise ConditionError(
                 f"only the functions {', '.join([*FUNCTIONS, *VARIADIC])} may be called",
@@ -172,9 +176,9 @@ def _check(node: ast.AST) -> None:
             )
 
 
-def evaluate(text: str, context: dict[str, Any]) -> bool:
+def evaluate(text: str, context: dict[str, Any], roots: tuple[str, ...] = ROOTS) -> bool:
     """Evaluate `text` over `context` ({"contact": {...}, "event": {...}, ...})."""
-    return bool(_eval(parse(text), context))
+    return bool(_eval(parse(text, roots), context))
 
 
 def _eval(node: ast.AST, ctx: dict[str, Any]) -> Any:

@@ -126,18 +126,24 @@ def condition_lookups(
 ) -> Iterator[Lookup]:
     """Every key chain every condition of the journey reads, at its file position."""
     for site in condition_sites(journey, source, steps):
-        text = _text_at(source.data, site.path)
+        text = text_at(source.data, site.path)
         if not isinstance(text, str):
             continue
-        try:
-            tree = parse(text)
-        except ConditionError:
-            continue  # reported by the models already
-        lines = text.strip().splitlines()
-        for chain, node in _chains(tree):
-            offset = _char_offset(lines, node.lineno, node.col_offset)
+        for chain, offset in lookups_in(text):
             line, column = source.text_position(site.path, offset)
             yield Lookup(site, chain, line, column)
+
+
+def lookups_in(text: str, roots: tuple[str, ...] = ROOTS) -> Iterator[tuple[list[Any], int]]:
+    """Each key chain a condition reads from `roots`, with its character offset in the
+    stripped text; nothing for a condition that does not parse (the models report it)."""
+    try:
+        tree = parse(text, roots)
+    except ConditionError:
+        return
+    lines = text.strip().splitlines()
+    for chain, node in _chains(tree, roots):
+        yield chain, _char_offset(lines, node.lineno, node.col_offset)
 
 
 def check_condition_keys(
@@ -307,7 +313,7 @@ def expression(chain: list[Any]) -> str:
     return text
 
 
-def _chains(tree: ast.AST) -> Iterator[tuple[list[Any], ast.expr]]:
+def _chains(tree: ast.AST, roots: tuple[str, ...]) -> Iterator[tuple[list[Any], ast.expr]]:
     """Each lookup chain starting at a root (`trigger.properties.x`), outermost node."""
     if isinstance(tree, ast.Attribute | ast.Subscript):
         chain: list[Any] = []
@@ -321,15 +327,15 @@ def _chains(tree: ast.AST) -> Iterator[tuple[list[Any], ast.expr]]:
                 node = node.value
             else:
                 break
-        if isinstance(node, ast.Name) and node.id in ROOTS:
+        if isinstance(node, ast.Name) and node.id in roots:
             yield [node.id, *chain], tree  # type: ignore[misc]
             return
-        yield from _chains(node)
+        yield from _chains(node, roots)
         return
-    if isinstance(tree, ast.Name) and tree.id in ROOTS:
+    if isinstance(tree, ast.Name) and tree.id in roots:
         return
     for child in ast.iter_child_nodes(tree):
-        yield from _chains(child)
+        yield from _chains(child, roots)
 
 
 def _char_offset(lines: list[str], lineno: int, col_offset: int) -> int:
@@ -339,7 +345,8 @@ def _char_offset(lines: list[str], lineno: int, col_offset: int) -> int:
     return before + len(line.encode("utf-8")[:col_offset].decode("utf-8", errors="ignore"))
 
 
-def _text_at(data: Any, path: YamlPath) -> Any:
+def text_at(data: Any, path: YamlPath) -> Any:
+    """The raw value at `path` of YAML data, or None."""
     for part in path:
         if isinstance(data, dict):
             data = data.get(part)

@@ -32,6 +32,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from .context_check import check_condition_keys, did_you_mean
+from .invariants import INVARIANTS_FILE, check_invariant_keys
 from .models import (
     ID_PATTERN,
     ActionStep,
@@ -49,7 +50,10 @@ from .pydantic_errors import IDENTIFIER_TEXT, translate_errors
 from .salvage import Salvaged, salvage
 from .source import Source, YamlPath, read_source
 
-SKIPPED_FILES = ("segments.yaml", "events.yaml")  # segments; the tracking plan
+# segments; the tracking plan; project-wide invariants (`invariants.py`)
+SKIPPED_FILES = ("segments.yaml", "events.yaml", INVARIANTS_FILE)
+# `journeys simulate`'s populations, `scenarios/<journey>.yaml`: not journeys.
+SKIPPED_FOLDERS = ("scenarios",)
 
 
 @dataclass(frozen=True)
@@ -85,7 +89,8 @@ def load_journeys(
     """Load files and directories of journeys; return the good ones and all problems.
 
     A directory contributes its `*.yaml`/`*.yml` files recursively, sorted,
-    except `segments.yaml` and `events.yaml`. A journey id seen twice is a problem of the
+    except `segments.yaml`, `events.yaml`, `invariants.yaml` and what is in a
+    `scenarios` folder. A journey id seen twice is a problem of the
     second file, which is then left out. With `segments` (the names segments.yaml
     defines, or a function giving those a file's triggers may use), a trigger naming
     any other segment is a problem.
@@ -170,6 +175,7 @@ def _load(path: Path) -> LoadedJourney:
     problems += check_condition_keys(journey, source, steps, complete=valid.complete)
     problems += _check_timezones(journey, source)
     problems += _check_trait_names(journey, source)
+    problems += check_invariant_keys(journey.invariants, source)
     problems += bare_durations(source)
     if problems:
         raise JourneyError(sorted_problems(problems, source.file))
@@ -187,6 +193,7 @@ def journey_files(paths: Iterable[Path]) -> Iterator[Path]:
                 if p.suffix in (".yaml", ".yml")
                 and p.name not in SKIPPED_FILES
                 and not any(part.startswith(".") for part in p.relative_to(path).parts)
+                and not any(part in SKIPPED_FOLDERS for part in p.relative_to(path).parts[:-1])
                 and p.is_file()
             )
         else:

@@ -28,8 +28,9 @@ from pydantic import (
 )
 
 from ..services.policy import QuietHours
-from .conditions import check_condition
-from .durations import parse_duration
+from .conditions import check_condition, parse
+from .durations import format_duration, parse_duration
+from .roots import INVARIANT_ROOTS
 
 STEP_KINDS = ("wait", "wait_until", "wait_for", "branch", "split", "send", "action", "exit")
 CHANNELS = ("email", "push", "sms")
@@ -591,6 +592,98 @@ class Tracking(Model):
     utm: Utm | None = None
 
 
+def _check_invariant_condition(text: str) -> str:
+    parse(text, INVARIANT_ROOTS)
+    return text
+
+
+def _bare_boolean(value: Any) -> Any:
+    """YAML reads `always: true` as a boolean: the condition `true`."""
+    return ("true" if value else "false") if isinstance(value, bool) else value
+
+
+InvariantCondition = Annotated[
+    str, BeforeValidator(_bare_boolean), AfterValidator(_check_invariant_condition)
+]
+Count = Annotated[int, Field(ge=0, le=1_000_000, strict=True)]
+INVARIANT_KINDS = ("never", "always", "at_most", "at_least", "exactly")
+
+
+class Invariant(Model):
+    """A rule every simulated contact must keep (docs/invariants.md): `never` / `always`
+    over each sent message or run (`for`), or a count (`at_most`, `at_least`, `exactly`)
+    of the messages matching `of`, in a sliding window (`within`), per order, or over the
+    whole simulation. `where` narrows what is checked: the items, or for a count the
+    contacts (and orders) it is about."""
+
+    name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    for_: Literal["message", "run"] = Field(default="message", alias="for")
+    where: InvariantCondition | None = None
+    never: InvariantCondition | None = None
+    always: InvariantCondition | None = None
+    at_most: Count | None = None
+    at_least: Count | None = None
+    exactly: Count | None = None
+    of: InvariantCondition | None = None
+    within: Duration | None = None
+    per: Literal["order"] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Invariant:
+        kinds = [k for k in INVARIANT_KINDS if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            found = f" (found {', '.join(kinds)})" if kinds else ""
+            raise ValueError(
+                "an invariant needs exactly one of never, always, at_most, at_least or "
+                f"exactly{found}"
+            )
+        if self.kind in ("never", "always"):
+            extra = [k for k in ("of", "within", "per") if getattr(self, k) is not None]
+            if extra:
+                raise ValueError(
+                    f"{', '.join(extra)} belongs to a count (at_most, at_least, exactly): "
+                    f"`{self.kind}:` is checked on each {self.for_} on its own"
+                )
+            return self
+        if self.of is None:
+            raise ValueError(f"{self.kind} needs 'of': the messages it counts")
+        if self.for_ != "message":
+            raise ValueError(f"{self.kind} counts messages: leave out 'for: {self.for_}'")
+        if self.within is not None and self.per is not None:
+            raise ValueError("a count is either 'within' a duration or 'per: order', not both")
+        if self.within is not None and self.kind != "at_most":
+            raise ValueError(
+                f"'within' goes with at_most (a cap in any window of that length); "
+                f"{self.kind} counts per order or over the whole simulation"
+            )
+        return self
+
+    @property
+    def kind(self) -> str:
+        """never | always | at_most | at_least | exactly."""
+        return next(k for k in INVARIANT_KINDS if getattr(self, k) is not None)
+
+    @property
+    def count(self) -> int | None:
+        value = getattr(self, self.kind)
+        return value if isinstance(value, int) else None
+
+    @property
+    def title(self) -> str:
+        """The name given, else one derived from the rule."""
+        if self.name:
+            return self.name
+        if self.kind in ("never", "always"):
+            subject = "" if self.for_ == "message" else "run: "
+            return f"{self.kind}: {subject}{getattr(self, self.kind)}"
+        scope = ""
+        if self.within is not None:
+            scope = f" within {format_duration(self.within)}"
+        elif self.per is not None:
+            scope = f" per {self.per}"
+        return f"{self.kind.replace('_', ' ')} {self.count} of {self.of}{scope}"
+
+
 class Journey(Model):
     """One journey file."""
 
@@ -605,14 +698,19 @@ class Journey(Model):
     sender: Sender = Sender()
     tracking: Tracking = Tracking()
     steps: Annotated[list[Step], Field(min_length=1)]
+    # Checked by `journeys simulate`, never by a run: see `_spec`.
+    invariants: list[Invariant] = []
 
     @model_serializer(mode="wrap")
     def _spec(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         # `tracking` came later: left out of the frozen spec while it is the default, so
         # journeys deployed before it keep their spec hash (no new version on upgrade).
+        # `invariants` are always left out: they check runs and change none, so editing
+        # one must not make a new version (nor reach a workflow's input).
         data: dict[str, Any] = handler(self)
         if self.tracking == Tracking():
             data.pop("tracking", None)
+        data.pop("invariants", None)
         return data
 
 

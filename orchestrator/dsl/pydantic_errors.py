@@ -17,7 +17,7 @@ from pydantic import BaseModel, Tag, ValidationError
 from pydantic_core import ErrorDetails
 
 from .conditions import ConditionError
-from .models import STEP_KINDS, BranchCase, Journey, SplitVariant
+from .models import STEP_KINDS, BranchCase, Invariant, Journey, SplitVariant
 from .problems import Problem
 from .source import Source, YamlPath, kind_of, show
 
@@ -51,6 +51,7 @@ _PATTERNS = {
 _ITEM_LABELS: dict[type[BaseModel], str] = {
     Journey: "the journey",
     BranchCase: "branch case",
+    Invariant: "invariant",
     SplitVariant: "split variant",
 }
 
@@ -65,11 +66,16 @@ class _Place:
     field: str  # the last field name on the way: "channel"
 
 
-def translate_errors(exc: ValidationError, source: Source) -> list[Problem]:
-    """One problem per error; of a plain union's alternatives keep the one that got furthest."""
+def translate_errors(
+    exc: ValidationError, source: Source, model: type[BaseModel] = Journey
+) -> list[Problem]:
+    """One problem per error; of a plain union's alternatives keep the one that got furthest.
+
+    `model` is what the file holds: a journey, or another file of the language
+    (`invariants.yaml`)."""
     best: dict[Any, tuple[int, Problem]] = {}
     for i, error in enumerate(exc.errors(include_url=False)):
-        path, problem = _translate(error, source)
+        path, problem = _translate(error, source, model)
         group = _union_prefix(error["loc"])
         key = i if group is None else group
         if key not in best or len(path) > best[key][0]:
@@ -85,17 +91,19 @@ def _union_prefix(loc: tuple[Any, ...]) -> tuple[Any, ...] | None:
     return None
 
 
-def _translate(error: ErrorDetails, source: Source) -> tuple[YamlPath, Problem]:
+def _translate(
+    error: ErrorDetails, source: Source, model: type[BaseModel]
+) -> tuple[YamlPath, Problem]:
     loc, kind, ctx, value = error["loc"], error["type"], error.get("ctx") or {}, error["input"]
-    place = _locate(loc, source.data)
+    place = _locate(loc, source.data, model)
     path = place.path
     if kind == "extra_forbidden":
-        parent = _locate(loc[:-1], source.data)
+        parent = _locate(loc[:-1], source.data, model)
         expected = ", ".join(_field_names(parent.model)) if parent.model else ""
         message = f"unknown key {show(loc[-1])} in {parent.label} (expected one of: {expected})"
         return path, source.problem(path, message, key=True)
     if kind == "missing":
-        parent = _locate(loc[:-1], source.data)
+        parent = _locate(loc[:-1], source.data, model)
         return path, source.problem(path, f"missing required key {show(loc[-1])} in {parent.label}")
     if kind == "unknown_step_kind":
         path, message = _step_kind_message(value, path)
@@ -178,16 +186,16 @@ def raw_path(loc: tuple[Any, ...], data: Any) -> YamlPath:
     return _locate(loc, data).path
 
 
-def _locate(loc: tuple[Any, ...], data: Any) -> _Place:
+def _locate(loc: tuple[Any, ...], data: Any, model: type[BaseModel] = Journey) -> _Place:
     """Walk `loc` through the models and the raw data side by side.
 
     The models tell a field key (a level in the data) from a union tag such as
     `wait` or `update_contact` (no level of its own), which a data-only walk
     cannot do when a tag and a key share a name (`- wait: 1h` + `id: X`).
     """
-    tp: Any = Journey
+    tp: Any = model
     node, path = data, ()
-    label, name = _ITEM_LABELS[Journey], ""
+    label, name = _ITEM_LABELS.get(model, "the file"), ""
     tag_next: str | None = None
     for element in loc:
         tp = _unwrap(tp)

@@ -79,3 +79,53 @@ def record_keys(root: str) -> tuple[str, ...]:
 
 def free_keys(root: str) -> tuple[str, ...]:
     return FREE_KEYS.get("event" if root == "trigger" else root, ())
+
+
+# What an invariant reads (docs/invariants.md), as `simulation/invariant_context.py`
+# builds it from the store: a message that was sent, its run, the contact, an order.
+INVARIANT_MESSAGE_KEYS = (
+    "journey",
+    "version",
+    "step",
+    "channel",
+    "category",
+    "template",
+    "status",
+    "locale",
+    "local_hour",
+    "local_time",
+    "local_weekday",
+    "at",
+    "content",
+    "after_conversion",
+    "hours_since_order",
+    "orders_before",
+    "has_coupon",
+)
+INVARIANT_RUN_KEYS = (
+    "journey",
+    "version",
+    "status",
+    "exit_reason",
+    "converted",
+    "current_step",
+    "messages_sent",
+    "messages_not_sent",
+    "reason",
+    "entered_at",
+)
+INVARIANT_CONTACT_KEYS = ("id", "email", "phone", "locale", "timezone", "traits", "consent")
+INVARIANT_ORDER_KEYS = ("id", "revenue", "at", "properties")
+INVARIANT_KEYS: dict[str, tuple[str, ...]] = {
+    "message": INVARIANT_MESSAGE_KEYS,
+    "run": INVARIANT_RUN_KEYS,
+    "contact": INVARIANT_CONTACT_KEYS,
+    "order": INVARIANT_ORDER_KEYS,
+}
+INVARIANT_ROOTS = tuple(INVARIANT_KEYS)
+# Keys under which any name may be read: what a message said, what the shop sent.
+INVARIANT_FREE_KEYS = {
+    "message": ("content",),
+    "contact": ("traits", "consent"),
+    "order": ("properties",),
+}
