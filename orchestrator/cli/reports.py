@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -20,7 +21,8 @@ from ..analytics.stats import (
     journey_exists,
     journey_stats,
 )
-from ..analytics.story import DEFAULT_EVENTS, MAX_EVENTS, contact_story
+from ..analytics.story import DEFAULT_EVENTS, MAX_EVENTS, Story, contact_story
+from ..settings import Settings
 from ..store.db import session_scope
 from .main import _existing_store, _fail, _settings, data_dir_option, main
 from .tables import printable, render_table
@@ -88,14 +90,27 @@ def stats(
     help="How many of the newest events to tell.",
 )
 @click.option("--json", "as_json", is_flag=True, help="The story as JSON, for tools.")
+@click.option(
+    "--simulation",
+    help="A simulated shopper's story, from the simulation of that id (`journeys simulate`).",
+)
 @data_dir_option
 def explain(
-    contact: str, journey: str | None, events: int, as_json: bool, data_dir: Path | None
+    contact: str,
+    journey: str | None,
+    events: int,
+    as_json: bool,
+    simulation: str | None,
+    data_dir: Path | None,
 ) -> None:
     """A contact's story in time order: events, journeys entered or refused and why,
     every step and decision, messages and what policy did to them, points, coupons,
     conversions."""
-    engine = _existing_store(_settings(data_dir=data_dir))
+    settings = _settings(data_dir=data_dir)
+    if simulation is not None:
+        engine = _simulation_store(settings, simulation)
+    else:
+        engine = _existing_store(settings)
     try:
         with session_scope(engine) as session:
             if journey is not None and not journey_exists(session, journey):
@@ -108,15 +123,36 @@ def explain(
     if as_json:
         click.echo(json.dumps(story.to_json(), indent=2, ensure_ascii=False))
         return
+    click.echo(render_story(story))
+
+
+def _simulation_store(settings: Settings, simulation: str) -> Any:
+    from ..store.db import make_engine, sqlite_url
+
+    folder = settings.data_dir / "simulations" / simulation
+    if "/" in simulation or simulation.startswith(".") or not (folder / "journeys.db").is_file():
+        root = settings.data_dir / "simulations"
+        known = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+        _fail(
+            f"no simulation {simulation!r} in {root} (simulations there: "
+            f"{', '.join(known) or 'none yet: run journeys simulate'})"
+        )
+    return make_engine(sqlite_url(folder))
+
+
+def render_story(story: Story) -> str:
+    """A contact's story as `journeys explain` prints it (and `journeys simulate`, for a
+    contact that broke an invariant): a heading, then one row per moment."""
     aliases = f" (also {', '.join(story.ids[1:])})" if len(story.ids) > 1 else ""
-    click.echo(printable(f"Contact {story.contact_id}{aliases}: {story.points} points"))
+    lines = [printable(f"Contact {story.contact_id}{aliases}: {story.points} points")]
     if story.events_shown < story.events_total:
-        click.echo(
+        lines.append(
             f"the newest {story.events_shown} of {story.events_total} events are told "
             "(--events N for more)"
         )
     rows = [(mo.at[:19].replace("T", " "), mo.kind, mo.text) for mo in story.moments]
-    click.echo(render_table(("time (UTC)", "what", "story"), rows))
+    lines.append(render_table(("time (UTC)", "what", "story"), rows))
+    return "\n".join(lines)
 
 
 # --- text ------------------------------------------------------------------------
@@ -132,6 +168,13 @@ def _money(value: float | None) -> str:
 
 def _counts(values: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(values.items(), key=lambda kv: -kv[1])) or "-"
+
+
+def _time_to_convert(s: JourneyStats) -> list[str]:
+    if not s.time_to_convert:
+        return []
+    spread = ", ".join(f"{bucket} {n}" for bucket, n in s.time_to_convert.items())
+    return [f"time to convert: median {s.median_time_to_convert} after entry ({spread})"]
 
 
 def render_headlines(rows: list[JourneyHeadline]) -> str:
@@ -180,6 +223,7 @@ def render_stats(s: JourneyStats) -> str:
         f"entered {s.entered} · in the journey now {s.active} · {outcome}",
         f"finished: {_counts(s.finished)} · why they left: {_counts(s.exits)} · "
         f"not let in: {_counts(s.refused)}",
+        *_time_to_convert(s),
         "",
         "Steps",
         render_table(

@@ -1,0 +1,330 @@
+"""`journeys simulate` and `journeys check`: what journeys will do, before launch.
+
+Both run `orchestrator.simulation` and print its report; the journeys' numbers are
+rendered by the same functions as `journeys stats`, so a simulated funnel reads like
+a live one. A broken invariant makes either command exit 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..settings import Settings
+from .main import _fail, _journeys_folder, _settings, data_dir_option, main
+from .reports import render_stats
+from .tables import printable, render_table
+
+SIMULATIONS = "simulations"
+templates_option = click.option(
+    "--templates", "templates_dir", type=click.Path(path_type=Path), help="Templates folder."
+)
+_BARS = " ▁▂▃▄▅▆▇█"
+
+
+def simulation_folder(settings: Settings, simulation_id: str) -> Path:
+    return settings.data_dir / SIMULATIONS / simulation_id
+
+
+def simulation_id(journey_ids: list[str], seed: int) -> str:
+    name = "+".join(journey_ids)
+    if len(name) > 80:
+        name = f"{journey_ids[0]}+{len(journey_ids) - 1}-more"
+    return re.sub(r"[^A-Za-z0-9_+.-]", "_", f"{name}-seed{seed}")
+
+
+@main.command()
+@click.argument("journeys", nargs=-1, required=True)
+@click.option("--contacts", type=click.IntRange(1, 100_000), help="Shoppers (scenario: 300).")
+@click.option("--days", type=click.IntRange(1, 366), help="Simulated days (scenario: 30).")
+@click.option(
+    "--scenario",
+    "scenario_file",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Scenario file (default: journeys/scenarios/<first journey>.yaml, else built-in).",
+)
+@click.option("--seed", type=int, help="Random seed: the same seed gives the same report.")
+@click.option("--json", "as_json", is_flag=True, help="The report as JSON.")
+@click.option(
+    "--html",
+    "html_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write an HTML report.",
+)
+@click.option(
+    "--journeys", "journeys_dir", type=click.Path(path_type=Path), help="Journeys folder."
+)
+@click.option("--templates", "templates_dir", type=click.Path(path_type=Path), help="Templates.")
+@data_dir_option
+def simulate(
+    journeys: tuple[str, ...],
+    contacts: int | None,
+    days: int | None,
+    scenario_file: Path | None,
+    seed: int | None,
+    as_json: bool,
+    html_file: Path | None,
+    journeys_dir: Path | None,
+    templates_dir: Path | None,
+    data_dir: Path | None,
+) -> None:
+    """Run JOURNEYS over synthetic shoppers in simulated time: weeks in seconds, on the
+    journeys' real code and send policies, with nothing sent and the live store untouched.
+    Prints what `journeys stats` would show, messages by local hour, samples and the
+    invariants; exits 1 when an invariant breaks."""
+    settings = _settings(data_dir=data_dir, journeys_dir=journeys_dir, templates_dir=templates_dir)
+    _journeys_folder(settings, journeys_dir)
+    report, simulation = _simulate(
+        settings, list(journeys), scenario_file, contacts, days, seed, quiet=as_json
+    )
+    _show(report, as_json, html_file, {j.journey.id: j.journey for j in simulation.journeys})
+    if not report["ok"]:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--contacts", type=click.IntRange(1, 100_000), help="Shoppers per simulation.")
+@click.option("--days", type=click.IntRange(1, 366), help="Simulated days per simulation.")
+@click.option("--seed", type=int, help="Random seed.")
+@click.option(
+    "--journeys", "journeys_dir", type=click.Path(path_type=Path), help="Journeys folder."
+)
+@click.option("--templates", "templates_dir", type=click.Path(path_type=Path), help="Templates.")
+@data_dir_option
+def check(
+    contacts: int | None,
+    days: int | None,
+    seed: int | None,
+    journeys_dir: Path | None,
+    templates_dir: Path | None,
+    data_dir: Path | None,
+) -> None:
+    """Simulate every journey (each with its scenario in journeys/scenarios/, the others
+    together on the default one) and check every invariant: for a journeys repository's
+    CI. Exits 1 when one breaks."""
+    from ..deployment.validation import validate
+    from ..rendering import Renderer
+    from ..simulation.scenario import SCENARIOS_FOLDER
+
+    settings = _settings(data_dir=data_dir, journeys_dir=journeys_dir, templates_dir=templates_dir)
+    _journeys_folder(settings, journeys_dir)
+    result = validate([settings.journeys_dir], Renderer.from_settings(settings))
+    if result.problems:
+        for problem in result.problems:
+            click.echo(str(problem), err=True)
+        _fail(f"{len(result.problems)} problem(s) found: fix them (journeys validate) first")
+    ids = [item.journey.id for item in result.journeys]
+    scenarios = settings.journeys_dir / SCENARIOS_FOLDER
+    own = [j for j in ids if (scenarios / f"{j}.yaml").is_file()]
+    groups = [[j] for j in own]
+    rest = [j for j in ids if j not in own]
+    if rest:
+        groups.append(rest)
+    failed = 0
+    for group in groups:
+        report, _ = _simulate(settings, group, None, contacts, days, seed, quiet=False)
+        click.echo(_summary(report))
+        failed += not report["ok"]
+    if failed:
+        _fail(f"{failed} of {len(groups)} simulation(s) broke an invariant")
+    click.echo(f"all invariants hold in {len(groups)} simulation(s) of {len(ids)} journey(s)")
+
+
+def _simulate(
+    settings: Settings,
+    journey_ids: list[str],
+    scenario_file: Path | None,
+    contacts: int | None,
+    days: int | None,
+    seed: int | None,
+    quiet: bool,
+) -> tuple[dict[str, Any], Any]:
+    from ..dsl.invariants import load_project_invariants
+    from ..dsl.problems import JourneyError
+    from ..simulation.invariants import check_invariants, render_violations
+    from ..simulation.report import build_report, scenario_label
+    from ..simulation.runner import SimulationError, Simulator
+    from ..simulation.scenario import load_scenario, scenario_for
+
+    try:
+        if scenario_file is not None:
+            scenario, path = load_scenario(scenario_file), scenario_file
+        else:
+            scenario, path = scenario_for(settings.journeys_dir, journey_ids)
+        project = load_project_invariants(settings.journeys_dir)
+    except JourneyError as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        _fail(f"{len(exc.problems)} problem(s) found; nothing was simulated")
+    overrides = {"contacts": contacts, "days": days, "seed": seed}
+    scenario = scenario.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    folder = simulation_folder(settings, simulation_id(journey_ids, scenario.seed))
+    show = not quiet and sys.stderr.isatty()
+    bar = _ProgressBar(scenario.days, scenario.contacts) if show else None
+    simulator = Simulator(settings, journey_ids, scenario, folder, scenario_path=path, progress=bar)
+    try:
+        with _quiet_logs():
+            simulation = asyncio.run(simulator.run())
+    except SimulationError as exc:
+        _fail(str(exc))
+    finally:
+        if bar is not None:
+            bar.close()
+    invariants = check_invariants(
+        simulation.engine, simulation.journeys, project, settings.default_timezone
+    )
+    label = scenario_label(path, Path.cwd())
+    report = build_report(simulation, invariants, settings.default_timezone, label)
+    if not invariants.ok:
+        click.echo(render_violations(invariants, simulation.engine), err=True)
+    simulation.engine.dispose()
+    return report, simulation
+
+
+@contextmanager
+def _quiet_logs() -> Iterator[None]:
+    """The workers' log lines (a send that failed for want of an address, no schedules on
+    the test server) are what the report counts: on the terminal they would bury it."""
+    loggers = [logging.getLogger(name) for name in ("orchestrator", "channels", "temporalio")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+class _ProgressBar:
+    """Simulated days and shoppers so far, on one terminal line."""
+
+    def __init__(self, days: int, contacts: int) -> None:
+        self.days, self.contacts = days, contacts
+
+    def __call__(self, progress: Any) -> None:
+        width = 30
+        done = int(width * progress.day / max(progress.days, 1))
+        line = (
+            f"\rsimulating [{'#' * done}{'.' * (width - done)}] day {progress.day}/"
+            f"{progress.days} · {progress.contacts_entered}/{progress.contacts} shoppers in"
+        )
+        click.echo(line, nl=False, err=True)
+
+    def close(self) -> None:
+        click.echo("", err=True)
+
+
+def _show(
+    report: dict[str, Any], as_json: bool, html_file: Path | None, models: dict[str, Any]
+) -> None:
+    if html_file is not None:
+        from ..simulation.html_report import render_html
+
+        html_file.write_text(render_html(report, models), encoding="utf-8")
+    if as_json:
+        click.echo(json.dumps(report, indent=2, ensure_ascii=False))
+        return
+    click.echo(render_report(report))
+    if html_file is not None:
+        click.echo(f"HTML report: {html_file}")
+
+
+def render_report(report: dict[str, Any]) -> str:
+    from ..simulation.html_report import journey_stats_from_json
+
+    sim = report["simulation"]
+    start = datetime.fromisoformat(sim["start"]).strftime("%Y-%m-%d %H:%M UTC")
+    out = [
+        printable(
+            f"Simulation {sim['id']}: {sim['contacts']} shoppers over {sim['days']} days from "
+            f"{start} (seed {sim['seed']}, scenario {sim['scenario']}); nothing was sent"
+        ),
+        "",
+    ]
+    for stats in report["journeys"]:
+        out += [render_stats(journey_stats_from_json(stats)), ""]
+    out += ["Messages by hour of the recipient's day (0h ... 23h)"]
+    rows = []
+    for journey_id, channels in report["messages_by_local_hour"].items():
+        for channel, hours in channels.items():
+            rows.append((journey_id, channel, sum(hours), _sparkline(hours), _busiest(hours)))
+    if rows:
+        out.append(render_table(("journey", "channel", "sent", "by hour", "busiest"), rows))
+    else:
+        out.append("no message was sent")
+    out += ["", "Samples (one per message, channel and locale)"]
+    for sample in report["samples"][:12]:
+        out.append(
+            printable(
+                f"--- {sample['journey']} / {sample['step']} · {sample['channel']} · "
+                f"{sample['locale'] or '-'} · to {sample['contact']}"
+            )
+        )
+        for part, value in sample["content"].items():
+            if part == "html":
+                out.append(f"  html: {len(value)} characters")
+            elif isinstance(value, str):
+                shown = value if len(value) <= 400 else value[:400] + "…"
+                out.append(printable(f"  {part}: {shown}"))
+    out += ["", _invariants(report), "", _next(report)]
+    return "\n".join(out)
+
+
+def _invariants(report: dict[str, Any]) -> str:
+    rules = report["invariants"]
+    if not rules:
+        return "Invariants: none declared (journeys/invariants.yaml, or `invariants:` in a journey)"
+    lines = ["Invariants"]
+    for rule in rules:
+        mark = "ok    " if not rule["violations"] else "BROKEN"
+        lines.append(
+            printable(
+                f"  {mark} {rule['name']} ({rule['where']}): {rule['checked']} checked, "
+                f"{rule['violations']} broken"
+            )
+        )
+    return "\n".join(lines)
+
+
+def _next(report: dict[str, Any]) -> str:
+    sim = report["simulation"]
+    contact = next((s["contact"] for s in report["samples"]), None)
+    lines = []
+    if contact:
+        lines.append(f"One shopper's story: journeys explain {contact} --simulation {sim['id']}")
+    lines.append("Go live: `journeys dev`, then send events to the API (README, 'Send events')")
+    return "\n".join(lines)
+
+
+def _summary(report: dict[str, Any]) -> str:
+    sim = report["simulation"]
+    broken = [r for r in report["invariants"] if r["violations"]]
+    verdict = "ok" if not broken else f"{len(broken)} invariant(s) broken"
+    entered = ", ".join(f"{s['journey_id']} {s['entered']} entered" for s in report["journeys"])
+    return (
+        f"{', '.join(sim['journeys'])}: {sim['contacts']} shoppers, {sim['days']} days, "
+        f"{len(report['invariants'])} invariant(s): {verdict} ({entered})"
+    )
+
+
+def _sparkline(hours: list[int]) -> str:
+    top = max(hours) or 1
+    return "".join(_BARS[0 if not n else max(1, round(8 * n / top))] for n in hours)
+
+
+def _busiest(hours: list[int]) -> str:
+    if not any(hours):
+        return "-"
+    hour = max(range(24), key=lambda h: (hours[h], -h))
+    return f"{hour:02d}:00-{hour:02d}:59 ({hours[hour]})"

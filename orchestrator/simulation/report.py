@@ -1,0 +1,156 @@
+"""A simulation's report: the reporting model of live journeys, read from the
+simulation's own store, plus what only a simulation can show.
+
+The journeys' numbers are `analytics.stats.journey_stats`, exactly what `journeys
+stats` prints for live runs; added here: messages by hour of the contact's local day,
+a rendered sample of each message, and the invariants. Nothing in the report depends
+on when it was made or on random ids (message ids, click tokens and coupon codes are
+masked in samples), so the same seed gives the same report, byte for byte.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlmodel import Session, col, select
+
+from ..analytics.stats import journey_stats
+from ..store.db import session_scope
+from ..store.tables import Contact, Coupon, Message
+from .invariants import InvariantReport
+from .runner import Simulation
+
+SAMPLE_CHANNELS = ("email", "push", "sms")
+# A link's signed token: `<payload>.<signature>` (view, preferences, unsubscribe) or one
+# long run (click redirects).
+_LONG_TOKEN = re.compile(
+    r"(?<=/)(?:[A-Za-z0-9_\-]{16,}\.[A-Za-z0-9_\-]{8,}|[A-Za-z0-9_\-]{20,})(?=[/?#\"'\s<)]|$)"
+)
+
+
+def build_report(
+    simulation: Simulation,
+    invariants: InvariantReport | None,
+    default_timezone: str = "UTC",
+    scenario_label: str | None = None,
+) -> dict[str, Any]:
+    ids = [item.journey.id for item in simulation.journeys]
+    with session_scope(simulation.engine) as session:
+        stats = [journey_stats(session, journey_id).to_json() for journey_id in ids]
+        hours = _by_local_hour(session, ids, default_timezone)
+        samples = _samples(session, ids)
+    return {
+        "simulation": {
+            "id": simulation.id,
+            "seed": simulation.seed,
+            "contacts": simulation.contacts,
+            "days": simulation.days,
+            "start": simulation.start.isoformat(),
+            "journeys": ids,
+            "scenario": scenario_label
+            or (str(simulation.scenario_path) if simulation.scenario_path else "default"),
+        },
+        "journeys": stats,
+        "messages_by_local_hour": hours,
+        "samples": samples,
+        "invariants": [_rule(r) for r in invariants.to_json()["invariants"]] if invariants else [],
+        "ok": invariants.ok if invariants else True,
+    }
+
+
+def _rule(result: dict[str, Any]) -> dict[str, Any]:
+    """One invariant's line of the report."""
+    return {
+        "name": result["name"],
+        "kind": result["kind"],
+        "where": result["declared_at"],
+        "journey": result["journey"],
+        "checked": result["checked"],
+        "violations": result["broken"],
+        "contacts": result["contacts"],
+        "examples": result["examples"],
+    }
+
+
+def _zone(name: str | None, default: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name or default)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def _by_local_hour(
+    session: Session, journey_ids: list[str], default_timezone: str
+) -> dict[str, dict[str, list[int]]]:
+    """Messages sent, by journey and channel, per hour of the recipient's own day."""
+    rows = session.exec(
+        select(Message.journey_id, Message.channel, Message.sent_at, Contact.timezone)
+        .join(Contact, col(Contact.id) == col(Message.contact_id), isouter=True)
+        .where(col(Message.sent_at).is_not(None), col(Message.journey_id).in_(journey_ids))
+    ).all()
+    found: dict[str, dict[str, list[int]]] = {j: {} for j in journey_ids}
+    for journey_id, channel, sent_at, zone in rows:
+        assert isinstance(sent_at, datetime)
+        hour = sent_at.astimezone(_zone(zone, default_timezone)).hour
+        found[journey_id].setdefault(channel, [0] * 24)[hour] += 1
+    return {j: dict(sorted(by_channel.items())) for j, by_channel in found.items()}
+
+
+def _samples(session: Session, journey_ids: list[str]) -> list[dict[str, Any]]:
+    """One rendered message per journey, step, channel and locale: the first contact's."""
+    rows = session.exec(
+        select(Message, Contact.locale)
+        .join(Contact, col(Contact.id) == col(Message.contact_id), isouter=True)
+        .where(col(Message.sent_at).is_not(None), col(Message.journey_id).in_(journey_ids))
+        .order_by(col(Message.journey_id), col(Message.step_id), col(Message.contact_id))
+    ).all()
+    taken: set[tuple[str, str, str, str]] = set()
+    samples = []
+    for message, locale in rows:
+        key = (message.journey_id or "", message.step_id or "", message.channel, locale or "")
+        if key in taken or not message.content:
+            continue
+        taken.add(key)
+        codes = session.exec(
+            select(Coupon.code).where(Coupon.contact_id == message.contact_id)
+        ).all()
+        samples.append(
+            {
+                "journey": message.journey_id,
+                "step": message.step_id,
+                "channel": message.channel,
+                "locale": locale,
+                "contact": message.contact_id,
+                "content": {
+                    part: _masked(value, message.id, codes) if isinstance(value, str) else value
+                    for part, value in sorted(message.content.items())
+                    if part != "links"
+                },
+            }
+        )
+    journey_order = {j: n for n, j in enumerate(journey_ids)}
+    samples.sort(key=lambda s: (journey_order.get(s["journey"], 0), s["step"], s["channel"]))
+    return samples
+
+
+def _masked(text: str, message_id: str, codes: list[str]) -> str:
+    """The text with what differs from run to run replaced: the message id, signed link
+    tokens, and promo codes (their prefix kept)."""
+    text = text.replace(message_id, "<message-id>")
+    for code in sorted(codes, key=len, reverse=True):
+        prefix = code.split("-")[0] if "-" in code else code[:3]
+        text = text.replace(code, f"{prefix}-XXXXXX")
+    return _LONG_TOKEN.sub("<token>", text)
+
+
+def scenario_label(path: Path | None, root: Path) -> str:
+    if path is None:
+        return "default"
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return path.name
