@@ -849,4 +849,7 @@ def contacts_erase(contact_id: str, yes: bool, data_dir: Path | None) -> None:
     click.echo(f"rows erased or scrubbed: {rows}")
 
 
+from . import backtest as _backtest  # noqa: E402,F401  (registers `backtest`)
+from . import diff as _diff  # noqa: E402,F401  (registers `diff`)
 from . import reports as _reports  # noqa: E402,F401  (registers `stats` and `explain`)
+from . import simulate as _simulate  # noqa: E402,F401  (registers `simulate`, `check`)
