@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import re
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -173,8 +170,7 @@ def _simulate(
     bar = _ProgressBar(scenario.days, scenario.contacts) if show else None
     simulator = Simulator(settings, journey_ids, scenario, folder, scenario_path=path, progress=bar)
     try:
-        with _quiet_logs():
-            simulation = asyncio.run(simulator.run())
+        simulation = asyncio.run(simulator.run())
     except SimulationError as exc:
         _fail(str(exc))
     finally:
@@ -189,21 +185,6 @@ def _simulate(
         click.echo(render_violations(invariants, simulation.engine), err=True)
     simulation.engine.dispose()
     return report, simulation
-
-
-@contextmanager
-def _quiet_logs() -> Iterator[None]:
-    """The workers' log lines (a send that failed for want of an address, no schedules on
-    the test server) are what the report counts: on the terminal they would bury it."""
-    loggers = [logging.getLogger(name) for name in ("orchestrator", "channels", "temporalio")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
 
 
 class _ProgressBar:

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import heapq
 import io
+import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -199,7 +201,7 @@ class Simulator:
             runtime=_quiet_runtime(),
         )
         try:
-            with clock(self._clock):
+            with clock(self._clock), quiet_logs():
                 simulation = await self._run(env, loaded, plan)
         finally:
             await env.shutdown()
@@ -483,6 +485,21 @@ class Simulator:
             keyword=keyword if kind == "stop" else None,
         )
         record_inbound_sms(self.engine, sms)
+
+
+@contextmanager
+def quiet_logs() -> Iterator[None]:
+    """The worker's log lines (a send that failed for want of an address, no schedules on
+    the test server) are what the report counts: on a terminal they would bury it."""
+    loggers = [logging.getLogger(name) for name in ("orchestrator", "channels", "temporalio")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def _quiet_runtime() -> Runtime:

@@ -214,6 +214,7 @@ class Scenario(_Model):
     @classmethod
     def _entries_over(cls, value: Any) -> int | None:
         return None if value is None else _seconds(value)
+
     population: Population = Population()
     catalogue: Annotated[list[Product], Field(min_length=1)] = list(DEFAULT_CATALOGUE)
     entries: list[Entry] | None = None  # default: each journey's own trigger event

@@ -33,8 +33,6 @@ ORIGIN_CLIENT = "client"
 ORIGIN_INTERNAL = "internal"
 
 
-
-
 class UTCDateTime(TypeDecorator[datetime]):
     """`DateTime(timezone=True)` that is aware UTC in and out, on every database.
 
