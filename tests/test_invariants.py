@@ -553,9 +553,9 @@ def test_the_shipped_playbook_rules_load_and_the_loader_skips_non_journeys(
     names = [d.invariant.title for d in load_project_invariants(PLAYBOOK)]
     assert names == [
         "no marketing SMS at night",
-        "at most 3 marketing messages a week",
+        "at most 3 marketing messages a day",
         "no cart reminder after the order that converted",
-        "one thank-you per order",
+        "at most one thank-you per order",
         "no promo code right after a purchase",
         "every entry gets a message or a reason",
     ]
