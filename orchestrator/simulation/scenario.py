@@ -194,10 +194,7 @@ class Population(_Model):
     @field_validator("channels", "consent")
     @classmethod
     def _channel_names(cls, shares: dict[str, float]) -> dict[str, float]:
-        unknown = sorted(set(shares) - {"email", "push", "sms"})
-        if unknown:
-            raise ValueError(f"unknown channel {unknown[0]!r}: expected email, push or sms")
-        return shares
+        return _known_channels(shares)
 
 
 class Scenario(_Model):
@@ -209,12 +206,6 @@ class Scenario(_Model):
     # Entries are spread evenly over this first part of the period (default: half of
     # it), so the later runs have time to play out; `1h` makes them nearly all at once.
     entries_over: int | None = None  # seconds
-
-    @field_validator("entries_over", mode="before")
-    @classmethod
-    def _entries_over(cls, value: Any) -> int | None:
-        return None if value is None else _seconds(value)
-
     population: Population = Population()
     catalogue: Annotated[list[Product], Field(min_length=1)] = list(DEFAULT_CATALOGUE)
     entries: list[Entry] | None = None  # default: each journey's own trigger event
@@ -224,12 +215,21 @@ class Scenario(_Model):
     # Per step id, per channel: what recipients do with that one message.
     steps: dict[str, dict[str, ChannelBehaviour]] = {}
 
+    @field_validator("entries_over", mode="before")
+    @classmethod
+    def _entries_over(cls, value: Any) -> int | None:
+        return None if value is None else _seconds(value)
+
     @field_validator("behaviour")
     @classmethod
     def _behaviour_channels(cls, value: dict[str, ChannelBehaviour]) -> dict[str, Any]:
-        unknown = sorted(set(value) - {"email", "push", "sms"})
-        if unknown:
-            raise ValueError(f"unknown channel {unknown[0]!r}: expected email, push or sms")
+        return _known_channels(value)
+
+    @field_validator("steps")
+    @classmethod
+    def _step_channels(cls, value: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        for by_channel in value.values():
+            _known_channels(by_channel)
         return value
 
     @model_validator(mode="after")
@@ -250,6 +250,13 @@ class Scenario(_Model):
         if own is not None:
             return own
         return self.behaviour.get(channel) or DEFAULT_BEHAVIOUR.get(channel) or ChannelBehaviour()
+
+
+def _known_channels(by_channel: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(by_channel) - {"email", "push", "sms"})
+    if unknown:
+        raise ValueError(f"unknown channel {unknown[0]!r}: expected email, push or sms")
+    return by_channel
 
 
 def load_scenario(path: Path) -> Scenario:
