@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from orchestrator.cli.main import main
+from orchestrator.cli.simulate import render_violations
 from orchestrator.dsl.conditions import ConditionError, evaluate, parse
 from orchestrator.dsl.invariants import load_project_invariants, read_invariants
 from orchestrator.dsl.loader import journey_files, load_journey, spec_hash
@@ -33,7 +34,6 @@ from orchestrator.simulation.invariant_context import read_facts
 from orchestrator.simulation.invariants import (
     InvariantReport,
     check_invariants,
-    render_violations,
 )
 from orchestrator.store.tables import Contact, Coupon, Event, JourneyRun, Message
 

@@ -176,12 +176,19 @@ def test_explain_tells_a_simulated_shoppers_story(workdir: Path) -> None:
     _scenario(workdir, "abandoned_cart", FIXED.replace("OPEN", "0").replace("BUY", "0"))
     code, out, _ = _simulate("abandoned_cart")
     assert code == 0
-    assert "journeys explain sim-01 --simulation abandoned_cart-seed1" in out
-    result = CliRunner().invoke(main, ["explain", "sim-01", "--simulation", "abandoned_cart-seed1"])
+    assert "journeys explain sim-001 --simulation abandoned_cart-seed1" in out
+    result = CliRunner().invoke(
+        main, ["explain", "sim-001", "--simulation", "abandoned_cart-seed1"]
+    )
     assert result.exit_code == 0, result.output
     assert "entered abandoned_cart" in result.output
     assert "message reminder (email, cart_reminder): sent" in result.output
-    missing = CliRunner().invoke(main, ["explain", "sim-01", "--simulation", "nope"])
+    stranger = CliRunner().invoke(
+        main, ["explain", "sim-999", "--simulation", "abandoned_cart-seed1"]
+    )
+    assert stranger.exit_code == 1
+    assert "its shoppers are sim-001 to sim-012" in stranger.stderr
+    missing = CliRunner().invoke(main, ["explain", "sim-001", "--simulation", "nope"])
     assert missing.exit_code == 1
     assert "no simulation 'nope'" in missing.stderr and "abandoned_cart-seed1" in missing.stderr
 
@@ -201,6 +208,65 @@ def test_a_scenario_mistake_is_reported_with_its_position(workdir: Path) -> None
     assert "nothing was simulated" in err
 
 
+NUDGE = """
+id: nudge
+name: Nudge with a code the events never carry
+trigger: {event: Product Added}
+steps:
+  - send: {id: nudge, channel: email, template: nudge}
+"""
+
+
+def test_a_message_that_does_not_render_and_a_journey_nobody_enters_fail_it(
+    workdir: Path,
+) -> None:
+    """The report says why sends failed; a template error, or a journey the scenario
+    never exercised, fails the simulation instead of passing it unnoticed."""
+    _project(workdir, "win_back", invariants=False)
+    (workdir / "journeys" / "nudge.yaml").write_text(NUDGE)
+    folder = workdir / "templates" / "nudge"
+    folder.mkdir()
+    (folder / "email.subject").write_text("Your code: {{ event.properties.discount_code }}")
+    (folder / "email.text").write_text("Use it today.")
+    # The sample has the code, so validate renders it; the shoppers' carts do not.
+    (folder / "sample.yaml").write_text(
+        "event:\n  name: Product Added\n  properties:\n    discount_code: SAVE5\n"
+    )
+    _scenario(
+        workdir,
+        "nudge",
+        f"contacts: 6\ndays: 2\nstart: {START}\npopulation: {{channels: {{email: 1}}}}\n",
+    )
+    code, out, _ = _simulate("nudge", "win_back")
+    assert code == 1
+    assert "failed 6 (template 6)" in out
+    assert "Problems (the simulation fails)" in out
+    assert "nudge: 6 message(s) of step nudge did not render, e.g. for sim-001" in out
+    assert "win_back: nobody entered it" in out
+
+
+def test_simulate_checks_what_it_can_before_running(workdir: Path) -> None:
+    _project(workdir, "abandoned_cart", invariants=False)
+    code, _, err = _simulate("abandoned_cart", "--html", str(workdir / "nowhere" / "r.html"))
+    assert code == 1 and "no folder" in err
+    _scenario(workdir, "abandoned_cart", "steps:\n  remindr: {email: {}}\n")
+    code, _, err = _simulate("abandoned_cart")
+    assert code == 1
+    assert "'remindr', which is no send step of abandoned_cart" in err
+    assert "reminder, reminder_push" in err
+    assert not (workdir / ".journeys" / "simulations" / "abandoned_cart-seed1").exists()
+
+
+def test_validate_checks_the_scenario_files(workdir: Path) -> None:
+    _project(workdir, "abandoned_cart", invariants=False)
+    _scenario(workdir, "abandoned_cart", "days: 3\nbehaviour:\n  email: {opened: {after: 10}}\n")
+    _scenario(workdir, "abandoned_kart", "days: 3\n")
+    result = CliRunner().invoke(main, ["validate", "journeys"])
+    assert result.exit_code == 1
+    assert "journeys/scenarios/abandoned_cart.yaml:3:27: duration 10 has no unit" in result.output
+    assert "journeys/scenarios/abandoned_kart.yaml:1:1: scenario for no journey" in result.output
+
+
 def test_simulate_refuses_an_unknown_journey(workdir: Path) -> None:
     _project(workdir, "abandoned_cart", invariants=False)
     code, _, err = _simulate("abandoned_kart")
@@ -216,4 +282,8 @@ def test_check_simulates_the_shipped_playbook_and_its_invariants_hold(workdir: P
     shutil.copytree(ROOT / "templates", workdir / "templates")
     result = CliRunner().invoke(main, ["check", "--contacts", "30", "--days", "10"])
     assert result.exit_code == 0, result.output + result.stderr
-    assert "all invariants hold" in result.stdout
+    assert "all invariants hold in 4 simulation(s) of 6 journey(s)" in result.stdout
+    # The journeys whose triggers the default shoppers never meet run their own scenario.
+    for line in ("big_spenders: 40 shoppers, 21 days", "win_back: 30 shoppers, 80 days"):
+        assert line in result.stdout
+    assert "nobody entered" not in result.output

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,6 +22,7 @@ from temporalio.exceptions import ApplicationError
 from ..dsl.conditions import evaluate
 from ..dsl.roots import COUPON_FIELDS, POINTS_KEYS, SAVED_EVENT_KEYS, coupon_keys
 from ..services.webhook_calls import (
+    WebhookAnswer,
     WebhookRefused,
     WebhookUnavailable,
     call_webhook,
@@ -44,9 +46,29 @@ def _refused(message: str) -> ApplicationError:
     return ApplicationError(message, type="ActionRefused", non_retryable=True)
 
 
+# Makes a `webhook` action's call: (the step's spec, the signed document, idempotency key).
+WebhookCaller = Callable[[dict[str, Any], dict[str, Any], str], WebhookAnswer]
+
+
+def call_configured_webhook(
+    spec: dict[str, Any], document: dict[str, Any], idempotency_key: str
+) -> WebhookAnswer:
+    """The real call, to the URL and with the secret the journey names."""
+    return call_webhook(
+        expand_url(spec["url"]),
+        document,
+        secret=secret_from(spec.get("secret_env") or "JOURNEYS_ACTIONS_SECRET"),
+        idempotency_key=idempotency_key,
+        timeout=float(spec.get("timeout") or 10),
+    )
+
+
 class ActionActivities:
-    def __init__(self, engine: Engine) -> None:
+    """`webhooks` makes the `webhook` action's calls: a simulation answers them itself."""
+
+    def __init__(self, engine: Engine, webhooks: WebhookCaller = call_configured_webhook) -> None:
         self.engine = engine
+        self.webhooks = webhooks
 
     @activity.defn(name=t.RUN_ACTION, no_thread_cancel_exception=True)
     def run_action(self, req: t.ActionRequest) -> t.ActionResult:
@@ -200,13 +222,7 @@ class ActionActivities:
             "payload": spec.get("payload") or {},
         }
         try:
-            answer = call_webhook(
-                expand_url(spec["url"]),
-                document,
-                secret=secret_from(spec.get("secret_env") or "JOURNEYS_ACTIONS_SECRET"),
-                idempotency_key=_key(req),
-                timeout=float(spec.get("timeout") or 10),
-            )
+            answer = self.webhooks(spec, document, _key(req))
         except WebhookRefused as exc:
             raise _refused(str(exc)) from None
         except WebhookUnavailable as exc:

@@ -25,14 +25,32 @@ def metric(kind: str) -> str:
 def count_status(session: Session, message: Message, status: str, check: str | None = None) -> None:
     if status in SEND_OUTCOMES:
         _bump(session, message, status)
-    if status in ("suppressed", "skipped"):  # and why, for /metrics: a short, fixed word
+    if status in ("suppressed", "skipped", "failed"):  # and why: a short, fixed word
         _bump(session, message, f"{status}:{not_sent_reason(status, check, message.error)}")
 
 
 def not_sent_reason(status: str, check: str | None, detail: str | None) -> str:
     if status == "skipped":
         return "frequency_cap" if check == "frequency_cap" else "deferred_too_often"
+    if status == "failed":
+        return _failure(check, detail or "")
     return "suppression_list" if "suppression list" in (detail or "") else "consent"
+
+
+def _failure(check: str | None, detail: str) -> str:
+    """Why a send failed, in a word: no address on any channel it may use, a template
+    that did not render, the provider refused or failed, or the contact was erased."""
+    if check == "render":
+        return "template"
+    if check == "provider":
+        return "provider"
+    if "no longer exists" in detail or "does not exist" in detail:
+        return "contact_erased"
+    if check == "channel" and "address" in detail:
+        return "no_address"
+    if check == "channel":
+        return "no_channel"
+    return "delivery"
 
 
 def count_deferral(session: Session, message: Message, check: str) -> None:

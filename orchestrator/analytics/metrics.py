@@ -34,8 +34,8 @@ class Sample:
 HELP = {
     "journeys_messages_total": "Messages by journey, channel and status reached "
     "(each message counted once per status; engagement unique per message).",
-    "journeys_sends_not_sent_total": "Sends suppressed or skipped, by reason "
-    "(consent, suppression_list, frequency_cap, deferred_too_often).",
+    "journeys_sends_not_sent_total": "Sends that failed, were suppressed or skipped, by "
+    "reason (no_address, template, provider, consent, suppression_list, frequency_cap...).",
     "journeys_sends_deferred_total": "Sends deferred at least once, by reason "
     "(quiet_hours, frequency_cap).",
     "journeys_runs_entered_total": "Runs that entered the journey.",
@@ -87,7 +87,7 @@ def _sample(
                     count,
                 )
             ]
-        if reason and status in ("suppressed", "skipped"):
+        if reason and status in ("failed", "suppressed", "skipped"):
             labels = {**j, "channel": channel, "status": status, "reason": reason}
             return [_s("journeys_sends_not_sent_total", labels, count)]
         if status in MESSAGE_STATUSES and not reason:

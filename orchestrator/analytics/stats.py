@@ -56,7 +56,7 @@ class MessageStats:
     replied: int = 0
     unknown: int = 0  # the worker stopped during the provider call: maybe sent
     not_sent: dict[str, int] = field(default_factory=dict)  # failed, suppressed, skipped
-    # why, where the reason is a fixed word: "suppressed: consent", "skipped: frequency_cap"
+    # why, in a fixed word: "suppressed: consent", "skipped: frequency_cap", "failed: template"
     not_sent_reasons: dict[str, int] = field(default_factory=dict)
     deferred: dict[str, int] = field(default_factory=dict)  # quiet_hours, frequency_cap
     by_channel: dict[str, int] = field(default_factory=dict)  # sent, per channel
@@ -489,7 +489,7 @@ def _messages(journey: m.Journey | None, counters: Counters) -> list[MessageStat
         stats.not_sent = {k: n for k in NOT_SENT if (n := _n(level, f"message:{k}"))}
         stats.not_sent_reasons = {
             f"{k}: {why}": n
-            for k in ("suppressed", "skipped")
+            for k in ("failed", "suppressed", "skipped")
             for why, n in sorted(_with_prefix(level, f"message:{k}:").items())
         }
         stats.deferred = _with_prefix(level, "message:deferred:")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from sqlmodel import func, select
 
 from ..analytics.stats import (
     JourneyHeadline,
@@ -24,6 +25,7 @@ from ..analytics.stats import (
 from ..analytics.story import DEFAULT_EVENTS, MAX_EVENTS, Story, contact_story
 from ..settings import Settings
 from ..store.db import session_scope
+from ..store.tables import Contact
 from .main import _existing_store, _fail, _settings, data_dir_option, main
 from .tables import printable, render_table
 
@@ -116,9 +118,15 @@ def explain(
             if journey is not None and not journey_exists(session, journey):
                 _fail(f"no journey {journey!r} was ever deployed (see `journeys list`)")
             story = contact_story(session, contact, journey, events)
+            first, last = session.exec(select(func.min(Contact.id), func.max(Contact.id))).one()
     finally:
         engine.dispose()
     if not story.exists and not story.moments:
+        if simulation is not None:
+            _fail(
+                f"no shopper {contact!r} in simulation {simulation!r} "
+                f"(its shoppers are {first} to {last})"
+            )
         _fail(f"nothing stored for contact {contact!r} (a typo, or erased?)")
     if as_json:
         click.echo(json.dumps(story.to_json(), indent=2, ensure_ascii=False))

@@ -19,7 +19,7 @@ import click
 
 from ..settings import Settings
 from .main import _fail, _journeys_folder, _settings, data_dir_option, main
-from .reports import render_stats
+from .reports import render_stats, render_story
 from .tables import printable, render_table
 
 SIMULATIONS = "simulations"
@@ -81,6 +81,8 @@ def simulate(
     invariants; exits 1 when an invariant breaks."""
     settings = _settings(data_dir=data_dir, journeys_dir=journeys_dir, templates_dir=templates_dir)
     _journeys_folder(settings, journeys_dir)
+    if html_file is not None and not html_file.parent.is_dir():
+        _fail(f"--html {html_file}: no folder {html_file.parent}; create it or pick another")
     report, simulation = _simulate(
         settings, list(journeys), scenario_file, contacts, days, seed, quiet=as_json
     )
@@ -90,8 +92,16 @@ def simulate(
 
 
 @main.command()
-@click.option("--contacts", type=click.IntRange(1, 100_000), help="Shoppers per simulation.")
-@click.option("--days", type=click.IntRange(1, 366), help="Simulated days per simulation.")
+@click.option(
+    "--contacts",
+    type=click.IntRange(1, 100_000),
+    help="Shoppers for the journeys without a scenario of their own (default 300).",
+)
+@click.option(
+    "--days",
+    type=click.IntRange(1, 366),
+    help="Days for the journeys without a scenario of their own (default 30).",
+)
 @click.option("--seed", type=int, help="Random seed.")
 @click.option(
     "--journeys", "journeys_dir", type=click.Path(path_type=Path), help="Journeys folder."
@@ -106,12 +116,13 @@ def check(
     templates_dir: Path | None,
     data_dir: Path | None,
 ) -> None:
-    """Simulate every journey (each with its scenario in journeys/scenarios/, the others
-    together on the default one) and check every invariant: for a journeys repository's
-    CI. Exits 1 when one breaks."""
+    """Simulate every journey (each with its scenario in journeys/scenarios/, as written;
+    the others together on the default one) and check every invariant: for a journeys
+    repository's CI. Exits 1 when one breaks, a message does not render, or nobody
+    entered a journey."""
     from ..deployment.validation import validate
+    from ..dsl.scenario import SCENARIOS_FOLDER
     from ..rendering import Renderer
-    from ..simulation.scenario import SCENARIOS_FOLDER
 
     settings = _settings(data_dir=data_dir, journeys_dir=journeys_dir, templates_dir=templates_dir)
     _journeys_folder(settings, journeys_dir)
@@ -129,7 +140,9 @@ def check(
         groups.append(rest)
     failed = 0
     for group in groups:
-        report, _ = _simulate(settings, group, None, contacts, days, seed, quiet=False)
+        own_scenario = len(group) == 1 and group[0] in own
+        sizes = (None, None) if own_scenario else (contacts, days)
+        report, _ = _simulate(settings, group, None, *sizes, seed, quiet=False)
         click.echo(_summary(report))
         failed += not report["ok"]
     if failed:
@@ -148,10 +161,10 @@ def _simulate(
 ) -> tuple[dict[str, Any], Any]:
     from ..dsl.invariants import load_project_invariants
     from ..dsl.problems import JourneyError
-    from ..simulation.invariants import check_invariants, render_violations
+    from ..dsl.scenario import load_scenario, scenario_for
+    from ..simulation.invariants import check_invariants
     from ..simulation.report import build_report, scenario_label
     from ..simulation.runner import SimulationError, Simulator
-    from ..simulation.scenario import load_scenario, scenario_for
 
     try:
         if scenario_file is not None:
@@ -185,6 +198,36 @@ def _simulate(
         click.echo(render_violations(invariants, simulation.engine), err=True)
     simulation.engine.dispose()
     return report, simulation
+
+
+def render_violations(report: Any, engine: Any, limit: int = 3) -> str:
+    """Each broken rule with its count, then offending contacts (the first of each rule,
+    then the next ones up to `limit`): what they broke and their story, as `journeys
+    explain` tells it."""
+    from sqlmodel import Session
+
+    from ..analytics.story import contact_story
+
+    if report.ok:
+        return ""
+    lines = []
+    for result in report.broken:
+        people = len(result.contacts)
+        lines.append(
+            f"invariant broken: {result.name} ({result.declared_at}): {result.broken} "
+            f"violation(s) by {people} contact(s), of {result.checked} checked"
+        )
+    firsts = [result.contacts[0] for result in report.broken if result.contacts]
+    shown = list(dict.fromkeys([*firsts, *report.offending_contacts()]))
+    for contact_id in shown[: max(limit, len(dict.fromkeys(firsts)))]:
+        lines += ["", f"contact {contact_id}:"]
+        for result in report.broken:
+            for v in result.examples:
+                if v.contact_id == contact_id:
+                    lines.append(f"  broke {result.name}: {v.what}")
+        with Session(engine) as session:
+            lines.append(render_story(contact_story(session, contact_id)))
+    return "\n".join(lines)
 
 
 class _ProgressBar:
@@ -231,8 +274,20 @@ def render_report(report: dict[str, Any]) -> str:
             f"Simulation {sim['id']}: {sim['contacts']} shoppers over {sim['days']} days from "
             f"{start} (seed {sim['seed']}, scenario {sim['scenario']}); nothing was sent"
         ),
-        "",
     ]
+    orders = {why: n for why, n in report.get("orders", {}).items() if n}
+    if orders:
+        out.append(
+            "orders placed: "
+            + ", ".join(f"{n} {why}" for why, n in orders.items())
+            + " (conversions below count them all: compare with a run where nobody buys anyway)"
+        )
+    if report.get("webhook_calls"):
+        out.append(
+            f"webhook actions: {report['webhook_calls']}, answered by the simulator "
+            "(no other system was called)"
+        )
+    out.append("")
     for stats in report["journeys"]:
         out += [render_stats(journey_stats_from_json(stats)), ""]
     out += ["Messages by hour of the recipient's day (0h ... 23h)"]
@@ -258,7 +313,14 @@ def render_report(report: dict[str, Any]) -> str:
             elif isinstance(value, str):
                 shown = value if len(value) <= 400 else value[:400] + "…"
                 out.append(printable(f"  {part}: {shown}"))
-    out += ["", _invariants(report), "", _next(report)]
+    out += ["", _invariants(report)]
+    if report.get("problems"):
+        out += ["", "Problems (the simulation fails)"] + [
+            printable(f"  {p}") for p in report["problems"]
+        ]
+    if report.get("warnings"):
+        out += ["", "Not exercised"] + [printable(f"  {w}") for w in report["warnings"]]
+    out += ["", _next(report)]
     return "\n".join(out)
 
 
@@ -284,7 +346,9 @@ def _next(report: dict[str, Any]) -> str:
     lines = []
     if contact:
         lines.append(f"One shopper's story: journeys explain {contact} --simulation {sim['id']}")
-    lines.append("Go live: `journeys dev`, then send events to the API (README, 'Send events')")
+    lines.append(
+        "Go live: `journeys dev`, then send events to the API (README, 'A five-minute tour')"
+    )
     return "\n".join(lines)
 
 
@@ -292,11 +356,20 @@ def _summary(report: dict[str, Any]) -> str:
     sim = report["simulation"]
     broken = [r for r in report["invariants"] if r["violations"]]
     verdict = "ok" if not broken else f"{len(broken)} invariant(s) broken"
+    if report.get("problems"):
+        verdict += "; " + "; ".join(report["problems"])
     entered = ", ".join(f"{s['journey_id']} {s['entered']} entered" for s in report["journeys"])
-    return (
+    line = (
         f"{', '.join(sim['journeys'])}: {sim['contacts']} shoppers, {sim['days']} days, "
         f"{len(report['invariants'])} invariant(s): {verdict} ({entered})"
     )
+    if not report["ok"]:
+        line += (
+            f"\n  the whole report: journeys simulate {' '.join(sim['journeys'])} "
+            f"--contacts {sim['contacts']} --days {sim['days']} --seed {sim['seed']}"
+        )
+        line += f" (stored as simulation {sim['id']}, for journeys explain --simulation)"
+    return line
 
 
 def _sparkline(hours: list[int]) -> str:

@@ -27,7 +27,8 @@ from ..dsl.loader import (
     referenced_templates,
 )
 from ..dsl.models import Journey, Trigger
-from ..dsl.problems import Problem, sorted_problems
+from ..dsl.problems import JourneyError, Problem, sorted_problems
+from ..dsl.scenario import SCENARIOS_FOLDER, load_scenario
 from ..rendering import Renderer
 from ..segments.loader import SEGMENTS_FILE, LoadedSegment, load_segments
 from .event_names import KnownEvents, check_event_names, tracked_events
@@ -87,8 +88,13 @@ def validate(
     rule_files += [p / INVARIANTS_FILE for p in targets if (p / INVARIANTS_FILE).is_file()]
     for file in rule_files:
         result.problems += read_invariants(file)[1]
+    scenario_files = [p for p in targets if p.is_file() and p.parent.name == SCENARIOS_FOLDER]
+    for file in scenario_files:
+        result.problems += _scenario_problems(file)
     journey_targets = [
-        p for p in targets if p not in segment_files + result.events.plans + rule_files
+        p
+        for p in targets
+        if p not in segment_files + result.events.plans + rule_files + scenario_files
     ]
     # The segments a journey's trigger may name are those of the segments.yaml of the
     # folder it is deployed from: the folder validated, or the folder of a file validated
@@ -126,6 +132,8 @@ def validate(
             result.journeys.append(item)
     if unsent:
         problems += check_unsent_messages(renderer, referenced_templates(targets))
+    for folder in folders:
+        problems += _folder_scenarios(folder, {j.journey.id for j in journeys})
     result.events.tracked = tracked_events(journeys)
     problems += check_event_names(journeys, result.segment_files, result.events)
     problems += check_condition_properties(journeys, result.events)
@@ -135,6 +143,34 @@ def validate(
     result.problems = [p for p in everything if not p.is_warning]
     result.warnings = [p for p in everything if p.is_warning]
     return result
+
+
+def _scenario_problems(file: Path) -> list[Problem]:
+    try:
+        load_scenario(file)
+    except JourneyError as exc:
+        return exc.problems
+    return []
+
+
+def _folder_scenarios(folder: Path, journey_ids: set[str]) -> list[Problem]:
+    """`scenarios/<journey>.yaml` (what `journeys simulate` runs each journey on): valid,
+    and named after a journey of the folder, else it would silently never be used."""
+    problems = []
+    for file in sorted((folder / SCENARIOS_FOLDER).glob("*.y*ml")):
+        problems += _scenario_problems(file)
+        if file.stem not in journey_ids:
+            known = ", ".join(sorted(journey_ids)) or "none"
+            problems.append(
+                Problem(
+                    str(file),
+                    1,
+                    1,
+                    f"scenario for no journey: {file.stem!r} is no journey id of {folder} "
+                    f"(journeys: {known}); name the file after the journey it is for",
+                )
+            )
+    return problems
 
 
 def senders_of(message: str, journeys_dir: Path) -> list[Journey]:

@@ -29,7 +29,7 @@ from channels.base import Channel
 from channels.errors import ChannelConfigError
 from channels.registry import adapter_class
 
-from ..activities.actions import ActionActivities
+from ..activities.actions import ActionActivities, WebhookCaller
 from ..activities.contacts import ContactActivities
 from ..activities.runs import RunActivities
 from ..activities.segments import SegmentActivities
@@ -181,11 +181,13 @@ def build_worker(
     adapters: dict[str, Channel] | None = None,
     task_queue: str | None = None,
     workflows: list[type] | None = None,
+    webhooks: WebhookCaller | None = None,
     **options: Any,
 ) -> WorkerGroup:
     """Workers for the queues in JOURNEYS_WORKER_QUEUES; `options` go to the journeys one.
 
-    `workflows` replaces the journey workflow classes (upgrade tests run old code).
+    `workflows` replaces the journey workflow classes (upgrade tests run old code);
+    `webhooks` makes the `webhook` action's calls (a simulation answers them itself).
     Stopping them stops polling at once and gives the activities in flight
     JOURNEYS_SHUTDOWN_GRACE seconds to finish and record their outcome.
     """
@@ -205,7 +207,7 @@ def build_worker(
     workers = []
     if "main" in wanted:
         runs, contacts = RunActivities(engine), ContactActivities(engine)
-        actions = ActionActivities(engine)
+        actions = ActionActivities(engine, webhooks) if webhooks else ActionActivities(engine)
         workers.append(
             Worker(
                 client,

@@ -38,6 +38,7 @@ from ..dsl import models as m
 from ..dsl.loader import journey_files, load_journey
 from ..dsl.models import Journey
 from ..dsl.problems import JourneyError
+from ..dsl.scenario import MAX_DAYS, Scenario
 from ..feedback.recording import record_message_feedback
 from ..feedback.types import Feedback
 from ..settings import Settings
@@ -48,7 +49,6 @@ from ..store.tables import ORIGIN_INTERNAL, Contact, Event, JourneyRun, Message
 from .population import Shopper
 from .report import build_report
 from .runner import Progress, Simulation, SimulationError, Simulator, default_start
-from .scenario import MAX_DAYS, Scenario
 
 MAX_PROBLEMS = 20  # bad lines listed before the rest are only counted
 SAMPLES = 3
@@ -309,7 +309,15 @@ class Backtest(Simulator):
         days: int | None = None,
         progress: Callable[[Progress], None] | None = None,
     ) -> None:
-        super().__init__(settings, journey_ids, Scenario(), folder, progress=progress)
+        # Recorded calls keep their own times: no batching of what shoppers do.
+        super().__init__(
+            settings,
+            journey_ids,
+            Scenario(),
+            folder,
+            progress=progress,
+            resolution=timedelta(seconds=1),
+        )
         self.recording = recording
         self.days = days
         self.replay = Replay()

@@ -3,7 +3,7 @@
 `journeys simulate` (and `journeys check`) run journeys on a synthetic population, then
 call `check_invariants` on the store they wrote: each rule of the journeys' `invariants:`
 lists and of `journeys/invariants.yaml` (docs/invariants.md) is evaluated over the facts
-of `invariant_context.py`. A broken rule fails the command; `render_violations` prints
+of `invariant_context.py`. A broken rule fails the command; `cli/simulate.py` prints
 the first offending contacts with the story `journeys explain` tells.
 
 The report is deterministic (contacts by id, then time; no wall-clock time, no random
@@ -35,7 +35,6 @@ __all__ = [
     "check_invariants",
     "declared_invariants",
     "load_project_invariants",
-    "render_violations",
 ]
 
 MAX_EXAMPLES = 20  # violations kept per invariant in the report (all are counted)
@@ -303,30 +302,3 @@ _CHECKS: dict[str, Callable[[Invariant, str | None, ContactFacts], Result]] = {
     "per order": _per_order,
     "whole": _whole,
 }
-
-
-def render_violations(report: InvariantReport, engine: Engine, limit: int = 3) -> str:
-    """Each broken rule with its count, then the first `limit` offending contacts: what
-    they broke and their story, as `journeys explain` tells it."""
-    # The story's table is the CLI's: imported here, where only the CLI calls from.
-    from ..analytics.story import contact_story
-    from ..cli.reports import render_story
-
-    if report.ok:
-        return ""
-    lines = []
-    for result in report.broken:
-        people = len(result.contacts)
-        lines.append(
-            f"invariant broken: {result.name} ({result.declared_at}): {result.broken} "
-            f"violation(s) by {people} contact(s), of {result.checked} checked"
-        )
-    for contact_id in report.offending_contacts()[:limit]:
-        lines += ["", f"contact {contact_id}:"]
-        for result in report.broken:
-            for v in result.examples:
-                if v.contact_id == contact_id:
-                    lines.append(f"  broke {result.name}: {v.what}")
-        with Session(engine) as session:
-            lines.append(render_story(contact_story(session, contact_id)))
-    return "\n".join(lines)

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..dsl.models import Journey
-from .scenario import Delay, Entry, Product, Purchase, Scenario
+from ..dsl.scenario import Delay, Entry, Product, Purchase, Scenario
 
 FIRST_NAMES = {
     "en": ("Ann", "Ben", "Cleo", "Dan", "Eva", "Finn", "Grace", "Hugo", "Iris", "Jack"),
@@ -49,7 +49,7 @@ class Shopper:
 def shoppers(scenario: Scenario, start: datetime, entries: list[Entry]) -> list[Shopper]:
     """The population, each with the entry events it will send, in time order."""
     spread = timedelta(seconds=scenario.entries_over or scenario.days * 86400 // 2)
-    width = len(str(scenario.contacts))
+    width = max(3, len(str(scenario.contacts)))  # sim-001 whatever the population
     found = []
     for n in range(1, scenario.contacts + 1):
         contact = f"sim-{n:0{width}d}"
@@ -98,11 +98,12 @@ def entry_properties(
 ) -> dict[str, Any]:
     if entry.properties is not None:
         return dict(entry.properties)
+    money = {"currency": scenario.currency} if scenario.currency else {}
     if entry.event in CART_EVENTS:
-        return cart_properties(r.choice(scenario.catalogue), f"{contact}-cart-{key}")
+        return {**cart_properties(r.choice(scenario.catalogue), f"{contact}-cart-{key}"), **money}
     if entry.event == ORDER_COMPLETED:
         product = r.choice(scenario.catalogue)
-        return order_properties(product, f"{contact}-order-{key}", product.price)
+        return {**order_properties(product, f"{contact}-order-{key}", product.price), **money}
     return {}
 
 

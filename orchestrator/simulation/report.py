@@ -43,6 +43,15 @@ def build_report(
         stats = [journey_stats(session, journey_id).to_json() for journey_id in ids]
         hours = _by_local_hour(session, ids, default_timezone)
         samples = _samples(session, ids)
+        problems = _problems(session, stats, ids)
+    warnings = [
+        f"{s['journey_id']}: step {step['step_id']} ({step['label']}) was never reached"
+        for s in stats
+        if s["entered"]
+        for step in s["steps"]
+        if not step["reached"]
+    ]
+    rules_ok = invariants.ok if invariants else True
     return {
         "simulation": {
             "id": simulation.id,
@@ -58,8 +67,39 @@ def build_report(
         "messages_by_local_hour": hours,
         "samples": samples,
         "invariants": [_rule(r) for r in invariants.to_json()["invariants"]] if invariants else [],
-        "ok": invariants.ok if invariants else True,
+        "orders": dict(sorted(simulation.orders.items())),
+        "webhook_calls": simulation.webhook_calls,
+        "problems": problems,
+        "warnings": warnings,
+        "ok": rules_ok and not problems,
     }
+
+
+def _problems(session: Session, stats: list[dict[str, Any]], ids: list[str]) -> list[str]:
+    """What makes a simulation fail besides an invariant: a journey nobody entered (the
+    simulation says nothing about it) and messages whose template did not render."""
+    found = [
+        f"{s['journey_id']}: nobody entered it; give it a scenario that does "
+        f"(journeys/scenarios/{s['journey_id']}.yaml, docs/simulation.md)"
+        for s in stats
+        if not s["entered"]
+    ]
+    rows = session.exec(
+        select(Message.journey_id, Message.step_id, Message.contact_id, Message.error)
+        .where(col(Message.journey_id).in_(ids), Message.status == "failed")
+        .where(col(Message.error).startswith("template "))
+        .order_by(col(Message.journey_id), col(Message.step_id), col(Message.contact_id))
+    ).all()
+    failed: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for journey_id, step_id, contact_id, error in rows:
+        failed.setdefault((journey_id or "", step_id or ""), []).append((contact_id, error or ""))
+    for (journey_id, step_id), items in failed.items():
+        contact_id, error = items[0]
+        found.append(
+            f"{journey_id}: {len(items)} message(s) of step {step_id} did not render, e.g. "
+            f"for {contact_id}: {error}"
+        )
+    return found
 
 
 def _rule(result: dict[str, Any]) -> dict[str, Any]:
@@ -103,8 +143,7 @@ def _by_local_hour(
 def _samples(session: Session, journey_ids: list[str]) -> list[dict[str, Any]]:
     """One rendered message per journey, step, channel and locale: the first contact's."""
     rows = session.exec(
-        select(Message, Contact.locale)
-        .join(Contact, col(Contact.id) == col(Message.contact_id), isouter=True)
+        select(Message, col(Message.locale))
         .where(col(Message.sent_at).is_not(None), col(Message.journey_id).in_(journey_ids))
         .order_by(col(Message.journey_id), col(Message.step_id), col(Message.contact_id))
     ).all()

@@ -43,8 +43,9 @@ from ..api.ingest import store_call
 from ..api.segment import IdentifyCall, TrackCall
 from ..deployment.deploy import DeployPlan, InvalidJourneys, apply_deploy
 from ..deployment.validation import validate
-from ..dsl.loader import LoadedJourney
-from ..dsl.models import Journey
+from ..dsl.loader import LoadedJourney, iter_steps
+from ..dsl.models import Journey, SendStep
+from ..dsl.scenario import ChannelBehaviour, Scenario
 from ..feedback.recording import record_inbound_sms, record_message_feedback
 from ..feedback.twilio_events import InboundSms
 from ..feedback.types import Feedback
@@ -54,13 +55,13 @@ from ..processes.worker import build_worker
 from ..rendering import Renderer
 from ..segments.membership import refresh
 from ..services.private_files import private_dir
+from ..services.webhook_calls import WebhookAnswer
 from ..settings import Settings
 from ..store.clock import clock
 from ..store.db import make_engine, migrate, session_scope, sqlite_url
 from ..store.tables import Event, Message
 from .population import IDENTIFY, ORDER_COMPLETED, Shopper, order_properties, rng, shoppers
 from .population import default_entries as journey_entries
-from .scenario import ChannelBehaviour, Scenario
 
 MAX_STEP = timedelta(hours=1)
 # What shoppers do within this much of each other happens in one step: up to 5 minutes
@@ -68,6 +69,7 @@ MAX_STEP = timedelta(hours=1)
 RESOLUTION = timedelta(minutes=5)
 TASK_QUEUE = "simulation"
 SEGMENT_REFRESH = timedelta(hours=1)
+ENTRY_ORDERS, ANYWAY, AFTER_MESSAGE = "entry events", "would have bought anyway", "after a message"
 
 
 class SimulationError(ValueError):
@@ -98,6 +100,10 @@ class Simulation:
     contacts: int
     days: int
     shoppers: list[Shopper] = field(default_factory=list)
+    # Orders the shoppers placed, by why: the scenario's own `Order Completed` entries,
+    # purchases they would have made anyway (`buys`), purchases after a message.
+    orders: dict[str, int] = field(default_factory=dict)
+    webhook_calls: int = 0  # `webhook` actions, answered by the simulator (none made)
 
 
 @dataclass(order=True)
@@ -138,6 +144,29 @@ def prepare(settings: Settings, journey_ids: list[str]) -> tuple[list[LoadedJour
     return chosen, DeployPlan(settings.journeys_dir, result, True)
 
 
+def _check_scenario_steps(scenario: Scenario, journeys: list[Journey]) -> None:
+    """A scenario's `steps:` must name steps that send: a typo would go unnoticed."""
+    sends = sorted(
+        {
+            str(step.id)
+            for journey in journeys
+            for _, step in iter_steps(journey.steps, ())
+            if isinstance(step, SendStep)
+        }
+    )
+    unknown = sorted(set(scenario.steps) - set(sends))
+    if unknown:
+        raise SimulationError(
+            f"the scenario's steps: names {unknown[0]!r}, which is no send step of "
+            f"{', '.join(j.id for j in journeys)} (send steps: {', '.join(sends) or 'none'})"
+        )
+    if scenario.entries_over and scenario.entries_over > scenario.days * 86400:
+        raise SimulationError(
+            f"the scenario spreads entries over {scenario.entries_over // 86400}d or more, "
+            f"longer than the {scenario.days} days simulated: lower entries_over or raise --days"
+        )
+
+
 def default_start(now: datetime) -> datetime:
     """The next Monday, 00:00 UTC: weeks line up, and two runs in a week match."""
     day = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -156,6 +185,7 @@ class Simulator:
         scenario_path: Path | None = None,
         progress: Callable[[Progress], None] | None = None,
         max_step: timedelta = MAX_STEP,
+        resolution: timedelta = RESOLUTION,
     ) -> None:
         self.user_settings = settings
         self.journey_ids = journey_ids
@@ -164,6 +194,7 @@ class Simulator:
         self.folder = folder
         self.progress = progress
         self.max_step = max_step
+        self.resolution = resolution
         self.now = datetime.now(UTC)
         self._agenda: list[_Due] = []
         self._order = 0
@@ -171,7 +202,9 @@ class Simulator:
         self._carts: dict[str, dict[str, Any]] = {}
         self._orders: dict[str, int] = {}
         self._entered: set[str] = set()
+        self.orders = {ENTRY_ORDERS: 0, ANYWAY: 0, AFTER_MESSAGE: 0}
         self._routed_upto = -1
+        self.webhook_calls = 0
 
     # --- the clock ---------------------------------------------------------------
 
@@ -185,12 +218,13 @@ class Simulator:
     # --- running -----------------------------------------------------------------
 
     async def run(self) -> Simulation:
-        private_dir(self.folder.parent)
+        settings = simulation_settings(self.user_settings, self.folder)
+        loaded, plan = prepare(settings, self.journey_ids)
+        _check_scenario_steps(self.scenario, [item.journey for item in loaded])
+        private_dir(self.folder.parent)  # only now: a refused simulation leaves nothing
         private_dir(self.folder)
         for stale in self.folder.glob("journeys.db*"):
             stale.unlink()
-        settings = simulation_settings(self.user_settings, self.folder)
-        loaded, plan = prepare(settings, self.journey_ids)
         engine = make_engine(settings.database_url)
         sql_event.listen(engine, "connect", _no_fsync)
         migrate(engine)
@@ -241,6 +275,7 @@ class Simulator:
             # as fast on the time-skipping server, shared/TEMPORAL.md): the sandbox guards
             # against non-determinism in new code, which the test suite's replay catches.
             workflow_runner=UnsandboxedWorkflowRunner(),
+            webhooks=self._webhook,
         )
         async with worker:
             await self._loop(env, end, len(population))
@@ -258,6 +293,8 @@ class Simulator:
             contacts=len(population),
             days=self.scenario.days,
             shoppers=population,
+            orders=dict(self.orders),
+            webhook_calls=self.webhook_calls,
         )
 
     def plan(self, start: datetime, journeys: list[Journey]) -> list[Shopper]:
@@ -279,7 +316,7 @@ class Simulator:
             await self._route()
             target = min(end, self.now + self.max_step)
             if self._agenda:
-                target = min(target, max(self._agenda[0].at, self.now + RESOLUTION))
+                target = min(target, max(self._agenda[0].at, self.now + self.resolution))
             await env.sleep(target - self.now)
             self.now = target
             self._answer_new_messages()
@@ -324,12 +361,13 @@ class Simulator:
             if "cart_id" in props:
                 self._carts[shopper.id] = props
             if event == ORDER_COMPLETED:
+                self.orders[ENTRY_ORDERS] += 1
                 self._delivery_later(shopper.id, props)
             r = rng(self.scenario.seed, "buys", shopper.id, props.get("cart_id", event))
             if props.get("cart_id") and r.random() < entry.buys.chance:
                 self._schedule(
                     self.now + timedelta(seconds=entry.buys.after.draw(r)),
-                    lambda: self._buy(shopper.id, entry.buys.revenue, r),
+                    lambda: self._buy(shopper.id, entry.buys.revenue, r, ANYWAY),
                 )
 
         return act
@@ -361,7 +399,8 @@ class Simulator:
     def _id(self, *about: object) -> str:
         return str(uuid.uuid5(uuid.NAMESPACE_URL, ":".join(map(str, (self.scenario.seed, *about)))))
 
-    def _buy(self, contact: str, revenue: tuple[float, float] | None, r: Any) -> None:
+    def _buy(self, contact: str, revenue: tuple[float, float] | None, r: Any, why: str) -> None:
+        self.orders[why] += 1
         cart = self._carts.pop(contact, None)
         if cart is not None:
             product = next(p for p in self.scenario.catalogue if p.product_id == cart["product_id"])
@@ -370,6 +409,8 @@ class Simulator:
         n = self._orders[contact] = self._orders.get(contact, 0) + 1
         amount = r.uniform(*revenue) if revenue else product.price
         props = order_properties(product, f"{contact}-o{n}", amount)
+        if self.scenario.currency:
+            props["currency"] = self.scenario.currency
         if cart is not None:
             props["cart_id"] = cart["cart_id"]
         self._track(contact, ORDER_COMPLETED, props)
@@ -390,6 +431,15 @@ class Simulator:
                     refresh(session, name, self.now)
 
         return act
+
+    def _webhook(
+        self, spec: dict[str, Any], document: dict[str, Any], idempotency_key: str
+    ) -> WebhookAnswer:
+        """A `webhook` action's call, answered here: a simulation calls no other system.
+        The answer is what a ticketing system would give back (an id)."""
+        self.webhook_calls += 1
+        reference = uuid.uuid5(uuid.NAMESPACE_URL, f"{self.scenario.seed}:{idempotency_key}")
+        return WebhookAnswer(200, {"id": f"sim-{reference.hex[:8]}", "simulated": True})
 
     # --- answering messages ------------------------------------------------------
 
@@ -463,12 +513,15 @@ class Simulator:
         elif channel == "push" and (opened or clicked):
             props = {"message_id": message_id}
             later(open_after, lambda: self._track(contact, "Push Opened", props))
-        elif channel == "sms" and replied:
-            text = _weighted(r, b.replied.texts)
-            later(b.replied.after.draw(r), lambda: self._reply(contact, message_id, text))
+        elif channel == "sms":
+            if delivered:  # the carrier's delivery report, as Twilio's status callback
+                later(30, report("SMS Delivered", "delivered"))
+            if replied:
+                text = _weighted(r, b.replied.texts)
+                later(b.replied.after.draw(r), lambda: self._reply(contact, message_id, text))
         if bought:
             revenue = b.bought.revenue
-            later(b.bought.after.draw(r), lambda: self._buy(contact, revenue, r))
+            later(b.bought.after.draw(r), lambda: self._buy(contact, revenue, r, AFTER_MESSAGE))
 
     def _reply(self, contact: str, message_id: str, text: str) -> None:
         with session_scope(self.engine) as session:

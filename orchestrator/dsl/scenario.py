@@ -10,23 +10,42 @@ exponential (`{mean: 6h}`). Mistakes are reported with file:line:column, as in j
 from __future__ import annotations
 
 import random
-from datetime import datetime
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from ..dsl.durations import DurationError, parse_duration
-from ..dsl.problems import JourneyError
-from ..dsl.pydantic_errors import error_message
-from ..dsl.source import read_source, show
+from .durations import DurationError, parse_duration
+from .problems import JourneyError
+from .pydantic_errors import error_message
+from .source import read_source, show
 
 SCENARIOS_FOLDER = "scenarios"
 MAX_CONTACTS = 100_000
 MAX_DAYS = 366
-Chance = Annotated[float, Field(ge=0, le=1)]
+
+
+def _no_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("expected a chance between 0 and 1 (such as 0.25), not yes/no")
+    return value
+
+
+Chance = Annotated[float, BeforeValidator(_no_bool), Field(ge=0, le=1)]
 Weights = dict[str, Annotated[float, Field(ge=0)]]
+DELAY_KEYS = ("fixed", "min", "max", "mean")
 
 
 class _Model(BaseModel):
@@ -107,6 +126,13 @@ class Purchase(Reaction):
 
     revenue: tuple[float, float] | None = None
 
+    @field_validator("revenue")
+    @classmethod
+    def _range(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and not 0 <= value[0] <= value[1]:
+            raise ValueError("revenue is a range [lowest, highest], with 0 <= lowest <= highest")
+        return value
+
 
 class ChannelBehaviour(_Model):
     """What a recipient does with one message on this channel. Chances of open, click
@@ -179,6 +205,13 @@ class Population(_Model):
     consent: dict[str, Chance] = {"email": 0.9, "push": 0.9, "sms": 0.8}
     traits: dict[str, Weights] = {"tier": {"gold": 0.1, "silver": 0.3, "none": 0.6}}
 
+    @field_validator("locales", "timezones")
+    @classmethod
+    def _some_weight(cls, weights: dict[str, float]) -> dict[str, float]:
+        if not any(w > 0 for w in weights.values()):
+            raise ValueError("give at least one a weight above 0, e.g. {en: 1}")
+        return weights
+
     @field_validator("timezones")
     @classmethod
     def _zones(cls, zones: dict[str, float]) -> dict[str, float]:
@@ -208,6 +241,8 @@ class Scenario(_Model):
     entries_over: int | None = None  # seconds
     population: Population = Population()
     catalogue: Annotated[list[Product], Field(min_length=1)] = list(DEFAULT_CATALOGUE)
+    # The currency of carts and orders (ISO 4217); default: none named, as most shops send.
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] | None = None
     entries: list[Entry] | None = None  # default: each journey's own trigger event
     behaviour: dict[str, ChannelBehaviour] = {}
     # Each order is delivered (`Order Delivered`) with this chance, after this long.
@@ -217,8 +252,14 @@ class Scenario(_Model):
 
     @field_validator("entries_over", mode="before")
     @classmethod
-    def _entries_over(cls, value: Any) -> int | None:
-        return None if value is None else _seconds(value)
+    def _entries_over(cls, value: Any, info: ValidationInfo) -> int | None:
+        if value is None:
+            return None
+        seconds = _seconds(value)
+        days = info.data.get("days")
+        if isinstance(days, int) and seconds > days * 86400:
+            raise ValueError(f"entries_over is longer than the {days} days simulated")
+        return seconds
 
     @field_validator("behaviour")
     @classmethod
@@ -232,18 +273,19 @@ class Scenario(_Model):
             _known_channels(by_channel)
         return value
 
-    @model_validator(mode="after")
-    def _entries_within(self) -> Scenario:
-        if self.entries_over is not None and not 0 < self.entries_over <= self.days * 86400:
-            raise ValueError("entries_over must be longer than zero and at most the days simulated")
-        return self
+    @field_validator("start", mode="before")
+    @classmethod
+    def _day(cls, value: Any) -> Any:
+        if isinstance(value, date) and not isinstance(value, datetime):
+            return datetime(value.year, value.month, value.day, tzinfo=UTC)  # 00:00 UTC
+        return value
 
     @field_validator("start")
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:
         if value is not None and value.tzinfo is None:
             raise ValueError("start needs a timezone, e.g. 2027-01-04T00:00:00Z")
-        return value
+        return value.astimezone(UTC) if value is not None else None
 
     def behaviour_for(self, step: str, channel: str) -> ChannelBehaviour:
         own = self.steps.get(step, {}).get(channel)
@@ -261,10 +303,25 @@ def _known_channels(by_channel: dict[str, Any]) -> dict[str, Any]:
 
 def load_scenario(path: Path) -> Scenario:
     """The scenario in `path`; JourneyError listing every problem with its position."""
-    source = read_source(path)
+    try:
+        source = read_source(path)
+    except JourneyError as exc:
+        if any(p.message.startswith("the file is empty") for p in exc.problems):
+            return Scenario()  # comments only: every default
+        raise
     data = source.data if source.data is not None else {}
     if not isinstance(data, dict):
         raise JourneyError([source.problem((), "expected a mapping (contacts:, days:, ...)")])
+    bare = list(_bare_numbers(data, ()))
+    if bare:
+        raise JourneyError(
+            [
+                source.problem(
+                    path, f"duration {value!r} has no unit: write {value}m, {value}h or {value}d"
+                )
+                for path, value in bare
+            ]
+        )
     try:
         return Scenario.model_validate(data)
     except ValidationError as exc:
@@ -283,6 +340,26 @@ def load_scenario(path: Path) -> Scenario:
                 )
             problems.append(source.problem(loc, message, key=kind == "extra_forbidden"))
         raise JourneyError(sorted(set(problems), key=lambda p: (p.line, p.column))) from None
+
+
+def _bare_numbers(node: Any, path: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...], Any]]:
+    """Durations written as plain numbers (`after: 10`): 10 what? (0 is fine.)"""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            here = (*path, key)
+            timed = key in ("after", "entries_over") or (
+                key in DELAY_KEYS and path and path[-1] == "after"
+            )
+            if timed and _number(value) and value != 0:
+                yield here, value
+            yield from _bare_numbers(value, here)
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _bare_numbers(value, (*path, index))
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def scenario_for(journeys_dir: Path, journey_ids: list[str]) -> tuple[Scenario, Path | None]:
