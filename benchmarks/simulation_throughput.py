@@ -63,11 +63,11 @@ sys.path[:0] = [str(ROOT), str(HERE)]
 
 import bare_cart  # noqa: E402
 
+from orchestrator.dsl.scenario import Delay, Entry, Purchase, Scenario  # noqa: E402
 from orchestrator.processes.temporal_server import find_binary  # noqa: E402
 from orchestrator.settings import Settings  # noqa: E402
 from orchestrator.simulation import runner as sim_runner  # noqa: E402
 from orchestrator.simulation.runner import Simulator  # noqa: E402
-from orchestrator.simulation.scenario import Delay, Entry, Purchase, Scenario  # noqa: E402
 from orchestrator.store.tables import JourneyRun, Message  # noqa: E402
 
 JOURNEY = "abandoned_cart"
