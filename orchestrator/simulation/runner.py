@@ -121,8 +121,11 @@ def simulation_settings(settings: Settings, folder: Path) -> Settings:
             "database_url": sqlite_url(folder),
             "data_dir": folder,
             "task_queue": TASK_QUEUE,
-            "secret_key": settings.secret_key or "simulation",
+            "secret_key": "simulation: links signed here open nothing live",
             "python_journeys": [],
+            # Every queue in this one process (a worker configured for channels only
+            # would leave the journeys unrun), all on the null adapter.
+            "worker_queues": ["main", "email", "push", "sms"],
         }
     )
 
