@@ -210,3 +210,13 @@ def test_repetition_cannot_exhaust_memory() -> None:
     assert evaluate('"x" * 1000000000 == null', {}) is True
     assert evaluate("len([1] * 100000000) == 0", {}) is True
     assert evaluate('"ab" * 3 == "ababab"', {}) is True
+
+
+def test_a_trait_cannot_turn_arithmetic_into_string_formatting() -> None:
+    """A storefront sends traits; `%` on text would be Python's formatting operator, where
+    twelve characters build a 100 MB string (or raise). Arithmetic is on numbers only."""
+    context = {"contact": {"traits": {"score": "%0100000000d", "bad": "%y", "n": 7}}}
+    assert evaluate("contact.traits.score % 2 == null", context) is True
+    assert evaluate("contact.traits.bad % 2 == null", context) is True
+    assert evaluate('contact.traits.score - 1 == null and "a" / 2 == null', context) is True
+    assert evaluate("contact.traits.n % 2 == 1 and contact.traits.n * 2 == 14", context) is True

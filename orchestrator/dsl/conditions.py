@@ -226,9 +226,11 @@ def _eval(node: ast.AST, ctx: dict[str, Any]) -> Any:
             a, b = _eval(left, ctx), _eval(right, ctx)
             if _too_big(a, b):
                 return None
+            if not _arithmetic_ok(op, a, b):
+                return None
             try:
                 return _ARITHMETIC[type(op)](a, b)
-            except (TypeError, ZeroDivisionError, OverflowError):
+            except (TypeError, ValueError, ZeroDivisionError, OverflowError, MemoryError):
                 return None
         case ast.List(elts=elts) | ast.Tuple(elts=elts):
             return [_eval(child, ctx) for child in elts]
@@ -278,6 +280,17 @@ def _contains(container: Any, item: Any) -> bool:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _arithmetic_ok(op: ast.operator, a: Any, b: Any) -> bool:
+    """`+` joins numbers, texts or lists; `*` repeats a text or list a number of times;
+    `-`, `/` and `%` take numbers only: on text, `%` is Python's string formatting, where
+    a trait such as "%0100000000d" would build 100 MB."""
+    if _is_number(a) and _is_number(b):
+        return True
+    if isinstance(op, ast.Add):
+        return True
+    return isinstance(op, ast.Mult) and _is_number(a) != _is_number(b)
 
 
 def _too_big(a: Any, b: Any) -> bool:
