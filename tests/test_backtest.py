@@ -166,6 +166,9 @@ def test_backtest_over_the_stores_own_events(tmp_path: Path) -> None:
 
     _check_numbers(report)
     assert _snapshot(db) == before
+    # Its copies of live contacts do not outlive the report (unless --keep).
+    assert report["backtest"]["simulation_store"] is None
+    assert not (live / "simulations" / "backtest-abandoned_cart").exists()
 
 
 def test_a_bad_line_is_named_and_nothing_runs(tmp_path: Path) -> None:

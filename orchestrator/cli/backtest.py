@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,12 @@ SAFE = (
     help="Simulated days (default: the record's span plus the journey's longest wait).",
 )
 @click.option("--json", "as_json", is_flag=True, help="The report as JSON.")
+@click.option(
+    "--keep",
+    is_flag=True,
+    help="Keep the simulation's store of a --from/--to backtest (it holds copies of live "
+    "contacts; by default it is deleted once the report is printed).",
+)
 @journeys_dir_option
 @data_dir_option
 def backtest(
@@ -50,6 +57,7 @@ def backtest(
     last: datetime | None,
     days: int | None,
     as_json: bool,
+    keep: bool,
     journeys_dir: Path | None,
     data_dir: Path | None,
 ) -> None:
@@ -78,10 +86,17 @@ def backtest(
     folder = settings.data_dir / "simulations" / f"backtest-{journey}"
     runner = Backtest(settings, [journey], recording, folder, days=days)
     simulation = asyncio.run(runner.run())
+    discard = events_file is None and not keep
     try:
         report = backtest_report(runner, simulation)
     finally:
         simulation.engine.dispose()
+        if discard:
+            # Copies of live contacts (addresses, traits) must not outlive the report,
+            # nor escape `journeys contacts erase`.
+            shutil.rmtree(folder, ignore_errors=True)
+    if discard:
+        report["backtest"]["simulation_store"] = None
     if as_json:
         click.echo(json.dumps(report, indent=2, ensure_ascii=False, default=str))
     else:
@@ -135,11 +150,15 @@ def render_backtest(report: dict[str, Any]) -> str:
             out.append(f"  {s['step']} by {s['channel']} to {s['contact']}: {s['headline']}")
             if s["text"]:
                 out.append(f"    {s['text']}")
-    out += [
-        "",
-        SAFE,
-        f"The simulation's store: {b['simulation_store']} "
-        f"(journeys stats {report['simulation']['journeys'][0]} --data-dir "
-        f"{b['simulation_store']})",
-    ]
+    out += ["", SAFE]
+    if b["simulation_store"] is None:
+        out.append(
+            "The simulation's store was deleted: it held copies of live contacts (--keep keeps it)."
+        )
+    else:
+        out.append(
+            f"The simulation's store: {b['simulation_store']} "
+            f"(journeys stats {report['simulation']['journeys'][0]} --data-dir "
+            f"{b['simulation_store']})"
+        )
     return "\n".join(out)

@@ -162,6 +162,7 @@ def _simulate(
     from ..dsl.invariants import load_project_invariants
     from ..dsl.problems import JourneyError
     from ..dsl.scenario import load_scenario, scenario_for
+    from ..services.private_files import private_dir
     from ..simulation.invariants import check_invariants
     from ..simulation.report import build_report, scenario_label
     from ..simulation.runner import SimulationError, Simulator
@@ -179,6 +180,7 @@ def _simulate(
     overrides = {"contacts": contacts, "days": days, "seed": seed}
     scenario = scenario.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     folder = simulation_folder(settings, simulation_id(journey_ids, scenario.seed))
+    private_dir(settings.data_dir)  # it holds the simulations' stores: owner only
     show = not quiet and sys.stderr.isatty()
     bar = _ProgressBar(scenario.days, scenario.contacts) if show else None
     simulator = Simulator(settings, journey_ids, scenario, folder, scenario_path=path, progress=bar)

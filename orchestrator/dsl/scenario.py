@@ -35,6 +35,7 @@ from .source import read_source, show
 SCENARIOS_FOLDER = "scenarios"
 MAX_CONTACTS = 100_000
 MAX_DAYS = 366
+MAX_PLANNED_ENTRIES = 1_000_000  # entry events a scenario may plan (memory, CI time)
 
 
 def _no_bool(value: Any) -> Any:
@@ -240,15 +241,28 @@ class Scenario(_Model):
     # it), so the later runs have time to play out; `1h` makes them nearly all at once.
     entries_over: int | None = None  # seconds
     population: Population = Population()
-    catalogue: Annotated[list[Product], Field(min_length=1)] = list(DEFAULT_CATALOGUE)
+    catalogue: Annotated[list[Product], Field(min_length=1, max_length=10_000)] = list(
+        DEFAULT_CATALOGUE
+    )
     # The currency of carts and orders (ISO 4217); default: none named, as most shops send.
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] | None = None
-    entries: list[Entry] | None = None  # default: each journey's own trigger event
+    # default: each journey's own trigger event
+    entries: Annotated[list[Entry], Field(max_length=20)] | None = None
     behaviour: dict[str, ChannelBehaviour] = {}
     # Each order is delivered (`Order Delivered`) with this chance, after this long.
     deliveries: Reaction = Reaction(chance=0.95, after=Delay(min=2 * 86400, max=5 * 86400))
     # Per step id, per channel: what recipients do with that one message.
     steps: dict[str, dict[str, ChannelBehaviour]] = {}
+
+    @model_validator(mode="after")
+    def _bounded(self) -> Scenario:
+        planned = self.contacts * sum(e.times for e in self.entries or [])
+        if planned > MAX_PLANNED_ENTRIES:
+            raise ValueError(
+                f"the entries plan {planned:,} events (contacts x times): at most "
+                f"{MAX_PLANNED_ENTRIES:,}; fewer contacts or fewer times"
+            )
+        return self
 
     @field_validator("entries_over", mode="before")
     @classmethod

@@ -25,10 +25,10 @@ from .invariants import InvariantReport
 from .runner import Simulation
 
 SAMPLE_CHANNELS = ("email", "push", "sms")
-# A link's signed token: `<payload>.<signature>` (view, preferences, unsubscribe) or one
-# long run (click redirects).
-_LONG_TOKEN = re.compile(
-    r"(?<=/)(?:[A-Za-z0-9_\-]{16,}\.[A-Za-z0-9_\-]{8,}|[A-Za-z0-9_\-]{20,})(?=[/?#\"'\s<)]|$)"
+# Our own links' tokens (view in browser, unsubscribe, preferences, survey, click):
+# `<payload>.<signature>` or one run, which a sentence's full stop does not end.
+_LINK_TOKEN = re.compile(
+    r"(?<=/)(m|u|preferences|s|c)/[A-Za-z0-9_\-]{16,}(?:\.[A-Za-z0-9_\-]+)?"
 )
 
 
@@ -165,7 +165,7 @@ def _samples(session: Session, journey_ids: list[str]) -> list[dict[str, Any]]:
                 "locale": locale,
                 "contact": message.contact_id,
                 "content": {
-                    part: _masked(value, message.id, codes) if isinstance(value, str) else value
+                    part: _masked(value, message.id, codes)
                     for part, value in sorted(message.content.items())
                     if part != "links"
                 },
@@ -176,14 +176,21 @@ def _samples(session: Session, journey_ids: list[str]) -> list[dict[str, Any]]:
     return samples
 
 
-def _masked(text: str, message_id: str, codes: list[str]) -> str:
-    """The text with what differs from run to run replaced: the message id, signed link
-    tokens, and promo codes (their prefix kept)."""
-    text = text.replace(message_id, "<message-id>")
+def _masked(value: Any, message_id: str, codes: list[str]) -> Any:
+    """The value (text, or texts inside lists and mappings) with what differs from run
+    to run replaced: the message id, our links' tokens, and promo codes (their prefix
+    kept, in any case)."""
+    if isinstance(value, dict):
+        return {k: _masked(v, message_id, codes) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(v, message_id, codes) for v in value]
+    if not isinstance(value, str):
+        return value
+    text = value.replace(message_id, "<message-id>")
     for code in sorted(codes, key=len, reverse=True):
         prefix = code.split("-")[0] if "-" in code else code[:3]
-        text = text.replace(code, f"{prefix}-XXXXXX")
-    return _LONG_TOKEN.sub("<token>", text)
+        text = re.sub(re.escape(code), f"{prefix}-XXXXXX", text, flags=re.IGNORECASE)
+    return _LINK_TOKEN.sub(lambda m: f"{m.group(1)}/<token>", text)
 
 
 def scenario_label(path: Path | None, root: Path) -> str:
