@@ -23,6 +23,7 @@ from .reports import render_stats, render_story
 from .tables import printable, render_table
 
 SIMULATIONS = "simulations"
+SAMPLE_LINES = 12  # of a sample's text part, in the terminal report
 templates_option = click.option(
     "--templates", "templates_dir", type=click.Path(path_type=Path), help="Templates folder."
 )
@@ -311,10 +312,14 @@ def render_report(report: dict[str, Any]) -> str:
         )
         for part, value in sample["content"].items():
             if part == "html":
-                out.append(f"  html: {len(value)} characters")
+                out.append(
+                    f"  html: {len(value):,} characters (the text part below; --html shows it)"
+                )
             elif isinstance(value, str):
-                shown = value if len(value) <= 400 else value[:400] + "…"
-                out.append(printable(f"  {part}: {shown}"))
+                lines = value.splitlines() or [""]
+                shown = lines[:SAMPLE_LINES] + (["…"] if len(lines) > SAMPLE_LINES else [])
+                out.append(printable(f"  {part}: {shown[0]}"))
+                out += [printable(f"    {line}".rstrip()) for line in shown[1:]]
     out += ["", _invariants(report)]
     if report.get("problems"):
         out += ["", "Problems (the simulation fails)"] + [

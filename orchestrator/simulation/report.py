@@ -67,7 +67,7 @@ def build_report(
         "messages_by_local_hour": hours,
         "samples": samples,
         "invariants": [_rule(r) for r in invariants.to_json()["invariants"]] if invariants else [],
-        "orders": dict(sorted(simulation.orders.items())),
+        "orders": dict(simulation.orders),  # entry events, anyway, after a message
         "webhook_calls": simulation.webhook_calls,
         "problems": problems,
         "warnings": warnings,
