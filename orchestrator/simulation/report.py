@@ -27,9 +27,7 @@ from .runner import Simulation
 SAMPLE_CHANNELS = ("email", "push", "sms")
 # Our own links' tokens (view in browser, unsubscribe, preferences, survey, click):
 # `<payload>.<signature>` or one run, which a sentence's full stop does not end.
-_LINK_TOKEN = re.compile(
-    r"(?<=/)(m|u|preferences|s|c)/[A-Za-z0-9_\-]{16,}(?:\.[A-Za-z0-9_\-]+)?"
-)
+_LINK_TOKEN = re.compile(r"(?<=/)(m|u|preferences|s|c)/[A-Za-z0-9_\-]{16,}(?:\.[A-Za-z0-9_\-]+)?")
 
 
 def build_report(
