@@ -23,7 +23,8 @@ from html import escape
 
 from ..dsl import models as m
 from ..dsl.durations import format_duration
-from .stats import NOT_SENT, JourneyStats, MessageStats, StepStats, describe
+from ..dsl.loader import iter_steps
+from .stats import NOT_SENT, JourneyStats, MessageStats, StepStats, describe, revenue_text
 
 BOX_WIDTH = 260  # a step's box
 LINE = 16  # one line of text in a box
@@ -101,7 +102,7 @@ def journey_svg(journey: m.Journey, stats: JourneyStats | None = None) -> str:
     )
     width, height = body.width + 2 * MARGIN, body.height + 2 * MARGIN
     title = f"Journey {journey.name} ({journey.id})"
-    steps = sum(1 for _ in _all_steps(journey.steps))
+    steps = sum(1 for _ in iter_steps(journey.steps, ()))
     desc = f"{steps} steps, drawn top to bottom from the trigger"
     if stats is not None:
         desc += f"; {_n(stats.entered)} entered, {_n(stats.converted)} converted"
@@ -117,28 +118,6 @@ def journey_svg(journey: m.Journey, stats: JourneyStats | None = None) -> str:
             "</g></svg>\n",
         ]
     )
-
-
-def _all_steps(steps: Sequence[m.Step]) -> list[m.Step]:
-    found: list[m.Step] = []
-    for step in steps:
-        found.append(step)
-        for lane in _nested(step):
-            found += _all_steps(lane)
-    return found
-
-
-def _nested(step: m.Step) -> list[Sequence[m.Step]]:
-    match step:
-        case m.WaitForStep():
-            return [step.then, step.on_timeout]
-        case m.BranchStep():
-            return [*(c.then for c in step.branch), step.else_]
-        case m.SplitStep():
-            return [v.then for v in step.split]
-        case m.SendStep() | m.ActionStep():
-            return [step.on_failure]
-    return []
 
 
 # --- nodes -------------------------------------------------------------------
@@ -179,7 +158,7 @@ def _summary(journey: m.Journey, counts: _Counts) -> _Frag:
         if journey.goal is not None or s.converted:
             rate = f" ({_percent(s.conversion_rate)})" if s.conversion_rate is not None else ""
             lines.append(_Line(f"converted {_n(s.converted)}{rate}", strong=True))
-            lines.append(_Line(f"revenue {_revenue(s)}", strong=True))
+            lines.append(_Line(f"revenue {revenue_text(s)}", strong=True))
         if s.finished:
             lines.append(_counts_line(_items(s.finished)))
         if s.exits:
@@ -415,12 +394,3 @@ def _percent(ratio: float) -> str:
 def _items(counts: dict[str, int], prefix: str = "") -> list[str]:
     items = [f"{k} {_n(n)}" for k, n in counts.items()]
     return [prefix + items[0], *items[1:]] if items else []
-
-
-def _revenue(stats: JourneyStats) -> str:
-    if stats.revenue_by_currency:
-        return ", ".join(
-            f"{amount:,.2f} {currency}".rstrip()
-            for currency, amount in stats.revenue_by_currency.items()
-        )
-    return f"{stats.revenue or 0:,.2f}"

@@ -149,6 +149,16 @@ class JourneyHeadline:
         return asdict(self)
 
 
+def revenue_text(s: JourneyStats) -> str:
+    """The revenue as every view shows it: the total, or each currency's when the orders
+    named more than one (amounts in different currencies are never added up)."""
+    named = {k: v for k, v in s.revenue_by_currency.items() if v}
+    if len(named) > 1:
+        return " + ".join(f"{v:,.2f} {k or '(no currency)'}" for k, v in named.items())
+    (only,) = named or {"": 0.0}
+    return f"{s.revenue or 0:,.2f} {only}".rstrip()
+
+
 class UnknownJourney(LookupError):
     pass
 

@@ -67,6 +67,7 @@ def backtest(
 
     The record is --events FILE (Segment NDJSON) or the store's own events --from DAY
     --to DAY. Contacts' recorded orders and engagement stand in for their behaviour."""
+    from ..simulation import simulation_folder
     from ..simulation.backtest import Backtest, backtest_report, read_ndjson, read_store
 
     if (events_file is None) == (first is None and last is None):
@@ -83,7 +84,7 @@ def backtest(
     else:
         assert first is not None and last is not None
         recording = read_store(settings, first.date(), last.date())
-    folder = settings.data_dir / "simulations" / f"backtest-{journey}"
+    folder = simulation_folder(settings.data_dir, f"backtest-{journey}")
     runner = Backtest(settings, [journey], recording, folder, days=days)
     simulation = asyncio.run(runner.run())
     discard = events_file is None and not keep

@@ -21,9 +21,11 @@ from ..analytics.stats import (
     headlines,
     journey_exists,
     journey_stats,
+    revenue_text,
 )
 from ..analytics.story import DEFAULT_EVENTS, MAX_EVENTS, Story, contact_story
 from ..settings import Settings
+from ..simulation import simulation_folder
 from ..store.db import session_scope
 from ..store.tables import Contact
 from .main import _existing_store, _fail, _settings, data_dir_option, main
@@ -137,9 +139,9 @@ def explain(
 def _simulation_store(settings: Settings, simulation: str) -> Any:
     from ..store.db import make_engine, sqlite_url
 
-    folder = settings.data_dir / "simulations" / simulation
+    folder = simulation_folder(settings.data_dir, simulation)
     if "/" in simulation or simulation.startswith(".") or not (folder / "journeys.db").is_file():
-        root = settings.data_dir / "simulations"
+        root = folder.parent
         known = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
         _fail(
             f"no simulation {simulation!r} in {root} (simulations there: "
@@ -224,7 +226,7 @@ def render_stats(s: JourneyStats) -> str:
     else:
         outcome = (
             f"converted {s.converted} ({_pct(s.conversion_rate)}) · revenue "
-            f"{_revenue(s)} ({_money(s.revenue_per_entrant)} per entrant)"
+            f"{revenue_text(s)} ({_money(s.revenue_per_entrant)} per entrant)"
         )
     out = [
         printable(f"{s.journey_id}: {s.name or ''} ({which}; {period})"),
@@ -330,15 +332,6 @@ def render_stats(s: JourneyStats) -> str:
         if split.warning:
             out.append(f"warning: {split.warning}")
     return "\n".join(out)
-
-
-def _revenue(s: JourneyStats) -> str:
-    """The total, or each currency's when the orders named more than one."""
-    named = {k: v for k, v in s.revenue_by_currency.items() if v}
-    if len(named) > 1:
-        return " + ".join(f"{_money(v)} {k or '(no currency)'}" for k, v in named.items())
-    (only,) = named or {"": 0.0}
-    return f"{_money(s.revenue)} {only}".rstrip()
 
 
 def _step_name(step_id: str) -> str:

@@ -18,20 +18,16 @@ from typing import Any
 import click
 
 from ..settings import Settings
+from ..simulation import simulation_folder
 from .main import _fail, _journeys_folder, _settings, data_dir_option, main
 from .reports import render_stats, render_story
 from .tables import printable, render_table
 
-SIMULATIONS = "simulations"
 SAMPLE_LINES = 12  # of a sample's text part, in the terminal report
 templates_option = click.option(
     "--templates", "templates_dir", type=click.Path(path_type=Path), help="Templates folder."
 )
 _BARS = " ▁▂▃▄▅▆▇█"
-
-
-def simulation_folder(settings: Settings, simulation_id: str) -> Path:
-    return settings.data_dir / SIMULATIONS / simulation_id
 
 
 def simulation_id(journey_ids: list[str], seed: int) -> str:
@@ -180,7 +176,7 @@ def _simulate(
         _fail(f"{len(exc.problems)} problem(s) found; nothing was simulated")
     overrides = {"contacts": contacts, "days": days, "seed": seed}
     scenario = scenario.model_copy(update={k: v for k, v in overrides.items() if v is not None})
-    folder = simulation_folder(settings, simulation_id(journey_ids, scenario.seed))
+    folder = simulation_folder(settings.data_dir, simulation_id(journey_ids, scenario.seed))
     private_dir(settings.data_dir)  # it holds the simulations' stores: owner only
     show = not quiet and sys.stderr.isatty()
     bar = _ProgressBar(scenario.days, scenario.contacts) if show else None

@@ -101,13 +101,6 @@ class Delay(_Model):
         assert self.min is not None and self.max is not None
         return rng.uniform(self.min, self.max)
 
-    def text(self) -> str:
-        if self.fixed is not None:
-            return _duration_text(self.fixed)
-        if self.mean is not None:
-            return f"about {_duration_text(self.mean)} (exponential)"
-        return f"{_duration_text(self.min or 0)} to {_duration_text(self.max or 0)}"
-
 
 class Reaction(_Model):
     """A chance that something happens, and after how long."""
@@ -385,10 +378,3 @@ def scenario_for(journeys_dir: Path, journey_ids: list[str]) -> tuple[Scenario, 
             if path.is_file():
                 return load_scenario(path), path
     return Scenario(), None
-
-
-def _duration_text(seconds: int) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"

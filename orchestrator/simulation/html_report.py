@@ -22,6 +22,7 @@ from ..analytics.stats import (
     SplitStats,
     StepStats,
     VariantStats,
+    revenue_text,
 )
 from ..dsl.models import Journey
 
@@ -162,7 +163,7 @@ def _headline(stats: JourneyStats, to_convert: dict[str, Any] | None) -> str:
             ("goal", stats.goal),
             ("converted", _n(stats.converted)),
             ("conversion rate", _percent(stats.conversion_rate)),
-            ("revenue", _revenue(stats)),
+            ("revenue", revenue_text(stats)),
         ]
     if to_convert:
         facts += [
@@ -394,9 +395,3 @@ def _hours(hours: float | None) -> str | None:
 
 def _mapping(counts: dict[str, int]) -> str:
     return ", ".join(f"{k} {_n(n)}" for k, n in counts.items())
-
-
-def _revenue(stats: JourneyStats) -> str:
-    if stats.revenue_by_currency:
-        return ", ".join(f"{a:,.2f} {c}".rstrip() for c, a in stats.revenue_by_currency.items())
-    return _money(stats.revenue)

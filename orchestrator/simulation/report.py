@@ -14,11 +14,11 @@ import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlmodel import Session, col, select
 
 from ..analytics.stats import journey_stats
+from ..services.policy import zone_of
 from ..store.db import session_scope
 from ..store.tables import Contact, Coupon, Message
 from .invariants import InvariantReport
@@ -114,13 +114,6 @@ def _rule(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _zone(name: str | None, default: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name or default)
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
-
-
 def _by_local_hour(
     session: Session, journey_ids: list[str], default_timezone: str
 ) -> dict[str, dict[str, list[int]]]:
@@ -133,7 +126,7 @@ def _by_local_hour(
     found: dict[str, dict[str, list[int]]] = {j: {} for j in journey_ids}
     for journey_id, channel, sent_at, zone in rows:
         assert isinstance(sent_at, datetime)
-        hour = sent_at.astimezone(_zone(zone, default_timezone)).hour
+        hour = sent_at.astimezone(zone_of(zone, default_timezone)).hour
         found[journey_id].setdefault(channel, [0] * 24)[hour] += 1
     return {j: dict(sorted(by_channel.items())) for j, by_channel in found.items()}
 

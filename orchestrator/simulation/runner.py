@@ -60,7 +60,15 @@ from ..settings import Settings
 from ..store.clock import clock
 from ..store.db import make_engine, migrate, session_scope, sqlite_url
 from ..store.tables import Event, Message
-from .population import IDENTIFY, ORDER_COMPLETED, Shopper, order_properties, rng, shoppers
+from .population import (
+    IDENTIFY,
+    ORDER_COMPLETED,
+    Shopper,
+    order_properties,
+    pick,
+    rng,
+    shoppers,
+)
 from .population import default_entries as journey_entries
 
 MAX_STEP = timedelta(hours=1)
@@ -520,7 +528,7 @@ class Simulator:
             if delivered:  # the carrier's delivery report, as Twilio's status callback
                 later(30, report("SMS Delivered", "delivered"))
             if replied:
-                text = _weighted(r, b.replied.texts)
+                text = pick(r, dict(sorted(b.replied.texts.items()))) or ""
                 later(b.replied.after.draw(r), lambda: self._reply(contact, message_id, text))
         if bought:
             revenue = b.bought.revenue
@@ -572,11 +580,6 @@ def _no_fsync(dbapi_connection: Any, _record: Any) -> None:
         cursor.execute("PRAGMA synchronous=OFF")
     finally:
         cursor.close()
-
-
-def _weighted(r: Any, weights: dict[str, float]) -> str:
-    names = sorted(weights)
-    return str(r.choices(names, weights=[weights[n] for n in names])[0])
 
 
 def journeys_of(simulation: Simulation) -> list[Journey]:
