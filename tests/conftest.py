@@ -129,3 +129,58 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "journeys").mkdir()
     (tmp_path / "templates").mkdir()
     return tmp_path
+
+
+# A journey with an A/B split, for the dashboard's tests: the shipped journeys have none.
+AB_OFFER = """\
+# Test only: half the shoppers get the reminder after 2 hours, half after 6.
+id: ab_offer
+name: A/B offer
+trigger: { event: Product Added }
+exit_on: [Order Completed]
+goal: { event: Order Completed, within: 7d }
+steps:
+  - split:
+      - variant: a
+        weight: 50
+        then:
+          - wait: 2h
+          - send: { id: offer_a, channel: email, template: cart_reminder }
+      - variant: b
+        weight: 50
+        then:
+          - wait: 6h
+          - send: { id: offer_b, channel: email, template: cart_reminder }
+"""
+
+
+@pytest.fixture(scope="session")
+def dashboard_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A simulated month of `abandoned_cart` and `ab_offer` (60 shoppers, seed 7), with a
+    second version of `ab_offer` deployed afterwards: the data dir of the dashboard tests
+    (the store is `simulations/<id>/journeys.db`, the report beside it)."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from orchestrator.cli.main import main
+
+    root = tmp_path_factory.mktemp("dashboard")
+    project = Path(__file__).resolve().parent.parent
+    shutil.copytree(project / "templates", root / "templates")
+    (root / "journeys").mkdir()
+    for name in ("abandoned_cart", "segments", "invariants"):
+        shutil.copy(project / "journeys" / f"{name}.yaml", root / "journeys")
+    (root / "journeys" / "ab_offer.yaml").write_text(AB_OFFER)
+    result = CliRunner().invoke(
+        main,
+        [
+            "simulate", "abandoned_cart", "ab_offer", "--contacts", "60", "--seed", "7",
+            "--journeys", str(root / "journeys"), "--templates", str(root / "templates"),
+            "--data-dir", str(root / "data"), "--json",
+        ],
+    )  # fmt: skip
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    assert result.exit_code in (0, 1), result.output  # 1: an invariant broke, still a store
+    return root / "data"

@@ -7,7 +7,8 @@
 - `commerce`: coupon checks and redemption, loyalty points (write key);
 - `webhooks`: provider feedback (SendGrid, Twilio);
 - `pages`: what recipients open from a message (view in browser, unsubscribe, preferences);
-- `health`: `/health` and `/metrics` (also the journey numbers, from the counters).
+- `health`: `/health` and `/metrics` (also the journey numbers, from the counters);
+- the operator dashboard under `/dashboard/` (`orchestrator.dashboard`): admin login.
 
 A call is acknowledged only after it is committed; routing to Temporal happens
 afterwards, from the events table (see `processes/router.py`).
@@ -21,6 +22,8 @@ from fastapi import FastAPI
 from sqlalchemy import Engine
 from temporalio.client import Client
 
+from ..dashboard.pages import router as dashboard_router
+from ..dashboard.web import configure as configure_dashboard
 from ..services.links import MessageLinks
 from ..settings import Settings
 from . import commerce, contacts, devices, events, health, pages, reports, webhooks
@@ -36,12 +39,14 @@ def create_app(
     links: MessageLinks | None = None,
     settings: Settings | None = None,
     python_journeys: Sequence[str] = (),
+    dashboard_dev: bool = False,
 ) -> FastAPI:
     """`write_keys` are accepted besides the hashed keys in the store.
 
     `on_stored` is called after each new commit (the router's wake-up); `links`
     verifies the signed tokens in message links; `python_journeys` are the ids of the
-    hand-written journeys, whose runs an erasure stops too.
+    hand-written journeys, whose runs an erasure stops too. `dashboard_dev` (`journeys
+    dev` only) opens the dashboard without a login to browsers on this machine.
     """
     app = FastAPI(title="journeys", version="0.1.0", docs_url="/docs", redoc_url=None)
     app.state.ctx = ApiContext(
@@ -57,4 +62,6 @@ def create_app(
     # `reports` before `contacts`: /v1/contacts/{id}/timeline is not a contact id.
     for module in (events, devices, reports, contacts, commerce, webhooks, pages, health):
         app.include_router(module.router)
+    configure_dashboard(app, app.state.ctx, dashboard_dev)
+    app.include_router(dashboard_router)
     return app

@@ -49,6 +49,16 @@ RECOUNT_EVERY = 300.0
 
 @router.get("/health")
 async def health(request: Request) -> JSONResponse:
+    healthy, checks = await health_checks(request)
+    return JSONResponse(
+        {"status": "ok" if healthy else "degraded", **checks},
+        status_code=200 if healthy else 503,
+    )
+
+
+async def health_checks(request: Request) -> tuple[bool, dict[str, Any]]:
+    """Each part's status (and the routing figures): `/health` and the dashboard's Health
+    page show the same answer."""
     ctx = api_context(request)
     checks: dict[str, Any] = {"api": "ok", "database": await _check_database(ctx.engine)}
     checks["temporal"] = await _check_temporal(ctx.client) if ctx.client else "not configured"
@@ -58,10 +68,7 @@ async def health(request: Request) -> JSONResponse:
         else {"status": "unknown: the database is unavailable"}
     )
     healthy = all((v["status"] if isinstance(v, dict) else v) == "ok" for v in checks.values())
-    return JSONResponse(
-        {"status": "ok" if healthy else "degraded", **checks},
-        status_code=200 if healthy else 503,
-    )
+    return healthy, checks
 
 
 @router.get("/metrics", response_class=PlainTextResponse)

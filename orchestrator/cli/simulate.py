@@ -19,6 +19,7 @@ import click
 
 from ..settings import Settings
 from ..simulation import simulation_folder
+from ..simulation.saved import save_report
 from .main import _fail, _journeys_folder, _settings, data_dir_option, main
 from .reports import render_stats, render_story
 from .tables import printable, render_table
@@ -83,7 +84,9 @@ def simulate(
     report, simulation = _simulate(
         settings, list(journeys), scenario_file, contacts, days, seed, quiet=as_json
     )
-    _show(report, as_json, html_file, {j.journey.id: j.journey for j in simulation.journeys})
+    models = {j.journey.id: j.journey for j in simulation.journeys}
+    save_report(simulation.folder, report, models)  # the dashboard's "last simulation"
+    _show(report, as_json, html_file, models)
     if not report["ok"]:
         sys.exit(1)
 

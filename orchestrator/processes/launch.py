@@ -272,6 +272,7 @@ async def _serve_all(
         MessageLinks.from_settings(settings),
         settings,
         python_journeys=[cls.journey_id for cls in router.python_journeys],
+        dashboard_dev=True,
     )
     http = _Server(
         uvicorn.Config(
@@ -290,6 +291,10 @@ async def _serve_all(
             if stop.is_set():  # asked to stop while starting: no announcement
                 raise stops.stopped()
             print(f"API: http://{settings.api_host}:{settings.api_port}", flush=True)
+            print(
+                f"Dashboard: http://{settings.api_host}:{settings.api_port}/dashboard/",
+                flush=True,
+            )
             print(f"Temporal UI: {ui}", flush=True)
             print(f"write key: {write_keys[0]}", flush=True)
             await stop.wait()

@@ -270,6 +270,10 @@ class Message(SQLModel, table=True):
         Index("ix_messages_contact_queued", "contact_id", "queued_at"),
         # Provider callbacks (Twilio status) find the message by the provider's id.
         Index("ix_messages_provider_message_id", "provider_message_id"),
+        # The dashboard's message log, newest first: all, by journey, by status.
+        Index("ix_messages_created", "created_at", "id"),
+        Index("ix_messages_journey_created", "journey_id", "created_at", "id"),
+        Index("ix_messages_status_created", "status", "created_at", "id"),
     )
 
     id: str = Field(primary_key=True, max_length=36)  # uuid, our message id
