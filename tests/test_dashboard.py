@@ -38,7 +38,7 @@ from orchestrator.dashboard.sessions import COOKIE, DashboardSession, Signer
 from orchestrator.settings import Settings
 from orchestrator.store.db import make_engine, sqlite_url
 from orchestrator.store.keys import create_key, revoke_key
-from orchestrator.store.tables import Contact, JourneyRun, Message
+from orchestrator.store.tables import ApiKey, Contact, JourneyRun, Message
 from orchestrator.store.versions import deploy_journey
 
 SIMULATION = "abandoned_cart+ab_offer-seed7"
@@ -86,9 +86,11 @@ def _app(store: Store, dev: bool = False, client: Any = None) -> Any:
     return create_app(store.engine, ["wk_test"], client, settings=settings, dashboard_dev=dev)
 
 
-def _client(app: Any, peer: tuple[str, int] = REMOTE) -> httpx.AsyncClient:
+def _client(
+    app: Any, peer: tuple[str, int] = REMOTE, base: str = "http://testserver"
+) -> httpx.AsyncClient:
     transport = httpx.ASGITransport(app=app, client=peer)
-    return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+    return httpx.AsyncClient(transport=transport, base_url=base)
 
 
 async def _login(client: httpx.AsyncClient, key: str, next_path: str = "/dashboard/") -> Any:
@@ -184,33 +186,50 @@ async def test_a_revoked_key_ends_its_sessions_and_forged_cookies_do_nothing(own
         assert (await client.get("/dashboard/")).status_code == 200
         assert revoke_key(own.engine, "to-revoke")
         assert (await client.get("/dashboard/")).status_code == 303
+    ours = Signer("test-secret-for-dashboard-cookies")
     other = Signer("another-secret").dump(DashboardSession(1, 2**40, "c"))
-    dev = Signer("test-secret-for-dashboard-cookies").dump(DashboardSession("dev", 2**40, "c"))
-    for cookie in (other, dev, "garbage", "a.b"):
+    dev = ours.dump(DashboardSession("dev", 2**40, "c"))
+    # Signed with our secret, naming a live admin key's row, but not its hash: a cookie of
+    # another store (or of a restored one) whose row 1 is another key.
+    with Session(own.engine) as session:
+        row_id = session.exec(select(ApiKey.id).where(ApiKey.name == "dashboard-test")).one()
+    elsewhere = ours.dump(DashboardSession(row_id, 2**40, "c", "0" * 16))
+    for cookie in (other, dev, elsewhere, "garbage", "a.b"):
         async with _client(_app(own)) as client:
             client.cookies.set(COOKIE, cookie)
             assert (await client.get("/dashboard/")).status_code == 303
+    async with _client(_app(own)) as client:  # bytes that are not ASCII: no error either
+        cookie_header = f"{COOKIE}=é.é".encode()
+        answer = await client.get("/dashboard/", headers={"cookie": cookie_header})  # type: ignore[dict-item]
+        assert answer.status_code == 303
 
 
 async def test_dev_mode_opens_to_this_machine_only(shared: Store) -> None:
-    async with _client(_app(shared, dev=True), LOCAL) as client:
-        page = await client.get("/dashboard/")
-        assert page.status_code == 200
-        assert "development" in page.text
-    async with _client(_app(shared, dev=True), REMOTE) as client:
+    for base in ("http://127.0.0.1:8000", "http://localhost:8000", "http://[::1]:8000"):
+        async with _client(_app(shared, dev=True), LOCAL, base) as client:
+            page = await client.get("/dashboard/")
+            assert page.status_code == 200, base
+            assert "development" in page.text
+    async with _client(_app(shared, dev=True), REMOTE, "http://127.0.0.1:8000") as client:
         assert (await client.get("/dashboard/")).status_code == 303
-    async with _client(_app(shared, dev=False), LOCAL) as client:
+    async with _client(_app(shared, dev=False), LOCAL, "http://127.0.0.1:8000") as client:
         assert (await client.get("/dashboard/")).status_code == 303
+    # DNS rebinding: a page of another site whose name now points at 127.0.0.1.
+    async with _client(_app(shared, dev=True), LOCAL, "http://attacker.example:8000") as client:
+        assert (await client.get("/dashboard/contacts/sim-001")).status_code == 303
+        answer = await client.get("/dashboard/export?contact=sim-001")
+        assert answer.status_code == 303
 
 
 async def test_forms_need_the_session_token(own: Store) -> None:
     contact = _a_contact(own.engine)
     async with _client(_app(own)) as client:
         await _login(client, own.admin_key)
-        url = f"/dashboard/contacts/{contact}/erase"
+        url = "/dashboard/erase"
         for form, headers in (
-            ({"confirm": contact}, {}),
-            ({"confirm": contact, "csrf": "wrong"}, {}),
+            ({"contact": contact, "confirm": contact}, {}),
+            ({"contact": contact, "confirm": contact, "csrf": "wrong"}, {}),
+            ({"contact": contact, "confirm": contact, "csrf": "é"}, {}),
         ):
             answer = await client.post(url, data=form, headers=headers)
             assert answer.status_code == 403
@@ -220,7 +239,7 @@ async def test_forms_need_the_session_token(own: Store) -> None:
         assert token
         foreign = await client.post(
             url,
-            data={"confirm": contact, "csrf": token.group(1)},
+            data={"contact": contact, "confirm": contact, "csrf": token.group(1)},
             headers={"origin": "https://evil.example"},
         )
         assert foreign.status_code == 403
@@ -473,20 +492,24 @@ async def test_export_and_erase_with_confirmation(own: Store, ts_env: WorkflowEn
     contact = _a_contact(own.engine)
     async with _client(_app(own, client=ts_env.client)) as client:
         await _login(client, own.admin_key)
-        export = await client.get(f"/dashboard/contacts/{contact}/export")
+        export = await client.get(f"/dashboard/export?contact={contact}")
         assert export.status_code == 200
         assert "attachment" in export.headers["content-disposition"]
         assert export.json()["contact"]["id"] == contact
         page = await client.get(f"/dashboard/contacts/{contact}")
         token = re.search(r'name="csrf" value="([^"]+)"', page.text)
         assert token
-        url = f"/dashboard/contacts/{contact}/erase"
-        wrong = await client.post(url, data={"csrf": token.group(1), "confirm": "someone"})
+        url = "/dashboard/erase"
+        wrong = await client.post(
+            url, data={"csrf": token.group(1), "contact": contact, "confirm": "someone"}
+        )
         assert wrong.status_code == 400
         assert "does not match" in wrong.text
         with Session(own.engine) as session:
             assert session.get(Contact, contact) is not None
-        done = await client.post(url, data={"csrf": token.group(1), "confirm": contact})
+        done = await client.post(
+            url, data={"csrf": token.group(1), "contact": contact, "confirm": contact}
+        )
         assert done.status_code == 200, done.text
         assert "Erased" in done.text
     with Session(own.engine) as session:
@@ -540,3 +563,63 @@ def test_every_interface_string_has_a_russian_translation() -> None:
     missing = sorted(used - set(i18n.RU))
     assert not missing, f"no Russian for: {missing}"
     assert date.today()  # (keeps the import honest for readers: days are UTC dates)
+
+
+async def test_arabic_content_reads_right_to_left(own: Store) -> None:
+    subject = "سلتك بانتظارك"  # "your cart is waiting"
+    with Session(own.engine) as session:
+        message = session.exec(select(Message).where(Message.channel == "email")).first()
+        assert message is not None
+        message.content = {**message.content, "subject": subject}
+        session.add(message)
+        session.commit()
+        message_id, contact = message.id, message.contact_id
+    async with _client(_app(own)) as client:
+        await _login(client, own.admin_key)
+        page = await client.get(f"/dashboard/messages/{message_id}")
+        assert f'<span dir="auto">{subject}</span>' in page.text
+        log = await client.get(f"/dashboard/messages?contact={contact}")
+        assert f'<td dir="auto">{subject}</td>' in log.text
+        assert '<html lang="en" dir="ltr">' in log.text  # the page itself stays left to right
+
+
+async def test_hostile_inputs_get_clear_answers_not_errors(
+    admin: httpx.AsyncClient, shared: Store
+) -> None:
+    far = await admin.get("/dashboard/?since=0001-01-01&until=9999-12-31")
+    assert far.status_code == 400 and "between 2000-01-01 and 2100-12-31" in _text(far.text)
+    year = await admin.get("/dashboard/?since=2026-01-01&until=2027-12-31")
+    assert year.status_code == 200
+    points = re.search(r'<polyline[^>]*points="([^"]+)"', year.text)
+    assert points and len(points.group(1).split()) == 92  # the period's last 92 days
+    for url in (
+        "/dashboard/messages?until=9999-12-31",
+        "/dashboard/messages?before=9999-12-31T23:59:59-23:59|x",
+        "/dashboard/messages?before=nonsense",
+    ):
+        assert (await admin.get(url)).status_code == 400, url
+    login = await admin.post("/dashboard/login", data={"csrf": "é", "key": "x"})
+    assert login.status_code == 400
+
+
+async def test_contacts_are_found_by_email_and_exported_whatever_their_id(own: Store) -> None:
+    with Session(own.engine) as session:
+        session.add(Contact(id="Иван", email="Ivan@Example.com"))
+        session.commit()
+    async with _client(_app(own)) as client:
+        await _login(client, own.admin_key)
+        found = await client.get("/dashboard/contacts?id=ivan@example.com")
+        assert found.status_code == 303
+        assert unquote(found.headers["location"]) == "/dashboard/contacts/Иван"
+        export = await client.get("/dashboard/export?contact=Иван")
+        assert export.status_code == 200
+        assert export.json()["contact"]["email"] == "Ivan@Example.com"
+        missing = await client.get("/dashboard/contacts?id=nobody@example.com")
+        assert missing.status_code == 404
+
+
+async def test_a_simulated_store_points_to_its_period(admin: httpx.AsyncClient) -> None:
+    # The simulation entered its shoppers after today: the default 30 days are empty.
+    page = await admin.get("/dashboard/")
+    hint = re.search(r'<p class="warn" id="empty-period">(.*?)</p>', page.text, re.S)
+    assert hint and "in all: 120" in _text(hint.group(1))  # 60 shoppers, two journeys

@@ -292,6 +292,12 @@ def test_full_stack_email_then_push_exit_health_auth_and_retries(
     assert ["quick_cart", "v1", "ann", "completed", "reminder_push"] in [r[:5] for r in table]
     assert ["quick_cart", "v1", "bob", "exited"] in [r[:4] for r in table], listed.stdout
 
+    # The dashboard it announced, open to this machine, with the same numbers.
+    assert f"Dashboard: {stack.api_url}/dashboard/" in stack.output()
+    page = httpx.get(f"{stack.api_url}/dashboard/journeys/quick_cart", trust_env=False)
+    assert page.status_code == 200, page.text
+    assert re.search(r'data-metric="entered">2<', page.text), page.text
+
     stack.stop()
     assert "shutting down..." in stack.output()
 

@@ -42,3 +42,12 @@ def entries_by_day(session: Session, first: date, last: date) -> dict[str, list[
 
 def period_days(first: date, last: date) -> list[date]:
     return [first + timedelta(days=n) for n in range((last - first).days + 1)]
+
+
+def latest_entry_day(session: Session) -> date | None:
+    """The newest day any run entered (a simulation's store lies in the future)."""
+    c = JourneyCount
+    day = session.exec(
+        select(func.max(c.day)).where(c.step_id == JOURNEY, c.metric == "entered")
+    ).one()
+    return date.fromisoformat(day) if day else None

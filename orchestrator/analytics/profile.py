@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from ..store.consent import ChannelConsent, effective_consent
+from ..store.consent import CONSENT_CHANNELS, ChannelConsent, effective_consent
 from ..store.identity import aliases_of, canonical_id
 from ..store.loyalty import balance_seen
 from ..store.suppressions import suppressed_addresses
@@ -57,6 +58,9 @@ class Profile:
     traits: dict[str, Any]
     created_at: datetime
     consent: list[ChannelConsent]
+    # Per channel, whether the contact opted in to marketing explicitly (else it is what
+    # the policy allows without asking, or an opt-out).
+    asked: dict[str, bool]
     suppressions: list[tuple[str, str, str]]  # (channel, address, reason)
     points: int
     coupons: list[CouponRow] = field(default_factory=list)
@@ -98,6 +102,7 @@ def contact_profile(session: Session, contact_id: str, explicit_marketing: bool)
         traits=dict(contact.traits or {}),
         created_at=contact.created_at,
         consent=effective_consent(contact.consent or {}, explicit_marketing),
+        asked={c: _opted_in(contact.consent or {}, c) for c in CONSENT_CHANNELS},
         suppressions=suppressions,
         points=balance_seen(session, owner, utcnow()),
         coupons=[_coupon(c) for c in coupons],
@@ -123,3 +128,21 @@ def _coupon(c: Coupon) -> CouponRow:
     return CouponRow(
         c.code, c.campaign, value, c.issued_at, c.expires_at, c.redeemed_at, c.redeemed_order_id
     )
+
+
+def _opted_in(consent: dict[str, Any], channel: str) -> bool:
+    entry = consent.get(channel)
+    return entry is True or (isinstance(entry, dict) and entry.get("marketing") is True)
+
+
+def find_contact(session: Session, text: str) -> str | None:
+    """The contact an operator typed: its id or an alias, else its email address."""
+    owner = canonical_id(session, text)
+    if session.get(Contact, owner) is not None:
+        return owner
+    if "@" in text:
+        found = session.exec(
+            select(Contact.id).where(func.lower(Contact.email) == text.strip().lower()).limit(1)
+        ).first()
+        return found
+    return None

@@ -10,6 +10,7 @@ is about those runs: what they reached, were sent, opened, bought.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time
 from typing import Any
@@ -144,19 +145,29 @@ class JourneyHeadline:
     converted: int
     conversion_rate: float | None
     revenue: float | None
+    revenue_by_currency: dict[str, float] = field(default_factory=dict)  # as JourneyStats'
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def revenue_text(s: JourneyStats) -> str:
+def revenue_text(s: JourneyStats | JourneyHeadline) -> str:
     """The revenue as every view shows it: the total, or each currency's when the orders
     named more than one (amounts in different currencies are never added up)."""
-    named = {k: v for k, v in s.revenue_by_currency.items() if v}
+    return money_text(s.revenue, s.revenue_by_currency)
+
+
+def money_text(
+    total: float | None,
+    by_currency: dict[str, float],
+    number: Callable[[float], str] = lambda v: f"{v:,.2f}",
+) -> str:
+    """`revenue_text` with the views' own number format (`number`)."""
+    named = {k: v for k, v in by_currency.items() if v}
     if len(named) > 1:
-        return " + ".join(f"{v:,.2f} {k or '(no currency)'}" for k, v in named.items())
+        return " + ".join(f"{number(v)} {k or '(no currency)'}" for k, v in named.items())
     (only,) = named or {"": 0.0}
-    return f"{s.revenue or 0:,.2f} {only}".rstrip()
+    return f"{number(total or 0)} {only}".rstrip()
 
 
 class UnknownJourney(LookupError):
@@ -250,6 +261,12 @@ def headlines(
                 converted=converted,
                 conversion_rate=_ratio(converted, entered) if goal or converted else None,
                 revenue=round(_amount(level, "converted"), 2) if goal or converted else None,
+                revenue_by_currency={
+                    currency: round(amount, 2)
+                    for currency, amount in sorted(
+                        _amounts_with_prefix(level, "converted:currency:").items()
+                    )
+                },
             )
         )
     return sorted(found, key=lambda h: (h.status != "active", h.journey_id))

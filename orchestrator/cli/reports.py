@@ -211,7 +211,7 @@ def render_headlines(rows: list[JourneyHeadline]) -> str:
                 r.active,
                 r.converted if r.goal or r.converted else "no goal",
                 _pct(r.conversion_rate),
-                _money(r.revenue),
+                "-" if r.revenue is None else revenue_text(r),
             )
             for r in rows
         ],

@@ -23,8 +23,8 @@ COOKIE = "journeys_lang"
 RU: dict[str, str] = {
     "95 % interval": "95 % интервал",
     "A/B split": "A/B-тест",
-    "Active": "Активных",
-    "Active now": "Активны сейчас",
+    "In it now": "Сейчас в сценарии",
+    "current": "текущая",
     "Admin key": "Ключ администратора",
     "Against the first variant": "Против первого варианта",
     "Also known as": "Другие идентификаторы",
@@ -39,7 +39,7 @@ RU: dict[str, str] = {
     "Content": "Содержание",
     "Content as rendered": "Содержание, как отправлено",
     "Conversion rate": "Конверсия",
-    "Converted": "Конверсии",
+    "Converted": "Достигли цели",
     "Coupons": "Купоны",
     "Created": "Создано",
     "Database": "База данных",
@@ -99,15 +99,15 @@ RU: dict[str, str] = {
     "Not erased: the id typed does not match this contact's id.": "Не удалено: введённый "
     "идентификатор не совпадает с идентификатором контакта.",
     "Not sent, why": "Не отправлено, почему",
-    "Nothing was rendered: the message stopped before rendering.": "Ничего не отрисовано: "
-    "сообщение остановлено до отрисовки.",
+    "Nothing was rendered: the message stopped before rendering.": "Письмо не "
+    "формировалось: сообщение остановлено раньше.",
     "Numbers": "Показатели",
     "Older messages": "Более ранние сообщения",
     "Open": "Открыть",
     "Open without a login to this machine only: journeys dev": "Открыто без входа только "
     "для этой машины: journeys dev",
     "Outcomes": "Исходы",
-    "Part": "Часть",
+    "Part": "Компонент",
     "Paste an admin key (journeys keys create NAME --admin). It is checked, never stored in "
     "the browser: the session lasts 12 hours, or until the key is revoked.": "Вставьте ключ "
     "администратора (journeys keys create ИМЯ --admin). Он проверяется и не хранится в "
@@ -156,7 +156,7 @@ RU: dict[str, str] = {
     "To": "По",
     "Traits": "Атрибуты",
     "Type the contact id to confirm": "Для подтверждения введите идентификатор контакта",
-    "Value": "Номинал",
+    "Value": "Скидка",
     "Variant": "Вариант",
     "Version": "Версия",
     "Versions": "Версии",
@@ -168,7 +168,7 @@ RU: dict[str, str] = {
     "all time": "всё время",
     "any": "любой",
     "backlog": "очередь",
-    "contact id or alias": "идентификатор или псевдоним",
+    "contact id or alias": "id, псевдоним, email",
     "contacts over": "контактов за",
     "control": "контроль",
     "days": "дн.",
@@ -186,7 +186,7 @@ RU: dict[str, str] = {
     "of": "из",
     "of entered": "от вошедших",
     "retired": "снята",
-    "routed": "доставлено",
+    "routed": "передано",
     "sent": "отправлено",
     "step": "шаг",
     "the last 30 days": "последние 30 дней",
@@ -194,6 +194,29 @@ RU: dict[str, str] = {
     "the last 90 days": "последние 90 дней",
     "until": "до",
     "yes": "да",
+    "The newest part is shown:": "Показана последняя часть:",
+    "lines": "строк",
+    "journeys": "сценариев",
+    "Show everything": "Показать всё",
+    "Nobody entered in this period; in all:": "За этот период никто не вошёл; всего:",
+    "Show all time": "Показать за всё время",
+    "About the runs that entered in the period. Converted: the goal reached within its "
+    "window after entry, also after the run ended, so it may exceed the exits by the goal "
+    "event.": "О запусках, вошедших за период. Достигли цели: цель достигнута в её окне после "
+    "входа, в том числе после окончания сценария, поэтому их может быть больше, чем выходов "
+    "по событию цели.",
+    "Orders in the simulation": "Заказы в симуляции",
+    "entry events": "при входе",
+    "would have bought anyway": "купили бы и так",
+    "after a message": "после сообщения",
+    "Images and remote content are off in this preview: loading them would count as an "
+    "open.": "Картинки и внешнее содержимое в предпросмотре отключены: их загрузка считалась "
+    "бы открытием.",
+    "or from": "или с",
+    "yes (not asked)": "да (не спрашивали)",
+    "Consent not asked is what the send policy allows without an explicit opt-in "
+    "(JOURNEYS_MARKETING_CONSENT).": "«Не спрашивали» — то, что политика отправки разрешает "
+    "без явного согласия (JOURNEYS_MARKETING_CONSENT).",
     # problem pages
     "Bad filter": "Неверный фильтр",
     "Bad page": "Неверная страница",
@@ -214,8 +237,8 @@ RU: dict[str, str] = {
 WORDS_RU: dict[str, str] = {
     "active": "активен",
     "retired": "снят",
-    "completed": "завершены",
-    "exited": "вышли",
+    "completed": "завершено",
+    "exited": "досрочный выход",
     "converted": "конверсия",
     "failed": "ошибка",
     "skipped": "пропущено",
@@ -233,12 +256,12 @@ WORDS_RU: dict[str, str] = {
     "sent": "отправлено",
     "delivered": "доставлено",
     "opened": "открыто",
-    "clicked": "переход",
+    "clicked": "клик",
     "replied": "ответ",
-    "bounced": "отказ",
+    "bounced": "не доставлено",
     "unsubscribed": "отписка",
     "deferred": "отложено",
-    "suppressed": "заблокировано",
+    "suppressed": "не отправлено",
     "unknown": "неизвестно",
     "marketing": "маркетинг",
     "transactional": "сервисное",

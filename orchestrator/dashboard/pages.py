@@ -16,6 +16,7 @@ stats`, `journeys explain` and `/v1/...` read: never a query of this module's ow
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from markupsafe import Markup
 from sqlmodel import col, select
 
-from ..analytics.daily import entries_by_day
+from ..analytics.daily import entries_by_day, latest_entry_day
 from ..analytics.diagram import journey_svg
 from ..analytics.message_log import (
     CHANNELS,
@@ -38,14 +39,15 @@ from ..analytics.message_log import (
     message_detail,
     search_messages,
 )
-from ..analytics.profile import contact_profile
+from ..analytics.profile import contact_profile, find_contact
 from ..analytics.send_health import send_health
 from ..analytics.stats import (
+    JourneyHeadline,
     JourneyStats,
     UnknownJourney,
     headlines,
     journey_stats,
-    revenue_text,
+    money_text,
 )
 from ..analytics.story import DEFAULT_EVENTS, contact_story
 from ..api.body import read_body
@@ -63,7 +65,7 @@ from ..services.privacy import (
     erase_contact,
     export_contact,
 )
-from ..simulation.saved import latest_simulation, simulation_page
+from ..simulation.saved import latest_simulation, simulation_page, with_back_link
 from ..store.db import session_scope
 from ..store.tables import JourneyVersion, utcnow
 from . import i18n
@@ -73,7 +75,7 @@ from .sessions import (
     LOGIN_COOKIE,
     PATH,
     DashboardSession,
-    admin_key_id,
+    admin_key,
     cookie_options,
     new_session,
     same_origin,
@@ -81,9 +83,14 @@ from .sessions import (
 from .web import HEADERS, LoginRequired, config, guard, render
 
 router = APIRouter(prefix=PATH, include_in_schema=False)
+log = logging.getLogger(__name__)
 PERIODS = {"7": 7, "30": 30, "90": 90}
 DEFAULT_PERIOD = "30"
 SPARK_DAYS = 30  # the sparkline's days when the period is "all time"
+SPARK_MAX_DAYS = 92  # a longer period draws its last 92 days: a page is never days-sized
+# A contact's page shows the newest of its story and runs; `?all=1` shows everything.
+STORY_LINES, RUN_ROWS = 250, 50
+FIRST_DAY, LAST_DAY = date(2000, 1, 1), date(2100, 12, 31)
 # Each message's counts, with the rate `journeys stats` shows beside it.
 MESSAGE_METRICS = (
     ("sent", None),
@@ -142,10 +149,16 @@ def _day(text: str | None, name: str) -> date | None:
     if not text:
         return None
     try:
-        return date.fromisoformat(text)
+        day = date.fromisoformat(text)
+        if not FIRST_DAY <= day <= LAST_DAY:
+            raise ValueError(text)
+        return day
     except ValueError:
         raise PageProblem(
-            400, "Bad date", f"{name} must be a day as YYYY-MM-DD, not {text[:40]!r}"
+            400,
+            "Bad date",
+            f"{name} must be a day as YYYY-MM-DD between {FIRST_DAY} and {LAST_DAY}, "
+            f"not {text[:40]!r}",
         ) from None
 
 
@@ -179,21 +192,29 @@ async def journeys_page(request: Request) -> Response:
     async def build(session: DashboardSession) -> Response:
         period = _period(request)
         ctx = api_context(request)
-        spark_last = period.last or utcnow().date()
-        spark_first = period.first or spark_last - timedelta(days=SPARK_DAYS - 1)
 
-        def read() -> tuple[list[Any], dict[str, list[int]]]:
+        def read() -> tuple[list[Any], dict[str, list[int]], date, date, int]:
             with session_scope(ctx.engine) as s:
-                return headlines(s, period.first, period.last), entries_by_day(
-                    s, spark_first, spark_last
+                newest = latest_entry_day(s)
+                # All time ends its sparkline on the newest entry (a simulation's is ahead).
+                last = period.last or newest or utcnow().date()
+                first = max(
+                    period.first or last - timedelta(days=SPARK_DAYS - 1),
+                    last - timedelta(days=SPARK_MAX_DAYS - 1),
                 )
+                found = headlines(s, period.first, period.last)
+                ever = 0
+                if period.first is not None and not any(h.entered for h in found):
+                    ever = sum(h.entered for h in headlines(s))
+                return found, entries_by_day(s, first, last), first, last, ever
 
-        found, daily = await ctx.db(read)
+        found, daily, spark_first, spark_last, ever = await ctx.db(read)
         tr = i18n.translator(i18n.language(request))
         days = (spark_last - spark_first).days + 1
         rows = [
             {
                 "headline": h,
+                "revenue": _revenue(h, i18n.language(request)) if h.revenue is not None else "—",
                 "spark": sparkline(
                     daily.get(h.journey_id, [0] * days),
                     f"{tr('Entries per day')}: "
@@ -202,7 +223,9 @@ async def journeys_page(request: Request) -> Response:
             }
             for h in found
         ]
-        return render(request, "journeys.html", session, rows=rows, period=period)
+        return render(
+            request, "journeys.html", session, rows=rows, period=period, entered_ever=ever
+        )
 
     return await _page(request, build)
 
@@ -245,7 +268,7 @@ async def journey_page(request: Request, journey_id: str) -> Response:
             session,
             stats=stats,
             period=period,
-            revenue=revenue_text(stats),
+            revenue=_revenue(stats, lang),
             diagram=Markup(journey_svg(model, stats)),
             funnel=funnel(_funnel(stats, tr, lang), tr("Funnel from entry to goal")),
             metrics=MESSAGE_METRICS,
@@ -256,6 +279,11 @@ async def journey_page(request: Request, journey_id: str) -> Response:
         )
 
     return await _page(request, build)
+
+
+def _revenue(stats: JourneyStats | JourneyHeadline, lang: str) -> str:
+    """`revenue_text` in the page's number format: currencies are never added up."""
+    return money_text(stats.revenue, stats.revenue_by_currency, lambda v: i18n.money(v, lang))
 
 
 def _current(rows: list[Any]) -> int:
@@ -376,9 +404,12 @@ def _cursor(text: str | None) -> tuple[datetime, str] | None:
     at, _, last_id = text.partition("|")
     try:
         moment = datetime.fromisoformat(at)
-    except ValueError:
+        moment = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+        if not FIRST_DAY <= moment.date() <= LAST_DAY:
+            raise ValueError(at)
+    except (ValueError, OverflowError):
         raise PageProblem(400, "Bad page", "the page link is damaged: start again") from None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)), last_id[:36]
+    return moment, last_id[:36]
 
 
 @router.get("/messages/{message_id}")
@@ -417,7 +448,7 @@ async def message_content(request: Request, message_id: str) -> Response:
             **VIEW_HEADERS,
             "Content-Security-Policy": (
                 "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
-                "frame-ancestors 'self'"
+                "frame-ancestors 'self'; sandbox; form-action 'none'; base-uri 'none'"
             ),
             "X-Frame-Options": "SAMEORIGIN",
         }
@@ -430,44 +461,61 @@ async def message_content(request: Request, message_id: str) -> Response:
 
 
 @router.get("/contacts")
-async def find_contact(request: Request) -> Response:
+async def open_contact(request: Request) -> Response:
     async def build(session: DashboardSession) -> Response:
         asked = (request.query_params.get("id") or "").strip()
         if not asked:
-            raise PageProblem(400, "No contact id", "type a contact id or alias to open it")
+            raise PageProblem(400, "No contact id", "type a contact id, alias or email to open it")
         check_contact_id(asked)
-        return RedirectResponse(f"{PATH}/contacts/{_quote(asked)}", status_code=303)
+        ctx = api_context(request)
+
+        def read() -> str | None:
+            with session_scope(ctx.engine) as s:
+                return find_contact(s, asked)
+
+        found = await ctx.db(read)
+        if found is None:
+            raise PageProblem(
+                404, "No such contact", f"no contact with the id, alias or email {asked!r}"
+            )
+        return RedirectResponse(f"{PATH}/contacts/{_quote(found)}", status_code=303)
 
     return await _page(request, build)
 
 
-@router.get("/contacts/{contact_id:path}/export")
-async def export_page(request: Request, contact_id: str) -> Response:
+@router.get("/export")
+async def export_page(request: Request) -> Response:
+    """`?contact=ID`: everything stored about the contact, as `GET /v1/contacts/ID`."""
+
     async def build(session: DashboardSession) -> Response:
         ctx = api_context(request)
-        check_contact_id(contact_id)
+        contact_id = _contact_id(request.query_params.get("contact"))
         found = await ctx.db(export_contact, ctx.engine, contact_id)
         if found is None:
             raise PageProblem(404, "No such contact", f"no contact {contact_id!r} (or erased)")
-        name = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in contact_id)[:60]
+        name = "".join(
+            c if c.isascii() and (c.isalnum() or c in "-_.") else "_" for c in contact_id
+        )
         return JSONResponse(
             {"success": True, **found},
             headers={
                 **HEADERS,
-                "Content-Disposition": f'attachment; filename="contact-{name}.json"',
+                "Content-Disposition": f'attachment; filename="contact-{name[:60]}.json"',
             },
         )
 
     return await _page(request, build)
 
 
-@router.post("/contacts/{contact_id:path}/erase")
-async def erase_page(request: Request, contact_id: str) -> Response:
+@router.post("/erase")
+async def erase_page(request: Request) -> Response:
+    """A form with `contact` and `confirm` (the same id, typed): as `DELETE /v1/contacts/ID`."""
+
     async def build(session: DashboardSession) -> Response:
         ctx = api_context(request)
         form = await _form(request, session)
         tr = i18n.translator(i18n.language(request))
-        check_contact_id(contact_id)
+        contact_id = _contact_id(form.get("contact"))
         if (form.get("confirm") or "").strip() != contact_id:
             return await _contact(
                 request,
@@ -482,9 +530,16 @@ async def erase_page(request: Request, contact_id: str) -> Response:
             raise PageProblem(503, "Not erased yet", str(exc)) from None
         stopped = result.as_dict().get("runs_stopped", 0)
         text = f"{tr('Erased')} {contact_id} ({tr('journeys stopped')}: {stopped})."
-        return render(request, "problem.html", session, 200, title=tr("Erased"), text=text)
+        return render(request, "problem.html", session, 200, title=tr("Erased"), text=text, ok=True)
 
     return await _page(request, build)
+
+
+def _contact_id(given: str | None) -> str:
+    if not given:
+        raise PageProblem(400, "No contact id", "say which contact: ?contact=ID")
+    check_contact_id(given)
+    return given
 
 
 @router.get("/contacts/{contact_id:path}")
@@ -515,7 +570,21 @@ async def _contact(
     profile, story = await ctx.db(read)
     if profile is None:
         raise PageProblem(404, "No such contact", f"no contact {contact_id!r} (or it was erased)")
-    return render(request, "contact.html", session, status, p=profile, story=story, notice=notice)
+    everything = request.query_params.get("all") == "1"
+    moments = story.moments if everything else story.moments[-STORY_LINES:]
+    runs = profile.runs if everything else profile.runs[:RUN_ROWS]
+    return render(
+        request,
+        "contact.html",
+        session,
+        status,
+        p=profile,
+        story=story,
+        moments=moments,
+        runs=runs,
+        cut=len(moments) < len(story.moments) or len(runs) < len(profile.runs),
+        notice=notice,
+    )
 
 
 # --- health -----------------------------------------------------------------------
@@ -570,6 +639,8 @@ async def simulation_report(request: Request, simulation_id: str) -> Response:
         html = simulation_page(api_context(request).settings.data_dir, simulation_id)
         if html is None:
             raise PageProblem(404, "No such simulation", f"no simulation {simulation_id[:60]!r}")
+        tr = i18n.translator(i18n.language(request))
+        html = with_back_link(html, PATH + "/", tr("Journeys dashboard"))
         headers = {
             **HEADERS,
             "Content-Security-Policy": (
@@ -597,16 +668,21 @@ async def login(request: Request) -> Response:
     nonce = request.cookies.get(LOGIN_COOKIE, "")
     tr = i18n.translator(i18n.language(request))
     token = form.get("csrf", "")
-    if not nonce or not secrets.compare_digest(token, conf.signer.login_token(nonce)):
+    if not nonce or not _same(token, conf.signer.login_token(nonce)):
         return _login_form(
             request, tr("The form expired: log in again (cookies must be allowed)."), 400
         )
     if not same_origin(request):
         return _login_form(request, tr("The form came from another site."), 403)
-    key_id = await ctx.db(admin_key_id, ctx.engine, form.get("key", "").strip())
-    if key_id is None:
+    found = await ctx.db(admin_key, ctx.engine, form.get("key", "").strip())
+    if found is None:
+        # Who tried, never what: the text may be a real key pasted into the wrong place.
+        log.warning(
+            "dashboard: a login with a key that is not a live admin key, from %s",
+            request.client.host if request.client else "?",
+        )
         return _login_form(request, tr("That is not a live admin key."), 401)
-    session = new_session(key_id)
+    session = new_session(*found)
     response = RedirectResponse(_safe_next(form.get("next")), status_code=303)
     options = cookie_options(request, ctx.settings.resolved_public_url)
     response.set_cookie(
@@ -659,11 +735,16 @@ def _safe_next(target: str | None) -> str:
 async def _form(request: Request, session: DashboardSession) -> dict[str, str]:
     """A posted form of ours: its CSRF token must be the session's, from our own origin."""
     form = _parse(await read_body(request, FORM_LIMIT))
-    if not secrets.compare_digest(form.get("csrf", ""), session.csrf) or not same_origin(request):
+    if not _same(form.get("csrf", ""), session.csrf) or not same_origin(request):
         raise PageProblem(
             403, "Form refused", "the form is stale or came from another site: reload the page"
         )
     return form
+
+
+def _same(given: str, expected: str) -> bool:
+    """A constant-time comparison that also takes text that is not ASCII (never equal)."""
+    return secrets.compare_digest(given.encode(), expected.encode())
 
 
 def _parse(body: bytes) -> dict[str, str]:

@@ -47,6 +47,9 @@ class DashboardSession:
     key_id: int | str  # the admin key's row id, or DEV
     expires: int  # epoch seconds
     csrf: str
+    # The start of the key's hash: a restored or another store's row with the same id is
+    # another key, and its sessions must not pass.
+    key_print: str = ""
 
     @property
     def dev(self) -> bool:
@@ -65,7 +68,12 @@ class Signer:
     def dump(self, session: DashboardSession) -> str:
         body = _b64(
             json.dumps(
-                {"k": session.key_id, "e": session.expires, "c": session.csrf},
+                {
+                    "k": session.key_id,
+                    "e": session.expires,
+                    "c": session.csrf,
+                    "p": session.key_print,
+                },
                 separators=(",", ":"),
             ).encode()
         )
@@ -76,12 +84,15 @@ class Signer:
         if not cookie or cookie.count(".") != 1 or len(cookie) > 512:
             return None
         body, mac = cookie.split(".")
-        if not hmac.compare_digest(mac, self._mac(body.encode())):
+        if not cookie.isascii() or not hmac.compare_digest(mac, self._mac(body.encode())):
             return None
         try:
             data = json.loads(_unb64(body))
-            session = DashboardSession(data["k"], int(data["e"]), str(data["c"]))
-        except (ValueError, KeyError, TypeError):
+            key_id, printed = data["k"], data.get("p", "")
+            if not (isinstance(key_id, int) and not isinstance(key_id, bool)) and key_id != DEV:
+                return None
+            session = DashboardSession(key_id, int(data["e"]), str(data["c"]), str(printed))
+        except (ValueError, KeyError, TypeError, AttributeError):
             return None
         if session.expires <= (now if now is not None else time.time()):
             return None
@@ -92,28 +103,45 @@ class Signer:
         return self._mac(b"login:" + nonce.encode())
 
 
-def new_session(key_id: int | str, now: float | None = None) -> DashboardSession:
+PRINT = 16  # hex digits of the key's hash kept in the cookie
+
+
+def new_session(
+    key_id: int | str, key_print: str = "", now: float | None = None
+) -> DashboardSession:
     issued = int(now if now is not None else time.time())
-    return DashboardSession(key_id, issued + LIFETIME, secrets.token_urlsafe(24))
+    return DashboardSession(key_id, issued + LIFETIME, secrets.token_urlsafe(24), key_print)
 
 
-def admin_key_id(engine: Engine, raw: str) -> int | None:
-    """The row id of a live admin key, None for any other key or text."""
+def admin_key(engine: Engine, raw: str) -> tuple[int, str] | None:
+    """(row id, hash print) of a live admin key, None for any other key or text."""
     with session_scope(engine) as session:
         row = session.exec(select(ApiKey).where(ApiKey.key_hash == key_hash(raw))).first()
-        if row is None or row.revoked_at is not None or row.kind != "admin":
+        if row is None or row.revoked_at is not None or row.kind != "admin" or row.id is None:
             return None
-        return row.id
+        return row.id, row.key_hash[:PRINT]
 
 
-def key_is_live(engine: Engine, key_id: int) -> bool:
+def key_is_live(engine: Engine, key_id: int, key_print: str) -> bool:
     with session_scope(engine) as session:
         row = session.get(ApiKey, key_id)
-        return row is not None and row.revoked_at is None and row.kind == "admin"
+        return (
+            row is not None
+            and row.revoked_at is None
+            and row.kind == "admin"
+            and hmac.compare_digest(row.key_hash[:PRINT], key_print)
+        )
 
 
 def from_loopback(request: Request) -> bool:
-    return request.client is not None and request.client.host in LOOPBACK
+    """A browser on this machine that asked for this machine by name: its address is a
+    loopback one, and so is the Host it asked for (a page elsewhere that rebinds its own
+    name to 127.0.0.1 still sends that name, and is refused)."""
+    if request.client is None or request.client.host not in LOOPBACK:
+        return False
+    host = request.headers.get("host", "")
+    name = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0] + "]"
+    return name in LOOPBACK or name == "[::1]"
 
 
 def cookie_options(request: Request, public_url: str) -> dict[str, Any]:

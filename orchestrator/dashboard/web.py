@@ -87,7 +87,9 @@ async def guard(request: Request) -> DashboardSession:
         if conf.dev and from_loopback(request):
             return session
         session = None
-    elif session is not None and not await ctx.db(key_is_live, ctx.engine, session.key_id):
+    elif session is not None and not await ctx.db(
+        key_is_live, ctx.engine, session.key_id, session.key_print
+    ):
         session = None
     if session is None and conf.dev and from_loopback(request):
         session = new_session(DEV)

@@ -53,6 +53,7 @@ def latest_simulation(data_dir: Path, journey_id: str) -> dict[str, Any] | None:
                 "contacts": sim.get("contacts", 0),
                 "days": sim.get("days", 0),
                 "ok": bool(report.get("ok")),
+                "orders": report.get("orders") or {},
             }
     return None
 
@@ -73,3 +74,9 @@ def simulation_page(data_dir: Path, simulation_id: str) -> str | None:
     except (OSError, ValueError):
         pass  # the page without its diagrams
     return render_html(report, models)
+
+
+def with_back_link(html: str, href: str, text: str) -> str:
+    """The report as the dashboard serves it: a way back at its top."""
+    link = f'<p><a href="{href}">← {text}</a></p>'
+    return html.replace("<body>", "<body>" + link, 1)
