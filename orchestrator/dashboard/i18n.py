@@ -133,6 +133,7 @@ RU: dict[str, str] = {
     "Skip to content": "К содержимому",
     "Status": "Статус",
     "Status timeline": "История статусов",
+    "Status now": "Статус сейчас",
     "Step": "Шаг",
     "Step now": "Текущий шаг",
     "Steps": "Шаги",

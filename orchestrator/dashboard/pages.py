@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from importlib import resources
@@ -177,6 +178,17 @@ async def _page(request: Request, build: Any) -> Response:
         else:
             status, title, text = exc.status, exc.title, exc.text
         return render(request, "problem.html", session, status, title=tr(title), text=text)
+
+
+async def _read(request: Request, fn: Callable[..., Any], *args: Any) -> Any:
+    """`fn(session, *args)` in a store session, in a thread (a busy database is a 503)."""
+    ctx = api_context(request)
+
+    def run() -> Any:
+        with session_scope(ctx.engine) as s:
+            return fn(s, *args)
+
+    return await ctx.db(run)
 
 
 # --- journeys ---------------------------------------------------------------------
@@ -415,13 +427,7 @@ def _cursor(text: str | None) -> tuple[datetime, str] | None:
 @router.get("/messages/{message_id}")
 async def message_page(request: Request, message_id: str) -> Response:
     async def build(session: DashboardSession) -> Response:
-        ctx = api_context(request)
-
-        def read() -> Any:
-            with session_scope(ctx.engine) as s:
-                return message_detail(s, message_id[:36])
-
-        detail = await ctx.db(read)
+        detail = await _read(request, message_detail, message_id[:36])
         if detail is None:
             raise PageProblem(404, "No such message", f"no message {message_id[:36]!r}")
         return render(request, "message.html", session, detail=detail)
@@ -435,13 +441,7 @@ async def message_content(request: Request, message_id: str) -> Response:
     remote images (loading them would count as an open and tell the sender's servers)."""
 
     async def build(session: DashboardSession) -> Response:
-        ctx = api_context(request)
-
-        def read() -> Any:
-            with session_scope(ctx.engine) as s:
-                return message_detail(s, message_id[:36])
-
-        detail = await ctx.db(read)
+        detail = await _read(request, message_detail, message_id[:36])
         if detail is None or not isinstance(detail.content.get("html"), str):
             raise PageProblem(404, "No such message", "this message has no HTML part")
         headers = {
@@ -467,13 +467,7 @@ async def open_contact(request: Request) -> Response:
         if not asked:
             raise PageProblem(400, "No contact id", "type a contact id, alias or email to open it")
         check_contact_id(asked)
-        ctx = api_context(request)
-
-        def read() -> str | None:
-            with session_scope(ctx.engine) as s:
-                return find_contact(s, asked)
-
-        found = await ctx.db(read)
+        found = await _read(request, find_contact, asked)
         if found is None:
             raise PageProblem(
                 404, "No such contact", f"no contact with the id, alias or email {asked!r}"
@@ -597,12 +591,7 @@ async def health_page(request: Request) -> Response:
         healthy, checks = await health_checks(request)
         sends = None
         if checks["database"] == "ok":
-
-            def read() -> Any:
-                with session_scope(ctx.engine) as s:
-                    return send_health(s)
-
-            sends = await ctx.db(read)
+            sends = await _read(request, send_health)
         return render(
             request,
             "health.html",
