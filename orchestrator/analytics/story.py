@@ -54,6 +54,8 @@ class Story:
     moments: list[Moment]
     events_shown: int
     events_total: int
+    # Only the newest lines were read (`contact_story(newest=N)`): older ones exist.
+    cut: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,22 +66,37 @@ def contact_story(
     contact_id: str,
     journey_id: str | None = None,
     events: int = DEFAULT_EVENTS,
+    newest: int | None = None,
 ) -> Story:
+    """`newest`: tell only the latest N lines (the dashboard's contact page), reading at
+    most N of each kind (events, trail rows, messages) instead of all of them."""
     owner = canonical_id(session, contact_id)
     ids = [owner, *aliases_of(session, owner)]
     contact = session.get(Contact, owner)
     moments: list[Moment] = []
-    shown, total = _events(session, ids, events, moments)
-    for entry in trail_of(session, ids, journey_id):
+    shown, total = _events(session, ids, min(events, newest or events), moments)
+    trail = trail_of(session, ids, journey_id, newest)
+    cut = newest is not None and len(trail) >= newest
+    for entry in trail:
         moments.append(_trail_moment(entry))
-    query = select(Message).where(col(Message.contact_id).in_(ids))
+    # The columns the story tells, not the rendered content (kilobytes of HTML each).
+    m = Message
+    query = select(m.id, m.journey_id, m.step_id, m.channel, m.template, m.timeline).where(
+        col(m.contact_id).in_(ids)
+    )
     if journey_id is not None:
-        query = query.where(Message.journey_id == journey_id)
-    for message in session.exec(query):
+        query = query.where(m.journey_id == journey_id)
+    if newest is not None:
+        query = query.order_by(col(m.created_at).desc()).limit(newest)
+    found = session.exec(query).all()
+    cut = cut or (newest is not None and len(found) >= newest)
+    for message in found:
         moments.extend(_message_moments(message))
     if journey_id is None:
         _commerce(session, ids, moments)
     moments.sort(key=lambda mo: mo.at)
+    if newest is not None and len(moments) > newest:
+        moments, cut = moments[-newest:], True
     return Story(
         contact_id=owner,
         ids=ids,
@@ -88,6 +105,7 @@ def contact_story(
         moments=moments,
         events_shown=shown,
         events_total=total,
+        cut=cut,
     )
 
 
@@ -161,7 +179,8 @@ def _trail_moment(entry: TrailEntry) -> Moment:
     return Moment(_iso(entry.at), "journey", text, j, step, detail)
 
 
-def _message_moments(message: Message) -> list[Moment]:
+def _message_moments(message: Any) -> list[Moment]:
+    """`message`: a row with id, journey_id, step_id, channel, template and timeline."""
     found = []
     name = f"message {message.step_id} ({message.channel}, {message.template})"
     for e in message.timeline or []:

@@ -136,11 +136,18 @@ def split_variants(session: Session, run: JourneyRun) -> list[tuple[str, str]]:
 
 
 def trail_of(
-    session: Session, contact_ids: list[str], journey_id: str | None = None
+    session: Session,
+    contact_ids: list[str],
+    journey_id: str | None = None,
+    newest: int | None = None,
 ) -> list[TrailEntry]:
+    """The contacts' trail in time order; `newest`: only that many of the latest rows."""
     query = select(TrailEntry).where(col(TrailEntry.contact_id).in_(contact_ids))
     if journey_id is not None:
         query = query.where(TrailEntry.journey_id == journey_id)
+    if newest is not None:
+        latest = query.order_by(col(TrailEntry.at).desc(), col(TrailEntry.id).desc())
+        return list(reversed(session.exec(latest.limit(newest)).all()))
     return list(session.exec(query.order_by(col(TrailEntry.at), col(TrailEntry.id))))
 
 

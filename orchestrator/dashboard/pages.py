@@ -554,18 +554,20 @@ async def _contact(
     ctx = api_context(request)
     check_contact_id(contact_id)
     explicit = ctx.settings.marketing_consent == "explicit"
+    everything = request.query_params.get("all") == "1"
 
     def read() -> tuple[Any, Any]:
         with session_scope(ctx.engine) as s:
             profile = contact_profile(s, contact_id, explicit)
-            story = contact_story(s, contact_id, None, DEFAULT_EVENTS) if profile else None
-            return profile, story
+            if profile is None:
+                return None, None
+            newest = None if everything else STORY_LINES
+            return profile, contact_story(s, contact_id, None, DEFAULT_EVENTS, newest)
 
     profile, story = await ctx.db(read)
     if profile is None:
         raise PageProblem(404, "No such contact", f"no contact {contact_id!r} (or it was erased)")
-    everything = request.query_params.get("all") == "1"
-    moments = story.moments if everything else story.moments[-STORY_LINES:]
+    moments = story.moments
     runs = profile.runs if everything else profile.runs[:RUN_ROWS]
     return render(
         request,
@@ -576,7 +578,7 @@ async def _contact(
         story=story,
         moments=moments,
         runs=runs,
-        cut=len(moments) < len(story.moments) or len(runs) < len(profile.runs),
+        cut=story.cut or len(runs) < len(profile.runs),
         notice=notice,
     )
 
