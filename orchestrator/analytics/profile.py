@@ -49,6 +49,7 @@ class CouponRow:
 class Profile:
     contact_id: str
     ids: list[str]  # its id first, then its aliases
+    name: str | None  # from the traits (`name`, or `first_name` `last_name`), if any
     email: str | None
     phone: str | None
     locale: str | None
@@ -93,6 +94,7 @@ def contact_profile(session: Session, contact_id: str, explicit_marketing: bool)
     return Profile(
         contact_id=owner,
         ids=ids,
+        name=_name(contact.traits or {}),
         email=contact.email,
         phone=contact.phone,
         locale=contact.locale,
@@ -146,3 +148,11 @@ def find_contact(session: Session, text: str) -> str | None:
         ).first()
         return found
     return None
+
+
+def _name(traits: dict[str, Any]) -> str | None:
+    if isinstance(traits.get("name"), str) and traits["name"].strip():
+        return str(traits["name"]).strip()
+    parts = [traits.get(k) for k in ("first_name", "last_name")]
+    found = " ".join(p.strip() for p in parts if isinstance(p, str) and p.strip())
+    return found or None

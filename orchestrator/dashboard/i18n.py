@@ -169,7 +169,7 @@ RU: dict[str, str] = {
     "all time": "всё время",
     "any": "любой",
     "backlog": "очередь",
-    "contact id or alias": "id, псевдоним, email",
+    "contact id, alias or email": "id, псевдоним, email",
     "contacts over": "контактов за",
     "control": "контроль",
     "days": "дн.",
@@ -199,6 +199,9 @@ RU: dict[str, str] = {
     "lines": "строк",
     "journeys": "сценариев",
     "Show everything": "Показать всё",
+    "An unnamed step: its place in the file. Give it an id: to name it.": "Шаг без имени: "
+    "его место в файле. Дайте ему id:, чтобы назвать.",
+    "This contact's messages": "Сообщения контакта",
     "Nobody entered in this period; in all:": "За этот период никто не вошёл; всего:",
     "Show all time": "Показать за всё время",
     "About the runs that entered in the period. Converted: the goal reached within its "
