@@ -9,5 +9,7 @@ Writing (called by activities, the router and feedback, inside their transaction
 Reading:
 - `stats`: `JourneyStats` for `journeys stats` and `GET /v1/journeys/{id}/stats`;
 - `significance`: differences between split variants, with 95 % intervals;
-- `story`: a contact's story in time order for `journeys explain`.
+- `story`: a contact's story in time order for `journeys explain`;
+- `daily`, `message_log`, `profile`, `send_health`: what the dashboard adds (entries per
+  day, the message log, a contact's profile, sending's health).
 """
