@@ -41,7 +41,7 @@ from ..analytics.message_log import (
     search_messages,
 )
 from ..analytics.profile import contact_profile, find_contact
-from ..analytics.send_health import send_health
+from ..analytics.send_health import SendHealth, send_health
 from ..analytics.stats import (
     JourneyHeadline,
     JourneyStats,
@@ -601,24 +601,13 @@ async def health_page(request: Request) -> Response:
             200 if healthy else 503,
             healthy=healthy and sends is not None,
             checks=checks,
-            sends=sends or _NO_SENDS,
+            sends=sends or SendHealth(provider_errors=0),  # the database did not answer
             now=utcnow(),
             database_kind=ctx.engine.dialect.name,
             temporal_address=ctx.settings.temporal_address or "",
         )
 
     return await _page(request, build)
-
-
-class _NoSends:
-    provider_errors = 0
-    by_channel: dict[str, int] = {}
-    last_error = None
-    deferred = 0
-    deferred_by_check: dict[str, int] = {}
-
-
-_NO_SENDS = _NoSends()
 
 
 # --- simulations ------------------------------------------------------------------
