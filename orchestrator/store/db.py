@@ -8,6 +8,7 @@ start, so a deploy never needs a separate schema step.
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,10 +36,11 @@ _MIGRATE_LOCK = threading.Lock()
 _POSTGRES_DRIVERS = {"postgresql", "postgres", "postgresql+psycopg"}
 _SQLITE_DRIVERS = {"sqlite", "sqlite+pysqlite"}
 
+_BUSY_TIMEOUT_S = 5.0
 _SQLITE_PRAGMAS = (
     # Wait for a competing writer instead of failing at once with "database is locked";
     # first, because switching a new file to WAL takes a lock too.
-    "PRAGMA busy_timeout=5000",
+    f"PRAGMA busy_timeout={_BUSY_TIMEOUT_S * 1000:.0f}",
     # WAL lets the API read while the worker writes; NORMAL is durable enough under WAL.
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=NORMAL",
@@ -117,16 +119,110 @@ def _sqlite_engine(url: URL) -> Engine:
         # Created 0600 (in a new directory, 0700) before SQLite opens it, which would make
         # it 0644 under the usual umask; its -wal and -shm files take the database's mode.
         touch_private(Path(database).expanduser())
+    connect_args: dict[str, Any] = {"check_same_thread": False}
+    if not in_memory:
+        connect_args["factory"] = QueuedConnection
     engine = create_engine(
         url,
         # Sessions move between threads (API threadpool, worker activities); the
         # pool hands each connection to one user at a time, so this check only gets in the way.
-        connect_args={"check_same_thread": False},
+        connect_args=connect_args,
         json_serializer=_dump_json,
         **kwargs,
     )
     event.listen(engine, "connect", _set_sqlite_pragmas)
+    if not in_memory:
+        writer_queue(database).attach(engine)
     return engine
+
+
+_QUEUES: dict[str, WriterQueue] = {}
+_QUEUES_LOCK = threading.Lock()
+
+
+def writer_queue(database: str) -> WriterQueue:
+    """The process's one `WriterQueue` for a database file, shared by all its engines."""
+    key = database if database.startswith("file:") else str(Path(database).expanduser().resolve())
+    with _QUEUES_LOCK:
+        return _QUEUES.setdefault(key, WriterQueue())
+
+
+class WriterQueue:
+    """One SQLite writer at a time per process, handed over in turn, not polled for.
+
+    SQLite allows one write transaction per database; a writer that finds it taken
+    polls (`busy_timeout`) with naps growing to 100 ms. With the API, the router and
+    the worker's activity threads writing from one process on a busy CPU, the lock
+    sat free while the pollers napped, writers queued up, and those at the back gave
+    up after 5 s ("database is locked", seen failing `enter_run` and `record_step`
+    under the ingest benchmark). Here a write transaction first takes this process's
+    lock, whose release wakes the next writer at once; SQLite's own lock (and its busy
+    timeout) still arbitrates between processes.
+
+    pysqlite opens a transaction at the first INSERT/UPDATE/DELETE/REPLACE, and our
+    code takes the lock up front with BEGIN IMMEDIATE where it reads before writing;
+    the turn is taken before such a statement and given back when that connection's
+    transaction ends (after its commit or rollback, or when it is closed). Taking it
+    at a BEGIN IMMEDIATE matters: a connection holding SQLite's lock while it waits
+    for the turn would deadlock with a turn holder waiting for SQLite's lock.
+    """
+
+    WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "BEGIN IMMEDIATE", "BEGIN EXCLUSIVE")
+
+    def __init__(self, timeout: float = _BUSY_TIMEOUT_S * 2) -> None:
+        self._lock = threading.Lock()
+        self.timeout = timeout
+        self.waits = 0  # writers that found the turn taken (benchmarks read it)
+
+    def attach(self, engine: Engine) -> None:
+        event.listen(engine, "before_cursor_execute", self._before_execute)
+
+    def _before_execute(self, conn: Connection, _cursor: Any, statement: str, *_: Any) -> None:
+        dbapi = conn.connection.dbapi_connection
+        if not isinstance(dbapi, QueuedConnection) or dbapi.holds_turn:
+            return
+        if not statement.lstrip()[:15].upper().startswith(self.WRITES):
+            return
+        if not self._lock.acquire(blocking=False):
+            self.waits += 1
+            if not self._lock.acquire(timeout=self.timeout):
+                raise sqlite3.OperationalError(
+                    f"database is locked (no write turn within {self.timeout:g} s)"
+                )
+        dbapi.holds_turn = self
+
+    def give_back(self) -> None:
+        self._lock.release()
+
+
+class QueuedConnection(sqlite3.Connection):
+    """A pysqlite connection that gives its `WriterQueue` turn back once its transaction
+    has ended, not before: the next writer finds SQLite's lock free."""
+
+    holds_turn: WriterQueue | None = None
+
+    def commit(self) -> None:
+        try:
+            super().commit()
+        finally:
+            self._give_back()
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()
+        finally:
+            self._give_back()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._give_back()
+
+    def _give_back(self) -> None:
+        queue, self.holds_turn = self.holds_turn, None
+        if queue is not None:
+            queue.give_back()
 
 
 def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
