@@ -69,6 +69,14 @@ class Settings(BaseSettings):
     # what happened before Temporal is told to cancel them; longer than the adapters' own
     # timeouts (10 s), so a send in progress ends as sent or failed, not unknown.
     shutdown_grace: float = Field(default=30.0, ge=0)
+    # How journey workflow code runs (docs/performance.md#the-workflow-sandbox): "passthrough"
+    # keeps Temporal's sandbox but imports our deterministic, replay-tested workflow modules
+    # once instead of once per run; "strict" re-imports them in every run, as the SDK does
+    # by default (the test suite runs this); "off" runs without the sandbox.
+    workflow_sandbox: Literal["passthrough", "strict", "off"] = "passthrough"
+    # Runs kept in the worker's memory between their tasks (Temporal's sticky cache): it
+    # bounds the worker's memory; an evicted run is rebuilt from its history when it wakes.
+    workflow_cache: int = Field(default=1000, ge=0)
 
     # Send policy (docs/sending.md).
     marketing_consent: Literal["implied", "explicit"] = "implied"

@@ -25,6 +25,11 @@ from orchestrator.store.db import make_engine, migrate, normalize_url, sqlite_ur
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "")
 # Provider SDKs (urllib, requests) honour HTTP_PROXY: loopback fakes must be reached directly.
 os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
+# Workers in tests run journey code in the full sandbox, which re-imports it for every run
+# and so catches a non-deterministic call (time, randomness, I/O) in new workflow code at
+# once; production passes the same code through (docs/performance.md). Subprocesses
+# (journeys dev, journeys worker) inherit it; test_workflow_sandbox.py runs the default.
+os.environ.setdefault("JOURNEYS_WORKFLOW_SANDBOX", "strict")
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

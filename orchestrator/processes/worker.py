@@ -23,7 +23,8 @@ from typing import Any
 from sqlalchemy import Engine
 from temporalio.client import Client, TLSConfig
 from temporalio.service import RPCError, RPCStatusCode
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from channels.base import Channel
 from channels.errors import ChannelConfigError
@@ -168,6 +169,24 @@ class WorkerGroup:
         await asyncio.gather(*(w.run() for w in self.workers))
 
 
+# Our packages whose code runs inside workflows; with the sandbox in "passthrough" they are
+# imported once per process instead of once per run. They hold no state that changes as
+# runs execute (constants, classes, pure functions), and what runs in a workflow reaches
+# the world only through activities; the replay corpus and the suite (which runs "strict")
+# check both.
+WORKFLOW_PACKAGES = ("orchestrator",)
+
+
+def workflow_runner(settings: Settings) -> WorkflowRunner:
+    """The runner for journey workflows that `JOURNEYS_WORKFLOW_SANDBOX` asks for."""
+    if settings.workflow_sandbox == "off":
+        return UnsandboxedWorkflowRunner()
+    restrictions = SandboxRestrictions.default
+    if settings.workflow_sandbox == "passthrough":
+        restrictions = restrictions.with_passthrough_modules(*WORKFLOW_PACKAGES)
+    return SandboxedWorkflowRunner(restrictions=restrictions)
+
+
 # Threads per worker for the (synchronous) activities, and as many activity slots: a task
 # Temporal hands us is one a thread runs now, not one queued behind the others with its
 # timeout running, which a stopping worker would have to wait for (or start after the stop).
@@ -235,6 +254,8 @@ def build_worker(
                 **{
                     "max_concurrent_activities": ACTIVITY_THREADS,
                     "graceful_shutdown_timeout": grace,
+                    "workflow_runner": workflow_runner(settings),
+                    "max_cached_workflows": settings.workflow_cache,
                     **options,
                 },
             )
