@@ -68,7 +68,7 @@ class Formats:
 
     def money(self, value: Any, currency: str | None = None) -> str:
         code = self.currency if currency is None else _currency(currency)
-        return numbers.format_currency(_decimal("money", value), code, locale=self._locale)
+        return _money(_decimal("money", value), code, self._locale)
 
     def number(self, value: Any, decimals: int | None = None) -> str:
         amount = _decimal("number", value)
@@ -136,6 +136,13 @@ class Formats:
         if isinstance(when, dt.datetime):
             return when
         return dt.datetime.combine(when, dt.time(), tzinfo=self._zone)
+
+
+@lru_cache(maxsize=8192)
+def _money(amount: Decimal, currency: str, locale: Locale) -> str:
+    """Babel's currency formatting (~80 µs a call, a tenth of a cart email's render);
+    prices repeat across a shop's messages, so each (amount, currency, locale) once."""
+    return numbers.format_currency(amount, currency, locale=locale)
 
 
 def _currency(code: Any) -> str:

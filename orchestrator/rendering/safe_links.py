@@ -21,6 +21,7 @@ import re
 import unicodedata
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -32,6 +33,7 @@ _LINK_NAME = re.compile(
 # What browsers strip from both ends of a URL before reading it (WHATWG: C0 control or
 # space), and what they drop from inside it (tab, CR, LF): "java\tscript:" is javascript:.
 _ENDS = "".join(chr(c) for c in range(0x21))
+_ASCII_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # what Cc/Cf/Zl/Zp hold within ASCII
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
 
 
@@ -47,14 +49,18 @@ class DroppedLink:
         return f"{self.path}: {self.reason}"
 
 
+@lru_cache(maxsize=4096)
 def link_problem(value: str) -> tuple[str | None, str | None]:
-    """(the link to use, None) for an absolute http(s) URL, else (None, why not)."""
+    """(the link to use, None) for an absolute http(s) URL, else (None, why not).
+
+    Cached: every render checks every link of its context, and a shop's links repeat
+    (product pages, the unsubscribe and preferences URLs of the same contact)."""
     link = value.strip(_ENDS)
     if not link:
         return None, "it is empty"
     if len(link) > MAX_LINK:
         return None, f"it is longer than {MAX_LINK} characters"
-    if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in link):
+    if _ASCII_CONTROL.search(link) if link.isascii() else _invisible(link):
         return None, "it contains a line break, or a control or invisible character"
     if "\\" in link:
         return None, "it contains a backslash, which browsers read as /"
@@ -76,6 +82,10 @@ def link_problem(value: str) -> tuple[str | None, str | None]:
     if "@" in parts.netloc:
         return None, "it has a user name before the host (user@host), a phishing trick"
     return link, None
+
+
+def _invisible(text: str) -> bool:
+    return any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in text)
 
 
 def without_unsafe_links(context: Mapping[str, Any]) -> tuple[dict[str, Any], list[DroppedLink]]:
