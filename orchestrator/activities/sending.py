@@ -32,6 +32,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -49,6 +50,7 @@ from channels.errors import ChannelConfigError, PermanentChannelError, Transient
 
 from ..analytics.message_counts import count_deferral, count_status
 from ..rendering import Renderer, RenderError
+from ..rendering.renderer import Rendered
 from ..services.click_links import track_clicks
 from ..services.links import MessageLinks
 from ..services.policy import Cap, QuietHours, cap_release, consent_refusal, zone_of
@@ -62,6 +64,16 @@ from ..store.tables import Contact, Event, JourneyRun, Message, utcnow
 from ..workflows import types as t
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Early:
+    """A message rendered before its write transaction, for the id and channel it used."""
+
+    message_id: str
+    channel: str
+    content: Rendered | RenderError
+
 
 SENT = ("sent", "delivered", "opened", "clicked", "replied", "bounced")
 NOT_SENT = ("failed", "suppressed", "skipped")
@@ -196,6 +208,11 @@ class SendActivities:
     def _prepare(self, req: t.SendRequest, timing: bool) -> t.SendResult:
         key = f"{req.workflow_id}:{req.step_id}:{req.entry_seq}"
         now = datetime.fromisoformat(req.now) if req.now else utcnow()
+        # Render first, reading only: on SQLite the write transaction below holds the
+        # database's one write lock, and rendering inside it kept every other writer
+        # (the API, run bookkeeping) waiting for as long as the template took.
+        with session_scope(self.engine) as session:
+            early = self._render_early(session, req, key, now)
         with session_scope(self.engine) as session:
             row = session.exec(select(Message).where(Message.idempotency_key == key)).first()
             if row is not None and row.status not in ("pending", "deferred"):
@@ -204,16 +221,40 @@ class SendActivities:
             # journeys cannot both take the last place under a frequency cap.
             contact = load_contact(session, req.contact_id, for_update=True)
             if row is None:
-                row = self._new_row(session, req, key, contact)
-            self._decide(session, row, req, contact, now, timing)
+                row = self._new_row(session, req, key, contact, early)
+            self._decide(session, row, req, contact, now, timing, early)
             return _result(row)
 
+    def _render_early(
+        self, session: Session, req: t.SendRequest, key: str, now: datetime
+    ) -> _Early | None:
+        """The content the write transaction will most likely store, rendered before it;
+        None when there will be nothing to render (already decided, no channel)."""
+        row = session.exec(select(Message).where(Message.idempotency_key == key)).first()
+        if row is not None and row.status not in ("pending", "deferred"):
+            return None
+        contact = load_contact(session, req.contact_id)
+        if contact is None:
+            return None
+        channel = self._choose(session, req, contact)[0]
+        if channel is None:
+            return None
+        message_id = row.id if row is not None else str(uuid.uuid4())
+        return _Early(
+            message_id, channel, self._content(session, req, contact, message_id, channel, now)
+        )
+
     def _new_row(
-        self, session: Session, req: t.SendRequest, key: str, contact: Contact | None
+        self,
+        session: Session,
+        req: t.SendRequest,
+        key: str,
+        contact: Contact | None,
+        early: _Early | None = None,
     ) -> Message:
         first = candidates(req.channel, contact)[0] if contact else "email"
         row = Message(
-            id=str(uuid.uuid4()),
+            id=early.message_id if early is not None else str(uuid.uuid4()),
             idempotency_key=key,
             workflow_id=req.workflow_id,
             entry_seq=req.entry_seq,
@@ -243,6 +284,7 @@ class SendActivities:
         contact: Contact | None,
         now: datetime,
         timing: bool,
+        early: _Early | None = None,
     ) -> None:
         """Apply the policy in order; leave the row queued (rendered) or say why not."""
         if contact is None:
@@ -267,7 +309,7 @@ class SendActivities:
                 return
             if self._quiet(row, policy, contact, now):
                 return
-        self._render(session, row, req, contact, now)
+        self._render(session, row, req, contact, now, early)
 
     def _choose(
         self, session: Session, req: t.SendRequest, contact: Contact
@@ -351,16 +393,16 @@ class SendActivities:
         _defer(row, release, f"quiet hours {window} in {zone.key}", check="quiet_hours")
         return True
 
-    def _render(
-        self, session: Session, row: Message, req: t.SendRequest, contact: Contact, now: datetime
-    ) -> None:
+    def _content(
+        self,
+        session: Session,
+        req: t.SendRequest,
+        contact: Contact,
+        message_id: str,
+        channel: str,
+        now: datetime,
+    ) -> Rendered | RenderError:
         trigger = session.get(Event, req.trigger_event_id) if req.trigger_event_id else None
-        run = session.exec(
-            select(JourneyRun).where(
-                JourneyRun.workflow_id == req.workflow_id,
-                JourneyRun.entry_seq == req.entry_seq,
-            )
-        ).first()
         cart = cart_context(session, contact.id, trigger)
         context = {
             "contact": contact_context(contact, session),
@@ -369,15 +411,41 @@ class SendActivities:
             "recommendations": LazyRecommendations(
                 lambda: recommendations(session, contact.id, cart["products"], now)
             ),
-            "journey": journey_context(run, req.journey_id, req.step_id),
-            "message": {"id": row.id, "channel": row.channel, **self.links.for_message(row.id)},
+            "journey": journey_context(self._run(session, req), req.journey_id, req.step_id),
+            "message": {"id": message_id, "channel": channel, **self.links.for_message(message_id)},
         }
         try:
-            rendered = self.renderer.render(req.template, row.channel, context)
+            return self.renderer.render(req.template, channel, context)
         except RenderError as exc:
-            where = _template_file(exc, self.renderer.templates_dir)
-            _set(row, "failed", f"template {req.template}: {exc.what}{where}", check="render")
+            return exc
+
+    @staticmethod
+    def _run(session: Session, req: t.SendRequest) -> JourneyRun | None:
+        return session.exec(
+            select(JourneyRun).where(
+                JourneyRun.workflow_id == req.workflow_id,
+                JourneyRun.entry_seq == req.entry_seq,
+            )
+        ).first()
+
+    def _render(
+        self,
+        session: Session,
+        row: Message,
+        req: t.SendRequest,
+        contact: Contact,
+        now: datetime,
+        early: _Early | None = None,
+    ) -> None:
+        if early is not None and (early.message_id, early.channel) == (row.id, row.channel):
+            rendered = early.content
+        else:  # the contact changed in between (consent, a new address): render it now
+            rendered = self._content(session, req, contact, row.id, row.channel, now)
+        if isinstance(rendered, RenderError):
+            where = _template_file(rendered, self.renderer.templates_dir)
+            _set(row, "failed", f"template {req.template}: {rendered.what}{where}", check="render")
             return
+        run = self._run(session, req)
         rendered = track_clicks(session, rendered, row, run, self.links, self.settings)
         for dropped in rendered.dropped_links:  # data links that were not http(s)
             _check(row, "links", "dropped", str(dropped))
