@@ -1,7 +1,7 @@
 """Shared between the benchmark and its workflow's sandbox (imported passed-through).
 
-The baseline workflow calls `hit` from its first workflow task; the benchmark
-reads when the last of N distinct runs got there.
+The baseline workflows call `hit` from a workflow task (the first one, or the one that
+handled a signal); the benchmark reads when the last of N distinct runs got there.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ _seen: dict[str, float] = {}
 
 
 def hit(workflow_id: str) -> None:
-    """Record the first time the worker ran `workflow_id`'s first workflow task."""
+    """Record the first time the worker got to this point (`workflow_id`, or a key
+    made of it such as `handled:<workflow id>`)."""
     now = time.monotonic()
     with _lock:
         _seen.setdefault(workflow_id, now)
