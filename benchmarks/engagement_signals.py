@@ -678,7 +678,7 @@ def count_warnings() -> Counter[str]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=1000, help="N (default 1000)")
+    parser.add_argument("--runs", type=int, help="N (default 1000; 100 with --quick)")
     parser.add_argument("--concurrency", type=int, default=50, help="C (default 50)")
     parser.add_argument("--batch", type=int, default=100, help="opens per webhook request")
     parser.add_argument(
@@ -689,8 +689,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--verbose", action="store_true", help="keep the SDK's warnings")
     parser.add_argument("--loadgen", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.quick:
-        args.runs = 100
+    if args.runs is None:
+        args.runs = 100 if args.quick else 1000
     if args.warmup is None:
         args.warmup = 5 if args.quick else 20
     return args

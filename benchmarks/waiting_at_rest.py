@@ -776,7 +776,7 @@ async def main(args: argparse.Namespace) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=10_000, help="N (default 10,000)")
+    parser.add_argument("--runs", type=int, help="N (default 10,000; 500 with --quick)")
     parser.add_argument("--quick", action="store_true", help="500 runs, 1-2 minutes")
     parser.add_argument("--json", help="write the figures (benchmarks/figures.py) to this file")
     parser.add_argument(
@@ -800,8 +800,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--worker-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.quick:
-        args.runs = 500
+    if args.runs is None:
+        args.runs = 500 if args.quick else 10_000
     args.runs = max(args.runs, 2)
     return args
 
