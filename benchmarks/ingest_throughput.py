@@ -852,6 +852,61 @@ async def compare_trail(args: argparse.Namespace, tmp: Path, options: dict[str, 
     )
 
 
+# --- the API alone: group commit on and off ------------------------------------------
+
+
+async def api_alone(data_dir: Path, events: int, concurrency: int, group_commit: bool) -> Result:
+    """The API storing `track` calls with no router or worker running: what one
+    `journeys api` process costs per call, and its acknowledgement latency."""
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    engine = make_engine(sqlite_url(data_dir))
+    migrate(engine)
+    write_key = f"bench_{uuid.uuid4().hex}"
+    port = free_port()
+    settings = Settings(data_dir=data_dir, group_commit=group_commit)
+    app = create_app(engine, [write_key], None, settings=settings)
+    http = _Http(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
+    task = asyncio.create_task(http.serve())
+    try:
+        while not http.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.02)
+        url = f"http://127.0.0.1:{port}"
+        await _load(url, write_key, "warm-", 50, concurrency)
+        cpu = time.process_time()
+        report = await _load(url, write_key, "run-", events, concurrency)
+        used = time.process_time() - cpu
+    finally:
+        http.should_exit = True
+        await task
+        engine.dispose()
+    label = f"API alone, group commit {'on' if group_commit else 'off'}"
+    return Result(
+        label,
+        events,
+        concurrency,
+        report["acked"] - report["start"],
+        report["acked"] - report["start"],
+        report["latencies"],
+        {},
+        report["errors"],
+        {"benchmark process": used, "HTTP client (child process)": report["cpu"]},
+        report["statuses"],
+    )
+
+
+async def compare_group_commit(args: argparse.Namespace, tmp: Path) -> None:
+    """`--api-only`: the API alone, group commit off and on, alternating (ABBA) rounds."""
+    for round_ in range(args.rounds):
+        order = (False, True) if round_ % 2 == 0 else (True, False)
+        for on in order:
+            result = await api_alone(tmp / f"api-{round_}-{on}", args.events, args.concurrency, on)
+            print(describe(result), flush=True)
+
+
 async def main(args: argparse.Namespace) -> None:
     print(
         f"ingest throughput: {args.events} events, {args.concurrency} in flight, "
@@ -875,6 +930,8 @@ async def main(args: argparse.Namespace) -> None:
             await compare_synchronous(args, Path(tmp), options)
         elif args.trail_cost:
             await compare_trail(args, Path(tmp), options)
+        elif args.api_only:
+            await compare_group_commit(args, Path(tmp))
         else:
             found = await compare_product(args, Path(tmp), options)
             if found is not None:
@@ -929,6 +986,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--bytecode-cache",
         action="store_true",
         help="with PYTHONDONTWRITEBYTECODE set, cache .pyc files in the temp dir anyway",
+    )
+    parser.add_argument(
+        "--api-only",
+        action="store_true",
+        help="the API alone (no router, no worker), group commit off and on, per round",
     )
     parser.add_argument(
         "--batch",
