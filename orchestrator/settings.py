@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     # Runs kept in the worker's memory between their tasks (Temporal's sticky cache): it
     # bounds the worker's memory; an evicted run is rebuilt from its history when it wakes.
     workflow_cache: int = Field(default=1000, ge=0)
+    # The API stores the calls of requests in flight together in one transaction (each
+    # still acknowledged only once committed); off: one transaction per request.
+    group_commit: bool = True
 
     # Send policy (docs/sending.md).
     marketing_consent: Literal["implied", "explicit"] = "implied"

@@ -7,7 +7,8 @@ import base64
 import binascii
 import hmac
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,9 @@ from ..services.links import MessageLinks
 from ..settings import Settings
 from ..store.keys import key_kind
 from .errors import ApiError
+from .group_commit import GroupCommit
+from .ingest import store_calls
+from .segment import SegmentCall
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +41,11 @@ class ApiContext:
     # Ids of the hand-written journeys (JOURNEYS_PYTHON_JOURNEYS): they have no deployed
     # version, and erasure must know the workflow ids their runs take.
     python_journeys: list[str] = field(default_factory=list)
+    group: GroupCommit | None = None  # JOURNEYS_GROUP_COMMIT: concurrent calls, one commit
+
+    def __post_init__(self) -> None:
+        if self.group is None and self.settings.group_commit:
+            self.group = GroupCommit(self.engine)
 
     def stored(self) -> None:
         if self.on_stored is not None:
@@ -44,13 +53,27 @@ class ApiContext:
 
     async def db(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run store code in a thread; a busy database is a 503 with Retry-After, not a 500."""
-        try:
+        with _busy_is_503():
             return await asyncio.to_thread(fn, *args)
-        except OperationalError as exc:  # e.g. SQLite "database is locked"
-            # The driver's text names hosts and users: the log gets it, callers (keyless
-            # ones too: this runs before and during authentication) do not.
-            log.warning("database unavailable: %s", exc.orig)
-            raise ApiError(503, "database busy, retry later", None, **{"Retry-After": "1"}) from exc
+
+    async def store(self, calls: Sequence[SegmentCall], admin: bool) -> int:
+        """Commit Segment calls (grouped with concurrent requests' when group commit is
+        on); how many were new. Raises CallRefused; a busy database is a 503."""
+        with _busy_is_503():
+            if self.group is not None:
+                return await self.group.store(calls, admin)
+            return int(await asyncio.to_thread(store_calls, self.engine, calls, admin))
+
+
+@contextmanager
+def _busy_is_503() -> Iterator[None]:
+    try:
+        yield
+    except OperationalError as exc:  # e.g. SQLite "database is locked"
+        # The driver's text names hosts and users: the log gets it, callers (keyless
+        # ones too: this runs before and during authentication) do not.
+        log.warning("database unavailable: %s", exc.orig)
+        raise ApiError(503, "database busy, retry later", None, **{"Retry-After": "1"}) from exc
 
 
 def api_context(request: Request) -> ApiContext:

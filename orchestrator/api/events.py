@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from .body import parse_object, read_body
 from .context import ApiContext, api_context, authenticate, is_admin_key
 from .errors import ApiError
-from .ingest import CallRefused, store_calls
+from .ingest import CallRefused
 from .ratelimit import RateLimiter
 from .segment import CALLS, AliasCall, FieldProblem, SegmentCall
 
@@ -77,7 +77,7 @@ async def _store(ctx: ApiContext, key: str, calls: list[SegmentCall], batch: boo
     # is just then (a lookup), not on every call.
     admin = any(isinstance(c, AliasCall) for c in calls) and await is_admin_key(ctx, key)
     try:
-        new = await ctx.db(store_calls, ctx.engine, calls, admin)
+        new = await ctx.store(calls, admin)
     except CallRefused as refused:
         where = f"batch.{refused.index}." if batch else ""
         message = f"batch.{refused.index}: {refused.message}" if batch else refused.message

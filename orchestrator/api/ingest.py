@@ -44,7 +44,7 @@ def store_calls(engine: Engine, calls: Sequence[SegmentCall], admin: bool = Fals
     for attempt in range(3):
         try:
             with session_scope(engine) as session:
-                return _store(session, calls, received_at, admin)
+                return store_in(session, calls, received_at, admin)
         except IntegrityError:
             # Two first calls raced on a contact or a messageId: the retry sees their rows.
             if attempt == 2:
@@ -57,9 +57,10 @@ def store_call(engine: Engine, call: SegmentCall, admin: bool = False) -> bool:
     return store_calls(engine, [call], admin) == 1
 
 
-def _store(
+def store_in(
     session: Session, calls: Sequence[SegmentCall], received_at: datetime, admin: bool
 ) -> int:
+    """Add the calls to the session's transaction (the caller commits); how many were new."""
     ids = [c.message_id for c in calls if c.message_id]
     # The client's own namespace: our internal keys (`survey:…`) are no retry of theirs.
     query = select(Event.message_id).where(
