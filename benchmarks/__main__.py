@@ -267,12 +267,38 @@ def table(reports: list[tuple[Benchmark, Report | None, str]]) -> str:
     return "\n".join(lines)
 
 
+def markdown(reports: list[tuple[Benchmark, Report | None, str]]) -> str:
+    """The same table in Markdown, as docs/performance.md keeps it."""
+    lines = [
+        "| benchmark | measure | ours | baseline | ratio | target | met |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for bench, found, problem in reports:
+        if found is None or problem:
+            lines.append(f"| {bench.title} | not measured: {problem} | | | | | |")
+        for f in found.figures if found else []:
+            ratio = f"{f.ratio:.2f}" if f.ratio is not None else "-"
+            met = {True: "yes", False: "**no**", None: "-"}[f.met]
+            lines.append(
+                f"| {bench.title} | {f.measure} | {number(f.ours, f.unit)} | "
+                f"{number(f.baseline, f.unit) if f.baseline is not None else '-'} | {ratio} | "
+                f"{f.target or ''} | {met} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--quick", action="store_true", help="smoke-test sizes (under 2 min)")
     parser.add_argument("--json", metavar="FILE", help="write every figure, machine and settings")
+    parser.add_argument("--markdown", metavar="FILE", help="write the table in Markdown")
+    parser.add_argument(
+        "--from-json",
+        metavar="FILE",
+        help="measure nothing: print (and --markdown) the figures a --json run wrote",
+    )
     parser.add_argument(
         "--only",
         nargs="+",
@@ -286,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
         "--timeout", type=float, default=1800, help="give up on one benchmark after S seconds"
     )
     args = parser.parse_args(argv)
+    if args.from_json:
+        return reprint(args)
     chosen = [b for b in BENCHMARKS if not args.only or b.name in args.only]
     started = time.monotonic()
     info = machine()
@@ -326,7 +354,27 @@ def main(argv: list[str] | None = None) -> int:
             + "\n"
         )
         print(f"figures written to {args.json}")
+    if args.markdown:
+        Path(args.markdown).write_text(markdown(found))
     return 1 if any(problem for _, _, problem in found) else 0
+
+
+def reprint(args: argparse.Namespace) -> int:
+    """`--from-json`: the tables of an earlier run, from its `--json` file."""
+    data = json.loads(Path(args.from_json).read_text())
+    by_name = {b.name: b for b in BENCHMARKS}
+    found: list[tuple[Benchmark, Report | None, str]] = []
+    for entry in data["benchmarks"]:
+        bench = by_name[entry["name"]]
+        figures = [
+            Figure(**{k: v for k, v in f.items() if k != "ratio"}) for f in entry.get("figures", [])
+        ]
+        report = Report(entry.get("benchmark", bench.title), figures, entry.get("settings", {}))
+        found.append((bench, report, entry.get("problem") or ""))
+    print(table(found))
+    if args.markdown:
+        Path(args.markdown).write_text(markdown(found))
+    return 0
 
 
 if __name__ == "__main__":
