@@ -82,12 +82,10 @@ from temporalio.worker import Worker  # noqa: E402
 
 from channels.console import ConsoleChannel  # noqa: E402
 from orchestrator.api import create_app  # noqa: E402
-from orchestrator.deployment.deploy import deploy  # noqa: E402
 from orchestrator.feedback.signatures import SENDGRID_SIGNATURE, SENDGRID_TIMESTAMP  # noqa: E402
 from orchestrator.processes.launch import make_router  # noqa: E402
 from orchestrator.processes.worker import build_worker  # noqa: E402
-from orchestrator.settings import Settings  # noqa: E402
-from orchestrator.store.db import make_engine, migrate, session_scope, sqlite_url  # noqa: E402
+from orchestrator.store.db import session_scope  # noqa: E402
 from orchestrator.store.tables import Event, JourneyRun, Message  # noqa: E402
 
 TARGET_RATIO = 0.9
@@ -147,18 +145,18 @@ async def run_baseline(
 
     async def ready(prefix: str, count: int) -> None:
         await it.drive(count, concurrency, starter(prefix))
-        await it.wait_until(_probe(f"waiting:{prefix}"), count, SETUP_TIMEOUT)
+        await it.wait_until(it.probe_count(f"waiting:{prefix}"), count, SETUP_TIMEOUT)
 
     async with Worker(client, task_queue=task_queue, workflows=[BenchSignalWorkflow]):
         warm, prefix = f"bench:{tag}:warm:", f"bench:{tag}:run:"
         if warmup:
             await ready(warm, warmup)
             await it.drive(warmup, concurrency, signaller(warm))
-            await it.wait_until(_probe(f"handled:{warm}"), warmup, SETUP_TIMEOUT)
+            await it.wait_until(it.probe_count(f"handled:{warm}"), warmup, SETUP_TIMEOUT)
         await ready(prefix, runs)
         meter = it.CpuMeter(server_pid)
         start, acked, latencies, errors = await it.drive(runs, concurrency, signaller(prefix))
-        await it.wait_until(_probe(f"handled:{prefix}"), runs - errors, DONE_TIMEOUT)
+        await it.wait_until(it.probe_count(f"handled:{prefix}"), runs - errors, DONE_TIMEOUT)
         cpu = meter.used()
         done = bench_probe.count(f"handled:{prefix}")[1]
     return it.Result(
@@ -172,13 +170,6 @@ async def run_baseline(
         errors,
         cpu,
     )
-
-
-def _probe(prefix: str) -> Callable[[], Awaitable[int]]:
-    async def check() -> int:
-        return bench_probe.count(prefix)[0]
-
-    return check
 
 
 # --- ours: API, router, worker -----------------------------------------------------------
@@ -201,11 +192,7 @@ async def running_product(
     client: Client, data_dir: Path, server_pid: int | None
 ) -> AsyncIterator[Product]:
     """Our API (uvicorn), router and worker on a fresh store, as `journeys dev` runs them."""
-    journeys_dir, templates_dir = data_dir / "journeys", data_dir / "templates"
-    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # the store's folder is private
-    journeys_dir.mkdir(parents=True, exist_ok=True)
-    (journeys_dir / f"{JOURNEY_ID}.yaml").write_text(JOURNEY_YAML)
-    (journeys_dir / "events.yaml").write_text(f"{TRIGGER}:\n  description: {EVENTS_NOTE}\n")
+    templates_dir = data_dir / "templates"
     template = templates_dir / TEMPLATE
     template.mkdir(parents=True)
     (template / "email.subject").write_text("Something for you, {{ contact.id }}")
@@ -214,17 +201,16 @@ async def running_product(
     public_der = key.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    settings = Settings(
-        data_dir=data_dir,
-        journeys_dir=journeys_dir,
-        templates_dir=templates_dir,
-        task_queue=f"bench-journeys-{uuid.uuid4().hex[:6]}",
+    settings, engine, write_key = it.new_store(
+        data_dir,
+        {
+            f"{JOURNEY_ID}.yaml": JOURNEY_YAML,
+            "events.yaml": f"{TRIGGER}:\n  description: {EVENTS_NOTE}\n",
+        },
+        "bench-journeys",
+        templates_dir,
         sendgrid_webhook_public_key=base64.b64encode(public_der).decode(),
     )
-    engine = make_engine(sqlite_url(data_dir))
-    migrate(engine)
-    deploy(engine, settings.journeys_dir, settings.templates_dir)
-    write_key = f"bench_{uuid.uuid4().hex}"
     port = it.free_port()
     router = make_router(client, engine, settings)  # as `journeys dev` builds it
     app = create_app(engine, [write_key], client, router.wake, settings=settings)

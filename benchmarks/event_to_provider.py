@@ -91,13 +91,11 @@ from temporalio.worker import Worker  # noqa: E402
 
 from channels.console import ConsoleChannel  # noqa: E402
 from orchestrator.api import create_app  # noqa: E402
-from orchestrator.deployment.deploy import deploy  # noqa: E402
 from orchestrator.processes.launch import make_router, stop_router  # noqa: E402
 from orchestrator.processes.worker import build_worker, channel_adapters  # noqa: E402
 from orchestrator.services.links import MessageLinks  # noqa: E402
-from orchestrator.settings import Settings  # noqa: E402
 from orchestrator.store.backlog import routing_backlog  # noqa: E402
-from orchestrator.store.db import make_engine, migrate, session_scope, sqlite_url  # noqa: E402
+from orchestrator.store.db import session_scope  # noqa: E402
 from orchestrator.store.tables import Event, JourneyRun, Message  # noqa: E402
 
 JOURNEY_ID = "bench_send"
@@ -583,21 +581,13 @@ async def run_product(
     server_pid: int | None,
     profile: bool = False,
 ) -> Phase:
-    journeys_dir = data_dir / "journeys"
-    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # the store's folder is private
-    journeys_dir.mkdir(parents=True, exist_ok=True)
-    (journeys_dir / f"{JOURNEY_ID}.yaml").write_text(JOURNEY_YAML)
-    settings = Settings(
-        data_dir=data_dir,
-        journeys_dir=journeys_dir,
-        templates_dir=ROOT / "templates",
-        task_queue=f"bench-send-{uuid.uuid4().hex[:6]}",
+    settings, engine, write_key = it.new_store(
+        data_dir,
+        {f"{JOURNEY_ID}.yaml": JOURNEY_YAML},
+        "bench-send",
+        store_url=store_url,
         email_channel="sendgrid",
     )
-    engine = make_engine(store_url or sqlite_url(data_dir))
-    migrate(engine)
-    deploy(engine, settings.journeys_dir, settings.templates_dir)
-    write_key = f"bench_{uuid.uuid4().hex}"
     port = it.free_port()
     url = f"http://127.0.0.1:{port}"
     router = make_router(client, engine, settings)  # as `journeys dev` builds it

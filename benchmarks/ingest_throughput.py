@@ -244,11 +244,11 @@ async def run_baseline(
         if warmup:
             prefix = f"bench:{tag}:warm:"
             await drive(warmup, concurrency, starter(prefix))
-            await wait_until(_probe_count(prefix), warmup, 120)
+            await wait_until(probe_count(prefix), warmup, 120)
         prefix = f"bench:{tag}:run:"
         meter = CpuMeter(server_pid)
         start, acked, latencies, errors = await drive(events, concurrency, starter(prefix))
-        await wait_until(_probe_count(prefix), events - errors, 600)
+        await wait_until(probe_count(prefix), events - errors, 600)
         cpu = meter.used()
         done = bench_probe.count(prefix)[1]
     return Result(
@@ -264,7 +264,7 @@ async def run_baseline(
     )
 
 
-def _probe_count(prefix: str) -> Callable[[], Awaitable[int]]:
+def probe_count(prefix: str) -> Callable[[], Awaitable[int]]:
     async def check() -> int:
         return bench_probe.count(prefix)[0]
 
@@ -272,6 +272,34 @@ def _probe_count(prefix: str) -> Callable[[], Awaitable[int]]:
 
 
 # --- product: our API, router and worker -----------------------------------------------
+
+
+def new_store(
+    data_dir: Path,
+    journeys: dict[str, str],
+    queue: str,
+    templates_dir: Path = ROOT / "templates",
+    store_url: str | None = None,
+    **options: Any,
+) -> tuple[Settings, Engine, str]:
+    """A fresh store with `journeys` (file name -> YAML) deployed, as `journeys dev` does
+    it: (settings with a task queue of its own, engine, a write key)."""
+    journeys_dir = data_dir / "journeys"
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # the store's folder is private
+    journeys_dir.mkdir(parents=True, exist_ok=True)
+    for name, yaml in journeys.items():
+        (journeys_dir / name).write_text(yaml)
+    settings = Settings(
+        data_dir=data_dir,
+        journeys_dir=journeys_dir,
+        templates_dir=templates_dir,
+        task_queue=f"{queue}-{uuid.uuid4().hex[:6]}",
+        **options,
+    )
+    engine = make_engine(store_url or sqlite_url(data_dir))
+    migrate(engine)
+    deploy(engine, settings.journeys_dir, settings.templates_dir)
+    return settings, engine, f"bench_{uuid.uuid4().hex}"
 
 
 class _Http(uvicorn.Server):
@@ -290,20 +318,9 @@ async def run_product(
     server_pid: int | None = None,
     batch: int = 0,
 ) -> Result:
-    journeys_dir = data_dir / "journeys"
-    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # the store's folder is private
-    journeys_dir.mkdir(parents=True, exist_ok=True)
-    (journeys_dir / f"{JOURNEY_ID}.yaml").write_text(JOURNEY_YAML)
-    settings = Settings(
-        data_dir=data_dir,
-        journeys_dir=journeys_dir,
-        templates_dir=ROOT / "templates",
-        task_queue=f"bench-journeys-{uuid.uuid4().hex[:6]}",
+    settings, engine, write_key = new_store(
+        data_dir, {f"{JOURNEY_ID}.yaml": JOURNEY_YAML}, "bench-journeys"
     )
-    engine = make_engine(sqlite_url(data_dir))
-    migrate(engine)
-    deploy(engine, settings.journeys_dir, settings.templates_dir)
-    write_key = f"bench_{uuid.uuid4().hex}"
     tag = uuid.uuid4().hex[:6]
     port = free_port()
     url = f"http://127.0.0.1:{port}"

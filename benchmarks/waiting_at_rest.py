@@ -373,10 +373,8 @@ async def run_product(tmp: Path, args: argparse.Namespace) -> Side:
     from sqlmodel import select
 
     from orchestrator.api import create_app
-    from orchestrator.deployment.deploy import deploy
     from orchestrator.processes.launch import make_router
-    from orchestrator.settings import Settings
-    from orchestrator.store.db import make_engine, migrate, session_scope, sqlite_url
+    from orchestrator.store.db import session_scope
     from orchestrator.store.tables import JourneyRun
 
     side = Side("product", args.runs, args.max_cached or SDK_DEFAULT_CACHE)
@@ -384,20 +382,10 @@ async def run_product(tmp: Path, args: argparse.Namespace) -> Side:
     data_dir.mkdir(mode=0o700)  # the store's folder is private
     async with fresh_server(data_dir / "temporal", args.dynamic_config) as (server, client):
         side.server_rss_fresh = rss(server.process.pid)
-        journeys_dir = data_dir / "journeys"
-        journeys_dir.mkdir(parents=True, exist_ok=True)
-        (journeys_dir / f"{JOURNEY_ID}.yaml").write_text(JOURNEY_YAML)
-        settings = Settings(
-            data_dir=data_dir,
-            journeys_dir=journeys_dir,
-            templates_dir=ROOT / "templates",
-            task_queue=f"bench-rest-{uuid.uuid4().hex[:6]}",
+        settings, engine, write_key = it.new_store(
+            data_dir, {f"{JOURNEY_ID}.yaml": JOURNEY_YAML}, "bench-rest"
         )
-        engine = make_engine(sqlite_url(data_dir))
-        migrate(engine)
-        deploy(engine, settings.journeys_dir, settings.templates_dir)
         store_file = data_dir / "journeys.db"
-        write_key = f"bench_{uuid.uuid4().hex}"
         port = it.free_port()
         router = make_router(client, engine, settings)  # as `journeys worker` builds it
         app = create_app(engine, [write_key], client, router.wake)
