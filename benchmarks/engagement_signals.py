@@ -70,7 +70,6 @@ if str(HERE) not in sys.path:  # ingest_throughput, bench_workflow, bench_probe,
 
 import bench_probe  # noqa: E402
 import ingest_throughput as it  # noqa: E402
-import uvicorn  # noqa: E402
 from bench_workflow import BenchSignalWorkflow  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
@@ -80,11 +79,7 @@ from sqlmodel import col, select  # noqa: E402
 from temporalio.client import Client  # noqa: E402
 from temporalio.worker import Worker  # noqa: E402
 
-from channels.console import ConsoleChannel  # noqa: E402
-from orchestrator.api import create_app  # noqa: E402
 from orchestrator.feedback.signatures import SENDGRID_SIGNATURE, SENDGRID_TIMESTAMP  # noqa: E402
-from orchestrator.processes.launch import make_router  # noqa: E402
-from orchestrator.processes.worker import build_worker  # noqa: E402
 from orchestrator.store.db import session_scope  # noqa: E402
 from orchestrator.store.tables import Event, JourneyRun, Message  # noqa: E402
 
@@ -211,44 +206,21 @@ async def running_product(
         templates_dir,
         sendgrid_webhook_public_key=base64.b64encode(public_der).decode(),
     )
-    port = it.free_port()
-    router = make_router(client, engine, settings)  # as `journeys dev` builds it
-    app = create_app(engine, [write_key], client, router.wake, settings=settings)
-    http = it._Http(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    null = open(os.devnull, "w")  # noqa: SIM115
-    console = ConsoleChannel(stream=null)
-    adapters = {"email": console, "push": console, "sms": console}
     try:
-        async with build_worker(client, engine, settings, adapters):
-            router_task = asyncio.create_task(router.run())
-            http_task = asyncio.create_task(http.serve())
-            while not http.started:
-                if http_task.done():
-                    http_task.result()
-                await asyncio.sleep(0.02)
-            try:
-                yield Product(
-                    engine,
-                    f"http://127.0.0.1:{port}",
-                    write_key,
-                    key.private_bytes(
-                        serialization.Encoding.PEM,
-                        serialization.PrivateFormat.PKCS8,
-                        serialization.NoEncryption(),
-                    ).decode(),
-                    server_pid,
-                    uuid.uuid4().hex[:6],
-                )
-            finally:
-                http.should_exit = True
-                await http_task
-                router.stop()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await router_task
+        async with it.running_stack(client, engine, settings, write_key) as url:
+            yield Product(
+                engine,
+                url,
+                write_key,
+                key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                ).decode(),
+                server_pid,
+                uuid.uuid4().hex[:6],
+            )
     finally:
-        null.close()
         engine.dispose()
 
 

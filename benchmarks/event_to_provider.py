@@ -80,7 +80,6 @@ if str(HERE) not in sys.path:  # ingest_throughput, figures, bench_send_workflow
     sys.path.insert(0, str(HERE))
 
 import ingest_throughput as it  # noqa: E402
-import uvicorn  # noqa: E402
 from bench_send_workflow import SEND_ACTIVITY, BenchSendWorkflow  # noqa: E402
 from figures import Figure, Report  # noqa: E402
 from sqlalchemy import Engine  # noqa: E402
@@ -89,11 +88,7 @@ from temporalio import activity  # noqa: E402
 from temporalio.client import Client  # noqa: E402
 from temporalio.worker import Worker  # noqa: E402
 
-from channels.console import ConsoleChannel  # noqa: E402
-from orchestrator.api import create_app  # noqa: E402
-from orchestrator.processes.launch import make_router, stop_router  # noqa: E402
-from orchestrator.processes.worker import build_worker, channel_adapters  # noqa: E402
-from orchestrator.services.links import MessageLinks  # noqa: E402
+from orchestrator.processes.worker import channel_adapters  # noqa: E402
 from orchestrator.store.backlog import routing_backlog  # noqa: E402
 from orchestrator.store.db import session_scope  # noqa: E402
 from orchestrator.store.tables import Event, JourneyRun, Message  # noqa: E402
@@ -588,54 +583,32 @@ async def run_product(
         store_url=store_url,
         email_channel="sendgrid",
     )
-    port = it.free_port()
-    url = f"http://127.0.0.1:{port}"
-    router = make_router(client, engine, settings)  # as `journeys dev` builds it
-    app = create_app(
-        engine, [write_key], client, router.wake, MessageLinks.from_settings(settings), settings
-    )
-    http = it._Http(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    null = open(os.devnull, "w")  # noqa: SIM115
-    console = ConsoleChannel(stream=null)
-    adapters = {**channel_adapters(settings, ["email"]), "push": console, "sms": console}
+    adapters = channel_adapters(settings, ["email"])
     tag = uuid.uuid4().hex[:6]
     try:
-        async with build_worker(client, engine, settings, adapters):
-            router_task = asyncio.create_task(router.run())
-            http_task = asyncio.create_task(http.serve())
-            while not http.started:
-                if http_task.done():
-                    http_task.result()
-                await asyncio.sleep(0.02)
-            try:
-                warm = f"w{tag}x"
-                await identify(url, write_key, warm, WARMUP, engine)
-                await drain(fake, warm, await _load(url, write_key, warm, WARMUP, 5.0), 60)
-                prefix = f"e{tag}x"
-                count = round(rate * seconds)
-                await identify(url, write_key, prefix, count, engine)
-                meter = it.CpuMeter(server_pid)
-                threads_before = thread_cpu()
-                child_cpu: dict[str, float] = {}
-                sampler = StackSampler() if profile else None
-                with sampler or contextlib.nullcontext():
-                    samples = await _load(url, write_key, prefix, count, rate, child_cpu)
-                    duplicates = await drain(fake, prefix, samples, drain_seconds)
-                cpu = {**meter.used(), "HTTP client (child)": child_cpu.get("cpu", 0.0)}
-                wall = time.time() - samples[0].due
-                threads = {
-                    name: sec - threads_before.get(name, 0.0)
-                    for name, sec in thread_cpu().items()
-                    if sec - threads_before.get(name, 0.0) > 0
-                }
-                # Let the runs finish (their last local activities) before the worker stops.
-                await settle(engine, prefix, 15)
-            finally:
-                http.should_exit = True
-                await http_task
-                await stop_router(router, router_task)
+        async with it.running_stack(client, engine, settings, write_key, adapters) as url:
+            warm = f"w{tag}x"
+            await identify(url, write_key, warm, WARMUP, engine)
+            await drain(fake, warm, await _load(url, write_key, warm, WARMUP, 5.0), 60)
+            prefix = f"e{tag}x"
+            count = round(rate * seconds)
+            await identify(url, write_key, prefix, count, engine)
+            meter = it.CpuMeter(server_pid)
+            threads_before = thread_cpu()
+            child_cpu: dict[str, float] = {}
+            sampler = StackSampler() if profile else None
+            with sampler or contextlib.nullcontext():
+                samples = await _load(url, write_key, prefix, count, rate, child_cpu)
+                duplicates = await drain(fake, prefix, samples, drain_seconds)
+            cpu = {**meter.used(), "HTTP client (child)": child_cpu.get("cpu", 0.0)}
+            wall = time.time() - samples[0].due
+            threads = {
+                name: sec - threads_before.get(name, 0.0)
+                for name, sec in thread_cpu().items()
+                if sec - threads_before.get(name, 0.0) > 0
+            }
+            # Let the runs finish (their last local activities) before the worker stops.
+            await settle(engine, prefix, 15)
         phase = Phase("product", store, rate, seconds, drain_seconds, samples, duplicates)
         phase.cpu, phase.wall, phase.threads = cpu, wall, threads
         if sampler is not None:
@@ -644,7 +617,6 @@ async def run_product(
         phase.statuses = await asyncio.to_thread(message_statuses, engine, prefix)
         return phase
     finally:
-        null.close()
         engine.dispose()
 
 

@@ -49,7 +49,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -72,12 +72,14 @@ from temporalio.client import Client  # noqa: E402
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter  # noqa: E402
 from temporalio.worker import PollerBehaviorAutoscaling, Worker  # noqa: E402
 
+from channels.base import Channel  # noqa: E402
 from channels.console import ConsoleChannel  # noqa: E402
 from orchestrator.api import create_app  # noqa: E402
 from orchestrator.deployment.deploy import deploy  # noqa: E402
-from orchestrator.processes.launch import make_router  # noqa: E402
+from orchestrator.processes.launch import make_router, stop_router  # noqa: E402
 from orchestrator.processes.temporal_server import DevServer  # noqa: E402
 from orchestrator.processes.worker import build_worker  # noqa: E402
+from orchestrator.services.links import MessageLinks  # noqa: E402
 from orchestrator.settings import Settings  # noqa: E402
 from orchestrator.store.db import make_engine, migrate, session_scope, sqlite_url  # noqa: E402
 from orchestrator.store.tables import Event, JourneyRun  # noqa: E402
@@ -322,18 +324,46 @@ async def run_product(
         data_dir, {f"{JOURNEY_ID}.yaml": JOURNEY_YAML}, "bench-journeys"
     )
     tag = uuid.uuid4().hex[:6]
+    try:
+        async with running_stack(client, engine, settings, write_key, **options) as url:
+            if warmup:
+                # Contact ids are new on every run: a run still waiting from an earlier
+                # round on this server would take the trigger as a signal instead.
+                warm = f"{tag}-warm-"
+                await _load(url, write_key, warm, warmup, concurrency)
+                await wait_until(_active_count(engine, warm), warmup, 120)
+            return await _measure_product(
+                engine, url, write_key, f"{tag}-run-", events, concurrency, server_pid, batch
+            )
+    finally:
+        engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def running_stack(
+    client: Client,
+    engine: Engine,
+    settings: Settings,
+    write_key: str,
+    adapters: dict[str, Channel] | None = None,
+    **options: Any,
+) -> AsyncIterator[str]:
+    """Our API (uvicorn), router and worker on `engine`, as `journeys dev` runs them in one
+    process; yields the API's URL. Channels `adapters` leaves out print to a null stream;
+    `options` go to the journeys worker. On exit the API stops, then the router (its sweep
+    finished), then the worker."""
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
     router = make_router(client, engine, settings)  # as `journeys dev` builds it
-    app = create_app(engine, [write_key], client, router.wake)
+    app = create_app(
+        engine, [write_key], client, router.wake, MessageLinks.from_settings(settings), settings
+    )
     http = _Http(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
     )
-    null = open(os.devnull, "w")  # noqa: SIM115
-    console = ConsoleChannel(stream=null)
-    adapters = {"email": console, "push": console, "sms": console}
-    try:
-        async with build_worker(client, engine, settings, adapters, **options):
+    with open(os.devnull, "w") as null:
+        console = ConsoleChannel(stream=null)
+        channels = {"email": console, "push": console, "sms": console, **(adapters or {})}
+        async with build_worker(client, engine, settings, channels, **options):
             router_task = asyncio.create_task(router.run())
             http_task = asyncio.create_task(http.serve())
             while not http.started:
@@ -341,24 +371,11 @@ async def run_product(
                     http_task.result()
                 await asyncio.sleep(0.02)
             try:
-                if warmup:
-                    # Contact ids are new on every run: a run still waiting from an earlier
-                    # round on this server would take the trigger as a signal instead.
-                    warm = f"{tag}-warm-"
-                    await _load(url, write_key, warm, warmup, concurrency)
-                    await wait_until(_active_count(engine, warm), warmup, 120)
-                return await _measure_product(
-                    engine, url, write_key, f"{tag}-run-", events, concurrency, server_pid, batch
-                )
+                yield f"http://127.0.0.1:{port}"
             finally:
                 http.should_exit = True
                 await http_task
-                router_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await router_task
-    finally:
-        null.close()
-        engine.dispose()
+                await stop_router(router, router_task)
 
 
 async def _measure_product(

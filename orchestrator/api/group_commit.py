@@ -14,6 +14,7 @@ its requests is stored alone, so one refused request never fails another.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -43,7 +44,7 @@ class GroupCommit:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._queue: list[_Request] = []
+        self._queue: deque[_Request] = deque()
         self._writer: asyncio.Task[None] | None = None
         self.transactions = 0  # for tests and benchmarks: how many commits served the calls
 
@@ -62,7 +63,7 @@ class GroupCommit:
         while self._queue:
             group, size = [], 0
             while self._queue and (not group or size + len(self._queue[0].calls) <= MAX_CALLS):
-                request = self._queue.pop(0)
+                request = self._queue.popleft()
                 group.append(request)
                 size += len(request.calls)
             try:
