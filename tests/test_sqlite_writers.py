@@ -146,3 +146,29 @@ def test_a_writer_that_never_gets_its_turn_fails_like_a_locked_database(tmp_path
         assert "database is locked" in str(failure[0])
     finally:
         queue.timeout = queue_timeout
+
+
+def test_a_turn_lost_to_an_exception_from_outside_is_taken_over(tmp_path: Path) -> None:
+    """Temporal cancels a sync activity by raising into its thread; if that lands between
+    a commit and giving the turn back, the turn is lost. Before, every later writer in
+    the process waited its full timeout and failed (a worker then could not stop: the
+    graceful-shutdown control test hung). Now a waiter takes over a turn whose holder
+    has had no transaction open for `STALE_AFTER` seconds."""
+    engine = make_engine(sqlite_url(tmp_path))
+    queue = writer_queue(str(tmp_path / "journeys.db"))
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE t (n INTEGER)"))
+    reclaimed = queue.reclaimed
+    with engine.connect() as connection:
+        connection.execute(text("INSERT INTO t (n) VALUES (1)"))  # takes the turn
+        raw = connection.connection.dbapi_connection
+        sqlite3.Connection.commit(raw)  # committed...
+        raw.holds_turn = None  # ...and the exception landed before the turn went back
+        started = time.monotonic()
+        with engine.begin() as other:  # another connection: waited `timeout`, then failed
+            other.execute(text("INSERT INTO t (n) VALUES (2)"))
+        waited = time.monotonic() - started
+    assert queue.reclaimed == reclaimed + 1
+    assert queue.STALE_AFTER <= waited < queue.timeout
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM t")).scalar() == 2

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -156,7 +157,7 @@ class WriterQueue:
     sat free while the pollers napped, writers queued up, and those at the back gave
     up after 5 s ("database is locked", seen failing `enter_run` and `record_step`
     under the ingest benchmark). Here a write transaction first takes this process's
-    lock, whose release wakes the next writer at once; SQLite's own lock (and its busy
+    turn, whose release wakes the next writer at once; SQLite's own lock (and its busy
     timeout) still arbitrates between processes.
 
     pysqlite opens a transaction at the first INSERT/UPDATE/DELETE/REPLACE, and our
@@ -165,34 +166,72 @@ class WriterQueue:
     transaction ends (after its commit or rollback, or when it is closed). Taking it
     at a BEGIN IMMEDIATE matters: a connection holding SQLite's lock while it waits
     for the turn would deadlock with a turn holder waiting for SQLite's lock.
+
+    A turn can be lost: an exception raised into a thread from outside (Temporal
+    cancels a sync activity that way when a worker stops without a grace period) may
+    land between taking the turn and recording it, or between a commit and giving
+    it back. A waiter therefore checks the holder: once the holder has had its turn
+    for `STALE_AFTER` seconds without a transaction open, the turn is taken over.
+    Misjudging costs nothing worse than the old behaviour: two writers meet at
+    SQLite's lock and its busy timeout sorts them out.
     """
 
     WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "BEGIN IMMEDIATE", "BEGIN EXCLUSIVE")
+    STALE_AFTER = 2.0  # seconds a holder may keep the turn with no transaction open
+    _CHECK_EVERY = 0.25  # seconds between a waiter's looks at the holder
 
     def __init__(self, timeout: float = _BUSY_TIMEOUT_S * 2) -> None:
-        self._lock = threading.Lock()
+        self._turn = threading.Condition(threading.Lock())
+        self._holder: QueuedConnection | None = None
+        self._taken_at = 0.0
         self.timeout = timeout
         self.waits = 0  # writers that found the turn taken (benchmarks read it)
+        self.reclaimed = 0  # lost turns taken over (tests read it)
 
     def attach(self, engine: Engine) -> None:
         event.listen(engine, "before_cursor_execute", self._before_execute)
 
     def _before_execute(self, conn: Connection, _cursor: Any, statement: str, *_: Any) -> None:
         dbapi = conn.connection.dbapi_connection
-        if not isinstance(dbapi, QueuedConnection) or dbapi.holds_turn:
+        if not isinstance(dbapi, QueuedConnection) or dbapi.holds_turn is self:
             return
-        if not statement.lstrip()[:15].upper().startswith(self.WRITES):
-            return
-        if not self._lock.acquire(blocking=False):
-            self.waits += 1
-            if not self._lock.acquire(timeout=self.timeout):
-                raise sqlite3.OperationalError(
-                    f"database is locked (no write turn within {self.timeout:g} s)"
-                )
-        dbapi.holds_turn = self
+        if statement.lstrip()[:15].upper().startswith(self.WRITES):
+            self.take(dbapi)
 
-    def give_back(self) -> None:
-        self._lock.release()
+    def take(self, conn: QueuedConnection) -> None:
+        """Wait for the turn and give it to `conn`; raise like SQLite's busy error."""
+        deadline = time.monotonic() + self.timeout
+        with self._turn:
+            if self._holder is not None:
+                self.waits += 1
+            while self._holder is not None and self._holder is not conn:
+                if self._lost():
+                    self.reclaimed += 1
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise sqlite3.OperationalError(
+                        f"database is locked (no write turn within {self.timeout:g} s)"
+                    )
+                self._turn.wait(min(left, self._CHECK_EVERY))
+            self._holder, self._taken_at = conn, time.monotonic()
+            conn.holds_turn = self
+
+    def give_back(self, conn: QueuedConnection) -> None:
+        with self._turn:
+            if self._holder is conn:
+                self._holder = None
+                self._turn.notify()
+
+    def _lost(self) -> bool:
+        """The holder's transaction ended long ago, yet it never gave the turn back."""
+        holder = self._holder
+        if holder is None or time.monotonic() - self._taken_at < self.STALE_AFTER:
+            return False
+        try:
+            return not holder.in_transaction
+        except sqlite3.ProgrammingError:  # closed
+            return True
 
 
 class QueuedConnection(sqlite3.Connection):
@@ -222,7 +261,7 @@ class QueuedConnection(sqlite3.Connection):
     def _give_back(self) -> None:
         queue, self.holds_turn = self.holds_turn, None
         if queue is not None:
-            queue.give_back()
+            queue.give_back(self)
 
 
 def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
