@@ -3,12 +3,13 @@
 `tests/histories/` holds histories recorded from the step-kind, cart and send-policy
 tests (`JOURNEYS_RECORD_HISTORIES=<dir> pytest tests/test_step_kinds.py
 tests/test_abandoned_cart.py tests/test_send_policy.py`), one generation per workflow
-change, prefixed with its patch name (`local_bookkeeping__`, `channel_queues__`); the
-unprefixed ones predate both. `playbook__` ones come from the shipped playbook
-journeys (`JOURNEYS_RECORD_HISTORIES=<dir> pytest tests/test_playbook_journeys.py`):
-actions, keyed runs, waits on several events with `save_as`. Every release must
-replay them all. The last two tests prove the check has teeth: an unversioned behaviour change is
-caught, the same change behind `workflow.patched` is not.
+change, prefixed with its patch name (`local_bookkeeping__`, `channel_queues__`,
+`enter_at_first_step__`); the unprefixed ones predate them all. `playbook__` ones come
+from the shipped playbook journeys (`JOURNEYS_RECORD_HISTORIES=<dir> pytest
+tests/test_playbook_journeys.py`): actions, keyed runs, waits on several events with
+`save_as`. Every release must replay them all. The last two tests prove the check has
+teeth: an unversioned behaviour change is caught, the same change behind
+`workflow.patched` is not.
 """
 
 from __future__ import annotations
@@ -110,6 +111,22 @@ def generation(prefix: str) -> Path:
     return next(p for p in CART_HISTORIES if p.stem.startswith(prefix))
 
 
+def local_activities_before_first_wait(path: Path) -> list[str]:
+    """The local activities a run recorded before its first timer started."""
+    found = []
+    for e in json.loads(path.read_text())["events"]:
+        if e["eventType"] == "EVENT_TYPE_TIMER_STARTED":
+            break
+        if e["eventType"] != "EVENT_TYPE_MARKER_RECORDED":
+            continue
+        details = e["markerRecordedEventAttributes"]["details"]
+        for payload in details.get("data", {}).get("payloads", []):
+            data = json.loads(base64.b64decode(payload["data"]))
+            if isinstance(data, dict) and "activity_type" in data:
+                found.append(data["activity_type"])
+    return found
+
+
 def test_the_corpus_holds_runs_from_each_generation() -> None:
     assert "record_step" in activity_types(generation("test_"))
     # Bookkeeping became local activities; sends were one activity each.
@@ -121,6 +138,10 @@ def test_the_corpus_holds_runs_from_each_generation() -> None:
         "prepare_message",
         "deliver_message",
     ]
+    # The entry records the first step: the run goes from enter_run straight to its wait.
+    before = local_activities_before_first_wait(generation("channel_queues"))
+    assert before == ["enter_run", "record_step"]
+    assert local_activities_before_first_wait(generation("enter_at_first_step")) == ["enter_run"]
 
 
 def test_the_corpus_holds_runs_that_record_their_trail() -> None:

@@ -104,6 +104,16 @@ class RunActivities:
                 detail={"trigger_event_id": req.trigger_event_id},
                 counters=[(JOURNEY, "entered")],
             )
+            if req.first_step is not None:
+                run.current_step = req.first_step
+                trail.record(
+                    session,
+                    run,
+                    trail.STEP,
+                    now,
+                    req.first_step,
+                    counters=[(req.first_step, "reached")],
+                )
             return t.EnterResult(allowed=True, entry_seq=seq)
 
     @activity.defn(name=t.RECORD_STEP, no_thread_cancel_exception=True)

@@ -74,6 +74,7 @@ class JourneyWorkflow(JourneyBase):
             re_entry_after=spec.entry.re_entry.after,
             entry_if=spec.entry.if_,
             state=input.state,
+            first_step=spec.steps[0].id if spec.steps else None,
         )
         if not entered:
             return "skipped"

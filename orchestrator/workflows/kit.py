@@ -27,6 +27,8 @@ BOOKKEEPING = {
     "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=1)),
 }
 LOCAL_BOOKKEEPING = "local-bookkeeping-activities"
+# The entry records the first step too: one local activity (and store write) fewer per start.
+ENTER_AT_FIRST_STEP = "enter-at-first-step"
 SENDING = {
     "start_to_close_timeout": timedelta(minutes=2),
     "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=10), maximum_attempts=20),
@@ -126,6 +128,8 @@ class JourneyBase:
         # Decisions since the last record: the next step's record (or the exit's) carries
         # them to the trail, so the trail costs no extra command in the history.
         self._decisions: list[t.Decision] = []
+        # The step the entry already recorded: its `at_step` only drains.
+        self._recorded_step: str | None = None
 
     # --- signals -----------------------------------------------------------
 
@@ -164,8 +168,13 @@ class JourneyBase:
         re_entry_after: int | None = None,
         entry_if: str | None = None,
         state: t.RunState | None = None,
+        first_step: str | None = None,
     ) -> bool:
-        """Record the entry (or resume one after continue-as-new); False = not allowed."""
+        """Record the entry (or resume one after continue-as-new); False = not allowed.
+
+        With `first_step`, the entry also records that the run is on it, and the
+        step's own `at_step` skips its record (runs entered before this change, whose
+        histories hold that record, replay the old way)."""
         self.contact_id = contact_id
         self.trigger_event_id = trigger.event_id
         self._first_time(f"e{trigger.event_id}")
@@ -180,6 +189,8 @@ class JourneyBase:
                 known = self.state.engagements.setdefault(step_id, [])
                 known.extend(k for k in kinds if k not in known)
             return True
+        if first_step is not None and not workflow.patched(ENTER_AT_FIRST_STEP):
+            first_step = None
         result: t.EnterResult = await self._bookkeeping(
             t.ENTER_RUN,
             t.EnterRequest(
@@ -192,9 +203,11 @@ class JourneyBase:
                 re_entry_after=re_entry_after,
                 entry_if=entry_if,
                 now=workflow.now().isoformat(),
+                first_step=first_step,
             ),
             t.EnterResult,
         )
+        self._recorded_step = first_step
         self.state.entry_seq = result.entry_seq
         self.state.entered_at = workflow.now().isoformat()
         return result.allowed
@@ -239,6 +252,10 @@ class JourneyBase:
     async def at_step(self, step_id: str) -> None:
         """Handle what arrived meanwhile, then record the step the run is on."""
         await self.drain()
+        if step_id == self._recorded_step:  # the entry recorded it
+            self._recorded_step = None
+            return
+        self._recorded_step = None
         await self._record(t.RunUpdate(self.workflow_id, self.state.entry_seq, step_id))
 
     async def sleep(self, seconds: float, deadline: datetime | None = None) -> None:

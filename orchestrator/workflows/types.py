@@ -88,6 +88,8 @@ class EnterRequest:
     re_entry_after: int | None
     entry_if: str | None
     now: str = ""  # ISO, workflow time: re-entry windows are measured in it
+    # The step the run starts on, recorded with the entry: one store write, not two.
+    first_step: str | None = None
 
 
 @dataclass
