@@ -216,12 +216,17 @@ async def test_impact_of_an_edit_with_two_versions_in_flight(
         broken = await replay_in_flight(
             ts_env.client, engine, ["promo"], workflows=[UnversionedEdit]
         )
-        assert broken.checked == 3 and len(broken.broke) == 3
+        # The edit stops recording steps: ann and bob recorded one after their first wait;
+        # cy's entry recorded its first step, and it has recorded none since.
+        assert broken.checked == 3 and set(broken.broke) == {
+            "journey:promo:ann",
+            "journey:promo:bob",
+        }
         assert set(broken.broke.values()) == {
             "NondeterminismError: [TMPRL1100] Nondeterminism error: "
             "Missing associated machine for LocalActivity(2)"
         }
-        assert broken.sentence().endswith("3 broke")
+        assert broken.sentence().endswith("2 broke")
         for handle in ("ann", "bob", "cy"):
             await bench.handle("promo", handle).terminate(reason="test over")
 
