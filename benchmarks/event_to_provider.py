@@ -21,12 +21,15 @@ product   Our stack as `journeys dev` runs it, in this process: the real API (uv
           (email, marketing consent) before the clock starts; then a child process
           (the storefront) posts `track "Product Added"` for each on its schedule,
           recording when it sent it and when the 2xx came back (accepted).
-          Latency per event = fake arrival - track accepted (also from request sent).
+          Latency per event = fake arrival - track request sent: it includes the
+          API's answer, so a lagging API counts (also shown from the 2xx, which
+          leaves the API's queue out and can go negative when the send beats the
+          answer to the client).
 baseline  Bare Temporal on the same dev server at the same rates: signal-with-start
           of a trivial workflow (`bench_send_workflow.py`) that runs one activity
           posting the same email (subject, text, html of one of ours) to the same fake
           with the bare `sendgrid` SDK. Latency = fake arrival - `start_workflow`
-          returned (also from the call made).
+          called (also from its return).
 
 Each (side, store, rate) gets a fresh store and task queue and a few unmeasured
 warm-up events. After the last event the run waits up to --drain seconds for the
@@ -195,7 +198,7 @@ class Phase:
         """Latency grows within the window (last third's p50 at least twice the first's,
         and 50 ms more), or the sends fall behind (then it grows without bound)."""
         first, last = self.thirds()
-        a, b = self.pct(0.5, part=first), self.pct(0.5, part=last)
+        a, b = self.pct(0.5, "sent", first), self.pct(0.5, "sent", last)
         return self.behind() or (b >= 2 * a and b - a >= 50)
 
     def delivered_rate(self) -> float:
@@ -217,17 +220,17 @@ def describe(phase: Phase) -> str:
     first, last = phase.thirds()
     lines = [
         f"{phase.label} at {phase.rate:g}/s for {phase.seconds:g} s: {len(phase.samples)} events",
-        f"    accepted -> provider: p50 {phase.pct(0.5):7.1f} ms  p99 {phase.pct(0.99):7.1f} ms  "
-        f"max {phase.pct(1):7.1f} ms",
         f"    sent     -> provider: p50 {phase.pct(0.5, 'sent'):7.1f} ms  "
         f"p99 {phase.pct(0.99, 'sent'):7.1f} ms  max {phase.pct(1, 'sent'):7.1f} ms",
+        f"    accepted -> provider: p50 {phase.pct(0.5):7.1f} ms  p99 {phase.pct(0.99):7.1f} ms  "
+        f"max {phase.pct(1):7.1f} ms",
         f"    errors {phase.errors}, missing after {phase.drain:g} s drain {phase.missing}"
         + (f", duplicates {phase.duplicates}" if phase.duplicates else "")
         + f"; sends received {phase.delivered_rate():.1f}/s; "
         f"load generator slip max {phase.schedule_slip():.0f} ms",
-        f"    first third p50 {phase.pct(0.5, part=first):.0f} / p99 "
-        f"{phase.pct(0.99, part=first):.0f} ms, last third p50 {phase.pct(0.5, part=last):.0f}"
-        f" / p99 {phase.pct(0.99, part=last):.0f} ms"
+        f"    from sent: first third p50 {phase.pct(0.5, 'sent', first):.0f} / p99 "
+        f"{phase.pct(0.99, 'sent', first):.0f} ms, last third p50 "
+        f"{phase.pct(0.5, 'sent', last):.0f} / p99 {phase.pct(0.99, 'sent', last):.0f} ms"
         + ("  -> falls behind" if phase.behind() else "")
         + ("  -> climbing" if phase.climbing() else "  -> steady"),
     ]
@@ -1028,27 +1031,31 @@ def build_report(args: argparse.Namespace, phases: list[Phase]) -> Report:
             if ours is None:
                 continue
             where = f"{rate:g}/s, {store} store"
+            # Judged from the moment the storefront sent `track`: that includes the
+            # time the API took to answer. From the answer's arrival ("accepted") the
+            # figure leaves a lagging API out, and can even be negative (the send beat
+            # the answer to the client), so it is shown beside, not judged.
             for name, q in (("p50", 0.5), ("p99", 0.99), ("max", 1.0)):
                 figure = Figure(
-                    f"{name} track accepted -> provider, {where}",
-                    ours.pct(q),
+                    f"{name} track sent -> provider, {where}",
+                    ours.pct(q, "sent"),
                     "ms",
-                    base.pct(q) if base else None,
+                    base.pct(q, "sent") if base else None,
                     better="lower",
-                    note="baseline: start_workflow returned -> provider (bare Temporal + sendgrid)",
+                    note="baseline: start_workflow called -> provider (bare Temporal + sendgrid)",
                 )
                 if name == "p99" and store == SQLITE and rate in P99_TARGETS:
                     limit = P99_TARGETS[rate]
                     figure.target = f"p99 <= {limit:g} ms"
-                    ok = ours.pct(q) <= limit and ours.missing == 0
+                    ok = ours.pct(q, "sent") <= limit and ours.missing == 0
                     figure.met = ok if judged else None
                 report.add(figure)
             report.add(
                 Figure(
-                    f"p99 track sent -> provider, {where}",
-                    ours.pct(0.99, "sent"),
+                    f"p99 track accepted (answer received) -> provider, {where}",
+                    ours.pct(0.99),
                     "ms",
-                    base.pct(0.99, "sent") if base else None,
+                    base.pct(0.99) if base else None,
                     better="lower",
                 )
             )
@@ -1082,8 +1089,8 @@ def climb_note(phases: list[Phase], side: str, store: str) -> str:
     for p in mine:
         first, last = p.thirds()
         parts.append(
-            f"{p.rate:g}/s p99 first third {p.pct(0.99, part=first):.0f} ms, last third "
-            f"{p.pct(0.99, part=last):.0f} ms, received {p.delivered_rate():.1f}/s"
+            f"{p.rate:g}/s p99 first third {p.pct(0.99, 'sent', first):.0f} ms, last third "
+            f"{p.pct(0.99, 'sent', last):.0f} ms, received {p.delivered_rate():.1f}/s"
             + (f", {p.missing} missing" if p.missing else "")
             + (" - falls behind" if p.behind() else "")
         )

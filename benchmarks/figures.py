@@ -38,11 +38,15 @@ class Figure:
 
     @property
     def ratio(self) -> float | None:
+        """None when either side is missing or not positive: no ratio of a negative
+        latency (a clock artefact) or of zero can mean "as good as"."""
         if self.baseline is None or not _finite(self.ours) or not _finite(self.baseline):
             return None
+        if self.ours <= 0 or self.baseline <= 0:
+            return None
         if self.better == "higher":
-            return self.ours / self.baseline if self.baseline else None
-        return self.baseline / self.ours if self.ours else None
+            return self.ours / self.baseline
+        return self.baseline / self.ours
 
     def as_json(self) -> dict[str, Any]:
         return {**asdict(self), "ratio": self.ratio}

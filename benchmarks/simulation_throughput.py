@@ -349,6 +349,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     if "ours" in results:
         needed = TARGET_CONTACTS / results["ours"]["rate"]
         summary["seconds_for_1000"] = needed
+        summary["targets"] = {"ratio": TARGET_RATIO, "seconds_for_1000": TARGET_SECONDS}
         met = "met" if needed <= TARGET_SECONDS else "NOT met"
         measured = "measured" if args.contacts == TARGET_CONTACTS else "at the measured rate"
         print(
