@@ -7,11 +7,15 @@ else is prefixed `JOURNEYS_`. Command-line options override these.
 
 from __future__ import annotations
 
+import json
+import re
+import shlex
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, get_origin
 
-from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 
 def _env(name: str) -> AliasChoices:
@@ -191,3 +195,114 @@ def coupon_rates(value: str) -> tuple[float, float] | None:
             "per key and per client address, such as 30,10 (or none)"
         )
     return rates[0], rates[1]
+
+
+# Values of settings whose names hold one of these are never printed.
+_SECRET_WORDS = ("KEY", "SECRET", "TOKEN", "PASSWORD")
+# Pydantic's wording for the types a setting is most often mistyped as.
+_PROBLEMS = {
+    "bool_parsing": "must be true or false",
+    "int_parsing": "must be a whole number",
+    "float_parsing": "must be a number",
+}
+# How pydantic-settings reports a list setting that is not JSON (it keeps no field object).
+_NOT_JSON = re.compile(r'error parsing value for field "(?P<field>\w+)"')
+
+
+def explain(error: ValidationError | SettingsError, model: type[BaseSettings] = Settings) -> str:
+    """One line per bad setting: the variable as the user sets it, the value (secrets
+    hidden), what is wrong and the default. Pydantic's own report names the Python
+    field, prints secrets as given and links to its docs, which tells an operator
+    neither which variable to change nor to what."""
+    if isinstance(error, SettingsError):
+        return _explain_not_json(error, model)
+    lines = []
+    for problem in error.errors(include_url=False):
+        loc = problem["loc"]
+        field = _field_for(model, str(loc[0])) if loc else None
+        if field is None:  # not a field's error (none today): pydantic's words
+            lines.append(_problem(problem))
+            continue
+        name, info = field
+        variable = _variable(model, name, info)
+        items = [f"item {i + 1}" if isinstance(i, int) else str(i) for i in loc[1:]]
+        where = " ".join([variable, *items])
+        value = _shown(variable, problem["input"], raw=not items)
+        lines.append(f"{where}={value}: {_problem(problem)} ({_default(info)})")
+    return "\n".join(lines)
+
+
+def _explain_not_json(error: SettingsError, model: type[BaseSettings]) -> str:
+    match = _NOT_JSON.search(str(error))
+    info = model.model_fields.get(match["field"]) if match else None
+    if match is None or info is None:
+        return str(error)
+    variable = _variable(model, match["field"], info)
+    cause = error.__cause__
+    given = f"={_shown(variable, cause.doc)}" if isinstance(cause, json.JSONDecodeError) else ""
+    form = 'a JSON list, such as ["a", "b"]' if get_origin(info.annotation) is list else "JSON"
+    return f"{variable}{given}: must be {form} ({_default(info)})"
+
+
+def _field_for(model: type[BaseSettings], loc: str) -> tuple[str, FieldInfo] | None:
+    """The field an error's location names: its Python name, or the alias it was read as."""
+    for name, info in model.model_fields.items():
+        if loc.lower() in (name.lower(), *(a.lower() for a in _aliases(info))):
+            return name, info
+    return None
+
+
+def _aliases(info: FieldInfo) -> list[str]:
+    alias = info.validation_alias or info.alias
+    if isinstance(alias, str):
+        return [alias]
+    if isinstance(alias, AliasChoices):
+        return [c for c in alias.choices if isinstance(c, str)]
+    return []  # an AliasPath reads a part of a variable: none here
+
+
+def _variable(model: type[BaseSettings], name: str, info: FieldInfo) -> str:
+    """The environment variable of a field, as the docs spell it (upper case)."""
+    aliases = _aliases(info)
+    if aliases:
+        return aliases[0].upper()
+    return f"{model.model_config.get('env_prefix', '')}{name}".upper()
+
+
+def _shown(variable: str, value: Any, raw: bool = True) -> str:
+    """The value as it may be printed: hidden for secrets, a URL without its password."""
+    if any(word in variable for word in _SECRET_WORDS):
+        return "***"
+    if not raw or not isinstance(value, str):  # an item of a JSON list
+        return json.dumps(value) if _is_json(value) else repr(value)
+    if "://" in value and "@" in value:
+        from .store.db import redact_url
+
+        value = redact_url(value)
+    return shlex.quote(value)
+
+
+def _is_json(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _problem(problem: Any) -> str:
+    if problem["type"] in _PROBLEMS:
+        return _PROBLEMS[problem["type"]]
+    message = str(problem["msg"]).removeprefix("Value error, ")
+    return re.sub(r"^Input should", "must", message)
+
+
+def _default(info: FieldInfo) -> str:
+    default = info.get_default(call_default_factory=True)
+    if default is None:
+        return "unset by default"
+    if isinstance(default, bool):
+        return f"default {str(default).lower()}"
+    if isinstance(default, list | dict):
+        return f"default {json.dumps(default)}"
+    return f"default {default}"

@@ -6,19 +6,27 @@ import asyncio
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
-from ..settings import Settings
+from ..settings import Settings, explain
 
 
 def _settings(**overrides: Any) -> Settings:
-    settings = Settings()
+    try:
+        settings = Settings()
+    except (ValidationError, SettingsError) as exc:  # a variable to fix, named, not pydantic's
+        *lines, last = explain(exc).splitlines()
+        for line in lines:
+            click.secho(f"error: {line}", fg="red", err=True)
+        _fail(last)
     return settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     click.secho(f"error: {message}", fg="red", err=True)
     sys.exit(1)
 
