@@ -252,11 +252,9 @@ class JourneyBase:
     async def at_step(self, step_id: str) -> None:
         """Handle what arrived meanwhile, then record the step the run is on."""
         await self.drain()
-        if step_id == self._recorded_step:  # the entry recorded it
-            self._recorded_step = None
-            return
-        self._recorded_step = None
-        await self._record(t.RunUpdate(self.workflow_id, self.state.entry_seq, step_id))
+        recorded, self._recorded_step = self._recorded_step, None
+        if step_id != recorded:  # else the entry recorded it
+            await self._record(t.RunUpdate(self.workflow_id, self.state.entry_seq, step_id))
 
     async def sleep(self, seconds: float, deadline: datetime | None = None) -> None:
         """A durable timer that still reacts to exit-on and goal events."""
