@@ -111,6 +111,14 @@ class Bench:
         store_call(self.engine, call)
         await self.route_all()
 
+    async def track_many(self, users: list[str], event: str) -> None:
+        """One track call per user, all stored before any is routed: they reach the
+        router as one burst, as a busy storefront's would."""
+        for user in users:
+            call = TrackCall.model_validate({"userId": user, "event": event, "messageId": _id()})
+            store_call(self.engine, call)
+        await self.route_all()
+
     async def track_anonymous(self, anonymous_id: str, event: str, **props: Any) -> None:
         """A track call of a visitor not signed in (only an `anonymousId`): write keys
         merge such a contact into the userId it signs in as."""

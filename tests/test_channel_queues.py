@@ -2,7 +2,8 @@
 
 On the real dev server (the time-skipping server ignores task-queue rate limits):
 two workers poll the email queue with `JOURNEYS_EMAIL_RATE_LIMIT=3`, and the
-provider sees at most about 3 sends a second however many workers there are.
+provider sees about 3 sends a second (after a first burst the server allows)
+however many workers there are.
 """
 
 from __future__ import annotations
@@ -56,10 +57,12 @@ async def deliver_all(bench: Bench, rate: float | None, users: list[str]) -> lis
     only_email = bench.settings.model_copy(update={"worker_queues": ["email"]})
     second = build_worker(other, bench.engine, only_email, {"email": recorder})
     assert second.task_queues == [f"{bench.task_queue}-email"]
+    for user in users:
+        await bench.identify(user, email=f"{user}@example.com")
     async with bench.worker(adapters), second:
-        for user in users:
-            await bench.identify(user, email=f"{user}@example.com")
-            await bench.track(user, "Go")
+        # One burst of events, so the baseline's span is the sends' own, not the
+        # time taken to feed the events one by one.
+        await bench.track_many(users, "Go")
         for user in users:
             assert await bench.result("blast", user) == "completed"
     return recorder.times
@@ -99,14 +102,19 @@ async def test_rate_limit_of_a_channel_queue_holds_across_workers(
     def span(times: list[float]) -> float:
         return max(times) - min(times)
 
-    # At RATE per second, after a burst of up to 2 x RATE, the rest takes this long.
-    sustained = (SENDS - 2 * RATE) / RATE
+    # Temporal's limiter lets a burst through when the queue has been idle (8 of 24 in
+    # the first second here, with two workers); after it, RATE per second. We allow a
+    # burst of 3 x RATE, so the rest must take at least this long.
+    burst = 3 * RATE
+    sustained = (SENDS - burst) / RATE
     print(
         f"\n{SENDS} sends: unlimited took {span(free):.1f}s (busiest second "
         f"{busiest_second(free)}); limited to {RATE}/s took {span(limited):.1f}s "
         f"(busiest second {busiest_second(limited)}); quota floor {sustained:.1f}s"
     )
     assert len(free) == len(limited) == SENDS
-    assert span(free) < sustained  # the baseline would break the quota: the check has teeth
+    # The baseline breaks the quota both ways: the check has teeth.
+    assert span(free) < sustained
+    assert busiest_second(free) > burst
     assert span(limited) >= sustained
-    assert busiest_second(limited) <= 2 * RATE + 1
+    assert busiest_second(limited) <= burst
