@@ -92,6 +92,30 @@ def test_a_channel_missing_from_a_translation_falls_back_to_the_default_version(
     assert (push.locale, push.parts["title"]) == ("en", "Hello")
 
 
+def test_a_translation_or_part_added_later_is_used_at_once(tmp_path: Path) -> None:
+    """Folder listings are cached between renders: a file added to a folder, whether
+    it changed a moment ago or long ago, is seen by the next render."""
+    import os
+
+    write(tmp_path, {"hi/email.subject": "Hello", "hi/email.text": "Hi"})
+    renderer = Renderer(tmp_path)
+    ru = context(locale="ru")
+    assert renderer.render("hi", "email", ru).parts["subject"] == "Hello"
+    write(tmp_path, {"hi/ru/email.subject": "Привет", "hi/ru/email.text": "Привет"})
+    assert renderer.render("hi", "email", ru).parts["subject"] == "Привет"  # just changed
+
+    long_ago = 1_000_000_000  # 2001: listings of folders this old are kept
+    for folder in (tmp_path / "hi", tmp_path / "hi" / "ru"):
+        os.utime(folder, (long_ago, long_ago))
+    assert not renderer.has_channel("hi", "push")
+    assert renderer.render("hi", "email", ru).parts["subject"] == "Привет"
+    write(tmp_path, {"hi/push.title": "Hi", "hi/push.body": "Back soon?"})
+    assert renderer.has_channel("hi", "push")
+    (tmp_path / "hi" / "ru" / "email.subject").unlink()
+    (tmp_path / "hi" / "ru" / "email.text").unlink()
+    assert renderer.render("hi", "email", ru).parts["subject"] == "Hello"
+
+
 def test_an_explicit_locale_overrides_the_contacts(greetings: Renderer) -> None:
     assert greetings.render("hello", "email", context(locale="ru"), locale="en").locale == "en"
 

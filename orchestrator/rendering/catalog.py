@@ -18,8 +18,11 @@ Folders starting with `_` are shared and never messages.
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from jinja2 import BaseLoader, Environment, FileSystemLoader, TemplateNotFound
 
@@ -59,6 +62,46 @@ SAMPLE_FILE = "sample.yaml"
 BRAND_FILE = "_brand.yaml"
 
 
+class Listing(NamedTuple):
+    files: frozenset[str]
+    folders: tuple[str, ...]  # sorted
+
+
+_listings: dict[str, tuple[int, Listing]] = {}
+_RACY_NS = 2_000_000_000  # a folder changed this recently may change again unseen
+
+
+def listing(folder: Path) -> Listing:
+    """The files and sub-folders of `folder`, read again only when it has changed.
+
+    Every send looks up its message's versions and parts: one `stat` of each folder
+    instead of one per part. A folder whose modification time is within two seconds
+    of now is read every time (file systems keep that time coarsely, so a file added
+    in the same tick would go unseen), as git treats "racily clean" files.
+    """
+    key = str(folder)
+    try:
+        mtime = os.stat(key).st_mtime_ns
+    except OSError:
+        return Listing(frozenset(), ())
+    cached = _listings.get(key)
+    if cached is not None and cached[0] == mtime:
+        return cached[1]
+    files, folders = [], []
+    with os.scandir(key) as entries:
+        for entry in entries:
+            if entry.is_dir():
+                folders.append(entry.name)
+            elif entry.is_file():
+                files.append(entry.name)
+    found = Listing(frozenset(files), tuple(sorted(folders)))
+    if time.time_ns() - mtime > _RACY_NS:
+        if len(_listings) > 4096:
+            _listings.clear()
+        _listings[key] = (mtime, found)
+    return found
+
+
 @dataclass(frozen=True)
 class Variant:
     """One language version of a message: its folder and its locale (None = the default)."""
@@ -69,7 +112,7 @@ class Variant:
     templates_dir: Path
 
     def has(self, channel: str, part: str) -> bool:
-        return (self.folder / f"{channel}.{part}").is_file()
+        return f"{channel}.{part}" in listing(self.folder).files
 
     def missing(self, channel: str) -> list[str]:
         return [
@@ -110,10 +153,10 @@ class Message:
     def variants(self) -> list[Variant]:
         """The default version first, then each translation folder named by a locale."""
         found = [Variant(self.name, None, self.folder, self.templates_dir)]
-        for sub in sorted(p for p in self.folder.iterdir() if p.is_dir()):
-            tag = locales.canonical(sub.name)
+        for name in listing(self.folder).folders:
+            tag = locales.canonical(name)
             if tag is not None:
-                found.append(Variant(self.name, tag, sub, self.templates_dir))
+                found.append(Variant(self.name, tag, self.folder / name, self.templates_dir))
         return found
 
     def stray_folders(self) -> list[Path]:

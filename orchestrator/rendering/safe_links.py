@@ -99,11 +99,27 @@ def without_unsafe_links(context: Mapping[str, Any]) -> tuple[dict[str, Any], li
     return cleaned, dropped
 
 
+# Values that hold no link inside: copied as they are, without a call per value (a
+# context has a few hundred of them and every render cleans it).
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
 def _clean(value: Any, path: str, is_link: bool, dropped: list[DroppedLink]) -> Any:
     if isinstance(value, dict):
-        return {k: _clean(v, f"{path}.{k}", _is_link_name(k), dropped) for k, v in value.items()}
+        out = {}
+        for k, v in value.items():
+            link = _is_link_name(k)
+            out[k] = (
+                v if not link and type(v) in _PLAIN else _clean(v, f"{path}.{k}", link, dropped)
+            )
+        return out
     if isinstance(value, list | tuple):
-        return [_clean(v, f"{path}.{i}", is_link, dropped) for i, v in enumerate(value)]
+        if is_link:
+            return [_clean(v, f"{path}.{i}", True, dropped) for i, v in enumerate(value)]
+        return [
+            v if type(v) in _PLAIN else _clean(v, f"{path}.{i}", False, dropped)
+            for i, v in enumerate(value)
+        ]
     if isinstance(value, Mapping):  # computed on first use (recommendations): keep it so
         return _Cleaned(value, path, dropped)
     if not is_link or value is None:
@@ -117,6 +133,7 @@ def _clean(value: Any, path: str, is_link: bool, dropped: list[DroppedLink]) -> 
     return link or ""
 
 
+@lru_cache(maxsize=4096)
 def _is_link_name(key: Any) -> bool:
     return isinstance(key, str) and bool(_LINK_NAME.search(key.lower()))
 
