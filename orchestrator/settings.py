@@ -17,6 +17,8 @@ from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from .services.redaction import redact_url
+
 
 def _env(name: str) -> AliasChoices:
     return AliasChoices(name, name.lower())
@@ -81,6 +83,11 @@ class Settings(BaseSettings):
     # Runs kept in the worker's memory between their tasks (Temporal's sticky cache): it
     # bounds the worker's memory; an evicted run is rebuilt from its history when it wakes.
     workflow_cache: int = Field(default=1000, ge=0)
+    # Connections each process keeps open to PostgreSQL, and how many more it may open
+    # when all are busy (SQLAlchemy's pool; SQLite stores ignore both). Size the
+    # server's max_connections for (pool + overflow) x processes (docs/performance.md).
+    db_pool_size: int = Field(default=5, ge=1)
+    db_max_overflow: int = Field(default=10, ge=0)
     # The API stores the calls of requests in flight together in one transaction (each
     # still acknowledged only once committed); off: one transaction per request.
     group_commit: bool = True
@@ -276,8 +283,6 @@ def _shown(variable: str, value: Any, raw: bool = True) -> str:
     if not raw or not isinstance(value, str):  # an item of a JSON list
         return json.dumps(value) if _is_json(value) else repr(value)
     if "://" in value and "@" in value:
-        from .store.db import redact_url
-
         value = redact_url(value)
     return shlex.quote(value)
 

@@ -139,6 +139,28 @@ def test_postgres_urls_use_psycopg(url: str) -> None:
         engine.dispose()
 
 
+def test_the_pool_of_a_process_follows_its_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """JOURNEYS_DB_POOL_SIZE / _MAX_OVERFLOW size each process's PostgreSQL pool, which
+    is what `max_connections` must be sized for (no server needed: pools open lazily)."""
+    from orchestrator.processes.launch import open_store
+    from orchestrator.settings import Settings
+
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u@db.invalid/app")
+    monkeypatch.setenv("JOURNEYS_DB_POOL_SIZE", "20")
+    monkeypatch.setenv("JOURNEYS_DB_MAX_OVERFLOW", "0")
+    settings = Settings()
+    monkeypatch.setattr("orchestrator.processes.launch.migrate", lambda engine: None)
+    engine = open_store(settings)
+    try:
+        assert engine.pool.size() == 20  # type: ignore[attr-defined]
+        assert engine.pool._max_overflow == 0  # type: ignore[attr-defined]
+    finally:
+        engine.dispose()
+    default = make_engine("postgresql://u@db.invalid/app")
+    assert default.pool.size() == 5 and default.pool._max_overflow == 10  # type: ignore[attr-defined]
+    default.dispose()
+
+
 @pytest.mark.parametrize(
     "url", ["mysql://u:hunter2@db/app", "postgresql+psycopg2://u:hunter2@db/app", "journeys.db"]
 )

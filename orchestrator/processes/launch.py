@@ -39,9 +39,10 @@ from ..deployment.deploy import DeployedVersion, DeployPlan, apply_deploy, deplo
 from ..rendering import Renderer
 from ..services.links import MessageLinks
 from ..services.private_files import private_dir, write_private
+from ..services.redaction import redact_url
 from ..settings import Settings
 from ..store.backlog import routing_backlog
-from ..store.db import make_engine, migrate, redact_url
+from ..store.db import make_engine, migrate
 from .data_lock import DataDirLock
 from .router import MAX_PAUSE, WARN_EVERY, Router
 from .stopping import STOP_SIGNALS, Stops, unless_stopped
@@ -110,7 +111,9 @@ def ensure_write_key(data_dir: Path) -> str:
 def open_store(settings: Settings) -> Engine:
     if settings.database_url is None:  # the SQLite store lives in the data dir
         private_dir(settings.data_dir)
-    engine = make_engine(settings.resolved_database_url)
+    engine = make_engine(
+        settings.resolved_database_url, settings.db_pool_size, settings.db_max_overflow
+    )
     migrate(engine)
     return engine
 

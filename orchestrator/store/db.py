@@ -24,6 +24,7 @@ from sqlalchemy.pool import StaticPool
 from sqlmodel import Session
 
 from ..services.private_files import touch_private
+from ..services.redaction import redact_url
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -61,18 +62,25 @@ def sqlite_url(data_dir: Path) -> str:
     return f"sqlite:///{(Path(data_dir) / 'journeys.db').as_posix()}"
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, pool_size: int = 5, max_overflow: int = 10) -> Engine:
     """Create an engine for a `DATABASE_URL`, tuned for the database behind it.
 
     `postgres://` and `postgresql://` (as hosting platforms hand them out) are mapped
-    to psycopg 3, the driver we ship with.
+    to psycopg 3, the driver we ship with. `pool_size` and `max_overflow` size a
+    PostgreSQL engine's connection pool (`JOURNEYS_DB_POOL_SIZE`, `_MAX_OVERFLOW`).
     """
     parsed = normalize_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed)
     try:
         # pre-ping: survive connections dropped by PgBouncer, failovers and idle timeouts.
-        return create_engine(parsed, pool_pre_ping=True, json_serializer=_dump_json)
+        return create_engine(
+            parsed,
+            pool_pre_ping=True,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            json_serializer=_dump_json,
+        )
     except ImportError as exc:  # SQLAlchemy imports the driver here; it is an extra of ours
         raise MissingDriver(
             f"DATABASE_URL is a PostgreSQL database, but its driver psycopg is not installed "
@@ -99,14 +107,6 @@ def normalize_url(url: str) -> URL:
     if parsed.drivername in _POSTGRES_DRIVERS:
         return parsed.set(drivername="postgresql+psycopg")
     return parsed
-
-
-def redact_url(url: str) -> str:
-    """The URL as error messages and logs may show it: the password replaced by ***."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "<unparseable>"
 
 
 def _sqlite_engine(url: URL) -> Engine:
