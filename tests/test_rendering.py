@@ -92,7 +92,9 @@ def test_a_channel_missing_from_a_translation_falls_back_to_the_default_version(
     assert (push.locale, push.parts["title"]) == ("en", "Hello")
 
 
-def test_a_translation_or_part_added_later_is_used_at_once(tmp_path: Path) -> None:
+def test_a_translation_or_part_added_later_is_used_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Folder listings are cached between renders: a file added to a folder, whether
     it changed a moment ago or long ago, is seen by the next render."""
     import os
@@ -104,7 +106,10 @@ def test_a_translation_or_part_added_later_is_used_at_once(tmp_path: Path) -> No
     write(tmp_path, {"hi/ru/email.subject": "Привет", "hi/ru/email.text": "Привет"})
     assert renderer.render("hi", "email", ru).parts["subject"] == "Привет"  # just changed
 
-    long_ago = 1_000_000_000  # 2001: listings of folders this old are kept
+    # Listings of folders changed less than 2 s ago are not kept: keep every one here,
+    # so what follows is about the cache.
+    monkeypatch.setattr("orchestrator.rendering.catalog._RACY_NS", 0)
+    long_ago = 1_000_000_000  # 2001
     for folder in (tmp_path / "hi", tmp_path / "hi" / "ru"):
         os.utime(folder, (long_ago, long_ago))
     assert not renderer.has_channel("hi", "push")
@@ -114,6 +119,51 @@ def test_a_translation_or_part_added_later_is_used_at_once(tmp_path: Path) -> No
     (tmp_path / "hi" / "ru" / "email.subject").unlink()
     (tmp_path / "hi" / "ru" / "email.text").unlink()
     assert renderer.render("hi", "email", ru).parts["subject"] == "Hello"
+
+
+def test_a_release_swapped_in_with_the_same_file_times_is_read_anew(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Build tools stamp every file with one time (SOURCE_DATE_EPOCH, tar --mtime): a new
+    release under the same path must not be taken for the old one."""
+    import os
+
+    monkeypatch.setattr("orchestrator.rendering.catalog._RACY_NS", 0)  # keep every listing
+
+    v1 = write(tmp_path / "v1", {"hi/email.subject": "Hello", "hi/email.text": "Hi"})
+    v2 = write(
+        tmp_path / "v2",
+        {
+            "hi/email.subject": "Hello",
+            "hi/email.text": "Hi",
+            "hi/ru/email.subject": "Привет",
+            "hi/ru/email.text": "Привет",
+        },
+    )
+    stamp = 1_700_000_000
+    for root in (v1, v2):
+        for folder in [root, *(p for p in root.rglob("*") if p.is_dir())]:
+            os.utime(folder, (stamp, stamp))
+    current = tmp_path / "current"
+    current.symlink_to(v1, target_is_directory=True)
+    ru = context(locale="ru")
+    assert Renderer(current).render("hi", "email", ru).parts["subject"] == "Hello"
+    current.unlink()
+    current.symlink_to(v2, target_is_directory=True)
+    assert Renderer(current).render("hi", "email", ru).parts["subject"] == "Привет"
+
+
+def test_a_symlink_loop_beside_the_parts_does_not_break_sends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    monkeypatch.setattr("orchestrator.rendering.catalog._RACY_NS", 0)
+
+    write(tmp_path, {"hi/email.subject": "Hello", "hi/email.text": "Hi"})
+    (tmp_path / "hi" / "loop").symlink_to(tmp_path / "hi" / "loop")
+    os.utime(tmp_path / "hi", (1_000_000_000, 1_000_000_000))
+    assert Renderer(tmp_path).render("hi", "email", context()).parts["subject"] == "Hello"
 
 
 def test_an_explicit_locale_overrides_the_contacts(greetings: Renderer) -> None:

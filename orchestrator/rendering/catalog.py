@@ -67,38 +67,52 @@ class Listing(NamedTuple):
     folders: tuple[str, ...]  # sorted
 
 
-_listings: dict[str, tuple[int, Listing]] = {}
+_listings: dict[str, tuple[tuple[int, ...], float, Listing]] = {}
 _RACY_NS = 2_000_000_000  # a folder changed this recently may change again unseen
+_MAX_AGE = 30.0  # seconds a listing is trusted at most (clocks of network file systems)
 
 
 def listing(folder: Path) -> Listing:
     """The files and sub-folders of `folder`, read again only when it has changed.
 
     Every send looks up its message's versions and parts: one `stat` of each folder
-    instead of one per part. A folder whose modification time is within two seconds
-    of now is read every time (file systems keep that time coarsely, so a file added
-    in the same tick would go unseen), as git treats "racily clean" files.
+    instead of one per part. A listing is kept while the folder is the same one (device
+    and inode: a release swapped in under the same path is another folder) with the
+    same modification and change times (ctime cannot be set back by `touch` or `tar`),
+    for 30 s at most. A folder changed within two seconds of now is read every time:
+    file systems keep those times coarsely, so a file added in the same tick would go
+    unseen (git treats such files as "racily clean" the same way). What cannot be
+    stat'ed counts as absent, as `Path.is_file()` has it.
     """
     key = str(folder)
     try:
-        mtime = os.stat(key).st_mtime_ns
+        st = os.stat(key)
     except OSError:
         return Listing(frozenset(), ())
+    stamp = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
     cached = _listings.get(key)
-    if cached is not None and cached[0] == mtime:
-        return cached[1]
+    now = time.monotonic()
+    if cached is not None and cached[0] == stamp and now - cached[1] < _MAX_AGE:
+        return cached[2]
     files, folders = [], []
-    with os.scandir(key) as entries:
-        for entry in entries:
-            if entry.is_dir():
-                folders.append(entry.name)
-            elif entry.is_file():
-                files.append(entry.name)
+    try:
+        with os.scandir(key) as entries:
+            for entry in entries:
+                try:
+                    if entry.is_dir():
+                        folders.append(entry.name)
+                    elif entry.is_file():
+                        files.append(entry.name)
+                except OSError:  # a symlink loop, a name that cannot be stat'ed
+                    continue
+    except OSError:  # not listable (only x permission): the parts can still be opened
+        known = (*PART_FILES, SAMPLE_FILE)
+        return Listing(frozenset(n for n in known if (folder / n).is_file()), ())
     found = Listing(frozenset(files), tuple(sorted(folders)))
-    if time.time_ns() - mtime > _RACY_NS:
+    if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > _RACY_NS:
         if len(_listings) > 4096:
             _listings.clear()
-        _listings[key] = (mtime, found)
+        _listings[key] = (stamp, now, found)
     return found
 
 
