@@ -282,7 +282,7 @@ def _shown(variable: str, value: Any, raw: bool = True) -> str:
         return "***"
     if not raw or not isinstance(value, str):  # an item of a JSON list
         return json.dumps(value) if _is_json(value) else repr(value)
-    if "://" in value and "@" in value:
+    if "://" in value and ("@" in value or "password" in value.lower()):
         value = redact_url(value)
     return shlex.quote(value)
 

@@ -96,3 +96,23 @@ def test_a_url_is_shown_without_its_password(monkeypatch: pytest.MonkeyPatch) ->
     assert explain(raised.value, Hooks) == (
         "HOOKS_RETRIES='https://user:***@hooks.example/x': must be a whole number (default 3)"
     )
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://u:hunter2@db/app", "postgresql://u:***@db/app"),
+        ("postgresql://db/app?user=u&password=hunter2", "postgresql://db/app?password=***&user=u"),
+        ("postgresql://u@db/app?sslpassword=hunter2", "postgresql://u@db/app?sslpassword=***"),
+        ("postgresql://u:hun@ter2@db/app", "<unparseable>"),  # an unencoded @: not shown
+        ("postgresql://u:p%40ss@db/app", "postgresql://u:***@db/app"),
+        ("sqlite:///data/journeys.db", "sqlite:///data/journeys.db"),
+    ],
+)
+def test_database_urls_are_shown_without_any_password(url: str, shown: str) -> None:
+    """The worker's start-up line and settings errors print URLs through redact_url:
+    libpq also takes the password as a query parameter."""
+    from orchestrator.services.redaction import redact_url
+
+    assert redact_url(url) == shown
+    assert "hunter2" not in redact_url(url)
