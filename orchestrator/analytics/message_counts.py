@@ -69,8 +69,11 @@ def count_engagement(session: Session, message: Message, kind: str) -> list[str]
             counted.add(str(entry.get("status")))
             counted.update(entry.get("implies") or ())
     implied = [k for k in IMPLIES.get(kind, ()) if k not in counted]
-    for new in [kind, *implied] if kind not in counted else implied:
-        _bump(session, message, new)
+    new = [kind, *implied] if kind not in counted else implied
+    cohort = cohort_of_run(session, message.workflow_id, message.entry_seq) if new else None
+    if cohort is not None:  # looked up once: an open is two counters, a click three
+        for each in new:
+            bump(session, cohort, metric(each), message.step_id, channel=message.channel)
     return implied
 
 

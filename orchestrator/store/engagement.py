@@ -112,7 +112,12 @@ def record_engagement(
             log.debug("engagement event %s names no message of ours", event.id)
             return None
         owner = canonical_id(session, message.contact_id)
-        if owner != canonical_id(session, event.contact_id) or session.get(Contact, owner) is None:
+        engaged = (
+            owner
+            if event.contact_id == message.contact_id
+            else canonical_id(session, event.contact_id)
+        )
+        if owner != engaged or session.get(Contact, owner) is None:
             log.debug("engagement event %s is not from its message's contact: ignored", event.id)
             return None
         entry: dict[str, Any] = {
