@@ -7,6 +7,7 @@ Python offers must be refused when the journey is loaded, not when it runs.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -115,7 +116,10 @@ def test_empty_context_is_all_null() -> None:
     assert evaluate('contact.traits.country != "XX"', {}) is True
 
 
-ONLY_FUNCTIONS = "only the functions len, lower, upper, number, coalesce may be called"
+ONLY_FUNCTIONS = (
+    "only the functions len, lower, upper, number, coalesce, today, date, days_since, "
+    "days_until, years_since may be called"
+)
 SAFETY = [
     ("__import__('os')", ONLY_FUNCTIONS),
     ("__import__('os').system('id')", ONLY_FUNCTIONS),
@@ -220,3 +224,109 @@ def test_a_trait_cannot_turn_arithmetic_into_string_formatting() -> None:
     assert evaluate("contact.traits.bad % 2 == null", context) is True
     assert evaluate('contact.traits.score - 1 == null and "a" / 2 == null', context) is True
     assert evaluate("contact.traits.n % 2 == 1 and contact.traits.n * 2 == 14", context) is True
+
+
+# --- dates ----------------------------------------------------------------------------
+
+# 2027-02-28 11:30 UTC is already 1 March 00:30 in Auckland (UTC+13 in summer) and
+# still 28 February 11:30 in Lisbon (UTC+0 in winter).
+NOW = datetime(2027, 2, 28, 11, 30, tzinfo=UTC)
+
+
+def in_zone(zone: str | None, **traits: Any) -> dict[str, Any]:
+    return {"contact": {"timezone": zone, "traits": traits}}
+
+
+@pytest.mark.parametrize(
+    ("zone", "today"),
+    [
+        ("Pacific/Auckland", "2027-03-01"),
+        ("Europe/Lisbon", "2027-02-28"),
+        ("America/Los_Angeles", "2027-02-28"),  # 03:30 there
+        (None, "2027-02-28"),  # no timezone: the default zone, UTC here
+        ("Mars/Olympus_Mons", "2027-02-28"),  # not a zone: as if none
+    ],
+)
+def test_today_is_the_date_in_the_contacts_own_timezone(zone: str | None, today: str) -> None:
+    assert evaluate(f'today() == "{today}"', in_zone(zone), now=NOW)
+
+
+def test_a_contact_without_a_timezone_gets_the_default_zone() -> None:
+    assert evaluate(
+        'today() == "2027-03-01"', in_zone(None), now=NOW, default_zone="Pacific/Auckland"
+    )
+    assert evaluate(
+        'today() == "2027-02-28"',
+        in_zone("Europe/Lisbon"),
+        now=NOW,
+        default_zone="Pacific/Auckland",
+    )
+
+
+@pytest.mark.parametrize(
+    ("expression", "auckland", "lisbon"),
+    [
+        # Signed up at 23:30 UTC on the 20th: the 21st in Auckland, the 20th in Lisbon;
+        # 8 days to Auckland's 1 March and to Lisbon's 28 February (February has 28).
+        ("days_since(contact.traits.signed_up_at)", 8, 8),
+        ("date(contact.traits.signed_up_at) == '2027-02-21'", True, False),
+        ("days_until(contact.traits.trial_ends)", 0, 1),  # trial_ends: 2027-03-01
+        ("contact.traits.trial_ends > today()", False, True),  # ISO text against a date
+        ("date(contact.traits.trial_ends) <= today()", True, False),
+        # Born on 29 February 2000: 27 on 28 February 2027, a year without a 29th.
+        ("years_since(contact.traits.birthday)", 27, 27),
+        # Born on 1 March 2000: 27 on Auckland's 1 March, still 26 on Lisbon's 28 February.
+        ("years_since(contact.traits.born)", 27, 26),
+        ("days_since(contact.traits.missing)", None, None),
+        ("days_since(contact.traits.nonsense)", None, None),
+        ("days_since(contact.traits.missing) > 3", False, False),
+        ("contact.traits.nonsense < today()", False, False),
+    ],
+)
+def test_date_functions_count_days_and_years_by_hand(
+    expression: str, auckland: Any, lisbon: Any
+) -> None:
+    traits = {
+        "signed_up_at": "2027-02-20T23:30:00Z",
+        "trial_ends": "2027-03-01",
+        "birthday": "2000-02-29",
+        "born": "2000-03-01",
+        "nonsense": "next tuesday",
+    }
+    if isinstance(auckland, bool) or auckland is None:
+        for zone, expected in (("Pacific/Auckland", auckland), ("Europe/Lisbon", lisbon)):
+            holds = evaluate(expression, in_zone(zone, **traits), now=NOW)
+            assert holds is bool(expected), (zone, expression)
+    else:
+        for zone, expected in (("Pacific/Auckland", auckland), ("Europe/Lisbon", lisbon)):
+            assert evaluate(f"{expression} == {expected}", in_zone(zone, **traits), now=NOW)
+
+
+def test_a_29_february_birthday_counts_its_year_on_29_february_in_a_leap_year() -> None:
+    leap_28 = datetime(2028, 2, 28, 12, tzinfo=UTC)
+    leap_29 = datetime(2028, 2, 29, 12, tzinfo=UTC)
+    context = in_zone("UTC", birthday="2000-02-29")
+    assert evaluate("years_since(contact.traits.birthday) == 27", context, now=leap_28)
+    assert evaluate("years_since(contact.traits.birthday) == 28", context, now=leap_29)
+
+
+def test_a_timestamp_without_an_offset_is_utc_and_a_bare_date_is_that_date() -> None:
+    context = in_zone("America/Los_Angeles", seen="2027-02-28T05:00:00", day="20270227")
+    assert evaluate("date(contact.traits.seen) == '2027-02-27'", context, now=NOW)
+    assert evaluate("days_since(contact.traits.day) == 1", context, now=NOW)
+
+
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        ("today(1) == 1", "today() takes no arguments"),
+        ('date("2027-02-30") < today()', "date('2027-02-30'): not a date; write it as YYYY-MM-DD"),
+        ("days_since(30) > 1", "days_since(30): not a date"),
+        ("days_since(contact.traits.a, 2) > 1", "days_since() takes exactly one argument"),
+        ("days_sinse(contact.traits.a) > 1", "did you mean days_since()?"),
+    ],
+)
+def test_date_mistakes_are_refused_with_what_to_write(expression: str, message: str) -> None:
+    with pytest.raises(ConditionError) as raised:
+        parse(expression)
+    assert message in str(raised.value)

@@ -189,6 +189,28 @@ BROKEN = [
         "compare; write == to test equality (contact.traits.age == 18)",
     ),
     case(
+        "impossible-date-in-condition",
+        """\
+        steps:
+          - branch:
+              - if: date(contact.traits.trial_ends) < date("2027-02-30")
+                then: [exit]
+        """,
+        "j.yaml:6:52: date('2027-02-30'): not a date; write it as YYYY-MM-DD "
+        '(date("2027-01-15")), or pass a value such as contact.traits.birthday',
+    ),
+    case(
+        "misspelt-date-function",
+        """\
+        steps:
+          - branch:
+              - if: days_sinse(contact.traits.signed_up_at) > 30
+                then: [exit]
+        """,
+        "j.yaml:6:13: did you mean days_since()? only the functions len, lower, upper, "
+        "number, coalesce, today, date, days_since, days_until, years_since may be called",
+    ),
+    case(
         "unknown-name-in-condition",
         """\
         entry:
@@ -204,7 +226,8 @@ BROKEN = [
         goal: {event: Order Completed, within: 14d, where: "__import__('os')"}
         steps: [exit]
         """,
-        "j.yaml:4:53: only the functions len, lower, upper, number, coalesce may be called",
+        "j.yaml:4:53: only the functions len, lower, upper, number, coalesce, today, date, "
+        "days_since, days_until, years_since may be called",
     ),
     case(
         "dunder-attribute-in-condition",

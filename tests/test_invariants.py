@@ -515,6 +515,23 @@ def test_a_condition_may_only_read_what_its_rule_sees(tmp_path: Path) -> None:
     ]
 
 
+def test_an_invariant_may_not_read_today(tmp_path: Path) -> None:
+    """Invariants are checked once the simulation is over: no one "today" to read."""
+    path = write(
+        tmp_path,
+        "invariants.yaml",
+        """
+        invariants:
+          - never: days_since(contact.traits.signed_up_at) < 1 and message.channel == "sms"
+        """,
+    )
+    assert [str(p) for p in read_invariants(path)[1]] == [
+        f"{path}:2:12: days_since() cannot be used in an invariant: invariants are checked "
+        "once the simulation is over, so there is no one 'today'; compare message.at or "
+        'run.entered_at with a date instead (message.at >= "2027-01-15")',
+    ]
+
+
 def test_journeys_validate_reports_a_bad_invariant_in_a_journey_and_in_the_project(
     tmp_path: Path,
 ) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import textwrap
 from collections.abc import AsyncIterator
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -97,6 +97,35 @@ async def test_branch_on_contact_traits(bench: Bench) -> None:
             await bench.result("tiers", user)
     assert sent(bench, "g") == ["gold"]
     assert sent(bench, "s") == ["basic"]
+
+
+async def test_dates_in_a_condition_follow_the_runs_clock(bench: Bench) -> None:
+    """After a 3-day wait, `today()` is three days on: conditions read the workflow's
+    time (here the time-skipping server's), not the worker's wall clock."""
+    journey(
+        bench,
+        """
+        id: trial
+        name: Trial ending
+        trigger: { event: Trial Started }
+        steps:
+          - wait: 3d
+          - branch:
+              - if: >-
+                  days_since(contact.traits.trial_started_at) >= 3
+                  and today() > date(contact.traits.trial_started_at)
+                then:
+                  - send: { id: ending, channel: email, template: late }
+            else:
+              - send: { id: too_early, channel: email, template: hello }
+        """,
+    )
+    started = datetime.now(UTC).isoformat()
+    async with bench.worker():
+        await bench.identify("t", email="t@example.com", trial_started_at=started)
+        await bench.track("t", "Trial Started")
+        assert await bench.result("trial", "t") == "completed"
+    assert sent(bench, "t") == ["late"]
 
 
 async def test_split_is_weighted_and_stable_per_contact(bench: Bench) -> None:

@@ -66,9 +66,15 @@ def call_configured_webhook(
 class ActionActivities:
     """`webhooks` makes the `webhook` action's calls: a simulation answers them itself."""
 
-    def __init__(self, engine: Engine, webhooks: WebhookCaller = call_configured_webhook) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        webhooks: WebhookCaller = call_configured_webhook,
+        default_timezone: str = "UTC",
+    ) -> None:
         self.engine = engine
         self.webhooks = webhooks
+        self.default_timezone = default_timezone  # of contacts without one (date functions)
 
     @activity.defn(name=t.RUN_ACTION, no_thread_cancel_exception=True)
     def run_action(self, req: t.ActionRequest) -> t.ActionResult:
@@ -118,7 +124,8 @@ class ActionActivities:
         else:
             base = _amount(trigger, spec.get("of") or "revenue") * float(spec.get("per") or 1)
         for multiplier in spec.get("multipliers") or []:
-            if evaluate(multiplier["if"], context):
+            zone = self.default_timezone
+            if evaluate(multiplier["if"], context, now=now, default_zone=zone):
                 base *= float(multiplier["times"])
         points = math.floor(base + 1e-9)
         order_id = order_id_of(trigger)

@@ -43,8 +43,11 @@ def _zone(*names: str | None) -> ZoneInfo:
 
 
 class ContactActivities:
-    def __init__(self, engine: Engine) -> None:
+    """`default_timezone`: the zone of contacts without one, for the date functions."""
+
+    def __init__(self, engine: Engine, default_timezone: str = "UTC") -> None:
         self.engine = engine
+        self.default_timezone = default_timezone
 
     @activity.defn(name=t.CHECK_CONDITION, no_thread_cancel_exception=True)
     def check_condition(self, req: t.ConditionRequest) -> bool:
@@ -60,7 +63,8 @@ class ContactActivities:
                     **req.journey,
                 },
             }
-        return evaluate(req.expression, context)
+        now = datetime.fromisoformat(req.now) if req.now else utcnow()
+        return evaluate(req.expression, context, now=now, default_zone=self.default_timezone)
 
     @activity.defn(name=t.NEXT_LOCAL_TIME, no_thread_cancel_exception=True)
     def next_local_time(self, req: t.LocalTimeRequest) -> str:

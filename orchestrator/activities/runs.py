@@ -27,8 +27,11 @@ def _aware(moment: datetime) -> datetime:
 
 
 class RunActivities:
-    def __init__(self, engine: Engine) -> None:
+    """`default_timezone`: the zone of contacts without one, for `entry_if` dates."""
+
+    def __init__(self, engine: Engine, default_timezone: str = "UTC") -> None:
         self.engine = engine
+        self.default_timezone = default_timezone
 
     @activity.defn(name=t.ENTER_RUN, no_thread_cancel_exception=True)
     def enter_run(self, req: t.EnterRequest) -> t.EnterResult:
@@ -80,7 +83,8 @@ class RunActivities:
                     "event": trigger_event,
                     "trigger": trigger_event,
                 }
-                if not evaluate(req.entry_if, context):
+                zone = self.default_timezone
+                if not evaluate(req.entry_if, context, now=now, default_zone=zone):
                     return refuse("entry_if", f"entry condition is false: {req.entry_if}")
             seq = previous.entry_seq + 1 if previous else 1
             run = JourneyRun(
@@ -179,7 +183,14 @@ class RunActivities:
                     event=event.name or "", within=_FOREVER, where=None, after="entry"
                 ),
             )
-            attribute_conversion(session, event, {run.journey_id}, at, unlisted=own)
+            attribute_conversion(
+                session,
+                event,
+                {run.journey_id},
+                at,
+                unlisted=own,
+                default_zone=self.default_timezone,
+            )
 
     @staticmethod
     def _run(session, update: t.RunUpdate) -> JourneyRun | None:  # type: ignore[no-untyped-def]

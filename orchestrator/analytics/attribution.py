@@ -72,11 +72,13 @@ def attribute_conversion(
     journey_ids: set[str] | None = None,
     at: datetime | None = None,
     unlisted: tuple[str, Goal] | None = None,
+    default_zone: str = "UTC",
 ) -> list[JourneyRun]:
     """Convert, per journey, the run this goal event belongs to; returns the runs converted.
 
     `unlisted`: (journey, goal) of a hand-written Python journey, which has no deployed
-    version to read its goal from (its runs are version 0).
+    version to read its goal from (its runs are version 0). `default_zone`: the zone
+    of contacts without one, for dates in a goal's `where`.
     """
     wanted = {
         key: goal
@@ -123,7 +125,7 @@ def attribute_conversion(
         start = _window_start(session, run, goal)
         if start is None or moment - start > timedelta(seconds=goal.within):
             continue
-        if goal.where and not _holds(session, goal.where, run, event):
+        if goal.where and not _holds(session, goal.where, run, event, moment, default_zone):
             continue
         if _convert(session, run, event, goal, moment):
             converted.append(run)
@@ -228,7 +230,14 @@ def _window_start(session: Session, run: JourneyRun, goal: Goal) -> datetime | N
     return _aware(last) if last is not None else None
 
 
-def _holds(session: Session, expression: str, run: JourneyRun, event: Event) -> bool:
+def _holds(
+    session: Session,
+    expression: str,
+    run: JourneyRun,
+    event: Event,
+    moment: datetime,
+    default_zone: str,
+) -> bool:
     trigger = session.get(Event, run.trigger_event_id) if run.trigger_event_id else None
     context: dict[str, Any] = {
         "contact": contact_context(load_contact(session, run.contact_id), session),
@@ -236,7 +245,7 @@ def _holds(session: Session, expression: str, run: JourneyRun, event: Event) -> 
         "trigger": event_context(trigger),
         "journey": dict(run.data or {}),
     }
-    return evaluate(expression, context)
+    return evaluate(expression, context, now=moment, default_zone=default_zone)
 
 
 def _aware(moment: datetime) -> datetime:

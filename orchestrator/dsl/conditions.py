@@ -10,6 +10,14 @@ that started the run, so a goal can match the order of *that* cart)::
 Other places reuse the language over roots of their own (`roots=`): invariants
 read `message`, `run`, `contact` and `order` (docs/invariants.md).
 
+Dates: `today()` is the date in the contact's own timezone (`contact.timezone`, else
+the default zone the caller passes) at the moment the caller passes (the workflow's
+time, so a run that waited three days on the time-skipping server is three days on);
+`date(x)` reads an ISO date or timestamp as a date in that zone; `days_since(x)`,
+`days_until(x)` and `years_since(x)` count whole days and years. A date compares with
+a date or with ISO text (`date(contact.traits.trial_ends) < "2027-01-01"`,
+`contact.traits.trial_ends < today()`); what is not a date is `null`.
+
 We parse with `ast` and *interpret* a whitelist of node types over plain
 dicts; nothing is ever passed to `eval`, attribute access is a dict lookup
 (never `getattr`), so there is no path to Python objects. A missing key is
@@ -19,11 +27,17 @@ dicts; nothing is ever passed to `eval`, attribute access is a dict lookup
 from __future__ import annotations
 
 import ast
+import calendar
 import io
 import operator
 import tokenize
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, tzinfo
 from functools import lru_cache
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from ..services.spelling import closest_name
 
 ROOTS = ("contact", "event", "trigger", "journey")
 FUNCTIONS = {
@@ -34,6 +48,15 @@ FUNCTIONS = {
 }
 # Functions of any number of arguments: the first that is not null.
 VARIADIC = {"coalesce": lambda *vs: next((v for v in vs if v is not None), None)}
+# Functions of the date in the contact's timezone: (clock, argument) -> value.
+DATES: dict[str, Any] = {
+    "date": lambda clock, v: clock.date_of(v),
+    "days_since": lambda clock, v: _days(clock.date_of(v), clock.today),
+    "days_until": lambda clock, v: _days(clock.today, clock.date_of(v)),
+    "years_since": lambda clock, v: _years(clock.date_of(v), clock.today),
+}
+NO_ARGUMENTS: dict[str, Any] = {"today": lambda clock: clock.today}
+_CLOCK = "$clock"  # where evaluate() puts the clock in the context: no name can reach it
 CONSTANTS = {"true": True, "false": False, "null": None, "True": True, "False": False, "None": None}
 MAX_LENGTH = 1000
 MAX_VALUE_SIZE = 10_000  # longest string or list arithmetic may build ("x" * 10**9 is refused)
@@ -72,8 +95,10 @@ def check_condition(text: str) -> str:
 
 
 @lru_cache(maxsize=4096)
-def parse(text: str, roots: tuple[str, ...] = ROOTS) -> ast.expr:
-    """The checked tree of `text`, whose names may be `roots` (and true, false, null)."""
+def parse(text: str, roots: tuple[str, ...] = ROOTS, dates: bool = True) -> ast.expr:
+    """The checked tree of `text`, whose names may be `roots` (and true, false, null);
+    `dates=False` refuses the date functions (invariants: checked once the simulation
+    is over, there is no one "today" to read)."""
     if len(text) > MAX_LENGTH:
         raise ConditionError(f"condition is longer than {MAX_LENGTH} characters")
     try:
@@ -90,7 +115,7 @@ def parse(text: str, roots: tuple[str, ...] = ROOTS) -> ast.expr:
         raise ConditionError(
             f"invalid condition {text!r}: {exc.msg}", max((exc.offset or 1) - 1, 0)
         ) from None
-    _check(tree, roots)
+    _check(tree, roots, dates)
     return tree
 
 
@@ -120,7 +145,7 @@ def _with_double_equals(text: str) -> tuple[int, str] | None:
     return found[0], fixed
 
 
-def _check(node: ast.AST, roots: tuple[str, ...]) -> None:
+def _check(node: ast.AST, roots: tuple[str, ...], dates: bool = True) -> None:
     match node:
         case ast.Constant(value=v) if isinstance(v, str | int | float | bool) or v is None:
             pass
@@ -134,40 +159,60 @@ def _check(node: ast.AST, roots: tuple[str, ...]) -> None:
         case ast.Attribute(value=value, attr=attr):
             if attr.startswith("_"):
                 raise ConditionError(f"attribute {attr!r} is not allowed", node.col_offset)
-            _check(value, roots)
+            _check(value, roots, dates)
         case ast.Subscript(value=value, slice=ast.Constant(value=key)) if isinstance(
             key, str | int
         ):
-            _check(value, roots)
+            _check(value, roots, dates)
         case ast.Compare(left=left, ops=ops, comparators=rest) if all(
             type(op) in _COMPARE for op in ops
         ):
             for child in (left, *rest):
-                _check(child, roots)
+                _check(child, roots, dates)
         case ast.BoolOp(values=values):
             for child in values:
-                _check(child, roots)
+                _check(child, roots, dates)
         case ast.UnaryOp(op=ast.Not() | ast.USub(), operand=operand):
-            _check(operand, roots)
+            _check(operand, roots, dates)
         case ast.BinOp(left=left, op=op, right=right) if type(op) in _ARITHMETIC:
-            _check(left, roots)
-            _check(right, roots)
+            _check(left, roots, dates)
+            _check(right, roots, dates)
         case ast.List(elts=elts) | ast.Tuple(elts=elts):
             for child in elts:
-                _check(child, roots)
-        case ast.Call(func=ast.Name(id=fn), args=args, keywords=[]) if fn in FUNCTIONS:
+                _check(child, roots, dates)
+        case ast.Call(func=ast.Name(id=fn)) if not dates and fn in DATES | NO_ARGUMENTS:
+            raise ConditionError(
+                f"{fn}() cannot be used in an invariant: invariants are checked once the "
+                "simulation is over, so there is no one 'today'; compare message.at or "
+                'run.entered_at with a date instead (message.at >= "2027-01-15")',
+                node.col_offset,
+            )
+        case ast.Call(func=ast.Name(id=fn), args=args, keywords=[]) if fn in FUNCTIONS | DATES:
             if len(args) != 1:
                 raise ConditionError(f"{fn}() takes exactly one argument", node.col_offset)
-            _check(args[0], roots)
+            arg = args[0]
+            if fn in DATES and isinstance(arg, ast.Constant) and not _date_text(arg.value):
+                raise ConditionError(
+                    f"{fn}({arg.value!r}): not a date; write it as YYYY-MM-DD "
+                    '(date("2027-01-15")), or pass a value such as contact.traits.birthday',
+                    arg.col_offset,
+                )
+            _check(arg, roots, dates)
+        case ast.Call(func=ast.Name(id=fn), args=args, keywords=[]) if fn in NO_ARGUMENTS:
+            if args:
+                raise ConditionError(f"{fn}() takes no arguments", node.col_offset)
         case ast.Call(func=ast.Name(id=fn), args=args, keywords=[]) if fn in VARIADIC:
             if not 1 <= len(args) <= 10:
                 raise ConditionError(f"{fn}() takes 1 to 10 arguments", node.col_offset)
             for arg in args:
-                _check(arg, roots)
-        case ast.Call():
+                _check(arg, roots, dates)
+        case ast.Call(func=func):
+            names = [*FUNCTIONS, *VARIADIC, *NO_ARGUMENTS, *DATES]
+            called = func.id if isinstance(func, ast.Name) else None
+            meant = closest_name(called, names) if called and called not in names else None
+            hint = f"did you mean {meant}()? " if meant else ""
             raise ConditionError(
-                f"only the functions {', '.join([*FUNCTIONS, *VARIADIC])} may be called",
-                node.col_offset,
+                f"{hint}only the functions {', '.join(names)} may be called", node.col_offset
             )
         case _:
             raise ConditionError(
@@ -176,9 +221,66 @@ def _check(node: ast.AST, roots: tuple[str, ...]) -> None:
             )
 
 
-def evaluate(text: str, context: dict[str, Any], roots: tuple[str, ...] = ROOTS) -> bool:
-    """Evaluate `text` over `context` ({"contact": {...}, "event": {...}, ...})."""
-    return bool(_eval(parse(text, roots), context))
+def evaluate(
+    text: str,
+    context: dict[str, Any],
+    roots: tuple[str, ...] = ROOTS,
+    *,
+    now: datetime | None = None,
+    default_zone: str | None = None,
+    dates: bool = True,
+) -> bool:
+    """Evaluate `text` over `context` ({"contact": {...}, "event": {...}, ...}).
+
+    `now` (default: the wall clock) and the contact's timezone, else `default_zone`
+    (else UTC), are what `today()` and the other date functions read.
+    """
+    contact = context.get("contact")
+    named = contact.get("timezone") if isinstance(contact, dict) else None
+    clock = Clock(now or datetime.now(UTC), zone_named(named, default_zone))
+    return bool(_eval(parse(text, roots, dates), {**context, _CLOCK: clock}))
+
+
+def zone_named(*names: str | None) -> tzinfo:
+    """The first of `names` that is a known IANA zone; UTC when none is."""
+    for name in names:
+        if name:
+            try:
+                return ZoneInfo(name)
+            except (ZoneInfoNotFoundError, ValueError):
+                continue
+    return UTC
+
+
+@dataclass(frozen=True)
+class Clock:
+    """The moment a condition is evaluated at, and the zone its dates are read in."""
+
+    now: datetime
+    zone: tzinfo
+
+    @property
+    def today(self) -> date:
+        return self.now.astimezone(self.zone).date()
+
+    def date_of(self, value: Any) -> date | None:
+        """A date from ISO text (a date, or a timestamp read in this zone) or a date."""
+        if isinstance(value, datetime):
+            return _aware(value).astimezone(self.zone).date()
+        if isinstance(value, date):
+            return value
+        if not isinstance(value, str) or not 8 <= len(value.strip()) <= 40:
+            return None
+        text = value.strip()
+        try:
+            return date.fromisoformat(text)  # a date alone is that date in any zone
+        except ValueError:
+            pass
+        try:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            return None
+        return _aware(moment).astimezone(self.zone).date()
 
 
 def _eval(node: ast.AST, ctx: dict[str, Any]) -> Any:
@@ -214,8 +316,9 @@ def _eval(node: ast.AST, ctx: dict[str, Any]) -> Any:
             current = _eval(left, ctx)
             for op, right_node in zip(ops, rest, strict=True):
                 right = _eval(right_node, ctx)
+                a, b = _as_dates(current, right, ctx)
                 try:
-                    ok = _COMPARE[type(op)](current, right)
+                    ok = _COMPARE[type(op)](a, b)
                 except TypeError:
                     ok = False
                 if not ok:
@@ -236,6 +339,10 @@ def _eval(node: ast.AST, ctx: dict[str, Any]) -> Any:
             return [_eval(child, ctx) for child in elts]
         case ast.Call(func=ast.Name(id=fn), args=args) if fn in VARIADIC:
             return VARIADIC[fn](*(_eval(arg, ctx) for arg in args))
+        case ast.Call(func=ast.Name(id=fn), args=[]) if fn in NO_ARGUMENTS:
+            return NO_ARGUMENTS[fn](ctx[_CLOCK])
+        case ast.Call(func=ast.Name(id=fn), args=[arg]) if fn in DATES:
+            return DATES[fn](ctx[_CLOCK], _eval(arg, ctx))
         case ast.Call(func=ast.Name(id=fn), args=[arg]):
             return FUNCTIONS[fn](_eval(arg, ctx))
     raise ConditionError(f"cannot evaluate {type(node).__name__}")  # unreachable after parse
@@ -302,3 +409,38 @@ def _too_big(a: Any, b: Any) -> bool:
     if counts:
         return sized[0] * max(counts[0], 0) > MAX_VALUE_SIZE
     return sum(sized) > MAX_VALUE_SIZE
+
+
+def _aware(moment: datetime) -> datetime:
+    """A timestamp without an offset is UTC, as Segment's are."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _date_text(value: Any) -> bool:
+    return Clock(datetime.now(UTC), UTC).date_of(value) is not None
+
+
+def _as_dates(a: Any, b: Any, ctx: dict[str, Any]) -> tuple[Any, Any]:
+    """A date compared with text compares with the date the text holds (or with null)."""
+    a_date, b_date = type(a) is date, type(b) is date
+    if a_date == b_date:
+        return a, b
+    clock: Clock = ctx[_CLOCK]
+    return (a, clock.date_of(b)) if a_date else (clock.date_of(a), b)
+
+
+def _days(start: date | None, end: date | None) -> int | None:
+    return (end - start).days if start is not None and end is not None else None
+
+
+def _years(start: date | None, end: date | None) -> int | None:
+    """Whole years from `start` to `end`; a 29 February counts its year on 28 February
+    of a year that has no 29th."""
+    if start is None or end is None:
+        return None
+    years = end.year - start.year
+    leap_day = (start.month, start.day) == (2, 29) and not calendar.isleap(end.year)
+    month_day = (2, 28) if leap_day else (start.month, start.day)
+    if (end.month, end.day) < month_day:
+        years -= 1
+    return years

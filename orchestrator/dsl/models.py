@@ -593,7 +593,7 @@ class Tracking(Model):
 
 
 def _check_invariant_condition(text: str) -> str:
-    parse(text, INVARIANT_ROOTS)
+    parse(text, INVARIANT_ROOTS, dates=False)
     return text
 
 

@@ -146,6 +146,7 @@ def make_router(client: Client, engine: Engine, settings: Settings) -> Router:
         settings.router_interval,
         python_journeys=python_journeys(settings),
         lease=settings.router_lease,
+        default_timezone=settings.default_timezone,
     )
 
 

@@ -147,8 +147,10 @@ class Router:
         python_journeys: Iterable[type[JourneyBase]] = (),
         lease: float = LEASE,
         name: str | None = None,
+        default_timezone: str = "UTC",
     ) -> None:
         self.client = client
+        self.default_timezone = default_timezone  # of contacts without one: dates in `where:`
         self.engine = engine
         self.task_queue = task_queue
         self.interval = interval
@@ -361,7 +363,7 @@ class Router:
         """
         try:
             with session_scope(self.engine) as session:
-                attribute_conversion(session, event)
+                attribute_conversion(session, event, default_zone=self.default_timezone)
         except OperationalError:
             raise  # the database is down or busy: retry the event with the others
         except Exception:
@@ -617,6 +619,8 @@ class Router:
             return evaluate(
                 expression,
                 {"contact": contact_context(contact, session), "event": event_context(event)},
+                now=utcnow(),
+                default_zone=self.default_timezone,
             )
 
 

@@ -30,7 +30,7 @@ from channels.base import Channel
 from channels.errors import ChannelConfigError
 from channels.registry import adapter_class
 
-from ..activities.actions import ActionActivities, WebhookCaller
+from ..activities.actions import ActionActivities, WebhookCaller, call_configured_webhook
 from ..activities.contacts import ContactActivities
 from ..activities.runs import RunActivities
 from ..activities.segments import SegmentActivities
@@ -225,8 +225,9 @@ def build_worker(
     )
     workers = []
     if "main" in wanted:
-        runs, contacts = RunActivities(engine), ContactActivities(engine)
-        actions = ActionActivities(engine, webhooks) if webhooks else ActionActivities(engine)
+        zone = settings.default_timezone  # of contacts without one: what `today()` reads
+        runs, contacts = RunActivities(engine, zone), ContactActivities(engine, zone)
+        actions = ActionActivities(engine, webhooks or call_configured_webhook, zone)
         workers.append(
             Worker(
                 client,

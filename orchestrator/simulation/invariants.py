@@ -153,7 +153,7 @@ def _shape(rule: Invariant) -> str:
 
 
 def _holds(text: str | None, context: dict[str, Any]) -> bool:
-    return text is None or evaluate(text, context, INVARIANT_ROOTS)
+    return text is None or evaluate(text, context, INVARIANT_ROOTS, dates=False)
 
 
 def _ours(journey_id: str | None, journey: str) -> bool:
@@ -193,8 +193,8 @@ def _each_run(rule: Invariant, journey_id: str | None, contact: ContactFacts) ->
 
 def _breaks(rule: Invariant, context: dict[str, Any]) -> bool:
     if rule.never is not None:
-        return evaluate(rule.never, context, INVARIANT_ROOTS)
-    return not evaluate(rule.always or "true", context, INVARIANT_ROOTS)
+        return evaluate(rule.never, context, INVARIANT_ROOTS, dates=False)
+    return not evaluate(rule.always or "true", context, INVARIANT_ROOTS, dates=False)
 
 
 def _message_context(message: SentMessage, contact: ContactFacts) -> dict[str, Any]:
@@ -214,7 +214,12 @@ def _counted(
         m
         for m in contact.messages
         if keep(m)
-        and evaluate(rule.of or "true", {**_message_context(m, contact), **extra}, INVARIANT_ROOTS)
+        and evaluate(
+            rule.of or "true",
+            {**_message_context(m, contact), **extra},
+            INVARIANT_ROOTS,
+            dates=False,
+        )
     ]
 
 

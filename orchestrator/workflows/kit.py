@@ -484,6 +484,7 @@ class JourneyBase:
                 event_id=event_id,
                 workflow_id=self.workflow_id,
                 entry_seq=self.state.entry_seq,
+                now=workflow.now().isoformat(),
             ),
             bool,
         )

@@ -141,6 +141,7 @@ class ConditionRequest:
     journey: dict[str, Any] = field(default_factory=dict)
     workflow_id: str = ""  # with entry_seq: the run whose data is the `journey` root
     entry_seq: int = 0
+    now: str | None = None  # ISO, from workflow.now(): what `today()` reads (None: the clock)
 
 
 @dataclass
