@@ -268,6 +268,65 @@ def test_traits_compare_by_json_type_and_never_break_on_other_types(engine: Engi
     assert trait(name="vip", equals=False) == {"cy"}
 
 
+def test_trait_dates_compare_with_today_in_utc_days(engine: Engine) -> None:
+    """NOW is 2026-06-01 12:00 UTC. Each expected set is counted by hand."""
+    contacts(
+        engine,
+        ann={"signed_up_at": "2026-05-02T08:00:00Z"},  # 30 days ago: in the last 30 days
+        bob={"signed_up_at": "2026-05-01"},  # 31 days ago
+        cy={"signed_up_at": "2026-06-01T23:59:00Z"},  # today
+        dee={"signed_up_at": "2026-02-01"},  # 120 days ago
+        eve={"signed_up_at": "soon"},  # not a date
+        fay={"signed_up_at": 20260501},  # a number, not a date
+        gus={},
+        hal={"renews_on": "2026-06-04"},  # in 3 days
+        ian={"renews_on": "2026-06-05"},  # in 4 days
+        jo={"renews_on": "2026-05-31"},  # yesterday
+    )
+
+    def trait(**rule: Any) -> set[str]:
+        return members(engine, {"trait": rule})
+
+    assert trait(name="signed_up_at", in_last="30d") == {"ann", "cy"}
+    assert trait(name="signed_up_at", in_last="31d") == {"ann", "bob", "cy"}
+    assert trait(name="signed_up_at", more_than_ago="90d") == {"dee"}  # before 2026-03-03
+    assert trait(name="signed_up_at", more_than_ago="30d") == {"bob", "dee"}
+    assert trait(name="renews_on", in_next="3d") == {"hal"}  # 06-01 .. 06-04
+    assert trait(name="renews_on", in_next="1w") == {"hal", "ian"}
+
+
+def test_anniversaries_count_the_day_of_the_year_and_29_february(engine: Engine) -> None:
+    contacts(
+        engine,
+        ann={"birthday": "1990-06-01"},  # today
+        bob={"birthday": "1985-06-07T00:00:00Z"},  # in 6 days
+        cy={"birthday": "2000-06-09"},  # in 8 days
+        dee={"birthday": "2000-05-31"},  # yesterday: next year's
+        eve={"birthday": "2000-02-29"},
+        fay={"birthday": "2001-02-28"},
+        gus={"birthday": "2000-03-01"},
+        hal={"birthday": "-"},
+    )
+
+    def anniversary(at: datetime, **rule: Any) -> set[str]:
+        return members(engine, {"trait": {"name": "birthday", **rule}}, now=at)
+
+    assert anniversary(NOW, anniversary_today=True) == {"ann"}
+    assert anniversary(NOW, anniversary_in_next="7d") == {"ann", "bob"}  # 06-01 .. 06-08
+    assert anniversary(NOW, anniversary_in_next="8d") == {"ann", "bob", "cy"}
+    # 2027 has no 29 February: the leap-day birthday is due on the 28th with fay's.
+    feb_28_2027 = datetime(2027, 2, 28, 9, tzinfo=UTC)
+    assert anniversary(feb_28_2027, anniversary_today=True) == {"eve", "fay"}
+    assert anniversary(datetime(2027, 3, 1, 9, tzinfo=UTC), anniversary_today=True) == {"gus"}
+    # 2028 has one: it is due on the 29th itself.
+    assert anniversary(datetime(2028, 2, 28, 9, tzinfo=UTC), anniversary_today=True) == {"fay"}
+    assert anniversary(datetime(2028, 2, 29, 9, tzinfo=UTC), anniversary_today=True) == {"eve"}
+    # A window across the new year.
+    new_year = datetime(2026, 12, 30, 9, tzinfo=UTC)
+    contacts(engine, kim={"birthday": "1999-01-02"}, lee={"birthday": "1999-12-29"})
+    assert anniversary(new_year, anniversary_in_next="3d") == {"kim"}  # 12-30 .. 01-02
+
+
 def test_all_any_not_nest(engine: Engine) -> None:
     contacts(engine, ann={"tier": "gold"}, bob={"tier": "gold"}, cy={}, dee={})
     order(engine, "ann", 100, DAY)
@@ -457,7 +516,8 @@ def test_deploy_is_all_or_nothing_with_segment_problems(engine: Engine, tmp_path
         deploy(engine, folder, tmp_path)
     assert [str(p) for p in caught.value.problems] == [
         f"{folder / 'segments.yaml'}:2:22: unknown key 'equal' in trait (expected one of: "
-        "name, equals, not_equals, in, exists, more_than, at_least, less_than, at_most)"
+        "name, equals, not_equals, in, exists, more_than, at_least, less_than, at_most, "
+        "in_last, in_next, more_than_ago, anniversary_in_next, anniversary_today)"
     ]
     with session_scope(engine) as session:
         assert session.exec(select(JourneyVersion)).all() == []
@@ -528,6 +588,43 @@ def test_cron_lines_temporal_would_refuse_and_unitless_windows_are_caught(
         "6:12: invalid hour range 5-1 in cron line '0 5-1 * * *': the start must not be "
         "after the end",
     ]
+
+
+def test_date_mistakes_in_segments_say_what_to_write(tmp_path: Path) -> None:
+    assert problems_of(
+        tmp_path,
+        """
+        new_users:
+          trait: { name: signed_up_at, in_last: 36h }
+        renewing:
+          trait: { name: renews_on, in_next: 3 }
+        not_birthdays:
+          trait: { name: birthday, anniversary_today: false }
+        two:
+          trait: { name: birthday, anniversary_today: true, in_last: 3d }
+        """,
+    ) == [
+        "3:41: a date window is whole days, such as 7d, 30d or 2w; got '36h'",
+        "5:38: invalid duration 3: add its unit, e.g. 3d, 3h or 3m (s, m, h, d or w)",
+        "7:47: anniversary_today takes true only; for everyone else, wrap the condition "
+        "in not: (not: { trait: { name: birthday, anniversary_today: true } })",
+        "9:3: trait needs exactly one of equals, not_equals, in, exists, more_than, "
+        "at_least, less_than, at_most, in_last, in_next, more_than_ago, "
+        "anniversary_in_next, anniversary_today (found: in_last, anniversary_today)",
+    ]
+
+
+def test_a_stored_date_segment_refreshes_as_written(engine: Engine, tmp_path: Path) -> None:
+    """The deployed spec keeps its windows in seconds and reads back the same."""
+    contacts(engine, ann={"birthday": "1990-06-03"}, bob={"birthday": "1990-06-20"})
+    define(
+        engine,
+        tmp_path,
+        "birthdays_this_week:\n  trait: { name: birthday, anniversary_in_next: 1w }\n",
+    )
+    with session_scope(engine) as session:
+        assert refresh(session, "birthdays_this_week", NOW) == Change(entered=1, exited=0)
+    assert [contact for contact, _, _ in stays(engine, "birthdays_this_week")] == ["ann"]
 
 
 def test_loader_refuses_what_is_not_a_mapping_of_segments(tmp_path: Path) -> None:
@@ -634,7 +731,8 @@ def test_validate_checks_segments_yaml(workdir: Path) -> None:
     assert result.exit_code == 1
     assert (
         "journeys/segments.yaml:2:3: trait needs exactly one of equals, not_equals, in, exists, "
-        "more_than, at_least, less_than, at_most (found: none)"
+        "more_than, at_least, less_than, at_most, in_last, in_next, more_than_ago, "
+        "anniversary_in_next, anniversary_today (found: none)"
     ) in result.output
     (workdir / "journeys" / "segments.yaml").write_text(
         "vips:\n  trait: {name: vip, exists: true}\n"

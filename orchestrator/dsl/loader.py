@@ -339,7 +339,12 @@ def _check_references(
     return problems
 
 
-DURATION_KEYS = frozenset({"wait", "timeout", "within", "expire_after", "expires_in", "every"})
+DURATION_KEYS = frozenset(
+    {
+        *("wait", "timeout", "within", "expire_after", "expires_in", "every"),
+        *("in_last", "in_next", "more_than_ago", "anniversary_in_next"),  # segments' dates
+    }
+)
 
 
 def bare_durations(source: Source) -> list[Problem]:

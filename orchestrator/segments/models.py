@@ -133,6 +133,8 @@ class Opened(Count):
     label: ClassVar[str] = "opened"
 
 
+# Operators of trait dates, read as ISO text in UTC days.
+DATE_OPERATORS = ("in_last", "in_next", "more_than_ago", "anniversary_in_next")
 TRAIT_OPERATORS = (
     "equals",
     "not_equals",
@@ -142,11 +144,32 @@ TRAIT_OPERATORS = (
     "at_least",
     "less_than",
     "at_most",
+    *DATE_OPERATORS,
+    "anniversary_today",
 )
+DAY_SECONDS = 86_400
+
+
+def _whole_days(value: Any) -> int:
+    """A date window in seconds, as other windows, but of whole days (`30d`, `2w`):
+    trait dates have no time of day."""
+    seconds = parse_duration(value)
+    if seconds % DAY_SECONDS and isinstance(value, int):  # written without a unit
+        raise ValueError(  # the loader's own wording, so the two read as one problem
+            f"invalid duration {value}: add its unit, e.g. {value}d, {value}h or "
+            f"{value}m (s, m, h, d or w)"
+        )
+    if seconds % DAY_SECONDS:
+        raise ValueError(f"a date window is whole days, such as 7d, 30d or 2w; got {value!r}")
+    return seconds
+
+
+DayWindow = Annotated[int, BeforeValidator(_whole_days)]
 
 
 class Trait(Model):
-    """A contact trait compared with a value; numbers compare as numbers."""
+    """A contact trait compared with a value; numbers compare as numbers. Dates (ISO
+    text: `2026-05-17`, `2026-05-17T10:00:00Z`) compare with today, in UTC days."""
 
     name: Annotated[str, Field(pattern=TRAIT_PATTERN)]
     equals: Scalar | None = None
@@ -159,6 +182,21 @@ class Trait(Model):
     at_least: StrictInt | StrictFloat | None = None
     less_than: StrictInt | StrictFloat | None = None
     at_most: StrictInt | StrictFloat | None = None
+    in_last: DayWindow | None = None  # the date is in the last N days, today included
+    in_next: DayWindow | None = None  # the date is in the next N days, today included
+    more_than_ago: DayWindow | None = None  # the date is more than N days before today
+    anniversary_in_next: DayWindow | None = None  # its day of the year, today or in N days
+    anniversary_today: StrictBool | None = None  # its day of the year is today
+
+    @field_validator("anniversary_today")
+    @classmethod
+    def _only_true(cls, value: bool | None) -> bool | None:
+        if value is False:
+            raise ValueError(
+                "anniversary_today takes true only; for everyone else, wrap the "
+                "condition in not: (not: { trait: { name: birthday, anniversary_today: true } })"
+            )
+        return value
 
     @model_validator(mode="after")
     def _one_operator(self) -> Trait:

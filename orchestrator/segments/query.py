@@ -14,9 +14,10 @@ Windows end at `now` (passed in, so tests and scheduled runs control time):
 
 from __future__ import annotations
 
+import calendar
 import operator
 from collections.abc import Callable, Collection
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -39,7 +40,18 @@ from sqlmodel import col, select
 
 from ..feedback.own_events import INTERNAL_ONLY
 from ..store.tables import ORIGIN_INTERNAL, Contact, Event, Message, Order
-from .models import Condition, Count, EventCount, Messages, Opened, Orders, Spent, Trait
+from .models import (
+    DATE_OPERATORS,
+    DAY_SECONDS,
+    Condition,
+    Count,
+    EventCount,
+    Messages,
+    Opened,
+    Orders,
+    Spent,
+    Trait,
+)
 
 OPENED_STATUSES = ("opened", "clicked")  # a click is an open the pixel may have missed
 
@@ -220,6 +232,8 @@ def _typed(name: str, kind: str) -> ColumnElement[Any]:
 
 def _trait(trait: Trait, now: datetime, ids: list[str] | None) -> ColumnElement[bool]:
     op, value = trait.operator()
+    if op in DATE_OPERATORS or op == "anniversary_today":
+        return _trait_date(trait.name, op, value, now)
     if op == "exists":
         present = _definitely(_json_kind(trait.name).in_(_PRESENT))
         return present if value else not_(present)
@@ -232,6 +246,35 @@ def _trait(trait: Trait, now: datetime, ids: list[str] | None) -> ColumnElement[
 
 
 _PRESENT = ("number", "string", "boolean", "object", "array")  # not absent, not JSON null
+
+
+def _trait_date(name: str, op: str, window: Any, now: datetime) -> ColumnElement[bool]:
+    """A trait holding an ISO date or timestamp, compared by its date (its first ten
+    characters, `YYYY-MM-DD`, as text: ISO dates sort as they read) with today in UTC.
+
+    Anniversaries compare its month and day (`MM-DD`) with those of the days in the
+    window, listed here; a 29 February is due on 28 February of a year without one.
+    """
+    text = _typed(name, "string")
+    day = func.substr(text, 1, 10)
+    is_date = text.like("____-__-__%")
+    today = now.astimezone(UTC).date()
+    days = 0 if op == "anniversary_today" else window // DAY_SECONDS
+    if op == "in_last":
+        clause = and_(day >= (today - timedelta(days=days)).isoformat(), day <= today.isoformat())
+    elif op == "in_next":
+        clause = and_(day >= today.isoformat(), day <= (today + timedelta(days=days)).isoformat())
+    elif op == "more_than_ago":
+        clause = day < (today - timedelta(days=days)).isoformat()
+    else:  # anniversary_in_next, anniversary_today (a window of no days after today)
+        month_days: set[str] = set()
+        for ahead in range(min(days, 366) + 1):
+            date = today + timedelta(days=ahead)
+            month_days.add(date.strftime("%m-%d"))
+            if (date.month, date.day) == (2, 28) and not calendar.isleap(date.year):
+                month_days.add("02-29")
+        clause = func.substr(text, 6, 5).in_(sorted(month_days))
+    return _definitely(and_(is_date, clause))
 
 
 def _json_kind(name: str) -> json_kind:
