@@ -330,3 +330,14 @@ def test_date_mistakes_are_refused_with_what_to_write(expression: str, message: 
     with pytest.raises(ConditionError) as raised:
         parse(expression)
     assert message in str(raised.value)
+
+
+def test_timestamps_past_the_calendars_ends_are_no_dates_not_errors() -> None:
+    """An exception here would fail the run's activity: a trait is anyone's to set."""
+    for value in ("0001-01-01T00:00:00+05:00", "9999-12-31T23:00:00-05:00"):
+        context = in_zone("Pacific/Kiritimati", d=value)
+        assert evaluate("days_since(contact.traits.d) == null", context, now=NOW)
+        assert not evaluate("contact.traits.d < today()", context, now=NOW)
+    assert evaluate(
+        "days_until(contact.traits.d) > 2900000", in_zone(None, d="9999-12-31"), now=NOW
+    )

@@ -266,7 +266,7 @@ class Clock:
     def date_of(self, value: Any) -> date | None:
         """A date from ISO text (a date, or a timestamp read in this zone) or a date."""
         if isinstance(value, datetime):
-            return _aware(value).astimezone(self.zone).date()
+            return self._local_date(value)
         if isinstance(value, date):
             return value
         if not isinstance(value, str) or not 8 <= len(value.strip()) <= 40:
@@ -280,7 +280,14 @@ class Clock:
             moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
         except ValueError:
             return None
-        return _aware(moment).astimezone(self.zone).date()
+        return self._local_date(moment)
+
+    def _local_date(self, moment: datetime) -> date | None:
+        """Its date in this zone; None past the calendar's ends (0001-01-01T00:00+05:00)."""
+        try:
+            return _aware(moment).astimezone(self.zone).date()
+        except (OverflowError, ValueError):
+            return None
 
 
 def _eval(node: ast.AST, ctx: dict[str, Any]) -> Any:
