@@ -324,6 +324,16 @@ def test_a_timestamp_without_an_offset_is_utc_and_a_bare_date_is_that_date() -> 
         ("days_since(30) > 1", "days_since(30): not a date"),
         ("days_since(contact.traits.a, 2) > 1", "days_since() takes exactly one argument"),
         ("days_sinse(contact.traits.a) > 1", "did you mean days_since()?"),
+        (
+            'years_since(contact.traits.born) >= "18"',
+            "years_since() is a whole number: compare it with a number, such as 18, "
+            "not the text '18'",
+        ),
+        (
+            "today() > 2027",
+            'today() is a date: compare it with a date or ISO text such as "2027-01-15", '
+            "not the number 2027; to count days, use days_since() or days_until()",
+        ),
     ],
 )
 def test_date_mistakes_are_refused_with_what_to_write(expression: str, message: str) -> None:

@@ -169,6 +169,7 @@ def _check(node: ast.AST, roots: tuple[str, ...], dates: bool = True) -> None:
         ):
             for child in (left, *rest):
                 _check(child, roots, dates)
+            _check_compared_kinds([left, *rest])
         case ast.BoolOp(values=values):
             for child in values:
                 _check(child, roots, dates)
@@ -218,6 +219,39 @@ def _check(node: ast.AST, roots: tuple[str, ...], dates: bool = True) -> None:
             raise ConditionError(
                 f"{type(node).__name__.lower()} expressions are not allowed in conditions",
                 getattr(node, "col_offset", 0),
+            )
+
+
+# Functions whose value is a number of days or years, and those whose value is a date.
+_COUNTS_DAYS = frozenset({"days_since", "days_until", "years_since"})
+_GIVES_DATE = frozenset({"today", "date"})
+
+
+def _check_compared_kinds(operands: list[ast.expr]) -> None:
+    """A count of days compared with text, or a date with a number, never holds: say so
+    (`days_until(x) <= "3"`, `today() > 2027`)."""
+    called = [
+        (node.func.id, node)
+        for node in operands
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+    ]
+    constants = [n.value for n in operands if isinstance(n, ast.Constant)]
+    for name, node in called:
+        if name in _COUNTS_DAYS and any(isinstance(c, str) for c in constants):
+            text = next(c for c in constants if isinstance(c, str))
+            number = _number(text)
+            raise ConditionError(
+                f"{name}() is a whole number: compare it with a number, such as "
+                f"{number if number is not None else 3}, not the text {text!r}",
+                node.col_offset,
+            )
+        numbers = [c for c in constants if isinstance(c, int | float) and not isinstance(c, bool)]
+        if name in _GIVES_DATE and numbers:
+            raise ConditionError(
+                f"{name}() is a date: compare it with a date or ISO text such as "
+                f'"2027-01-15", not the number {numbers[0]!r}; to count days, use '
+                "days_since() or days_until()",
+                node.col_offset,
             )
 
 
