@@ -330,6 +330,20 @@ def test_a_timestamp_without_an_offset_is_utc_and_a_bare_date_is_that_date() -> 
             "not the text '18'",
         ),
         (
+            'today() >= "2027-02-30"',
+            "today() is a date, and '2027-02-30' is not one: write dates as YYYY-MM-DD",
+        ),
+        (
+            "today() + 1 > today()",
+            "today() is a date, and dates are not added to or subtracted from: count days "
+            "with days_since() or days_until()",
+        ),
+        (
+            'days_since("2026-5-1") > 1',
+            "days_since('2026-5-1'): not a date; write it as YYYY-MM-DD "
+            '(days_since("2027-01-15"))',
+        ),
+        (
             "today() > 2027",
             'today() is a date: compare it with a date or ISO text such as "2027-01-15", '
             "not the number 2027; to count days, use days_since() or days_until()",
@@ -351,3 +365,19 @@ def test_timestamps_past_the_calendars_ends_are_no_dates_not_errors() -> None:
     assert evaluate(
         "days_until(contact.traits.d) > 2900000", in_zone(None, d="9999-12-31"), now=NOW
     )
+
+
+@pytest.mark.parametrize("zone", ["America", "../../etc/passwd", "UTC\x00", "x" * 64])
+def test_a_timezone_that_names_no_zone_is_the_default_one(zone: str) -> None:
+    """Before dates, a bad zone could not break a condition; it must not now either."""
+    context = in_zone(zone, tier="gold")
+    assert evaluate('contact.traits.tier == "gold"', context, now=NOW)
+    assert evaluate('today() == "2027-03-01"', context, now=NOW, default_zone="Pacific/Auckland")
+
+
+def test_a_date_is_found_in_a_list_of_dates_and_texts() -> None:
+    context = in_zone("Europe/Lisbon", holiday="2027-02-28")
+    assert evaluate('today() in ["2027-02-28", "2027-12-25"]', context, now=NOW)
+    assert not evaluate('today() not in ["2027-02-28"]', context, now=NOW)
+    assert evaluate("date(contact.traits.holiday) in [today()]", context, now=NOW)
+    assert not evaluate('today() in ["2027-12-25"]', context, now=NOW)

@@ -211,6 +211,21 @@ def test_money_dates_and_plurals_follow_locale_currency_and_timezone(tmp_path: P
     )
 
 
+@pytest.mark.parametrize("zone", ["Moscow", "America", "../../etc/passwd", "UTC\x00"])
+def test_a_timezone_that_names_no_zone_renders_in_the_default_one(
+    tmp_path: Path, zone: str
+) -> None:
+    """A storefront's `context.timezone` is stored as sent: a misspelt one must not fail
+    the contact's every send (`America` is a folder of the zone database, which
+    ZoneInfo answers with IsADirectoryError)."""
+    renderer = Renderer(
+        write(tmp_path, {"at/sms.body": "{{ '2026-03-14T21:30:00Z' | datetime('short') }}"}),
+        default_timezone="Europe/Moscow",
+    )
+    body = renderer.render("at", "sms", context(timezone=zone)).parts["body"]
+    assert body == Formats("en", "USD", "Europe/Moscow").datetime("2026-03-14T21:30:00Z", "short")
+
+
 def test_email_css_is_inlined_preheader_hidden_and_text_generated(tmp_path: Path) -> None:
     renderer = Renderer(
         write(

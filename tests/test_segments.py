@@ -293,6 +293,31 @@ def test_trait_dates_compare_with_today_in_utc_days(engine: Engine) -> None:
     assert trait(name="signed_up_at", more_than_ago="30d") == {"bob", "dee"}
     assert trait(name="renews_on", in_next="3d") == {"hal"}  # 06-01 .. 06-04
     assert trait(name="renews_on", in_next="1w") == {"hal", "ian"}
+    # Windows of dates reach past a year: customers for more than 100 days, 5 years.
+    assert trait(name="signed_up_at", more_than_ago="100d") == {"dee"}  # before 02-21
+    assert trait(name="signed_up_at", more_than_ago="1825d") == set()
+    assert trait(name="signed_up_at", in_last="1825d") == {"ann", "bob", "cy", "dee"}
+
+
+def test_what_is_not_a_date_matches_no_date_operator(engine: Engine) -> None:
+    contacts(
+        engine,
+        real={"d": "2026-05-30"},
+        null_date={"d": "0000-00-00"},  # many exports' empty date
+        wildcards={"d": "2026-05-%%"},  # LIKE's wildcards
+        month_13={"d": "2026-13-01"},
+        wide={"d": "\uff12\uff10\uff12\uff16-\uff10\uff15-\uff13\uff10"},  # full-width digits
+        number={"d": 20260530},
+        nested={"d": {"date": "2026-05-30"}},
+    )
+    expected = [  # NOW is 2026-06-01: the real date, 05-30, is two days ago
+        ({"in_last": "366d"}, {"real"}),
+        ({"more_than_ago": "1d"}, {"real"}),
+        ({"in_next": "366d"}, set()),
+        ({"anniversary_in_next": "366d"}, {"real"}),
+    ]
+    for rule, found in expected:
+        assert members(engine, {"trait": {"name": "d", **rule}}) == found, rule
 
 
 def test_anniversaries_count_the_day_of_the_year_and_29_february(engine: Engine) -> None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine
 from temporalio import activity
 
 from ..dsl.conditions import evaluate
 from ..dsl.models import WEEKDAYS
+from ..services.zones import zone_named
 from ..store.context import contact_context, event_context
 from ..store.db import session_scope
 from ..store.identity import load_contact
@@ -34,11 +35,11 @@ def next_occurrence(now: datetime, at: str, weekdays: list[str] | None, zone: Zo
 
 def _zone(*names: str | None) -> ZoneInfo:
     for name in names:
+        zone = zone_named(name)
+        if zone is not None:
+            return zone
         if name:
-            try:
-                return ZoneInfo(name)
-            except (ZoneInfoNotFoundError, ValueError):
-                activity.logger.warning("unknown timezone %r, falling back", name)
+            activity.logger.warning("unknown timezone %r, falling back", name)
     return ZoneInfo("UTC")
 
 

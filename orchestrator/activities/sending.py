@@ -53,7 +53,8 @@ from ..rendering import Renderer, RenderError
 from ..rendering.renderer import Rendered
 from ..services.click_links import track_clicks
 from ..services.links import MessageLinks
-from ..services.policy import Cap, QuietHours, cap_release, consent_refusal, zone_of
+from ..services.policy import Cap, QuietHours, cap_release, consent_refusal
+from ..services.zones import zone_of
 from ..settings import Settings
 from ..store.context import cart_context, contact_context, event_context, journey_context
 from ..store.db import session_scope

@@ -33,11 +33,11 @@ import operator
 import tokenize
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, tzinfo
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..services.spelling import closest_name
+from ..services.zones import zone_of
 
 ROOTS = ("contact", "event", "trigger", "journey")
 FUNCTIONS = {
@@ -178,6 +178,15 @@ def _check(node: ast.AST, roots: tuple[str, ...], dates: bool = True) -> None:
         case ast.BinOp(left=left, op=op, right=right) if type(op) in _ARITHMETIC:
             _check(left, roots, dates)
             _check(right, roots, dates)
+            for side in (left, right):
+                called = _called(side)
+                if called in _GIVES_DATE:
+                    raise ConditionError(
+                        f"{called}() is a date, and dates are not added to or subtracted "
+                        "from: count days with days_since() or days_until() "
+                        "(days_until(contact.traits.renews_on) <= 3)",
+                        side.col_offset,
+                    )
         case ast.List(elts=elts) | ast.Tuple(elts=elts):
             for child in elts:
                 _check(child, roots, dates)
@@ -195,7 +204,7 @@ def _check(node: ast.AST, roots: tuple[str, ...], dates: bool = True) -> None:
             if fn in DATES and isinstance(arg, ast.Constant) and not _date_text(arg.value):
                 raise ConditionError(
                     f"{fn}({arg.value!r}): not a date; write it as YYYY-MM-DD "
-                    '(date("2027-01-15")), or pass a value such as contact.traits.birthday',
+                    f'({fn}("2027-01-15")), or pass a value such as contact.traits.birthday',
                     arg.col_offset,
                 )
             _check(arg, roots, dates)
@@ -227,14 +236,17 @@ _COUNTS_DAYS = frozenset({"days_since", "days_until", "years_since"})
 _GIVES_DATE = frozenset({"today", "date"})
 
 
+def _called(node: ast.AST) -> str | None:
+    """The function `node` calls by name (`today` of `today()`), if it is such a call."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        return node.func.id
+    return None
+
+
 def _check_compared_kinds(operands: list[ast.expr]) -> None:
     """A count of days compared with text, or a date with a number, never holds: say so
     (`days_until(x) <= "3"`, `today() > 2027`)."""
-    called = [
-        (node.func.id, node)
-        for node in operands
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-    ]
+    called = [(name, node) for node in operands if (name := _called(node)) is not None]
     constants = [n.value for n in operands if isinstance(n, ast.Constant)]
     for name, node in called:
         if name in _COUNTS_DAYS and any(isinstance(c, str) for c in constants):
@@ -246,6 +258,13 @@ def _check_compared_kinds(operands: list[ast.expr]) -> None:
                 node.col_offset,
             )
         numbers = [c for c in constants if isinstance(c, int | float) and not isinstance(c, bool)]
+        not_dates = [c for c in constants if isinstance(c, str) and not _date_text(c)]
+        if name in _GIVES_DATE and not_dates:
+            raise ConditionError(
+                f"{name}() is a date, and {not_dates[0]!r} is not one: write dates as "
+                'YYYY-MM-DD ("2027-01-15")',
+                node.col_offset,
+            )
         if name in _GIVES_DATE and numbers:
             raise ConditionError(
                 f"{name}() is a date: compare it with a date or ISO text such as "
@@ -271,27 +290,21 @@ def evaluate(
     """
     contact = context.get("contact")
     named = contact.get("timezone") if isinstance(contact, dict) else None
-    clock = Clock(now or datetime.now(UTC), zone_named(named, default_zone))
+    clock = Clock(now or datetime.now(UTC), (named, default_zone))
     return bool(_eval(parse(text, roots, dates), {**context, _CLOCK: clock}))
-
-
-def zone_named(*names: str | None) -> tzinfo:
-    """The first of `names` that is a known IANA zone; UTC when none is."""
-    for name in names:
-        if name:
-            try:
-                return ZoneInfo(name)
-            except (ZoneInfoNotFoundError, ValueError):
-                continue
-    return UTC
 
 
 @dataclass(frozen=True)
 class Clock:
-    """The moment a condition is evaluated at, and the zone its dates are read in."""
+    """The moment a condition is evaluated at, and the zones its dates are read in (the
+    contact's, the default): looked up only when a date function runs."""
 
     now: datetime
-    zone: tzinfo
+    zone_names: tuple[str | None, ...]
+
+    @cached_property
+    def zone(self) -> tzinfo:
+        return zone_of(*self.zone_names)
 
     @property
     def today(self) -> date:
@@ -458,7 +471,7 @@ def _aware(moment: datetime) -> datetime:
 
 
 def _date_text(value: Any) -> bool:
-    return Clock(datetime.now(UTC), UTC).date_of(value) is not None
+    return Clock(datetime.now(UTC), ("UTC",)).date_of(value) is not None
 
 
 def _as_dates(a: Any, b: Any, ctx: dict[str, Any]) -> tuple[Any, Any]:
@@ -467,6 +480,8 @@ def _as_dates(a: Any, b: Any, ctx: dict[str, Any]) -> tuple[Any, Any]:
     if a_date == b_date:
         return a, b
     clock: Clock = ctx[_CLOCK]
+    if a_date and isinstance(b, list):  # `today() in ["2027-12-25", "2027-12-26"]`
+        return a, [v if type(v) is date else clock.date_of(v) for v in b]
     return (a, clock.date_of(b)) if a_date else (clock.date_of(a), b)
 
 

@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache, wraps
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from babel import Locale, UnknownLocaleError, dates, numbers
 from jinja2 import Undefined, pass_context
 from jinja2.runtime import Context
+
+from ..services.zones import zone_named
 
 __all__ = ["Formats", "filters"]
 
@@ -58,10 +60,9 @@ class Formats:
             parsed = Locale.parse(str(self.locale).replace("-", "_"))
         except (ValueError, TypeError, UnknownLocaleError):
             raise ValueError(f"unknown locale {self.locale!r}") from None
-        try:
-            zone = ZoneInfo(str(self.timezone))
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown timezone {self.timezone!r}") from None
+        zone = zone_named(str(self.timezone))
+        if zone is None:
+            raise ValueError(f"unknown timezone {self.timezone!r}")
         object.__setattr__(self, "_locale", parsed)
         object.__setattr__(self, "_zone", zone)
         object.__setattr__(self, "currency", _currency(self.currency))

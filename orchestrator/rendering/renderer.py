@@ -21,6 +21,7 @@ import css_inline
 import yaml
 from jinja2 import TemplateError, TemplateNotFound, TemplateSyntaxError
 
+from ..services.zones import zone_named
 from . import locales
 from .catalog import BRAND_FILE, PARTS, LocalizedLoader, Message, Variant
 from .expressions import MissingValue, missing_value
@@ -175,7 +176,16 @@ class Renderer:
             "lang": locales.language(tag),
             "dir": locales.direction(tag),
             "currency": str(currency).upper(),
-            "timezone": given.get("timezone") or contact.get("timezone") or self.default_timezone,
+            # A zone the storefront misspelt ("Moscow") is no zone: the default, not a
+            # failed send.
+            "timezone": next(
+                (
+                    name
+                    for name in (given.get("timezone"), contact.get("timezone"))
+                    if zone_named(name) is not None
+                ),
+                self.default_timezone,
+            ),
         }
 
     @lru_cache(maxsize=64)  # noqa: B019 - one environment per locale chain, for the renderer's life

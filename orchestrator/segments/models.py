@@ -150,18 +150,32 @@ TRAIT_OPERATORS = (
 DAY_SECONDS = 86_400
 
 
+MAX_DATE_DAYS = 36_600  # a hundred years: "customers for more than 5 years" is a window
+_DAY_WINDOW = re.compile(r"^\s*(\d{1,6})\s*([dw])\s*$")
+
+
 def _whole_days(value: Any) -> int:
-    """A date window in seconds, as other windows, but of whole days (`30d`, `2w`):
-    trait dates have no time of day."""
-    seconds = parse_duration(value)
-    if seconds % DAY_SECONDS and isinstance(value, int):  # written without a unit
+    """A date window in seconds, as other windows, but of whole days (`30d`, `2w`,
+    `1825d`: up to a hundred years, not 366 days as event windows): trait dates have no
+    time of day. A stored spec's seconds read back the same."""
+    match = _DAY_WINDOW.match(value) if isinstance(value, str) else None
+    if match is not None:
+        days = int(match[1]) * (7 if match[2] == "w" else 1)
+    elif isinstance(value, int) and not isinstance(value, bool) and value % DAY_SECONDS == 0:
+        days = value // DAY_SECONDS  # seconds, as stored
+    elif isinstance(value, int) and not isinstance(value, bool):  # written without a unit
         raise ValueError(  # the loader's own wording, so the two read as one problem
             f"invalid duration {value}: add its unit, e.g. {value}d, {value}h or "
             f"{value}m (s, m, h, d or w)"
         )
-    if seconds % DAY_SECONDS:
+    else:
+        parse_duration(value)  # says what is wrong with the text, if it is no duration
         raise ValueError(f"a date window is whole days, such as 7d, 30d or 2w; got {value!r}")
-    return seconds
+    if not 1 <= days <= MAX_DATE_DAYS:
+        raise ValueError(
+            f"a date window is 1 to {MAX_DATE_DAYS} days (a hundred years); got {value!r}"
+        )
+    return days * DAY_SECONDS
 
 
 DayWindow = Annotated[int, BeforeValidator(_whole_days)]

@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     ColumnElement,
     Select,
     String,
@@ -179,6 +180,29 @@ def _count(
 # --- traits --------------------------------------------------------------------
 
 
+class starts_with_iso_date(FunctionElement[bool]):
+    """Whether text starts with digits shaped as a date, `YYYY-MM-DD` (months 0x-1x,
+    days 0x-3x; the calendar itself is checked by the caller's ranges). Compiled per
+    database: SQLite's GLOB, PostgreSQL's regular expressions (LIKE's `_` would take
+    `2026-05-%%` for a date)."""
+
+    type = Boolean()
+    name = "starts_with_iso_date"
+    inherit_cache = True
+
+
+@compiles(starts_with_iso_date, "postgresql")
+def _iso_date_postgresql(element: starts_with_iso_date, compiler: SQLCompiler, **kw: Any) -> str:
+    (text,) = element.clauses.clauses
+    return f"({compiler.process(text, **kw)} ~ '^[0-9]{{4}}-[01][0-9]-[0-3][0-9]')"
+
+
+@compiles(starts_with_iso_date, "sqlite")
+def _iso_date_sqlite(element: starts_with_iso_date, compiler: SQLCompiler, **kw: Any) -> str:
+    (text,) = element.clauses.clauses
+    return f"({compiler.process(text, **kw)} GLOB '[0-9][0-9][0-9][0-9]-[01][0-9]-[0-3][0-9]*')"
+
+
 class json_kind(FunctionElement[str]):
     """The JSON type of `traits[key]`: number, string, boolean, null, object, array;
     NULL when the key is absent. Compiled per database (`json_typeof` / `json_type`)."""
@@ -257,7 +281,13 @@ def _trait_date(name: str, op: str, window: Any, now: datetime) -> ColumnElement
     """
     text = _typed(name, "string")
     day = func.substr(text, 1, 10)
-    is_date = text.like("____-__-__%")
+    month, day_of_month = func.substr(text, 6, 2), func.substr(text, 9, 2)
+    is_date = and_(  # not `0000-00-00`, the null date of many exports
+        starts_with_iso_date(text),
+        func.substr(text, 1, 4) != "0000",
+        month.between("01", "12"),
+        day_of_month.between("01", "31"),
+    )
     today = now.astimezone(UTC).date()
     days = 0 if op == "anniversary_today" else window // DAY_SECONDS
     if op == "in_last":

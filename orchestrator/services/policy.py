@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 CHANNELS = ("email", "push", "sms")
 _WINDOW = re.compile(r"^\s*([01]\d|2[0-3]):([0-5]\d)\s*-\s*([01]\d|2[0-3]):([0-5]\d)\s*$")
@@ -111,17 +111,6 @@ class Cap:
             if self.within % 3600 == 0
             else (f"{self.limit} per {self.within}s")
         )
-
-
-def zone_of(*names: str | None) -> ZoneInfo:
-    """The first valid IANA zone among `names` (contact's, then the default), else UTC."""
-    for name in names:
-        if name:
-            try:
-                return ZoneInfo(name)
-            except (ZoneInfoNotFoundError, ValueError):
-                continue
-    return ZoneInfo("UTC")
 
 
 def consent_refusal(

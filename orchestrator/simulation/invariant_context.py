@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from ..services.policy import zone_of
+from ..services.zones import zone_of
 from ..store.tables import Contact, Coupon, Event, JourneyRun, Message, TrailEntry
 
 ORDER_EVENT = "Order Completed"

@@ -18,7 +18,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from ..analytics.stats import journey_stats
-from ..services.policy import zone_of
+from ..services.zones import zone_of
 from ..store.db import session_scope
 from ..store.tables import Contact, Coupon, Message
 from .invariants import InvariantReport
