@@ -25,6 +25,7 @@ RU: dict[str, str] = {
     "A/B split": "A/B-тест",
     "In it now": "Сейчас в сценарии",
     "current": "текущая",
+    "runs in flight": "запусков в работе",
     "Admin key": "Ключ администратора",
     "Against the first variant": "Против первого варианта",
     "Also known as": "Другие идентификаторы",

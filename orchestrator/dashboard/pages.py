@@ -57,7 +57,7 @@ from ..api.devices import check_contact_id
 from ..api.errors import ApiError
 from ..api.health import health_checks
 from ..api.pages import VIEW_HEADERS
-from ..deployment.changes import compare
+from ..deployment.history import VersionSummary, version_history
 from ..dsl import models as m
 from ..services.privacy import (
     ErasureIncomplete,
@@ -252,7 +252,7 @@ async def journey_page(request: Request, journey_id: str) -> Response:
             raise PageProblem(400, "Bad version", f"version must be a number, not {asked!r}")
         version = int(asked) if asked is not None else None
 
-        def read() -> tuple[JourneyStats, list[JourneyVersion]]:
+        def read() -> tuple[JourneyStats, list[JourneyVersion], list[VersionSummary]]:
             with session_scope(ctx.engine) as s:
                 stats = journey_stats(s, journey_id, period.first, period.last, version)
                 rows = s.exec(
@@ -260,10 +260,10 @@ async def journey_page(request: Request, journey_id: str) -> Response:
                     .where(JourneyVersion.journey_id == journey_id)
                     .order_by(col(JourneyVersion.version))
                 ).all()
-                return stats, list(rows)
+                return stats, list(rows), version_history(s, journey_id)
 
         try:
-            stats, version_rows = await ctx.db(read)
+            stats, version_rows, history = await ctx.db(read)
         except UnknownJourney as exc:
             raise PageProblem(404, "No such journey", str(exc)) from None
         lang = i18n.language(request)
@@ -284,7 +284,7 @@ async def journey_page(request: Request, journey_id: str) -> Response:
             diagram=Markup(journey_svg(model, stats)),
             funnel=funnel(_funnel(stats, tr, lang), tr("Funnel from entry to goal")),
             metrics=MESSAGE_METRICS,
-            versions=_versions(version_rows),
+            versions=history,
             simulation=simulation,
             verdict=lambda c: i18n.verdict(c, lang),
             pct_points=lambda v: i18n.points(v, lang),
@@ -318,26 +318,6 @@ def _funnel(stats: JourneyStats, tr: Any, lang: str) -> list[Bar]:
             Bar(f"{tr('Converted')} ({stats.goal})", stats.converted, note(stats.converted))
         )
     return bars
-
-
-def _versions(rows: list[Any]) -> list[dict[str, Any]]:
-    """Newest first, each with what changed since the version before it."""
-    found = []
-    previous: m.Journey | None = None
-    for row in rows:
-        model = m.Journey.model_validate(row.spec)
-        changes = [c.text for c in compare(previous, model)] if previous is not None else []
-        found.append(
-            {
-                "version": row.version,
-                "deployed_at": row.deployed_at,
-                "active": row.active,
-                "retired_at": row.retired_at,
-                "changes": changes,
-            }
-        )
-        previous = model
-    return list(reversed(found))
 
 
 # --- messages ---------------------------------------------------------------------
