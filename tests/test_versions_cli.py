@@ -9,6 +9,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 from harness import tiny_templates, write_journey
+from test_versioning import V1
 
 from orchestrator.cli import main
 from orchestrator.deployment.deploy import deploy
@@ -16,14 +17,6 @@ from orchestrator.rendering import Renderer
 from orchestrator.store.db import make_engine, migrate, session_scope, sqlite_url
 from orchestrator.store.tables import JourneyRun
 
-V1 = """
-id: promo
-name: Promo
-trigger: { event: Signed Up }
-steps:
-  - wait: 1d
-  - send: { id: offer, channel: email, template: hello }
-"""
 V2 = V1.replace("wait: 1d", "wait: 2d")
 
 
