@@ -14,8 +14,8 @@ from orchestrator.services.policy import (
     cap_release,
     consent_refusal,
     normalize_address,
-    zone_of,
 )
+from orchestrator.services.zones import zone_of
 
 NEW_YORK = ZoneInfo("America/New_York")
 TOKYO = ZoneInfo("Asia/Tokyo")
@@ -138,3 +138,5 @@ def test_addresses_and_zones_are_normalized() -> None:
     assert normalize_address("push", "Tok-En") == "Tok-En"
     assert zone_of("Mars/Olympus", "Asia/Tokyo").key == "Asia/Tokyo"
     assert zone_of(None, None).key == "UTC"
+    # A folder of the zone database is no zone (ZoneInfo raises IsADirectoryError).
+    assert zone_of("America", "../../etc/passwd", "Europe/Lisbon").key == "Europe/Lisbon"
