@@ -340,6 +340,25 @@ def test_errors_name_the_file_and_line(tmp_path: Path) -> None:
     assert "is not a number" in caught.value.reason
 
 
+def test_arithmetic_on_data_is_a_render_error_not_a_crash(tmp_path: Path) -> None:
+    """A division by a zero count in the data fails the message (with where), instead of
+    failing the send activity on every retry until its attempts run out."""
+    write(
+        tmp_path,
+        {
+            "m/email.subject": "Hi",
+            "m/email.text": "Per item:\n{{ event.properties.total / event.properties.count }}\n",
+        },
+    )
+    ctx = context()
+    ctx["event"]["properties"] = {"total": 10, "count": 0}
+    with pytest.raises(RenderError) as caught:
+        Renderer(tmp_path).render("m", "email", ctx)
+    assert caught.value.file == str(tmp_path / "m" / "email.text")
+    assert caught.value.line == 2
+    assert "division by zero" in str(caught.value)
+
+
 def test_message_links_are_signed_and_opaque() -> None:
     links = MessageLinks("https://crm.example.com/", "s3cret")
     urls = links.for_message("9b2c-message")

@@ -691,7 +691,7 @@ class SendActivities:
         """
         with session_scope(self.engine) as session:
             row = session.get(Message, req.message_id, with_for_update=True)
-            if row is not None and row.status == "queued":
+            if row is not None and row.status in ("queued", "pending"):  # pending: never prepared
                 _set(row, "failed", req.reason, check="deliver")
             elif row is not None and row.status == "sending":
                 reason = f"{req.reason}; the last attempt's provider call has no outcome"

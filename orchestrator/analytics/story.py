@@ -128,6 +128,8 @@ def _events(session: Session, ids: list[str], limit: int, out: list[Moment]) -> 
     ).all()
     for e in rows:
         name = e.name if e.type == "track" else e.type
+        if e.type == "message":  # POST /v1/messages: the request of a transactional message
+            name = f"transactional message {e.name} asked for"
         props = e.properties or {}
         keys = ("order_id", "revenue", "currency", "product_id", "cart_id", "url")
         bits = [f"{k}={props[k]}" for k in keys if k in props]

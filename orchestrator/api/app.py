@@ -4,6 +4,7 @@
 - `devices`: push tokens of a contact;
 - `contacts`: export and erasure (admin key);
 - `reports`: journey stats and contact timelines (admin key);
+- `messages`: transactional messages and the status of any message (server key);
 - `commerce`: coupon checks and redemption, loyalty points (write key);
 - `webhooks`: provider feedback (SendGrid, Twilio);
 - `pages`: what recipients open from a message (view in browser, unsubscribe, preferences);
@@ -26,7 +27,7 @@ from ..dashboard.pages import router as dashboard_router
 from ..dashboard.web import configure as configure_dashboard
 from ..services.links import MessageLinks
 from ..settings import Settings
-from . import commerce, contacts, devices, events, health, pages, reports, webhooks
+from . import commerce, contacts, devices, events, health, messages, pages, reports, webhooks
 from .context import ApiContext
 from .errors import ApiError, api_error_response
 
@@ -60,7 +61,7 @@ def create_app(
     )
     app.add_exception_handler(ApiError, api_error_response)
     # `reports` before `contacts`: /v1/contacts/{id}/timeline is not a contact id.
-    for module in (events, devices, reports, contacts, commerce, webhooks, pages, health):
+    for module in (events, devices, reports, contacts, messages, commerce, webhooks, pages, health):
         app.include_router(module.router)
     configure_dashboard(app, app.state.ctx, dashboard_dev)
     app.include_router(dashboard_router)

@@ -81,12 +81,16 @@ def api_context(request: Request) -> ApiContext:
     return ctx
 
 
-AUTHORIZATION = "authorization"  # the only place an admin key is taken from
-MISPLACED_ADMIN_KEY = (
-    "an admin key is accepted only in the Authorization header (a Bearer token, or the "
+AUTHORIZATION = "authorization"  # the only place a secret (server or admin) key is taken from
+MISPLACED_SECRET_KEY = (
+    "{kind} key is accepted only in the Authorization header (a Bearer token, or the "
     "HTTP Basic username), never in the body's writeKey or X-Write-Key, where proxies and "
     "request logs keep it; if it went through such a log, revoke it (journeys keys revoke)"
 )
+MISPLACED_ADMIN_KEY = MISPLACED_SECRET_KEY.format(kind="an admin")
+# What each endpoint kind lets through: a stronger key also does what a weaker one does.
+PASSES = {"write": ("write", "server", "admin"), "server": ("server", "admin"), "admin": ("admin",)}
+SECRET_KINDS = ("server", "admin")
 
 
 def offered_keys(request: Request, payload: dict[str, Any] | None = None) -> list[tuple[str, str]]:
@@ -113,12 +117,12 @@ def offered_keys(request: Request, payload: dict[str, Any] | None = None) -> lis
 async def authenticate(
     request: Request, ctx: ApiContext, payload: dict[str, Any] | None = None, kind: str = "write"
 ) -> str:
-    """A live key of `kind` must be offered (an admin key also passes as a write key).
+    """A live key of `kind` or a stronger one must be offered (`PASSES`).
 
-    Write keys may come from any place Segment-style clients put them; an admin key only
-    from the Authorization header (docs/privacy.md), wherever it is used. Every offered
-    key is classified before any passes: an admin key elsewhere refuses the call also
-    when a valid key comes first (it has gone where proxies and logs keep it).
+    Write keys may come from any place Segment-style clients put them; a server or admin
+    key only from the Authorization header (docs/privacy.md), wherever it is used. Every
+    offered key is classified before any passes: a secret key elsewhere refuses the call
+    also when a valid key comes first (it has gone where proxies and logs keep it).
     Returns the key that passed: rate limits count per key.
     """
     offered = offered_keys(request, payload)
@@ -128,20 +132,30 @@ async def authenticate(
             if kind == "write"
             else "as a Bearer token or the HTTP Basic username"
         )
+        label = "server or admin" if kind == "server" else kind
         raise ApiError(
             401,
-            f"missing {kind} key: send it {where}",
+            f"missing {label} key: send it {where}",
             **{"WWW-Authenticate": 'Basic realm="journeys"'},
         )
     kinds = [(key, place, await _kind_of(ctx, key)) for key, place in offered]
-    if any(found == "admin" and place != AUTHORIZATION for _, place, found in kinds):
-        raise ApiError(401, MISPLACED_ADMIN_KEY, **{"WWW-Authenticate": 'Basic realm="journeys"'})
+    for _, place, found in kinds:
+        if found in SECRET_KINDS and place != AUTHORIZATION:
+            article = "an admin" if found == "admin" else "a server"
+            raise ApiError(
+                401,
+                MISPLACED_SECRET_KEY.format(kind=article),
+                **{"WWW-Authenticate": 'Basic realm="journeys"'},
+            )
     for key, _, found in kinds:
-        if found == kind or (found == "admin" and kind == "write"):
+        if found in PASSES[kind]:
             return key
-    if any(found is not None for _, _, found in kinds):
-        raise ApiError(403, "this is a write key; this endpoint needs an admin key")
-    raise ApiError(401, f"invalid or revoked {kind} key")
+    weakest = next((found for _, _, found in kinds if found is not None), None)
+    if weakest is not None:
+        needed = "an admin key" if kind == "admin" else "a server or admin key"
+        raise ApiError(403, f"this is a {weakest} key; this endpoint needs {needed}")
+    label = "server or admin" if kind == "server" else kind
+    raise ApiError(401, f"invalid or revoked {label} key")
 
 
 async def is_admin_key(ctx: ApiContext, key: str) -> bool:
@@ -151,7 +165,7 @@ async def is_admin_key(ctx: ApiContext, key: str) -> bool:
 
 
 async def _kind_of(ctx: ApiContext, key: str) -> str | None:
-    """'write' or 'admin' for a live key (configured or stored), None for any other."""
+    """'write', 'server' or 'admin' for a live key (configured or stored), None otherwise."""
     if any(hmac.compare_digest(key.encode(), known.encode()) for known in ctx.write_keys):
         return "write"
     result: str | None = await ctx.db(key_kind, ctx.engine, key)

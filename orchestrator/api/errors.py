@@ -17,6 +17,7 @@ CODES = {
     401: "unauthorized",
     403: "forbidden",
     404: "not_found",
+    409: "conflict",
     413: "too_large",
     415: "unsupported_encoding",
     429: "rate_limited",

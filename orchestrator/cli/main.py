@@ -579,26 +579,29 @@ def _store(settings: Settings) -> Any:
 
 @main.group()
 def keys() -> None:
-    """API keys: write keys for storefronts, admin keys for contact export and erasure."""
+    """API keys: write keys for storefronts, server keys for the shop's back end
+    (transactional messages), admin keys for contact export, erasure and reports."""
 
 
 @keys.command("create")
 @click.argument("name")
 @click.option("--admin", is_flag=True, help="An admin key (GET/DELETE /v1/contacts/...).")
+@click.option(
+    "--server", is_flag=True, help="A server key (POST /v1/messages), for the shop's back end."
+)
 @data_dir_option
-def keys_create(name: str, admin: bool, data_dir: Path | None) -> None:
+def keys_create(name: str, admin: bool, server: bool, data_dir: Path | None) -> None:
     """Create a key called NAME and print it (it is shown only this once)."""
     from ..store.keys import create_key
 
+    if admin and server:
+        _fail("a key is either --admin or --server (an admin key also sends messages)")
+    kind = "admin" if admin else "server" if server else "write"
     engine = _store(_settings(data_dir=data_dir))
-    raw = create_key(engine, name, "admin" if admin else "write")
+    raw = create_key(engine, name, kind)
     engine.dispose()
     click.echo(raw)
-    click.echo(
-        f"{'admin' if admin else 'write'} key {name!r} created; store it now, "
-        "only its hash is kept",
-        err=True,
-    )
+    click.echo(f"{kind} key {name!r} created; store it now, only its hash is kept", err=True)
 
 
 @keys.command("list")
@@ -612,7 +615,7 @@ def keys_list(data_dir: Path | None) -> None:
     rows = list_keys(engine)
     engine.dispose()
     if not rows:
-        click.echo("no keys yet: journeys keys create NAME [--admin]")
+        click.echo("no keys yet: journeys keys create NAME [--server | --admin]")
         return
     header = ("name", "kind", "prefix", "created", "last used", "state")
     table = [

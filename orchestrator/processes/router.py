@@ -56,12 +56,20 @@ from ..store.context import contact_context, event_context
 from ..store.db import session_scope
 from ..store.engagement import ENGAGEMENT_EVENTS, record_engagement
 from ..store.identity import aliases_of
+from ..store.message_requests import EVENT_TYPE as MESSAGE_EVENT
+from ..store.message_requests import requested
 from ..store.orders import order_id_of, run_key
 from ..store.tables import ORIGIN_INTERNAL, Contact, ContactAlias, Event, JourneyRun, utcnow
 from ..store.versions import live_versions, specs_of
 from ..workflows.journey import workflow_id
 from ..workflows.kit import JourneyBase
-from ..workflows.types import EngagementSignal, EventSignal, JourneyInput
+from ..workflows.types import (
+    MESSAGE_WORKFLOW,
+    EngagementSignal,
+    EventSignal,
+    JourneyInput,
+    MessageInput,
+)
 
 log = logging.getLogger(__name__)
 
@@ -292,6 +300,9 @@ class Router:
 
     async def route(self, event: Event, aliases: Sequence[str] | None = None) -> None:
         """Deliver one event. `aliases`: the contact's other ids (looked up when None)."""
+        if event.type == MESSAGE_EVENT and event.origin == ORIGIN_INTERNAL:
+            await self._send_message(event)
+            return
         if event.type == "identify":
             name = IDENTIFY  # journeys with `trigger: {identify: true}` start on it
         elif event.type == "track" and event.name:
@@ -417,6 +428,26 @@ class Router:
             signal_id=f"e{event.id}", step_id=step_id, kind=kind, entry_seq=entry_seq
         )
         await self._signal(workflow, "engagement", signal)
+
+    async def _send_message(self, event: Event) -> None:
+        """A transactional message (`POST /v1/messages`): start its own workflow, once."""
+        message = requested(event)
+        # A redelivery after a crash finds it started (or done): never a second send.
+        with contextlib.suppress(WorkflowAlreadyStartedError):
+            await self.client.start_workflow(
+                MESSAGE_WORKFLOW,
+                MessageInput(
+                    message_id=message.message_id,
+                    contact_id=event.contact_id,
+                    template=event.name or "",
+                    channel=message.channel,
+                    request_event_id=event.id or 0,
+                ),
+                id=message.workflow_id,
+                task_queue=self.task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                rpc_timeout=RPC_TIMEOUT,
+            )
 
     async def _start(self, workflow: str, wid: str, run_input: JourneyInput) -> None:
         """Signal-with-start: a new run if none is open, else the trigger as a signal."""

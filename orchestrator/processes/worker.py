@@ -42,6 +42,7 @@ from ..settings import Settings
 from ..workflows.journey import JourneyWorkflow
 from ..workflows.kit import JourneyBase
 from ..workflows.segment_refresh import SegmentRefreshWorkflow
+from ..workflows.transactional import TransactionalMessageWorkflow
 from ..workflows.types import channel_queue
 
 
@@ -235,6 +236,7 @@ def build_worker(
                 workflows=[
                     *(workflows or [JourneyWorkflow, *python_journeys(settings)]),
                     SegmentRefreshWorkflow,
+                    TransactionalMessageWorkflow,
                 ],
                 activities=[
                     runs.enter_run,

@@ -216,7 +216,14 @@ class Renderer:
             if found.file is not None and found.file.startswith(str(self.templates_dir)):
                 file, line = found.file, found.line
             raise RenderError(found.what(), file, line, found.hint(), found) from exc
-        except (TemplateError, ValueError, TypeError, RecursionError, MemoryError) as exc:
+        except (
+            TemplateError,
+            ValueError,
+            TypeError,
+            ArithmeticError,
+            RecursionError,
+            MemoryError,
+        ) as exc:
             file, line = self._where(exc.__traceback__, name)
             what, hint = _describe(exc)
             raise RenderError(what, file, line, hint) from exc

@@ -217,7 +217,11 @@ def track_clicks(
 
     A rewrite that would take an SMS over its segment limit, or a push over FCM's size,
     is not made: that message goes out with its links as rendered (and a warning).
+    A transactional message of the API (no journey) keeps its links as the shop's back
+    end wrote them: a password-reset token must not pass through a redirect or be stored.
     """
+    if not message.journey_id:
+        return rendered
     tracking = journey_tracking(session, run)
     channel = rendered.channel
     clicks = (

@@ -1,4 +1,5 @@
-"""API keys: write keys for storefronts, admin keys for contact export and erasure.
+"""API keys: write keys for storefronts, server keys for the shop's back end (transactional
+messages), admin keys for contact export, erasure and reports.
 
 A key is shown once, when created; the store keeps its SHA-256 and a short
 prefix to tell keys apart (`journeys keys list`). Revoking is immediate.
@@ -18,8 +19,8 @@ from sqlmodel import select
 from .db import session_scope
 from .tables import ApiKey, utcnow
 
-KINDS = ("write", "admin")
-_PREFIX = {"write": "wk_", "admin": "ak_"}
+KINDS = ("write", "server", "admin")
+_PREFIX = {"write": "wk_", "server": "sk_", "admin": "ak_"}
 
 
 def key_hash(raw: str) -> str:
@@ -75,7 +76,7 @@ def revoke_key(engine: Engine, name: str) -> bool:
 
 
 def key_kind(engine: Engine, raw: str) -> str | None:
-    """'write' or 'admin' for a live key, None for an unknown or revoked one."""
+    """'write', 'server' or 'admin' for a live key, None for an unknown or revoked one."""
     with session_scope(engine) as session:
         row = session.exec(select(ApiKey).where(ApiKey.key_hash == key_hash(raw))).first()
         if row is None or row.revoked_at is not None:

@@ -328,7 +328,8 @@ class Suppression(SQLModel, table=True):
 
 
 class ApiKey(SQLModel, table=True):
-    """A write key (storefronts) or admin key (contact export and erasure).
+    """A write key (storefronts), server key (the shop's back end: transactional messages)
+    or admin key (contact export and erasure, reports).
 
     Only a SHA-256 of the key is kept; `prefix` lets people tell keys apart.
     """
@@ -337,7 +338,7 @@ class ApiKey(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=100, unique=True)
-    kind: str = Field(max_length=16)  # write | admin
+    kind: str = Field(max_length=16)  # write | server | admin
     prefix: str = Field(max_length=16)
     key_hash: str = Field(max_length=64, unique=True)
     created_at: datetime = _time(nullable=False, default=utcnow)

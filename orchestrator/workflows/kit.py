@@ -371,38 +371,10 @@ class JourneyBase:
             return result
 
     async def _deliver(self, request: t.SendRequest, prepared: t.SendResult) -> t.SendResult:
-        assert prepared.message_id is not None and prepared.channel is not None
-        try:
-            return await workflow.execute_activity(
-                t.DELIVER_MESSAGE,
-                t.DeliverRequest(
-                    prepared.message_id,
-                    (request.sender or {}).get(prepared.channel) or {},
-                    request.policy,
-                ),
-                result_type=t.SendResult,
-                task_queue=t.channel_queue(workflow.info().task_queue, prepared.channel),
-                **DELIVERING,
-            )
-        except ActivityError as exc:
-            if is_cancelled_exception(exc):
-                raise
-            cause = exc.cause
-            kind = getattr(cause, "type", None)
-            if kind == "AcceptedUnrecorded":  # the provider has it: never send it again
-                return t.SendResult(prepared.message_id, "sent", prepared.channel)
-            if kind != "PermanentSendError":  # DELIVERY_DEADLINE passed in transient errors
-                await self._bookkeeping(
-                    t.GIVE_UP_MESSAGE,
-                    t.GiveUpRequest(
-                        prepared.message_id,
-                        f"gave up after {DELIVERY_DEADLINE.total_seconds() / 3600:g} h of "
-                        f"retries (the provider may have accepted one): {cause}",
-                    ),
-                )
-            # The send activity logged the failure at WARNING, with journey and contact.
-            workflow.logger.info("send %s failed: %s", request.step_id, cause)
-            return t.SendResult(prepared.message_id, "failed", prepared.channel, str(cause))
+        async def give_up(req: t.GiveUpRequest) -> None:
+            await self._bookkeeping(t.GIVE_UP_MESSAGE, req)
+
+        return await deliver_prepared(request, prepared, give_up)
 
     async def _activity_send(
         self, name: str, arg: Any, options: dict[str, Any], task_queue: str | None = None
@@ -587,3 +559,43 @@ class JourneyBase:
                 name, arg, result_type=result_type, **BOOKKEEPING
             )
         return await workflow.execute_activity(name, arg, result_type=result_type, **BOOKKEEPING)
+
+
+async def deliver_prepared(
+    request: t.SendRequest,
+    prepared: t.SendResult,
+    give_up: Callable[[t.GiveUpRequest], Awaitable[None]],
+) -> t.SendResult:
+    """Deliver a prepared message on its channel's task queue (the provider's quota);
+    when transient failures outlast DELIVERY_DEADLINE, `give_up` settles the ledger row."""
+    assert prepared.message_id is not None and prepared.channel is not None
+    try:
+        return await workflow.execute_activity(
+            t.DELIVER_MESSAGE,
+            t.DeliverRequest(
+                prepared.message_id,
+                (request.sender or {}).get(prepared.channel) or {},
+                request.policy,
+            ),
+            result_type=t.SendResult,
+            task_queue=t.channel_queue(workflow.info().task_queue, prepared.channel),
+            **DELIVERING,
+        )
+    except ActivityError as exc:
+        if is_cancelled_exception(exc):
+            raise
+        cause = exc.cause
+        kind = getattr(cause, "type", None)
+        if kind == "AcceptedUnrecorded":  # the provider has it: never send it again
+            return t.SendResult(prepared.message_id, "sent", prepared.channel)
+        if kind != "PermanentSendError":  # DELIVERY_DEADLINE passed in transient errors
+            await give_up(
+                t.GiveUpRequest(
+                    prepared.message_id,
+                    f"gave up after {DELIVERY_DEADLINE.total_seconds() / 3600:g} h of "
+                    f"retries (the provider may have accepted one): {cause}",
+                )
+            )
+        # The send activity logged the failure at WARNING, with journey and contact.
+        workflow.logger.info("send %s failed: %s", request.step_id, cause)
+        return t.SendResult(prepared.message_id, "failed", prepared.channel, str(cause))

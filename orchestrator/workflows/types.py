@@ -28,6 +28,9 @@ RUN_ACTION = "run_action"  # award_points, issue_coupon, webhook, track
 SAVE_EVENT = "save_event"  # `wait_for: {save_as: ...}`: the matched event onto the run
 
 
+MESSAGE_WORKFLOW = "TransactionalMessageWorkflow"
+
+
 def channel_queue(task_queue: str, channel: str) -> str:
     """The task queue a channel's deliveries run on: its rate limit is the provider's quota."""
     return f"{task_queue}-{channel}"
@@ -168,6 +171,17 @@ class SendRequest:
     policy: dict[str, Any] = field(default_factory=dict)  # the journey's `policy:` block
     sender: dict[str, Any] = field(default_factory=dict)  # the journey's `sender:` block
     deferrals: int = 0  # how many times this send was deferred already
+
+
+@dataclass
+class MessageInput:
+    """A transactional message (`POST /v1/messages`): its ledger row and request exist."""
+
+    message_id: str
+    contact_id: str
+    template: str
+    channel: str | list[str]
+    request_event_id: int  # the stored request: its properties are `event.properties`
 
 
 @dataclass
