@@ -276,7 +276,8 @@ async def test_the_command_end_to_end(
         assert result.stdout.splitlines()[-1].startswith("replay not done: cannot reach Temporal")
         assert "warning: Temporal could not be reached" in result.stderr
 
-        # Two deployed versions, as JSON; an edited message file is named, with who gets it.
+        # Two deployed versions, as JSON; an edited message file is named, exactly (its
+        # content against the one version 1 pinned), and runs in flight keep theirs.
         (templates / "late" / "email.text").write_text("reworded")
         result = await asyncio.to_thread(
             journeys, sqlite_engine, temporal, "promo@1", "promo", "--json", *folder
@@ -289,11 +290,10 @@ async def test_the_command_end_to_end(
             "step `offer` (send hello by email): template hello → late",
             "step `nudge` (send late by email) removed",
             "step `bye` (send hello by email) added",
-            "message late: files modified since the old version was deployed",
+            "template file late/email.text edited (message late)",
         ]
         assert promo["changes"][-1]["impact"] == (
-            "2 contacts on version 1, 1 contact on version 2 still send it: templates are not "
-            "versioned, they get the files on disk at their next send"
+            "runs in flight keep the files of the version they entered on; new entries get the edit"
         )
         assert body["replay"]["checked"] == 3 and body["replay"]["broke"] == {}
 
@@ -340,3 +340,36 @@ def test_a_journey_never_deployed_and_a_broken_file(workdir: Path) -> None:
     assert "invalid duration '1x'" in result.stderr
     assert "1 problem(s) found: fix them to compare" in result.stderr
     engine.dispose()
+
+
+def test_an_edited_template_reaches_only_runs_of_unpinned_versions() -> None:
+    """Versions deployed before templates were pinned read the folder at each send; the
+    pinned ones keep their files."""
+    from orchestrator.deployment.changes import Change
+    from orchestrator.deployment.impact import InFlight, impact
+
+    spec = Journey.model_validate(
+        {
+            "id": "promo",
+            "name": "Promo",
+            "trigger": {"event": "Signed Up"},
+            "steps": [
+                {"wait": "1d"},
+                {"send": {"id": "offer", "channel": "email", "template": "late"}},
+            ],
+        }
+    )
+    change = Change("template_files", "template file late/email.text edited", template="late")
+    legacy = InFlight("promo", {1: {None: 2}, 2: {None: 1}}, {1: spec, 2: spec}, pinned={2})
+    assert impact(change, None, legacy).sentence == (
+        "2 contacts on version 1 still send it: versions deployed before templates were "
+        "pinned get the files on disk at their next send"
+    )
+    pinned = InFlight("promo", {2: {None: 1}}, {2: spec}, pinned={2})
+    assert impact(change, None, pinned).sentence == (
+        "runs in flight keep the files of the version they entered on; new entries get the edit"
+    )
+    shared = Change("template_files", "template file _partials/footer.html edited")
+    assert str(impact(shared, None, legacy).sentence).startswith(
+        "2 contacts on version 1 still send"
+    )

@@ -57,6 +57,7 @@ TABLES = {
     "coupons",
     "segments",
     "segment_members",
+    "template_blobs",
 }
 
 

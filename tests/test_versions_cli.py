@@ -71,3 +71,46 @@ def test_versions_lists_each_version_with_its_runs_and_changes(tmp_path: Path) -
     typo = CliRunner().invoke(main, ["versions", "prom", "--data-dir", str(data)])
     assert typo.exit_code == 1
     assert "no journey 'prom' was ever deployed; did you mean 'promo'?" in typo.output
+
+
+def test_a_template_edit_is_a_version_and_a_rollback_is_shown(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    engine = make_engine(sqlite_url(data))
+    migrate(engine)
+    folder = tmp_path / "journeys"
+    templates = tiny_templates(tmp_path / "templates", ("hello",))
+    write_journey(folder, "promo", textwrap.dedent(V1))
+    deploy(engine, folder, Renderer(templates))
+    (templates / "hello" / "email.subject").write_text("Hello again, {{ contact.id }}")
+    (templates / "hello" / "ru").mkdir()
+    (templates / "hello" / "ru" / "email.subject").write_text("Привет")
+    (templates / "hello" / "ru" / "email.text").write_text("Текст")
+    deploy(engine, folder, Renderer(templates))
+    with session_scope(engine) as session:
+        from orchestrator.store.versions import roll_back
+
+        roll_back(session, "promo", 1)
+    engine.dispose()
+
+    result = CliRunner().invoke(main, ["versions", "promo", "--data-dir", str(data)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == (
+        "promo: 2 version(s), v1 is current for new entries (rolled back; journeys deploy "
+        "--release promo deploys the file)"
+    )
+    assert lines[1:5] == [
+        lines[1],
+        "    - template file hello/email.subject edited (message hello)",
+        "    - template file hello/ru/email.subject added (message hello)",
+        "    - template file hello/ru/email.text added (message hello)",
+    ]
+    assert lines[1].startswith("v2  deployed ") and "current" not in lines[1]
+    assert lines[5].startswith("v1  deployed ") and "  current, rolled back  " in lines[5]
+    as_json = CliRunner().invoke(main, ["versions", "promo", "--json", "--data-dir", str(data)])
+    versions = json.loads(as_json.output)["versions"]
+    assert [(v["version"], v["current"], v["rolled_back"]) for v in versions] == [
+        (2, False, False),
+        (1, True, True),
+    ]

@@ -63,6 +63,7 @@ from ..store.recommendations import LazyRecommendations, recommendations
 from ..store.suppressions import opt_out, suppress, suppressed_addresses
 from ..store.tables import Contact, Event, JourneyRun, Message, utcnow
 from ..workflows import types as t
+from .pinned_templates import PinnedTemplates
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +164,8 @@ class SendActivities:
         settings: Settings | None = None,
     ) -> None:
         self.engine = engine
-        self.renderer = renderer
+        self.renderer = renderer  # the templates folder: versions without pins, the API's
+        self.pins = PinnedTemplates(renderer)
         self.adapters = adapters  # logical channel -> adapter instance
         self.links = links
         self.settings = settings or Settings()
@@ -324,7 +326,7 @@ class SendActivities:
             if not found:
                 refusals.append(no_address(contact, channel))
                 continue
-            if not self.renderer.has_channel(req.template, channel):
+            if not self._renderer(session, req).has_channel(req.template, channel):
                 refusals.append(f"message {req.template!r} has no {channel} version")
                 continue
             refusal = consent_refusal(contact.consent or {}, channel, req.category, explicit)
@@ -416,9 +418,13 @@ class SendActivities:
             "message": {"id": message_id, "channel": channel, **self.links.for_message(message_id)},
         }
         try:
-            return self.renderer.render(req.template, channel, context)
+            return self._renderer(session, req).render(req.template, channel, context)
         except RenderError as exc:
             return exc
+
+    def _renderer(self, session: Session, req: t.SendRequest) -> Renderer:
+        """The run's version's pinned templates, else the templates folder."""
+        return self.pins.for_run(session, self._run(session, req))
 
     @staticmethod
     def _run(session: Session, req: t.SendRequest) -> JourneyRun | None:
@@ -443,7 +449,7 @@ class SendActivities:
         else:  # the contact changed in between (consent, a new address): render it now
             rendered = self._content(session, req, contact, row.id, row.channel, now)
         if isinstance(rendered, RenderError):
-            where = _template_file(rendered, self.renderer.templates_dir)
+            where = _template_file(rendered, self._renderer(session, req).templates_dir)
             _set(row, "failed", f"template {req.template}: {rendered.what}{where}", check="render")
             return
         run = self._run(session, req)

@@ -485,27 +485,51 @@ def list_journeys(data_dir: Path | None) -> None:
 @click.option("--templates", "templates_dir", type=click.Path(path_type=Path), help="Templates.")
 @data_dir_option
 @retire_all_option
+@click.option(
+    "--rollback",
+    nargs=2,
+    metavar="JOURNEY VERSION",
+    help="Make an older version current for new entries (and keep it so), deploy nothing.",
+)
+@click.option(
+    "--release",
+    multiple=True,
+    metavar="JOURNEY",
+    help="Deploy JOURNEY's file although it was rolled back (repeatable).",
+)
 def deploy_command(
     journeys_dir: Path | None,
     templates_dir: Path | None,
     data_dir: Path | None,
     retire_all: bool,
+    rollback: tuple[str, str] | None,
+    release: tuple[str, ...],
 ) -> None:
     """Make the journeys folder exactly the deployed set: validate everything, store new
-    versions, retire journeys whose file is gone and reactivate those whose file is back.
+    versions (a journey's spec and the template files it sends with), retire journeys whose
+    file is gone and reactivate those whose file is back.
 
-    Runs in flight finish on their version. `journeys worker` never retires a journey
-    (its checkout may be older than what is deployed): run this after a rollout.
+    Runs in flight finish on their version, with its templates. `journeys worker` never
+    retires a journey (its checkout may be older than what is deployed): run this after a
+    rollout. `--rollback JOURNEY V` makes version V current again; deploys from files then
+    leave that journey on it until `--release JOURNEY`.
     """
     from ..deployment import deploy
     from ..rendering import Renderer
 
     settings = _settings(journeys_dir=journeys_dir, templates_dir=templates_dir, data_dir=data_dir)
+    if rollback:
+        _roll_back(settings, *rollback)
+        return
     _journeys_folder(settings, journeys_dir)
     engine = _store(settings)
     try:
         versions = deploy(
-            engine, settings.journeys_dir, Renderer.from_settings(settings), retire_all=retire_all
+            engine,
+            settings.journeys_dir,
+            Renderer.from_settings(settings),
+            retire_all=retire_all,
+            release=release,
         )
     finally:
         engine.dispose()
@@ -513,6 +537,29 @@ def deploy_command(
         click.echo(version.describe(settings.journeys_dir))
     if not versions:
         click.echo(f"no journeys in {settings.journeys_dir}: nothing deployed, nothing retired")
+
+
+def _roll_back(settings: Any, journey_id: str, version_text: str) -> None:
+    from ..store.db import session_scope
+    from ..store.versions import RollbackRefused, roll_back
+
+    number = version_text.removeprefix("v")
+    if not number.isdigit():
+        _fail(f"--rollback {journey_id} {version_text}: the version is a number, e.g. 2 or v2")
+    engine = _store(settings)
+    try:
+        with session_scope(engine) as session:
+            row = roll_back(session, journey_id, int(number))
+            current = row.version
+    except RollbackRefused as exc:
+        _fail(str(exc))
+    finally:
+        engine.dispose()
+    click.echo(
+        f"journey: {journey_id} rolled back to v{current}: new entries start on it, runs in "
+        f"flight stay on theirs; deploys leave it there until "
+        f"`journeys deploy --release {journey_id}`"
+    )
 
 
 @main.command()

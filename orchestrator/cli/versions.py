@@ -48,6 +48,7 @@ def versions_command(journey_id: str, as_json: bool, data_dir: Path | None) -> N
                             "version": v.version,
                             "deployed_at": v.deployed_at.isoformat(),
                             "current": v.active,
+                            "rolled_back": v.rolled_back,
                             "retired_at": v.retired_at.isoformat() if v.retired_at else None,
                             "runs_active": v.runs_active,
                             "runs_total": v.runs_total,
@@ -63,9 +64,11 @@ def versions_command(journey_id: str, as_json: bool, data_dir: Path | None) -> N
         return
     current = next((v.version for v in history if v.active), None)
     now = f"v{current} is current for new entries" if current else "retired: no new entries"
+    if any(v.rolled_back and v.active for v in history):
+        now += f" (rolled back; journeys deploy --release {journey_id} deploys the file)"
     click.echo(f"{journey_id}: {len(history)} version(s), {now}")
     for v in history:
-        state = "current" if v.active else ""
+        state = ("current, rolled back" if v.rolled_back else "current") if v.active else ""
         if v.retired_at is not None:
             state = f"retired {v.retired_at:%Y-%m-%d %H:%M}"
         line = f"v{v.version}  deployed {v.deployed_at:%Y-%m-%d %H:%M} UTC"
@@ -75,6 +78,6 @@ def versions_command(journey_id: str, as_json: bool, data_dir: Path | None) -> N
         if v.version == history[-1].version:
             click.echo("    first version")
         elif not v.changes:
-            click.echo("    no change in the steps")
+            click.echo("    no change in the steps or templates")
         for change in v.changes:
             click.echo(f"    - {change}")

@@ -16,6 +16,7 @@ Which journeys are active afterwards depends on who deploys:
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -26,8 +27,18 @@ from ..dsl.problems import Problem
 from ..rendering import Renderer
 from ..segments.membership import store_segments
 from ..store.db import session_scope
-from ..store.versions import active_versions, deploy_journey, is_retired, retire_others
+from ..store.template_blobs import store_blobs
+from ..store.versions import (
+    active_versions,
+    deploy_journey,
+    is_retired,
+    release_hold,
+    retire_others,
+    rollback_hold,
+)
+from .changes import sends
 from .event_names import store_names
+from .template_pins import manifest, pinned_files, version_hash
 from .validation import Validation, validate
 
 log = logging.getLogger(__name__)
@@ -42,13 +53,18 @@ class DeployedVersion:
     journey_id: str
     version: int
     path: str
-    status: Literal["active", "retired"] = "active"
+    status: Literal["active", "retired", "held"] = "active"
     reactivated: bool = False
 
     def describe(self, folder: Path) -> str:
         """What `journeys dev` and `journeys deploy` print for it."""
         if self.status == "retired":  # its runs in flight finish
             return f"journey: {self.journey_id} v{self.version} retired: not in {folder}"
+        if self.status == "held":  # rolled back: the file waits for --release
+            return (
+                f"journey: {self.journey_id} stays on v{self.version} (rolled back; "
+                f"journeys deploy --release {self.journey_id} deploys {self.path})"
+            )
         if self.reactivated:  # retired by an earlier deploy, its file is back
             return f"journey: {self.journey_id} v{self.version} reactivated ({self.path})"
         return f"journey: {self.journey_id} v{self.version} ({self.path})"
@@ -75,6 +91,7 @@ class DeployPlan:
     journeys_dir: Path
     validation: Validation
     retire_missing: bool
+    templates_dir: Path | None = None  # pinned into each version; None pins nothing
 
 
 def deploy(
@@ -84,6 +101,7 @@ def deploy(
     *,
     retire_missing: bool = True,
     retire_all: bool = False,
+    release: Iterable[str] = (),
 ) -> list[DeployedVersion]:
     """All or nothing: one invalid journey (or message that does not render), or one
     problem in segments.yaml, and nothing is. Warnings (an event name nothing is known
@@ -98,7 +116,7 @@ def deploy(
     plan = plan_deploy(
         engine, journeys_dir, templates, retire_missing=retire_missing, retire_all=retire_all
     )
-    return apply_deploy(engine, plan)
+    return apply_deploy(engine, plan, release)
 
 
 def plan_deploy(
@@ -131,18 +149,47 @@ def plan_deploy(
             )
     for warning in result.warnings:
         log.warning("%s", warning)
-    return DeployPlan(journeys_dir, result, retire_missing)
+    return DeployPlan(journeys_dir, result, retire_missing, renderer.templates_dir)
 
 
-def apply_deploy(engine: Engine, plan: DeployPlan) -> list[DeployedVersion]:
-    """Store what `plan_deploy` validated: new versions, retirements, segments."""
+def apply_deploy(
+    engine: Engine, plan: DeployPlan, release: Iterable[str] = ()
+) -> list[DeployedVersion]:
+    """Store what `plan_deploy` validated: new versions, retirements, segments.
+
+    A journey held on a rolled-back version keeps it (reported `held`) unless it is in
+    `release` (`journeys deploy --release JOURNEY`): then its file is deployed as usual.
+    """
     result, journeys_dir, retire_missing = plan.validation, plan.journeys_dir, plan.retire_missing
+    release = set(release)
+    for journey_id in release:
+        with session_scope(engine) as session:
+            release_hold(session, journey_id)
     deployed = []
     for item in result.journeys:
         spec = item.journey.model_dump(mode="json", by_alias=True)
+        files = pinned_files(plan.templates_dir, sends(item.journey)) if plan.templates_dir else {}
+        pins = manifest(files)
+        with session_scope(engine) as session:  # before the version naming them
+            store_blobs(session, files, pins)
         # One session each: deploy_journey rolls its session back when it loses a race
         # with another process, which must not undo the journeys deployed before it.
         with session_scope(engine) as session:
+            held = rollback_hold(session, item.journey.id)
+            digest = version_hash(item.spec_hash, pins)
+            if held is not None and held.spec_hash != digest and item.journey.id not in release:
+                log.warning(
+                    "journey %s stays on v%d, where `journeys deploy --rollback` put it; "
+                    "`journeys deploy --release %s` deploys %s",
+                    item.journey.id,
+                    held.version,
+                    item.journey.id,
+                    item.path,
+                )
+                deployed.append(
+                    DeployedVersion(held.journey_id, held.version, str(item.path), "held")
+                )
+                continue
             retired = is_retired(session, item.journey.id)
             if retired and not retire_missing:
                 log.warning(
@@ -152,7 +199,9 @@ def apply_deploy(engine: Engine, plan: DeployPlan) -> list[DeployedVersion]:
                     item.path,
                 )
                 continue
-            row = deploy_journey(session, item.journey.id, spec, item.spec_hash, str(item.path))
+            row = deploy_journey(
+                session, item.journey.id, spec, digest, str(item.path), templates=pins
+            )
             deployed.append(
                 DeployedVersion(row.journey_id, row.version, str(item.path), reactivated=retired)
             )

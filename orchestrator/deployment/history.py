@@ -15,7 +15,8 @@ from sqlmodel import Session, col, select
 
 from ..dsl import models as m
 from ..store.tables import JourneyRun, JourneyVersion
-from .changes import compare
+from .changes import compare, sends
+from .template_pins import describe_pin_changes
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class VersionSummary:
     runs_total: int
     changes: tuple[str, ...]  # since the version before it, in a marketer's words
     source_path: str | None
+    rolled_back: bool = False  # made current by `journeys deploy --rollback`
 
 
 def version_history(session: Session, journey_id: str) -> list[VersionSummary]:
@@ -48,9 +50,16 @@ def version_history(session: Session, journey_id: str) -> list[VersionSummary]:
     }
     found = []
     previous: m.Journey | None = None
+    previous_pins: dict[str, str] = {}
     for row in rows:
         model = m.Journey.model_validate(row.spec)
         changes = [c.text for c in compare(previous, model)] if previous is not None else []
+        pins = dict(row.templates or {})
+        if previous is not None and previous_pins and pins:
+            names = set(sends(previous)) | set(sends(model))
+            changes += [text for _, text in describe_pin_changes(previous_pins, pins, names)]
+        elif previous is not None and pins and not previous_pins:
+            changes.append("template files pinned from this version on")
         running, total = counts.get(row.version, (0, 0))
         found.append(
             VersionSummary(
@@ -62,7 +71,8 @@ def version_history(session: Session, journey_id: str) -> list[VersionSummary]:
                 runs_total=total,
                 changes=tuple(changes),
                 source_path=row.source_path,
+                rolled_back=row.rolled_back_at is not None,
             )
         )
-        previous = model
+        previous, previous_pins = model, pins
     return list(reversed(found))

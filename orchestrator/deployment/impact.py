@@ -56,6 +56,7 @@ class InFlight:
     journey_id: str
     runs: dict[int, dict[str | None, int]] = field(default_factory=dict)
     specs: dict[int, m.Journey] = field(default_factory=dict)
+    pinned: set[int] = field(default_factory=set)  # versions rendering their own files
 
     @property
     def per_version(self) -> dict[int, int]:
@@ -113,12 +114,13 @@ def in_flight(engine: Engine, journey_id: str) -> InFlight:
             result.runs.setdefault(version, {})[step] = int(n)
         if result.runs:
             rows = session.exec(
-                select(JourneyVersion.version, JourneyVersion.spec).where(
+                select(JourneyVersion.version, JourneyVersion.spec, JourneyVersion.templates).where(
                     JourneyVersion.journey_id == journey_id,
                     col(JourneyVersion.version).in_(sorted(result.runs)),
                 )
-            )
-            result.specs = {v: m.Journey.model_validate(spec) for v, spec in rows}
+            ).all()
+            result.specs = {v: m.Journey.model_validate(spec) for v, spec, _ in rows}
+            result.pinned = {v for v, _, pins in rows if pins}
     return result
 
 
@@ -165,6 +167,14 @@ def _one(counts: dict[int, int]) -> bool:
     return sum(counts.values()) == 1
 
 
+def _sending(spec: m.Journey, template: str | None) -> list[str]:
+    """The steps sending `template`; every send step for a shared file (None)."""
+    found = sends(spec)
+    if template is None:
+        return [step for steps in found.values() for step in steps]
+    return found.get(template, [])
+
+
 def _versions(counts: dict[int, int]) -> str:
     return ", ".join(f"{_people(n)} on version {v}" for v, n in counts.items())
 
@@ -174,17 +184,27 @@ def impact(change: Change, old_step: Any, flight: InFlight) -> Impact:
     if change.kind == "journey":
         return Impact(change, [], None)
     if change.kind == "template_files":
+        # Versions that pinned their files keep them: only unpinned (older) ones read disk.
         by_version = {
-            v: sends(spec).get(change.template or "", []) for v, spec in flight.specs.items()
+            v: _sending(spec, change.template)
+            for v, spec in flight.specs.items()
+            if v not in flight.pinned
         }
         counts = flight.reaching_any(by_version)
+        if not counts and any(v in flight.pinned for v in flight.runs):
+            return Impact(
+                change,
+                [],
+                "runs in flight keep the files of the version they entered on; "
+                "new entries get the edit",
+            )
         if not counts:
             return Impact(change, [], "no contact in flight still sends it")
         return Impact(
             change,
             [AtStep(v, 0, n, change.template or "") for v, n in counts.items()],
-            f"{_versions(counts)} still {'sends' if _one(counts) else 'send'} it: templates "
-            "are not versioned, they get the files on disk at their next send",
+            f"{_versions(counts)} still {'sends' if _one(counts) else 'send'} it: versions "
+            "deployed before templates were pinned get the files on disk at their next send",
         )
     if change.kind == "added":
         total = flight.per_version

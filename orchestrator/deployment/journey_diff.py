@@ -9,7 +9,7 @@ that journey: the question is nearly always "what does deploying my edit do?".
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from ..store.db import session_scope
 from ..store.tables import JourneyVersion
 from .changes import Change, compare, sends, template_edits
 from .impact import Impact, InFlight, impacts, in_flight
+from .template_pins import describe_pin_changes, manifest, pinned_files, version_hash
 
 _AT_VERSION = re.compile(r"^([a-z][a-z0-9_]{0,62})@v?(\d+)$")
 _ID = re.compile(m.ID_PATTERN)
@@ -43,6 +44,7 @@ class Side:
     version: int | None = None
     deployed_at: datetime | None = None
     path: Path | None = None
+    pins: dict[str, str] | None = None  # the template files a deployed version pinned
 
 
 @dataclass
@@ -158,6 +160,7 @@ def deployed(engine: Engine, journey_id: str, version: int | None = None) -> Sid
             row.spec_hash,
             row.version,
             row.deployed_at,
+            pins=dict(row.templates or {}),
         )
 
 
@@ -252,14 +255,23 @@ def _deploying(engine: Engine, new: Side, flight: dict[int, int]) -> str:
 
 def diff(engine: Engine, old: Side | None, new: Side, templates_dir: Path | None) -> JourneyDiff:
     journey_id = (old or new).journey.id
+    if new.path is not None and templates_dir is not None and new.spec_hash is not None:
+        # A file is deployed with the template files it sends: they make its version too.
+        pins = manifest(pinned_files(templates_dir, sends(new.journey)))
+        new = replace(new, spec_hash=version_hash(new.spec_hash, pins), pins=pins)
     flight = in_flight(engine, journey_id)
     result = JourneyDiff(journey_id, old, new, _deploying(engine, new, flight.per_version))
     result.in_flight = flight.per_version
     if old is None:
         return result
     changes = compare(old.journey, new.journey)
-    if templates_dir is not None and old.deployed_at is not None and new.path is not None:
-        names = set(sends(old.journey)) | set(sends(new.journey))
+    names = set(sends(old.journey)) | set(sends(new.journey))
+    if old.pins and new.pins is not None:  # exactly which files differ
+        changes += [
+            Change("template_files", text, template=message)
+            for message, text in describe_pin_changes(old.pins, new.pins, names)
+        ]
+    elif templates_dir is not None and old.deployed_at is not None and new.path is not None:
         changes += template_edits(templates_dir, names, old.deployed_at)
     # Runs already on NEW (a deployed version, or the one NEW's spec reverts to) have
     # the change: what deploying does concerns the others.
@@ -268,6 +280,7 @@ def diff(engine: Engine, old: Side | None, new: Side, templates_dir: Path | None
         flight.journey_id,
         {v: steps for v, steps in flight.runs.items() if v != same},
         flight.specs,
+        flight.pinned,
     )
     result.impacts = impacts(changes, old.journey, others)
     result.already = same

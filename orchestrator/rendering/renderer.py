@@ -102,6 +102,17 @@ class Renderer:
             sms_max_segments=settings.sms_max_segments,
         )
 
+    def over(self, templates_dir: Path) -> Renderer:
+        """The same renderer reading another templates folder (a version's pinned files)."""
+        return Renderer(
+            templates_dir,
+            default_locale=self.default_locale,
+            default_currency=self.default_currency,
+            default_timezone=self.default_timezone,
+            sms_max_segments=self.sms_max_segments,
+            limits=self.limits,
+        )
+
     def message(self, template: str) -> Message:
         return Message(self.templates_dir, template)
 

@@ -10,7 +10,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Dialect, Index, UniqueConstraint, false, text
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Dialect,
+    Index,
+    LargeBinary,
+    UniqueConstraint,
+    false,
+    text,
+)
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -147,6 +157,12 @@ class JourneyVersion(SQLModel, table=True):
     `active` marks the version new entries start on, at most one per journey. A journey
     retired by a deploy (its file is gone) has none: every version is inactive, and the
     one that was active carries `retired_at`. Its runs in flight finish on their version.
+
+    `templates` pins the message files the version sends with, `{path: sha256}` of
+    `TemplateBlob` rows: its runs render what they were deployed with, whatever the
+    folder holds later (empty for versions deployed before pinning: they read the
+    folder). `rolled_back_at`: `journeys deploy --rollback` made this older version
+    current, and deploys from files leave it so until `--release`.
     """
 
     __tablename__ = "journey_versions"
@@ -164,6 +180,18 @@ class JourneyVersion(SQLModel, table=True):
     active: bool = True
     deployed_at: datetime = _time(nullable=False, default=utcnow)
     retired_at: datetime | None = _time(nullable=True)
+    templates: dict[str, Any] = _json()
+    rolled_back_at: datetime | None = _time(nullable=True)
+
+
+class TemplateBlob(SQLModel, table=True):
+    """One template file's content, stored once by its sha256 for every version pinning it."""
+
+    __tablename__ = "template_blobs"
+
+    hash: str = Field(primary_key=True, max_length=64)
+    content: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    stored_at: datetime = _time(nullable=False, default=utcnow)
 
 
 class JourneyRun(SQLModel, table=True):

@@ -37,6 +37,7 @@ def deploy_journey(
     spec: dict[str, Any],
     spec_hash: str,
     source_path: str | None,
+    templates: dict[str, str] | None = None,
 ) -> JourneyVersion:
     """Make `spec` the active version of `journey_id`; add a version only for a new spec.
 
@@ -56,7 +57,7 @@ def deploy_journey(
     """
     for attempt in range(1, _MAX_ATTEMPTS + 1):
         try:
-            return _deploy_once(session, journey_id, spec, spec_hash, source_path)
+            return _deploy_once(session, journey_id, spec, spec_hash, source_path, templates)
         except IntegrityError:
             session.rollback()
             if attempt == _MAX_ATTEMPTS:
@@ -70,6 +71,7 @@ def _deploy_once(
     spec: dict[str, Any],
     spec_hash: str,
     source_path: str | None,
+    templates: dict[str, str] | None = None,
 ) -> JourneyVersion:
     row = _find_by_hash(session, journey_id, spec_hash)
     if row is None:
@@ -81,6 +83,7 @@ def _deploy_once(
             spec=spec,
             source_path=source_path,
             active=True,
+            templates=dict(templates or {}),
         )
         session.add(row)
         # Insert before touching the other rows: a competing deploy collides here.
@@ -113,6 +116,70 @@ def _make_only_active(session: Session, row: JourneyVersion) -> None:
     if row.retired_at is not None:  # deployed again: reactivated
         row.retired_at = None
     session.flush()
+
+
+def rollback_hold(session: Session, journey_id: str) -> JourneyVersion | None:
+    """The version `journeys deploy --rollback` made current, while it still is."""
+    return session.exec(
+        select(JourneyVersion).where(
+            JourneyVersion.journey_id == journey_id,
+            col(JourneyVersion.active).is_(True),
+            col(JourneyVersion.rolled_back_at).is_not(None),
+        )
+    ).first()
+
+
+def release_hold(session: Session, journey_id: str) -> bool:
+    """Let deploys from files replace a rolled-back version again; True if one was held."""
+    held = session.exec(
+        select(JourneyVersion).where(
+            JourneyVersion.journey_id == journey_id,
+            col(JourneyVersion.rolled_back_at).is_not(None),
+        )
+    ).all()
+    for row in held:
+        row.rolled_back_at = None
+    session.flush()
+    return any(held)
+
+
+class RollbackRefused(ValueError):
+    """The version to roll back to does not exist or is current already."""
+
+
+def roll_back(session: Session, journey_id: str, version: int) -> JourneyVersion:
+    """Make an older `version` the one new entries start on, and hold it there: deploys
+    from files (a worker's start-up too) leave the journey on it until released. Runs in
+    flight stay on their versions."""
+    row = get_version(session, journey_id, version)
+    if row is None:
+        known = session.exec(
+            select(JourneyVersion.version)
+            .where(JourneyVersion.journey_id == journey_id)
+            .order_by(col(JourneyVersion.version))
+        ).all()
+        if not known:
+            raise RollbackRefused(f"no journey {journey_id!r} was ever deployed")
+        listed = ", ".join(f"v{v}" for v in known)
+        raise RollbackRefused(
+            f"journey {journey_id!r} has no version {version} (it has {listed}; "
+            f"see journeys versions {journey_id})"
+        )
+    if row.active:
+        raise RollbackRefused(
+            f"v{version} of {journey_id} is already the current version: nothing to roll back"
+        )
+    _make_only_active(session, row)
+    for other in session.exec(
+        select(JourneyVersion).where(
+            JourneyVersion.journey_id == journey_id,
+            col(JourneyVersion.rolled_back_at).is_not(None),
+        )
+    ).all():
+        other.rolled_back_at = None
+    row.rolled_back_at = utcnow()
+    session.flush()
+    return row
 
 
 def is_retired(session: Session, journey_id: str) -> bool:
