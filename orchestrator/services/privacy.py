@@ -61,6 +61,7 @@ from ..analytics.counts import Cohort, bump
 from ..dsl.models import IDENTIFY, Journey
 from ..store.db import session_scope
 from ..store.identity import aliases_of, canonical_id
+from ..store.message_requests import WORKFLOW_PREFIX as MESSAGE_WORKFLOW_PREFIX
 from ..store.orders import run_key
 from ..store.suppressions import address_digest, pseudonymize
 from ..store.tables import (
@@ -627,8 +628,14 @@ def _erase_commerce(
 def _scrub(message: Message, tombs: Tombstones, now: datetime) -> None:
     """Keep the ledger facts (what, when, status, provider id); drop who and what it said."""
     old_wid = message.workflow_id
-    message.workflow_id = _tombstoned(old_wid, message.journey_id, tombs)
-    message.idempotency_key = _rekeyed(message.idempotency_key, old_wid, message.workflow_id, tombs)
+    # A transactional message's workflow id (`message:<uuid>` or `message:k-<hash>`)
+    # holds no contact id, and its running workflow finds the row by that key: a
+    # replaced substring (a userId "4" is in every uuid4) made it write a new row.
+    if message.journey_id or not old_wid.startswith(MESSAGE_WORKFLOW_PREFIX):
+        message.workflow_id = _tombstoned(old_wid, message.journey_id, tombs)
+        message.idempotency_key = _rekeyed(
+            message.idempotency_key, old_wid, message.workflow_id, tombs
+        )
     message.contact_id = tombs.of(message.contact_id)
     message.recipient = None
     message.content = {}
