@@ -66,3 +66,33 @@ async def test_erasure_before_the_send_leaves_no_row_naming_the_contact(bench: B
         assert len(rows) == 1
         assert rows[0].status == "failed"
     assert "four@example.com" not in bench.console.getvalue()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="design defect, not fixed: the address of a transactional message is the "
+    "contact's, which any holder of the public write key may overwrite with an identify",
+)
+async def test_a_write_key_cannot_redirect_a_password_reset(bench: Bench) -> None:
+    """The storefront's write key is public (docs/journeys.md). With it anyone may send
+    `identify {userId: ann, traits: {email: theirs}}`; the shop's back end then asks for
+    ann's password reset, and the reset link goes to the attacker: account takeover."""
+    await bench.identify("ann", email="ann@example.com")
+    key = create_key(bench.engine, "backend", "server")
+    async with client(bench) as api:
+        hijack = await api.post(
+            "/v1/identify",
+            json={"userId": "ann", "traits": {"email": "attacker@evil.example"}},
+            headers={"X-Write-Key": WRITE},
+        )
+        assert hijack.status_code == 200, hijack.text
+        r = await api.post("/v1/messages", json=RESET, headers={"Authorization": f"Bearer {key}"})
+        assert r.status_code == 202, r.text
+    async with bench.worker():
+        await bench.route_all()
+        with session_scope(bench.engine) as session:
+            workflow = session.get(Message, r.json()["id"]).workflow_id  # type: ignore[union-attr]
+        await bench.client.get_workflow_handle(workflow).result()
+    sent = bench.console.getvalue()
+    assert "secret-token" in sent
+    assert "attacker@evil.example" not in sent
