@@ -118,8 +118,9 @@ def _parse(payload: dict[str, Any], header_key: str | None) -> MessageRequest:
         contact = str(contact)  # Segment clients send numeric ids too
     if not isinstance(contact, str) or len(contact) > 255 or "\x00" in contact:
         raise ApiError(400, f"{ids[0]} must be text of 1 to 255 characters", ids[0])
-    channel = _channel(payload.get("channel", "email"))
-    properties = payload.get("properties", {})
+    # null is "not sent", as for anonymousId and idempotencyKey: many serializers write it.
+    channel = _channel(payload["channel"] if payload.get("channel") is not None else "email")
+    properties = payload["properties"] if payload.get("properties") is not None else {}
     if not isinstance(properties, dict):
         raise ApiError(
             400, "properties must be an object: the template reads event.properties", "properties"
