@@ -109,9 +109,7 @@ async def test_null_optional_fields_are_absent_as_for_the_other_fields(sqlite_en
     with session_scope(sqlite_engine) as session:
         session.add(Contact(id="ann", email="ann@example.com"))
     key = create_key(sqlite_engine, "backend", "server")
-    app = create_app(
-        sqlite_engine, [WRITE], settings=Settings(templates_dir=ROOT / "templates")
-    )
+    app = create_app(sqlite_engine, [WRITE], settings=Settings(templates_dir=ROOT / "templates"))
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://api"
     ) as api:
