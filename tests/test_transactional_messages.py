@@ -24,6 +24,7 @@ from sqlmodel import select
 from orchestrator.analytics.story import contact_story
 from orchestrator.api import create_app
 from orchestrator.cli.main import main
+from orchestrator.services.privacy import erase_contact
 from orchestrator.settings import Settings
 from orchestrator.store.db import session_scope
 from orchestrator.store.keys import create_key
@@ -200,6 +201,33 @@ async def test_the_same_idempotency_key_gives_the_first_message_and_no_second(  
 
 
 BAD_REQUESTS = [
+    (
+        {"to": "ann@example.com", "channel": ["email", "sms"]},
+        400,
+        "to needs channel email or sms (one channel: the address is for it)",
+        "to",
+    ),
+    (
+        {"to": "ann@example.com", "channel": "push"},
+        400,
+        ("to needs channel email or sms (one channel: the address is for it)"),
+        "to",
+    ),
+    (
+        {"to": "ann@example.com\r\nBcc: x@evil.example"},
+        400,
+        (
+            "to is not one email address: it contains a line break (CR/LF), which could add "
+            "mail headers"
+        ),
+        "to",
+    ),
+    (
+        {"to": "0601234567", "channel": "sms"},
+        400,
+        ("to is not a phone number in E.164 form (like +381601234567): '0601234567'"),
+        "to",
+    ),
     (
         {"template": None},
         400,
@@ -545,3 +573,101 @@ def test_recorded_message_histories_replay() -> None:
         "EVENT_TYPE_WORKFLOW_EXECUTION_STARTED",
         "WorkflowExecutionStarted",
     )
+
+
+# --- found in review ----------------------------------------------------------------
+
+
+def review_client(bench: Bench) -> httpx.AsyncClient:
+    app = create_app(bench.engine, [WRITE], settings=bench.settings)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api")
+
+
+async def test_erasure_before_the_send_leaves_no_row_naming_the_contact(bench: Bench) -> None:
+    """A contact erased after the router started the message's workflow, before the
+    worker prepared it. Erasure rewrites every occurrence of the contact's id inside the
+    ledger row's workflow id and idempotency key, also inside the uuid / key hash of a
+    `message:` workflow id, which holds no contact id at all. A numeric userId such as
+    "4" always occurs in a uuid4 (its version digit): the worker's prepare then no longer
+    finds the row by its key and writes a new one, naming the erased contact again."""
+    await bench.identify("4", email="four@example.com")
+    key = create_key(bench.engine, "backend", "server")
+    async with review_client(bench) as api:
+        r = await api.post(
+            "/v1/messages",
+            json={**RESET, "userId": "4"},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+    assert r.status_code == 202, r.text
+    message_id = r.json()["id"]
+    await bench.route_all()  # the workflow is started; no worker has run it yet
+    with session_scope(bench.engine) as session:
+        workflow = session.get(Message, message_id).workflow_id  # type: ignore[union-attr]
+    erased = await erase_contact(bench.engine, bench.client, "4")
+    assert erased.found
+    async with bench.worker():
+        await bench.client.get_workflow_handle(workflow).result()
+    with session_scope(bench.engine) as session:
+        rows = session.exec(select(Message)).all()
+        assert [m.contact_id for m in rows if m.contact_id == "4"] == []
+        assert len(rows) == 1
+        assert rows[0].status == "failed"
+    assert "four@example.com" not in bench.console.getvalue()
+
+
+async def test_a_write_key_cannot_redirect_a_password_reset_sent_with_to(bench: Bench) -> None:
+    """The storefront's write key is public. With it anyone may send `identify {userId:
+    ann, traits: {email: theirs}}`; a reset sent to the address on file would then reach
+    the attacker (account takeover). With `to`, the back end's own record of the address,
+    it goes there whatever the store holds; without, it follows the store (documented)."""
+    await bench.identify("ann", email="ann@example.com")
+    key = create_key(bench.engine, "backend", "server")
+    async with review_client(bench) as api:
+        hijack = await api.post(
+            "/v1/identify",
+            json={"userId": "ann", "traits": {"email": "attacker@evil.example"}},
+            headers={"X-Write-Key": WRITE},
+        )
+        assert hijack.status_code == 200, hijack.text
+        r = await api.post(
+            "/v1/messages",
+            json={**RESET, "to": "ann@example.com"},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        assert r.status_code == 202, r.text
+    async with bench.worker():
+        await bench.route_all()
+        with session_scope(bench.engine) as session:
+            workflow = session.get(Message, r.json()["id"]).workflow_id  # type: ignore[union-attr]
+        await bench.client.get_workflow_handle(workflow).result()
+    sent = bench.console.getvalue()
+    assert "https://shop.example/reset?t=1" in sent
+    assert "attacker@evil.example" not in sent
+    with session_scope(bench.engine) as session:
+        row = session.get(Message, r.json()["id"])
+        assert row is not None and (row.status, row.recipient) == ("sent", "ann@example.com")
+
+
+async def test_null_optional_fields_are_absent_as_for_the_other_fields(sqlite_engine) -> None:  # type: ignore[no-untyped-def]
+    """`idempotencyKey: null` and `anonymousId: null` count as not sent, but `channel: null`
+    and `properties: null` (what many back-end serializers write for an unset optional
+    field) were refused with 400, though both fields are documented as optional."""
+    with session_scope(sqlite_engine) as session:
+        session.add(Contact(id="ann", email="ann@example.com"))
+    key = create_key(sqlite_engine, "backend", "server")
+    app = create_app(sqlite_engine, [WRITE], settings=Settings(templates_dir=ROOT / "templates"))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://api"
+    ) as api:
+        r = await api.post(
+            "/v1/messages",
+            json={
+                **RESET,
+                "anonymousId": None,
+                "channel": None,
+                "properties": None,
+                "idempotencyKey": None,
+            },
+            headers={"Authorization": f"Bearer {key}"},
+        )
+    assert r.status_code == 202, r.text

@@ -301,7 +301,7 @@ class SendActivities:
         row.channel = channel
         adapter = self.adapters.get(channel)
         row.adapter = adapter.name if adapter else self.settings.adapter_for(channel)
-        row.recipient = addresses(contact, channel)[0]
+        row.recipient = self._addresses(req, contact, channel)[0]
         _check(row, "channel", "pass", f"{channel} ({'; '.join(refusals) or 'first choice'})")
         policy = req.policy or {}
         if timing and req.category == "marketing":
@@ -322,7 +322,7 @@ class SendActivities:
         blocked_by_policy = False
         explicit = self.settings.marketing_consent == "explicit"
         for channel in candidates(req.channel, contact):
-            found = addresses(contact, channel)
+            found = self._addresses(req, contact, channel)
             if not found:
                 refusals.append(no_address(contact, channel))
                 continue
@@ -340,6 +340,13 @@ class SendActivities:
                 continue
             return channel, refusals, blocked_by_policy
         return None, refusals, blocked_by_policy
+
+    @staticmethod
+    def _addresses(req: t.SendRequest, contact: Contact, channel: str) -> list[str]:
+        """The request's own address (a transactional message's `to`), else the contact's."""
+        if req.to and channel in ("email", "sms"):
+            return [req.to]
+        return addresses(contact, channel)
 
     def _capped(
         self, session: Session, row: Message, policy: dict[str, Any], now: datetime

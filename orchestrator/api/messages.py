@@ -20,6 +20,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 
+from channels.email import address_problem
+
 from ..rendering.catalog import CHANNELS, message_names
 from ..rendering.catalog import Message as MessageFolder
 from ..services.spelling import closest_name
@@ -33,7 +35,8 @@ from .errors import ApiError
 router = APIRouter(prefix="/v1/messages", tags=["messages"])
 
 MAX_BODY = 64 * 1024
-FIELDS = ("template", "userId", "anonymousId", "channel", "properties", "idempotencyKey")
+FIELDS = ("template", "userId", "anonymousId", "channel", "to", "properties", "idempotencyKey")
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 CHOICES = (*CHANNELS, "preferred")
 _TEMPLATE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,99}")
 _PRINTABLE = re.compile(r"[\x21-\x7e]{1,255}")
@@ -125,7 +128,35 @@ def _parse(payload: dict[str, Any], header_key: str | None) -> MessageRequest:
         raise ApiError(
             400, "properties must be an object: the template reads event.properties", "properties"
         )
-    return MessageRequest(contact, template, channel, properties, _key(payload, header_key))
+    to = _to(payload.get("to"), channel)
+    return MessageRequest(contact, template, channel, properties, _key(payload, header_key), to)
+
+
+def _to(value: Any, channel: str | list[str]) -> str | None:
+    """The address the back end vouches for (its own account record), or None: then the
+    message goes to the contact's address on file, which a write key may change."""
+    if value is None:
+        return None
+    if channel not in ("email", "sms"):
+        raise ApiError(
+            400,
+            "to needs channel email or sms (one channel: the address is for it)",
+            "to",
+        )
+    if not isinstance(value, str) or not value.strip():
+        raise ApiError(
+            400, f"to must be an {'email address' if channel == 'email' else 'E.164 number'}", "to"
+        )
+    value = value.strip()
+    if channel == "email" and (problem := address_problem(value)):
+        raise ApiError(400, f"to is not one email address: {problem}", "to")
+    if channel == "sms" and not _E164.fullmatch(value):
+        raise ApiError(
+            400,
+            f"to is not a phone number in E.164 form (like +381601234567): {value[:40]!r}",
+            "to",
+        )
+    return value
 
 
 def _channel(value: Any) -> str | list[str]:

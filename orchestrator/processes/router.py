@@ -442,6 +442,7 @@ class Router:
                     template=event.name or "",
                     channel=message.channel,
                     request_event_id=event.id or 0,
+                    to=message.to,
                 ),
                 id=message.workflow_id,
                 task_queue=self.task_queue,

@@ -40,6 +40,7 @@ class MessageRequest:
     channel: str | list[str]  # email | sms | push | preferred, or the channels to try in order
     properties: dict[str, Any]
     key: str | None = None  # the client's idempotency key
+    to: str | None = None  # the address to use instead of the contact's (email or sms)
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,9 @@ def request_message(
 def _request(engine: Engine, request: MessageRequest, now: datetime) -> Accepted:
     with session_scope(engine) as session:
         contact_id = canonical_id(session, request.contact_id)
-        if session.get(Contact, contact_id) is None:
+        # Locked, as ingestion does: an erasure running now either finishes first (and
+        # the contact is gone) or waits for this request to commit and erases it too.
+        if session.get(Contact, contact_id, with_for_update=True) is None:
             raise UnknownContact(request.contact_id)
         message_id = str(uuid.uuid4())
         workflow = message_workflow_id(message_id, request.key)
@@ -116,7 +119,14 @@ def _request(engine: Engine, request: MessageRequest, now: datetime) -> Accepted
                 name=request.template,
                 contact_id=contact_id,
                 properties=request.properties,
-                context={"message": {"id": message_id, "channel": channel, "workflow": workflow}},
+                context={
+                    "message": {
+                        "id": message_id,
+                        "channel": channel,
+                        "workflow": workflow,
+                        **({"to": request.to} if request.to else {}),
+                    }
+                },
                 timestamp=now,
                 received_at=now,
             )
@@ -142,16 +152,20 @@ def _check_same(
         "template": request.template,
         "contact": contact_id,
         "channel": request.channel,
+        "address": request.to,
         "properties": request.properties,
     }
+    context = ((stored.context or {}).get("message") or {}) if stored else {}
     had = {
         "template": earlier.template,
         "contact": earlier.contact_id,
-        "channel": ((stored.context or {}).get("message") or {}).get("channel") if stored else None,
+        "channel": context.get("channel"),
+        "address": context.get("to"),
         "properties": (stored.properties if stored else None),
     }
     if stored is None:  # erased since: the contact and what was sent are gone
-        had["channel"], had["properties"] = asked["channel"], asked["properties"]
+        for name in ("channel", "address", "properties"):
+            had[name] = asked[name]
     differs = [name for name in asked if asked[name] != had[name]]
     if differs:
         raise KeyReused(
@@ -167,10 +181,11 @@ class Requested:
     message_id: str
     workflow_id: str
     channel: str | list[str]
+    to: str | None = None
 
 
 def requested(event: Event) -> Requested:
     found = (event.context or {}).get("message") or {}
     message_id = str(found.get("id") or event.message_id)
     workflow = found.get("workflow") or message_workflow_id(message_id, None)
-    return Requested(message_id, str(workflow), found.get("channel") or "email")
+    return Requested(message_id, str(workflow), found.get("channel") or "email", found.get("to"))

@@ -36,6 +36,7 @@ class TransactionalMessageWorkflow:
             category="transactional",
             trigger_event_id=message.request_event_id,
             now=workflow.now().isoformat(),
+            to=message.to,
         )
         try:
             prepared = await workflow.execute_activity(

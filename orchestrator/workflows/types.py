@@ -171,6 +171,7 @@ class SendRequest:
     policy: dict[str, Any] = field(default_factory=dict)  # the journey's `policy:` block
     sender: dict[str, Any] = field(default_factory=dict)  # the journey's `sender:` block
     deferrals: int = 0  # how many times this send was deferred already
+    to: str | None = None  # transactional: the address the request named (email or sms)
 
 
 @dataclass
@@ -182,6 +183,7 @@ class MessageInput:
     template: str
     channel: str | list[str]
     request_event_id: int  # the stored request: its properties are `event.properties`
+    to: str | None = None  # the back end's address for it, instead of the contact's
 
 
 @dataclass
