@@ -565,3 +565,53 @@ async def test_the_welcome_waits_for_the_morning_and_an_order_ends_the_series(
         await bench.track("tia", "Order Completed", order_id="t1", revenue=25)
         assert await bench.result("welcome", "tia") == "exited"
     assert [m.step_id for m in bench.messages("tia")] == ["welcome"]
+
+
+# --- birthday --------------------------------------------------------------------------
+
+
+@pytest.mark.journey("birthday")
+async def test_a_birthday_brings_a_gift_code_at_ten_local_time_every_year(
+    bench: Bench, ts_env
+) -> None:
+    from zoneinfo import ZoneInfo
+
+    async def advance_to(moment: datetime) -> None:
+        now = await ts_env.get_current_time()
+        if moment > now:
+            await ts_env.sleep(moment - now)
+        await bench.route_all()
+
+    async with bench.worker():
+        now = await ts_env.get_current_time()
+        day = (now + timedelta(days=2)).date()
+        await bench.identify(
+            "ada",
+            email="ada@example.com",
+            first_name="Ада",
+            birthday=f"1990-{day:%m-%d}",
+            context={"timezone": "Europe/Moscow", "locale": "ru-RU", "device": {"token": "t-ada"}},
+        )
+        ten = datetime(day.year, day.month, day.day, 10, tzinfo=ZoneInfo("Europe/Moscow"))
+        await advance_to(ten - timedelta(minutes=1))
+        assert bench.messages("ada") == []
+        await advance_to(ten + timedelta(minutes=1))
+        assert await bench.result("birthday", "ada") == "completed"
+        email, push = bench.messages("ada")
+        assert (email.channel, email.status, push.channel, push.status) == (
+            "email",
+            "sent",
+            "push",
+            "sent",
+        )
+        subject = "С днём рождения, Ада! Подарок от Fernwood Home"  # noqa: RUF001 - Russian
+        assert email.content["subject"] == subject
+        [code] = coupons_of(bench, "ada")
+        assert code.code.startswith("BDAY-") and code.code in text_of(email)
+        assert code.code in push.content["body"] and "15" in push.content["body"]
+        # A year later, the next one: a new entry with its own code.
+        await advance_to(ten.replace(year=ten.year + 1) + timedelta(minutes=1))
+        assert await bench.result("birthday", "ada") == "completed"
+        assert [r.entry_seq for r in bench.runs("ada")] == [1, 2]
+        assert len(coupons_of(bench, "ada")) == 2
+        await bench.client.get_workflow_handle("date:birthday:ada").terminate(reason="test over")

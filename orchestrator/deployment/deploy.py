@@ -26,6 +26,7 @@ from sqlalchemy import Engine
 from ..dsl.problems import Problem
 from ..rendering import Renderer
 from ..segments.membership import store_segments
+from ..store.date_plans import plan_dates
 from ..store.db import session_scope
 from ..store.template_blobs import store_blobs
 from ..store.versions import (
@@ -202,6 +203,8 @@ def apply_deploy(
             row = deploy_journey(
                 session, item.journey.id, spec, digest, str(item.path), templates=pins
             )
+            if item.journey.trigger.trait is not None:  # contacts known before it
+                plan_dates(session, row.journey_id, row.version, item.journey.trigger.trait)
             deployed.append(
                 DeployedVersion(row.journey_id, row.version, str(item.path), reactivated=retired)
             )

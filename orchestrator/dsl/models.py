@@ -70,6 +70,44 @@ class ReEntry(Model):
 
 SEGMENT_EVENTS = {"entered": "Segment Entered", "exited": "Segment Exited"}
 IDENTIFY = "$identify"  # what an `identify` call is called when it starts a run
+# What a date trigger stores when a contact's date comes (`properties.journey` names the
+# journey): the run starts on it like on any event. Only the orchestrator records it.
+DATE_REACHED = "Date Reached"
+DATE_TRAIT = re.compile(r"contact\.traits\.([A-Za-z_][A-Za-z0-9_]{0,63})")
+_LOCAL_TIME = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
+_DAY_OFFSET = re.compile(r"([+-]?)([0-9]{1,3})d")
+
+
+def _date_path(value: Any) -> Any:
+    if isinstance(value, str) and not DATE_TRAIT.fullmatch(value.strip()):
+        raise ValueError(
+            f"date must name a contact trait holding a date, like contact.traits.birthday; "
+            f"got {value!r}"
+        )
+    return value.strip() if isinstance(value, str) else value
+
+
+def _local_time(value: Any) -> Any:
+    if isinstance(value, str) and not _LOCAL_TIME.fullmatch(value.strip()):
+        raise ValueError(
+            f'at is a local time HH:MM on a 24-hour clock, like "10:00"; got {value!r}'
+        )
+    return value.strip() if isinstance(value, str) else value
+
+
+def _day_offset(value: Any) -> Any:
+    """`-3d` (three days before), `0d`, `7d`: whole days, at most a year either way."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    found = _DAY_OFFSET.fullmatch(value.strip()) if isinstance(value, str) else None
+    if found is None:
+        raise ValueError(
+            f"offset is whole days before (-3d) or after (3d) the date, or 0d; got {value!r}"
+        )
+    days = int(found[2]) * (-1 if found[1] == "-" else 1)
+    if abs(days) > 366:
+        raise ValueError(f"offset {value!r} is more than a year from the date")
+    return days
 
 
 class Trigger(Model):
@@ -86,20 +124,52 @@ class Trigger(Model):
     identify: bool = False
     when: Literal["entered", "exited"] = "entered"
     where: Condition | None = None
+    # A date from the contact's data: `date: contact.traits.birthday, every: year`.
+    date: Annotated[str, BeforeValidator(_date_path)] | None = None
+    every: Literal["year", "once"] = "year"
+    at: Annotated[str, BeforeValidator(_local_time)] = "09:00"
+    offset: Annotated[int, BeforeValidator(_day_offset)] = 0
 
     @model_validator(mode="after")
     def _one_source(self) -> Trigger:
-        if [self.event is not None, self.segment is not None, self.identify].count(True) != 1:
-            raise ValueError("trigger needs exactly one of 'event', 'segment' or 'identify: true'")
+        sources = [self.event, self.segment, self.date]
+        if [*(s is not None for s in sources), self.identify].count(True) != 1:
+            raise ValueError(
+                "trigger needs exactly one of 'event', 'segment', 'date' or 'identify: true'"
+            )
         if self.event is not None and self.when != "entered":
             raise ValueError("'when' belongs to a segment trigger: `segment: <name>, when: exited`")
+        set_here = self.model_fields_set & {"every", "at", "offset"}
+        if self.date is None and set_here:
+            raise ValueError(
+                f"'{sorted(set_here)[0]}' belongs to a date trigger: "
+                '`date: contact.traits.birthday, every: year, at: "10:00"`'
+            )
         return self
+
+    @model_serializer(mode="wrap")
+    def _spec(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # The date keys came later: left out of other triggers, so journeys deployed
+        # before keep their spec hash (no new version on upgrade).
+        data: dict[str, Any] = handler(self)
+        if self.date is None:
+            for key in ("date", "every", "at", "offset"):
+                data.pop(key, None)
+        return data
+
+    @property
+    def trait(self) -> str | None:
+        """The trait a date trigger reads (`birthday`), None for other triggers."""
+        found = DATE_TRAIT.fullmatch(self.date) if self.date else None
+        return found[1] if found else None
 
     @property
     def name(self) -> str:
         """The event name that starts a run."""
         if self.identify:
             return IDENTIFY
+        if self.date is not None:
+            return DATE_REACHED
         return self.event if self.event is not None else SEGMENT_EVENTS[self.when]
 
     def accepts_segment(self, properties: dict[str, Any]) -> bool:
@@ -700,6 +770,21 @@ class Journey(Model):
     steps: Annotated[list[Step], Field(min_length=1)]
     # Checked by `journeys simulate`, never by a run: see `_spec`.
     invariants: list[Invariant] = []
+
+    @model_validator(mode="after")
+    def _yearly_dates_enter_again(self) -> Journey:
+        """A yearly date enters the contact again each year: re-entry defaults to always."""
+        if self.trigger.date is None or self.trigger.every != "year":
+            return self
+        if "re_entry" not in self.entry.model_fields_set:
+            entry = self.entry.model_copy(update={"re_entry": ReEntry(mode="always")})
+            object.__setattr__(self, "entry", entry)
+        elif self.entry.re_entry.mode == "never":
+            raise ValueError(
+                "a yearly date trigger enters each contact once a year: re_entry never would "
+                "send only the first year; leave re_entry out (always) or use every: once"
+            )
+        return self
 
     @model_serializer(mode="wrap")
     def _spec(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:

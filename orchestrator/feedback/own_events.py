@@ -18,17 +18,18 @@ own contact). A name added to what we record is reserved from the start.
 
 from __future__ import annotations
 
-from ..dsl.models import IDENTIFY, SEGMENT_EVENTS
+from ..dsl.models import DATE_REACHED, IDENTIFY, SEGMENT_EVENTS
 from ..store.engagement import ENGAGEMENT_EVENTS
 from .recording import SURVEY_ANSWERED
 from .sendgrid_events import SIMPLE as SENDGRID_EVENTS
 from .twilio_events import INBOUND_EVENTS
 
-# What this orchestrator stores itself: segment refreshes, the survey page, provider
+# What this orchestrator stores itself: segment refreshes, date triggers, the survey page, provider
 # webhooks (SendGrid, Twilio: delivery, engagement, inbound SMS).
 OWN_EVENTS = frozenset(
     {
         *SEGMENT_EVENTS.values(),
+        DATE_REACHED,
         SURVEY_ANSWERED,
         *SENDGRID_EVENTS.values(),
         *INBOUND_EVENTS.values(),

@@ -53,6 +53,7 @@ from ..feedback.own_events import INTERNAL_ONLY
 from ..segments.membership import Change, refresh_for_events
 from ..store.backlog import routing_backlog
 from ..store.context import contact_context, event_context
+from ..store.date_plans import DATE_PLAN_EVENT
 from ..store.db import session_scope
 from ..store.engagement import ENGAGEMENT_EVENTS, record_engagement
 from ..store.identity import aliases_of
@@ -61,10 +62,12 @@ from ..store.message_requests import requested
 from ..store.orders import order_id_of, run_key
 from ..store.tables import ORIGIN_INTERNAL, Contact, ContactAlias, Event, JourneyRun, utcnow
 from ..store.versions import live_versions, specs_of
+from ..workflows.date_trigger import DATE_TRIGGER_WORKFLOW, date_workflow_id
 from ..workflows.journey import workflow_id
 from ..workflows.kit import JourneyBase
 from ..workflows.types import (
     MESSAGE_WORKFLOW,
+    DateTriggerInput,
     EngagementSignal,
     EventSignal,
     JourneyInput,
@@ -303,7 +306,13 @@ class Router:
         if event.type == MESSAGE_EVENT and event.origin == ORIGIN_INTERNAL:
             await self._send_message(event)
             return
+        if event.type == DATE_PLAN_EVENT and event.origin == ORIGIN_INTERNAL:
+            await self._plan_date(str(event.name), event.contact_id)
+            return
         if event.type == "identify":
+            for deployed in self._journeys:  # a date in the traits may have changed
+                if deployed.journey.trigger.date is not None:
+                    await self._plan_date(deployed.journey.id, event.contact_id)
             name = IDENTIFY  # journeys with `trigger: {identify: true}` start on it
         elif event.type == "track" and event.name:
             name = event.name
@@ -328,6 +337,10 @@ class Router:
                 continue
             if not journey.trigger.accepts_segment(event.properties or {}):
                 continue
+            if journey.trigger.date is not None and (
+                (event.properties or {}).get("journey") != journey.id
+            ):
+                continue  # another date journey's date
             if journey.trigger.where and not await asyncio.to_thread(
                 self._holds, journey.trigger.where, event
             ):
@@ -428,6 +441,18 @@ class Router:
             signal_id=f"e{event.id}", step_id=step_id, kind=kind, entry_seq=entry_seq
         )
         await self._signal(workflow, "engagement", signal)
+
+    async def _plan_date(self, journey_id: str, contact_id: str) -> None:
+        """Start the contact's date watch for a journey, or make the running one plan again."""
+        await self.client.start_workflow(
+            DATE_TRIGGER_WORKFLOW,
+            DateTriggerInput(journey_id, contact_id),
+            id=date_workflow_id(journey_id, contact_id),
+            task_queue=self.task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            start_signal="recheck",
+            rpc_timeout=RPC_TIMEOUT,
+        )
 
     async def _send_message(self, event: Event) -> None:
         """A transactional message (`POST /v1/messages`): start its own workflow, once."""

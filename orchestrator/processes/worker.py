@@ -32,6 +32,7 @@ from channels.registry import adapter_class
 
 from ..activities.actions import ActionActivities, WebhookCaller, call_configured_webhook
 from ..activities.contacts import ContactActivities
+from ..activities.date_triggers import DateTriggerActivities
 from ..activities.runs import RunActivities
 from ..activities.segments import SegmentActivities
 from ..activities.sending import SendActivities
@@ -39,6 +40,7 @@ from ..rendering import Renderer
 from ..segments.schedules import sync_schedules
 from ..services.links import MessageLinks
 from ..settings import Settings
+from ..workflows.date_trigger import DateTriggerWorkflow
 from ..workflows.journey import JourneyWorkflow
 from ..workflows.kit import JourneyBase
 from ..workflows.segment_refresh import SegmentRefreshWorkflow
@@ -228,6 +230,7 @@ def build_worker(
     if "main" in wanted:
         zone = settings.default_timezone  # of contacts without one: what `today()` reads
         runs, contacts = RunActivities(engine, zone), ContactActivities(engine, zone)
+        dates = DateTriggerActivities(engine, zone)
         actions = ActionActivities(engine, webhooks or call_configured_webhook, zone)
         workers.append(
             Worker(
@@ -237,6 +240,7 @@ def build_worker(
                     *(workflows or [JourneyWorkflow, *python_journeys(settings)]),
                     SegmentRefreshWorkflow,
                     TransactionalMessageWorkflow,
+                    DateTriggerWorkflow,
                 ],
                 activities=[
                     runs.enter_run,
@@ -252,6 +256,8 @@ def build_worker(
                     sends.give_up_message,
                     sends.send_message,
                     SegmentActivities(engine).refresh_segment,
+                    dates.plan_date,
+                    dates.fire_date,
                 ],
                 activity_executor=ThreadPoolExecutor(max_workers=ACTIVITY_THREADS),
                 **{

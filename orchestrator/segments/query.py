@@ -307,6 +307,11 @@ def _trait_date(name: str, op: str, window: Any, now: datetime) -> ColumnElement
     return _definitely(and_(is_date, clause))
 
 
+def holds_iso_date(name: str) -> ColumnElement[bool]:
+    """`traits[name]` is text starting with an ISO date (what a date trigger reads)."""
+    return _definitely(starts_with_iso_date(_typed(name, "string")))
+
+
 def _json_kind(name: str) -> json_kind:
     path = f'$."{name}"'  # SQLite's JSON path; names are plain words (models.TRAIT_PATTERN)
     return json_kind(col(Contact.traits), literal(name, String()), literal(path, String()))

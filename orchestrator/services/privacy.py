@@ -80,6 +80,7 @@ from ..store.tables import (
     TrailEntry,
     utcnow,
 )
+from ..workflows.date_trigger import date_workflow_id
 from ..workflows.journey import workflow_id
 
 log = logging.getLogger(__name__)
@@ -365,6 +366,7 @@ def _unrecorded_runs(
     the router keys them, unless that workflow id has recorded an entry."""
     plain: dict[str, None] = dict.fromkeys(python_journeys)
     keyed: dict[tuple[str, str, str], None] = {}
+    dated: dict[str, None] = {}
     versioned: set[str] = set()
     for journey_id, spec in session.exec(select(JourneyVersion.journey_id, JourneyVersion.spec)):
         versioned.add(journey_id)
@@ -378,12 +380,15 @@ def _unrecorded_runs(
             plain[journey.id] = None
         else:
             keyed[(journey.id, journey.trigger.name, journey.entry.one_run_per)] = None
+        if journey.trigger.date is not None:  # the contact's date watch
+            dated[journey.id] = None
     # Hand-written journeys the contact has run (they have no version).
     ran = session.exec(
         select(JourneyRun.journey_id).where(col(JourneyRun.contact_id).in_(ids)).distinct()
     )
     plain.update(dict.fromkeys(j for j in ran if j not in versioned))
     found = [workflow_id(j, i) for j in sorted(plain) for i in ids]
+    found += [date_workflow_id(j, i) for j in sorted(dated) for i in ids]
     for journey_id, trigger, one_run_per in keyed:
         query = select(Event).where(col(Event.contact_id).in_(ids))
         if trigger == IDENTIFY:

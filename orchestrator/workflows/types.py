@@ -187,6 +187,34 @@ class MessageInput:
 
 
 @dataclass
+class DateTriggerInput:
+    journey_id: str
+    contact_id: str
+
+
+@dataclass
+class DatePlanRequest:
+    journey_id: str
+    contact_id: str
+    after: str  # ISO: the first moment strictly after it
+
+
+@dataclass
+class DatePlan:
+    at: str | None = None  # ISO UTC moment the date is due; None: never (and why)
+    day: str | None = None  # the contact's local day it is due on
+    reason: str | None = None
+
+
+@dataclass
+class DateFireRequest:
+    journey_id: str
+    contact_id: str
+    at: str
+    day: str
+
+
+@dataclass
 class SendResult:
     message_id: str | None
     status: str  # sent | failed | suppressed | skipped  (prepare also: ready | deferred)
