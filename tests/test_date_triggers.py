@@ -180,6 +180,7 @@ async def test_erasure_ends_the_date_watch(
     ts_env: WorkflowEnvironment, sqlite_engine, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
     from temporalio.client import WorkflowExecutionStatus
+    from temporalio.service import RPCError
 
     from orchestrator.services.privacy import erase_contact
 
@@ -191,6 +192,10 @@ async def test_erasure_ends_the_date_watch(
         await bench.identify("eve", email="eve@example.com", birthday="1990-06-01")
         handle = bench.client.get_workflow_handle("date:birthday:eve")
         assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+        # An identify that touches neither the date nor the zone starts no watch.
+        await bench.identify("zed", email="zed@example.com")
+        with pytest.raises(RPCError):
+            await bench.client.get_workflow_handle("date:birthday:zed").describe()
         result = await erase_contact(bench.engine, bench.client, "eve")
         assert result.found
         assert (await handle.describe()).status == WorkflowExecutionStatus.TERMINATED

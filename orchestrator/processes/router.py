@@ -310,8 +310,11 @@ class Router:
             await self._plan_date(str(event.name), event.contact_id)
             return
         if event.type == "identify":
-            for deployed in self._journeys:  # a date in the traits may have changed
-                if deployed.journey.trigger.date is not None:
+            for deployed in self._journeys:  # the date (or the contact's zone) may have changed
+                trait = deployed.journey.trigger.trait
+                if trait is not None and (
+                    trait in (event.properties or {}) or (event.context or {}).get("timezone")
+                ):
                     await self._plan_date(deployed.journey.id, event.contact_id)
             name = IDENTIFY  # journeys with `trigger: {identify: true}` start on it
         elif event.type == "track" and event.name:
