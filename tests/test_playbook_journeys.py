@@ -615,3 +615,41 @@ async def test_a_birthday_brings_a_gift_code_at_ten_local_time_every_year(
         assert [r.entry_seq for r in bench.runs("ada")] == [1, 2]
         assert len(coupons_of(bench, "ada")) == 2
         await bench.client.get_workflow_handle("date:birthday:ada").terminate(reason="test over")
+
+
+# --- browse_abandonment ------------------------------------------------------------------
+
+THROW = {
+    "product_id": "p-throw",
+    "name": "Linen Throw Blanket",
+    "price": 89.0,
+    "url": "https://shop.example/p/throw",
+}
+
+
+@pytest.mark.journey("browse_abandonment")
+async def test_a_viewed_product_comes_back_four_hours_later_unless_carted_or_bought(
+    bench: Bench, ts_env
+) -> None:
+    async with bench.worker():
+        morning = await zone_where_it_is(ts_env, 9)  # 13:00 four hours on: daytime
+        for user in ("val", "cat", "bo"):
+            await bench.identify(user, email=f"{user}@example.com", context={"timezone": morning})
+            await bench.track(user, "Product Viewed", **THROW)
+        await bench.track("val", "Product Viewed", **{**THROW, "product_id": "p-mug"})
+        await bench.track("cat", "Product Added", **THROW)  # the cart journey's from here
+        await ts_env.sleep(timedelta(hours=3))
+        await bench.track("bo", "Order Completed", order_id="b1", revenue=89.0)
+        assert bench.messages() == []
+        await ts_env.sleep(timedelta(hours=1, minutes=5))
+        [email] = bench.messages("val")  # once, for the first product viewed
+        assert (email.step_id, email.status) == ("viewed_product", "sent")
+        assert email.content["subject"] == "Still thinking about Linen Throw Blanket?"
+        assert any(  # the product's link, behind click tracking
+            link.startswith("https://shop.example/p/throw") for link in email.content["links"]
+        )
+        assert await bench.result("browse_abandonment", "val") == "completed"
+        for user, why in (("cat", "Product Added"), ("bo", "Order Completed")):
+            assert bench.messages(user) == []
+            [run] = bench.runs(user)
+            assert (run.status, run.exit_reason) == ("exited", f"event: {why}")
