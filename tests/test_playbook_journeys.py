@@ -653,3 +653,73 @@ async def test_a_viewed_product_comes_back_four_hours_later_unless_carted_or_bou
             assert bench.messages(user) == []
             [run] = bench.runs(user)
             assert (run.status, run.exit_reason) == ("exited", f"event: {why}")
+
+
+# --- price_drop, back_in_stock ----------------------------------------------------------
+
+
+async def catalogue(bench: Bench, event: str, **properties: Any) -> None:
+    """What the shop's catalogue sends to POST /v1/catalog/track with a server key."""
+    from orchestrator.store.keys import create_key
+
+    key = create_key(bench.engine, f"catalogue-{utcnow().timestamp()}", "server")
+    client = TestClient(create_app(bench.engine, [], settings=bench.settings))
+    r = client.post(
+        "/v1/catalog/track",
+        json={"event": event, "properties": properties},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert r.status_code == 200, r.text
+    await bench.route_all()
+
+
+@pytest.mark.journey("price_drop")
+async def test_a_price_drop_reaches_who_looked_and_did_not_buy_once_per_product(
+    bench: Bench, ts_env
+) -> None:
+    async with bench.worker():
+        noon = await zone_where_it_is(ts_env, 12)
+        for user in ("pia", "cal", "ole", "obi"):
+            await bench.identify(user, email=f"{user}@example.com", context={"timezone": noon})
+        await bench.track("pia", "Product Viewed", **THROW)
+        await bench.track("cal", "Product Added", **THROW)
+        await bench.track("ole", "Product Viewed", **{**THROW, "product_id": "p-mug"})
+        await bench.track("obi", "Product Viewed", **THROW)
+        await bench.track("obi", "Order Completed", order_id="o-obi", revenue=89.0)
+        await ts_env.sleep(timedelta(hours=1))
+        await catalogue(
+            bench, "Price Dropped", product_id="p-throw", name="Linen Throw Blanket",
+            price=69.0, old_price=89.0, url="https://shop.example/p/throw",
+        )  # fmt: skip
+        await ts_env.sleep(timedelta(minutes=5))
+        for user in ("pia", "cal"):
+            [email] = bench.messages(user)
+            assert (email.step_id, email.status) == ("price_drop_email", "sent")
+            assert email.content["subject"] == "Linen Throw Blanket is now $69.00"
+            assert "(it was $89.00)" in text_of(email)
+        assert bench.messages("ole") == [] and bench.messages("obi") == []
+        # It drops again a day later: no second alert for the same product.
+        await ts_env.sleep(timedelta(days=1))
+        await catalogue(bench, "Price Dropped", product_id="p-throw", price=59.0)
+        await ts_env.sleep(timedelta(minutes=5))
+        assert len(bench.messages("pia")) == 1 and len(bench.messages("cal")) == 1
+        # A client cannot start it for someone by sending the event itself.
+        await bench.track("ole", "Price Dropped", product_id="p-mug", price=1.0)
+        await ts_env.sleep(timedelta(minutes=5))
+        assert bench.messages("ole") == []
+
+
+@pytest.mark.journey("back_in_stock")
+async def test_back_in_stock_by_push_with_the_app_else_by_email(bench: Bench, ts_env) -> None:
+    async with bench.worker():
+        await bench.identify("app", email="app@example.com", context={"device": {"token": "t-app"}})
+        await bench.identify("web", email="web@example.com")
+        for user in ("app", "web"):
+            await bench.track(user, "Product Viewed", **THROW)
+        await catalogue(bench, "Back In Stock", product_id="p-throw", name="Linen Throw Blanket")
+        await ts_env.sleep(timedelta(minutes=5))
+        assert [(m.channel, m.status) for m in bench.messages("app")] == [("push", "sent")]
+        assert [(m.channel, m.status) for m in bench.messages("web")] == [("email", "sent")]
+        assert bench.messages("web")[0].content["subject"] == (
+            "Linen Throw Blanket is back in stock"
+        )

@@ -4,6 +4,7 @@
 - `devices`: push tokens of a contact;
 - `contacts`: export and erasure (admin key);
 - `reports`: journey stats and contact timelines (admin key);
+- `catalog`: product events with no contact (price dropped), for audience journeys;
 - `messages`: transactional messages and the status of any message (server key);
 - `commerce`: coupon checks and redemption, loyalty points (write key);
 - `webhooks`: provider feedback (SendGrid, Twilio);
@@ -27,7 +28,18 @@ from ..dashboard.pages import router as dashboard_router
 from ..dashboard.web import configure as configure_dashboard
 from ..services.links import MessageLinks
 from ..settings import Settings
-from . import commerce, contacts, devices, events, health, messages, pages, reports, webhooks
+from . import (
+    catalog,
+    commerce,
+    contacts,
+    devices,
+    events,
+    health,
+    messages,
+    pages,
+    reports,
+    webhooks,
+)
 from .context import ApiContext
 from .errors import ApiError, api_error_response
 
@@ -61,7 +73,8 @@ def create_app(
     )
     app.add_exception_handler(ApiError, api_error_response)
     # `reports` before `contacts`: /v1/contacts/{id}/timeline is not a contact id.
-    for module in (events, devices, reports, contacts, messages, commerce, webhooks, pages, health):
+    modules = (events, catalog, devices, reports, contacts, messages, commerce, webhooks, pages)
+    for module in (*modules, health):
         app.include_router(module.router)
     configure_dashboard(app, app.state.ctx, dashboard_dev)
     app.include_router(dashboard_router)

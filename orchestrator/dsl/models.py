@@ -110,6 +110,53 @@ def _day_offset(value: Any) -> Any:
     return days
 
 
+_AUDIENCE_MATCH = re.compile(
+    r"\s*event\.properties\.([A-Za-z_][A-Za-z0-9_]{0,63})\s*==\s*"
+    r"trigger\.properties\.([A-Za-z_][A-Za-z0-9_]{0,63})\s*"
+)
+
+
+def _names(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+def audience_matches(where: str) -> list[tuple[str, str]]:
+    """(event property, trigger property) pairs of an audience's `where`, which must be
+    `event.properties.X == trigger.properties.Y` comparisons joined by `and`: it runs as
+    SQL over everyone's events, not in Python."""
+    pairs = []
+    for clause in re.split(r"\band\b", where):
+        found = _AUDIENCE_MATCH.fullmatch(clause)
+        if found is None:
+            raise ValueError(
+                "an audience's where compares the contact's event with the trigger, like "
+                "event.properties.product_id == trigger.properties.product_id (several "
+                f"joined by and); got {clause.strip()!r}"
+            )
+        pairs.append((found[1], found[2]))
+    return pairs
+
+
+def _audience_where(value: Any) -> Any:
+    if isinstance(value, str):
+        audience_matches(value)
+    return value
+
+
+class Audience(Model):
+    """Who a catalogue event (a product's price dropped) is for: contacts who did one of
+    `did` within `within`, matching `where`, and none of `not_did` in that time."""
+
+    did: Annotated[list[EventName], BeforeValidator(_names), Field(min_length=1)]
+    where: Annotated[str, BeforeValidator(_audience_where)] | None = None
+    within: Duration
+    not_did: Annotated[list[EventName], BeforeValidator(_names)] = []
+
+    @property
+    def matches(self) -> list[tuple[str, str]]:
+        return audience_matches(self.where) if self.where else []
+
+
 class Trigger(Model):
     """The `track` event that starts a run, an `identify` call, or entry into (exit
     from) a segment.
@@ -129,6 +176,8 @@ class Trigger(Model):
     every: Literal["year", "once"] = "year"
     at: Annotated[str, BeforeValidator(_local_time)] = "09:00"
     offset: Annotated[int, BeforeValidator(_day_offset)] = 0
+    # A catalogue event (no contact) starts a run for each contact of the audience.
+    audience: Audience | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> Trigger:
@@ -139,6 +188,10 @@ class Trigger(Model):
             )
         if self.event is not None and self.when != "entered":
             raise ValueError("'when' belongs to a segment trigger: `segment: <name>, when: exited`")
+        if self.audience is not None and self.event is None:
+            raise ValueError(
+                "an audience belongs to an event trigger: `event: Price Dropped, audience: ...`"
+            )
         set_here = self.model_fields_set & {"every", "at", "offset"}
         if self.date is None and set_here:
             raise ValueError(
@@ -155,6 +208,8 @@ class Trigger(Model):
         if self.date is None:
             for key in ("date", "every", "at", "offset"):
                 data.pop(key, None)
+        if self.audience is None:
+            data.pop("audience", None)
         return data
 
     @property
@@ -799,5 +854,15 @@ class Journey(Model):
         return data
 
 
-for _model in (WaitForStep, BranchCase, BranchStep, SplitVariant, SendStep, ActionStep, Journey):
+for _model in (
+    Audience,
+    Trigger,
+    WaitForStep,
+    BranchCase,
+    BranchStep,
+    SplitVariant,
+    SendStep,
+    ActionStep,
+    Journey,
+):
     _model.model_rebuild()

@@ -51,6 +51,7 @@ from ..dsl.conditions import evaluate
 from ..dsl.models import IDENTIFY, Journey, WaitForStep
 from ..feedback.own_events import INTERNAL_ONLY
 from ..segments.membership import Change, refresh_for_events
+from ..store.audiences import AUDIENCE_OF, CATALOG_EVENT, fan_out
 from ..store.backlog import routing_backlog
 from ..store.context import contact_context, event_context
 from ..store.date_plans import DATE_PLAN_EVENT
@@ -306,6 +307,9 @@ class Router:
         if event.type == MESSAGE_EVENT and event.origin == ORIGIN_INTERNAL:
             await self._send_message(event)
             return
+        if event.type == CATALOG_EVENT:
+            await self._fan_out(event)
+            return
         if event.type == DATE_PLAN_EVENT and event.origin == ORIGIN_INTERNAL:
             await self._plan_date(str(event.name), event.contact_id)
             return
@@ -344,6 +348,13 @@ class Router:
                 (event.properties or {}).get("journey") != journey.id
             ):
                 continue  # another date journey's date
+            copy_for = (
+                (event.context or {}).get(AUDIENCE_OF) if event.origin == ORIGIN_INTERNAL else None
+            )
+            if (journey.trigger.audience is not None) != (copy_for is not None):
+                continue  # audience journeys start on their copies only, others never do
+            if copy_for is not None and copy_for != journey.id:
+                continue
             if journey.trigger.where and not await asyncio.to_thread(
                 self._holds, journey.trigger.where, event
             ):
@@ -444,6 +455,27 @@ class Router:
             signal_id=f"e{event.id}", step_id=step_id, kind=kind, entry_seq=entry_seq
         )
         await self._signal(workflow, "engagement", signal)
+
+    async def _fan_out(self, event: Event) -> None:
+        """A catalogue event: its copy for each member of each audience journey it starts."""
+        for deployed in self._journeys:
+            journey = deployed.journey
+            if journey.trigger.audience is None or journey.trigger.event != event.name:
+                continue
+            added = await asyncio.to_thread(self._store_copies, journey, event)
+            log.info(
+                "catalogue event %s (%s): %d contact(s) for %s",
+                event.id,
+                event.name,
+                added,
+                journey.id,
+            )
+            if added:
+                self.wake()
+
+    def _store_copies(self, journey: Journey, event: Event) -> int:
+        with session_scope(self.engine) as session:
+            return fan_out(session, journey, event)
 
     async def _plan_date(self, journey_id: str, contact_id: str) -> None:
         """Start the contact's date watch for a journey, or make the running one plan again."""

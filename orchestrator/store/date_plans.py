@@ -61,6 +61,6 @@ def plan_dates(session: Session, journey_id: str, version: int, trait: str) -> i
                 "received_at",
             ],
             chosen,
-        )
+        ).returning(col(Event.id))  # rowcount is -1 for INSERT ... SELECT on PostgreSQL
     )
-    return int(result.rowcount or 0)
+    return len(result.all())
