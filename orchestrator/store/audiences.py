@@ -119,7 +119,8 @@ def fan_out(session: Session, journey: Journey, event: Event) -> int:
         ),
     )
     result = session.execute(
-        insert(Event).from_select(
+        insert(Event)
+        .from_select(
             [
                 "message_id",
                 "origin",
@@ -132,7 +133,8 @@ def fan_out(session: Session, journey: Journey, event: Event) -> int:
                 "received_at",
             ],
             chosen,
-        ).returning(col(Event.id))  # rowcount is -1 for INSERT ... SELECT on PostgreSQL
+        )
+        .returning(col(Event.id))  # rowcount is -1 for INSERT ... SELECT on PostgreSQL
     )
     return len(result.all())
 

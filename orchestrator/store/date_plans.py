@@ -48,7 +48,8 @@ def plan_dates(session: Session, journey_id: str, version: int, trait: str) -> i
         not_(exists().where(and_(earlier.origin == ORIGIN_INTERNAL, earlier.message_id == key))),
     )
     result = session.execute(
-        insert(Event).from_select(
+        insert(Event)
+        .from_select(
             [
                 "message_id",
                 "origin",
@@ -61,6 +62,7 @@ def plan_dates(session: Session, journey_id: str, version: int, trait: str) -> i
                 "received_at",
             ],
             chosen,
-        ).returning(col(Event.id))  # rowcount is -1 for INSERT ... SELECT on PostgreSQL
+        )
+        .returning(col(Event.id))  # rowcount is -1 for INSERT ... SELECT on PostgreSQL
     )
     return len(result.all())
