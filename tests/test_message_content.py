@@ -138,12 +138,15 @@ async def test_a_missing_variable_fails_the_send_instead_of_sending_blanks(
         "cart_items",
         JOURNEY.replace("template: cart_items", "template: broken"),
     )
-    # Deploy checks would refuse this journey; a template edited after deploy is the real case.
-    (tmp_path / "templates" / "broken" / "email.text").write_text("Hello\n")
-    bench.deploy()
+    # Deploy checks render the sample, which has the trait; Bob has none. (A template
+    # edited after deploy no longer reaches runs: they render their version's files.)
+    (tmp_path / "templates" / "broken" / "sample.yaml").write_text(
+        "contact: {traits: {nickname: Al}}\n"
+    )
     (tmp_path / "templates" / "broken" / "email.text").write_text(
         "Hello\n{{ contact.traits.nickname }}\n"
     )
+    bench.deploy()
     async with bench.worker():
         await bench.identify("bob", email="bob@example.com")
         await bench.track("bob", "Product Added", product_id="p1", name="Hat", price=20)

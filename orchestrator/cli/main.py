@@ -550,7 +550,7 @@ def _roll_back(settings: Any, journey_id: str, version_text: str) -> None:
     try:
         with session_scope(engine) as session:
             row = roll_back(session, journey_id, int(number))
-            current = row.version
+            current, pinned = row.version, bool(row.templates)
     except RollbackRefused as exc:
         _fail(str(exc))
     finally:
@@ -560,6 +560,11 @@ def _roll_back(settings: Any, journey_id: str, version_text: str) -> None:
         f"flight stay on theirs; deploys leave it there until "
         f"`journeys deploy --release {journey_id}`"
     )
+    if not pinned:  # deployed before templates were pinned: it has no files of its own
+        click.echo(
+            f"note: v{current} was deployed before templates were pinned: it sends the "
+            f"templates folder as it is now ({settings.templates_dir}), not its old files"
+        )
 
 
 @main.command()

@@ -56,11 +56,18 @@ class DeployedVersion:
     path: str
     status: Literal["active", "retired", "held"] = "active"
     reactivated: bool = False
+    file_gone: bool = False  # held, although the folder has no file for it
 
     def describe(self, folder: Path) -> str:
         """What `journeys dev` and `journeys deploy` print for it."""
         if self.status == "retired":  # its runs in flight finish
             return f"journey: {self.journey_id} v{self.version} retired: not in {folder}"
+        if self.status == "held" and self.file_gone:  # retiring it waits for --release
+            return (
+                f"journey: {self.journey_id} stays on v{self.version} (rolled back), although "
+                f"{folder} has no file for it; journeys deploy --release {self.journey_id} "
+                "retires it"
+            )
         if self.status == "held":  # rolled back: the file waits for --release
             return (
                 f"journey: {self.journey_id} stays on v{self.version} (rolled back; "
@@ -211,6 +218,27 @@ def apply_deploy(
     in_folder = {item.journey.id for item in result.journeys}
     with session_scope(engine) as session:
         if retire_missing:
+            # A rollback holds against deploys from files, a file gone too (`--rollback`
+            # of a retired journey brings it back): retiring it waits for `--release`.
+            for row in active_versions(session):
+                if row.journey_id in in_folder or row.journey_id in release:
+                    continue
+                if row.rolled_back_at is None:
+                    continue
+                in_folder.add(row.journey_id)
+                log.warning(
+                    "journey %s stays on v%d, where `journeys deploy --rollback` put it, "
+                    "although %s has no file for it: `journeys deploy --release %s` retires it",
+                    row.journey_id,
+                    row.version,
+                    journeys_dir,
+                    row.journey_id,
+                )
+                deployed.append(
+                    DeployedVersion(
+                        row.journey_id, row.version, row.source_path or "", "held", file_gone=True
+                    )
+                )
             for row in retire_others(session, in_folder):
                 deployed.append(
                     DeployedVersion(row.journey_id, row.version, row.source_path or "", "retired")

@@ -91,6 +91,9 @@ class Renderer:
         self.default_timezone = default_timezone
         self.sms_max_segments = sms_max_segments
         self.limits = limits or Limits()
+        # One environment per locale chain, for the renderer's life: per renderer, as
+        # each pinned set of a journey version is one (a shared cache evicted them all).
+        self._environment = lru_cache(maxsize=32)(self._new_environment)
 
     @classmethod
     def from_settings(cls, settings: Any) -> Renderer:
@@ -199,8 +202,7 @@ class Renderer:
             ),
         }
 
-    @lru_cache(maxsize=64)  # noqa: B019 - one environment per locale chain, for the renderer's life
-    def _environment(self, chain: tuple[str, ...]) -> SafeEnvironment:
+    def _new_environment(self, chain: tuple[str, ...]) -> SafeEnvironment:
         env = SafeEnvironment(
             loader=LocalizedLoader(self.templates_dir, chain),
             autoescape=lambda name: bool(name) and name.endswith((".html", ".htm")),
@@ -352,7 +354,7 @@ def _describe(exc: BaseException) -> tuple[str, str | None]:
     return str(exc), None
 
 
-@lru_cache(maxsize=8)
+@lru_cache(maxsize=256)  # one per pinned set in use, and the templates folder's
 def _brand(path: str, mtime: int) -> dict[str, Any]:
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
