@@ -21,7 +21,7 @@ def test_validate_accepts_the_shipped_journeys() -> None:
         ["validate", "--strict", str(ROOT / "journeys"), "--templates", str(ROOT / "templates")],
     )
     assert result.exit_code == 0, result.output
-    assert result.stdout.strip() == "6 journey(s) and 3 segment(s) valid"
+    assert result.stdout.strip() == "10 journey(s) and 3 segment(s) valid"
 
 
 def test_validate_prints_located_problems_and_fails(tmp_path: Path) -> None:

@@ -37,11 +37,11 @@ def problems(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str) -> list
 BROKEN = {
     "trigger-without-source": (
         "trigger: {where: 'true'}\nsteps: [exit]\n",
-        "j.yaml:3:1: trigger needs exactly one of 'event', 'segment' or 'identify: true'",
+        "j.yaml:3:1: trigger needs exactly one of 'event', 'segment', 'date' or 'identify: true'",
     ),
     "trigger-with-two-sources": (
         "trigger: {event: A, segment: b}\nsteps: [exit]\n",
-        "j.yaml:3:1: trigger needs exactly one of 'event', 'segment' or 'identify: true'",
+        "j.yaml:3:1: trigger needs exactly one of 'event', 'segment', 'date' or 'identify: true'",
     ),
     "when-on-an-event-trigger": (
         "trigger: {event: A, when: exited}\nsteps: [exit]\n",

@@ -37,12 +37,24 @@ def build_report(
     scenario_label: str | None = None,
 ) -> dict[str, Any]:
     ids = [item.journey.id for item in simulation.journeys]
+    # The storefront simulator sends shoppers' events: it has no catalogue events and no
+    # dates coming due, so those journeys are said to be unsimulated, not failed.
+    unsimulated = {
+        item.journey.id: "a date trigger" if item.journey.trigger.date else "an audience"
+        for item in simulation.journeys
+        if item.journey.trigger.date is not None or item.journey.trigger.audience is not None
+    }
     with session_scope(simulation.engine) as session:
         stats = [journey_stats(session, journey_id).to_json() for journey_id in ids]
         hours = _by_local_hour(session, ids, default_timezone)
         samples = _samples(session, ids)
-        problems = _problems(session, stats, ids)
+        problems = _problems(session, [s for s in stats if s["journey_id"] not in unsimulated], ids)
     warnings = [
+        f"{s['journey_id']}: not simulated: it starts on {unsimulated[s['journey_id']]}, "
+        "which the storefront simulator does not produce"
+        for s in stats
+        if s["journey_id"] in unsimulated and not s["entered"]
+    ] + [
         f"{s['journey_id']}: step {step['step_id']} ({step['label']}) was never reached"
         for s in stats
         if s["entered"]

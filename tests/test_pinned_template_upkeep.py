@@ -1,4 +1,4 @@
-"""Review of pinned templates: what a long-running worker, a rollback of a retired
+"""Pinned templates over time: what a long-running worker, a rollback of a retired
 journey and many pinned versions do."""
 
 from __future__ import annotations
