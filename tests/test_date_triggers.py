@@ -199,3 +199,25 @@ async def test_erasure_ends_the_date_watch(
         result = await erase_contact(bench.engine, bench.client, "eve")
         assert result.found
         assert (await handle.describe()).status == WorkflowExecutionStatus.TERMINATED
+
+
+def test_a_deploy_plans_the_contacts_whose_trait_holds_a_date(engine) -> None:  # type: ignore[no-untyped-def]
+    """Both databases: one planning event per contact with a date, none twice."""
+    from orchestrator.store.date_plans import DATE_PLAN_EVENT, plan_dates
+    from orchestrator.store.tables import Contact
+
+    with session_scope(engine) as session:
+        session.add(Contact(id="a", traits={"birthday": "1990-03-14"}))
+        session.add(Contact(id="b", traits={"birthday": "1985-12-01T08:00:00Z"}))
+        session.add(Contact(id="c", traits={"birthday": "someday"}))
+        session.add(Contact(id="d", traits={"birthday": 19900314}))
+        session.add(Contact(id="e", traits={}))
+    with session_scope(engine) as session:
+        assert plan_dates(session, "birthday", 1, "birthday") == 2
+    with session_scope(engine) as session:
+        assert plan_dates(session, "birthday", 1, "birthday") == 0  # a repeated deploy
+        rows = session.exec(select(Event).where(Event.type == DATE_PLAN_EVENT)).all()
+        assert sorted((e.contact_id, e.name, e.properties) for e in rows) == [
+            ("a", "birthday", {}),
+            ("b", "birthday", {}),
+        ]

@@ -25,11 +25,12 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import JSON, String, cast, exists, func, insert, literal, not_, select
+from sqlalchemy import JSON, String, cast, exists, func, literal, not_, select
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col
 
 from ..dsl.models import Journey
+from .bulk_events import insert_selected
 from .tables import ORIGIN_INTERNAL, Event
 
 CATALOG_EVENT = "catalog"  # events.type of an event about products, not a person
@@ -118,25 +119,7 @@ def fan_out(session: Session, journey: Journey, event: Event) -> int:
             else []
         ),
     )
-    result = session.execute(
-        insert(Event)
-        .from_select(
-            [
-                "message_id",
-                "origin",
-                "type",
-                "name",
-                "contact_id",
-                "properties",
-                "context",
-                "timestamp",
-                "received_at",
-            ],
-            chosen,
-        )
-        .returning(col(Event.id))  # rowcount is -1 for INSERT ... SELECT on PostgreSQL
-    )
-    return len(result.all())
+    return insert_selected(session, chosen)
 
 
 def _property_equals(event: Any, name: str, value: Any) -> Any:

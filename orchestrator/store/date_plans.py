@@ -11,11 +11,12 @@ theirs from their identify.
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, and_, exists, insert, literal, not_, select
+from sqlalchemy import JSON, and_, exists, literal, not_, select
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col
 
 from ..segments.query import holds_iso_date
+from .bulk_events import insert_selected
 from .tables import ORIGIN_INTERNAL, Contact, Event, utcnow
 
 DATE_PLAN_EVENT = "date_plan"  # events.type; `name` is the journey
@@ -47,22 +48,4 @@ def plan_dates(session: Session, journey_id: str, version: int, trait: str) -> i
         holds_iso_date(trait),
         not_(exists().where(and_(earlier.origin == ORIGIN_INTERNAL, earlier.message_id == key))),
     )
-    result = session.execute(
-        insert(Event)
-        .from_select(
-            [
-                "message_id",
-                "origin",
-                "type",
-                "name",
-                "contact_id",
-                "properties",
-                "context",
-                "timestamp",
-                "received_at",
-            ],
-            chosen,
-        )
-        .returning(col(Event.id))  # rowcount is -1 for INSERT ... SELECT on PostgreSQL
-    )
-    return len(result.all())
+    return insert_selected(session, chosen)
