@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -184,3 +185,48 @@ async def test_a_reserved_name_is_refused(api, engine) -> None:  # type: ignore[
         "/v1/catalog/track", json={**DROP, "event": "Date Reached"}, headers=bearer(key)
     )
     assert r.status_code == 400 and r.json()["field"] == "event"
+
+
+AUDIENCE_JOURNEY = """\
+id: price_drop
+name: Price drop
+trigger:
+  event: Price Dropped
+  audience:
+    did: Product Viewed
+    where: event.properties.product_id == trigger.properties.product_id
+    within: 14d
+steps:
+  - send: { channel: email, template: hello }
+"""
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            ("product_id == trigger", "product_id = trigger"),
+            "j.yaml:7:12: an audience's where compares the contact's event with the trigger, "
+            "like event.properties.product_id == trigger.properties.product_id (several "
+            "joined by and); got 'event.properties.product_id = trigger.properties.product_id'",
+        ),
+        (
+            ("  event: Price Dropped", "  segment: vip"),
+            "j.yaml:3:1: an audience belongs to an event trigger: "
+            "`event: Price Dropped, audience: ...`",
+        ),
+        (
+            ("within: 14d", "within: two weeks"),
+            "j.yaml:8:13: invalid duration 'two weeks': expected a number with a unit s, m, "
+            "h, d or w, such as 30m, 24h, 2d or 1d12h",
+        ),
+    ],
+)
+def test_validate_names_audience_mistakes_where_they_are(
+    tmp_path: Path, edit: tuple[str, str], message: str
+) -> None:
+    from orchestrator.dsl.loader import load_journeys
+
+    (tmp_path / "j.yaml").write_text(AUDIENCE_JOURNEY.replace(*edit))
+    _, problems = load_journeys([tmp_path])
+    assert [str(p).replace(f"{tmp_path}/", "") for p in problems] == [message]
