@@ -7,6 +7,7 @@ only if the birthday, the zone and the journey still say so.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
@@ -50,7 +51,7 @@ class DateTriggerActivities:
                 return t.DatePlan(reason="moved or gone: planned again")
             contact = load_contact(session, req.contact_id)
             assert contact is not None  # the plan found it
-            key = f"date:{req.journey_id}:{contact.id}:{req.day}"
+            key = _fired_key(req.journey_id, contact.id, req.day)
             known = select(Event.id).where(Event.origin == ORIGIN_INTERNAL, Event.message_id == key)
             if session.exec(known).first() is None:
                 trait = journey.trigger.trait or ""
@@ -103,6 +104,16 @@ class DateTriggerActivities:
         if found is None:
             return t.DatePlan(reason="the date has passed")
         return t.DatePlan(found.at.isoformat(), found.day.isoformat())
+
+
+def _fired_key(journey_id: str, contact_id: str, day: str) -> str:
+    """`date:{journey}:{contact}:{day}`; a contact id too long for the column's 255
+    characters is replaced by its digest (a failing insert would retry for ever)."""
+    key = f"date:{journey_id}:{contact_id}:{day}"
+    if len(key) <= 255:
+        return key
+    digest = hashlib.sha256(contact_id.encode()).hexdigest()
+    return f"date:{journey_id}:#{digest}:{day}"
 
 
 def _active_journey(session: Session, journey_id: str) -> Journey | None:

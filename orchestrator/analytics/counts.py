@@ -129,11 +129,6 @@ def fold_shards(session: Session, before: str, limit: int = 5000) -> int:
 KEYS = ("journey_id", "version", "day", "step_id", "metric", "channel", "shard")
 
 
-def dialect_insert(session: Session) -> Any:
-    """The INSERT of the session's database, with its ON CONFLICT clauses."""
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-
-
 def _add(session: Session, values: dict[str, Any]) -> None:
     """Add a row's count, amount and amount_sq to the counter with its key (an upsert)."""
     session.execute(_upsert(session.get_bind().dialect.name), values)

@@ -14,8 +14,9 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from ..store.db import dialect_insert
 from ..store.tables import JourneyRun, TrailEntry
-from .counts import JOURNEY, Cohort, bump, dialect_insert
+from .counts import JOURNEY, Cohort, bump
 
 # Decision kinds and the counter each outcome goes to (at the decision's step).
 ENTERED = "entered"

@@ -18,9 +18,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from ..feedback.own_events import reserved_name_problem
-from ..store.audiences import CATALOG_CONTACT, CATALOG_EVENT
+from ..store.audiences import CATALOG_CONTACT, CATALOG_EVENT, ORIGIN_CATALOG
 from ..store.db import session_scope
-from ..store.tables import ORIGIN_CLIENT, Event, utcnow
+from ..store.tables import Event, utcnow
 from .body import parse_object, read_body
 from .context import api_context, authenticate
 from .errors import ApiError
@@ -86,13 +86,15 @@ def _store(
     key = message_id or f"srv-{uuid.uuid4()}"
     try:
         with session_scope(engine) as session:
-            known = select(Event.id).where(Event.origin == ORIGIN_CLIENT, Event.message_id == key)
+            # Its own origin: a write key (public, in the browser) sending a track with
+            # the catalogue's messageId first must not make the shop's event a "retry".
+            known = select(Event.id).where(Event.origin == ORIGIN_CATALOG, Event.message_id == key)
             if session.exec(known).first() is not None:
                 return False  # a retry
             session.add(
                 Event(
                     message_id=key,
-                    origin=ORIGIN_CLIENT,
+                    origin=ORIGIN_CATALOG,
                     type=CATALOG_EVENT,
                     name=name,
                     contact_id=CATALOG_CONTACT,

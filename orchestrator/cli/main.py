@@ -540,7 +540,10 @@ def deploy_command(
 
 
 def _roll_back(settings: Any, journey_id: str, version_text: str) -> None:
+    from ..dsl.models import Journey
+    from ..store.date_plans import plan_dates
     from ..store.db import session_scope
+    from ..store.tables import utcnow
     from ..store.versions import RollbackRefused, roll_back
 
     number = version_text.removeprefix("v")
@@ -551,6 +554,9 @@ def _roll_back(settings: Any, journey_id: str, version_text: str) -> None:
         with session_scope(engine) as session:
             row = roll_back(session, journey_id, int(number))
             current, pinned = row.version, bool(row.templates)
+            trait = Journey.model_validate(row.spec).trigger.trait
+            if trait is not None:  # current again: watches that ended meanwhile, new contacts
+                plan_dates(session, journey_id, current, trait, f"@{utcnow():%Y%m%dT%H%M%S%f}")
     except RollbackRefused as exc:
         _fail(str(exc))
     finally:

@@ -22,12 +22,14 @@ from pathlib import Path
 from typing import Literal
 
 from sqlalchemy import Engine
+from sqlmodel import col, select
 
 from ..dsl.problems import Problem
 from ..rendering import Renderer
 from ..segments.membership import store_segments
 from ..store.date_plans import plan_dates
 from ..store.db import session_scope
+from ..store.tables import JourneyVersion, utcnow
 from ..store.template_blobs import store_blobs
 from ..store.versions import (
     active_versions,
@@ -207,11 +209,24 @@ def apply_deploy(
                     item.path,
                 )
                 continue
+            known = session.exec(
+                select(col(JourneyVersion.active)).where(
+                    JourneyVersion.journey_id == item.journey.id,
+                    JourneyVersion.spec_hash == digest,
+                )
+            ).first()
             row = deploy_journey(
                 session, item.journey.id, spec, digest, str(item.path), templates=pins
             )
             if item.journey.trigger.trait is not None:  # contacts known before it
-                plan_dates(session, row.journey_id, row.version, item.journey.trigger.trait)
+                # A version current again (a retired journey deployed again, a revert)
+                # plans anew: watches that ended while it was not current, and contacts
+                # identified meanwhile, get theirs.
+                again = known is not None and not known
+                activation = f"@{utcnow():%Y%m%dT%H%M%S%f}" if again else ""
+                plan_dates(
+                    session, row.journey_id, row.version, item.journey.trigger.trait, activation
+                )
             deployed.append(
                 DeployedVersion(row.journey_id, row.version, str(item.path), reactivated=retired)
             )

@@ -7,7 +7,8 @@ Python): contacts with one of the `did` events within `within` whose properties 
 the trigger's (`where`), without a `not_did` event in that time. Each copy is that
 contact's own track event (its properties are the catalogue event's: the run reads the
 product in `trigger`), marked for that journey, keyed
-`audience:{journey}:{contact}:{match}:{catalogue event}`:
+`audience:{journey}:{match}:{catalogue event}:{contact}` (cut at the column's 255
+characters: a contact id may be that long):
 
 - the statement is one transaction and skips keys already stored, so a router that dies
   after it and redelivers the catalogue event adds no one twice and skips no one;
@@ -35,7 +36,9 @@ from .tables import ORIGIN_INTERNAL, Event
 
 CATALOG_EVENT = "catalog"  # events.type of an event about products, not a person
 CATALOG_CONTACT = ""  # its contact_id
+ORIGIN_CATALOG = "catalog"  # its origin: messageIds of their own, apart from clients'
 AUDIENCE_OF = "audience_of"  # context key of a copy: the journey it is for
+MESSAGE_ID_MAX = 255  # events.message_id
 
 
 def match_key(journey: Journey, properties: dict[str, Any]) -> str:
@@ -72,9 +75,10 @@ def fan_out(session: Session, journey: Journey, event: Event) -> int:
     )
     contact = members.c.contact_id
     match = match_key(journey, properties)
-    prefix = f"audience:{journey.id}:"
-    key = literal(prefix) + contact + literal(f":{match}:{event.id}")
-    same_product = literal(prefix) + contact + literal(f":{match}:")
+    # The contact last, cut to the column's width: a long id must not fail the statement
+    # for everyone (all catalogue events wait behind one that fails).
+    same_product = f"audience:{journey.id}:{match}:"
+    key = func.substr(literal(f"{same_product}{event.id}:") + contact, 1, MESSAGE_ID_MAX)
     earlier = aliased(Event)
     refused = aliased(Event)
     stamp = Event.__table__.c.timestamp.type  # type: ignore[attr-defined]
@@ -91,16 +95,14 @@ def fan_out(session: Session, journey: Journey, event: Event) -> int:
     ).where(
         not_(
             exists().where(  # this journey's copy for this product, lately (or this one)
+                # The contact's own events first (ix_events_contact_name): not a scan of
+                # every internal event for each member.
+                earlier.contact_id == contact,
+                earlier.name == event.name,
                 earlier.origin == ORIGIN_INTERNAL,
-                # An exact prefix: LIKE would read `_` in a contact id as any character.
-                func.substr(earlier.message_id, 1, func.length(same_product)) == same_product,
+                # An exact prefix: LIKE would read `_` in a journey id as any character.
+                func.substr(earlier.message_id, 1, len(same_product)) == same_product,
                 earlier.timestamp >= since,
-            )
-        ),
-        not_(
-            exists().where(
-                earlier.origin == ORIGIN_INTERNAL,
-                earlier.message_id == key,
             )
         ),
         *(

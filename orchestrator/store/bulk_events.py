@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import insert
 from sqlmodel import Session, col
 
+from .db import dialect_insert
 from .tables import Event
 
 # What the SELECT gives, in this order.
@@ -28,7 +28,18 @@ COLUMNS = (
 
 
 def insert_selected(session: Session, chosen: Any) -> int:
-    """Store the events `chosen` selects (its columns as `COLUMNS`); how many."""
-    statement = insert(Event).from_select(list(COLUMNS), chosen)
-    # Counted from RETURNING: rowcount is -1 for INSERT ... SELECT on PostgreSQL.
-    return len(session.execute(statement.returning(col(Event.id))).all())
+    """Store the events `chosen` selects (its columns as `COLUMNS`); how many.
+
+    A key already stored is skipped, not an error: keys are cut to the column's 255
+    characters, and two contacts with ids alike that far would share one. The second is
+    left out (planned by its next identify, not alerted) rather than failing the
+    statement for everyone.
+    """
+    statement = (
+        dialect_insert(session)(Event)
+        .from_select(list(COLUMNS), chosen)
+        .on_conflict_do_nothing()
+        # Counted from RETURNING: rowcount is -1 for INSERT ... SELECT on PostgreSQL.
+        .returning(col(Event.id))
+    )
+    return len(session.execute(statement).all())

@@ -2,16 +2,18 @@
 
 A deploy that makes a date-triggered journey current stores one internal event per
 contact whose trait holds a date, chosen by SQL (`INSERT ... SELECT`, no contact is
-loaded into Python), keyed `date-plan:{journey}:{version}:{contact}` so a repeated
-deploy adds none. The router delivers them like any event, in batches, across
-routers and restarts (the events table is the outbox): each starts the contact's
-`DateTriggerWorkflow`, which plans from the store. Contacts identified later get
-theirs from their identify.
+loaded into Python), keyed `date-plan:{journey}:{version}{activation}:{contact}` (cut at
+the column's 255 characters) so a repeated deploy adds none. A version made current
+again (a retired journey deployed again, a rollback) is a new `activation`: the watches
+that ended while it was not current, and contacts identified meanwhile, are planned.
+The router delivers them like any event, in batches, across routers and restarts (the
+events table is the outbox): each starts the contact's `DateTriggerWorkflow`, which
+plans from the store. Contacts identified later get theirs from their identify.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, and_, exists, literal, not_, select
+from sqlalchemy import JSON, and_, exists, func, literal, not_, select
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col
 
@@ -20,20 +22,23 @@ from .bulk_events import insert_selected
 from .tables import ORIGIN_INTERNAL, Contact, Event, utcnow
 
 DATE_PLAN_EVENT = "date_plan"  # events.type; `name` is the journey
+MESSAGE_ID_MAX = 255  # events.message_id
 
 
-def plan_dates(session: Session, journey_id: str, version: int, trait: str) -> int:
+def plan_dates(
+    session: Session, journey_id: str, version: int, trait: str, activation: str = ""
+) -> int:
     """Store a planning event for every contact whose `trait` holds a date; how many."""
     now = utcnow()
-    prefix = f"date-plan:{journey_id}:{version}:"
+    prefix = f"date-plan:{journey_id}:{version}{activation}:"
     planned = select(Event.id).where(
-        Event.origin == ORIGIN_INTERNAL, col(Event.message_id).startswith(prefix)
+        Event.origin == ORIGIN_INTERNAL, col(Event.message_id).startswith(prefix, autoescape=True)
     )
     if session.execute(planned.limit(1)).first() is not None:
         return 0  # this version's contacts were planned by an earlier deploy
     stamp = Event.__table__.c.timestamp.type  # type: ignore[attr-defined]
     earlier = aliased(Event)
-    key = literal(prefix) + col(Contact.id)
+    key = func.substr(literal(prefix) + col(Contact.id), 1, MESSAGE_ID_MAX)
     chosen = select(
         key,
         literal(ORIGIN_INTERNAL),

@@ -324,3 +324,10 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+def dialect_insert(session: Session) -> Any:
+    """The INSERT of the session's database, with its ON CONFLICT clauses."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
