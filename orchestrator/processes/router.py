@@ -479,15 +479,21 @@ class Router:
 
     async def _plan_date(self, journey_id: str, contact_id: str) -> None:
         """Start the contact's date watch for a journey, or make the running one plan again."""
-        await self.client.start_workflow(
-            DATE_TRIGGER_WORKFLOW,
-            DateTriggerInput(journey_id, contact_id),
-            id=date_workflow_id(journey_id, contact_id),
-            task_queue=self.task_queue,
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-            start_signal="recheck",
-            rpc_timeout=RPC_TIMEOUT,
-        )
+        wid = date_workflow_id(journey_id, contact_id)
+        try:
+            await self.client.start_workflow(
+                DATE_TRIGGER_WORKFLOW,
+                DateTriggerInput(journey_id, contact_id),
+                id=wid,
+                task_queue=self.task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                start_signal="recheck",
+                rpc_timeout=RPC_TIMEOUT,
+            )
+        except WorkflowAlreadyStartedError:  # a concurrent start won: make it plan again
+            handle = self.client.get_workflow_handle(wid)
+            with contextlib.suppress(RPCError):  # ended meanwhile: the next identify starts it
+                await handle.signal("recheck", rpc_timeout=RPC_TIMEOUT)
 
     async def _send_message(self, event: Event) -> None:
         """A transactional message (`POST /v1/messages`): start its own workflow, once."""
