@@ -211,11 +211,7 @@ def _check_template(templates_dir: Any, asked: MessageRequest) -> None:
         return
     folder = MessageFolder(templates_dir, asked.template)
     if not folder.exists():
-        guess = closest_name(
-            asked.template,
-            message_names(templates_dir),
-            key=lambda n: n.casefold().replace("-", "_"),
-        )
+        guess = folder.meant()
         hint = f"; did you mean {guess!r}?" if guess else ""
         raise ApiError(400, f"unknown template {asked.template!r}{hint}", "template")
     has = folder.channels()

@@ -157,12 +157,16 @@ class Message:
     def missing(self) -> str:
         """Why a message that does not exist is not found, and the one probably meant."""
         text = f"no folder {self.folder}/"
-        guess = closest_name(
+        guess = self.meant()
+        return f"{text}; did you mean {guess!r}?" if guess else text
+
+    def meant(self) -> str | None:
+        """The message a name that does not exist probably meant, if any."""
+        return closest_name(
             self.name,
             message_names(self.templates_dir),
             key=lambda n: n.casefold().replace("-", "_"),
         )
-        return f"{text}; did you mean {guess!r}?" if guess else text
 
     def variants(self) -> list[Variant]:
         """The default version first, then each translation folder named by a locale."""

@@ -31,14 +31,13 @@ from sqlalchemy.orm import aliased
 from sqlmodel import Session, col
 
 from ..dsl.models import Journey
-from .bulk_events import insert_selected
+from .bulk_events import cut_key, insert_selected
 from .tables import ORIGIN_INTERNAL, Event
 
 CATALOG_EVENT = "catalog"  # events.type of an event about products, not a person
 CATALOG_CONTACT = ""  # its contact_id
 ORIGIN_CATALOG = "catalog"  # its origin: messageIds of their own, apart from clients'
 AUDIENCE_OF = "audience_of"  # context key of a copy: the journey it is for
-MESSAGE_ID_MAX = 255  # events.message_id
 
 
 def match_key(journey: Journey, properties: dict[str, Any]) -> str:
@@ -78,7 +77,7 @@ def fan_out(session: Session, journey: Journey, event: Event) -> int:
     # The contact last, cut to the column's width: a long id must not fail the statement
     # for everyone (all catalogue events wait behind one that fails).
     same_product = f"audience:{journey.id}:{match}:"
-    key = func.substr(literal(f"{same_product}{event.id}:") + contact, 1, MESSAGE_ID_MAX)
+    key = cut_key(literal(f"{same_product}{event.id}:") + contact)
     earlier = aliased(Event)
     refused = aliased(Event)
     stamp = Event.__table__.c.timestamp.type  # type: ignore[attr-defined]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import func
 from sqlmodel import Session, col
 
 from .db import dialect_insert
@@ -25,6 +26,15 @@ COLUMNS = (
     "timestamp",
     "received_at",
 )
+
+
+MESSAGE_ID_MAX = 255  # events.message_id
+
+
+def cut_key(key: Any) -> Any:
+    """A key built in SQL, cut to the column's width: a contact id may be 255 characters,
+    and one too long must not fail the statement for everyone."""
+    return func.substr(key, 1, MESSAGE_ID_MAX)
 
 
 def insert_selected(session: Session, chosen: Any) -> int:

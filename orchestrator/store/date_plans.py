@@ -13,16 +13,15 @@ plans from the store. Contacts identified later get theirs from their identify.
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, and_, exists, func, literal, not_, select
+from sqlalchemy import JSON, and_, exists, literal, not_, select
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col
 
 from ..segments.query import holds_iso_date
-from .bulk_events import insert_selected
+from .bulk_events import cut_key, insert_selected
 from .tables import ORIGIN_INTERNAL, Contact, Event, utcnow
 
 DATE_PLAN_EVENT = "date_plan"  # events.type; `name` is the journey
-MESSAGE_ID_MAX = 255  # events.message_id
 
 
 def plan_dates(
@@ -38,7 +37,7 @@ def plan_dates(
         return 0  # this version's contacts were planned by an earlier deploy
     stamp = Event.__table__.c.timestamp.type  # type: ignore[attr-defined]
     earlier = aliased(Event)
-    key = func.substr(literal(prefix) + col(Contact.id), 1, MESSAGE_ID_MAX)
+    key = cut_key(literal(prefix) + col(Contact.id))
     chosen = select(
         key,
         literal(ORIGIN_INTERNAL),
