@@ -49,6 +49,7 @@ from channels.email import header_problem, unsafe_characters
 from channels.errors import ChannelConfigError, PermanentChannelError, TransientChannelError
 
 from ..analytics.message_counts import count_deferral, count_status
+from ..campaigns.gate import dispatch_of, held_at_delivery, hold
 from ..rendering import Renderer, RenderError
 from ..rendering.renderer import Rendered
 from ..services.click_links import track_clicks
@@ -304,8 +305,10 @@ class SendActivities:
         row.recipient = self._addresses(req, contact, channel)[0]
         _check(row, "channel", "pass", f"{channel} ({'; '.join(refusals) or 'first choice'})")
         policy = req.policy or {}
+        if timing and self._campaign_held(session, row, req, now):
+            return
         if timing and req.category == "marketing":
-            if req.deferrals >= MAX_DEFERRALS:
+            if req.deferrals - _campaign_waits(row) >= MAX_DEFERRALS:
                 _set(row, "skipped", f"deferred {req.deferrals} times; giving up", check="policy")
                 return
             if policy.get("frequency_cap", True) and self._capped(session, row, policy, now):
@@ -313,6 +316,34 @@ class SendActivities:
             if self._quiet(row, policy, contact, now):
                 return
         self._render(session, row, req, contact, now, early)
+
+    def _campaign_held(
+        self, session: Session, row: Message, req: t.SendRequest, now: datetime
+    ) -> bool:
+        """A campaign's pause, cancel or throttle (campaigns/gate.py); True when the row
+        was skipped or deferred."""
+        dispatch = dispatch_of(session, req.trigger_event_id)
+        if dispatch is None:
+            return False
+        # The slot the throttle gave it, while that is what it waited for: deferred since
+        # for another reason (quiet hours, a cap, a pause), it takes a new one.
+        deferrals = [e for e in row.timeline if e.get("until")]
+        last = deferrals[-1] if deferrals else {}
+        slot = last.get("until") if last.get("check") == "throttle" else None
+        taken = datetime.fromisoformat(slot) if slot else None
+        paused = sum(1 for e in row.timeline if e.get("check") == "campaign")
+        held = hold(session, dispatch, row.channel, now, paused, taken)
+        if held is None:
+            if dispatch.throttle:
+                _check(row, "throttle", "pass")
+            return False
+        if held.skip is not None:
+            _set(row, "skipped", held.skip, check="campaign")
+        else:
+            assert held.until is not None
+            check = "throttle" if held.detail.startswith("throttle") else "campaign"
+            _defer(row, held.until, held.detail, check=check)
+        return True
 
     def _choose(
         self, session: Session, req: t.SendRequest, contact: Contact
@@ -599,6 +630,13 @@ class SendActivities:
         if refusal is not None:
             _set(row, "suppressed", refusal, check="deliver")
             return True
+        held = held_at_delivery(session, row.workflow_id, row.entry_seq)
+        if held is not None and held.skip is not None:  # cancelled while in the queue
+            _set(row, "skipped", held.skip, check="campaign")
+            return True
+        if held is not None and held.until is not None and now is not None:  # paused
+            _defer(row, held.until, held.detail, check="campaign")
+            return True
         if policy is None or now is None or row.category != "marketing":
             return False
         return self._quiet(row, policy, contact, now)
@@ -734,6 +772,12 @@ def _forget_devices(session: Session, contact_id: str, tokens: tuple[str | None,
         dead = set(tokens)
         contact.push_tokens = [tok for tok in contact.push_tokens or [] if tok not in dead]
         contact.updated_at = utcnow()
+
+
+def _campaign_waits(row: Message) -> int:
+    """The row's deferrals a campaign made (a pause, the throttle): they are the
+    operator's, and do not count towards giving up."""
+    return sum(1 for e in row.timeline if e.get("check") in ("campaign", "throttle"))
 
 
 def _event(status: str, **fields: Any) -> dict[str, Any]:

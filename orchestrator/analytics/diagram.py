@@ -127,6 +127,10 @@ def _trigger(journey: m.Journey, counts: _Counts) -> _Frag:
     t = journey.trigger
     if t.identify:
         what = "on every identify call"
+    elif t.schedule is not None:
+        what = f"campaign: {t.campaign_text()}"
+    elif t.date is not None:
+        what = f"on {t.date_text()}"
     elif t.segment is not None:
         what = f"{'enters' if t.when == 'entered' else 'leaves'} segment {t.segment}"
     else:

@@ -195,6 +195,7 @@ def validate(
         read_received_events=read_store,
         # Hand-written journeys (JOURNEYS_PYTHON_JOURNEYS) may leave the YAML folder empty.
         expect_journeys=not settings.python_journeys,
+        default_zone=settings.default_timezone,
     )
     problems, loaded, segments = result.problems, result.journeys, result.segments
     for problem in [*problems, *result.warnings]:  # what must be fixed first, first
@@ -359,7 +360,7 @@ def _event_kind(trigger: Any) -> Any:
 
     if trigger.identify:
         return EventKind("identify")
-    return EventKind("track", trigger.name, trigger.segment)
+    return EventKind("track", trigger.name, trigger.entered_segment)
 
 
 def _existing_store(settings: Settings, why: str = "") -> Any:
@@ -919,6 +920,7 @@ def contacts_erase(contact_id: str, yes: bool, data_dir: Path | None) -> None:
 
 
 from . import backtest as _backtest  # noqa: E402,F401  (registers `backtest`)
+from . import campaigns as _campaigns  # noqa: E402,F401  (registers `campaigns`)
 from . import diff as _diff  # noqa: E402,F401  (registers `diff`)
 from . import reports as _reports  # noqa: E402,F401  (registers `stats` and `explain`)
 from . import simulate as _simulate  # noqa: E402,F401  (registers `simulate`, `check`)

@@ -84,6 +84,13 @@ def compare(old: m.Journey, new: m.Journey) -> list[Change]:
 def _trigger(trigger: m.Trigger) -> str:
     if trigger.identify:
         what = "every identify call"
+    elif trigger.schedule is not None:
+        what = f"campaign to {trigger.campaign_text()}"
+        if trigger.throttle:
+            rates = ", ".join(f"{c} {r}" for c, r in sorted(trigger.throttle.items()))
+            what += f", throttled to {rates}"
+    elif trigger.date is not None:
+        what = f"date {trigger.date_text()}"
     elif trigger.segment is not None:
         what = f"{trigger.when} segment {trigger.segment}"
     else:

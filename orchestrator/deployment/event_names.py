@@ -30,7 +30,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..dsl.loader import LoadedJourney, iter_steps
-from ..dsl.models import SEGMENT_EVENTS, ActionStep, TrackAction, WaitForStep
+from ..dsl.models import CAMPAIGN_DUE, SEGMENT_EVENTS, ActionStep, TrackAction, WaitForStep
 from ..dsl.problems import JourneyError, Problem
 from ..dsl.source import Source, YamlPath, read_source
 from ..feedback.own_events import OWN_EVENTS
@@ -109,6 +109,8 @@ SEGMENT_SPEC_EVENTS = frozenset(
 OWN_EVENT_PROPERTIES: dict[str, frozenset[str]] = {
     **{name: frozenset({"segment"}) for name in SEGMENT_EVENTS.values()},
     SURVEY_ANSWERED: frozenset({"score", "message_id", "template", "channel", "journey_id"}),
+    # A campaign member's event (campaigns/dispatch.py): `due` is the local due time.
+    CAMPAIGN_DUE: frozenset({"journey", "segment", "dispatch", "due"}),
 }
 
 

@@ -31,6 +31,7 @@ from ..dsl.problems import JourneyError, Problem, sorted_problems
 from ..dsl.scenario import SCENARIOS_FOLDER, load_scenario
 from ..rendering import Renderer
 from ..segments.loader import SEGMENTS_FILE, LoadedSegment, load_segments
+from .campaign_checks import check_campaigns
 from .event_names import KnownEvents, check_event_names, tracked_events
 from .event_properties import (
     check_condition_properties,
@@ -61,6 +62,7 @@ def validate(
     unsent: bool = False,
     read_received_events: Callable[[], set[str] | None] | None = None,
     expect_journeys: bool = False,
+    default_zone: str = "UTC",
 ) -> Validation:
     """Check journey files and folders, their `segments.yaml` and `events.yaml`, and the
     messages they send.
@@ -73,7 +75,8 @@ def validate(
     `track`'s; it is called only if a name needs it.
     With `expect_journeys` (no Python journey is configured), a folder with no journey
     file (nor segments.yaml or events.yaml) is an error naming it: a mistaken path
-    (`journeys validate docs`) must not pass as a clean project.
+    (`journeys validate docs`) must not pass as a clean project. `default_zone` is the
+    zone of campaigns that name none (JOURNEYS_DEFAULT_TIMEZONE).
     """
     targets = list(targets)
     result = Validation()
@@ -138,6 +141,7 @@ def validate(
     problems += check_event_names(journeys, result.segment_files, result.events)
     problems += check_condition_properties(journeys, result.events)
     problems += check_goals(journeys)
+    problems += check_campaigns(journeys, default_zone)
     problems += check_template_properties(journeys, renderer, result.events)
     everything = [*problems, *result.problems]
     result.problems = [p for p in everything if not p.is_warning]

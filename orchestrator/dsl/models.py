@@ -12,6 +12,7 @@ frozen *version* a workflow interprets, carried in its input.
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -28,7 +29,9 @@ from pydantic import (
 )
 
 from ..services.policy import QuietHours
+from ..services.zones import zone_named
 from .conditions import check_condition, parse
+from .cron import check_cron
 from .durations import format_duration, parse_duration
 from .roots import INVARIANT_ROOTS
 
@@ -73,6 +76,9 @@ IDENTIFY = "$identify"  # what an `identify` call is called when it starts a run
 # What a date trigger stores when a contact's date comes (`properties.journey` names the
 # journey): the run starts on it like on any event. Only the orchestrator records it.
 DATE_REACHED = "Date Reached"
+# What a campaign stores for each member of its segment when the campaign is due for
+# them (`properties.journey` names the journey): their run starts on it.
+CAMPAIGN_DUE = "Campaign Due"
 DATE_TRAIT = re.compile(r"contact\.traits\.([A-Za-z_][A-Za-z0-9_]{0,63})")
 _LOCAL_TIME = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
 _DAY_OFFSET = re.compile(r"([+-]?)([0-9]{1,3})d")
@@ -108,6 +114,71 @@ def _day_offset(value: Any) -> Any:
     if abs(days) > 366:
         raise ValueError(f"offset {value!r} is more than a year from the date")
     return days
+
+
+_ONCE = re.compile(r"(\d{4})-(\d{2})-(\d{2})[ T]([01][0-9]|2[0-3]):([0-5][0-9])")
+_RATE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*/\s*(s|sec|second|min|minute|h|hour)")
+_RATE_UNITS = {"s": 1, "sec": 1, "second": 1, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
+SCHEDULE_HELP = (
+    'a date and time "2027-01-15 10:00" (once) or a cron line "0 10 * * 1" '
+    "(minute hour day month weekday: every Monday at 10:00)"
+)
+
+
+def _schedule(value: Any) -> Any:
+    """A campaign's `schedule:`: once at a local date and time, or a cron line."""
+    if not isinstance(value, str):
+        raise ValueError(f"schedule is {SCHEDULE_HELP}; got {value!r}")
+    text = " ".join(value.split())
+    found = _ONCE.fullmatch(text)
+    if found is not None:
+        try:
+            datetime(*(int(part) for part in found.groups()))
+        except ValueError as exc:
+            raise ValueError(f"schedule {text!r} is not a real date and time: {exc}") from None
+        return f"{found[1]}-{found[2]}-{found[3]} {found[4]}:{found[5]}"
+    if len(text.split()) != 5 or (text[:1].isdigit() and "-" in text.split()[0][:5]):
+        raise ValueError(f"schedule is {SCHEDULE_HELP}; got {value!r}")
+    check_cron(text)
+    minute = text.split()[0]
+    if not minute.isdigit():  # `*`, a step, a list, a range: a dispatch each time
+        raise ValueError(
+            'a campaign\'s cron line names one minute, like the 0 of "0 10 * * 1" (Mondays '
+            f"at 10:00): {minute!r} sends the campaign several times an hour, each time to "
+            "every member"
+        )
+    return text
+
+
+def rate_per_second(text: str) -> float:
+    """`20/s`, `1000/min`, `50000/h` as sends per second."""
+    found = _RATE.fullmatch(text.strip())
+    if found is None or float(found[1]) <= 0:
+        raise ValueError(
+            f"a throttle is a rate above zero like 20/s, 1000/min or 50000/h; got {text!r}"
+        )
+    return float(found[1]) / _RATE_UNITS[found[2]]
+
+
+def _throttle(value: Any) -> Any:
+    if not isinstance(value, dict):
+        raise ValueError(
+            "throttle gives a rate per channel, like `throttle: {email: 20/s, sms: 5/s}`; "
+            f"got {value!r}"
+        )
+    for channel, rate in value.items():
+        if channel not in CHANNELS:
+            raise ValueError(f"throttle names channels ({', '.join(CHANNELS)}); got {channel!r}")
+        rate_per_second(str(rate))
+    return {channel: str(rate).strip() for channel, rate in value.items()}
+
+
+def _zone_name(value: Any) -> Any:
+    if isinstance(value, str) and zone_named(value) is None:
+        raise ValueError(
+            f"unknown timezone {value!r}: use an IANA name such as Europe/Moscow or UTC"
+        )
+    return value
 
 
 _AUDIENCE_MATCH = re.compile(
@@ -178,9 +249,23 @@ class Trigger(Model):
     offset: Annotated[int, BeforeValidator(_day_offset)] = 0
     # A catalogue event (no contact) starts a run for each contact of the audience.
     audience: Audience | None = None
+    # A campaign: every member of `segment` at the scheduled time (docs/journeys.md).
+    schedule: Annotated[str, BeforeValidator(_schedule)] | None = None
+    local_time: bool = False  # at the schedule's time in each contact's own timezone
+    timezone: Annotated[str, BeforeValidator(_zone_name)] | None = None  # else the default
+    throttle: Annotated[dict[str, str], BeforeValidator(_throttle)] = {}
 
     @model_validator(mode="after")
     def _one_source(self) -> Trigger:
+        campaign = set(self.model_fields_set & {"local_time", "timezone", "throttle"})
+        if self.schedule is None and campaign:
+            raise ValueError(
+                f"'{sorted(campaign)[0]}' belongs to a campaign: "
+                '`schedule: "2027-01-15 10:00", segment: newsletter`'
+            )
+        if self.schedule is not None:
+            self._check_campaign()
+            return self
         sources = [self.event, self.segment, self.date]
         if [*(s is not None for s in sources), self.identify].count(True) != 1:
             raise ValueError(
@@ -200,6 +285,56 @@ class Trigger(Model):
             )
         return self
 
+    def _check_campaign(self) -> None:
+        if self.segment is None:
+            raise ValueError(
+                "a schedule sends to the members of a segment: add `segment: <name>` "
+                "(a segment of segments.yaml)"
+            )
+        others = [k for k in ("event", "date", "audience") if getattr(self, k) is not None]
+        if self.identify:
+            others.append("identify")
+        if others:
+            raise ValueError(
+                f"a campaign starts on its schedule: '{others[0]}' starts a journey another "
+                "way; keep `schedule` and `segment`, or drop `schedule`"
+            )
+        if self.when != "entered":
+            raise ValueError(
+                "a campaign sends to whoever is in the segment at the scheduled time: 'when' "
+                "is for journeys that start on entering (or leaving) the segment"
+            )
+        if self.local_time and self.timezone is not None:
+            raise ValueError(
+                "local_time sends at the time in each contact's own timezone; timezone sends "
+                "at one moment for everyone: keep one of them"
+            )
+
+    def campaign_text(self) -> str:
+        """A campaign in words: `segment newsletter at 2027-01-15 10:00, each contact's
+        local time`."""
+        when = f"on cron {self.schedule}" if self.recurring else f"at {self.schedule}"
+        zone = (
+            "each contact's local time"
+            if self.local_time
+            else (self.timezone or "the default timezone")
+        )
+        return f"segment {self.segment} {when}, {zone}"
+
+    def date_text(self) -> str:
+        """A date trigger in words: `contact.traits.birthday every year at 10:00`."""
+        shift = f", {self.offset:+d} days" if self.offset else ""
+        return f"{self.date} every {self.every} at {self.at}{shift}"
+
+    @property
+    def recurring(self) -> bool:
+        """A campaign on a cron line (not once at a date)."""
+        return self.schedule is not None and _ONCE.fullmatch(self.schedule) is None
+
+    def rates(self) -> dict[str, float]:
+        """A campaign's throttle as sends per second, by channel."""
+        return {channel: rate_per_second(rate) for channel, rate in self.throttle.items()}
+
     @model_serializer(mode="wrap")
     def _spec(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         # The date keys came later: left out of other triggers, so journeys deployed
@@ -210,6 +345,9 @@ class Trigger(Model):
                 data.pop(key, None)
         if self.audience is None:
             data.pop("audience", None)
+        if self.schedule is None:
+            for key in ("schedule", "local_time", "timezone", "throttle"):
+                data.pop(key, None)
         return data
 
     @property
@@ -225,11 +363,19 @@ class Trigger(Model):
             return IDENTIFY
         if self.date is not None:
             return DATE_REACHED
+        if self.schedule is not None:
+            return CAMPAIGN_DUE
         return self.event if self.event is not None else SEGMENT_EVENTS[self.when]
 
     def accepts_segment(self, properties: dict[str, Any]) -> bool:
         """For segment triggers: the event is about this trigger's segment."""
         return self.segment is None or properties.get("segment") == self.segment
+
+    @property
+    def entered_segment(self) -> str | None:
+        """The segment whose entry (or exit) starts a run; None for a campaign, which
+        sends to the segment's members at its scheduled time."""
+        return self.segment if self.schedule is None else None
 
 
 class Entry(Model):
@@ -828,17 +974,35 @@ class Journey(Model):
 
     @model_validator(mode="after")
     def _yearly_dates_enter_again(self) -> Journey:
-        """A yearly date enters the contact again each year: re-entry defaults to always."""
-        if self.trigger.date is None or self.trigger.every != "year":
+        """A yearly date (a recurring campaign) enters the contact again each year (each
+        time): re-entry defaults to always."""
+        trigger = self.trigger
+        if trigger.date is not None and trigger.every == "year":
+            never = (
+                "a yearly date trigger enters each contact once a year: re_entry never would "
+                "send only the first year; leave re_entry out (always) or use every: once"
+            )
+        elif trigger.schedule is not None:
+            if not trigger.recurring and "re_entry" not in self.entry.model_fields_set:
+                # A date changed to send again reaches everyone again: each dispatch
+                # reaches a member once whatever the rule (its events' keys).
+                entry = self.entry.model_copy(update={"re_entry": ReEntry(mode="always")})
+                object.__setattr__(self, "entry", entry)
+                return self
+            if not trigger.recurring:
+                return self
+            never = (
+                "a recurring campaign reaches its segment's members every time it is due: "
+                "re_entry never would reach each contact only the first time; leave "
+                're_entry out (always) or schedule it once, like "2027-01-15 10:00"'
+            )
+        else:
             return self
         if "re_entry" not in self.entry.model_fields_set:
             entry = self.entry.model_copy(update={"re_entry": ReEntry(mode="always")})
             object.__setattr__(self, "entry", entry)
         elif self.entry.re_entry.mode == "never":
-            raise ValueError(
-                "a yearly date trigger enters each contact once a year: re_entry never would "
-                "send only the first year; leave re_entry out (always) or use every: once"
-            )
+            raise ValueError(never)
         return self
 
     @model_serializer(mode="wrap")

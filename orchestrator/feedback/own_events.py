@@ -18,7 +18,7 @@ own contact). A name added to what we record is reserved from the start.
 
 from __future__ import annotations
 
-from ..dsl.models import DATE_REACHED, IDENTIFY, SEGMENT_EVENTS
+from ..dsl.models import CAMPAIGN_DUE, DATE_REACHED, IDENTIFY, SEGMENT_EVENTS
 from ..store.engagement import ENGAGEMENT_EVENTS
 from .recording import SURVEY_ANSWERED
 from .sendgrid_events import SIMPLE as SENDGRID_EVENTS
@@ -30,6 +30,7 @@ OWN_EVENTS = frozenset(
     {
         *SEGMENT_EVENTS.values(),
         DATE_REACHED,
+        CAMPAIGN_DUE,
         SURVEY_ANSWERED,
         *SENDGRID_EVENTS.values(),
         *INBOUND_EVENTS.values(),

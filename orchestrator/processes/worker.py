@@ -31,15 +31,18 @@ from channels.errors import ChannelConfigError
 from channels.registry import adapter_class
 
 from ..activities.actions import ActionActivities, WebhookCaller, call_configured_webhook
+from ..activities.campaigns import CampaignActivities
 from ..activities.contacts import ContactActivities
 from ..activities.date_triggers import DateTriggerActivities
 from ..activities.runs import RunActivities
 from ..activities.segments import SegmentActivities
 from ..activities.sending import SendActivities
+from ..campaigns.schedules import sync_campaign_schedules
 from ..rendering import Renderer
 from ..segments.schedules import sync_schedules
 from ..services.links import MessageLinks
 from ..settings import Settings
+from ..workflows.campaign import CampaignWorkflow
 from ..workflows.date_trigger import DateTriggerWorkflow
 from ..workflows.journey import JourneyWorkflow
 from ..workflows.kit import JourneyBase
@@ -231,6 +234,7 @@ def build_worker(
         zone = settings.default_timezone  # of contacts without one: what `today()` reads
         runs, contacts = RunActivities(engine, zone), ContactActivities(engine, zone)
         dates = DateTriggerActivities(engine, zone)
+        campaigns = CampaignActivities(engine, zone)
         actions = ActionActivities(engine, webhooks or call_configured_webhook, zone)
         workers.append(
             Worker(
@@ -241,6 +245,7 @@ def build_worker(
                     SegmentRefreshWorkflow,
                     TransactionalMessageWorkflow,
                     DateTriggerWorkflow,
+                    CampaignWorkflow,
                 ],
                 activities=[
                     runs.enter_run,
@@ -258,6 +263,9 @@ def build_worker(
                     SegmentActivities(engine).refresh_segment,
                     dates.plan_date,
                     dates.fire_date,
+                    campaigns.open_campaign,
+                    campaigns.release_campaign,
+                    campaigns.close_campaign,
                 ],
                 activity_executor=ThreadPoolExecutor(max_workers=ACTIVITY_THREADS),
                 **{
@@ -285,7 +293,9 @@ def build_worker(
     if "main" in wanted:
 
         async def schedule_segments() -> asyncio.Task[None]:
-            return asyncio.create_task(keep_segment_schedules(client, engine, queue))
+            return asyncio.create_task(
+                keep_schedules(client, engine, queue, settings.default_timezone)
+            )
 
         on_start.append(schedule_segments)
     return WorkerGroup(workers, on_start)
@@ -294,19 +304,25 @@ def build_worker(
 SCHEDULE_RESYNC = 300.0  # seconds between syncs: segments deployed meanwhile get theirs
 
 
-async def keep_segment_schedules(client: Client, engine: Engine, task_queue: str) -> None:
-    """Match the segment schedules to the deployed segments now, then every few minutes
-    (segments deployed while the worker runs), retrying sooner after a failure (Temporal
+async def keep_schedules(
+    client: Client, engine: Engine, task_queue: str, default_zone: str = "UTC"
+) -> None:
+    """Match the segment and campaign schedules to what is deployed now, then every few
+    minutes (deployed while the worker runs), retrying sooner after a failure (Temporal
     briefly down). Failures are logged, never fatal: segments still follow events."""
     log = logging.getLogger(__name__)
     delay = SCHEDULE_RESYNC
     while True:
         try:
             await sync_schedules(client, engine, task_queue)
+            await sync_campaign_schedules(client, engine, task_queue, default_zone)
             delay = SCHEDULE_RESYNC
         except RPCError as exc:
             if exc.status == RPCStatusCode.UNIMPLEMENTED:  # e.g. the time-skipping test server
-                log.warning("this Temporal server has no schedules: segments follow events only")
+                log.warning(
+                    "this Temporal server has no schedules: segments follow events only, "
+                    "campaigns do not send"
+                )
                 return
             delay = min(delay, 30.0)
             log.error("segment schedules not synced (%s); retrying in %.0f s", exc, delay)

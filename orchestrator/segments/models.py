@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from ..dsl.cron import check_cron
 from ..dsl.durations import parse_duration
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
@@ -268,11 +269,6 @@ def _refresh(value: Any) -> Any:
     )
 
 
-_CRON_FIELD = re.compile(r"^(\*|\d+(-\d+)?)(/\d+)?(,(\*|\d+(-\d+)?)(/\d+)?)*$")
-_CRON_RANGES = (("minute", 0, 59), ("hour", 0, 23), ("day", 1, 31), ("month", 1, 12))
-_CRON_RANGES += (("weekday", 0, 7),)
-
-
 class Refresh(Model):
     """When the schedule re-evaluates the segment: a cron line (UTC) or an interval."""
 
@@ -297,39 +293,6 @@ class Refresh(Model):
     def _one(self) -> Refresh:
         _exactly_one(self, ("cron", "every"), "refresh")
         return self
-
-
-def check_cron(text: str) -> None:
-    """Raise ValueError unless `text` is five cron fields of numbers, ranges, lists and steps."""
-    fields = text.split()
-    example = 'such as "0 * * * *" (hourly) or "30 6 * * 1" (Mondays 06:30 UTC)'
-    if len(fields) != 5:
-        raise ValueError(
-            f"invalid cron line {text!r}: expected 5 fields (minute hour day month weekday), "
-            f"{example}"
-        )
-    for field, (name, low, high) in zip(fields, _CRON_RANGES, strict=True):
-        if not _CRON_FIELD.match(field):
-            raise ValueError(
-                f"invalid {name} {field!r} in cron line {text!r}: expected *, a number, "
-                f"a range a-b, a step */n, or a comma list of them, {example}"
-            )
-        for number in re.findall(r"(?<![/\d])\d+", field):
-            if not low <= int(number) <= high:
-                raise ValueError(
-                    f"invalid {name} {number} in cron line {text!r}: expected {low} to {high}"
-                )
-        for step in re.findall(r"/(\d+)", field):
-            if int(step) == 0:
-                raise ValueError(
-                    f"invalid {name} step /0 in cron line {text!r}: expected /1 or more"
-                )
-        for start, end in re.findall(r"(\d+)-(\d+)", field):
-            if int(start) > int(end):
-                raise ValueError(
-                    f"invalid {name} range {start}-{end} in cron line {text!r}: "
-                    "the start must not be after the end"
-                )
 
 
 class Segment(Condition):

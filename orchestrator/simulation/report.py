@@ -37,12 +37,13 @@ def build_report(
     scenario_label: str | None = None,
 ) -> dict[str, Any]:
     ids = [item.journey.id for item in simulation.journeys]
-    # The storefront simulator sends shoppers' events: it has no catalogue events and no
-    # dates coming due, so those journeys are said to be unsimulated, not failed.
+    # The storefront simulator sends shoppers' events: it has no catalogue events, no
+    # dates coming due and no campaign schedules, so those journeys are said to be
+    # unsimulated, not failed.
     unsimulated = {
-        item.journey.id: "a date trigger" if item.journey.trigger.date else "an audience"
+        item.journey.id: _unsimulated_trigger(item.journey.trigger)
         for item in simulation.journeys
-        if item.journey.trigger.date is not None or item.journey.trigger.audience is not None
+        if _unsimulated_trigger(item.journey.trigger)
     }
     with session_scope(simulation.engine) as session:
         stats = [journey_stats(session, journey_id).to_json() for journey_id in ids]
@@ -203,3 +204,14 @@ def scenario_label(path: Path | None, root: Path) -> str:
         return path.resolve().relative_to(root.resolve()).as_posix()
     except ValueError:
         return path.name
+
+
+def _unsimulated_trigger(trigger: Any) -> str | None:
+    """What starts a journey the storefront simulator cannot start, or None."""
+    if trigger.date is not None:
+        return "a date trigger"
+    if trigger.audience is not None:
+        return "an audience"
+    if trigger.schedule is not None:
+        return "a campaign schedule"
+    return None

@@ -194,6 +194,64 @@ class TemplateBlob(SQLModel, table=True):
     stored_at: datetime = _time(nullable=False, default=utcnow)
 
 
+class Campaign(SQLModel, table=True):
+    """What an operator made of a campaign journey (`journeys campaigns pause|cancel`):
+    `active`, `paused` (nothing more is sent until resumed) or `cancelled` (nothing more
+    is sent, ever, by this journey's campaign). No row: active."""
+
+    __tablename__ = "campaigns"
+
+    journey_id: str = Field(primary_key=True, max_length=63)
+    status: str = Field(default="active", max_length=16)
+    changed_at: datetime = _time(nullable=False, default=utcnow)
+
+
+class CampaignDispatch(SQLModel, table=True):
+    """One time a campaign was due: the members of its segment then, released in waves
+    (one per local moment with `local_time`), at most `throttle` sends a second."""
+
+    __tablename__ = "campaign_dispatches"
+    __table_args__ = (Index("ix_campaign_dispatches_journey", "journey_id", "started_at"),)
+
+    id: str = Field(primary_key=True, max_length=100)  # {journey}@{local due, minute}
+    journey_id: str = Field(max_length=63)
+    version: int
+    segment: str = Field(max_length=63)
+    due: str = Field(max_length=16)  # "2027-01-15 10:00", local (each contact's, or `zone`)
+    zone: str | None = Field(default=None, max_length=64)  # None: each contact's own
+    throttle: dict[str, Any] = _json()  # {channel: sends per second}
+    # In local time: {"waves": [[zone, ...], ...], "default": index of the default
+    # zone's wave}: a wave also takes members of earlier waves' zones not released yet.
+    plan: dict[str, Any] = _json()
+    # sending | done | cancelled (by an operator) | stopped (the journey was retired)
+    status: str = Field(default="sending", max_length=16)
+    waves: int = 0
+    waves_done: int = 0
+    recipients: int = 0  # members released so far
+    started_at: datetime = _time(nullable=False, default=utcnow)
+    finished_at: datetime | None = _time(nullable=True)
+
+
+class CampaignSlot(SQLModel, table=True):
+    """A dispatch's throttle on one channel: the next free moment to send at."""
+
+    __tablename__ = "campaign_slots"
+
+    dispatch_id: str = Field(primary_key=True, max_length=100)
+    channel: str = Field(primary_key=True, max_length=32)
+    next_at: datetime = _time(nullable=False)
+
+
+class ProviderPause(SQLModel, table=True):
+    """A provider's "not before": set from a 429's Retry-After, read by every worker."""
+
+    __tablename__ = "provider_pauses"
+
+    provider: str = Field(primary_key=True, max_length=64)  # the adapter's name
+    until: datetime = _time(nullable=False)
+    reason: str = Field(default="", max_length=255)
+
+
 class JourneyRun(SQLModel, table=True):
     """One entry of one contact into one journey (a workflow run, across continue-as-new)."""
 

@@ -220,6 +220,16 @@ def latest_version(session: Session, journey_id: str) -> JourneyVersion | None:
     ).first()
 
 
+def active_version(session: Session, journey_id: str) -> JourneyVersion | None:
+    """The version new entries of a journey start on; None when it is retired (or new)."""
+    return session.exec(
+        select(JourneyVersion)
+        .where(JourneyVersion.journey_id == journey_id, col(JourneyVersion.active).is_(True))
+        .order_by(col(JourneyVersion.version).desc())
+        .limit(1)
+    ).first()
+
+
 def active_versions(session: Session) -> list[JourneyVersion]:
     """The active version of every journey, ordered by journey id.
 

@@ -215,6 +215,55 @@ class DateFireRequest:
 
 
 @dataclass
+class CampaignWave:
+    at: str  # ISO UTC: when its members are released
+    zones: list[str] = field(default_factory=list)
+    unzoned: bool = False  # and members whose zone has no wave (none, or not `planned`)
+    everyone: bool = False  # every member (not in local time)
+    planned: list[str] | None = None  # with `unzoned`: the zones that have a wave
+
+
+@dataclass
+class CampaignPlan:
+    dispatch_id: str | None = None  # None: nothing to send (reason)
+    waves: list[CampaignWave] = field(default_factory=list)
+    reason: str | None = None
+
+
+@dataclass
+class CampaignInput:
+    journey_id: str
+    # Set when continuing as new: the plan, and where its release stopped.
+    plan: CampaignPlan | None = None
+    wave: int = 0
+    cursor: str | None = None
+    chunks_per_run: int = 200  # then continue as new (tests make it small)
+
+
+@dataclass
+class OpenCampaignRequest:
+    journey_id: str
+    fired_at: str  # ISO: when the schedule was due (the firing's local time is the dispatch's)
+
+
+@dataclass
+class ReleaseRequest:
+    dispatch_id: str
+    wave: CampaignWave
+    cursor: str | None = None  # the last contact released of this wave
+    index: int = 0  # the wave's place in the plan
+
+
+@dataclass
+class ReleaseResult:
+    status: str  # released | waiting (paused, the router behind) | cancelled
+    cursor: str | None = None
+    done: bool = False  # the wave is released
+    wait: float = 0.0  # seconds before the next chunk (the throttle's pace, or a pause)
+    released: int = 0
+
+
+@dataclass
 class SendResult:
     message_id: str | None
     status: str  # sent | failed | suppressed | skipped  (prepare also: ready | deferred)
