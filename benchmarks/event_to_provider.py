@@ -68,7 +68,6 @@ import time
 import traceback
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -84,7 +83,8 @@ if str(HERE) not in sys.path:  # ingest_throughput, figures, bench_send_workflow
 
 import ingest_throughput as it  # noqa: E402
 from bench_send_workflow import SEND_ACTIVITY, BenchSendWorkflow  # noqa: E402
-from figures import Figure, Report  # noqa: E402
+from figures import Figure, Report, summary  # noqa: E402
+from reporting_queries import scratch_store  # noqa: E402
 from sqlalchemy import Engine  # noqa: E402
 from sqlmodel import col, select  # noqa: E402
 from temporalio import activity  # noqa: E402
@@ -926,18 +926,6 @@ async def run_baseline(
 # --- running and reporting -------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def scratch_store(postgres: str | None) -> Iterator[str | None]:
-    """A fresh PostgreSQL database for one phase (dropped after), or None for SQLite."""
-    if postgres is None:
-        yield None
-        return
-    from reporting_queries import scratch_postgres
-
-    with scratch_postgres(postgres) as url:
-        yield url
-
-
 async def measure(args: argparse.Namespace, tmp: Path, logs: LogCounter) -> list[Phase]:
     phases: list[Phase] = []
     stores: list[tuple[str, str | None]] = [(SQLITE, None)]
@@ -1103,20 +1091,6 @@ def climb_note(phases: list[Phase], side: str, store: str) -> str:
     return f"{label}: {verdict} ({'; '.join(parts)})"
 
 
-def summary(report: Report) -> str:
-    lines = ["", "event -> provider (ours vs bare Temporal + sendgrid SDK):"]
-    for f in report.figures:
-        base = "-" if f.baseline is None else f"{f.baseline:,.1f}"
-        ratio = "" if f.ratio is None else f"  ratio {f.ratio:.2f}"
-        line = f"  {f.measure:<58} {f.ours:>10,.1f} {f.unit:<6} baseline {base:>9}{ratio}"
-        if f.target:
-            verdict = {True: "MET", False: "NOT MET", None: "not judged"}[f.met]
-            line += f"   target {f.target}: {verdict}"
-        lines.append(line)
-    lines += [f"  {note}" for note in report.notes]
-    return "\n".join(lines)
-
-
 async def main(args: argparse.Namespace) -> None:
     print(
         f"event -> provider: rates {', '.join(f'{r:g}' for r in args.rates)}/s, "
@@ -1137,7 +1111,7 @@ async def main(args: argparse.Namespace) -> None:
         traceback.print_exc()
     args.load = {"before": load_before, "after": os.getloadavg()}
     report = build_report(args, phases)
-    print(summary(report), flush=True)
+    print(summary(report, "event -> provider (ours vs bare Temporal + sendgrid SDK)"), flush=True)
     report.write(args.json)
     for message, count in ignored.items():
         print(f"note: {count} x 'Exception ignored' at worker shutdown: {message}")

@@ -99,3 +99,22 @@ def number(value: float | None, unit: str = "") -> str:
     assert value is not None
     text = f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
     return f"{text} {unit}".strip()
+
+
+def summary(report: Report, title: str, measure: int = 58, unit: int = 6, places: int = 1) -> str:
+    """A report as the lines a benchmark prints last: each figure beside its baseline,
+    the ratio, and the target's verdict."""
+    lines = ["", f"{title}:"]
+    for f in report.figures:
+        base = "-" if f.baseline is None else f"{f.baseline:,.{places}f}"
+        ratio = "" if f.ratio is None else f"  ratio {f.ratio:.2f}"
+        line = (
+            f"  {f.measure:<{measure}} {f.ours:>10,.{places}f} {f.unit:<{unit}} "
+            f"baseline {base:>{8 + places}}{ratio}"
+        )
+        if f.target:
+            verdict = {True: "MET", False: "NOT MET", None: "not judged"}[f.met]
+            line += f"   target {f.target}: {verdict}"
+        lines.append(line)
+    lines += [f"  {note}" for note in report.notes]
+    return "\n".join(lines)

@@ -1511,6 +1511,16 @@ def run_database(
 
 
 @contextmanager
+def scratch_store(postgres: str | None) -> Iterator[str | None]:
+    """A fresh PostgreSQL database on that server (dropped after), or None for SQLite."""
+    if postgres is None:
+        yield None
+        return
+    with scratch_postgres(postgres) as url:
+        yield url
+
+
+@contextmanager
 def scratch_postgres(url: str) -> Iterator[str]:
     """A database created for the run on the server of `url`, dropped afterwards."""
     name = f"journeys_bench_{uuid.uuid4().hex[:8]}"

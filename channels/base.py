@@ -69,6 +69,10 @@ class Channel:
     # the call) is then sent again with the same id. Otherwise the pipeline records it
     # `unknown` and never calls the provider for it again.
     idempotent: ClassVar[bool] = False
+    # Whose limit a "wait" answer (`TransientChannelError.retry_after`) is: "provider" (the
+    # account's or the sender's: every worker holds every send to it until then) or
+    # "recipient" (one device's or number's quota: only that message waits).
+    backoff_scope: ClassVar[str] = "provider"
 
     @classmethod
     def from_settings(cls, settings: Any) -> Channel:

@@ -8,11 +8,17 @@ everything is visible.
 from __future__ import annotations
 
 import sys
+import threading
 import uuid
 from typing import ClassVar, TextIO
 
 from .base import Channel, OutgoingMessage, Receipt
 from .email import recipient
+
+# Sends run in an activity thread pool: one message is written whole, under this lock,
+# so two messages printed at once never splice into one line (`print` writes the text
+# and its newline separately, and the storefront's `opens` reads these headers back).
+_WRITING = threading.Lock()
 
 
 class ConsoleChannel(Channel):
@@ -30,5 +36,8 @@ class ConsoleChannel(Channel):
         lines += [f"{part}: {text}" for part, text in message.content.items() if part != "html"]
         if "html" in message.content:
             lines.append(f"html: {len(message.content['html'])} characters")
-        print("\n".join(lines), file=out, flush=True)
+        block = "\n".join(lines) + "\n"
+        with _WRITING:
+            out.write(block)
+            out.flush()
         return Receipt(provider_message_id=f"console-{uuid.uuid4()}")

@@ -91,6 +91,9 @@ class FirebaseChannel(Channel):
 
     name: ClassVar[str] = "firebase"
     serves: ClassVar[tuple[str, ...]] = ("push",)
+    # FCM's QUOTA_EXCEEDED is mostly one device's quota: holding every push for it would
+    # let one busy device (or a token copied onto many contacts) stop all pushes.
+    backoff_scope: ClassVar[str] = "recipient"
     max_payload_bytes: ClassVar[int] = 4096
     max_batch: ClassVar[int] = 500  # firebase-admin's send_each limit
     # firebase-admin 7.7 retries inside every send, with no supported option to change it

@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     # `journeys worker` and `journeys router` serve /metrics on this port when set (on
     # api_host): the journey counters, as the API's /metrics has them.
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    # The Temporal SDK's own metrics (task latencies, polls, slots), on their own Prometheus
+    # endpoint at this "host:port" (":9464": every interface); unset = not collected.
+    temporal_metrics_address: str | None = None
+    # Log lines on stderr: "text" for people, "json" (one object per line, with run, step
+    # and message ids) for a log collector. Tracing is the standard OTEL_* variables'.
+    log_format: Literal["text", "json"] = "text"
     write_keys: list[str] = []  # extra accepted write keys (comma-separated JSON list)
     # Calls per second per write key (a batch counts its calls); more get 429. Unset = no limit.
     ingest_rate_limit: float | None = Field(default=None, gt=0)
@@ -107,6 +113,9 @@ class Settings(BaseSettings):
     router: bool = True
     router_lease: float = Field(default=30.0, gt=0)
     routing_lag_limit: float = Field(default=300.0, ge=0)
+    # Failed routing attempts of an event's own (not an outage) after which it is a dead
+    # letter and stops holding back its contact's later events; 0 = retry for ever.
+    dead_letter_after: int = Field(default=5, ge=0)
 
     # Messages: the locale, currency and timezone used when a contact has none.
     default_locale: str = "en"

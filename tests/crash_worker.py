@@ -85,7 +85,9 @@ class CrashPlan:
         self.reached: dict[str, int] = dict.fromkeys(WINDOWS, 0)
         self.counting = threading.Lock()
         # `sending` committed .. outcome committed, one send at a time (see the docstring).
+        # A plain Lock: the activity interceptor may release it from another thread.
         self.provider = threading.Lock()
+        self.holder: tuple[int, str] | None = None  # (thread, activity) inside the stretch
         self.local = threading.local()
 
     def point(self, name: str) -> None:
@@ -94,18 +96,22 @@ class CrashPlan:
             due = name == self.window and self.reached[name] == self.after
         if not due:
             return
-        if not getattr(self.local, "holding", False):
+        if not self._holding():
             self.provider.acquire()  # wait until no other send is inside window c
         print(f"crash: SIGKILL at window {name} (reached {self.after} times)", flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
 
     # --- the serialized stretch: `sending` .. the commit after the provider call -------
 
+    def _holding(self) -> bool:
+        holder = self.holder
+        return holder is not None and holder[0] == threading.get_ident()
+
     def claim(self) -> None:
         """A delivery sets `sending`: hold the lock until its outcome is committed."""
-        if not getattr(self.local, "holding", False):
+        if not self._holding():
             self.provider.acquire()
-            self.local.holding = True
+            self.holder = (threading.get_ident(), _activity_key())
         self.local.called = False
 
     def calling(self) -> None:
@@ -116,10 +122,35 @@ class CrashPlan:
         if getattr(self.local, "called", False):
             self.release()
 
+    def rolled_back(self) -> None:
+        """A failure before the call ends the stretch. After the call the pipeline retries
+        writing the outcome (a busy database): the stretch lasts until that commit, or
+        until the activity ends (`activity_ended`), or a kill would find the send
+        half-recorded and leave it `unknown` besides the one it caught."""
+        if not getattr(self.local, "called", False):
+            self.release()
+
     def release(self) -> None:
-        if getattr(self.local, "holding", False):
-            self.local.holding = self.local.called = False
+        if self._holding():
+            self.local.called = False
+            self.holder = None
             self.provider.release()
+
+    def activity_ended(self, key: str) -> None:
+        """An activity that ended inside the stretch (its outcome never written) leaves it."""
+        holder = self.holder
+        if holder is not None and holder[1] == key:
+            self.holder = None
+            self.provider.release()
+
+
+def _activity_key() -> str:
+    """The running activity attempt, as the interceptor sees it too."""
+    try:
+        info = activity.info()
+    except RuntimeError:  # not in an activity
+        return ""
+    return f"{info.workflow_id}/{info.activity_id}/{info.attempt}"
 
 
 class CrashingChannel(Channel):
@@ -155,7 +186,10 @@ class CrashAfterDelivery(temporal_client.Interceptor, Interceptor):
 
         class Inbound(ActivityInboundInterceptor):
             async def execute_activity(self, input: ExecuteActivityInput) -> Any:
-                result = await self.next.execute_activity(input)
+                try:
+                    result = await self.next.execute_activity(input)
+                finally:
+                    plan.activity_ended(_activity_key())
                 if activity.info().activity_type == t.DELIVER_MESSAGE and (
                     getattr(result, "status", None) == "sent"
                 ):
@@ -252,7 +286,7 @@ def install_database_hooks(plan: CrashPlan) -> None:
     event.listen(Message, "before_insert", before_ledger_insert)
     event.listen(Message.status, "set", status_set)
     event.listen(Session, "after_commit", lambda *_: plan.committed())
-    event.listen(Session, "after_soft_rollback", lambda *_: plan.release())
+    event.listen(Session, "after_soft_rollback", lambda *_: plan.rolled_back())
 
 
 def delivering_with(

@@ -179,7 +179,8 @@ async def test_journeys_worker_deploys_without_retiring(
         caplog.set_level(logging.WARNING, logger="orchestrator.deployment")
         await run_worker(settings, stop)
         assert active(engine) == [("other", 1), ("promo", 1)]
-        assert [r.getMessage() for r in caplog.records if r.name.startswith("orchestrator")] == [
+        deployment = [r for r in caplog.records if r.name.startswith("orchestrator.deployment")]
+        assert [r.getMessage() for r in deployment] == [
             f"journey promo stays active although {newer} has no file for it "
             f"(deployed from {shop / 'promo.yaml'}): `journeys deploy` retires it"
         ]

@@ -17,7 +17,16 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from figures import Figure, Report, load, number  # noqa: E402
 
-BENCHMARKS = {"starts", "engagement", "provider", "at-rest", "rendering", "simulation", "dashboard"}
+BENCHMARKS = {
+    "starts",
+    "engagement",
+    "provider",
+    "at-rest",
+    "rendering",
+    "simulation",
+    "dashboard",
+    "campaign",
+}
 
 
 def test_ratio_is_oriented_so_that_one_means_as_good_as_the_baseline() -> None:

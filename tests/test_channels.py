@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -41,6 +43,46 @@ def test_console_prints_every_part_but_html_bodies() -> None:
     assert "--- email to ann@example.com (message m1)" in printed
     assert "subject: Hi" in printed and "text: Hi there" in printed
     assert "html: 9 characters" in printed
+
+
+class _SlowStream(io.StringIO):
+    """A terminal or log file that lets other threads run in the middle of a write."""
+
+    def write(self, text: str) -> int:
+        time.sleep(0.002)
+        return super().write(text)
+
+
+def test_console_messages_sent_at_once_never_splice_into_one_line() -> None:
+    # Activities send from a thread pool; `journeys dev` output is read back by people
+    # and by the storefront's `opens` (one `--- email to` header per line).
+    stream = _SlowStream()
+    console = ConsoleChannel(stream)
+
+    def send(n: int) -> None:
+        console.send(
+            OutgoingMessage(
+                message_id=f"m{n}",
+                channel="email",
+                to=f"shopper-{n}@example.com",
+                content={"subject": f"Hi {n}", "text": "Your cart", "html": "<p>Hi</p>"},
+            )
+        )
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(send, range(40)))
+    lines = stream.getvalue().splitlines()
+    headers = [line for line in lines if "--- email" in line]
+    assert sorted(headers) == sorted(
+        f"--- email to shopper-{n}@example.com (message m{n})" for n in range(40)
+    )
+    for n in range(40):  # each block whole, in order
+        at = lines.index(f"--- email to shopper-{n}@example.com (message m{n})")
+        assert lines[at + 1 : at + 4] == [
+            f"subject: Hi {n}",
+            "text: Your cart",
+            "html: 9 characters",
+        ]
 
 
 def test_console_refuses_an_email_address_the_real_adapters_refuse() -> None:

@@ -21,7 +21,7 @@ def test_validate_accepts_the_shipped_journeys() -> None:
         ["validate", "--strict", str(ROOT / "journeys"), "--templates", str(ROOT / "templates")],
     )
     assert result.exit_code == 0, result.output
-    assert result.stdout.strip() == "10 journey(s) and 3 segment(s) valid"
+    assert result.stdout.strip() == "11 journey(s) and 4 segment(s) valid"
 
 
 def test_validate_prints_located_problems_and_fails(tmp_path: Path) -> None:
@@ -100,6 +100,44 @@ def test_production_processes_refuse_to_start_without_a_shared_link_key(
     result = CliRunner().invoke(main, command)
     assert result.exit_code == 1
     assert "JOURNEYS_SECRET_KEY is not set" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("command", "environment", "says"),
+    [
+        (
+            ["worker"],
+            {"TEMPORAL_ADDRESS": "127.0.0.1:1", "JOURNEYS_SECRET_KEY": "REPLACE_ME"},
+            "JOURNEYS_SECRET_KEY is still the template's placeholder",
+        ),
+        (
+            ["api"],
+            {"TEMPORAL_ADDRESS": "127.0.0.1:1", "JOURNEYS_WRITE_KEYS": '["REPLACE_ME"]'},
+            "JOURNEYS_WRITE_KEYS holds the template's placeholder (REPLACE_ME)",
+        ),
+        (
+            ["api"],
+            {"JOURNEYS_WRITE_KEYS": '["k"]', "JOURNEYS_SECRET_KEY": "s" * 32},
+            "TEMPORAL_ADDRESS is not set: the API stops a contact's runs on erasure",
+        ),
+    ],
+)
+def test_production_processes_refuse_placeholders_and_a_missing_temporal_address(
+    workdir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    command: list[str],
+    environment: dict[str, str],
+    says: str,
+) -> None:
+    """A Kubernetes Secret applied with its `REPLACE_ME` values, or an API that would quietly
+    talk to a Temporal at 127.0.0.1:7233, is refused at start with what to set."""
+    monkeypatch.delenv("TEMPORAL_ADDRESS", raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    result = CliRunner().invoke(main, command)
+    assert result.exit_code == 1, result.output
+    assert says in result.output
     assert "Traceback" not in result.output
 
 

@@ -427,6 +427,41 @@ def test_ctrl_c_stops_quietly(tmp_path: Path, stacks: list[DevStack]) -> None:
             assert alarming not in output, stack.report()
 
 
+def test_ctrl_c_stops_cleanly_when_the_reader_of_its_output_is_gone(tmp_path: Path) -> None:
+    """`journeys dev | tee dev.log` (the storefront README): Ctrl+C ends `tee` as well, so
+    "shutting down..." meets a closed pipe. It still stops cleanly and exits 0, with no
+    `error: [Errno 32] Broken pipe` (as it did)."""
+    root = make_project(tmp_path, {"quick_cart": QUICK_CART}, {"quick_reminder": QUICK_REMINDER})
+    stack = DevStack(root)
+    process = subprocess.Popen(
+        stack.command(),
+        cwd=root,
+        env=subprocess_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    try:
+        seen = ""
+        while "write key: " not in seen:  # the tee: reads until the announcement
+            line = process.stdout.readline().decode()
+            assert line, f"`journeys dev` ended before serving: {process.stderr.read()!r}"
+            seen += line
+        process.stdout.close()  # the tee is gone
+        os.killpg(process.pid, signal.SIGINT)
+        code = process.wait(timeout=60)
+        errors = process.stderr.read().decode()
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert code == 0, errors
+    assert "Broken pipe" not in errors and "error" not in errors, errors
+    assert not port_open(stack.api_port) and not port_open(stack.temporal_port)
+
+
 @contextlib.contextmanager
 def busy_port() -> Iterator[int]:
     """A port something listens on, for as long as the block lasts."""

@@ -114,7 +114,7 @@ def test_a_start_refused_for_a_busy_port_deploys_nothing(shop: Path, taken: str)
     first = run_journeys("deploy", "--data-dir", str(data_dir), cwd=shop)
     assert first.returncode == 0, first.stderr
     before = deployed(data_dir)
-    assert len(before) == 10 and all(v == [(1, True)] for v in before.values()), before
+    assert len(before) == 11 and all(v == [(1, True)] for v in before.values()), before
     ports = dict(
         zip(("--port", "--temporal-port", "--temporal-ui-port"), free_ports(3), strict=True)
     )
@@ -157,7 +157,7 @@ def test_dev_on_a_folder_without_journeys_retires_nothing(shop: Path) -> None:
     assert deployed(data_dir) == before
     assert result.stderr.strip().startswith(
         "error: empty has no journeys: deploying it would retire every active journey "
-        "(abandoned_cart, back_in_stock, big_spenders, birthday, browse_abandonment, 5 more); "
+        "(abandoned_cart, back_in_stock, big_spenders, birthday, browse_abandonment, 6 more); "
         "nothing was deployed."
     ), result.stderr
     assert "--retire-all" in result.stderr

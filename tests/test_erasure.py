@@ -1113,3 +1113,49 @@ async def test_journeys_contacts_erase_and_export_on_the_command_line(
         assert missing.exit_code == 1 and "no contact with id 'dora'" in missing.output
     with session_scope(bench.engine) as session:
         assert session.get(Contact, "dora") is None
+
+
+async def test_an_erasure_waits_for_a_send_inside_its_provider_call(engine: Engine) -> None:
+    """A message whose provider call is under way (`sending`) would reach the provider
+    after the erasure answered (the soak saw it once): the erasure waits for the call's
+    outcome, then erases, so nothing is sent to the person after the answer."""
+    from orchestrator.services.privacy import erase_contact
+
+    with session_scope(engine) as session:
+        session.add(Contact(id="dora", email="dora@example.com"))
+        session.add(
+            Message(
+                id="m-dora",
+                idempotency_key="journey:promo:dora:offer:1",
+                workflow_id="journey:promo:dora",
+                entry_seq=1,
+                step_id="offer",
+                journey_id="promo",
+                contact_id="dora",
+                channel="email",
+                adapter="smtp",
+                template="promo",
+                category="marketing",
+                recipient="dora@example.com",
+                status="sending",
+            )
+        )
+    answered: list[str] = []
+
+    async def provider_answers() -> None:
+        await asyncio.sleep(1.0)
+        answered.append("sent")
+        with session_scope(engine) as session:
+            row = session.get(Message, "m-dora")
+            assert row is not None
+            row.status = "sent"
+
+    answering = asyncio.create_task(provider_answers())
+    result = await erase_contact(engine, None, "dora")
+    assert answered == ["sent"], "the erasure answered while the send was in flight"
+    await answering
+    assert result.found
+    with session_scope(engine) as session:
+        row = session.get(Message, "m-dora")
+        assert row is not None and row.status == "sent" and row.recipient is None
+        assert session.get(Contact, "dora") is None

@@ -279,3 +279,45 @@ def test_late_resent_and_absurd_orders_convert_nothing_or_carry_no_revenue(
         stats = journey_stats(session, "shop")
     # Amounts in different currencies are kept apart: 5 + 70 named none, 8 were dollars.
     assert (stats.converted, stats.revenue_by_currency) == (4, {"": 75.0, "USD": 8.0})
+
+
+def test_metrics_count_an_order_once_in_its_currency_not_per_conversion_time_bucket(
+    sqlite_engine: Engine,
+) -> None:
+    """By hand: one order of 99 EUR 30 minutes after entry → revenue 99 EUR, once. The
+    conversion-time counter (`converted:after:<1h`) carries the amount too: not revenue."""
+    from orchestrator.analytics.metrics import journey_samples
+    from orchestrator.store.versions import deploy_journey
+
+    spec = {
+        "id": "cart",
+        "name": "Cart",
+        "trigger": {"event": "Cart Created"},
+        "goal": {"event": "Order Completed", "within": 86400},
+        "steps": [{"wait": 60, "id": "steps.0"}],
+    }
+    now = datetime.now(UTC)
+    with session_scope(sqlite_engine) as session:
+        deploy_journey(session, "cart", spec, "hash-1", None)
+        session.add(Contact(id="ann"))
+        session.add(
+            JourneyRun(
+                workflow_id="journey:cart:ann",
+                entry_seq=1,
+                journey_id="cart",
+                version=1,
+                contact_id="ann",
+                entered_at=now - timedelta(minutes=30),
+            )
+        )
+    assert order(sqlite_engine, "ann", now, order_id="a1", revenue=99, currency="eur") == ["ann"]
+    with session_scope(sqlite_engine) as session:
+        metrics = set(session.exec(select(JourneyCount.metric)))
+        samples = list(journey_samples(session))
+    assert "converted:after:<1h" in metrics  # the row that used to leak
+    revenue = [
+        (s.labels, s.value) for s in samples if s.name == "journeys_revenue_attributed_total"
+    ]
+    assert revenue == [({"journey": "cart", "currency": "EUR"}, 99.0)]
+    converted = [(s.labels, s.value) for s in samples if s.name == "journeys_runs_converted_total"]
+    assert converted == [({"journey": "cart"}, 1)]

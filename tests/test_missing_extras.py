@@ -17,7 +17,8 @@ from devstack import free_ports, subprocess_env
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Runs `journeys ARGS…` with the top-level packages in JOURNEYS_TEST_MISSING unimportable.
+# Runs `journeys ARGS…` with the packages in JOURNEYS_TEST_MISSING (and their submodules)
+# unimportable.
 WITHOUT_PACKAGES = """
 import os, sys
 
@@ -25,7 +26,7 @@ class Missing:
     blocked = set(os.environ["JOURNEYS_TEST_MISSING"].split(","))
 
     def find_spec(self, name, path=None, target=None):
-        if name.partition(".")[0] in self.blocked:
+        if any(name == b or name.startswith(b + ".") for b in self.blocked):
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
         return None
 
@@ -149,4 +150,28 @@ def test_channel_adapter_without_its_sdk_is_one_line_naming_the_extra(tmp_path: 
     assert line == (
         "error: the SendGrid adapter needs the `sendgrid` package: "
         "pip install 'journeys-orchestrator[sendgrid]'"
+    )
+
+
+@pytest.mark.parametrize("command", ["api", "worker", "router"])
+def test_tracing_asked_for_without_opentelemetry_is_one_line_naming_the_extra(
+    command: str, tmp_path: Path
+) -> None:
+    """OTEL_EXPORTER_OTLP_ENDPOINT set and the `otel` extra missing: no silent untraced run.
+    (The OpenTelemetry API is FastAPI's own dependency; the extra brings the SDK.)"""
+    args, env = STORE_COMMANDS[command]
+    if command == "api":  # it binds its port and checks its keys first
+        env = {**env, "JOURNEYS_WRITE_KEYS": '["k"]', "JOURNEYS_API_PORT": str(free_ports(1)[0])}
+    result = journeys_without(
+        "opentelemetry.sdk,opentelemetry.exporter",
+        *args(),
+        cwd=tmp_path,
+        OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:1",
+        **env,
+    )
+    line = one_error_line(result)
+    assert line == (
+        "error: OTEL_EXPORTER_OTLP_ENDPOINT asks for traces, but OpenTelemetry is not "
+        "installed (No module named 'opentelemetry.sdk'): "
+        "pip install 'journeys-orchestrator[otel]'"
     )

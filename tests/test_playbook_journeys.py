@@ -24,13 +24,18 @@ from sqlmodel import select
 from temporalio.testing import WorkflowEnvironment
 
 from orchestrator.api import create_app
+from orchestrator.campaigns.schedules import schedule_spec
+from orchestrator.dsl.loader import load_journey
+from orchestrator.dsl.models import Journey
 from orchestrator.feedback.recording import record_inbound_sms
 from orchestrator.feedback.twilio_events import InboundSms
 from orchestrator.segments.membership import refresh
 from orchestrator.services.links import MessageLinks
 from orchestrator.store import loyalty
 from orchestrator.store.db import session_scope
-from orchestrator.store.tables import Contact, Coupon, Message, utcnow
+from orchestrator.store.tables import CampaignDispatch, Contact, Coupon, Message, utcnow
+from orchestrator.workflows import types as t
+from orchestrator.workflows.campaign import CAMPAIGN_WORKFLOW, campaign_workflow_id
 
 
 @pytest.fixture(scope="module")
@@ -623,6 +628,132 @@ async def _birthday(bench: Bench, ts_env: WorkflowEnvironment) -> None:
         assert [r.entry_seq for r in bench.runs("ada")] == [1, 2]
         assert len(coupons_of(bench, "ada")) == 2
         await bench.client.get_workflow_handle("date:birthday:ada").terminate(reason="test over")
+
+
+# --- monthly_picks (a campaign) ---------------------------------------------------------
+
+# The months as the emails name them ("Our picks for March", "Наша подборка на март").
+EN_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
+             "September", "October", "November", "December")  # fmt: skip
+RU_MONTHS = ("январь", "февраль", "март", "апрель", "май", "июнь", "июль", "август",
+             "сентябрь", "октябрь", "ноябрь", "декабрь")  # fmt: skip
+
+
+def first_of_next_month(after: datetime, zone: Any) -> datetime:
+    """10:00 on the 1st of the month after `after`'s, in `zone`: when "0 10 1 * *" fires."""
+    local = after.astimezone(zone)
+    year, month = local.year + local.month // 12, local.month % 12 + 1
+    return datetime(year, month, 1, 10, tzinfo=zone)
+
+
+async def test_the_monthly_picks_reach_each_subscriber_at_ten_their_time_every_month(
+    sqlite_engine, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """On a server of its own, as the birthday's: it skips to the 1st of next month, and
+    of the month after."""
+    async with own_time_skipping_server() as ts_env:
+        folder = shipped_journeys(tmp_path / "journeys", "monthly_picks")
+        bench = Bench(ts_env, sqlite_engine, folder)
+        bench.deploy()
+        await _monthly_picks(bench, ts_env, load_journey(folder / "monthly_picks.yaml").journey)
+
+
+async def _monthly_picks(bench: Bench, ts_env: WorkflowEnvironment, journey: Journey) -> None:
+    from zoneinfo import ZoneInfo
+
+    moscow, new_york = ZoneInfo("Europe/Moscow"), ZoneInfo("America/New_York")
+    # The campaign's Temporal Schedule, as the worker makes it; the time-skipping server
+    # has none, so the test starts the workflow it would start, when it would.
+    spec = schedule_spec(journey.trigger, "UTC")
+    assert spec.cron_expressions == ["0 10 1 * *"]
+    fires_in = ZoneInfo(spec.time_zone_name or "UTC")
+
+    async def advance_to(moment: datetime) -> None:
+        await bench.route_all()
+        now = await ts_env.get_current_time()
+        if moment > now:
+            await ts_env.sleep(moment - now)
+        for _ in range(3):  # the released members' events routed, their runs sending
+            await bench.route_all()
+            await ts_env.sleep(timedelta(seconds=5))
+        await bench.route_all()
+
+    async def fire(at: datetime) -> None:
+        await advance_to(at)
+        await bench.client.start_workflow(
+            CAMPAIGN_WORKFLOW,
+            t.CampaignInput(journey.id),
+            id=f"{campaign_workflow_id(journey.id)}-{at:%Y-%m-%dT%H:%MZ}",
+            task_queue=bench.task_queue,
+        )
+
+    def emails(user: str) -> list[Message]:
+        return [m for m in bench.messages(user) if m.status == "sent"]
+
+    async with bench.worker():
+        await bench.identify(
+            "ada",
+            email="ada@example.com",
+            first_name="Ада",
+            newsletter=True,
+            context={"timezone": "Europe/Moscow", "locale": "ru-RU"},
+        )
+        await bench.identify(
+            "ben",
+            email="ben@example.com",
+            first_name="Ben",
+            newsletter=True,
+            context={"timezone": "America/New_York"},
+        )
+        await bench.identify(  # unsubscribed from the newsletter: no member
+            "cyd", email="cyd@example.com", newsletter=False, context={"timezone": "Europe/Moscow"}
+        )
+        await refresh_segment(bench, "newsletter")
+
+        due = first_of_next_month(await ts_env.get_current_time(), fires_in)
+        await fire(due)
+        # Ben looked at a throw since: his email picks it for him.
+        await bench.track("ben", "Product Viewed", at=await ts_env.get_current_time(), **THROW)
+        days = []
+        for month in (1, 2):
+            day = due.date()  # the 1st: it is 10:00 on that date in each member's zone
+            days.append(day)
+            ten = {
+                user: datetime(day.year, day.month, day.day, 10, tzinfo=zone)
+                for user, zone in (("ada", moscow), ("ben", new_york))
+            }
+            await advance_to(ten["ada"] - timedelta(minutes=1))
+            assert [len(emails(u)) for u in ("ada", "ben")] == [month - 1, month - 1]
+            await advance_to(ten["ada"] + timedelta(minutes=1))
+            assert [len(emails(u)) for u in ("ada", "ben")] == [month, month - 1]
+            await advance_to(ten["ben"] + timedelta(minutes=1))
+            assert [len(emails(u)) for u in ("ada", "ben")] == [month, month]
+            subjects = {
+                "ada": f"Наша подборка на {RU_MONTHS[day.month - 1]}",
+                "ben": f"Our picks for {EN_MONTHS[day.month - 1]}",
+            }
+            for user, moment in ten.items():
+                email = emails(user)[-1]
+                assert email.queued_at is not None
+                assert moment <= email.queued_at < moment + timedelta(minutes=2), user
+                assert (email.step_id, email.channel) == ("picks_email", "email")
+                assert email.content["subject"] == subjects[user]
+            assert emails("ada")[-1].locale == "ru"
+            assert "Здравствуйте, Ада!" in text_of(emails("ada")[-1])
+            assert bench.messages("cyd") == [] and bench.runs("cyd") == []
+            if month == 1:
+                assert "Linen Throw Blanket" in text_of(emails("ben")[-1])
+                due = first_of_next_month(ten["ben"], fires_in)
+                await fire(due)
+    # A recurring campaign enters its members again each time it is due.
+    assert [r.entry_seq for r in bench.runs("ada")] == [1, 2]
+    assert [r.entry_seq for r in bench.runs("ben")] == [1, 2]
+    with session_scope(bench.engine) as session:
+        dispatches = session.exec(select(CampaignDispatch).order_by(CampaignDispatch.due))
+        # Each month's dispatch reached both members, every wave sent.
+        assert [(d.due, d.recipients, d.waves_done == d.waves, d.status) for d in dispatches] == [
+            (f"{day:%Y-%m-%d} 10:00", 2, True, "done") for day in days
+        ]
 
 
 # --- browse_abandonment ------------------------------------------------------------------

@@ -168,6 +168,9 @@ async def test_database_down_is_reported_not_a_500_and_routers_wait(
     assert health.json()["events"] == {"status": "unknown: the database is unavailable"}
     assert scraped.status_code == 200
     metrics = metrics_of(scraped.text)
+    # This process's own counters (requests, sends: orchestrator/observability) are there
+    # too, with what earlier tests in this process did; not the point here.
+    metrics = {k: v for k, v in metrics.items() if k.startswith("journeys_up")}
     assert metrics == {
         'journeys_up{component="database"}': 0,
         'journeys_up{component="temporal"}': 1,
@@ -190,15 +193,20 @@ async def test_database_down_is_reported_not_a_500_and_routers_wait(
     gone.dispose()
 
 
+async def everything_down() -> tuple[Engine, httpx.ASGITransport]:
+    """An API whose database and Temporal do not answer (nothing listens on port 1)."""
+    gone = make_engine("postgresql://journeys@127.0.0.1:1/journeys")
+    unreachable = await Client.connect("127.0.0.1:1", lazy=True)
+    app = create_app(gone, [KEY], unreachable, settings=Settings())
+    return gone, httpx.ASGITransport(app=app)
+
+
 async def test_health_names_each_part_and_its_status_and_logs_why(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """/health is for anyone (monitors, load balancers): it says which part is down, never
     the exception text, which names hosts, ports, users and driver internals."""
-    gone = make_engine("postgresql://journeys@127.0.0.1:1/journeys")
-    unreachable = await Client.connect("127.0.0.1:1", lazy=True)
-    app = create_app(gone, [KEY], unreachable, settings=Settings())
-    transport = httpx.ASGITransport(app=app)
+    gone, transport = await everything_down()
     with caplog.at_level(logging.WARNING, logger="orchestrator.api"):
         async with httpx.AsyncClient(transport=transport, base_url="http://api") as api:
             health = await api.get("/health")
@@ -217,4 +225,23 @@ async def test_health_names_each_part_and_its_status_and_logs_why(
     logged = "\n".join(r.getMessage() + (r.exc_text or "") for r in caplog.records)
     assert "database" in logged and "temporal" in logged.lower()
     assert "127.0.0.1" in logged  # the details are where the operator looks
+    gone.dispose()
+
+
+async def test_a_part_that_stays_down_is_logged_once_however_often_health_is_polled(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """/health and /metrics need no key and are polled by anyone: while the database or
+    Temporal stays down, why is logged (with the traceback) once per 30 s, not per call."""
+    gone, transport = await everything_down()
+    with caplog.at_level(logging.WARNING, logger="orchestrator.api"):
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as api:
+            for _ in range(3):
+                assert (await api.get("/health")).status_code == 503
+                assert (await api.get("/metrics")).status_code == 200
+    said = [r.getMessage() for r in caplog.records]
+    assert (
+        said.count("health: the database does not answer (said once per 30 s while it lasts)") == 1
+    )
+    assert said.count("health: Temporal does not answer (said once per 30 s while it lasts)") == 1
     gone.dispose()

@@ -666,8 +666,18 @@ def test_loader_refuses_what_is_not_a_mapping_of_segments(tmp_path: Path) -> Non
 
 def test_the_shipped_segments_load() -> None:
     loaded = load_segments_or_raise(ROOT / "journeys" / "segments.yaml")
-    assert [item.name for item in loaded] == ["big_spenders", "lapsed_customers", "email_dormant"]
-    for line in ("# Our best customers", "# Customers who bought", "# People we keep emailing"):
+    assert [item.name for item in loaded] == [
+        "big_spenders",
+        "lapsed_customers",
+        "email_dormant",
+        "newsletter",
+    ]
+    for line in (
+        "# Our best customers",
+        "# Customers who bought",
+        "# People we keep emailing",
+        "# Our newsletter subscribers",
+    ):
         assert line in (ROOT / "journeys" / "segments.yaml").read_text()
 
 

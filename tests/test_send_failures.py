@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import textwrap
-from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -588,3 +588,69 @@ async def test_an_idempotent_provider_gets_the_unknown_delivery_again_with_the_s
     stored = row(bench, "ned", "offer")
     assert (stored.status, stored.attempts) == ("sent", 2)
     assert "same message id" in stored.timeline[-2]["detail"]
+
+
+# --- a provider's "wait" holds every worker ----------------------------------------------
+
+
+def waits_once(provider_calls: Callable[[], int]) -> Callable[[OutgoingMessage], Receipt]:
+    """The provider's first answer is "wait 30 s" (429), then it accepts."""
+
+    def answer(message: OutgoingMessage) -> Receipt:
+        if provider_calls() == 1:
+            raise TransientChannelError("429", provider="scripted", status=429, retry_after=30)
+        return Receipt(provider_message_id=f"p-{message.message_id}")
+
+    return answer
+
+
+async def two_workers(
+    bench: Bench, engine: Any, provider: Scripted
+) -> tuple[SendActivities, SendActivities, ActivityEnvironment, dict[str, str]]:
+    """Two workers' send activities on one store, and an SMS prepared for ann and bob."""
+    bench.engine = engine
+    first, second = activities(bench, {"sms": provider}), activities(bench, {"sms": provider})
+    env = ActivityEnvironment()
+    prepared = {}
+    for user in ("ann", "bob"):
+        await bench.identify(user, phone=PHONE)
+        prepared[user] = env.run(first.prepare_message, sms_request(user)).message_id or ""
+    return first, second, env, prepared
+
+
+async def test_a_429_heard_by_one_worker_holds_the_provider_for_every_worker(
+    bench: Bench, engine: Any
+) -> None:
+    """SendGrid or Twilio limit the account, not a process: after one worker is told to
+    wait 30 s, another worker on the same store does not call the provider either; it
+    retries after the wait (ProviderBackoff with the delay), on SQLite and PostgreSQL."""
+    provider = Scripted(waits_once(lambda: provider.calls))
+    first, second, env, prepared = await two_workers(bench, engine, provider)
+    with pytest.raises(ApplicationError) as told:
+        env.run(first.deliver_message, t.DeliverRequest(prepared["ann"]))
+    assert told.value.type == "TransientChannelError"
+    with pytest.raises(ApplicationError) as held:
+        env.run(second.deliver_message, t.DeliverRequest(prepared["bob"]))
+    assert held.value.type == "ProviderBackoff" and "scripted asked us to wait" in str(held.value)
+    assert held.value.next_retry_delay is not None
+    assert 25 < held.value.next_retry_delay.total_seconds() <= 30
+    assert provider.calls == 1, "the second worker called the provider during the wait"
+    assert row(bench, "bob", "offer").status == "queued"
+
+
+async def test_a_wait_for_one_recipient_holds_only_that_message(bench: Bench, engine: Any) -> None:
+    """FCM's quota is mostly per device: its "wait" must not stop every push (a token
+    copied onto many contacts would otherwise stop them all). The message waits; the
+    next one goes out."""
+
+    class PerDevice(Scripted):
+        backoff_scope: ClassVar[str] = "recipient"
+
+    provider = PerDevice(waits_once(lambda: provider.calls))
+    first, second, env, prepared = await two_workers(bench, engine, provider)
+    with pytest.raises(ApplicationError) as told:
+        env.run(first.deliver_message, t.DeliverRequest(prepared["ann"]))
+    assert told.value.type == "TransientChannelError"
+    assert told.value.next_retry_delay == timedelta(seconds=30)  # ann's message waits
+    assert env.run(second.deliver_message, t.DeliverRequest(prepared["bob"])).status == "sent"
+    assert provider.calls == 2

@@ -380,13 +380,30 @@ async def test_crash_window_matrix(dev_env: WorkflowEnvironment, tmp_path: Path)
     for name in ("a", "b", "c", "d"):
         assert results[name]["duplicates"] == 0, (name, results[name])
     for name in ("a", "d", "control"):  # outside the provider call: every outcome recorded
-        assert results[name]["unknown"] == 0, (name, results[name])
+        assert results[name]["unknown"] == 0, unknown_story(cells[name])
     # Inside it, each kill leaves the one message it caught unknown, never resent: not
     # arrived when the kill came before the call (b), arrived when after the answer (c).
-    assert results["b"]["unknown"] == cells["b"].kills and results["b"]["unknown_delivered"] == 0
-    assert results["c"]["unknown"] == results["c"]["unknown_delivered"] == cells["c"].kills
+    # (Once seen in CI as 4 unknown for 3 kills in c: the harness let a kill land while
+    # another send was retrying the write of its outcome on a busy database; the stretch
+    # now lasts until that write, see tests/crash_worker.py. The records say what
+    # happened if a count is off again.)
+    b, c = results["b"], results["c"]
+    assert b["unknown"] == cells["b"].kills and b["unknown_delivered"] == 0, unknown_story(
+        cells["b"]
+    )
+    assert c["unknown"] == c["unknown_delivered"] == cells["c"].kills, unknown_story(cells["c"])
     # The control proves the test sees the double send the ledger prevents in window d.
     assert results["control"]["duplicates"] >= cells["control"].kills > 0
+
+
+def unknown_story(cell: Cell) -> str:
+    """Each `unknown` message's ledger record and whether it arrived, for a failed count."""
+    received = cell.site.fake.by_msg_id()
+    lines = [f"{cell.kills} kills in window {cell.window}; unknown messages:"]
+    for row in cell.site.messages():
+        if row.status == "unknown":
+            lines.append(f"  {row.id} arrived {received[row.id]}x: {row.error}; {row.timeline}")
+    return "\n".join(lines)
 
 
 # --- rate-limit storm (RELIABILITY.md section 3) ----------------------------------------

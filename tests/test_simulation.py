@@ -282,7 +282,7 @@ def test_check_simulates_the_shipped_playbook_and_its_invariants_hold(workdir: P
     shutil.copytree(ROOT / "templates", workdir / "templates")
     result = CliRunner().invoke(main, ["check", "--contacts", "30", "--days", "10"])
     assert result.exit_code == 0, result.output + result.stderr
-    assert "all invariants hold in 4 simulation(s) of 10 journey(s)" in result.stdout
+    assert "all invariants hold in 4 simulation(s) of 11 journey(s)" in result.stdout
     # The journeys whose triggers the default shoppers never meet run their own scenario.
     for line in ("big_spenders: 40 shoppers, 21 days", "win_back: 30 shoppers, 80 days"):
         assert line in result.stdout

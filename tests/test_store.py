@@ -58,6 +58,11 @@ TABLES = {
     "segments",
     "segment_members",
     "template_blobs",
+    "campaigns",
+    "campaign_dispatches",
+    "campaign_slots",
+    "provider_pauses",
+    "dead_letters",
 }
 
 
@@ -509,3 +514,36 @@ def test_deploy_retries_after_losing_a_race(
     assert calls == 2
     assert result.version == 2
     assert versions_of(engine, "welcome") == [(1, "h1", False), (2, "h2", True)]
+
+
+@pytest.mark.parametrize(
+    ("url", "connect_timeout"),
+    [
+        ("postgresql://journeys@db.example:5432/journeys", 10),
+        ("postgresql://journeys@db.example:5432/journeys?connect_timeout=3", "3"),
+    ],
+)
+def test_postgresql_connections_give_up_instead_of_hanging(
+    url: str, connect_timeout: object
+) -> None:
+    """A failover that drops packets must not hang a worker past its shutdown grace: a
+    connection attempt gives up after 10 s (unless the URL says otherwise) and TCP
+    keepalives notice a dead server."""
+    from sqlalchemy import event
+
+    engine = make_engine(url)
+    seen: dict[str, object] = {}
+
+    class Stop(Exception):
+        pass
+
+    @event.listens_for(engine, "do_connect")
+    def capture(dialect, record, cargs, cparams):  # type: ignore[no-untyped-def]
+        seen.update(cparams)
+        raise Stop
+
+    with pytest.raises(Stop):
+        engine.connect()
+    engine.dispose()
+    assert seen["connect_timeout"] == connect_timeout
+    assert (seen["keepalives"], seen["keepalives_idle"], seen["keepalives_count"]) == (1, 30, 3)

@@ -169,7 +169,7 @@ def test_journeys_react_to_the_simulated_shop(tmp_path: Path) -> None:
         assert reminded, "pick a seed with checkout leavers who accept marketing email"
         log = stack.log_path
         assert log is not None
-        _wait_for(lambda: _emails_to(stack.output(), reminded), 60, stack)
+        _wait_for(lambda: _emails_to(stack.output(), reminded), 60, stack, lambda: _outbox(stack))
         # Of the two app users among them, the first opens the email, the second does not.
         on_app = [s.user_id for s in reminded if s.device_token]
         assert len(on_app) >= 2, "pick a seed with two app users among the checkout leavers"
@@ -216,11 +216,24 @@ def _all_runs_ended(db: Engine) -> bool:
         return bool(runs) and all(r.status != "active" for r in runs)
 
 
-def _wait_for(probe, timeout: float, stack: DevStack):  # type: ignore[no-untyped-def]
+def _outbox(stack: DevStack) -> str:
+    """Every message the store holds, to tell a send that failed from one not printed."""
+    db = make_engine(sqlite_url(stack.data_dir))
+    try:
+        with session_scope(db) as session:
+            rows = session.exec(select(Message).order_by(Message.created_at)).all()
+            return "\n".join(
+                f"{m.contact_id} {m.step_id} {m.channel} {m.status} {m.error or ''}" for m in rows
+            )
+    finally:
+        db.dispose()
+
+
+def _wait_for(probe, timeout: float, stack: DevStack, explain=lambda: ""):  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = probe()
         if found:
             return found
         time.sleep(0.5)
-    raise AssertionError(f"not seen within {timeout:.0f}s\n{stack.report()}")
+    raise AssertionError(f"not seen within {timeout:.0f}s\n{explain()}\n{stack.report()}")

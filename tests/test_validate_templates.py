@@ -457,6 +457,43 @@ def test_an_identify_journey_is_told_to_read_the_contact(workdir: Path) -> None:
     )
 
 
+def test_a_campaign_message_may_show_what_every_campaign_due_event_carries(
+    workdir: Path,
+) -> None:
+    """We store each member's `Campaign Due` with its journey, segment, dispatch and local
+    due time (campaigns/dispatch.py): a message may show them unguarded. Validate said
+    `due` "may be missing" and told the storefront to send it, and --strict failed."""
+    Path("journeys/segments.yaml").write_text(
+        "newsletter:\n  trait: { name: newsletter, equals: true }\n"
+    )
+    Path("journeys/picks.yaml").write_text(
+        "id: picks\nname: Picks\n"
+        'trigger: { schedule: "0 10 1 * *", local_time: true, segment: newsletter }\n'
+        "steps:\n  - send: {channel: email, template: picks}\n"
+    )
+    sample = (
+        "event: {properties: {journey: picks, segment: newsletter, "
+        'dispatch: "picks@2027-03-01T10:00", due: "2027-03-01 10:00", issue: 3}}\n'
+    )
+    write_message(
+        "picks",
+        {
+            "email.subject": "Picks for {{ event.properties.due[:10] | date('LLLL') }}",
+            "email.text": "{{ event.properties.segment }} {{ event.properties.dispatch }}"
+            " {{ event.properties.journey }}",
+            "sample.yaml": sample,
+        },
+    )
+    result = validate("--strict")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "1 journey(s) and 1 segment(s) valid"
+
+    # Anything else is still the campaign's own guess.
+    write_message("picks", {"email.text": "Issue {{ event.properties.issue }}"})
+    line = assert_one_warning(validate("--strict"), "templates/picks/email.text:1:1")
+    assert "event.properties.issue may be missing: we do not record it with every" in line
+
+
 def test_syntax_error_in_a_shared_partial_is_reported_at_the_partial(workdir: Path) -> None:
     write_journey("welcome")
     write_message("welcome", {**WELCOME, "email.text": 'Hi\n{% include "_partials/footer.text" %}'})

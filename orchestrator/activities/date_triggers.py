@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
 from temporalio import activity
 
 from ..dsl.models import DATE_REACHED, Journey
@@ -20,7 +20,8 @@ from ..services.occurrences import date_value, next_occurrence
 from ..services.zones import zone_of
 from ..store.db import session_scope
 from ..store.identity import load_contact
-from ..store.tables import ORIGIN_INTERNAL, Event, JourneyVersion
+from ..store.tables import ORIGIN_INTERNAL, Event
+from ..store.versions import active_version
 from ..workflows import types as t
 from ..workflows.date_trigger import FIRE_DATE, PLAN_DATE
 
@@ -117,9 +118,5 @@ def _fired_key(journey_id: str, contact_id: str, day: str) -> str:
 
 
 def _active_journey(session: Session, journey_id: str) -> Journey | None:
-    spec = session.exec(
-        select(JourneyVersion.spec)
-        .where(JourneyVersion.journey_id == journey_id, col(JourneyVersion.active).is_(True))
-        .order_by(col(JourneyVersion.version).desc())
-    ).first()
-    return Journey.model_validate(spec) if spec is not None else None
+    row = active_version(session, journey_id)
+    return Journey.model_validate(row.spec) if row is not None else None

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -50,6 +49,8 @@ from channels.errors import ChannelConfigError, PermanentChannelError, Transient
 
 from ..analytics.message_counts import count_deferral, count_status
 from ..campaigns.gate import dispatch_of, held_at_delivery, hold
+from ..observability import ids
+from ..observability.provider_calls import provider_call
 from ..rendering import Renderer, RenderError
 from ..rendering.renderer import Rendered
 from ..services.click_links import track_clicks
@@ -65,6 +66,7 @@ from ..store.suppressions import opt_out, suppress, suppressed_addresses
 from ..store.tables import Contact, Event, JourneyRun, Message, utcnow
 from ..workflows import types as t
 from .pinned_templates import PinnedTemplates
+from .provider_gate import ProviderGate
 
 log = logging.getLogger(__name__)
 
@@ -134,27 +136,6 @@ def candidates(choice: str | list[str], contact: Contact) -> list[str]:
     return [choice]
 
 
-class ProviderGate:
-    """Holds an adapter's sends in this process while the provider asked us to back off.
-
-    A 429 with Retry-After pauses every send to that provider, not just the one
-    retried, so a storm does not keep hitting the provider before its reset time.
-    """
-
-    def __init__(self) -> None:
-        self._until: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def wait_time(self, provider: str) -> float:
-        with self._lock:
-            return max(0.0, self._until.get(provider, 0.0) - time.monotonic())
-
-    def pause(self, provider: str, seconds: float) -> None:
-        with self._lock:
-            until = time.monotonic() + seconds
-            self._until[provider] = max(self._until.get(provider, 0.0), until)
-
-
 class SendActivities:
     def __init__(
         self,
@@ -170,7 +151,7 @@ class SendActivities:
         self.adapters = adapters  # logical channel -> adapter instance
         self.links = links
         self.settings = settings or Settings()
-        self.gate = ProviderGate()
+        self.gate = ProviderGate(engine)  # shared with every worker through the store
 
     # --- activities ----------------------------------------------------------
 
@@ -211,6 +192,7 @@ class SendActivities:
 
     def _prepare(self, req: t.SendRequest, timing: bool) -> t.SendResult:
         key = f"{req.workflow_id}:{req.step_id}:{req.entry_seq}"
+        ids.note(run=req.workflow_id, step=req.step_id, journey=req.journey_id)
         now = datetime.fromisoformat(req.now) if req.now else utcnow()
         # Render first, reading only: on SQLite the write transaction below holds the
         # database's one write lock, and rendering inside it kept every other writer
@@ -219,6 +201,8 @@ class SendActivities:
             early = self._render_early(session, req, key, now)
         with session_scope(self.engine) as session:
             row = session.exec(select(Message).where(Message.idempotency_key == key)).first()
+            if row is not None:
+                ids.note(message_id=row.id)
             if row is not None and row.status not in ("pending", "deferred"):
                 return _result(row)
             # Locking the contact serializes concurrent sends to one person, so two
@@ -226,6 +210,7 @@ class SendActivities:
             contact = load_contact(session, req.contact_id, for_update=True)
             if row is None:
                 row = self._new_row(session, req, key, contact, early)
+                ids.note(message_id=row.id)
             self._decide(session, row, req, contact, now, timing, early)
             return _result(row)
 
@@ -519,6 +504,9 @@ class SendActivities:
                     type="UnknownMessage",
                     non_retryable=True,
                 )
+            ids.note(
+                run=row.workflow_id, step=row.step_id, message_id=row.id, journey=row.journey_id
+            )
             adapter = self.adapters.get(row.channel)
             again = row.status == "sending"  # an earlier attempt's call has no outcome
             if again and not (adapter is not None and adapter.idempotent):
@@ -583,10 +571,13 @@ class SendActivities:
         # "recipient ann@example.com refused").
         to = (outgoing.to, *outgoing.devices)
         try:
-            receipt = adapter.send(outgoing)
+            with provider_call(adapter.name, outgoing.channel, message_id):
+                receipt = adapter.send(outgoing)
         except TransientChannelError as exc:
-            if exc.retry_after:
-                self.gate.pause(adapter.name, exc.retry_after)
+            if exc.retry_after and adapter.backoff_scope == "provider":
+                self.gate.pause(
+                    adapter.name, exc.retry_after, f"{exc.status or ''} {exc.code or ''}".strip()
+                )
             delay = timedelta(seconds=exc.retry_after) if exc.retry_after else None
             error = f"{adapter.name}: {_redact(exc, *to)}"
             self._record(self._not_taken, message_id, error)
@@ -802,6 +793,7 @@ def _set(row: Message, status: str, detail: str | None = None, check: str | None
             row.step_id,
             row.contact_id,
             detail or "no reason given",
+            extra={"run": row.workflow_id, "step": row.step_id, "message_id": row.id},
         )
 
 

@@ -20,6 +20,9 @@ from .counts import JOURNEY
 from .message_counts import ENGAGEMENTS, SEND_OUTCOMES
 
 MESSAGE_STATUSES = frozenset({*SEND_OUTCOMES, *ENGAGEMENTS})
+# Revenue rows are `converted:currency:<code>` (`attribution._convert`); other
+# `converted:` rows (the conversion-time buckets) carry the same amount.
+CURRENCY = "currency:"
 
 
 @dataclass(frozen=True)
@@ -104,10 +107,10 @@ def _sample(
             return [_s("journeys_runs_finished_total", {**j, "status": rest}, count)]
         case "converted" if not rest:
             return [_s("journeys_runs_converted_total", j, count)]
-        case "converted":  # converted:currency:<code>, "" when the orders named none
-            currency = rest.removeprefix("currency:")
+        case "converted" if rest.startswith(CURRENCY):  # "" when the orders named none
+            currency = rest.removeprefix(CURRENCY)
             return [_s("journeys_revenue_attributed_total", {**j, "currency": currency}, amount)]
-    return None
+    return None  # `converted:after:<bucket>` too: conversion times are not revenue
 
 
 def _s(name: str, labels: dict[str, str], value: float, kind: str = "counter") -> Sample:

@@ -26,6 +26,7 @@ from temporalio.client import Client
 
 from ..dashboard.pages import router as dashboard_router
 from ..dashboard.web import configure as configure_dashboard
+from ..observability.http import RequestMetrics, fastapi_options
 from ..services.links import MessageLinks
 from ..settings import Settings
 from . import (
@@ -61,7 +62,9 @@ def create_app(
     hand-written journeys, whose runs an erasure stops too. `dashboard_dev` (`journeys
     dev` only) opens the dashboard without a login to browsers on this machine.
     """
-    app = FastAPI(title="journeys", version="0.1.0", docs_url="/docs", redoc_url=None)
+    app = FastAPI(
+        title="journeys", version="0.1.0", docs_url="/docs", redoc_url=None, **fastapi_options()
+    )
     app.state.ctx = ApiContext(
         engine,
         list(write_keys),
@@ -72,6 +75,7 @@ def create_app(
         list(python_journeys),
     )
     app.add_exception_handler(ApiError, api_error_response)
+    app.add_middleware(RequestMetrics)  # counts, times and traces every request
     # `reports` before `contacts`: /v1/contacts/{id}/timeline is not a contact id.
     modules = (events, catalog, devices, reports, contacts, messages, commerce, webhooks, pages)
     for module in (*modules, health):

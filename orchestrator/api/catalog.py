@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from ..feedback.own_events import reserved_name_problem
+from ..observability import tracing
 from ..store.audiences import CATALOG_CONTACT, CATALOG_EVENT, ORIGIN_CATALOG
 from ..store.db import session_scope
 from ..store.tables import Event, utcnow
@@ -99,7 +100,7 @@ def _store(
                     name=name,
                     contact_id=CATALOG_CONTACT,
                     properties=properties,
-                    context={},
+                    context=tracing.trace_context(),  # routed in the request's trace
                     timestamp=at,
                 )
             )

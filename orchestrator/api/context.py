@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 from temporalio.client import Client
 
+from ..observability import tracing
 from ..services.links import MessageLinks
 from ..settings import Settings
 from ..store.keys import key_kind
@@ -59,10 +60,20 @@ class ApiContext:
     async def store(self, calls: Sequence[SegmentCall], admin: bool) -> int:
         """Commit Segment calls (grouped with concurrent requests' when group commit is
         on); how many were new. Raises CallRefused; a busy database is a 503."""
+        calls = _with_trace(calls)
         with _busy_is_503():
             if self.group is not None:
                 return await self.group.store(calls, admin)
             return int(await asyncio.to_thread(store_calls, self.engine, calls, admin))
+
+
+def _with_trace(calls: Sequence[SegmentCall]) -> Sequence[SegmentCall]:
+    """With tracing on, the request's `traceparent` goes into each event's context: the
+    router, another process later, delivers the event in a span of this trace."""
+    trace = tracing.trace_context()
+    if not trace:
+        return calls
+    return [c.model_copy(update={"context": {**c.context, **trace}}) for c in calls]
 
 
 @contextmanager

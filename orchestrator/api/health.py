@@ -1,5 +1,5 @@
-"""`/health` and `/metrics`: is each part (API, database, Temporal) working, and is routing
-keeping up.
+"""`/health`, `/ready` and `/metrics`: is each part (API, database, Temporal) working, is
+routing keeping up, and may this process take traffic.
 
 `/health` is JSON for people and monitors: 200 when every part is ok and the oldest
 unrouted event is younger than JOURNEYS_ROUTING_LAG_LIMIT, else 503 with the part
@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from datetime import timedelta
 from typing import Any
 
@@ -25,6 +26,7 @@ from sqlalchemy import Engine, text
 from temporalio.client import Client
 
 from ..analytics.metrics import Sample, journey_samples
+from ..observability.registry import REGISTRY, Exposition
 from ..store.backlog import (
     DRAIN_WINDOW,
     RoutedCount,
@@ -56,6 +58,25 @@ async def health(request: Request) -> JSONResponse:
     )
 
 
+@router.get("/ready")
+async def ready(request: Request) -> JSONResponse:
+    """Readiness, for load balancers and Kubernetes: can this process acknowledge events?
+
+    It needs the database only (events are committed, then routed), so a Temporal outage
+    or a routing lag, which make `/health` 503, do not take API instances out of service.
+    """
+    database = await _check_database(api_context(request).engine)
+    return _readiness(database)
+
+
+def _readiness(database: str) -> JSONResponse:
+    ok = database == "ok"
+    return JSONResponse(
+        {"status": "ready" if ok else "not ready", "database": database},
+        status_code=200 if ok else 503,
+    )
+
+
 async def health_checks(request: Request) -> tuple[bool, dict[str, Any]]:
     """Each part's status (and the routing figures): `/health` and the dashboard's Health
     page show the same answer."""
@@ -79,8 +100,8 @@ async def metrics(request: Request) -> PlainTextResponse:
     temporal = ctx.client is not None and await _check_temporal(ctx.client) == "ok"
     out = Exposition()
     up = "1 when the part answers, 0 when it does not."
-    out.add("journeys_up", "gauge", up, int(database), 'component="database"')
-    out.add("journeys_up", "gauge", up, int(temporal), 'component="temporal"')
+    out.add("journeys_up", "gauge", up, int(database), {"component": "database"})
+    out.add("journeys_up", "gauge", up, int(temporal), {"component": "temporal"})
     if database:
         try:
             b = await _backlog(request)
@@ -91,6 +112,7 @@ async def metrics(request: Request) -> PlainTextResponse:
             out.add("journeys_events_leased", "gauge", LEASED_HELP, b.leased)
             out.add("journeys_events_routing_lag_seconds", "gauge", LAG_HELP, b.lag_seconds)
             out.add("journeys_events_routed_total", "counter", ROUTED_HELP, b.routed_total or 0)
+            out.add("journeys_events_dead_letters", "gauge", DEAD_LETTERS_HELP, b.dead_letters)
             out.add(
                 "journeys_events_drain_rate_per_second",
                 "gauge",
@@ -102,6 +124,7 @@ async def metrics(request: Request) -> PlainTextResponse:
         # to an internal scraper without one.
         if await _is_admin(request):
             await _add_journey_samples(request, ctx.engine, out)
+    REGISTRY.write(out)  # this process's requests (and sends, in `journeys dev`)
     return PlainTextResponse(out.text(), media_type=PROMETHEUS_TEXT)
 
 
@@ -121,14 +144,20 @@ def create_metrics_app(engine: Engine) -> FastAPI:
     app = FastAPI(title="journeys metrics", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.engine = engine
 
+    @app.get("/ready")
+    async def worker_ready() -> JSONResponse:
+        """Served once the process polls Temporal (or routes): ready while the store answers."""
+        return _readiness(await _check_database(engine))
+
     @app.get("/metrics", response_class=PlainTextResponse)
     async def worker_metrics(request: Request) -> PlainTextResponse:
         out = Exposition()
         database = await _check_database(engine) == "ok"
         up = "1 when the part answers, 0 when it does not."
-        out.add("journeys_up", "gauge", up, int(database), 'component="database"')
+        out.add("journeys_up", "gauge", up, int(database), {"component": "database"})
         if database:
             await _add_journey_samples(request, engine, out)
+        REGISTRY.write(out)  # this process's provider calls
         return PlainTextResponse(out.text(), media_type=PROMETHEUS_TEXT)
 
     return app
@@ -138,11 +167,10 @@ async def _add_journey_samples(request: Request, engine: Engine, out: Exposition
     try:
         samples = await _journey_samples(request, engine)
     except Exception:  # the store is slow or gone: the scrape still reports the rest
-        log.warning("metrics: reading the journey counters failed", exc_info=True)
+        _warn("metrics: reading the journey counters failed", engine)
         samples = []
     for sample in samples:
-        labels = ",".join(f'{k}="{_label(v)}"' for k, v in sample.labels.items())
-        out.add(sample.name, sample.kind, sample.help, sample.value, labels)
+        out.add(sample.name, sample.kind, sample.help, sample.value, sample.labels)
 
 
 JOURNEY_METRICS_EVERY = 15.0  # seconds a scrape may reuse the last reading of the counters
@@ -165,32 +193,11 @@ async def _journey_samples(request: Request, engine: Engine) -> list[Sample]:
         return cached[1]
 
 
-def _label(value: str) -> str:
-    """A label value as the exposition format escapes it."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
 BACKLOG_HELP = "Events stored and not yet routed to Temporal."
 LEASED_HELP = "Unrouted events claimed by a live router right now."
 LAG_HELP = "Age of the oldest unrouted event (0 when none waits)."
 ROUTED_HELP = "Events routed to Temporal by every router, as counted in the events table."
-
-
-class Exposition:
-    """Prometheus text exposition: HELP and TYPE once per metric, then its samples."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-        self._declared: set[str] = set()
-
-    def add(self, name: str, kind: str, help_text: str, value: float, labels: str = "") -> None:
-        if name not in self._declared:
-            self._declared.add(name)
-            self.lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
-        self.lines.append(f"{name}{{{labels}}} {value:.6g}" if labels else f"{name} {value:.6g}")
-
-    def text(self) -> str:
-        return "\n".join(self.lines) + "\n"
+DEAD_LETTERS_HELP = "Events given up on after failures of their own, waiting for an operator."
 
 
 async def _events_section(request: Request, limit: float) -> dict[str, Any]:
@@ -198,7 +205,7 @@ async def _events_section(request: Request, limit: float) -> dict[str, Any]:
     try:
         b = await _backlog(request)
     except Exception:
-        log.warning("health: reading the routing backlog failed", exc_info=True)
+        _warn("health: reading the routing backlog failed", api_context(request).engine)
         return {"status": ERROR}
     lagging = bool(limit) and b.lag_seconds > limit
     return {
@@ -210,6 +217,8 @@ async def _events_section(request: Request, limit: float) -> dict[str, Any]:
         "routed_total": b.routed_total,
         "drain_rate_per_second": round(b.drain_rate, 3),
         "drain_window_seconds": b.window,
+        # Not routing lag, so never 503: `journeys events dead-letter list` shows them.
+        "dead_letters": b.dead_letters,
     }
 
 
@@ -226,6 +235,23 @@ async def _in_thread(fn: Any, *args: Any) -> Any:
     return await asyncio.wait_for(asyncio.to_thread(fn, *args), timeout=DB_TIMEOUT)
 
 
+# Anyone may poll these endpoints, as often as they like: while a part is down, say why
+# once per WARN_EVERY seconds (with the traceback), not once per request.
+WARN_EVERY = 30.0
+_warned: weakref.WeakKeyDictionary[object, dict[str, float]] = weakref.WeakKeyDictionary()
+
+
+def _warn(what: str, part: object, traceback: bool = True) -> None:
+    """Log `what` (with the exception being handled) unless it was logged for this `part`
+    (the engine, the Temporal client) less than WARN_EVERY seconds ago."""
+    now = time.monotonic()
+    last = _warned.setdefault(part, {})
+    if now - last.get(what, -WARN_EVERY) < WARN_EVERY:
+        return
+    last[what] = now
+    log.warning("%s (said once per %.0f s while it lasts)", what, WARN_EVERY, exc_info=traceback)
+
+
 async def _check_database(engine: Engine) -> str:
     def ping() -> None:
         with engine.connect() as connection:
@@ -235,7 +261,7 @@ async def _check_database(engine: Engine) -> str:
         await asyncio.wait_for(asyncio.to_thread(ping), timeout=DB_TIMEOUT)
         return "ok"
     except Exception:
-        log.warning("health: the database does not answer", exc_info=True)
+        _warn("health: the database does not answer", engine)
         return ERROR
 
 
@@ -243,9 +269,9 @@ async def _check_temporal(client: Client) -> str:
     try:
         serving = await client.service_client.check_health(timeout=timedelta(seconds=3))
     except Exception:
-        log.warning("health: Temporal does not answer", exc_info=True)
+        _warn("health: Temporal does not answer", client)
         return ERROR
     if not serving:
-        log.warning("health: the Temporal server answers but is not serving")
+        _warn("health: the Temporal server answers but is not serving", client, traceback=False)
         return ERROR
     return "ok"

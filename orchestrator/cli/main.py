@@ -611,9 +611,20 @@ def router(data_dir: Path | None) -> None:
 def api(port: int | None, data_dir: Path | None) -> None:
     """Run the HTTP API against TEMPORAL_ADDRESS and DATABASE_URL."""
     from ..processes.launch import ListenError, run_api
+    from ..services.links import is_placeholder
     from ..store.keys import list_keys
 
     settings = _settings(api_port=port, data_dir=data_dir)
+    if not settings.temporal_address:
+        _fail(
+            "TEMPORAL_ADDRESS is not set: the API stops a contact's runs on erasure and "
+            "reports Temporal's health through it (use `journeys dev` for the embedded server)"
+        )
+    if any(is_placeholder(key) for key in settings.write_keys):
+        _fail(
+            "JOURNEYS_WRITE_KEYS holds the template's placeholder (REPLACE_ME): set real keys, "
+            "or create them with `journeys keys create NAME`"
+        )
     engine = _store(settings)
     live = [k for k in list_keys(engine) if k.revoked_at is None and k.kind == "write"]
     engine.dispose()
@@ -921,6 +932,7 @@ def contacts_erase(contact_id: str, yes: bool, data_dir: Path | None) -> None:
 
 from . import backtest as _backtest  # noqa: E402,F401  (registers `backtest`)
 from . import campaigns as _campaigns  # noqa: E402,F401  (registers `campaigns`)
+from . import dead_letters as _dead_letters  # noqa: E402,F401  (registers `events`)
 from . import diff as _diff  # noqa: E402,F401  (registers `diff`)
 from . import reports as _reports  # noqa: E402,F401  (registers `stats` and `explain`)
 from . import simulate as _simulate  # noqa: E402,F401  (registers `simulate`, `check`)

@@ -19,12 +19,15 @@ import asyncio
 import contextlib
 import errno
 import logging
+import os
 import secrets
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from sqlalchemy import Engine
@@ -36,6 +39,8 @@ from channels.base import Channel
 from ..api import create_app
 from ..api.health import create_metrics_app
 from ..deployment.deploy import DeployedVersion, DeployPlan, apply_deploy, deploy, plan_deploy
+from ..observability import observe
+from ..observability.tracing import shutdown_tracing
 from ..rendering import Renderer
 from ..services.links import MessageLinks
 from ..services.private_files import private_dir, write_private
@@ -118,17 +123,25 @@ def open_store(settings: Settings) -> Engine:
     return engine
 
 
-def configure_logging() -> None:
-    """Warnings and errors on stderr, one line each with time, level and source.
+def uvicorn_logs(settings: Settings) -> dict[str, Any]:
+    """uvicorn's logging options: in JSON mode its lines go through our JSON handler, and
+    no access lines, which carry client addresses and raw paths (the request metrics
+    count requests); in text mode its own format, as before."""
+    if settings.log_format != "json":
+        return {}
+    return {"log_config": None, "access_log": False}
 
-    What goes wrong in a running journey (a failed send, a paused router) is logged at
-    WARNING where it is decided; without a handler Python would print bare messages.
-    Leaves a configuration the embedding program made alone.
-    """
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
+
+def say(line: str) -> None:
+    """Print one of the process's own lines. Whoever reads stdout may be gone (`journeys
+    dev | tee dev.log`: Ctrl+C ends `tee` too): the process goes on, and stops, without
+    it, its output dropped from then on (Python's advice for SIGPIPE)."""
+    try:
+        print(line, flush=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def stop_on_signals(stop: asyncio.Event) -> None:
@@ -146,6 +159,7 @@ def make_router(client: Client, engine: Engine, settings: Settings) -> Router:
         settings.router_interval,
         python_journeys=python_journeys(settings),
         lease=settings.router_lease,
+        dead_letter_after=settings.dead_letter_after,
         default_timezone=settings.default_timezone,
     )
 
@@ -182,6 +196,7 @@ class DevStart:
         self.sock.close()
         self.engine.dispose()
         self.lock.release()
+        shutdown_tracing()  # the spans still buffered go out
 
 
 def prepare_dev(settings: Settings, stops: Stops, retire_all: bool = False) -> DevStart:
@@ -193,7 +208,7 @@ def prepare_dev(settings: Settings, stops: Stops, retire_all: bool = False) -> D
     `run_dev` stores them once Temporal is up). A stop signal interrupts it anywhere
     but in the migrations (`stops.held()`).
     """
-    configure_logging()
+    observe(settings, "journeys-dev")
     with contextlib.ExitStack() as undo:
         lock = DataDirLock(settings.data_dir).acquire()
         undo.callback(lock.release)
@@ -247,7 +262,7 @@ async def run_dev(settings: Settings, start: DevStart, stops: Stops, announce: b
         versions = apply_deploy(start.engine, start.plan)
         if announce:
             for version in versions:
-                print(version.describe(settings.journeys_dir), flush=True)
+                say(version.describe(settings.journeys_dir))
         await _serve_all(
             settings, start, client, [write_key, *settings.write_keys], stop, stops, ui
         )
@@ -280,7 +295,12 @@ async def _serve_all(
     )
     http = _Server(
         uvicorn.Config(
-            app, host=settings.api_host, port=settings.api_port, log_level="warning", lifespan="off"
+            app,
+            host=settings.api_host,
+            port=settings.api_port,
+            log_level="warning",
+            lifespan="off",
+            **uvicorn_logs(settings),
         )
     )
     worker = build_worker(client, engine, settings, start.adapters)
@@ -294,15 +314,12 @@ async def _serve_all(
                 http_task.result()  # raises why the API could not start
             if stop.is_set():  # asked to stop while starting: no announcement
                 raise stops.stopped()
-            print(f"API: http://{settings.api_host}:{settings.api_port}", flush=True)
-            print(
-                f"Dashboard: http://{settings.api_host}:{settings.api_port}/dashboard/",
-                flush=True,
-            )
-            print(f"Temporal UI: {ui}", flush=True)
-            print(f"write key: {write_keys[0]}", flush=True)
+            say(f"API: http://{settings.api_host}:{settings.api_port}")
+            say(f"Dashboard: http://{settings.api_host}:{settings.api_port}/dashboard/")
+            say(f"Temporal UI: {ui}")
+            say(f"write key: {write_keys[0]}")
             await stop.wait()
-            print("shutting down...", flush=True)
+            say("shutting down...")
         finally:
             http.should_exit = True
             with contextlib.suppress(ListenError):
@@ -315,29 +332,41 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     JOURNEYS_ROUTER=off: `journeys router` processes route)."""
     stop = stop or asyncio.Event()
     stop_on_signals(stop)
-    configure_logging()
+    observe(settings, "journeys-worker")
     engine = open_store(settings)
     try:
         # Its checkout may be older than what is deployed: it never changes the active set.
         renderer = Renderer.from_settings(settings)
         versions = deploy(engine, settings.journeys_dir, renderer, retire_missing=False)
-        client = await connect(settings)
+        for channel in [c for c in ("email", "push", "sms") if c in settings.worker_queues]:
+            if settings.adapter_for(channel) == "console":
+                logging.getLogger("orchestrator.processes.worker").warning(
+                    "%s messages are printed by the console adapter, not sent: set "
+                    "JOURNEYS_%s_CHANNEL to a provider's adapter (or leave this worker off "
+                    "that queue with JOURNEYS_WORKER_QUEUES)",
+                    channel,
+                    channel.upper(),
+                )
+        # Started before Temporal (a fresh cluster, an outage): wait for it, do not exit.
+        client = await _connect_when_up(settings, engine, stop, "worker")
+        if client is None:
+            return
         router = make_router(client, engine, settings) if settings.router else None
         group = build_worker(client, engine, settings)
         async with group, serve_metrics(engine, settings):
             router_task = asyncio.create_task(router.run()) if router else None
-            print(worker_ready_line(client, group, versions, settings), flush=True)
+            say(worker_ready_line(client, group, versions, settings))
             await stop.wait()
             stopping = time.monotonic()
             routing = [stop_router(router, router_task)] if router and router_task else []
             await asyncio.gather(group.shutdown(), *routing)  # polling stops at once
-        print(
+        say(
             f"worker {client.identity}: stopped in {time.monotonic() - stopping:.1f} s "
-            f"(activities in flight finished; grace {settings.shutdown_grace:g} s)",
-            flush=True,
+            f"(activities in flight finished; grace {settings.shutdown_grace:g} s)"
         )
     finally:
         engine.dispose()
+        shutdown_tracing()  # the spans still buffered go out
 
 
 def worker_ready_line(
@@ -346,9 +375,11 @@ def worker_ready_line(
     """One line saying what this worker runs and against what, in the router's style."""
     journeys = [f"{v.journey_id} v{v.version}" for v in versions if v.status == "active"]
     journeys += [f"{cls.journey_id} (Python)" for cls in python_journeys(settings)]
+    channels = [c for c in ("email", "push", "sms") if c in settings.worker_queues]
+    sends = ", ".join(f"{c} {settings.adapter_for(c)}" for c in channels) or "none"
     return (
         f"worker {client.identity}: ready; journeys {', '.join(journeys) or 'none'}; "
-        f"task queues {', '.join(group.task_queues)}; "
+        f"sends {sends}; task queues {', '.join(group.task_queues)}; "
         f"Temporal {client.service_client.config.target_host} "
         f"(namespace {settings.temporal_namespace}); "
         f"database {redact_url(settings.resolved_database_url)}; "
@@ -370,6 +401,7 @@ async def serve_metrics(engine: Engine, settings: Settings) -> AsyncIterator[Non
             port=settings.metrics_port,
             log_level="warning",
             lifespan="off",
+            **uvicorn_logs(settings),
         )
     )
     sock = listen(settings, settings.metrics_port, "JOURNEYS_METRICS_PORT")
@@ -393,17 +425,16 @@ async def run_router(settings: Settings, stop: asyncio.Event | None = None) -> N
     """
     stop = stop or asyncio.Event()
     stop_on_signals(stop)
-    configure_logging()
+    observe(settings, "journeys-router")
     engine = open_store(settings)
     try:
-        client = await _connect_when_up(settings, engine, stop)
+        client = await _connect_when_up(settings, engine, stop, "router")
         if client is None:
             return
         router = make_router(client, engine, settings)
-        print(
+        say(
             f"router {router.name}: routing events to {client.service_client.config.target_host} "
-            f"(namespace {settings.temporal_namespace}, task queue {settings.task_queue})",
-            flush=True,
+            f"(namespace {settings.temporal_namespace}, task queue {settings.task_queue})"
         )
         async with serve_metrics(engine, settings):
             task = asyncio.create_task(router.run())
@@ -412,16 +443,22 @@ async def run_router(settings: Settings, stop: asyncio.Event | None = None) -> N
             stopped.cancel()
             if task.done():
                 task.result()  # raises why the router ended
+            stopping = time.monotonic()
             await stop_router(router, task)
+        say(
+            f"router {router.name}: stopped in {time.monotonic() - stopping:.1f} s "
+            "(its sweep finished, its claims released)"
+        )
     finally:
         engine.dispose()
+        shutdown_tracing()  # the spans still buffered go out
 
 
 async def _connect_when_up(
-    settings: Settings, engine: Engine, stop: asyncio.Event
+    settings: Settings, engine: Engine, stop: asyncio.Event, process: str
 ) -> Client | None:
     """Connect, retrying while Temporal is unreachable (warning with the backlog every
-    WARN_EVERY s); None when stopped meanwhile."""
+    WARN_EVERY s); None when stopped meanwhile. `process`: the logger's last part."""
     warned = -WARN_EVERY
     while not stop.is_set():
         try:
@@ -434,7 +471,7 @@ async def _connect_when_up(
                     waiting = f"{b.backlog} events waiting, the oldest for {b.lag_seconds:.0f} s"
                 except SQLAlchemyError as db_exc:
                     waiting = f"backlog unknown ({type(db_exc).__name__})"
-                logging.getLogger("orchestrator.processes.router").warning(
+                logging.getLogger(f"orchestrator.processes.{process}").warning(
                     "Temporal is unreachable (%s); %s; retrying every %.0f s",
                     exc,
                     waiting,
@@ -445,9 +482,20 @@ async def _connect_when_up(
     return None
 
 
-async def run_api(settings: Settings, write_keys: list[str]) -> None:
-    """Production API: stateless; events are routed by the workers."""
+async def run_api(
+    settings: Settings, write_keys: list[str], stop: asyncio.Event | None = None
+) -> None:
+    """Production API: stateless; events are routed by the workers.
+
+    SIGTERM (a rolling deploy), SIGINT or SIGHUP: it stops accepting connections at once
+    and lets the requests in flight finish, for at most JOURNEYS_SHUTDOWN_GRACE seconds
+    (an event is acknowledged only once committed: a request cut mid-way is one the
+    client retries, a finished one is one it need not), then exits 0.
+    """
+    stop = stop or asyncio.Event()
+    stop_on_signals(stop)
     with listen(settings) as sock:  # first: a port in use is reported before anything runs
+        observe(settings, "journeys-api")
         engine = open_store(settings)
         try:
             # Lazy: the API starts, and acknowledges events, while Temporal is unreachable.
@@ -461,7 +509,34 @@ async def run_api(settings: Settings, write_keys: list[str]) -> None:
                 # Erasure stops their runs too: it must know their ids.
                 python_journeys=[cls.journey_id for cls in python_journeys(settings)],
             )
-            config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port)
-            await serve_api(uvicorn.Server(config), sock)
+            grace = max(1, round(settings.shutdown_grace))
+            options = uvicorn_logs(settings)
+            if options:
+                options["log_level"] = "info"  # its start-up lines, as in text mode
+            server = _Server(
+                uvicorn.Config(
+                    app,
+                    host=settings.api_host,
+                    port=settings.api_port,
+                    timeout_graceful_shutdown=grace,
+                    **options,
+                )
+            )
+            serving = asyncio.create_task(serve_api(server, sock))
+            stopped = asyncio.create_task(stop.wait())
+            await asyncio.wait({serving, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            if serving.done():
+                serving.result()  # raises why it ended
+                return
+            stopping = time.monotonic()
+            server.should_exit = True
+            await serving
+            say(
+                f"api {os.getpid()}@{socket.gethostname()}: stopped in "
+                f"{time.monotonic() - stopping:.1f} s (requests in flight finished; "
+                f"grace {grace} s)"
+            )
         finally:
             engine.dispose()
+            shutdown_tracing()  # the spans still buffered go out

@@ -18,6 +18,11 @@ lock and `FOR UPDATE SKIP LOCKED`; SQLite: `BEGIN IMMEDIATE`, its single writer)
 deliveries run in parallel. An event is marked routed only after its delivery;
 workflows dedupe by event id, so the redelivery that follows a crash between
 the two is harmless.
+
+An event whose routing fails for a reason of its own (not an outage:
+`route_failures.py`) has its attempts counted in the store; after
+JOURNEYS_DEAD_LETTER_AFTER of them it becomes a dead letter (`store/dead_letters.py`)
+and stops holding back its contact's later events.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -50,12 +55,14 @@ from ..analytics.message_counts import count_engagement
 from ..dsl.conditions import evaluate
 from ..dsl.models import IDENTIFY, Journey, WaitForStep
 from ..feedback.own_events import INTERNAL_ONLY
+from ..observability import ids, tracing
 from ..segments.membership import Change, refresh_for_events
 from ..store.audiences import AUDIENCE_OF, CATALOG_EVENT, fan_out
 from ..store.backlog import routing_backlog
 from ..store.context import contact_context, event_context
 from ..store.date_plans import DATE_PLAN_EVENT
 from ..store.db import session_scope
+from ..store.dead_letters import forget, not_dead, record_failure
 from ..store.engagement import ENGAGEMENT_EVENTS, record_engagement
 from ..store.identity import aliases_of
 from ..store.message_requests import EVENT_TYPE as MESSAGE_EVENT
@@ -74,6 +81,7 @@ from ..workflows.types import (
     JourneyInput,
     MessageInput,
 )
+from .route_failures import error_text, is_outage
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +94,10 @@ RPC_TIMEOUT = timedelta(seconds=10)
 LEASE_MARGIN = RPC_TIMEOUT.total_seconds() + 2
 FOLD_EVERY = 3600.0  # seconds between folds of the journey counters (`counts.fold_shards`)
 FOLD_BATCH = 5000
+DEAD_LETTER_AFTER = 5  # failed attempts of its own before an event is a dead letter
+# After a failed attempt the event (and so its contact) stays leased for the router's
+# interval, doubled at each attempt up to this: a passing fault gets time to pass.
+FAILURE_PAUSE_MAX = 60.0
 MAX_PAUSE = 2.0  # longest wait between attempts while Temporal or the database is down
 WARN_EVERY = 10.0  # seconds between warnings while it stays down
 # Arbitrary, fixed 64-bit key: PostgreSQL routers take their claims one at a time on it.
@@ -160,8 +172,10 @@ class Router:
         lease: float = LEASE,
         name: str | None = None,
         default_timezone: str = "UTC",
+        dead_letter_after: int = DEAD_LETTER_AFTER,
     ) -> None:
         self.client = client
+        self.dead_letter_after = dead_letter_after  # 0: retry for ever
         self.default_timezone = default_timezone  # of contacts without one: dates in `where:`
         self.engine = engine
         self.task_queue = task_queue
@@ -184,6 +198,7 @@ class Router:
         # Client events named like ours (`Segment Entered`...), stored before the API
         # refused them: delivered to no journey.
         self.reserved_ignored = 0
+        self.dead_lettered = 0  # events this router gave up on
 
     def wake(self) -> None:
         """Called after a commit so the next sweep starts now, not at the next tick."""
@@ -253,13 +268,25 @@ class Router:
         for event in claim.events:
             by_contact.setdefault(event.contact_id, []).append(event)
         delivered: list[int] = []
+        paused: dict[int, float] = {}  # failed events: seconds before their next attempt
 
         async def route_contact(batch: list[Event]) -> None:
             for event in batch:
                 async with gate:
                     if time.monotonic() > claim.deliver_until:
                         return  # the lease is running out: leave the rest to the next claim
-                    await self.route(event, claim.aliases.get(event.contact_id, []))
+                    aliases = claim.aliases.get(event.contact_id, [])
+                    try:
+                        with traced(event):
+                            await self.route(event, aliases)
+                    except Exception as exc:
+                        if not await self._own_failure(exc):
+                            raise  # an outage: counts against no event
+                        attempts = await self._count_failure(event, aliases, exc)
+                        if attempts:
+                            paused[event.id or 0] = self._failure_pause(attempts)
+                            return  # the contact's later events wait behind it
+                        continue  # a dead letter now: the contact moves on without it
                 delivered.append(event.id or 0)
 
         try:
@@ -267,7 +294,7 @@ class Router:
                 *(route_contact(b) for b in by_contact.values()), return_exceptions=True
             )
         finally:
-            await asyncio.to_thread(self._settle, claim, delivered)
+            await asyncio.to_thread(self._settle, claim, delivered, paused)
             self.routed += len(delivered)
         done = set(delivered)
         await self._refresh_segments([e for e in claim.events if e.id in done])
@@ -275,6 +302,47 @@ class Router:
             if isinstance(result, BaseException):
                 raise result
         return len(claim.events)
+
+    async def _own_failure(self, exc: Exception) -> bool:
+        """Whether a failure is the event's own (counted) rather than an outage: by its
+        kind (`route_failures.is_outage`), and only while Temporal answers."""
+        return not is_outage(exc) and await self._temporal_reachable()
+
+    def _failure_pause(self, attempts: int) -> float:
+        return min(max(self.interval, 0.01) * 2 ** (attempts - 1), FAILURE_PAUSE_MAX)
+
+    async def _count_failure(self, event: Event, aliases: Sequence[str], exc: Exception) -> int:
+        """Count one failed attempt in the store: the attempts so far, 0 when the event
+        is a dead letter now."""
+        error = error_text(exc, (event.contact_id, *aliases))
+        attempt = await asyncio.to_thread(
+            record_failure, self.engine, event.id or 0, error, self.dead_letter_after
+        )
+        if attempt.dead:
+            self.dead_lettered += 1
+            log.error(
+                "event %s (%s %s) is a dead letter after %d failed attempts; the contact's "
+                "later events are routed without it (journeys events dead-letter list): %s",
+                event.id,
+                event.type,
+                event.name or "",
+                attempt.attempts,
+                error,
+            )
+        else:
+            limit = self.dead_letter_after or "unlimited"
+            log.warning(
+                "event %s (%s %s) failed to route, attempt %d of %s, retried in %.3g s; the "
+                "contact's later events wait: %s",
+                event.id,
+                event.type,
+                event.name or "",
+                attempt.attempts,
+                limit,
+                self._failure_pause(attempt.attempts),
+                error,
+            )
+        return 0 if attempt.dead else attempt.attempts
 
     async def _refresh_segments(self, events: list[Event]) -> None:
         """Re-evaluate the segments routed events may change, for their contacts only.
@@ -344,10 +412,10 @@ class Router:
                 continue
             if not journey.trigger.accepts_segment(event.properties or {}):
                 continue
-            if journey.trigger.date is not None and (
+            if (journey.trigger.date or journey.trigger.schedule) is not None and (
                 (event.properties or {}).get("journey") != journey.id
             ):
-                continue  # another date journey's date
+                continue  # another date journey's date, another campaign's member
             copy_for = (
                 (event.context or {}).get(AUDIENCE_OF) if event.origin == ORIGIN_INTERNAL else None
             )
@@ -556,8 +624,9 @@ class Router:
             return False
 
     async def _report_pause(self, exc: Exception, failures: int) -> None:
-        """A warning saying what is down and how much is waiting (every WARN_EVERY s)."""
-        reason = f"{type(exc).__name__}: {exc}"[:300]
+        """A warning saying what is down and how much is waiting (every WARN_EVERY s); the
+        exception's text scrubbed as a dead letter's (a driver may quote a row's values)."""
+        reason = error_text(exc)
         retrying = f"retrying every {MAX_PAUSE:.0f} s ({failures} failed attempt(s) so far)"
         if isinstance(exc, SQLAlchemyError):
             log.warning("routing paused, the database is unavailable (%s); %s", reason, retrying)
@@ -633,6 +702,7 @@ class Router:
                 col(Event.routed_at).is_(None),
                 or_(col(Event.lease_until).is_(None), col(Event.lease_until) < now),
                 col(Event.contact_id).not_in(leased_contacts),
+                not_dead(),
             )
             # Oldest first, ordered as the (routed_at, id) index is: PostgreSQL would
             # otherwise walk the primary key past every routed row (0.5 s per million).
@@ -652,17 +722,33 @@ class Router:
         with session_scope(self.engine) as session:
             return aliases_of(session, contact_id)
 
-    def _settle(self, claim: Claim, delivered: list[int]) -> None:
-        """Mark what was delivered routed; release the rest of the claim."""
+    def _settle(
+        self, claim: Claim, delivered: list[int], paused: dict[int, float] | None = None
+    ) -> None:
+        """Mark what was delivered routed; release the rest of the claim, except that an
+        event that failed stays leased for its pause (holding its contact back with it)."""
         done = sorted(set(delivered))
-        rest = [e.id for e in claim.events if e.id not in set(done)]
+        paused = paused or {}
+        rest = [e.id for e in claim.events if e.id not in set(done) and e.id not in paused]
         with session_scope(self.engine) as session:
+            now = utcnow()
+            for event_id, pause in paused.items():
+                session.exec(  # type: ignore[call-overload]
+                    update(Event)
+                    .where(
+                        col(Event.id) == event_id,
+                        col(Event.lease_owner) == self.name,
+                        col(Event.routed_at).is_(None),
+                    )
+                    .values(lease_until=now + timedelta(seconds=pause))
+                )
             if done:
                 session.exec(  # type: ignore[call-overload]
                     update(Event)
                     .where(col(Event.id).in_(done))
                     .values(routed_at=utcnow(), lease_owner=None, lease_until=None)
                 )
+                forget(session, done)
             if rest:
                 session.exec(  # type: ignore[call-overload]
                     update(Event)
@@ -720,6 +806,27 @@ class Router:
                 now=utcnow(),
                 default_zone=self.default_timezone,
             )
+
+
+@contextlib.contextmanager
+def traced(event: Event) -> Iterator[None]:
+    """An event's delivery: a span in the trace of the request that stored it (the
+    `traceparent` the API put in its context), and its id on the router's log lines."""
+    parent = (event.context or {}).get(tracing.TRACEPARENT)
+    with (
+        tracing.span(
+            "RouteEvent",
+            kind="consumer",
+            traceparent=parent if isinstance(parent, str) else None,
+            attributes={
+                "journeys.event.id": event.id,
+                "journeys.event.type": event.type,
+                "journeys.event.name": event.name,
+            },
+        ),
+        ids.working_on(event_id=event.id),
+    ):
+        yield
 
 
 def _run_key(journey: Journey, event: Event) -> str | None:

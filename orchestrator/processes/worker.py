@@ -38,6 +38,8 @@ from ..activities.runs import RunActivities
 from ..activities.segments import SegmentActivities
 from ..activities.sending import SendActivities
 from ..campaigns.schedules import sync_campaign_schedules
+from ..observability import tracing
+from ..observability.temporal_metrics import sdk_runtime
 from ..rendering import Renderer
 from ..segments.schedules import sync_schedules
 from ..services.links import MessageLinks
@@ -120,6 +122,9 @@ async def connect(settings: Settings, address: str | None = None, lazy: bool = F
         api_key=settings.temporal_api_key,
         tls=tls,
         lazy=lazy,
+        # Tracing (OTEL_*) and the SDK's metrics: the workers built on this client too.
+        interceptors=tracing.client_interceptors(),
+        runtime=sdk_runtime(settings.temporal_metrics_address),
     )
 
 

@@ -155,11 +155,25 @@ def link_secret(settings: Any) -> str:
     return settings.secret_key or dev_secret(settings.data_dir)
 
 
+PLACEHOLDERS = ("replace_me", "replace-me", "changeme", "change-me", "change_me")
+
+
+def is_placeholder(value: str) -> bool:
+    """A template's stand-in left in place (the Kubernetes Secret ships `REPLACE_ME`)."""
+    return any(word in value.lower() for word in PLACEHOLDERS)
+
+
 def require_secret(settings: Any) -> None:
     """Production processes must share one key, or links signed by one break on another."""
+    generate = 'generate one with: python -c "import secrets; print(secrets.token_urlsafe(32))"'
     if not settings.secret_key:
         raise ValueError(
             "JOURNEYS_SECRET_KEY is not set: it signs the unsubscribe and view-in-browser "
             "links in messages and must be the same on every worker and API process "
-            '(generate one with: python -c "import secrets; print(secrets.token_urlsafe(32))")'
+            f"({generate})"
+        )
+    if is_placeholder(settings.secret_key):
+        raise ValueError(
+            "JOURNEYS_SECRET_KEY is still the template's placeholder: anyone who read the "
+            f"template could sign links and dashboard sessions ({generate})"
         )

@@ -97,6 +97,11 @@ LOCK_TIMEOUT = "5s"
 # a timezone or a provider's bounce text, so it does not survive erasure.
 TIMELINE_KEYS = ("status", "at", "check", "result", "until", "event_id")
 UNSENT = ("pending", "queued", "deferred")
+# A send whose provider call is under way (`sending`) would reach the provider after the
+# erasure answered: the erasure waits for such calls to end (their own timeouts are
+# 10 s), up to this long, before it goes ahead anyway (a worker killed mid-call leaves
+# its row `sending` until the retry records it unknown).
+IN_FLIGHT_WAIT = 20.0
 EVENT_PRIVATE = ("lease_owner", "lease_until")
 
 
@@ -276,29 +281,69 @@ def _erase_locked(
     stop: Callable[[ErasurePlan], int],
 ) -> ErasureResult:
     """Lock, plan, stop, erase, in one transaction: the lock comes first, so a busy
-    database fails the erasure before anything is stopped."""
-    with Session(engine, expire_on_commit=False) as session:  # closing rolls back the rest
-        try:
-            _lock_store(session)
-            plan = _plan(session, contact_id, python_journeys)
-            if plan.found:
-                session.get(Contact, plan.canonical, with_for_update=True)
-        except OperationalError as exc:  # SQLite "database is locked", a lock timeout
-            log.warning("erasure: the database is busy, nothing was stopped: %s", exc.orig)
-            raise StoreBusy() from exc
-        if not plan.found:
-            return ErasureResult(contact_id, found=False)
-        stopped = stop(plan)
-        try:
-            erased = _erase(session, plan)
-            session.commit()
-        except SQLAlchemyError as exc:
-            log.warning(
-                "erasure: %d run(s) stopped, then the database failed, nothing erased: %s",
-                stopped,
-                getattr(exc, "orig", None) or type(exc).__name__,
-            )
-            raise ErasureIncomplete(stopped) from exc
+    database fails the erasure before anything is stopped. While a message of the
+    contact is inside its provider call, the lock is let go and taken again a moment
+    later (the send records its outcome meanwhile), so nothing reaches a provider after
+    the erasure answered."""
+    deadline = time.monotonic() + IN_FLIGHT_WAIT
+    while True:
+        with Session(engine, expire_on_commit=False) as session:  # closing rolls back
+            try:
+                _lock_store(session)
+                plan = _plan(session, contact_id, python_journeys)
+                if plan.found:
+                    session.get(Contact, plan.canonical, with_for_update=True)
+                    in_flight = _sends_in_flight(session, plan.ids)
+            except OperationalError as exc:  # SQLite "database is locked", a lock timeout
+                log.warning("erasure: the database is busy, nothing was stopped: %s", exc.orig)
+                raise StoreBusy() from exc
+            if not plan.found:
+                return ErasureResult(contact_id, found=False)
+            if in_flight and time.monotonic() < deadline:
+                session.rollback()
+                time.sleep(0.2)
+                continue
+            if in_flight:
+                log.warning(
+                    "erasure: %d message(s) of the contact still `sending` after %.0f s "
+                    "(a worker died in the provider call?): erasing anyway",
+                    in_flight,
+                    IN_FLIGHT_WAIT,
+                )
+            return _erase_planned(session, engine, contact_id, plan, stop)
+
+
+def _sends_in_flight(session: Session, ids: list[str]) -> int:
+    """The contact's messages inside a provider call now. Its messages not yet sent are
+    locked too (PostgreSQL), so a delivery cannot start one until the erasure ends, and
+    then finds it erased."""
+    rows = session.exec(
+        select(Message.status)
+        .where(col(Message.contact_id).in_(ids), col(Message.status).in_([*UNSENT, "sending"]))
+        .with_for_update()
+    ).all()
+    return sum(status == "sending" for status in rows)
+
+
+def _erase_planned(
+    session: Session,
+    engine: Engine,
+    contact_id: str,
+    plan: ErasurePlan,
+    stop: Callable[[ErasurePlan], int],
+) -> ErasureResult:
+    """Stop the runs and erase, in the locked transaction `session`."""
+    stopped = stop(plan)
+    try:
+        erased = _erase(session, plan)
+        session.commit()
+    except SQLAlchemyError as exc:
+        log.warning(
+            "erasure: %d run(s) stopped, then the database failed, nothing erased: %s",
+            stopped,
+            getattr(exc, "orig", None) or type(exc).__name__,
+        )
+        raise ErasureIncomplete(stopped) from exc
     _checkpoint(engine)
     return ErasureResult(contact_id, True, stopped, erased)
 

@@ -143,7 +143,7 @@ def default_entries(journeys: list[Journey]) -> list[Entry]:
             events.append(IDENTIFY)  # the shopper's identify call itself
         elif trigger.event is not None and trigger.event not in events:
             events.append(trigger.event)
-        elif trigger.segment is not None and ORDER_COMPLETED not in events:
+        elif trigger.entered_segment is not None and ORDER_COMPLETED not in events:
             events.append(ORDER_COMPLETED)  # segments of this playbook are about orders
     carts = any(event in CART_EVENTS for event in events)
     for event in events:

@@ -268,7 +268,7 @@ class Simulator:
         journeys = [item.journey for item in loaded]
         end = start + timedelta(days=self.scenario.days)
         population = self.plan(start, journeys)
-        segments = sorted({j.trigger.segment for j in journeys if j.trigger.segment})
+        segments = sorted({j.trigger.segment for j in journeys if j.trigger.entered_segment})
         if segments:
             moment = start + SEGMENT_REFRESH
             while moment < end:

@@ -62,6 +62,15 @@ def sqlite_url(data_dir: Path) -> str:
     return f"sqlite:///{(Path(data_dir) / 'journeys.db').as_posix()}"
 
 
+POSTGRES_TIMEOUTS = {
+    "connect_timeout": 10,
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
+
+
 def make_engine(url: str, pool_size: int = 5, max_overflow: int = 10) -> Engine:
     """Create an engine for a `DATABASE_URL`, tuned for the database behind it.
 
@@ -72,6 +81,12 @@ def make_engine(url: str, pool_size: int = 5, max_overflow: int = 10) -> Engine:
     parsed = normalize_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed)
+    # A failover that drops packets instead of refusing them must not hang a process
+    # past its shutdown grace: connecting gives up after 10 s, and TCP keepalives find a
+    # dead server in about a minute. The URL's own parameters win (`?connect_timeout=3`).
+    connect_args = {
+        key: value for key, value in POSTGRES_TIMEOUTS.items() if key not in parsed.query
+    }
     try:
         # pre-ping: survive connections dropped by PgBouncer, failovers and idle timeouts.
         return create_engine(
@@ -80,6 +95,7 @@ def make_engine(url: str, pool_size: int = 5, max_overflow: int = 10) -> Engine:
             pool_size=pool_size,
             max_overflow=max_overflow,
             json_serializer=_dump_json,
+            connect_args=connect_args,
         )
     except ImportError as exc:  # SQLAlchemy imports the driver here; it is an extra of ours
         raise MissingDriver(

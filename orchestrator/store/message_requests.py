@@ -24,6 +24,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
+from ..observability import tracing
 from .db import session_scope
 from .identity import canonical_id
 from .tables import ORIGIN_INTERNAL, Contact, Event, Message, utcnow
@@ -125,7 +126,8 @@ def _request(engine: Engine, request: MessageRequest, now: datetime) -> Accepted
                         "channel": channel,
                         "workflow": workflow,
                         **({"to": request.to} if request.to else {}),
-                    }
+                    },
+                    **tracing.trace_context(),  # the router delivers it in the request's trace
                 },
                 timestamp=now,
                 received_at=now,

@@ -15,7 +15,9 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    ForeignKey,
     Index,
+    Integer,
     LargeBinary,
     UniqueConstraint,
     false,
@@ -149,6 +151,36 @@ class Event(SQLModel, table=True):
     # rows until the lease runs out (the claimant died), so routers never double up.
     lease_owner: str | None = Field(default=None, max_length=64)
     lease_until: datetime | None = _time(nullable=True)
+
+
+# A dead letter's states (`DeadLetter.status`).
+FAILING = "failing"  # failed fewer than JOURNEYS_DEAD_LETTER_AFTER times: retried each sweep
+DEAD = "dead"  # gave up: waits for an operator; no longer holds back its contact's events
+DROPPED = "dropped"  # an operator dropped it: never routed, kept for audit
+
+
+class DeadLetter(SQLModel, table=True):
+    """An event's failed routing attempts, counted in the store so that every router
+    (and a restarted one) sees the same count; with status `dead`, a dead letter.
+
+    Only failures of the event itself are counted, never an outage of Temporal or the
+    database (`processes/route_failures.py`). `error` is the last failure's exception
+    type and message with contact ids and addresses taken out. Deleting the event
+    (erasure) deletes its row.
+    """
+
+    __tablename__ = "dead_letters"
+
+    event_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("events.id", ondelete="CASCADE"), primary_key=True)
+    )
+    status: str = Field(default=FAILING, max_length=16, index=True)
+    attempts: int = 0
+    error: str = Field(max_length=500)
+    first_failed_at: datetime = _time(nullable=False)
+    last_failed_at: datetime = _time(nullable=False)
+    dead_at: datetime | None = _time(nullable=True)
+    dropped_at: datetime | None = _time(nullable=True)
 
 
 class JourneyVersion(SQLModel, table=True):
