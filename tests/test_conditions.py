@@ -344,6 +344,19 @@ def test_a_timestamp_without_an_offset_is_utc_and_a_bare_date_is_that_date() -> 
             '(days_since("2027-01-15"))',
         ),
         (
+            'today() in ["2027-12-25", "christmas"]',
+            "today() is a date, and 'christmas' is not one: write dates as YYYY-MM-DD",
+        ),
+        (
+            "today() in [20271225]",
+            'today() is a date: compare it with a date or ISO text such as "2027-01-15", '
+            "not the number 20271225",
+        ),
+        (
+            'days_until(contact.traits.renews) in ["1", "3"]',
+            "days_until() is a whole number: compare it with a number, such as 1, not the text '1'",
+        ),
+        (
             "today() > 2027",
             'today() is a date: compare it with a date or ISO text such as "2027-01-15", '
             "not the number 2027; to count days, use days_since() or days_until()",

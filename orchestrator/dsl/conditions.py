@@ -245,9 +245,11 @@ def _called(node: ast.AST) -> str | None:
 
 def _check_compared_kinds(operands: list[ast.expr]) -> None:
     """A count of days compared with text, or a date with a number, never holds: say so
-    (`days_until(x) <= "3"`, `today() > 2027`)."""
+    (`days_until(x) <= "3"`, `today() > 2027`, `today() in ["2027-13-01"]`)."""
     called = [(name, node) for node in operands if (name := _called(node)) is not None]
-    constants = [n.value for n in operands if isinstance(n, ast.Constant)]
+    # The items of a literal list count too: `today() in ["christmas"]` never holds either.
+    items = [e for n in operands if isinstance(n, ast.List | ast.Tuple | ast.Set) for e in n.elts]
+    constants = [n.value for n in [*operands, *items] if isinstance(n, ast.Constant)]
     for name, node in called:
         if name in _COUNTS_DAYS and any(isinstance(c, str) for c in constants):
             text = next(c for c in constants if isinstance(c, str))
