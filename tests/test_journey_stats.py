@@ -215,8 +215,8 @@ async def test_explain_tells_every_decision_with_its_reason(bench: Bench) -> Non
     assert [t for t in journey_lines if "reached step" not in t] == expected
     assert any(t.startswith("message offer_a (email, variant_a): clicked") for t in texts)
     out = cli(bench, "explain", "u10")
-    assert "suppressed by channel: contact unsubscribed from marketing email" in out
-    assert "promo: send offer_b suppressed: contact unsubscribed from marketing email" in out
+    assert "suppressed by channel: contact opted out of marketing email" in out
+    assert "promo: send offer_b suppressed: contact opted out of marketing email" in out
     assert "promo: wait look timed out: no Cart Viewed within 1d" in out
 
 

@@ -116,7 +116,7 @@ def test_caps_parse_and_release_when_the_oldest_leaves_the_window() -> None:
         ({}, "marketing", True, "no marketing consent"),
         ({"email": {"marketing": True}}, "marketing", True, None),
         ({"email": True}, "marketing", True, None),
-        ({"email": {"marketing": False}}, "marketing", False, "unsubscribed from marketing"),
+        ({"email": {"marketing": False}}, "marketing", False, "opted out of marketing"),
         ({"email": {"marketing": False}}, "transactional", False, None),
         ({"email": False}, "transactional", False, "opted out of email"),
         ({"email": {"transactional": False}}, "transactional", False, "opted out of email"),

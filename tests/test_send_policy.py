@@ -102,7 +102,7 @@ async def test_marketing_needs_consent_and_receipts_respect_only_channel_opt_out
     }
     assert outcome(bench, "default") == {"receipt": ("sent", "email"), "promo": ("sent", "email")}
     promo = message(bench, "unsubscribed", "promo")
-    assert promo.error == "contact unsubscribed from marketing email"
+    assert promo.error == "contact opted out of marketing email"
     assert "promo for unsubscribed" not in bench.console.getvalue()
 
 
@@ -198,7 +198,7 @@ async def test_preferred_channel_then_first_reachable_and_consented(bench: Bench
     assert outcome(bench, "plain") == {"promo": ("sent", "email")}
     timeline = message(bench, "no_app", "promo").timeline
     chosen = next(e for e in timeline if e.get("check") == "channel")
-    assert chosen["detail"] == ("sms (no push address; contact unsubscribed from marketing email)")
+    assert chosen["detail"] == ("sms (no push address; contact opted out of marketing email)")
 
 
 async def test_frequency_cap_counts_every_journey_and_each_journey_skips_or_defers(

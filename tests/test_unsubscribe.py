@@ -321,7 +321,7 @@ async def test_an_unsubscribe_after_prepare_stops_the_delivery(bench: Bench) -> 
             for user in ("leaver", "stayer"):
                 assert await bench.result("browse", user) == "completed"
     [left], [stayed] = bench.messages("leaver"), bench.messages("stayer")
-    assert (left.status, left.error) == ("suppressed", "contact unsubscribed from marketing email")
+    assert (left.status, left.error) == ("suppressed", "contact opted out of marketing email")
     assert stayed.status == "sent"  # the control: the same path delivers without the opt-out
     printed = bench.console.getvalue()
     assert "promo for stayer" in printed and "promo for leaver" not in printed

@@ -131,7 +131,8 @@ def consent_refusal(
     if category != "marketing":
         return None
     if flags.get("marketing") is False:
-        return f"contact unsubscribed from marketing {channel}"
+        # Unsubscribed from a message, or declined at sign-up: the record says which not.
+        return f"contact opted out of marketing {channel}"
     if explicit_marketing and flags.get("marketing") is not True and entry is not True:
         return f"no marketing consent for {channel} (JOURNEYS_MARKETING_CONSENT=explicit)"
     return None
