@@ -169,6 +169,13 @@ async def test_catalogue_events_need_a_server_key_and_are_stored_once(api, engin
          "2027-01-15T10:00:00Z", "timestamp"),
         ({**DROP, "timestamp": "2027-01-15T10:00:00"}, "timestamp needs a timezone (Z or "
          "+02:00)", "timestamp"),
+        # A zero time (Go's unset time.Time) was stored, then overflowed the audience's
+        # window in the router, holding every later catalogue event back; with an offset
+        # east of UTC it was a 500.
+        ({**DROP, "timestamp": "0001-01-01T00:00:00Z"}, "timestamp is before 1900: send "
+         "when the product changed, or leave it out for now", "timestamp"),
+        ({**DROP, "timestamp": "0001-01-01T00:00:00+05:00"}, "timestamp is before 1900: "
+         "send when the product changed, or leave it out for now", "timestamp"),
     ],
 )  # fmt: skip
 async def test_bad_catalogue_events_say_what_and_where(api, engine, body, error, field) -> None:  # type: ignore[no-untyped-def]
@@ -230,3 +237,17 @@ def test_validate_names_audience_mistakes_where_they_are(
     (tmp_path / "j.yaml").write_text(AUDIENCE_JOURNEY.replace(*edit))
     _, problems = load_journeys([tmp_path])
     assert [str(p).replace(f"{tmp_path}/", "") for p in problems] == [message]
+
+
+async def test_a_catalogue_event_from_the_far_future_is_taken_as_now(api, engine) -> None:  # type: ignore[no-untyped-def]
+    key = create_key(engine, "catalogue", "server")
+    before = utcnow()
+    r = await api.post(
+        "/v1/catalog/track",
+        json={**DROP, "timestamp": "9999-12-31T23:00:00-05:00"},  # past year 9999 in UTC
+        headers=bearer(key),
+    )
+    assert r.status_code == 200, r.text
+    with session_scope(engine) as session:
+        [event] = session.exec(select(Event)).all()
+        assert before <= event.timestamp <= utcnow()
