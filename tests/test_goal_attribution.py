@@ -321,3 +321,47 @@ def test_metrics_count_an_order_once_in_its_currency_not_per_conversion_time_buc
     assert revenue == [({"journey": "cart", "currency": "EUR"}, 99.0)]
     converted = [(s.labels, s.value) for s in samples if s.name == "journeys_runs_converted_total"]
     assert converted == [({"journey": "cart"}, 1)]
+
+
+def test_made_up_currencies_add_no_metric_series_but_their_revenue_is_summed_as_other(
+    sqlite_engine: Engine,
+) -> None:
+    """The write key is public: each invented currency would be a new series on /metrics
+    for ever. By hand: 10 EUR, 20 "zzzz1" and 30 "€" (not codes) → EUR 10, other 50."""
+    from orchestrator.analytics.metrics import journey_samples
+    from orchestrator.store.versions import deploy_journey
+
+    spec = {
+        "id": "cart",
+        "name": "Cart",
+        "trigger": {"event": "Cart Created"},
+        "goal": {"event": "Order Completed", "within": 86400},
+        "steps": [{"wait": 60, "id": "steps.0"}],
+    }
+    now = datetime.now(UTC)
+    users = {"ann": "EUR", "bob": "zzzz1", "cy": "€"}
+    with session_scope(sqlite_engine) as session:
+        deploy_journey(session, "cart", spec, "hash-1", None)
+        for user in users:
+            session.add(Contact(id=user))
+            session.add(
+                JourneyRun(
+                    workflow_id=f"journey:cart:{user}",
+                    entry_seq=1,
+                    journey_id="cart",
+                    version=1,
+                    contact_id=user,
+                    entered_at=now - timedelta(minutes=30),
+                )
+            )
+    for (user, currency), amount in zip(users.items(), (10, 20, 30), strict=True):
+        assert order(sqlite_engine, user, now, order_id=user, revenue=amount, currency=currency)
+    with session_scope(sqlite_engine) as session:
+        samples = list(journey_samples(session))
+    revenue = [
+        (s.labels, s.value) for s in samples if s.name == "journeys_revenue_attributed_total"
+    ]
+    assert revenue == [
+        ({"journey": "cart", "currency": "EUR"}, 10.0),
+        ({"journey": "cart", "currency": "other"}, 50.0),
+    ]

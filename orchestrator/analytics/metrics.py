@@ -9,6 +9,7 @@ contacts, steps or free text (Prometheus naming: `../shared/CONVENTIONS.md`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -23,6 +24,10 @@ MESSAGE_STATUSES = frozenset({*SEND_OUTCOMES, *ENGAGEMENTS})
 # Revenue rows are `converted:currency:<code>` (`attribution._convert`); other
 # `converted:` rows (the conversion-time buckets) carry the same amount.
 CURRENCY = "currency:"
+# The write key is public, so an order's currency is anyone's to invent: a label is an
+# ISO 4217 code (three letters) or empty, and any other text is summed as `other`, so
+# made-up currencies cannot add series to /metrics without end.
+_ISO_CURRENCY = re.compile(r"[A-Z]{3}")
 
 
 @dataclass(frozen=True)
@@ -46,7 +51,7 @@ HELP = {
     "journeys_runs_finished_total": "Runs that ended, by status (completed, exited, failed).",
     "journeys_runs_converted_total": "Runs converted by their goal event.",
     "journeys_revenue_attributed_total": "Revenue of the orders that converted runs, by the "
-    "currency the orders named (empty: none named).",
+    "currency the orders named (empty: none named; other: not a three-letter code).",
     "journeys_runs_active": "Runs in the journey now.",
 }
 
@@ -59,10 +64,18 @@ def journey_samples(session: Session) -> Iterator[Sample]:
         .group_by(col(c.journey_id), col(c.metric), col(c.channel))
         .order_by(col(c.journey_id), col(c.metric), col(c.channel))
     )
+    revenue: dict[tuple[str, str], float] = {}  # (journey, currency label): amount
     for journey, metric, channel, count, amount in rows:
+        if metric.startswith(f"converted:{CURRENCY}"):
+            label = currency_label(metric.removeprefix(f"converted:{CURRENCY}"))
+            revenue[journey, label] = revenue.get((journey, label), 0.0) + float(amount or 0)
+            continue
         sample = _sample(journey, metric, channel, int(count or 0), float(amount or 0))
         if sample is not None:
             yield from sample
+    for (journey, label), amount in sorted(revenue.items()):
+        labels = {"journey": journey, "currency": label}
+        yield _s("journeys_revenue_attributed_total", labels, amount)
     active = session.exec(
         select(JourneyRun.journey_id, func.count())
         .where(JourneyRun.status == "active")
@@ -107,10 +120,14 @@ def _sample(
             return [_s("journeys_runs_finished_total", {**j, "status": rest}, count)]
         case "converted" if not rest:
             return [_s("journeys_runs_converted_total", j, count)]
-        case "converted" if rest.startswith(CURRENCY):  # "" when the orders named none
-            currency = rest.removeprefix(CURRENCY)
-            return [_s("journeys_revenue_attributed_total", {**j, "currency": currency}, amount)]
-    return None  # `converted:after:<bucket>` too: conversion times are not revenue
+    return None  # `converted:after:<bucket>` too: conversion times are not revenue;
+    # `converted:currency:<code>` is summed by its label in `journey_samples`
+
+
+def currency_label(currency: str) -> str:
+    """The `currency` label of an order's currency as stored: the code, "" (none), or
+    `other`."""
+    return currency if not currency or _ISO_CURRENCY.fullmatch(currency) else "other"
 
 
 def _s(name: str, labels: dict[str, str], value: float, kind: str = "counter") -> Sample:
