@@ -547,6 +547,30 @@ async def test_an_adapter_failing_unexpectedly_leaves_the_outcome_unknown(bench:
     assert stored.status == "unknown" and "KeyError" in (stored.error or "")
 
 
+def sdk_quoting_the_number(message: OutgoingMessage) -> Receipt:
+    raise ValueError(f"could not parse the answer for {message.to}")
+
+
+async def test_an_unexpected_adapter_failure_is_logged_where_it_failed_without_the_address(
+    bench: Bench, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Log lines never name an address: the SDK's own text is redacted as the stored
+    error is, and the traceback keeps only where it failed."""
+    odd = Scripted(sdk_quoting_the_number)
+    await bench.identify("mia", phone=PHONE)
+    env = ActivityEnvironment()
+    sends = activities(bench, {"sms": odd})
+    prepared = env.run(sends.prepare_message, sms_request("mia"))
+    with caplog.at_level("WARNING", logger="orchestrator.activities.sending"):
+        env.run(sends.deliver_message, t.DeliverRequest(prepared.message_id or ""))
+    [record] = [r for r in caplog.records if "failed unexpectedly" in r.getMessage()]
+    logged = caplog.text
+    assert PHONE not in logged and PHONE.lstrip("+") not in logged
+    assert "ValueError: could not parse the answer for <recipient>" in record.getMessage()
+    assert "in sdk_quoting_the_number" in record.getMessage()  # where it failed
+    assert record.exc_info is None  # no traceback carrying the SDK's text unredacted
+
+
 class Receiver(FakeProvider):
     """A webhook endpoint that deduplicates on Idempotency-Key, as docs/channels/webhook.md
     asks of receivers."""

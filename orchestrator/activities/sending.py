@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -595,7 +596,12 @@ class SendActivities:
             # provider (an SDK failing to read an accepted response, a bug), so its
             # outcome is unknown and it is not retried.
             error = f"{adapter.name}: {type(exc).__name__}: {_redact(exc, *to)}"
-            log.warning("message %s: the adapter failed unexpectedly", message_id, exc_info=True)
+            # Where it failed, but not the exception's own text unredacted: an SDK's
+            # message may quote the recipient, and log lines never name an address.
+            where = "".join(traceback.format_tb(exc.__traceback__)).rstrip()
+            log.warning(
+                "message %s: the adapter failed unexpectedly: %s\n%s", message_id, error, where
+            )
             return self._record(self._unknown, message_id, error)
         return self._record_acceptance(message_id, receipt)
 
