@@ -87,6 +87,27 @@ def test_misspelt_event_names_warn_with_what_was_meant_and_fail_under_strict(
     assert "4 warning(s) found; --strict fails on warnings" in strict.stderr
 
 
+def test_misspelt_audience_events_warn_too(project: Path) -> None:
+    # A misspelt `did` selects no one; a misspelt `not_did` keeps in those who bought.
+    Path(PLAN).write_text("Price Dropped:\n  properties: [product_id]\n")
+    Path("journeys/drop.yaml").write_text(
+        "id: drop\nname: Price drop\ntrigger:\n  event: Price Dropped\n  audience:\n"
+        "    did: Product Viewd\n    within: 14d\n"
+        "    not_did: [Order Completed, Order Complete]\n"
+        "entry: {re_entry: always}\nsteps:\n  - send: {channel: email, template: hello}\n"
+    )
+
+    result = validate("--strict")
+
+    assert result.exit_code == 1
+    assert result.stdout.splitlines()[:2] == [
+        f"journeys/drop.yaml:6:10: warning: unknown event 'Product Viewd': {UNKNOWN}; "
+        "did you mean 'Product Viewed'?",
+        f"journeys/drop.yaml:8:32: warning: unknown event 'Order Complete': {UNKNOWN}; "
+        "did you mean 'Order Completed'?",
+    ]
+
+
 def test_a_name_nothing_resembles_says_where_to_declare_it(project: Path) -> None:
     Path("journeys/browse.yaml").write_text(
         "id: ship\nname: Shipped\ntrigger: {event: Order Shipped}\n"

@@ -189,6 +189,14 @@ def journey_references(item: LoadedJourney) -> Iterator[tuple[YamlPath, str]]:
     journey = item.journey
     if journey.trigger.event is not None:
         yield ("trigger", "event"), journey.trigger.event
+    audience = journey.trigger.audience
+    if audience is not None:
+        # `did: Product Viewed` or a list: a misspelt name selects no one (`did`) or
+        # leaves in those it should keep out (`not_did`).
+        for key, names in (("did", audience.did), ("not_did", audience.not_did)):
+            where = ("trigger", "audience", key)
+            for k, name in enumerate(names):
+                yield ((*where, k) if (*where, k) in item.source.nodes else where), name
     for i, name in enumerate(journey.exit_on):
         yield ("exit_on", i), name
     if journey.goal is not None:
