@@ -47,6 +47,15 @@ BROKEN = {
         "trigger: {event: A, when: exited}\nsteps: [exit]\n",
         "j.yaml:3:1: 'when' belongs to a segment trigger: `segment: <name>, when: exited`",
     ),
+    # A date or identify trigger has no exit to wait for: `when` was ignored silently.
+    "when-on-a-date-trigger": (
+        "trigger: {date: contact.traits.birthday, when: exited}\nsteps: [exit]\n",
+        "j.yaml:3:1: 'when' belongs to a segment trigger: `segment: <name>, when: exited`",
+    ),
+    "when-on-an-identify-trigger": (
+        "trigger: {identify: true, when: exited}\nsteps: [exit]\n",
+        "j.yaml:3:1: 'when' belongs to a segment trigger: `segment: <name>, when: exited`",
+    ),
     "discount-not-a-number": (
         EVENT + "  - action: {type: issue_coupon, campaign: c, prefix: T, discount: ten}\n",
         "j.yaml:5:68: invalid discount 'ten': expected like 10% or 500",

@@ -271,7 +271,7 @@ class Trigger(Model):
             raise ValueError(
                 "trigger needs exactly one of 'event', 'segment', 'date' or 'identify: true'"
             )
-        if self.event is not None and self.when != "entered":
+        if self.segment is None and self.when != "entered":
             raise ValueError("'when' belongs to a segment trigger: `segment: <name>, when: exited`")
         if self.audience is not None and self.event is None:
             raise ValueError(
