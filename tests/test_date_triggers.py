@@ -165,6 +165,12 @@ async def test_birthdays_come_at_ten_in_auckland_and_lisbon(
             "got '10am'",
         ),
         (
+            # Unquoted, YAML reads 10:00 as the number 600 (and 09:00 as text).
+            "{ date: contact.traits.birthday, at: 10:00 }",
+            "birthday.yaml:3:47: expected a string, got a number: YAML reads 10:00 without "
+            'quotes as a number; write "10:00"',
+        ),
+        (
             '{ date: contact.traits.birthday, offset: "-3 days" }',
             "birthday.yaml:3:51: offset is whole days before (-3d) or after (3d) the date, or "
             "0d; got '-3 days'",

@@ -119,6 +119,8 @@ def _translate(
         return path, source.problem(path, message)
     line, column = source.position(path)
     message = error_message(kind, error["msg"], ctx, value, place.field)
+    if kind == "string_type":
+        message += _unquoted_time(source, path)
     if isinstance(ctx.get("error"), ConditionError):
         column += _condition_shift(source, path, ctx["error"].offset)
     return path, Problem(source.file, line, column, message)
@@ -151,6 +153,20 @@ def error_message(kind: str, text: str, ctx: dict[str, Any], value: Any, name: s
         bound, words = _BOUNDS[kind]
         return f"{name} must be {words} {ctx[bound]}, got {show(value)}"
     return text
+
+
+def _unquoted_time(source: Source, path: YamlPath) -> str:
+    """YAML 1.1 reads an unquoted `10:00` as the number 600 (base 60), `09:00` as text:
+    say so, or `at: 10:00` is only "expected a string, got a number"."""
+    found = source.nodes.get(path)
+    node = found[1] if found else None
+    if (
+        isinstance(node, yaml.ScalarNode)
+        and node.style is None
+        and re.fullmatch(r"[0-9]{1,2}:[0-9]{2}", node.value)
+    ):
+        return f': YAML reads {node.value} without quotes as a number; write "{node.value}"'
+    return ""
 
 
 def _step_kind_message(value: Any, path: YamlPath) -> tuple[YamlPath, str]:
