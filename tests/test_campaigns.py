@@ -463,6 +463,55 @@ def test_validate_warns_of_a_date_passed_and_a_throttle_that_limits_nothing(
     )
 
 
+@pytest.mark.parametrize(
+    ("schedule", "said"),
+    [
+        (
+            "0 10 31 2 *",
+            "news.yaml:3:22: schedule '0 10 31 2 *' never comes due: no month of '2' has day "
+            "31; pick a day those months have (February has 28, and 29 in leap years)",
+        ),
+        (
+            "0 10 30,31 2 *",
+            "news.yaml:3:22: schedule '0 10 30,31 2 *' never comes due: no month of '2' has "
+            "day 30, 31; pick a day those months have (February has 28, and 29 in leap years)",
+        ),
+        (
+            "0 10 31 4-6/2 *",
+            "news.yaml:3:22: schedule '0 10 31 4-6/2 *' never comes due: no month of '4-6/2' "
+            "has day 31; pick a day those months have (February has 28, and 29 in leap years)",
+        ),
+        (
+            "0 10 1 * 1-5",
+            "news.yaml:3:22: warning: schedule '0 10 1 * 1-5' names a day of the month and a "
+            "weekday: it runs only on days that are both (the 1st when it is a weekday), not "
+            "on either as crontab does; keep one of them, and use two journeys for both",
+        ),
+        ("0 10 29 2 *", None),  # leap years
+        ("0 10 31 1-12 *", None),  # the months that have a 31st
+        ("0 10 */10 * *", None),
+    ],
+)
+def test_validate_names_a_cron_line_that_never_comes_due_or_reads_unlike_crontab(
+    schedule: str, said: str | None, tmp_path: Path
+) -> None:
+    """Temporal takes both lines: the first would never send, and with a day and a weekday
+    it sends on days that are both (checked on the dev server by a reviewer)."""
+    from orchestrator.deployment.campaign_checks import check_campaigns
+    from orchestrator.dsl.loader import load_journeys
+
+    write_journey(
+        tmp_path,
+        "news",
+        f'id: news\nname: News\ntrigger: {{ schedule: "{schedule}", segment: newsletter }}\n'
+        "steps:\n  - send: { channel: email, template: hello }\n",
+    )
+    journeys, problems = load_journeys([tmp_path], {"newsletter"})
+    assert problems == []
+    found = [str(p).replace(f"{tmp_path}/", "") for p in check_campaigns(journeys)]
+    assert found == ([said] if said else [])
+
+
 async def test_the_segment_is_read_when_the_campaign_is_due_not_at_its_last_refresh(
     ts_env: WorkflowEnvironment, sqlite_engine, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from ..campaigns.timing import CATCHUP, once_due
+from ..dsl.cron import day_and_weekday, never_due
 from ..dsl.loader import LoadedJourney, iter_steps
 from ..dsl.models import CHANNELS, SendStep
 from ..dsl.problems import Problem
@@ -42,6 +43,24 @@ def check_campaigns(
                     ("trigger", "schedule"),
                     f"schedule {trigger.schedule} has passed: {what}; set a later date and "
                     "time, or remove the journey once it has run",
+                ).as_warning()
+            )
+        if trigger.recurring and (why := never_due(trigger.schedule)) is not None:
+            problems.append(
+                item.problem(
+                    ("trigger", "schedule"),
+                    f"schedule {trigger.schedule!r} never comes due: {why}; pick a day "
+                    "those months have (February has 28, and 29 in leap years)",
+                )
+            )
+        elif trigger.recurring and day_and_weekday(trigger.schedule):
+            problems.append(
+                item.problem(
+                    ("trigger", "schedule"),
+                    f"schedule {trigger.schedule!r} names a day of the month and a weekday: "
+                    "it runs only on days that are both (the 1st when it is a weekday), not "
+                    "on either as crontab does; keep one of them, and use two journeys for "
+                    "both",
                 ).as_warning()
             )
         channels = _channels(item)

@@ -44,3 +44,38 @@ def check_cron(text: str) -> None:
                     f"invalid {name} range {start}-{end} in cron line {text!r}: "
                     "the start must not be after the end"
                 )
+
+
+# The most days each month can have (29 February comes in leap years).
+_MONTH_DAYS = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+def expand(field: str, low: int, high: int) -> set[int]:
+    """The values a checked cron field matches (`*/10`, `1-5`, `1,15`)."""
+    values: set[int] = set()
+    for part in field.split(","):
+        span, _, step = part.partition("/")
+        if span == "*":
+            start, end = low, high
+        else:
+            first, _, last = span.partition("-")
+            start = int(first)
+            end = int(last) if last else (high if step else start)
+        values.update(range(start, end + 1, int(step or 1)))
+    return values
+
+
+def never_due(text: str) -> str | None:
+    """Why a checked cron line never comes due (`0 10 31 2 *`: no 31 February), or None."""
+    _, _, day, month, _ = text.split()
+    days, months = expand(day, 1, 31), expand(month, 1, 12)
+    if any(d <= _MONTH_DAYS[m - 1] for m in months for d in days):
+        return None
+    return f"no month of {month!r} has day {', '.join(str(d) for d in sorted(days))}"
+
+
+def day_and_weekday(text: str) -> bool:
+    """Whether a checked cron line names both a day of the month and a weekday: Temporal
+    runs it on the days that match both, where crontab runs it on either."""
+    _, _, day, _, weekday = text.split()
+    return day != "*" and weekday != "*"
