@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .main import _existing_store, _fail, _settings, data_dir_option, main
+from .main import _beside_dev, _existing_store, _fail, _settings, data_dir_option, main
 
 
 @main.group()
@@ -58,7 +58,7 @@ def _change(journey_id: str, action: str, data_dir: Path | None) -> None:
     from ..processes.worker import connect
     from ..store.db import session_scope
 
-    settings = _settings(data_dir=data_dir)
+    settings = _beside_dev(_settings(data_dir=data_dir))
     engine = _existing_store(settings)
     try:
         with session_scope(engine) as session:

@@ -16,7 +16,15 @@ from pathlib import Path
 
 import click
 
-from .main import _existing_store, _fail, _settings, data_dir_option, journeys_dir_option, main
+from .main import (
+    _beside_dev,
+    _existing_store,
+    _fail,
+    _settings,
+    data_dir_option,
+    journeys_dir_option,
+    main,
+)
 
 REPLAY_BROKE = 3
 TEMPORAL_UNREACHABLE = 4
@@ -71,7 +79,10 @@ def diff_command(
         diffs = [diff(engine, old, new, settings.templates_dir) for old, new in pairs]
         report = asyncio.run(
             connect_and_replay(
-                lambda: connect(settings), engine, [d.journey_id for d in diffs], replay_limit
+                lambda: connect(_beside_dev(settings)),
+                engine,
+                [d.journey_id for d in diffs],
+                replay_limit,
             )
         )
     finally:

@@ -26,6 +26,18 @@ def _settings(**overrides: Any) -> Settings:
     return settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
 
 
+def _beside_dev(settings: Settings) -> Settings:
+    """`settings` reaching the Temporal server of the `journeys dev` running on its data
+    directory when TEMPORAL_ADDRESS is unset: it may have been started on another port
+    (`journeys dev --temporal-port`)."""
+    from ..processes.data_lock import running_dev_temporal
+
+    if settings.temporal_address:
+        return settings
+    port = (running_dev_temporal(settings.data_dir) or "").rpartition(":")[2]
+    return settings.model_copy(update={"temporal_port": int(port)}) if port.isdigit() else settings
+
+
 def _fail(message: str) -> NoReturn:
     click.secho(f"error: {message}", fg="red", err=True)
     sys.exit(1)
@@ -908,7 +920,7 @@ def contacts_erase(contact_id: str, yes: bool, data_dir: Path | None) -> None:
 
     async def erase() -> Any:
         try:
-            client = await connect(settings)
+            client = await connect(_beside_dev(settings))
         except RuntimeError as exc:
             raise TemporalUnavailable(
                 f"cannot reach Temporal ({exc}): nothing was erased; check TEMPORAL_ADDRESS "

@@ -210,7 +210,8 @@ def prepare_dev(settings: Settings, stops: Stops, retire_all: bool = False) -> D
     """
     observe(settings, "journeys-dev")
     with contextlib.ExitStack() as undo:
-        lock = DataDirLock(settings.data_dir).acquire()
+        embedded = None if settings.temporal_address else f"127.0.0.1:{settings.temporal_port}"
+        lock = DataDirLock(settings.data_dir).acquire(temporal=embedded)
         undo.callback(lock.release)
         sock = listen(settings)
         undo.callback(sock.close)
