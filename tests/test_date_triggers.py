@@ -249,3 +249,8 @@ def test_a_deploy_plans_the_contacts_whose_trait_holds_a_date(engine) -> None:  
             ("a", "birthday", {}),
             ("b", "birthday", {}),
         ]
+    from orchestrator.analytics.story import contact_story
+
+    with session_scope(engine) as session:  # `journeys explain` tells it in words
+        told = [m.text for m in contact_story(session, "a").moments if m.kind == "event"]
+    assert told == ["date of birthday planned (the journey was deployed)"]

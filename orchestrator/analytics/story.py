@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
+from ..store.date_plans import DATE_PLAN_EVENT
 from ..store.identity import aliases_of, canonical_id
 from ..store.loyalty import balance_seen
 from ..store.tables import Contact, Coupon, Event, LoyaltyEntry, Message, TrailEntry, utcnow
@@ -130,6 +131,8 @@ def _events(session: Session, ids: list[str], limit: int, out: list[Moment]) -> 
         name = e.name if e.type == "track" else e.type
         if e.type == "message":  # POST /v1/messages: the request of a transactional message
             name = f"transactional message {e.name} asked for"
+        if e.type == DATE_PLAN_EVENT:  # a deploy planning known contacts' dates
+            name = f"date of {e.name} planned (the journey was deployed)"
         props = e.properties or {}
         keys = ("order_id", "revenue", "currency", "product_id", "cart_id", "url")
         bits = [f"{k}={props[k]}" for k in keys if k in props]
