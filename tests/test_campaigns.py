@@ -363,8 +363,13 @@ async def test_a_pause_also_holds_the_later_sends_of_runs_already_started(
         ),
         (
             '{ schedule: "2027-01-15 10:00", segment: newsletter, timezone: Moscow }',
-            "news.yaml:3:73: unknown timezone 'Moscow': use an IANA name such as "
-            "Europe/Moscow or UTC",
+            "news.yaml:3:73: unknown timezone 'Moscow': expected an IANA name such as "
+            "Europe/Paris, America/New_York or UTC; did you mean Europe/Moscow?",
+        ),
+        (
+            '{ schedule: "2027-01-15 10:00", segment: newsletter, timezone: America }',
+            "news.yaml:3:73: unknown timezone 'America': expected an IANA name such as "
+            "Europe/Paris, America/New_York or UTC",
         ),
         (
             '{ schedule: "2027-01-15 10:00", segment: newsletter, throttle: { email: fast } }',

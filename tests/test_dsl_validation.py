@@ -385,6 +385,7 @@ BROKEN = [
           - wait_until: {time: "09:00", timezone: Belgrade}
           - wait_until: {time: "09:00", timezone: america/new_york}
           - wait_until: {time: "09:00", timezone: Atlantis/Capital}
+          - wait_until: {time: "09:00", timezone: America}
         """,
         "j.yaml:5:43: unknown timezone 'Europe/Belgrad': expected an IANA name such as "
         "Europe/Paris, America/New_York or UTC; did you mean Europe/Belgrade?",
@@ -393,6 +394,9 @@ BROKEN = [
         "j.yaml:7:43: unknown timezone 'america/new_york': expected an IANA name such as "
         "Europe/Paris, America/New_York or UTC; did you mean America/New_York?",
         "j.yaml:8:43: unknown timezone 'Atlantis/Capital': expected an IANA name such as "
+        "Europe/Paris, America/New_York or UTC",
+        # A folder of the zone database: ZoneInfo raises IsADirectoryError for it.
+        "j.yaml:9:43: unknown timezone 'America': expected an IANA name such as "
         "Europe/Paris, America/New_York or UTC",
     ),
     case(

@@ -18,12 +18,9 @@ names the store has seen) is checked a layer up, in `orchestrator.deployment`.
 
 from __future__ import annotations
 
-import difflib
-import functools
 import hashlib
 import json
 import re
-import zoneinfo
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +28,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ..services.zones import unknown_zone, zone_named
 from .context_check import check_condition_keys, did_you_mean
 from .invariants import INVARIANTS_FILE, check_invariant_keys
 from .models import (
@@ -400,35 +398,7 @@ def _check_timezones(journey: Journey, source: Source) -> list[Problem]:
     for path, step in iter_steps(journey.steps, ("steps",)):
         if isinstance(step, WaitUntilStep) and step.wait_until.timezone is not None:
             name = step.wait_until.timezone
-            try:
-                zoneinfo.ZoneInfo(name)
-            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-                message = (
-                    f"unknown timezone {name!r}: expected an IANA name such as "
-                    "Europe/Paris, America/New_York or UTC"
-                )
-                guess = closest_timezone(name)
-                if guess is not None:
-                    message += f"; did you mean {guess}?"
+            if zone_named(name) is None:
+                message = unknown_zone(name)
                 problems.append(source.problem((*path, "wait_until", "timezone"), message))
     return problems
-
-
-def closest_timezone(name: str) -> str | None:
-    """The IANA name meant by `name`: another case (`europe/berlin`), the city alone
-    (`Belgrade`), else the closest spelling (`Europe/Belgrad`)."""
-    zones = _timezones()
-    key = name.strip().replace(" ", "_").casefold()
-    by_key = {zone.casefold(): zone for zone in zones}
-    if key in by_key:
-        return by_key[key]
-    cities = [z for z in zones if "/" in z and z.rsplit("/", 1)[1].casefold() == key]
-    if len(cities) == 1:
-        return cities[0]
-    close = difflib.get_close_matches(key, list(by_key), n=1, cutoff=0.8)
-    return by_key[close[0]] if close else None
-
-
-@functools.cache
-def _timezones() -> tuple[str, ...]:
-    return tuple(sorted(zoneinfo.available_timezones()))

@@ -29,7 +29,7 @@ from pydantic import (
 )
 
 from ..services.policy import QuietHours
-from ..services.zones import zone_named
+from ..services.zones import unknown_zone, zone_named
 from .conditions import check_condition, parse
 from .cron import check_cron
 from .durations import format_duration, parse_duration
@@ -175,9 +175,7 @@ def _throttle(value: Any) -> Any:
 
 def _zone_name(value: Any) -> Any:
     if isinstance(value, str) and zone_named(value) is None:
-        raise ValueError(
-            f"unknown timezone {value!r}: use an IANA name such as Europe/Moscow or UTC"
-        )
+        raise ValueError(unknown_zone(value))
     return value
 
 
