@@ -377,6 +377,11 @@ async def test_a_pause_also_holds_the_later_sends_of_runs_already_started(
             "got 'fast'",
         ),
         (
+            '{ schedule: "2027-01-15 10:00", segment: newsletter, throttle: { emails: 20/s } }',
+            "news.yaml:3:63: throttle names channels (email, push, sms); got 'emails'; did you "
+            "mean email?",
+        ),
+        (
             "{ event: Signed Up, local_time: true }",
             "news.yaml:3:1: 'local_time' belongs to a campaign: `schedule: \"2027-01-15 "
             '10:00", segment: newsletter`',
@@ -703,3 +708,14 @@ def test_the_backlog_count_reads_only_the_unrouted_events(engine) -> None:  # ty
         steps = " / ".join(step[3] for step in plan)
     assert "USING INDEX ix_events_unrouted" in steps, steps
     assert "autoindex" not in steps and "SCAN events" not in steps, steps
+
+
+@pytest.mark.parametrize(
+    ("rate", "per_second"),
+    [("20/s", 20), ("20/sec", 20), ("300/min", 5), ("300/m", 5), ("7200/h", 2), ("1.5/s", 1.5)],
+)
+def test_throttle_rates_read_as_sends_per_second(rate: str, per_second: float) -> None:
+    """By hand: 300 a minute is 5 a second; `m` is minutes, as in durations (`90m`)."""
+    from orchestrator.dsl.models import rate_per_second
+
+    assert rate_per_second(rate) == per_second

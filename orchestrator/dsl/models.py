@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from ..services.policy import QuietHours
+from ..services.spelling import closest_name
 from ..services.zones import unknown_zone, zone_named
 from .conditions import check_condition, parse
 from .cron import check_cron
@@ -117,8 +118,9 @@ def _day_offset(value: Any) -> Any:
 
 
 _ONCE = re.compile(r"(\d{4})-(\d{2})-(\d{2})[ T]([01][0-9]|2[0-3]):([0-5][0-9])")
-_RATE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*/\s*(s|sec|second|min|minute|h|hour)")
-_RATE_UNITS = {"s": 1, "sec": 1, "second": 1, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
+_RATE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)")
+_RATE_UNITS = {"s": 1, "sec": 1, "second": 1, "h": 3600, "hour": 3600}
+_RATE_UNITS |= {"m": 60, "min": 60, "minute": 60}  # `m` is minutes, as in durations
 SCHEDULE_HELP = (
     'a date and time "2027-01-15 10:00" (once) or a cron line "0 10 * * 1" '
     "(minute hour day month weekday: every Monday at 10:00)"
@@ -168,7 +170,11 @@ def _throttle(value: Any) -> Any:
         )
     for channel, rate in value.items():
         if channel not in CHANNELS:
-            raise ValueError(f"throttle names channels ({', '.join(CHANNELS)}); got {channel!r}")
+            meant = closest_name(str(channel), CHANNELS)
+            raise ValueError(
+                f"throttle names channels ({', '.join(CHANNELS)}); got {channel!r}"
+                + (f"; did you mean {meant}?" if meant else "")
+            )
         rate_per_second(str(rate))
     return {channel: str(rate).strip() for channel, rate in value.items()}
 
