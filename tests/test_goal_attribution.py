@@ -281,12 +281,8 @@ def test_late_resent_and_absurd_orders_convert_nothing_or_carry_no_revenue(
     assert (stats.converted, stats.revenue_by_currency) == (4, {"": 75.0, "USD": 8.0})
 
 
-def test_metrics_count_an_order_once_in_its_currency_not_per_conversion_time_bucket(
-    sqlite_engine: Engine,
-) -> None:
-    """By hand: one order of 99 EUR 30 minutes after entry → revenue 99 EUR, once. The
-    conversion-time counter (`converted:after:<1h`) carries the amount too: not revenue."""
-    from orchestrator.analytics.metrics import journey_samples
+def carts_entered(engine: Engine, *users: str) -> datetime:
+    """A journey `cart` with a goal, each of `users` in it since 30 minutes; now."""
     from orchestrator.store.versions import deploy_journey
 
     spec = {
@@ -297,19 +293,31 @@ def test_metrics_count_an_order_once_in_its_currency_not_per_conversion_time_buc
         "steps": [{"wait": 60, "id": "steps.0"}],
     }
     now = datetime.now(UTC)
-    with session_scope(sqlite_engine) as session:
+    with session_scope(engine) as session:
         deploy_journey(session, "cart", spec, "hash-1", None)
-        session.add(Contact(id="ann"))
-        session.add(
-            JourneyRun(
-                workflow_id="journey:cart:ann",
-                entry_seq=1,
-                journey_id="cart",
-                version=1,
-                contact_id="ann",
-                entered_at=now - timedelta(minutes=30),
+        for user in users:
+            session.add(Contact(id=user))
+            session.add(
+                JourneyRun(
+                    workflow_id=f"journey:cart:{user}",
+                    entry_seq=1,
+                    journey_id="cart",
+                    version=1,
+                    contact_id=user,
+                    entered_at=now - timedelta(minutes=30),
+                )
             )
-        )
+    return now
+
+
+def test_metrics_count_an_order_once_in_its_currency_not_per_conversion_time_bucket(
+    sqlite_engine: Engine,
+) -> None:
+    """By hand: one order of 99 EUR 30 minutes after entry → revenue 99 EUR, once. The
+    conversion-time counter (`converted:after:<1h`) carries the amount too: not revenue."""
+    from orchestrator.analytics.metrics import journey_samples
+
+    now = carts_entered(sqlite_engine, "ann")
     assert order(sqlite_engine, "ann", now, order_id="a1", revenue=99, currency="eur") == ["ann"]
     with session_scope(sqlite_engine) as session:
         metrics = set(session.exec(select(JourneyCount.metric)))
@@ -329,31 +337,9 @@ def test_made_up_currencies_add_no_metric_series_but_their_revenue_is_summed_as_
     """The write key is public: each invented currency would be a new series on /metrics
     for ever. By hand: 10 EUR, 20 "zzzz1" and 30 "€" (not codes) → EUR 10, other 50."""
     from orchestrator.analytics.metrics import journey_samples
-    from orchestrator.store.versions import deploy_journey
 
-    spec = {
-        "id": "cart",
-        "name": "Cart",
-        "trigger": {"event": "Cart Created"},
-        "goal": {"event": "Order Completed", "within": 86400},
-        "steps": [{"wait": 60, "id": "steps.0"}],
-    }
-    now = datetime.now(UTC)
     users = {"ann": "EUR", "bob": "zzzz1", "cy": "€"}
-    with session_scope(sqlite_engine) as session:
-        deploy_journey(session, "cart", spec, "hash-1", None)
-        for user in users:
-            session.add(Contact(id=user))
-            session.add(
-                JourneyRun(
-                    workflow_id=f"journey:cart:{user}",
-                    entry_seq=1,
-                    journey_id="cart",
-                    version=1,
-                    contact_id=user,
-                    entered_at=now - timedelta(minutes=30),
-                )
-            )
+    now = carts_entered(sqlite_engine, *users)
     for (user, currency), amount in zip(users.items(), (10, 20, 30), strict=True):
         assert order(sqlite_engine, user, now, order_id=user, revenue=amount, currency=currency)
     with session_scope(sqlite_engine) as session:
