@@ -9,7 +9,7 @@ retry with the same `messageId` stores nothing more.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -25,7 +25,7 @@ from ..store.tables import Event, utcnow
 from .body import parse_object, read_body
 from .context import api_context, authenticate
 from .errors import ApiError
-from .segment import EARLIEST
+from .segment import plausible
 
 router = APIRouter(prefix="/v1/catalog", tags=["catalog"])
 
@@ -82,19 +82,16 @@ def _timestamp(value: Any) -> datetime:
     # Not before 1900, as for Segment calls: a zero time ("0001-01-01T00:00:00Z", Go's
     # unset time.Time) would be stored, then overflow the audience's window in the
     # router, holding every later catalogue event back until it is a dead letter.
-    try:
-        found = found.astimezone(UTC)
-    except OverflowError:  # within a day of year 1 or of year 9999
-        if found.year > 1:
-            return now  # in the future: taken as now, as any time ahead of ours
-        found = datetime.min.replace(tzinfo=UTC)
-    if found < EARLIEST:
-        raise ApiError(
-            400,
-            "timestamp is before 1900: send when the product changed, or leave it out for now",
-            "timestamp",
-        )
-    return min(found, now)  # a clock ahead of ours must not widen the audience's window
+    moment = plausible(found)
+    if moment is not None:
+        return min(moment, now)  # a clock ahead of ours must not widen the audience's window
+    if found.replace(tzinfo=None) > datetime(2000, 1, 1):
+        return now  # after 2200: taken as now, as any time ahead of ours
+    raise ApiError(
+        400,
+        "timestamp is before 1900: send when the product changed, or leave it out for now",
+        "timestamp",
+    )
 
 
 def _store(

@@ -29,6 +29,18 @@ CONSENT_KINDS = ("marketing", "transactional")
 ID_FIELDS = {"user_id": "userId", "anonymous_id": "anonymousId", "previous_id": "previousId"}
 EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
 LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+
+
+def plausible(moment: datetime) -> datetime | None:
+    """An aware time in UTC when it is between 1900 and 2200, else None: arithmetic on
+    it later (the skew correction, an audience's window) must not overflow."""
+    try:
+        utc = moment.astimezone(UTC)
+    except OverflowError:  # within a day of year 1 or of year 9999
+        return None
+    return utc if EARLIEST <= utc < LATEST else None
+
+
 MAX_PHONE = 32
 
 
@@ -78,11 +90,8 @@ class SegmentCall(BaseModel):
         """Aware UTC, between 1900 and 2200: the skew correction must not overflow."""
         if value is None:
             return None
-        try:
-            moment = _aware(value).astimezone(UTC)
-        except OverflowError:
-            moment = None
-        if moment is None or not EARLIEST <= moment < LATEST:
+        moment = plausible(_aware(value))
+        if moment is None:
             raise ValueError("out of range: expected an ISO-8601 time between 1900 and 2200")
         return moment
 
